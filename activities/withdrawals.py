@@ -1,0 +1,435 @@
+"""Withdrawal activities. Each one is idempotent: a retry finds its own earlier effect
+(status event, reservation, nonce claim, signed attempt) and returns it instead of repeating it.
+
+The exactly-once rule (NOTES section 1): the nonce claim and the signed bytes are committed in
+one PostgreSQL transaction before anything is broadcast; broadcasting only ever re-sends stored
+bytes; a new signature for the same withdrawal is made only as a fee-bumped replacement inside
+the same nonce.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from sqlmodel import col, select
+from temporalio import activity
+
+from chains.base import SignedTransfer, TransferIntent
+from chains.registry import ChainRegistry
+from core import metrics
+from core.errors import (
+    InsufficientFunds,
+    PermanentError,
+    WalletInactive,
+    WalletNotFound,
+    WithdrawalNotFound,
+)
+from db.engine import SessionFactory
+from models.db import (
+    Reservation,
+    SequenceClaim,
+    TransferAttempt,
+    Wallet,
+    Withdrawal,
+    WithdrawalEvent,
+    utcnow,
+)
+from models.payloads import (
+    ConfirmationResult,
+    OnChainState,
+    PreparedAttempt,
+    StatusChange,
+    WithdrawalStatus,
+)
+from signers.base import Signer
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+
+@dataclass
+class BumpInput:
+    withdrawal_id: str
+    replaces_tx_hash: str
+
+
+@dataclass
+class FinishInput:
+    withdrawal_id: str
+    status: WithdrawalStatus
+    outcome: ConfirmationResult | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+
+async def _lock(session: AsyncSession, *parts: str) -> None:
+    """Serialize on a key for the rest of this transaction (PostgreSQL advisory lock)."""
+    await session.exec(
+        sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(":".join(parts), 0)))
+    )
+
+
+def _to_signed(attempt: TransferAttempt) -> SignedTransfer:
+    return SignedTransfer(
+        tx_hash=attempt.tx_hash,
+        raw_tx=attempt.raw_tx,
+        sequence=attempt.sequence,
+        max_fee=attempt.max_fee,
+        fee_params=attempt.fee_params,
+    )
+
+
+def _prepared(attempts: list[TransferAttempt]) -> PreparedAttempt:
+    latest = attempts[-1]
+    return PreparedAttempt(tx_hash=latest.tx_hash, sequence=latest.sequence, attempt_count=len(attempts))
+
+
+class WithdrawalActivities:
+    def __init__(self, sessions: SessionFactory, chains: ChainRegistry, signer: Signer) -> None:
+        self._sessions = sessions
+        self._chains = chains
+        self._signer = signer
+
+    # --- loading ---------------------------------------------------------------------------
+    async def _load(self, session: AsyncSession, withdrawal_id: str) -> tuple[Withdrawal, Wallet]:
+        withdrawal = await session.get(Withdrawal, withdrawal_id)
+        if withdrawal is None:
+            raise WithdrawalNotFound("no such withdrawal", withdrawal_id=withdrawal_id)
+        wallet = await session.get(Wallet, withdrawal.wallet_id)
+        if wallet is None or wallet.owner != withdrawal.owner:
+            raise WalletNotFound("wallet not found for this owner", wallet_id=withdrawal.wallet_id)
+        return withdrawal, wallet
+
+    def _intent(self, withdrawal: Withdrawal, wallet: Wallet) -> TransferIntent:
+        chain = self._chains.get(withdrawal.chain)
+        assert wallet.address is not None
+        return TransferIntent(
+            sender=wallet.address,
+            destination=chain.normalize_address(withdrawal.destination),
+            asset=chain.asset(withdrawal.asset),
+            amount=withdrawal.amount,
+        )
+
+    async def _attempts(self, session: AsyncSession, withdrawal_id: str) -> list[TransferAttempt]:
+        rows = await session.exec(
+            select(TransferAttempt)
+            .where(TransferAttempt.withdrawal_id == withdrawal_id)
+            .order_by(col(TransferAttempt.id))
+        )
+        return list(rows.all())
+
+    def _signer_for(self, wallet: Wallet):  # type: ignore[no-untyped-def]
+        scheme = self._chains.get(wallet.chain).key_scheme
+        key_ref = wallet.key_ref
+        assert key_ref is not None
+
+        async def sign(message: bytes) -> bytes:
+            started = time.perf_counter()
+            try:
+                return await self._signer.sign(key_ref, scheme, message)
+            finally:
+                metrics.SIGNING_SECONDS.labels(backend=self._signer.backend).observe(
+                    time.perf_counter() - started
+                )
+
+        return sign
+
+    # --- steps -----------------------------------------------------------------------------
+    @activity.defn(name="record_withdrawal_status")
+    async def record_status(self, change: StatusChange) -> None:
+        """Persist a status transition and its history event (once, however often retried)."""
+        async with self._sessions() as session, session.begin():
+            withdrawal = await session.get(Withdrawal, change.withdrawal_id, with_for_update=True)
+            if withdrawal is None:
+                raise WithdrawalNotFound("no such withdrawal", withdrawal_id=change.withdrawal_id)
+            if withdrawal.status == change.status.value:
+                return
+            if WithdrawalStatus(withdrawal.status).is_final:
+                raise PermanentError(
+                    f"withdrawal is already {withdrawal.status}", withdrawal_id=withdrawal.id
+                )
+            withdrawal.status = change.status.value
+            withdrawal.updated_at = utcnow()
+            session.add(withdrawal)
+            session.add(
+                WithdrawalEvent(withdrawal_id=withdrawal.id, status=change.status.value, detail=change.detail)
+            )
+
+    @activity.defn(name="validate_withdrawal")
+    async def validate(self, withdrawal_id: str) -> None:
+        """Wallet exists, is the caller's and active; asset known; destination well-formed."""
+        async with self._sessions() as session:
+            withdrawal, wallet = await self._load(session, withdrawal_id)
+        if wallet.status != "ACTIVE" or wallet.address is None:
+            raise WalletInactive("wallet is not active", wallet_id=wallet.id)
+        if wallet.chain != withdrawal.chain:
+            raise WalletNotFound("wallet is on another chain", wallet_id=wallet.id)
+        intent = self._intent(withdrawal, wallet)  # raises INVALID_RECIPIENT / UNKNOWN_ASSET
+        if intent.amount <= 0:
+            raise PermanentError("amount must be positive")
+
+    @activity.defn(name="reserve_funds")
+    async def reserve(self, withdrawal_id: str) -> None:
+        """Hold amount + max fee against the on-chain balance minus other in-flight holds."""
+        async with self._sessions() as session:
+            withdrawal, wallet = await self._load(session, withdrawal_id)
+            if await session.get(Reservation, withdrawal_id) is not None:
+                return
+        chain = self._chains.get(withdrawal.chain)
+        intent = self._intent(withdrawal, wallet)
+        native = chain.asset(chain.settings.native_symbol)  # type: ignore[attr-defined]
+        fee = await chain.estimate_max_fee(intent)
+        native_balance = await chain.balance(intent.sender, native)
+        asset_balance = native_balance if intent.asset.is_native else await chain.balance(intent.sender, intent.asset)
+
+        async with self._sessions() as session, session.begin():
+            await _lock(session, "wallet", wallet.id)
+            if await session.get(Reservation, withdrawal_id) is not None:
+                return
+            held = await session.exec(
+                select(Reservation).where(Reservation.wallet_id == wallet.id, Reservation.state == "HELD")
+            )
+            held_native = held_asset = 0
+            for r in held.all():
+                held_native += r.fee_amount + (r.amount if r.asset == native.symbol else 0)
+                held_asset += r.amount if r.asset == intent.asset.symbol else 0
+            if intent.asset.is_native:
+                needed, available = intent.amount + fee, native_balance - held_native
+            else:
+                if asset_balance - held_asset < intent.amount:
+                    raise InsufficientFunds(
+                        f"{intent.asset.symbol} balance is insufficient",
+                        available=str(max(asset_balance - held_asset, 0)),
+                        needed=str(intent.amount),
+                    )
+                needed, available = fee, native_balance - held_native
+            if available < needed:
+                raise InsufficientFunds(
+                    f"{native.symbol} balance does not cover the amount and fees",
+                    available=str(max(available, 0)),
+                    needed=str(needed),
+                )
+            session.add(
+                Reservation(
+                    withdrawal_id=withdrawal_id,
+                    wallet_id=wallet.id,
+                    asset=intent.asset.symbol,
+                    amount=intent.amount,
+                    fee_amount=fee,
+                )
+            )
+
+    @activity.defn(name="sign_transfer")
+    async def prepare(self, withdrawal_id: str) -> PreparedAttempt:
+        """Claim a nonce and persist the signed transaction in one database transaction.
+
+        A retry (or a reset of the workflow) returns the stored attempt; it never signs again.
+        """
+        async with self._sessions() as session, session.begin():
+            withdrawal, wallet = await self._load(session, withdrawal_id)
+            intent = self._intent(withdrawal, wallet)
+            await _lock(session, "sender", withdrawal.chain, intent.sender)
+            attempts = await self._attempts(session, withdrawal_id)
+            if attempts:
+                return _prepared(attempts)
+            sequence = await self._claim_sequence(session, withdrawal, intent)
+            chain = self._chains.get(withdrawal.chain)
+            signed = await chain.sign_transfer(intent, sequence, self._signer_for(wallet))
+            attempt = self._attempt_row(withdrawal, intent, signed)
+            session.add(attempt)
+            withdrawal.nonce = sequence
+            session.add(withdrawal)
+            activity.logger.info("signed attempt persisted", extra={"tx_hash": signed.tx_hash, "nonce": sequence})
+            return _prepared([attempt])
+
+    async def _claim_sequence(
+        self, session: AsyncSession, withdrawal: Withdrawal, intent: TransferIntent
+    ) -> int | None:
+        chain = self._chains.get(withdrawal.chain)
+        claims = SequenceClaim.__table__
+        mine = await session.exec(
+            select(SequenceClaim).where(
+                SequenceClaim.withdrawal_id == withdrawal.id, SequenceClaim.state == "ACTIVE"
+            )
+        )
+        existing = mine.first()
+        if existing is not None:
+            return existing.sequence
+        settled = await chain.settled_sequence(intent.sender)
+        if settled is None:
+            return None
+        # A nonce released by a withdrawal that failed before landing must be filled,
+        # or every later transaction from this sender waits behind the gap forever.
+        hole = await session.exec(
+            select(SequenceClaim)
+            .where(
+                SequenceClaim.chain == withdrawal.chain,
+                SequenceClaim.sender == intent.sender,
+                SequenceClaim.state == "RELEASED",
+                SequenceClaim.sequence >= settled,
+            )
+            .order_by(col(SequenceClaim.sequence))
+            .limit(1)
+        )
+        reusable = hole.first()
+        if reusable is not None:
+            reusable.withdrawal_id = withdrawal.id
+            reusable.state = "ACTIVE"
+            reusable.updated_at = utcnow()
+            session.add(reusable)
+            return reusable.sequence
+        highest = await session.exec(
+            sa.select(sa.func.max(claims.c.sequence)).where(
+                claims.c.chain == withdrawal.chain, claims.c.sender == intent.sender
+            )
+        )
+        sequence = await chain.next_sequence(intent.sender, highest.scalar_one_or_none())
+        assert sequence is not None
+        session.add(
+            SequenceClaim(
+                chain=withdrawal.chain, sender=intent.sender, sequence=sequence, withdrawal_id=withdrawal.id
+            )
+        )
+        return sequence
+
+    @staticmethod
+    def _attempt_row(withdrawal: Withdrawal, intent: TransferIntent, signed: SignedTransfer) -> TransferAttempt:
+        return TransferAttempt(
+            withdrawal_id=withdrawal.id,
+            chain=withdrawal.chain,
+            sender=intent.sender,
+            sequence=signed.sequence,
+            tx_hash=signed.tx_hash,
+            raw_tx=signed.raw_tx,
+            fee_params=signed.fee_params,
+            max_fee=signed.max_fee,
+        )
+
+    @activity.defn(name="bump_fee")
+    async def bump(self, bump: BumpInput) -> PreparedAttempt:
+        """Sign a replacement in the same slot with higher fees, once per replaced attempt."""
+        async with self._sessions() as session, session.begin():
+            withdrawal, wallet = await self._load(session, bump.withdrawal_id)
+            intent = self._intent(withdrawal, wallet)
+            await _lock(session, "sender", withdrawal.chain, intent.sender)
+            attempts = await self._attempts(session, withdrawal.id)
+            if not attempts:
+                raise PermanentError("nothing to replace: no signed attempt", withdrawal_id=withdrawal.id)
+            latest = attempts[-1]
+            if latest.tx_hash != bump.replaces_tx_hash:
+                return _prepared(attempts)  # this bump was already made by an earlier try
+            chain = self._chains.get(withdrawal.chain)
+            signed = await chain.sign_transfer(
+                intent, latest.sequence, self._signer_for(wallet), replacing=_to_signed(latest)
+            )
+            replacement = self._attempt_row(withdrawal, intent, signed)
+            session.add(replacement)
+            activity.logger.info(
+                "fee-bumped replacement persisted",
+                extra={"tx_hash": signed.tx_hash, "replaces": latest.tx_hash, "nonce": latest.sequence},
+            )
+            return _prepared([*attempts, replacement])
+
+    @activity.defn(name="broadcast_transfer")
+    async def broadcast(self, withdrawal_id: str) -> PreparedAttempt:
+        """Send the latest stored bytes. Safe to repeat: the same bytes are the same transfer."""
+        async with self._sessions() as session:
+            withdrawal, wallet = await self._load(session, withdrawal_id)
+            attempts = await self._attempts(session, withdrawal_id)
+        if not attempts:
+            raise PermanentError("no signed attempt to broadcast", withdrawal_id=withdrawal_id)
+        chain = self._chains.get(withdrawal.chain)
+        latest = attempts[-1]
+        try:
+            result = await chain.broadcast(_to_signed(latest))
+        except PermanentError:
+            # If any attempt of ours is already out there (an earlier send whose response was
+            # lost, or the original of a refused replacement) it may still land: keep
+            # confirming rather than declaring the withdrawal failed.
+            for attempt in reversed(attempts):
+                if await chain.is_known(attempt.tx_hash):
+                    activity.logger.warning("send refused but an attempt is pending", extra={"tx_hash": attempt.tx_hash})
+                    metrics.BROADCASTS.labels(chain=withdrawal.chain, result="refused_but_pending").inc()
+                    return _prepared(attempts)
+            raise
+        metrics.BROADCASTS.labels(chain=withdrawal.chain, result=result).inc()
+        async with self._sessions() as session, session.begin():
+            await session.exec(
+                sa.update(TransferAttempt)
+                .where(col(TransferAttempt.id) == latest.id, col(TransferAttempt.broadcast_at).is_(None))
+                .values(state="BROADCAST", broadcast_at=utcnow())
+            )
+        activity.logger.info("broadcast", extra={"tx_hash": latest.tx_hash, "result": result})
+        return _prepared(attempts)
+
+    @activity.defn(name="await_confirmation")
+    async def await_confirmation(self, withdrawal_id: str) -> ConfirmationResult:
+        """Poll until the transfer is final, or return PENDING after the chain's bump delay."""
+        async with self._sessions() as session:
+            withdrawal, wallet = await self._load(session, withdrawal_id)
+        chain = self._chains.get(withdrawal.chain)
+        chain_settings = chain.settings  # type: ignore[attr-defined]
+        intent = self._intent(withdrawal, wallet)
+        deadline = time.monotonic() + chain_settings.fee_bump_after_seconds
+        while True:
+            async with self._sessions() as session:
+                attempts = [_to_signed(a) for a in await self._attempts(session, withdrawal_id)]
+            status = await chain.transfer_status(intent, attempts)
+            activity.heartbeat(status.state.value)
+            if status.state != OnChainState.PENDING or time.monotonic() >= deadline:
+                return ConfirmationResult(
+                    state=status.state,
+                    tx_hash=status.tx_hash or (attempts[-1].tx_hash if attempts else None),
+                    block_number=status.block_number,
+                    fee_paid=status.fee_paid,
+                    detail=status.detail,
+                )
+            await asyncio.sleep(chain_settings.poll_interval_seconds)
+
+    @activity.defn(name="finish_withdrawal")
+    async def finish(self, finish: FinishInput) -> None:
+        """The terminal transition, atomically: status, history, reservation, nonce claim."""
+        async with self._sessions() as session:
+            withdrawal, wallet = await self._load(session, finish.withdrawal_id)
+            attempts = await self._attempts(session, finish.withdrawal_id)
+        chain = self._chains.get(withdrawal.chain)
+        outcome = finish.outcome
+        landed = outcome is not None and outcome.state in (OnChainState.CONFIRMED, OnChainState.REVERTED)
+        # A nonce goes back to the pool only if no attempt of ours can still land with it.
+        release_slot = not landed and not any([await chain.is_known(a.tx_hash) for a in attempts])
+
+        async with self._sessions() as session, session.begin():
+            row = await session.get(Withdrawal, finish.withdrawal_id, with_for_update=True)
+            assert row is not None
+            if WithdrawalStatus(row.status).is_final:
+                return
+            now = utcnow()
+            row.status = finish.status.value
+            row.error_code = finish.error_code
+            row.error_message = finish.error_message
+            row.updated_at = row.completed_at = now
+            if outcome is not None:
+                row.tx_hash = outcome.tx_hash or row.tx_hash
+                row.block_number = outcome.block_number
+                row.fee_paid = outcome.fee_paid
+            session.add(row)
+            detail = {k: v for k, v in {"error_code": finish.error_code, "tx_hash": row.tx_hash}.items() if v}
+            session.add(WithdrawalEvent(withdrawal_id=row.id, status=finish.status.value, detail=detail))
+            reservation = await session.get(Reservation, row.id, with_for_update=True)
+            if reservation is not None and reservation.state == "HELD":
+                reservation.state = "SETTLED" if landed else "RELEASED"
+                reservation.updated_at = now
+                session.add(reservation)
+            if release_slot:
+                await session.exec(
+                    sa.update(SequenceClaim)
+                    .where(col(SequenceClaim.withdrawal_id) == row.id, col(SequenceClaim.state) == "ACTIVE")
+                    .values(state="RELEASED", updated_at=now)
+                )
+        metrics.WITHDRAWALS_FINISHED.labels(
+            chain=withdrawal.chain, asset=withdrawal.asset, status=finish.status.value
+        ).inc()
+        activity.logger.info(
+            "withdrawal finished", extra={"status": finish.status.value, "error_code": finish.error_code}
+        )

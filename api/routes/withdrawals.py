@@ -1,0 +1,210 @@
+"""Withdrawals: accept (idempotently) and start WithdrawalWorkflow; read status and history."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Response, status
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import col, select
+from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from api.deps import OwnerDep, SessionDep, StateDep
+from api.routes.wallets import owned_wallet
+from core import metrics
+from core.errors import IdempotencyConflict, ValidationFailed, WalletInactive, WithdrawalNotFound
+from core.money import to_base_units, to_decimal_string
+from models import search_attributes
+from models.db import TransferAttempt, Withdrawal, WithdrawalEvent
+from models.payloads import WithdrawalInput, WithdrawalStatus
+from models.schemas import (
+    TransferAttemptPublic,
+    WithdrawalCreate,
+    WithdrawalEventPublic,
+    WithdrawalList,
+    WithdrawalPublic,
+)
+from workflows.withdrawal import WithdrawalWorkflow
+
+router = APIRouter(prefix="/v1/withdrawals", tags=["withdrawals"])
+
+
+def _request_hash(body: WithdrawalCreate) -> str:
+    return hashlib.sha256(json.dumps(body.model_dump(), sort_keys=True).encode()).hexdigest()
+
+
+async def _public(session: SessionDep, state: StateDep, w: Withdrawal, *, detail: bool) -> WithdrawalPublic:
+    decimals = state.chains.get(w.chain).asset(w.asset).decimals
+    public = WithdrawalPublic(
+        id=w.id,
+        wallet_id=w.wallet_id,
+        owner=w.owner,
+        chain=w.chain,
+        asset=w.asset,
+        to=w.destination,
+        amount=to_decimal_string(w.amount, decimals),
+        amount_base_units=str(w.amount),
+        status=w.status,
+        error_code=w.error_code,
+        error_message=w.error_message,
+        tx_hash=w.tx_hash,
+        nonce=w.nonce,
+        block_number=w.block_number,
+        fee_paid_base_units=None if w.fee_paid is None else str(w.fee_paid),
+        workflow_id=f"withdrawal-{w.id}",
+        created_at=w.created_at,
+        updated_at=w.updated_at,
+        completed_at=w.completed_at,
+    )
+    if detail:
+        events = await session.exec(
+            select(WithdrawalEvent).where(WithdrawalEvent.withdrawal_id == w.id).order_by(col(WithdrawalEvent.id))
+        )
+        public.history = [WithdrawalEventPublic(status=e.status, at=e.at, detail=e.detail) for e in events.all()]
+        attempts = await session.exec(
+            select(TransferAttempt).where(TransferAttempt.withdrawal_id == w.id).order_by(col(TransferAttempt.id))
+        )
+        public.attempts = [
+            TransferAttemptPublic(
+                tx_hash=a.tx_hash, nonce=a.sequence, state=a.state, created_at=a.created_at, broadcast_at=a.broadcast_at
+            )
+            for a in attempts.all()
+        ]
+    return public
+
+
+async def _ensure_started(state: StateDep, w: Withdrawal) -> None:
+    """Start the workflow for a withdrawal that has not begun; a no-op if it already runs.
+
+    Only PENDING rows are (re)started: anything further along has (or had) its workflow, and
+    a closed one forgotten by Temporal after retention must never be run a second time.
+    """
+    if w.status != WithdrawalStatus.PENDING.value:
+        return
+    try:
+        await state.temporal.start_workflow(
+            WithdrawalWorkflow.run,
+            WithdrawalInput(withdrawal_id=w.id, chain=w.chain),
+            id=f"withdrawal-{w.id}",
+            task_queue=state.settings.task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            search_attributes=TypedSearchAttributes(
+                [
+                    SearchAttributePair(search_attributes.CHAIN, w.chain),
+                    SearchAttributePair(search_attributes.ASSET, w.asset),
+                    SearchAttributePair(search_attributes.OWNER, w.owner),
+                    SearchAttributePair(search_attributes.STATUS, WithdrawalStatus.PENDING.value),
+                ]
+            ),
+            static_summary=f"Withdrawal of {w.asset} on {w.chain} for {w.owner}",
+        )
+    except WorkflowAlreadyStartedError:
+        pass
+
+
+@router.post(
+    "",
+    response_model=WithdrawalPublic,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={200: {"description": "Replay of an earlier request with the same Idempotency-Key"}},
+)
+async def create_withdrawal(
+    body: WithdrawalCreate,
+    owner: OwnerDep,
+    state: StateDep,
+    session: SessionDep,
+    response: Response,
+    idempotency_key: Annotated[str, Header(min_length=1, max_length=200)],
+) -> WithdrawalPublic:
+    request_hash = _request_hash(body)
+    existing = await _by_idempotency_key(session, owner, idempotency_key)
+    if existing is not None:
+        return await _replay(state, session, response, existing, request_hash)
+
+    wallet = await owned_wallet(session, owner, body.wallet_id)
+    if wallet.status != "ACTIVE" or wallet.address is None:
+        raise WalletInactive("wallet is not active", wallet_id=wallet.id)
+    chain = state.chains.get(wallet.chain)
+    asset = chain.asset(body.asset)
+    destination = chain.normalize_address(body.to)
+    if destination == wallet.address:
+        raise ValidationFailed("a wallet cannot withdraw to itself", field="to")
+    amount = to_base_units(body.amount, asset.decimals)
+    withdrawal = Withdrawal(
+        id=str(uuid.uuid4()),
+        owner=owner,
+        wallet_id=wallet.id,
+        chain=wallet.chain,
+        asset=asset.symbol,
+        destination=destination,
+        amount=amount,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+    )
+    session.add(withdrawal)
+    session.add(WithdrawalEvent(withdrawal_id=withdrawal.id, status=WithdrawalStatus.PENDING.value))
+    try:
+        await session.commit()
+    except IntegrityError:
+        await session.rollback()  # a concurrent request with the same key won the race
+        existing = await _by_idempotency_key(session, owner, idempotency_key)
+        if existing is None:
+            raise
+        return await _replay(state, session, response, existing, request_hash)
+    metrics.WITHDRAWALS_REQUESTED.labels(chain=withdrawal.chain, asset=withdrawal.asset).inc()
+    await _ensure_started(state, withdrawal)
+    return await _public(session, state, withdrawal, detail=False)
+
+
+async def _by_idempotency_key(session: SessionDep, owner: str, key: str) -> Withdrawal | None:
+    rows = await session.exec(
+        select(Withdrawal).where(Withdrawal.owner == owner, Withdrawal.idempotency_key == key)
+    )
+    return rows.first()
+
+
+async def _replay(
+    state: StateDep, session: SessionDep, response: Response, existing: Withdrawal, request_hash: str
+) -> WithdrawalPublic:
+    if existing.request_hash != request_hash:
+        raise IdempotencyConflict(
+            "this Idempotency-Key was used with a different request", withdrawal_id=existing.id
+        )
+    await _ensure_started(state, existing)
+    response.status_code = status.HTTP_200_OK
+    return await _public(session, state, existing, detail=False)
+
+
+@router.get("/{withdrawal_id}", response_model=WithdrawalPublic)
+async def get_withdrawal(withdrawal_id: str, owner: OwnerDep, state: StateDep, session: SessionDep) -> WithdrawalPublic:
+    withdrawal = await session.get(Withdrawal, withdrawal_id)
+    if withdrawal is None or withdrawal.owner != owner:
+        raise WithdrawalNotFound("withdrawal not found", withdrawal_id=withdrawal_id)
+    return await _public(session, state, withdrawal, detail=True)
+
+
+@router.get("", response_model=WithdrawalList)
+async def list_withdrawals(
+    owner: OwnerDep,
+    state: StateDep,
+    session: SessionDep,
+    status_filter: Annotated[WithdrawalStatus | None, Query(alias="status")] = None,
+    wallet_id: str | None = None,
+    chain: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> WithdrawalList:
+    query = select(Withdrawal).where(Withdrawal.owner == owner)
+    if status_filter:
+        query = query.where(Withdrawal.status == status_filter.value)
+    if wallet_id:
+        query = query.where(Withdrawal.wallet_id == wallet_id)
+    if chain:
+        query = query.where(Withdrawal.chain == chain.lower())
+    query = query.order_by(col(Withdrawal.created_at).desc()).limit(limit).offset(offset)
+    rows = (await session.exec(query)).all()
+    return WithdrawalList(items=[await _public(session, state, w, detail=False) for w in rows])

@@ -1,0 +1,104 @@
+"""The small interface every chain family implements, and its chain-neutral value types.
+
+Exactly-once lives above this interface (activities persist each signed attempt before it
+is broadcast); adapters only have to make each call honest about what it knows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+from core.settings import AssetSpec
+from models.payloads import OnChainState
+
+
+@dataclass(frozen=True)
+class TransferIntent:
+    sender: str
+    destination: str
+    asset: AssetSpec
+    amount: int
+
+
+@dataclass(frozen=True)
+class SignedTransfer:
+    tx_hash: str
+    raw_tx: str  # hex of the exact signed bytes
+    sequence: int | None  # the slot: EVM nonce, Stellar sequence; None where the slot is the message
+    max_fee: int  # the most this transaction can cost, in the native asset's base units
+    fee_params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TransferStatus:
+    state: OnChainState
+    tx_hash: str | None = None
+    block_number: int | None = None
+    fee_paid: int | None = None
+    detail: str = ""
+
+
+class DigestSigner(Protocol):
+    """Signs with one key held by a signer backend; the chain never sees key material."""
+
+    async def __call__(self, message: bytes) -> bytes:
+        """secp256k1: 32-byte digest in, 65 bytes r||s||recovery_id (low-s) out.
+        ed25519: raw message in, 64-byte signature out. Raises SigningFailed / SignerUnavailable."""
+        ...
+
+
+class Chain(Protocol):
+    family: ClassVar[str]
+    key_scheme: ClassVar[str]  # "secp256k1" | "ed25519"
+    name: str
+
+    def normalize_address(self, address: str) -> str:
+        """Canonical form of a destination. Raises InvalidRecipient."""
+        ...
+
+    def address_from_public_key(self, public_key: bytes) -> str: ...
+
+    def asset(self, symbol: str) -> AssetSpec:
+        """Raises UnknownAsset."""
+        ...
+
+    async def balance(self, address: str, asset: AssetSpec) -> int:
+        """Spendable balance in base units. Raises ChainUnavailable."""
+        ...
+
+    async def estimate_max_fee(self, intent: TransferIntent) -> int:
+        """Upper bound of the fee, native base units. Raises ChainUnavailable, FeeAboveCap."""
+        ...
+
+    async def next_sequence(self, sender: str, highest_claimed: int | None) -> int | None:
+        """The slot a new transaction from `sender` takes; never below the chain's pending one."""
+        ...
+
+    async def settled_sequence(self, sender: str) -> int | None:
+        """First slot not yet consumed on chain; claims below it can never be reused."""
+        ...
+
+    async def sign_transfer(
+        self,
+        intent: TransferIntent,
+        sequence: int | None,
+        sign: DigestSigner,
+        replacing: SignedTransfer | None = None,
+    ) -> SignedTransfer:
+        """Build and sign. With `replacing`, a fee-bumped replacement inside the same slot.
+        Raises ChainUnavailable, FeeAboveCap, InsufficientFunds, SigningFailed."""
+        ...
+
+    async def broadcast(self, transfer: SignedTransfer) -> str:
+        """Send the exact bytes; idempotent. Returns "accepted", "known" or "slot_used".
+        Raises ChainUnavailable (retry), FeeTooLow (replace), InsufficientFunds, SubmissionFailed."""
+        ...
+
+    async def is_known(self, tx_hash: str) -> bool:
+        """Whether the node has seen this transaction (mempool or chain)."""
+        ...
+
+    async def transfer_status(self, intent: TransferIntent, attempts: list[SignedTransfer]) -> TransferStatus:
+        """Final outcome across every attempt of one withdrawal (all share one slot), or PENDING."""
+        ...

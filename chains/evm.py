@@ -1,0 +1,368 @@
+"""EVM family (Polygon first; any EIP-1559 chain by configuration), over web3.py.
+
+The slot is (chain, sender, nonce). Fees come from eth_feeHistory with a per-chain floor
+and cap; replacements inside the slot raise both fee fields by at least the configured
+percentage (geth/Bor need +10%). Node error strings are geth/Bor wording (NOTES section 2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from typing import Any, ClassVar
+
+import aiohttp
+from eth_account.typed_transactions import TypedTransaction
+from eth_utils import is_address, is_checksum_address, keccak, to_checksum_address
+from hexbytes import HexBytes
+from web3 import AsyncHTTPProvider, AsyncWeb3
+from web3.exceptions import (
+    ContractLogicError,
+    ProviderConnectionError,
+    TimeExhausted,
+    TooManyRequests,
+    TransactionNotFound,
+    Web3RPCError,
+)
+
+from chains.base import DigestSigner, SignedTransfer, TransferIntent, TransferStatus
+from core.errors import (
+    ChainUnavailable,
+    CustodyError,
+    FeeAboveCap,
+    FeeTooLow,
+    InsufficientFunds,
+    InvalidRecipient,
+    SigningFailed,
+    SubmissionFailed,
+)
+from core.settings import AssetSpec, EvmChainSettings
+from models.payloads import OnChainState
+
+log = logging.getLogger(__name__)
+
+NATIVE_TRANSFER_GAS = 21_000
+TRANSFER_TOPIC = "0x" + keccak(text="Transfer(address,address,uint256)").hex()
+ERC20_ABI: list[dict[str, Any]] = [
+    {
+        "name": "transfer",
+        "type": "function",
+        "stateMutability": "nonpayable",
+        "inputs": [{"name": "to", "type": "address"}, {"name": "amount", "type": "uint256"}],
+        "outputs": [{"name": "", "type": "bool"}],
+    },
+    {
+        "name": "balanceOf",
+        "type": "function",
+        "stateMutability": "view",
+        "inputs": [{"name": "owner", "type": "address"}],
+        "outputs": [{"name": "", "type": "uint256"}],
+    },
+    {
+        "name": "mint",
+        "type": "function",
+        "stateMutability": "nonpayable",
+        "inputs": [{"name": "to", "type": "address"}, {"name": "amount", "type": "uint256"}],
+        "outputs": [],
+    },
+]
+
+_CONNECTIVITY_ERRORS = (
+    aiohttp.ClientError,
+    asyncio.TimeoutError,
+    ConnectionError,
+    ProviderConnectionError,
+    TooManyRequests,
+    TimeExhausted,
+)
+
+
+def _message(error: Exception) -> str:
+    if isinstance(error, Web3RPCError) and isinstance(error.rpc_response, dict):
+        detail = error.rpc_response.get("error") or {}
+        if isinstance(detail, dict) and detail.get("message"):
+            return str(detail["message"])
+    return str(error)
+
+
+def _bumped(previous: int, percent: int) -> int:
+    return math.ceil(previous * (100 + percent) / 100)
+
+
+class EvmChain:
+    family: ClassVar[str] = "evm"
+    key_scheme: ClassVar[str] = "secp256k1"
+
+    def __init__(self, name: str, settings: EvmChainSettings, web3: AsyncWeb3 | None = None) -> None:
+        self.name = name
+        self.settings = settings
+        self.web3 = web3 or AsyncWeb3(AsyncHTTPProvider(settings.rpc_url, request_kwargs={"timeout": 15}))
+
+    # --- addresses and assets -------------------------------------------------------------
+    def normalize_address(self, address: str) -> str:
+        if not isinstance(address, str) or not is_address(address):
+            raise InvalidRecipient("not an EVM address (0x + 40 hex digits)", address=str(address)[:64])
+        if address != address.lower() and address[2:] != address[2:].upper() and not is_checksum_address(address):
+            raise InvalidRecipient("EIP-55 checksum mismatch", address=address)
+        checksummed = to_checksum_address(address)
+        if int(checksummed, 16) == 0:
+            raise InvalidRecipient("the zero address burns funds", address=address)
+        return checksummed
+
+    def address_from_public_key(self, public_key: bytes) -> str:
+        if len(public_key) == 65 and public_key[0] == 4:
+            public_key = public_key[1:]
+        if len(public_key) != 64:
+            raise SigningFailed("expected an uncompressed secp256k1 public key")
+        return to_checksum_address(keccak(public_key)[-20:])
+
+    def asset(self, symbol: str) -> AssetSpec:
+        return self.settings.asset(symbol)
+
+    def assets(self) -> list[AssetSpec]:
+        return self.settings.assets()
+
+    # --- reads -----------------------------------------------------------------------------
+    async def _call(self, awaitable: Any) -> Any:
+        try:
+            return await awaitable
+        except _CONNECTIVITY_ERRORS as e:
+            raise ChainUnavailable(f"{self.name} RPC unreachable: {e}", chain=self.name) from e
+
+    def _token(self, asset: AssetSpec) -> Any:
+        return self.web3.eth.contract(address=to_checksum_address(asset.contract), abi=ERC20_ABI)
+
+    async def balance(self, address: str, asset: AssetSpec) -> int:
+        if asset.is_native:
+            return int(await self._call(self.web3.eth.get_balance(address, "latest")))
+        return int(await self._call(self._token(asset).functions.balanceOf(address).call()))
+
+    async def _fees(self) -> tuple[int, int]:
+        """(maxFeePerGas, maxPriorityFeePerGas) for the next block, within the per-chain cap."""
+        cfg = self.settings
+        history = await self._call(
+            self.web3.eth.fee_history(cfg.fee_history_blocks, "latest", [cfg.fee_percentile])
+        )
+        next_base_fee = int(history["baseFeePerGas"][-1])
+        tips = sorted(int(r[0]) for r in history.get("reward") or [] if r)
+        tip = max(tips[len(tips) // 2] if tips else 0, cfg.min_priority_fee_wei)
+        if next_base_fee + tip > cfg.max_fee_per_gas_cap_wei:
+            raise FeeAboveCap(
+                f"base fee {next_base_fee} + tip {tip} wei exceeds cap {cfg.max_fee_per_gas_cap_wei}",
+                chain=self.name,
+            )
+        return min(2 * next_base_fee + tip, cfg.max_fee_per_gas_cap_wei), tip
+
+    def _call_fields(self, intent: TransferIntent) -> dict[str, Any]:
+        if intent.asset.is_native:
+            return {"to": intent.destination, "value": intent.amount, "data": b""}
+        data = self._token(intent.asset).encode_abi("transfer", args=[intent.destination, intent.amount])
+        return {"to": to_checksum_address(intent.asset.contract), "value": 0, "data": HexBytes(data)}
+
+    async def _gas_limit(self, intent: TransferIntent) -> int:
+        fields = self._call_fields(intent)
+        try:
+            estimate = int(
+                await self._call(
+                    self.web3.eth.estimate_gas({"from": intent.sender, **fields}, "latest")
+                )
+            )
+        except (ContractLogicError, Web3RPCError) as e:
+            message = _message(e).lower()
+            if "insufficient" in message or "exceeds balance" in message or "revert" in message:
+                raise InsufficientFunds(f"the transfer would fail: {_message(e)}", chain=self.name) from e
+            raise SubmissionFailed(f"gas estimation failed: {_message(e)}", chain=self.name) from e
+        # A plain transfer to an account without code costs exactly 21000; contracts get headroom.
+        return estimate if estimate == NATIVE_TRANSFER_GAS else math.ceil(estimate * 1.25)
+
+    async def estimate_max_fee(self, intent: TransferIntent) -> int:
+        max_fee, _ = await self._fees()
+        return (await self._gas_limit(intent)) * max_fee
+
+    async def next_sequence(self, sender: str, highest_claimed: int | None) -> int:
+        pending = int(await self._call(self.web3.eth.get_transaction_count(sender, "pending")))
+        return max(pending, -1 if highest_claimed is None else highest_claimed + 1)
+
+    async def settled_sequence(self, sender: str) -> int:
+        return int(await self._call(self.web3.eth.get_transaction_count(sender, "latest")))
+
+    # --- signing ---------------------------------------------------------------------------
+    async def sign_transfer(
+        self,
+        intent: TransferIntent,
+        sequence: int | None,
+        sign: DigestSigner,
+        replacing: SignedTransfer | None = None,
+    ) -> SignedTransfer:
+        if sequence is None:
+            raise SigningFailed("an EVM transaction needs a nonce")
+        max_fee, tip = await self._fees()
+        if replacing is not None:
+            bump = self.settings.fee_bump_percent
+            tip = max(tip, _bumped(int(replacing.fee_params["maxPriorityFeePerGas"]), bump))
+            max_fee = max(max_fee, _bumped(int(replacing.fee_params["maxFeePerGas"]), bump), tip)
+            if max_fee > self.settings.max_fee_per_gas_cap_wei:
+                raise FeeAboveCap("a replacement would exceed the fee cap", chain=self.name)
+            gas = int(replacing.fee_params["gas"])
+        else:
+            gas = await self._gas_limit(intent)
+        tx = {
+            "type": 2,
+            "chainId": self.settings.chain_id,
+            "nonce": sequence,
+            "gas": gas,
+            "maxFeePerGas": max_fee,
+            "maxPriorityFeePerGas": tip,
+            **self._call_fields(intent),
+        }
+        unsigned = TypedTransaction.from_dict(tx)
+        signature = await sign(unsigned.hash())
+        if len(signature) != 65:
+            raise SigningFailed("secp256k1 signer returned a malformed signature")
+        r, s, v = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:64], "big"), signature[64]
+        signed = TypedTransaction.from_dict({**tx, "v": v, "r": r, "s": s})
+        raw = signed.encode()
+        recovered = self._sender_of(raw)
+        if recovered != intent.sender:
+            # Never broadcast bytes that would spend from a different account than the wallet's.
+            raise SigningFailed("signature does not recover to the wallet address", recovered=recovered)
+        return SignedTransfer(
+            tx_hash="0x" + keccak(raw).hex(),
+            raw_tx=raw.hex(),
+            sequence=sequence,
+            max_fee=gas * max_fee,
+            fee_params={"gas": gas, "maxFeePerGas": max_fee, "maxPriorityFeePerGas": tip},
+        )
+
+    @staticmethod
+    def _sender_of(raw: bytes) -> str:
+        from eth_account import Account
+
+        return Account.recover_transaction(raw)
+
+    # --- broadcast and outcome -------------------------------------------------------------
+    async def broadcast(self, transfer: SignedTransfer) -> str:
+        try:
+            await self.web3.eth.send_raw_transaction(HexBytes(transfer.raw_tx))
+            return "accepted"
+        except _CONNECTIVITY_ERRORS as e:
+            raise ChainUnavailable(f"{self.name} RPC unreachable: {e}", chain=self.name) from e
+        except (Web3RPCError, ValueError) as e:
+            return self._classify_send_error(_message(e))
+
+    def _classify_send_error(self, message: str) -> str:
+        lowered = message.lower()
+        if "already known" in lowered or "known transaction" in lowered or "already imported" in lowered:
+            return "known"
+        # Proves only that the nonce is used, not by whom: the caller checks every receipt.
+        if "nonce too low" in lowered or "replacement transaction underpriced" in lowered:
+            return "slot_used"
+        if "insufficient funds" in lowered:
+            raise InsufficientFunds(message, chain=self.name)
+        if "underpriced" in lowered or "below minimum" in lowered or "max fee per gas less than block base fee" in lowered:
+            raise FeeTooLow(message, chain=self.name)
+        if "exceeds the configured cap" in lowered:
+            raise SubmissionFailed(message, chain=self.name)
+        if "nonce too high" in lowered or "gapped" in lowered:
+            raise ChainUnavailable(f"node is not ready for this nonce yet: {message}", chain=self.name)
+        raise SubmissionFailed(message, chain=self.name)
+
+    async def is_known(self, tx_hash: str) -> bool:
+        try:
+            await self._call(self.web3.eth.get_transaction(tx_hash))
+            return True
+        except TransactionNotFound:
+            return False
+
+    async def _receipt(self, tx_hash: str) -> Any | None:
+        try:
+            return await self._call(self.web3.eth.get_transaction_receipt(tx_hash))
+        except TransactionNotFound:
+            return None
+
+    async def _is_final(self, receipt: Any) -> bool:
+        block_number = int(receipt["blockNumber"])
+        if self.settings.finality == "finalized":
+            finalized = await self._call(self.web3.eth.get_block("finalized"))
+            return int(finalized["number"]) >= block_number
+        head = int(await self._call(self.web3.eth.block_number))
+        if head - block_number + 1 < self.settings.confirmations:
+            return False
+        # A reorg moves the receipt to another block: only the canonical block hash counts.
+        canonical = await self._call(self.web3.eth.get_block(block_number))
+        return canonical["hash"] == receipt["blockHash"]
+
+    def _transfer_happened(self, receipt: Any, intent: TransferIntent) -> bool:
+        if int(receipt["status"]) != 1:
+            return False
+        if intent.asset.is_native:
+            return True
+        token = to_checksum_address(intent.asset.contract).lower()
+        for entry in receipt["logs"]:
+            topics = [HexBytes(t).hex() for t in entry["topics"]]
+            topics = [t if t.startswith("0x") else "0x" + t for t in topics]
+            if (
+                entry["address"].lower() == token
+                and topics[0] == TRANSFER_TOPIC
+                and len(topics) == 3
+                and int(topics[1], 16) == int(intent.sender, 16)
+                and int(topics[2], 16) == int(intent.destination, 16)
+                and int.from_bytes(HexBytes(entry["data"]), "big") == intent.amount
+            ):
+                return True
+        return False
+
+    async def transfer_status(self, intent: TransferIntent, attempts: list[SignedTransfer]) -> TransferStatus:
+        if not attempts:
+            return TransferStatus(OnChainState.PENDING, detail="no attempt yet")
+        # Read the mined nonce before the receipts: if it is past ours and still no receipt of
+        # ours exists afterwards, the slot was used by someone else (not a race with our own).
+        settled = await self.settled_sequence(intent.sender)
+        for attempt in attempts:
+            receipt = await self._receipt(attempt.tx_hash)
+            if receipt is None:
+                continue
+            if not await self._is_final(receipt):
+                return TransferStatus(
+                    OnChainState.PENDING,
+                    tx_hash=attempt.tx_hash,
+                    block_number=int(receipt["blockNumber"]),
+                    detail="mined, awaiting finality",
+                )
+            fee_paid = int(receipt["gasUsed"]) * int(receipt["effectiveGasPrice"])
+            happened = self._transfer_happened(receipt, intent)
+            return TransferStatus(
+                OnChainState.CONFIRMED if happened else OnChainState.REVERTED,
+                tx_hash=attempt.tx_hash,
+                block_number=int(receipt["blockNumber"]),
+                fee_paid=fee_paid,
+                detail="" if happened else "transaction reverted or transfer event missing",
+            )
+        sequence = attempts[-1].sequence
+        if sequence is not None and settled > sequence:
+            return TransferStatus(OnChainState.SLOT_LOST, detail=f"nonce {sequence} consumed externally")
+        return TransferStatus(OnChainState.PENDING, detail="not mined yet")
+
+    # --- test networks only ---------------------------------------------------------------
+    async def faucet(self, address: str, asset: AssetSpec, amount: int) -> str:
+        """Pay from the node's first unlocked dev account (anvil/hardhat). Test networks only."""
+        accounts = await self._call(self.web3.eth.accounts)
+        if not accounts:
+            raise SubmissionFailed("this node has no unlocked dev account to fund from")
+        funder = accounts[0]
+        try:
+            if asset.is_native:
+                tx_hash = await self.web3.eth.send_transaction({"from": funder, "to": address, "value": amount})
+            else:
+                tx_hash = await self._token(asset).functions.mint(address, amount).transact({"from": funder})
+            receipt = await self.web3.eth.wait_for_transaction_receipt(tx_hash, timeout=30)
+        except CustodyError:
+            raise
+        except _CONNECTIVITY_ERRORS as e:
+            raise ChainUnavailable(str(e)) from e
+        except (Web3RPCError, ContractLogicError, ValueError) as e:
+            raise SubmissionFailed(f"faucet transfer failed: {_message(e)}") from e
+        if int(receipt["status"]) != 1:
+            raise SubmissionFailed("faucet transfer reverted")
+        return "0x" + HexBytes(tx_hash).hex().removeprefix("0x")

@@ -1,0 +1,165 @@
+"""One rooted error tree with stable codes.
+
+Adapters translate SDK exceptions into these (``raise ... from e``); the worker's activity
+interceptor turns them into ``ApplicationError(type=code, non_retryable=...)`` and the API turns
+them into ``{"error": {"code", "message", "details"}}``. Nothing else maps errors.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class CustodyError(Exception):
+    """Base of every error custody raises on purpose."""
+
+    code: ClassVar[str] = "INTERNAL_ERROR"
+    http_status: ClassVar[int] = 500
+    permanent: ClassVar[bool] = True
+
+    def __init__(self, message: str = "", **details: Any) -> None:
+        super().__init__(message or self.code)
+        self.message = message or self.code
+        self.details = details
+
+
+class TransientError(CustodyError):
+    """Worth retrying: the same call may succeed later (RPC down, KMS throttled, lock busy)."""
+
+    code = "TRANSIENT_ERROR"
+    http_status = 503
+    permanent = False
+
+
+class PermanentError(CustodyError):
+    """Retrying the same call cannot succeed; the workflow must decide what to do."""
+
+    code = "PERMANENT_ERROR"
+    http_status = 400
+
+
+# --- input and ownership -------------------------------------------------------------------
+class ValidationFailed(PermanentError):
+    code = "VALIDATION_ERROR"
+    http_status = 422
+
+
+class InvalidAmount(ValidationFailed):
+    code = "INVALID_AMOUNT"
+
+
+class InvalidRecipient(ValidationFailed):
+    code = "INVALID_RECIPIENT"
+
+
+class UnknownAsset(ValidationFailed):
+    code = "UNKNOWN_ASSET"
+
+
+class UnknownChain(ValidationFailed):
+    code = "UNKNOWN_CHAIN"
+
+
+class WalletNotFound(PermanentError):
+    code = "WALLET_NOT_FOUND"
+    http_status = 404
+
+
+class WalletInactive(PermanentError):
+    code = "WALLET_INACTIVE"
+    http_status = 409
+
+
+class WithdrawalNotFound(PermanentError):
+    code = "WITHDRAWAL_NOT_FOUND"
+    http_status = 404
+
+
+class IdempotencyConflict(PermanentError):
+    code = "IDEMPOTENCY_CONFLICT"
+    http_status = 409
+
+
+class WalletLabelTaken(PermanentError):
+    code = "WALLET_LABEL_TAKEN"
+    http_status = 409
+
+
+class Unauthorized(PermanentError):
+    code = "UNAUTHORIZED"
+    http_status = 401
+
+
+class NotAvailable(PermanentError):
+    """A feature that this deployment does not offer (e.g. faucets on a mainnet configuration)."""
+
+    code = "NOT_AVAILABLE"
+    http_status = 404
+
+
+class RateLimited(PermanentError):
+    code = "RATE_LIMITED"
+    http_status = 429
+
+
+# --- money and chain ----------------------------------------------------------------------
+class InsufficientFunds(PermanentError):
+    code = "INSUFFICIENT_FUNDS"
+
+
+class SigningFailed(PermanentError):
+    code = "SIGNING_FAILED"
+    http_status = 502
+
+
+class SubmissionFailed(PermanentError):
+    code = "SUBMISSION_FAILED"
+    http_status = 502
+
+
+class TransactionReverted(PermanentError):
+    """Mined but failed: the slot and the fee are consumed, the transfer did not happen."""
+
+    code = "TRANSACTION_REVERTED"
+    http_status = 502
+
+
+class SlotConsumedExternally(PermanentError):
+    """Our nonce/sequence was used by a transaction that is none of our attempts."""
+
+    code = "SLOT_CONSUMED_EXTERNALLY"
+    http_status = 500
+
+
+class ChainUnavailable(TransientError):
+    code = "CHAIN_UNAVAILABLE"
+
+
+class FeeAboveCap(TransientError):
+    """Network fees exceed the configured cap: wait for them to fall rather than overpay."""
+
+    code = "FEE_ABOVE_CAP"
+
+
+class SignerUnavailable(TransientError):
+    code = "SIGNER_UNAVAILABLE"
+
+
+
+
+class FeeTooLow(PermanentError):
+    """The node refused this attempt's fee; a replacement with a higher fee is needed."""
+
+    code = "FEE_TOO_LOW"
+
+
+ERROR_CODES: dict[str, type[CustodyError]] = {}
+
+
+def _collect(cls: type[CustodyError]) -> None:
+    for sub in cls.__subclasses__():
+        ERROR_CODES.setdefault(sub.code, sub)
+        _collect(sub)
+
+
+_collect(CustodyError)

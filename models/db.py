@@ -1,0 +1,174 @@
+"""Database tables (SQLModel). Rows never cross into workflows; payloads.py does that.
+
+Amounts are integers in the chain's smallest unit, stored as NUMERIC(78, 0) so that any
+uint256 fits, and read back as ``int`` (never float, never Decimal).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class BaseUnits(sa.types.TypeDecorator):
+    """uint256-capable integer column: NUMERIC(78, 0) in PostgreSQL, ``int`` in Python."""
+
+    impl = sa.Numeric(78, 0)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> Any:
+        return None if value is None else int(value)
+
+    def process_result_value(self, value: Any, dialect: Any) -> Any:
+        return None if value is None else int(value)
+
+
+def _ts(**kw: Any) -> Any:
+    return Field(default_factory=utcnow, sa_type=sa.DateTime(timezone=True), **kw)
+
+
+class Wallet(SQLModel, table=True):
+    __tablename__ = "wallets"
+    __table_args__ = (
+        sa.UniqueConstraint("owner", "chain", "idempotency_key", name="uq_wallets_idempotency"),
+        # One live wallet per (owner, chain, label); inactive ones may share the label.
+        sa.Index(
+            "uq_wallets_live_label",
+            "owner",
+            "chain",
+            "label",
+            unique=True,
+            postgresql_where=sa.text("status IN ('CREATING', 'ACTIVE')"),
+        ),
+    )
+
+    id: str = Field(primary_key=True)
+    owner: str = Field(index=True)
+    chain: str
+    label: str
+    status: str = "CREATING"  # CREATING -> ACTIVE <-> INACTIVE | FAILED
+    address: str | None = Field(default=None, index=True)
+    signer_backend: str
+    key_ref: str | None = None
+    public_key: str | None = None  # hex; the private key never leaves the signer backend
+    idempotency_key: str | None = None
+    error_code: str | None = None
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class Withdrawal(SQLModel, table=True):
+    __tablename__ = "withdrawals"
+    __table_args__ = (
+        sa.UniqueConstraint("owner", "idempotency_key", name="uq_withdrawals_idempotency"),
+    )
+
+    id: str = Field(primary_key=True)
+    owner: str = Field(index=True)
+    wallet_id: str = Field(foreign_key="wallets.id", index=True)
+    chain: str
+    asset: str
+    destination: str
+    amount: int = Field(sa_type=BaseUnits)
+    status: str = Field(default="PENDING", index=True)
+    error_code: str | None = None
+    error_message: str | None = None
+    idempotency_key: str
+    request_hash: str
+    tx_hash: str | None = None
+    nonce: int | None = Field(default=None, sa_type=sa.BigInteger)
+    block_number: int | None = Field(default=None, sa_type=sa.BigInteger)
+    fee_paid: int | None = Field(default=None, sa_type=BaseUnits)
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+    completed_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+
+
+class WithdrawalEvent(SQLModel, table=True):
+    """Status history: one row per transition, so the story outlives Temporal's retention."""
+
+    __tablename__ = "withdrawal_events"
+
+    id: int | None = Field(default=None, primary_key=True)
+    withdrawal_id: str = Field(foreign_key="withdrawals.id", index=True)
+    status: str
+    detail: dict[str, Any] = Field(default_factory=dict, sa_type=JSONB)
+    at: datetime = _ts()
+
+
+class Reservation(SQLModel, table=True):
+    """Funds held for one withdrawal; keyed by the withdrawal so reserving twice is a no-op."""
+
+    __tablename__ = "reservations"
+
+    withdrawal_id: str = Field(primary_key=True, foreign_key="withdrawals.id")
+    wallet_id: str = Field(index=True)
+    asset: str
+    amount: int = Field(sa_type=BaseUnits)
+    fee_amount: int = Field(sa_type=BaseUnits)  # in the chain's native asset
+    state: str = "HELD"  # HELD -> SETTLED | RELEASED
+    created_at: datetime = _ts()
+    updated_at: datetime = _ts()
+
+
+class SequenceClaim(SQLModel, table=True):
+    """Who holds which slot (EVM nonce / Stellar sequence) of a sending address.
+
+    The claim is written in the same transaction as the signed attempt that uses it, so the
+    database never records a nonce without the bytes signed for it, nor the reverse.
+    A RELEASED claim belongs to a withdrawal that failed before its transaction could land;
+    the next withdrawal from that sender takes it over so no nonce gap jams the sender.
+    """
+
+    __tablename__ = "sequence_claims"
+
+    chain: str = Field(primary_key=True)
+    sender: str = Field(primary_key=True)
+    sequence: int = Field(primary_key=True, sa_type=sa.BigInteger)
+    withdrawal_id: str = Field(index=True)
+    state: str = "ACTIVE"  # ACTIVE | RELEASED
+    updated_at: datetime = _ts()
+
+
+class TransferAttempt(SQLModel, table=True):
+    """Every signed transaction ever made for a withdrawal, persisted before it is broadcast."""
+
+    __tablename__ = "transfer_attempts"
+
+    id: int | None = Field(default=None, primary_key=True)
+    withdrawal_id: str = Field(foreign_key="withdrawals.id", index=True)
+    chain: str
+    sender: str
+    sequence: int | None = Field(default=None, sa_type=sa.BigInteger)
+    tx_hash: str = Field(unique=True)
+    raw_tx: str  # hex of the exact signed bytes: re-broadcasting sends these, never re-signs
+    fee_params: dict[str, Any] = Field(default_factory=dict, sa_type=JSONB)
+    max_fee: int = Field(sa_type=BaseUnits)  # the most this attempt can cost, native units
+    state: str = "SIGNED"  # SIGNED -> BROADCAST
+    created_at: datetime = _ts()
+    broadcast_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+
+
+class KeystoreKey(SQLModel, table=True):
+    """A locally held private key, envelope-encrypted: AES-256-GCM under a per-key data key,
+    which is itself wrapped by the key-encryption key from settings. No plaintext at rest."""
+
+    __tablename__ = "keystore_keys"
+
+    key_id: str = Field(primary_key=True)
+    scheme: str  # secp256k1 | ed25519
+    public_key: str  # hex
+    ciphertext: bytes = Field(sa_type=sa.LargeBinary)
+    nonce: bytes = Field(sa_type=sa.LargeBinary)
+    wrapped_dek: bytes = Field(sa_type=sa.LargeBinary)
+    dek_nonce: bytes = Field(sa_type=sa.LargeBinary)
+    kek_id: str
+    created_at: datetime = _ts()

@@ -1,0 +1,111 @@
+"""Workflow and activity payloads: plain dataclasses, nothing heavy imported.
+
+Temporal history stores these, so they carry ids and statuses, not addresses, amounts or key
+material; activities load the rest from PostgreSQL by id.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class WithdrawalStatus(str, Enum):
+    PENDING = "PENDING"
+    VALIDATING = "VALIDATING"
+    SIGNING = "SIGNING"
+    BROADCASTING = "BROADCASTING"
+    CONFIRMING = "CONFIRMING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_STATUSES
+
+
+FINAL_STATUSES = frozenset(
+    {WithdrawalStatus.COMPLETED, WithdrawalStatus.FAILED, WithdrawalStatus.CANCELLED}
+)
+
+
+class OnChainState(str, Enum):
+    PENDING = "PENDING"  # not yet final: unmined, or mined but not deep/finalized enough
+    CONFIRMED = "CONFIRMED"  # final and the transfer happened
+    REVERTED = "REVERTED"  # final, slot and fee consumed, transfer did not happen
+    SLOT_LOST = "SLOT_LOST"  # our slot was consumed by a transaction that is none of ours
+
+
+@dataclass
+class WithdrawalInput:
+    withdrawal_id: str
+    chain: str
+
+
+@dataclass
+class WithdrawalResult:
+    withdrawal_id: str
+    status: WithdrawalStatus
+    tx_hash: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+
+@dataclass
+class StatusChange:
+    withdrawal_id: str
+    status: WithdrawalStatus
+    error_code: str | None = None
+    error_message: str | None = None
+    detail: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class PreparedAttempt:
+    """The latest signed attempt of a withdrawal, as persisted before broadcast."""
+
+    tx_hash: str
+    sequence: int | None
+    attempt_count: int
+
+
+@dataclass
+class ConfirmationCheck:
+    withdrawal_id: str
+    # Return PENDING after this long without a final outcome, so the workflow can bump fees.
+    give_up_after_seconds: float
+
+
+@dataclass
+class ConfirmationResult:
+    state: OnChainState
+    tx_hash: str | None = None
+    block_number: int | None = None
+    fee_paid: int | None = None
+    detail: str = ""
+
+
+@dataclass
+class SettleInput:
+    withdrawal_id: str
+    outcome: ConfirmationResult
+
+
+@dataclass
+class WalletCreationInput:
+    wallet_id: str
+
+
+@dataclass
+class WalletCreationResult:
+    wallet_id: str
+    status: str
+    address: str | None = None
+    error_code: str | None = None
+
+
+@dataclass
+class CreatedKey:
+    key_ref: str
+    public_key_hex: str

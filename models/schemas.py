@@ -1,0 +1,123 @@
+"""API request and response models. Amounts are decimal strings here and nowhere else."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class WalletCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    chain: str = Field(min_length=1, max_length=64, examples=["anvil"])
+    label: str = Field(default="default", min_length=1, max_length=100)
+
+
+class WalletPublic(BaseModel):
+    id: str
+    owner: str
+    chain: str
+    label: str
+    status: str
+    address: str | None
+    signer_backend: str
+    error_code: str | None = None
+    created_at: datetime
+
+
+class WalletList(BaseModel):
+    items: list[WalletPublic]
+
+
+class AssetBalance(BaseModel):
+    asset: str
+    contract: str | None
+    decimals: int
+    balance: str  # decimal string in the asset's unit
+    balance_base_units: str
+    reserved: str
+
+
+class WalletBalances(BaseModel):
+    wallet_id: str
+    chain: str
+    address: str
+    balances: list[AssetBalance]
+
+
+class FundRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    asset: str | None = None  # default: the chain's native asset
+    amount: str = Field(examples=["1.5"])
+
+
+class FundResult(BaseModel):
+    wallet_id: str
+    asset: str
+    amount: str
+    tx_hash: str
+    remaining_today: int
+
+
+class WithdrawalCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    wallet_id: str
+    to: str = Field(min_length=1, max_length=256, description="destination address")
+    asset: str = Field(min_length=1, max_length=32, examples=["ETH"])
+    amount: str = Field(min_length=1, max_length=100, description="decimal string in the asset's unit", examples=["0.25"])
+
+
+class WithdrawalEventPublic(BaseModel):
+    status: str
+    at: datetime
+    detail: dict[str, Any]
+
+
+class TransferAttemptPublic(BaseModel):
+    tx_hash: str
+    nonce: int | None
+    state: str
+    created_at: datetime
+    broadcast_at: datetime | None
+
+
+class WithdrawalPublic(BaseModel):
+    id: str
+    wallet_id: str
+    owner: str
+    chain: str
+    asset: str
+    to: str
+    amount: str
+    amount_base_units: str
+    status: str
+    error_code: str | None
+    error_message: str | None
+    tx_hash: str | None
+    nonce: int | None
+    block_number: int | None
+    fee_paid_base_units: str | None
+    workflow_id: str
+    created_at: datetime
+    updated_at: datetime
+    completed_at: datetime | None
+    history: list[WithdrawalEventPublic] = Field(default_factory=list)
+    attempts: list[TransferAttemptPublic] = Field(default_factory=list)
+
+
+class WithdrawalList(BaseModel):
+    items: list[WithdrawalPublic]
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody

@@ -1,0 +1,195 @@
+"""Session-wide real servers (one set per xdist worker): Temporal dev server, PostgreSQL,
+Redis and anvil. Each test gets its own task queue, worker and API app on top of them."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from core.settings import EvmChainSettings, Settings, TokenSettings
+from db.engine import SessionFactory, create_engine, create_session_factory
+from db.migrate import upgrade
+from devnet import local
+from models import search_attributes
+
+ALICE = {"Authorization": "Bearer dev-alice-key"}
+BOB = {"Authorization": "Bearer dev-bob-key"}
+TOKEN_DECIMALS = 6
+
+
+@pytest.fixture(scope="session")
+def tmp_session(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("servers")
+
+
+@pytest.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_local(
+        ip="127.0.0.1",
+        dev_server_existing_path=local.temporal_path(),
+        search_attributes=list(search_attributes.ALL),
+        dev_server_log_level="error",
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(tmp_session: Path):  # type: ignore[no-untyped-def]
+    server, url = local.start_postgres(tmp_session / "pg")
+    yield url
+    server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_session: Path):  # type: ignore[no-untyped-def]
+    proc = local.start_redis(local.free_port(), tmp_session / "redis", tmp_session / "logs")
+    yield proc.info["url"]
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+def anvil(tmp_session: Path):  # type: ignore[no-untyped-def]
+    proc = local.start_anvil(local.free_port(), tmp_session / "logs")
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="session")
+async def token_address(anvil: local.ManagedProcess) -> str:
+    return await local.deploy_test_token(anvil.info["rpc_url"], "Test USD", "TUSD", TOKEN_DECIMALS)
+
+
+@pytest.fixture(scope="session")
+async def base_settings(
+    postgres_url: str, redis_url: str, anvil: local.ManagedProcess, token_address: str, temporal_env: WorkflowEnvironment
+) -> Settings:
+    return Settings(
+        environment="test",
+        log_json=False,
+        database_url=postgres_url,
+        redis_url=redis_url,
+        temporal_address=temporal_env.client.service_client.config.target_host,
+        chains={
+            "anvil": EvmChainSettings(
+                chain_id=31337,
+                rpc_url=anvil.info["rpc_url"],
+                tokens={"TUSD": TokenSettings(address=token_address, decimals=TOKEN_DECIMALS)},
+                faucet_enabled=True,
+                poll_interval_seconds=0.2,
+                fee_bump_after_seconds=30,
+            )
+        },
+    )
+
+
+@pytest.fixture(scope="session")
+async def sessions(base_settings: Settings) -> AsyncIterator[SessionFactory]:
+    engine = create_engine(base_settings.database_url)
+    await upgrade(engine)
+    yield create_session_factory(engine)
+    await engine.dispose()
+
+
+@pytest.fixture
+def task_queue() -> str:
+    return f"tq-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def settings(base_settings: Settings, task_queue: str) -> Settings:
+    return base_settings.model_copy(update={"task_queue": task_queue})
+
+
+@pytest.fixture
+def client(temporal_env: WorkflowEnvironment) -> Client:
+    return temporal_env.client
+
+
+@pytest.fixture
+async def worker(client: Client, settings: Settings, sessions: SessionFactory) -> AsyncIterator[Worker]:
+    from worker import build_worker
+
+    w = build_worker(client, settings, sessions)
+    async with w:
+        yield w
+
+
+@pytest.fixture
+async def api(settings: Settings, client: Client, sessions: SessionFactory) -> AsyncIterator[httpx.AsyncClient]:
+    from api.main import create_app
+
+    app = create_app(settings, temporal=client)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://custody.test", timeout=60) as http:
+            yield http
+
+
+@dataclass
+class Funded:
+    wallet: dict
+    headers: dict[str, str]
+
+
+async def create_wallet(api: httpx.AsyncClient, headers: dict[str, str] = ALICE, label: str | None = None) -> dict:
+    response = await api.post(
+        "/v1/wallets", json={"chain": "anvil", "label": label or f"w-{uuid.uuid4().hex[:8]}"}, headers=headers
+    )
+    assert response.status_code == 201, response.text
+    wallet = response.json()
+    assert wallet["status"] == "ACTIVE" and wallet["address"].startswith("0x")
+    return wallet
+
+
+async def fund(api: httpx.AsyncClient, wallet: dict, amount: str, asset: str | None = None, headers: dict = ALICE) -> None:
+    body = {"amount": amount} | ({"asset": asset} if asset else {})
+    response = await api.post(f"/v1/wallets/{wallet['id']}/fund", json=body, headers=headers)
+    assert response.status_code == 200, response.text
+
+
+async def wait_for_status(
+    api: httpx.AsyncClient, withdrawal_id: str, statuses: set[str], headers: dict = ALICE, timeout: float = 60
+) -> dict:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        response = await api.get(f"/v1/withdrawals/{withdrawal_id}", headers=headers)
+        assert response.status_code == 200, response.text
+        body = response.json()
+        if body["status"] in statuses:
+            return body
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"withdrawal stuck in {body['status']}: {body}")
+        await asyncio.sleep(0.2)
+
+
+async def withdraw(
+    api: httpx.AsyncClient, wallet: dict, to: str, amount: str, asset: str = "ETH", headers: dict = ALICE,
+    key: str | None = None,
+) -> httpx.Response:
+    return await api.post(
+        "/v1/withdrawals",
+        json={"wallet_id": wallet["id"], "to": to, "asset": asset, "amount": amount},
+        headers={**headers, "Idempotency-Key": key or uuid.uuid4().hex},
+    )
+
+
+def random_address() -> str:
+    from eth_account import Account
+
+    return Account.create().address
+
+
+os.environ.setdefault("CUSTODY_LOG_JSON", "false")

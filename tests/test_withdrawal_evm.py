@@ -1,0 +1,86 @@
+"""EVM withdrawals end to end: API -> Temporal workflow -> activities -> real anvil node."""
+
+from __future__ import annotations
+
+import asyncio
+
+from web3 import AsyncHTTPProvider, AsyncWeb3
+
+from tests.conftest import ALICE, create_wallet, fund, random_address, wait_for_status, withdraw
+
+
+def web3_for(settings) -> AsyncWeb3:  # type: ignore[no-untyped-def]
+    return AsyncWeb3(AsyncHTTPProvider(settings.chains["anvil"].rpc_url))
+
+
+async def test_native_withdrawal_completes_and_moves_exactly_the_amount(api, worker, settings):
+    wallet = await create_wallet(api)
+    await fund(api, wallet, "2")
+    destination = random_address()
+
+    response = await withdraw(api, wallet, destination, "0.75")
+    assert response.status_code == 202, response.text
+    accepted = response.json()
+    assert accepted["status"] == "PENDING"
+    assert accepted["amount_base_units"] == str(75 * 10**16)
+
+    done = await wait_for_status(api, accepted["id"], {"COMPLETED", "FAILED"})
+    assert done["status"] == "COMPLETED", done
+    assert [e["status"] for e in done["history"]] == [
+        "PENDING", "VALIDATING", "SIGNING", "BROADCASTING", "CONFIRMING", "COMPLETED"
+    ]
+    assert done["nonce"] == 0 and len(done["attempts"]) == 1
+    web3 = web3_for(settings)
+    assert await web3.eth.get_balance(destination) == 75 * 10**16
+    receipt = await web3.eth.get_transaction_receipt(done["tx_hash"])
+    assert receipt["status"] == 1 and receipt["from"] == wallet["address"]
+    assert int(done["fee_paid_base_units"]) == receipt["gasUsed"] * receipt["effectiveGasPrice"]
+
+
+async def test_erc20_withdrawal_completes(api, worker, settings):
+    wallet = await create_wallet(api)
+    await fund(api, wallet, "1")
+    await fund(api, wallet, "100", asset="TUSD")
+    destination = random_address()
+
+    response = await withdraw(api, wallet, destination, "12.345678", asset="TUSD")
+    assert response.status_code == 202, response.text
+    done = await wait_for_status(api, response.json()["id"], {"COMPLETED", "FAILED"})
+    assert done["status"] == "COMPLETED", done
+
+    balances = (await api.get(f"/v1/wallets/{wallet['id']}/balances", headers=ALICE)).json()
+    tusd = next(b for b in balances["balances"] if b["asset"] == "TUSD")
+    assert tusd["balance"] == "87.654322" and tusd["reserved"] == "0"
+    token = web3_for(settings).eth.contract(
+        address=settings.chains["anvil"].tokens["TUSD"].address,
+        abi=[{"name": "balanceOf", "type": "function", "stateMutability": "view",
+              "inputs": [{"name": "o", "type": "address"}], "outputs": [{"name": "", "type": "uint256"}]}],
+    )
+    assert await token.functions.balanceOf(destination).call() == 12_345_678
+
+
+async def test_insufficient_funds_fails_with_code_and_releases_nothing_held(api, worker):
+    wallet = await create_wallet(api)
+    await fund(api, wallet, "0.1")
+    response = await withdraw(api, wallet, random_address(), "0.1")  # no room left for the fee
+    done = await wait_for_status(api, response.json()["id"], {"COMPLETED", "FAILED"})
+    assert done["status"] == "FAILED"
+    assert done["error_code"] == "INSUFFICIENT_FUNDS"
+    assert done["attempts"] == [] and done["tx_hash"] is None
+
+
+async def test_twenty_concurrent_withdrawals_get_consecutive_nonces_and_all_land(api, worker, settings):
+    wallet = await create_wallet(api)
+    await fund(api, wallet, "5")
+    destinations = [random_address() for _ in range(20)]
+    responses = await asyncio.gather(*(withdraw(api, wallet, d, "0.01") for d in destinations))
+    assert all(r.status_code == 202 for r in responses), [r.text for r in responses if r.status_code != 202]
+    finals = await asyncio.gather(
+        *(wait_for_status(api, r.json()["id"], {"COMPLETED", "FAILED"}, timeout=120) for r in responses)
+    )
+    assert [f["status"] for f in finals] == ["COMPLETED"] * 20, [f["error_code"] for f in finals]
+    assert sorted(f["nonce"] for f in finals) == list(range(20))
+    web3 = web3_for(settings)
+    assert await web3.eth.get_transaction_count(wallet["address"]) == 20
+    for destination in destinations:
+        assert await web3.eth.get_balance(destination) == 10**16

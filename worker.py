@@ -1,0 +1,83 @@
+"""The Temporal worker: wiring only. `python worker.py` (or `custody worker`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from prometheus_client import start_http_server
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from activities.errors import CustodyWorkerInterceptor
+from activities.faucet import FaucetActivities
+from activities.wallets import WalletActivities
+from activities.withdrawals import WithdrawalActivities
+from chains.registry import ChainRegistry
+from core.logs import configure_logging
+from core.settings import Settings
+from db.engine import SessionFactory, create_engine, create_session_factory
+from db.migrate import upgrade
+from signers.registry import signer_from_settings
+from workflows.faucet import FaucetWorkflow
+from workflows.wallet_creation import WalletCreationWorkflow
+from workflows.withdrawal import WithdrawalWorkflow
+
+log = logging.getLogger("custody.worker")
+
+WORKFLOWS: Sequence[type] = (WithdrawalWorkflow, WalletCreationWorkflow, FaucetWorkflow)
+
+
+def build_activities(settings: Settings, sessions: SessionFactory) -> list[Any]:
+    chains = ChainRegistry.from_settings(settings)
+    signer = signer_from_settings(settings, sessions)
+    withdrawals = WithdrawalActivities(sessions, chains, signer)
+    wallets = WalletActivities(sessions, chains, signer)
+    return [
+        withdrawals.record_status,
+        withdrawals.validate,
+        withdrawals.reserve,
+        withdrawals.prepare,
+        withdrawals.bump,
+        withdrawals.broadcast,
+        withdrawals.await_confirmation,
+        withdrawals.finish,
+        wallets.create_key,
+        wallets.activate,
+        wallets.mark_failed,
+        FaucetActivities(chains).transfer,
+    ]
+
+
+def build_worker(client: Client, settings: Settings, sessions: SessionFactory, task_queue: str | None = None) -> Worker:
+    return Worker(
+        client,
+        task_queue=task_queue or settings.task_queue,
+        workflows=list(WORKFLOWS),
+        activities=build_activities(settings, sessions),
+        interceptors=[CustodyWorkerInterceptor(settings.chaos_exit_after_activity)],
+        max_concurrent_activities=100,
+    )
+
+
+async def main() -> None:
+    settings = Settings()
+    configure_logging(settings.log_level, settings.log_json)
+    engine = create_engine(settings.database_url)
+    await upgrade(engine)
+    sessions = create_session_factory(engine)
+    client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+    if settings.worker_metrics_port:
+        start_http_server(settings.worker_metrics_port, addr="127.0.0.1")
+    worker = build_worker(client, settings, sessions)
+    log.info("worker started", extra={"task_queue": settings.task_queue, "chains": sorted(settings.chains)})
+    try:
+        await worker.run()
+    finally:
+        await engine.dispose()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
