@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-from decimal import Decimal, InvalidOperation
 
 from core.errors import InvalidAmount
 
@@ -23,19 +22,19 @@ def to_base_units(amount: str, decimals: int) -> int:
         raise InvalidAmount(
             f"amount has more than {decimals} decimal places", amount=amount, decimals=decimals
         )
-    try:
-        units = int(whole) * 10**decimals + int((fraction or "0").ljust(decimals, "0") or "0")
-    except (ValueError, InvalidOperation) as e:  # pragma: no cover - regex already guards this
-        raise InvalidAmount("amount is not a number", amount=amount) from e
+    units = int(whole) * 10**decimals + int((fraction or "0").ljust(decimals, "0") or "0")
     if units <= 0:
         raise InvalidAmount("amount must be greater than zero", amount=amount)
     return units
 
 
 def to_decimal_string(units: int, decimals: int) -> str:
-    """Render base units as a decimal string without trailing zeros ("1.5", "0.000001", "3")."""
-    value = Decimal(units).scaleb(-decimals)
-    text = format(value, "f")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return text
+    """Render base units as a decimal string without trailing zeros ("1.5", "0.000001", "3").
+
+    Integer arithmetic only: Decimal's default 28-digit context would round uint256 values.
+    """
+    sign = "-" if units < 0 else ""
+    whole, fraction = divmod(abs(units), 10**decimals)
+    if decimals == 0 or fraction == 0:
+        return f"{sign}{whole}"
+    return f"{sign}{whole}." + str(fraction).rjust(decimals, "0").rstrip("0")

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,10 +50,14 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
 
 
 @pytest.fixture(scope="session")
-def postgres_url(tmp_session: Path):  # type: ignore[no-untyped-def]
-    server, url = local.start_postgres(tmp_session / "pg")
+def postgres_url():  # type: ignore[no-untyped-def]
+    # Not under pytest's 0700 tmp tree: pgserver runs postgres as its own unprivileged user.
+    data_dir = Path(tempfile.mkdtemp(prefix="custody-pg-"))
+    data_dir.chmod(0o755)
+    server, url = local.start_postgres(data_dir / "pg")
     yield url
     server.cleanup()
+    shutil.rmtree(data_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -127,8 +134,9 @@ async def worker(client: Client, settings: Settings, sessions: SessionFactory) -
         yield w
 
 
-@pytest.fixture
-async def api(settings: Settings, client: Client, sessions: SessionFactory) -> AsyncIterator[httpx.AsyncClient]:
+@asynccontextmanager
+async def api_client(settings: Settings, client: Client) -> AsyncIterator[httpx.AsyncClient]:
+    """The API app in-process (lifespan included), reached over ASGI by httpx."""
     from api.main import create_app
 
     app = create_app(settings, temporal=client)
@@ -136,6 +144,15 @@ async def api(settings: Settings, client: Client, sessions: SessionFactory) -> A
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://custody.test", timeout=60) as http:
             yield http
+
+
+@pytest.fixture
+async def api(
+    settings: Settings, client: Client, sessions: SessionFactory, worker: Worker
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The API with a worker on the test's own task queue behind it."""
+    async with api_client(settings, client) as http:
+        yield http
 
 
 @dataclass

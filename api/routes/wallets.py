@@ -150,6 +150,7 @@ async def _set_active(session: SessionDep, owner: str, wallet_id: str, active: b
     wallet = await owned_wallet(session, owner, wallet_id)
     if wallet.status not in ("ACTIVE", "INACTIVE"):
         raise WalletInactive(f"a {wallet.status} wallet cannot be changed", wallet_id=wallet_id)
+    label = wallet.label
     wallet.status = "ACTIVE" if active else "INACTIVE"
     wallet.updated_at = utcnow()
     session.add(wallet)
@@ -157,7 +158,7 @@ async def _set_active(session: SessionDep, owner: str, wallet_id: str, active: b
         await session.commit()
     except IntegrityError as e:
         await session.rollback()
-        raise WalletLabelTaken("another active wallet already uses this label", label=wallet.label) from e
+        raise WalletLabelTaken("another active wallet already uses this label", label=label) from e
     return _public(wallet)
 
 

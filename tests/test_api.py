@@ -1,0 +1,136 @@
+"""API edge: authentication, validation codes, idempotency, wallet rules, health."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from tests.conftest import ALICE, BOB, create_wallet, fund, random_address, wait_for_status, withdraw
+
+
+async def test_requests_without_a_valid_api_key_are_refused(api):
+    for headers in ({}, {"Authorization": "Bearer nope"}, {"Authorization": "Basic dev-alice-key"}):
+        response = await api.get("/v1/wallets", headers=headers)
+        assert response.status_code == 401
+        assert response.json()["error"]["code"] == "UNAUTHORIZED"
+
+
+async def test_same_idempotency_key_returns_the_same_withdrawal_and_a_different_body_conflicts(api, worker):
+    wallet = await create_wallet(api)
+    await fund(api, wallet, "1")
+    destination, key = random_address(), uuid.uuid4().hex
+    first = await withdraw(api, wallet, destination, "0.1", key=key)
+    again = await withdraw(api, wallet, destination, "0.1", key=key)
+    assert first.status_code == 202 and again.status_code == 200
+    assert first.json()["id"] == again.json()["id"]
+    conflict = await withdraw(api, wallet, destination, "0.2", key=key)
+    assert conflict.status_code == 409
+    assert conflict.json()["error"]["code"] == "IDEMPOTENCY_CONFLICT"
+    done = await wait_for_status(api, first.json()["id"], {"COMPLETED", "FAILED"})
+    assert done["status"] == "COMPLETED"
+    listed = (await api.get(f"/v1/withdrawals?wallet_id={wallet['id']}", headers=ALICE)).json()["items"]
+    assert [w["id"] for w in listed] == [first.json()["id"]]
+
+
+@pytest.mark.parametrize(
+    ("to", "amount", "asset", "code"),
+    [
+        ("0x12345", "0.1", "ETH", "INVALID_RECIPIENT"),
+        ("not-an-address", "0.1", "ETH", "INVALID_RECIPIENT"),
+        ("0x52908400098527886E0F7030069857D2E4169EE7".replace("E", "e", 1), "0.1", "ETH", "INVALID_RECIPIENT"),
+        ("0x0000000000000000000000000000000000000000", "0.1", "ETH", "INVALID_RECIPIENT"),
+        (None, "0", "ETH", "INVALID_AMOUNT"),
+        (None, "-1", "ETH", "INVALID_AMOUNT"),
+        (None, "1e3", "ETH", "INVALID_AMOUNT"),
+        (None, "0.1234567", "TUSD", "INVALID_AMOUNT"),
+        (None, "1", "DOGE", "UNKNOWN_ASSET"),
+    ],
+)
+async def test_bad_withdrawal_requests_get_a_stable_code_and_create_nothing(api, to, amount, asset, code):
+    wallet = await create_wallet(api)
+    response = await withdraw(api, wallet, to or random_address(), amount, asset=asset)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == code
+    listed = (await api.get(f"/v1/withdrawals?wallet_id={wallet['id']}", headers=ALICE)).json()["items"]
+    assert listed == []
+
+
+async def test_lowercase_destination_is_accepted_and_stored_checksummed(api):
+    wallet = await create_wallet(api)
+    destination = random_address()
+    response = await withdraw(api, wallet, destination.lower(), "0.1")
+    assert response.status_code == 202
+    assert response.json()["to"] == destination
+
+
+async def test_withdrawal_needs_an_idempotency_key(api):
+    wallet = await create_wallet(api)
+    response = await api.post(
+        "/v1/withdrawals",
+        json={"wallet_id": wallet["id"], "to": random_address(), "asset": "ETH", "amount": "1"},
+        headers=ALICE,
+    )
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "VALIDATION_ERROR"
+
+
+async def test_another_owners_wallet_and_withdrawal_are_not_found(api, worker):
+    wallet = await create_wallet(api)
+    await fund(api, wallet, "1")
+    response = await withdraw(api, wallet, random_address(), "0.1", headers=BOB)
+    assert response.status_code == 404 and response.json()["error"]["code"] == "WALLET_NOT_FOUND"
+    mine = await withdraw(api, wallet, random_address(), "0.1")
+    assert (await api.get(f"/v1/withdrawals/{mine.json()['id']}", headers=BOB)).status_code == 404
+    assert (await api.get(f"/v1/wallets/{wallet['id']}", headers=BOB)).status_code == 404
+
+
+async def test_wallet_creation_is_idempotent_and_labels_are_unique_among_active_wallets(api, worker):
+    key = uuid.uuid4().hex
+    body = {"chain": "anvil", "label": f"ops-{key[:6]}"}
+    first = await api.post("/v1/wallets", json=body, headers={**ALICE, "Idempotency-Key": key})
+    again = await api.post("/v1/wallets", json=body, headers={**ALICE, "Idempotency-Key": key})
+    assert first.status_code == 201 and again.status_code == 200
+    assert first.json()["id"] == again.json()["id"] and first.json()["address"] == again.json()["address"]
+
+    clash = await api.post("/v1/wallets", json=body, headers=ALICE)
+    assert clash.status_code == 409 and clash.json()["error"]["code"] == "WALLET_LABEL_TAKEN"
+    # Bob may use the same label; Alice may once her first wallet is inactive.
+    assert (await api.post("/v1/wallets", json=body, headers=BOB)).status_code == 201
+    wallet_id = first.json()["id"]
+    assert (await api.post(f"/v1/wallets/{wallet_id}/deactivate", headers=ALICE)).json()["status"] == "INACTIVE"
+    second = await api.post("/v1/wallets", json=body, headers=ALICE)
+    assert second.status_code == 201 and second.json()["id"] != wallet_id
+    reactivate = await api.post(f"/v1/wallets/{wallet_id}/activate", headers=ALICE)
+    assert reactivate.status_code == 409 and reactivate.json()["error"]["code"] == "WALLET_LABEL_TAKEN"
+
+
+async def test_inactive_wallet_cannot_withdraw(api, worker):
+    wallet = await create_wallet(api)
+    await api.post(f"/v1/wallets/{wallet['id']}/deactivate", headers=ALICE)
+    response = await withdraw(api, wallet, random_address(), "0.1")
+    assert response.status_code == 409 and response.json()["error"]["code"] == "WALLET_INACTIVE"
+
+
+async def test_unknown_chain_is_a_validation_error(api):
+    response = await api.post("/v1/wallets", json={"chain": "dogecoin"}, headers=ALICE)
+    assert response.status_code == 422 and response.json()["error"]["code"] == "UNKNOWN_CHAIN"
+
+
+async def test_faucet_is_rate_limited_per_wallet_per_day(api, worker, settings):
+    wallet = await create_wallet(api)
+    for _ in range(settings.faucet_daily_limit):
+        await fund(api, wallet, "0.01")
+    refused = await api.post(f"/v1/wallets/{wallet['id']}/fund", json={"amount": "0.01"}, headers=ALICE)
+    assert refused.status_code == 429 and refused.json()["error"]["code"] == "RATE_LIMITED"
+    balances = (await api.get(f"/v1/wallets/{wallet['id']}/balances", headers=ALICE)).json()
+    eth = next(b for b in balances["balances"] if b["asset"] == "ETH")
+    assert eth["balance"] == "0.03"
+
+
+async def test_readiness_reports_each_dependency(api):
+    response = await api.get("/ready")
+    assert response.status_code == 200
+    assert response.json()["checks"] == {"database": "ok", "redis": "ok", "temporal": "ok"}
+    metrics = await api.get("/metrics")
+    assert "custody_api_request_duration_seconds" in metrics.text

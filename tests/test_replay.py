@@ -1,0 +1,72 @@
+"""Determinism guards: the worker validates workflows in the sandbox, fresh histories replay,
+and histories saved from earlier versions still replay against the current code (so changing a
+workflow without `workflow.patched` fails CI).
+
+Record new histories after an intended, patched change:
+    CUSTODY_RECORD_HISTORIES=1 ./dev test tests/test_replay.py
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowHistory
+from temporalio.worker import Replayer
+
+from tests.conftest import create_wallet, fund, random_address, wait_for_status, withdraw
+from worker import WORKFLOWS
+
+HISTORIES = Path(__file__).parent / "histories"
+
+
+def _saved() -> list[Path]:
+    return sorted(HISTORIES.glob("*.json"))
+
+
+def test_there_are_saved_histories_for_every_workflow():
+    saved_types = {p.name.split("__")[0] for p in _saved()}
+    assert {"WithdrawalWorkflow", "WalletCreationWorkflow", "FaucetWorkflow"} <= saved_types
+
+
+@pytest.mark.parametrize("path", _saved(), ids=lambda p: p.stem)
+async def test_saved_history_replays_against_current_code(path: Path):
+    history = WorkflowHistory.from_json(path.stem, path.read_text())
+    await Replayer(workflows=list(WORKFLOWS)).replay_workflow(history)
+
+
+async def test_fresh_runs_replay_and_are_recorded_on_request(api, client):
+    wallet = await create_wallet(api)
+    await fund(api, wallet, "1")
+    await fund(api, wallet, "10", asset="TUSD")
+    completed = (await withdraw(api, wallet, random_address(), "0.1")).json()
+    token = (await withdraw(api, wallet, random_address(), "1.5", asset="TUSD")).json()
+    failed = (await withdraw(api, wallet, random_address(), "50")).json()
+    for withdrawal, status in ((completed, "COMPLETED"), (token, "COMPLETED"), (failed, "FAILED")):
+        assert (await wait_for_status(api, withdrawal["id"], {"COMPLETED", "FAILED"}))["status"] == status
+
+    runs = {
+        "WithdrawalWorkflow__completed": f"withdrawal-{completed['id']}",
+        "WithdrawalWorkflow__token_completed": f"withdrawal-{token['id']}",
+        "WithdrawalWorkflow__insufficient_funds": f"withdrawal-{failed['id']}",
+        "WalletCreationWorkflow__created": f"wallet-{wallet['id']}",
+    }
+    async for execution in client.list_workflows(f"WorkflowType = 'FaucetWorkflow' AND WorkflowId STARTS_WITH 'fund-{wallet['id']}'"):
+        runs["FaucetWorkflow__funded"] = execution.id
+        break
+    replayer = Replayer(workflows=list(WORKFLOWS))
+    for name, workflow_id in runs.items():
+        history = await client.get_workflow_handle(workflow_id).fetch_history()
+        await replayer.replay_workflow(history)
+        if os.environ.get("CUSTODY_RECORD_HISTORIES") == "1":
+            HISTORIES.mkdir(exist_ok=True)
+            (HISTORIES / f"{name}.json").write_text(history.to_json())
+
+
+async def test_worker_validates_every_workflow_in_the_sandbox(client, settings, sessions):
+    from worker import build_worker
+
+    worker = build_worker(client, settings, sessions)  # raises if a workflow fails sandbox validation
+    async with worker:
+        assert worker.task_queue == settings.task_queue

@@ -1,0 +1,79 @@
+"""Pure units: money parsing, EVM address rules, settings guards, log redaction."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+from pydantic import ValidationError
+
+from chains.evm import EvmChain
+from core.errors import InvalidAmount, InvalidRecipient
+from core.logs import JsonFormatter
+from core.money import to_base_units, to_decimal_string
+from core.settings import EvmChainSettings, Settings
+
+
+@pytest.mark.parametrize(
+    ("text", "decimals", "units"),
+    [("1", 18, 10**18), ("0.000001", 6, 1), ("12.5", 6, 12_500_000), ("115792089237316195423570985008687907853269984665640564039457.584007913129639935", 18, 2**256 - 1)],
+)
+def test_decimal_strings_become_exact_base_units(text, decimals, units):
+    assert to_base_units(text, decimals) == units
+    assert to_decimal_string(units, decimals) == text
+
+
+@pytest.mark.parametrize("text", ["0", "0.0", "-1", "1e18", "1.", ".5", " 1", "1,5", "01", "0.0000001", "NaN", ""])
+def test_lossy_or_malformed_amounts_are_refused(text):
+    with pytest.raises(InvalidAmount):
+        to_base_units(text, 6)
+
+
+def test_evm_addresses_are_checksummed_and_bad_checksums_refused():
+    chain = EvmChain("t", EvmChainSettings(chain_id=1, rpc_url="http://127.0.0.1:1"))
+    good = "0x52908400098527886E0F7030069857D2E4169EE7"
+    assert chain.normalize_address(good.lower()) == good
+    assert chain.normalize_address(good) == good
+    with pytest.raises(InvalidRecipient):
+        chain.normalize_address("0x52908400098527886e0F7030069857D2E4169EE7")
+    with pytest.raises(InvalidRecipient):
+        chain.normalize_address("0x" + "00" * 20)
+
+
+def test_production_refuses_development_secrets_and_faucets(monkeypatch):
+    monkeypatch.setenv("CUSTODY_ENVIRONMENT", "production")
+    with pytest.raises(ValidationError, match="KEYSTORE_KEK"):
+        Settings()
+    monkeypatch.setenv("CUSTODY_KEYSTORE_KEK", "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTMyYiE=")
+    with pytest.raises(ValidationError, match="API keys"):
+        Settings()
+    monkeypatch.setenv("CUSTODY_API_KEYS", '{"k-123": "desk"}')
+    with pytest.raises(ValidationError, match="faucets"):
+        Settings()
+    monkeypatch.setenv("CUSTODY_CHAINS", '{"polygon": {"chain_id": 137, "rpc_url": "http://x", "native_symbol": "POL"}}')
+    settings = Settings()
+    assert settings.chain("POLYGON").native_symbol == "POL"
+
+
+def test_kek_must_be_32_bytes(monkeypatch):
+    monkeypatch.setenv("CUSTODY_KEYSTORE_KEK", "c2hvcnQ=")
+    with pytest.raises(ValidationError, match="32 bytes"):
+        Settings()
+
+
+def test_json_logs_carry_workflow_and_withdrawal_ids_and_redact_secrets():
+    record = logging.makeLogRecord(
+        {
+            "msg": "signed",
+            "levelname": "INFO",
+            "name": "t",
+            "temporal_activity": {"workflow_id": "withdrawal-abc", "activity_type": "sign_transfer", "attempt": 2},
+            "private_key": "deadbeef",
+            "tx_hash": "0x1",
+        }
+    )
+    entry = json.loads(JsonFormatter().format(record))
+    assert entry["workflow_id"] == "withdrawal-abc" and entry["withdrawal_id"] == "abc"
+    assert entry["activity_type"] == "sign_transfer" and entry["tx_hash"] == "0x1"
+    assert entry["private_key"] == "[redacted]"
