@@ -1,0 +1,245 @@
+"""gRPC (grpc.aio) server exposing :class:`devnet.gcp_kms.service.KmsState` as
+``google.cloud.kms.v1.KeyManagementService``, plus fault injection.
+
+google-cloud-kms ships proto-plus types but no servicer base class, so the methods are
+registered as generic handlers using the proto-plus ``serialize``/``deserialize``.
+Methods that are not implemented answer UNIMPLEMENTED (gRPC's default).
+
+Fault injection (in process: ``srv.set_faults(...)``; over the wire: the
+``custody.devnet.v1.DevnetControl`` service, see :mod:`devnet.gcp_kms.client`)::
+
+    {"AsymmetricSign": {"code": "UNAVAILABLE", "count": 2}}
+
+makes the next 2 AsymmetricSign calls fail with that gRPC status. Rule fields: ``code``
+(a ``grpc.StatusCode`` name; ``error`` is accepted as an alias; null = delay only),
+``count`` (default 1; <= 0 or a null rule removes it), ``message`` (defaults to what Cloud
+KMS says), ``delay`` (seconds to wait first). Keys are KeyManagementService method names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+from collections import Counter
+from typing import Any, AsyncIterator
+
+import grpc
+
+from .service import METHODS, SERVICE_NAME, KmsError, KmsState
+
+CONTROL_SERVICE = "custody.devnet.v1.DevnetControl"
+READY_PREFIX = "CUSTODY_GCP_KMS_DEVNET_READY "
+
+DEFAULT_MESSAGES = {
+    "UNAVAILABLE": "The service is currently unavailable.",
+    "RESOURCE_EXHAUSTED": (
+        "Quota exceeded for quota metric 'Cryptographic requests' and limit "
+        "'Cryptographic requests per minute per region' of service 'cloudkms.googleapis.com'."
+    ),
+    "DEADLINE_EXCEEDED": "Deadline Exceeded",
+    "INTERNAL": "Internal error encountered.",
+    "ABORTED": "The operation was aborted.",
+}
+
+
+class FaultInjector:
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rules: dict[str, dict[str, Any]] = {}
+        self._fired: Counter[str] = Counter()
+        self._calls: Counter[str] = Counter()
+
+    def configure(self, spec: dict[str, Any]) -> dict[str, Any]:
+        if not isinstance(spec, dict):
+            raise ValueError("fault spec must be an object keyed by method name")
+        with self._lock:
+            for method, rule in spec.items():
+                if rule is None:
+                    self._rules.pop(method, None)
+                    continue
+                if not isinstance(rule, dict):
+                    raise ValueError(f"rule for {method!r} must be an object")
+                unknown = set(rule) - {"code", "error", "count", "message", "delay"}
+                if unknown:
+                    raise ValueError(f"unknown rule fields for {method!r}: {sorted(unknown)}")
+                count = int(rule.get("count", 1))
+                if count <= 0:
+                    self._rules.pop(method, None)
+                    continue
+                code_name = rule.get("code", rule.get("error"))
+                if isinstance(code_name, grpc.StatusCode):
+                    code_name = code_name.name
+                if code_name is not None and code_name not in grpc.StatusCode.__members__:
+                    raise ValueError(f"unknown gRPC status code {code_name!r}")
+                if code_name == "OK":
+                    raise ValueError("code OK is not a fault")
+                self._rules[method] = {
+                    "code": code_name,
+                    "count": count,
+                    "message": rule.get("message") or DEFAULT_MESSAGES.get(code_name or "", code_name or ""),
+                    "delay": float(rule.get("delay", 0.0)),
+                }
+        return self.snapshot()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._rules.clear()
+            self._fired.clear()
+            self._calls.clear()
+
+    def snapshot(self) -> dict[str, Any]:
+        with self._lock:
+            return {
+                "rules": {k: dict(v) for k, v in self._rules.items()},
+                "fired": dict(self._fired),
+                "calls": dict(self._calls),
+            }
+
+    def take(self, method: str) -> dict[str, Any] | None:
+        with self._lock:
+            self._calls[method] += 1
+            rule = self._rules.get(method)
+            if rule is None:
+                return None
+            rule["count"] -= 1
+            if rule["count"] <= 0:
+                del self._rules[method]
+            self._fired[method] += 1
+            return dict(rule)
+
+
+class GcpKmsServer:
+    """A local Cloud KMS on ``host:port`` (port 0 = pick a free port)."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host = host
+        self.port = port
+        self.state = KmsState()
+        self.fault_injector = FaultInjector()
+        self._server: grpc.aio.Server | None = None
+
+    # --------------------------------------------------------------- lifecycle
+    @property
+    def address(self) -> str:
+        """``host:port`` for ``grpc.aio.insecure_channel``."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
+
+    async def start(self) -> None:
+        server = grpc.aio.server()
+        server.add_generic_rpc_handlers((self._kms_handler(), self._control_handler()))
+        bind_host = f"[{self.host}]" if ":" in self.host else self.host
+        bound = server.add_insecure_port(f"{bind_host}:{self.port}")
+        if bound == 0:
+            raise RuntimeError(f"could not bind {self.host}:{self.port}")
+        self.port = bound
+        await server.start()
+        self._server = server
+
+    async def stop(self, grace: float | None = 0.5) -> None:
+        if self._server is not None:
+            await self._server.stop(grace)
+            self._server = None
+
+    async def wait_for_termination(self) -> None:
+        assert self._server is not None
+        await self._server.wait_for_termination()
+
+    # ------------------------------------------------------------ test helpers
+    def set_faults(self, spec: dict[str, Any]) -> dict[str, Any]:
+        return self.fault_injector.configure(spec)
+
+    def faults(self) -> dict[str, Any]:
+        return self.fault_injector.snapshot()
+
+    def clear_faults(self) -> None:
+        self.fault_injector.clear()
+
+    def reset(self) -> None:
+        """Forget all key rings/keys and fault rules."""
+        self.state.reset()
+        self.fault_injector.clear()
+
+    def channel(self) -> grpc.aio.Channel:
+        return grpc.aio.insecure_channel(self.address)
+
+    def async_client(self) -> Any:
+        """A real ``KeyManagementServiceAsyncClient`` on an insecure channel to this server."""
+        from .client import make_async_client
+
+        return make_async_client(self.address)
+
+    # ---------------------------------------------------------------- handlers
+    def _kms_handler(self) -> grpc.GenericRpcHandler:
+        handlers = {}
+        for method, (req_t, resp_t, attr) in METHODS.items():
+            handlers[method] = grpc.unary_unary_rpc_method_handler(
+                self._make_unary(method, attr),
+                request_deserializer=req_t.deserialize,
+                response_serializer=resp_t.serialize,
+            )
+        return grpc.method_handlers_generic_handler(SERVICE_NAME, handlers)
+
+    def _make_unary(self, method: str, attr: str) -> Any:
+        state = self.state
+        faults = self.fault_injector
+
+        async def handler(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            rule = faults.take(method)
+            if rule is not None:
+                if rule["delay"] > 0:
+                    await asyncio.sleep(rule["delay"])
+                if rule["code"] is not None:
+                    await context.abort(grpc.StatusCode[rule["code"]], rule["message"])
+            try:
+                return getattr(state, attr)(request)
+            except KmsError as exc:
+                await context.abort(exc.code, exc.message)
+
+        return handler
+
+    def _control_handler(self) -> grpc.GenericRpcHandler:
+        def unary(fn: Any) -> grpc.RpcMethodHandler:
+            async def handler(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+                try:
+                    payload = json.loads(request or b"null")
+                    return json.dumps(fn(payload)).encode()
+                except (ValueError, TypeError) as exc:
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+
+            return grpc.unary_unary_rpc_method_handler(handler)  # raw bytes in/out
+
+        def clear(_: Any) -> dict[str, Any]:
+            self.clear_faults()
+            return self.faults()
+
+        def reset(_: Any) -> dict[str, Any]:
+            self.reset()
+            return {}
+
+        return grpc.method_handlers_generic_handler(
+            CONTROL_SERVICE,
+            {
+                "SetFaults": unary(lambda spec: self.set_faults(spec or {})),
+                "GetFaults": unary(lambda _: self.faults()),
+                "ClearFaults": unary(clear),
+                "Reset": unary(reset),
+            },
+        )
+
+
+@contextlib.asynccontextmanager
+async def run_gcp_kms(host: str = "127.0.0.1", port: int = 0) -> AsyncIterator[GcpKmsServer]:
+    """Run a local Cloud KMS gRPC server in the current event loop.
+
+    ``srv.address`` is ``"host:port"``; ``srv.async_client()`` returns a real
+    ``KeyManagementServiceAsyncClient`` connected to it.
+    """
+    srv = GcpKmsServer(host, port)
+    await srv.start()
+    try:
+        yield srv
+    finally:
+        await srv.stop()
