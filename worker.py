@@ -41,6 +41,7 @@ def build_activities(settings: Settings, sessions: SessionFactory) -> list[Any]:
         withdrawals.reserve,
         withdrawals.prepare,
         withdrawals.bump,
+        withdrawals.resign_expired,
         withdrawals.broadcast,
         withdrawals.await_confirmation,
         withdrawals.finish,

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 from temporalio import activity
 
-from chains.base import SignedTransfer, TransferIntent
+from chains.base import Memo, SignedTransfer, TransferIntent
 from chains.registry import ChainRegistry
 from core import metrics
 from core.errors import (
@@ -52,6 +52,12 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 class BumpInput:
     withdrawal_id: str
     replaces_tx_hash: str
+
+
+@dataclass
+class ResignInput:
+    withdrawal_id: str
+    expired_tx_hash: str
 
 
 @dataclass
@@ -104,11 +110,15 @@ class WithdrawalActivities:
     def _intent(self, withdrawal: Withdrawal, wallet: Wallet) -> TransferIntent:
         chain = self._chains.get(withdrawal.chain)
         assert wallet.address is not None
+        memo = None
+        if withdrawal.memo_type is not None and withdrawal.memo_value is not None:
+            memo = chain.validate_memo(Memo(withdrawal.memo_type, withdrawal.memo_value))
         return TransferIntent(
             sender=wallet.address,
             destination=chain.normalize_address(withdrawal.destination),
             asset=chain.asset(withdrawal.asset),
             amount=withdrawal.amount,
+            memo=memo,
         )
 
     async def _attempts(self, session: AsyncSession, withdrawal_id: str) -> list[TransferAttempt]:
@@ -178,7 +188,7 @@ class WithdrawalActivities:
                 return
         chain = self._chains.get(withdrawal.chain)
         intent = self._intent(withdrawal, wallet)
-        native = chain.asset(chain.settings.native_symbol)  # type: ignore[attr-defined]
+        native = chain.asset(chain.settings.native_symbol)
         fee = await chain.estimate_max_fee(intent)
         native_balance = await chain.balance(intent.sender, native)
         asset_balance = native_balance if intent.asset.is_native else await chain.balance(intent.sender, intent.asset)
@@ -317,9 +327,11 @@ class WithdrawalActivities:
             if not attempts:
                 raise PermanentError("nothing to replace: no signed attempt", withdrawal_id=withdrawal.id)
             latest = attempts[-1]
-            if latest.tx_hash != bump.replaces_tx_hash:
-                return _prepared(attempts)  # this bump was already made by an earlier try
             chain = self._chains.get(withdrawal.chain)
+            if latest.tx_hash != bump.replaces_tx_hash or not chain.replaceable_in_slot:
+                # Already bumped by an earlier try; or a chain where the same bytes are simply
+                # sent again (the caller re-broadcasts the latest attempt next).
+                return _prepared(attempts)
             signed = await chain.sign_transfer(
                 intent, latest.sequence, self._signer_for(wallet), replacing=_to_signed(latest)
             )
@@ -330,6 +342,40 @@ class WithdrawalActivities:
                 extra={"tx_hash": signed.tx_hash, "replaces": latest.tx_hash, "nonce": latest.sequence},
             )
             return _prepared([*attempts, replacement])
+
+    @activity.defn(name="resign_expired_transfer")
+    async def resign_expired(self, resign: ResignInput) -> PreparedAttempt:
+        """Sign anew in a fresh slot, only once the chain proves the latest attempt is dead."""
+        async with self._sessions() as session, session.begin():
+            withdrawal, wallet = await self._load(session, resign.withdrawal_id)
+            intent = self._intent(withdrawal, wallet)
+            await _lock(session, "sender", withdrawal.chain, intent.sender)
+            attempts = await self._attempts(session, withdrawal.id)
+            if not attempts or attempts[-1].tx_hash != resign.expired_tx_hash:
+                return _prepared(attempts)  # re-signed already by an earlier try
+            chain = self._chains.get(withdrawal.chain)
+            status = await chain.transfer_status(intent, [_to_signed(a) for a in attempts])
+            if status.state != OnChainState.EXPIRED:
+                return _prepared(attempts)  # not provably dead: never sign a second transfer
+            # The dead attempt never consumed its slot: hand it back, then claim one afresh
+            # (on Stellar usually the very same sequence number, with new timebounds).
+            await session.exec(
+                sa.update(SequenceClaim)
+                .where(col(SequenceClaim.withdrawal_id) == withdrawal.id, col(SequenceClaim.state) == "ACTIVE")
+                .values(state="RELEASED", updated_at=utcnow())
+            )
+            await session.flush()
+            sequence = await self._claim_sequence(session, withdrawal, intent)
+            signed = await chain.sign_transfer(intent, sequence, self._signer_for(wallet))
+            attempt = self._attempt_row(withdrawal, intent, signed)
+            session.add(attempt)
+            withdrawal.nonce = sequence
+            session.add(withdrawal)
+            activity.logger.info(
+                "expired attempt re-signed",
+                extra={"tx_hash": signed.tx_hash, "expired": resign.expired_tx_hash, "nonce": sequence},
+            )
+            return _prepared([*attempts, attempt])
 
     @activity.defn(name="broadcast_transfer")
     async def broadcast(self, withdrawal_id: str) -> PreparedAttempt:
@@ -369,7 +415,7 @@ class WithdrawalActivities:
         async with self._sessions() as session:
             withdrawal, wallet = await self._load(session, withdrawal_id)
         chain = self._chains.get(withdrawal.chain)
-        chain_settings = chain.settings  # type: ignore[attr-defined]
+        chain_settings = chain.settings
         intent = self._intent(withdrawal, wallet)
         deadline = time.monotonic() + chain_settings.fee_bump_after_seconds
         while True:

@@ -9,8 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
-from core.settings import AssetSpec
+from core.settings import AssetSpec, ChainSettingsBase
 from models.payloads import OnChainState
+
+
+@dataclass(frozen=True)
+class Memo:
+    kind: str  # "text" | "id" | "hash"
+    value: str
 
 
 @dataclass(frozen=True)
@@ -19,6 +25,7 @@ class TransferIntent:
     destination: str
     asset: AssetSpec
     amount: int
+    memo: Memo | None = None
 
 
 @dataclass(frozen=True)
@@ -51,13 +58,21 @@ class DigestSigner(Protocol):
 class Chain(Protocol):
     family: ClassVar[str]
     key_scheme: ClassVar[str]  # "secp256k1" | "ed25519"
+    # True where a stuck transaction can be replaced inside its slot with a higher fee (EVM);
+    # elsewhere "bumping" re-sends the same bytes until the attempt lands or provably expires.
+    replaceable_in_slot: ClassVar[bool]
     name: str
+    settings: ChainSettingsBase
 
     def normalize_address(self, address: str) -> str:
         """Canonical form of a destination. Raises InvalidRecipient."""
         ...
 
     def address_from_public_key(self, public_key: bytes) -> str: ...
+
+    def validate_memo(self, memo: Memo) -> Memo:
+        """Canonical memo. Raises InvalidMemo (also where the chain carries no memos)."""
+        ...
 
     def asset(self, symbol: str) -> AssetSpec:
         """Raises UnknownAsset."""

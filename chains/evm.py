@@ -26,13 +26,14 @@ from web3.exceptions import (
     Web3RPCError,
 )
 
-from chains.base import DigestSigner, SignedTransfer, TransferIntent, TransferStatus
+from chains.base import DigestSigner, Memo, SignedTransfer, TransferIntent, TransferStatus
 from core.errors import (
     ChainUnavailable,
     CustodyError,
     FeeAboveCap,
     FeeTooLow,
     InsufficientFunds,
+    InvalidMemo,
     InvalidRecipient,
     SigningFailed,
     SubmissionFailed,
@@ -93,6 +94,7 @@ def _bumped(previous: int, percent: int) -> int:
 class EvmChain:
     family: ClassVar[str] = "evm"
     key_scheme: ClassVar[str] = "secp256k1"
+    replaceable_in_slot: ClassVar[bool] = True
 
     def __init__(self, name: str, settings: EvmChainSettings, web3: AsyncWeb3 | None = None) -> None:
         self.name = name
@@ -116,6 +118,9 @@ class EvmChain:
         if len(public_key) != 64:
             raise SigningFailed("expected an uncompressed secp256k1 public key")
         return to_checksum_address(keccak(public_key)[-20:])
+
+    def validate_memo(self, memo: Memo) -> Memo:
+        raise InvalidMemo("EVM transfers carry no memo", chain=self.name)
 
     def asset(self, symbol: str) -> AssetSpec:
         return self.settings.asset(symbol)

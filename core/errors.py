@@ -52,6 +52,10 @@ class InvalidRecipient(ValidationFailed):
     code = "INVALID_RECIPIENT"
 
 
+class InvalidMemo(ValidationFailed):
+    code = "INVALID_MEMO"
+
+
 class UnknownAsset(ValidationFailed):
     code = "UNKNOWN_ASSET"
 

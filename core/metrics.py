@@ -24,3 +24,8 @@ BROADCASTS = Counter(
 ACTIVITY_ERRORS = Counter(
     "custody_activity_errors_total", "Activity failures by error code", ["activity", "code", "permanent"]
 )
+KMS_ERRORS = Counter(
+    "custody_kms_errors_total",
+    "KMS signer call failures by backend and provider error code",
+    ["backend", "code"],
+)

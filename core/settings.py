@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import base64
 from functools import cached_property
-from typing import Literal
+from typing import Annotated, Literal, Union
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, Discriminator, Field, SecretStr, Tag, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.errors import UnknownAsset, UnknownChain
@@ -42,33 +42,22 @@ class AssetSpec(BaseModel):
         return self.contract is None
 
 
-class EvmChainSettings(BaseModel):
-    family: Literal["evm"] = "evm"
-    chain_id: int
-    rpc_url: str
-    native_symbol: str = "ETH"
-    tokens: dict[str, TokenSettings] = Field(default_factory=dict)
-    # Finality: "depth" waits for `confirmations` blocks and re-checks the block hash;
-    # "finalized" waits for the node's finalized tag (Polygon PoS milestones).
-    finality: Literal["depth", "finalized"] = "depth"
-    confirmations: int = Field(default=1, ge=1)
-    # EIP-1559 fees: tip = percentile of recent tips (from eth_feeHistory), at least the floor;
-    # maxFee = 2 x base fee + tip, never above the cap. Polygon's tip floor is 25 gwei.
-    fee_history_blocks: int = Field(default=10, ge=1, le=1024)
-    fee_percentile: int = Field(default=50, ge=1, le=99)
-    min_priority_fee_wei: int = Field(default=1 * GWEI, ge=0)
-    max_fee_per_gas_cap_wei: int = Field(default=500 * GWEI, gt=0)
-    # Replace inside the slot (same nonce) with fees +fee_bump_percent when unconfirmed this long.
+class ChainSettingsBase(BaseModel):
+    """What every chain family configures; activities read only these fields."""
+
+    native_symbol: str
+    # Unconfirmed this long: EVM replaces inside the nonce; others re-check expiry.
     fee_bump_after_seconds: float = Field(default=60.0, gt=0)
-    fee_bump_percent: int = Field(default=15, ge=10)
     poll_interval_seconds: float = Field(default=1.0, gt=0)
-    # Test networks only: the fund route may draw from the node's unlocked dev account.
+    # Test networks only: the fund route may draw from the network's faucet.
     faucet_enabled: bool = False
-    faucet_max_wei: int = 10 * 10**18
+    # Non-native assets by the symbol custody uses. `address` is the ERC-20 contract, the SPL
+    # mint, or "CODE:ISSUER" on Stellar.
+    tokens: dict[str, TokenSettings] = Field(default_factory=dict)
 
     @property
     def native_decimals(self) -> int:
-        return 18
+        raise NotImplementedError
 
     def asset(self, symbol: str) -> AssetSpec:
         if symbol == self.native_symbol:
@@ -82,7 +71,90 @@ class EvmChainSettings(BaseModel):
         return [self.asset(self.native_symbol)] + [self.asset(s) for s in sorted(self.tokens)]
 
 
-ChainSettings = EvmChainSettings
+class EvmChainSettings(ChainSettingsBase):
+    family: Literal["evm"] = "evm"
+    chain_id: int
+    rpc_url: str
+    native_symbol: str = "ETH"
+    # Finality: "depth" waits for `confirmations` blocks and re-checks the block hash;
+    # "finalized" waits for the node's finalized tag (Polygon PoS milestones).
+    finality: Literal["depth", "finalized"] = "depth"
+    confirmations: int = Field(default=1, ge=1)
+    # EIP-1559 fees: tip = percentile of recent tips (from eth_feeHistory), at least the floor;
+    # maxFee = 2 x base fee + tip, never above the cap. Polygon's tip floor is 25 gwei.
+    fee_history_blocks: int = Field(default=10, ge=1, le=1024)
+    fee_percentile: int = Field(default=50, ge=1, le=99)
+    min_priority_fee_wei: int = Field(default=1 * GWEI, ge=0)
+    max_fee_per_gas_cap_wei: int = Field(default=500 * GWEI, gt=0)
+    fee_bump_percent: int = Field(default=15, ge=10)
+    faucet_max_wei: int = 10 * 10**18
+
+    @property
+    def native_decimals(self) -> int:
+        return 18
+
+
+class StellarChainSettings(ChainSettingsBase):
+    family: Literal["stellar"] = "stellar"
+    horizon_url: str
+    network_passphrase: str
+    native_symbol: str = "XLM"
+    base_fee_cap_stroops: int = Field(default=10_000, gt=0)
+    timebounds_seconds: int = Field(default=300, gt=0)
+    friendbot_url: str | None = None
+
+    @property
+    def native_decimals(self) -> int:
+        return 7
+
+
+class SolanaChainSettings(ChainSettingsBase):
+    family: Literal["solana"] = "solana"
+    rpc_url: str
+    native_symbol: str = "SOL"
+    commitment: Literal["confirmed", "finalized"] = "confirmed"
+    compute_unit_price_micro_lamports: int = Field(default=0, ge=0)
+    compute_unit_limit: int = Field(default=200_000, gt=0)
+    fee_bump_after_seconds: float = Field(default=2.0, gt=0)
+
+    @property
+    def native_decimals(self) -> int:
+        return 9
+
+
+def _family(value: object) -> str:
+    if isinstance(value, dict):
+        return str(value.get("family", "evm"))
+    return str(getattr(value, "family", "evm"))
+
+
+# "family" picks the section; EVM is the default so existing EVM configurations need not say it.
+ChainSettings = Annotated[
+    Union[
+        Annotated[EvmChainSettings, Tag("evm")],
+        Annotated[StellarChainSettings, Tag("stellar")],
+        Annotated[SolanaChainSettings, Tag("solana")],
+    ],
+    Discriminator(_family),
+]
+
+
+class AwsKmsSettings(BaseModel):
+    """AWS KMS signer: keys created per wallet, aliased alias/<alias_prefix>/<key id>."""
+
+    region: str = "us-east-1"
+    endpoint_url: str | None = None  # None: the real AWS endpoint; set for moto/local
+    alias_prefix: str = "custody-development"
+
+
+class GcpKmsSettings(BaseModel):
+    """Google Cloud KMS signer: keys in projects/<project>/locations/<location>/keyRings/<key_ring>."""
+
+    project: str = "custody-local"
+    location: str = "global"
+    key_ring: str = "custody-development"
+    protection_level: Literal["HSM", "SOFTWARE"] = "HSM"
+    endpoint: str | None = None  # host:port of a local gRPC server (insecure); None: Google's
 
 
 def _default_chains() -> dict[str, ChainSettings]:
@@ -124,7 +196,9 @@ class Settings(BaseSettings):
     # Local keystore key-encryption key: base64 of 32 random bytes (AES-256-GCM).
     keystore_kek: SecretStr = SecretStr(DEV_KEYSTORE_KEK)
     keystore_kek_id: str = "local-kek-1"
-    signer_backend: Literal["local"] = "local"
+    signer_backend: Literal["local", "aws-kms", "gcp-kms"] = "local"
+    aws_kms: AwsKmsSettings = Field(default_factory=lambda: AwsKmsSettings())
+    gcp_kms: GcpKmsSettings = Field(default_factory=lambda: GcpKmsSettings())
 
     chains: dict[str, ChainSettings] = Field(default_factory=_default_chains)
 

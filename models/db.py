@@ -78,6 +78,8 @@ class Withdrawal(SQLModel, table=True):
     asset: str
     destination: str
     amount: int = Field(sa_type=BaseUnits)
+    memo_type: str | None = None  # text | id | hash (chains that carry memos)
+    memo_value: str | None = None
     status: str = Field(default="PENDING", index=True)
     error_code: str | None = None
     error_message: str | None = None

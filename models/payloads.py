@@ -35,6 +35,9 @@ class OnChainState(str, Enum):
     CONFIRMED = "CONFIRMED"  # final and the transfer happened
     REVERTED = "REVERTED"  # final, slot and fee consumed, transfer did not happen
     SLOT_LOST = "SLOT_LOST"  # our slot was consumed by a transaction that is none of ours
+    # Provably dead and never applied (Solana blockhash / Stellar timebounds passed without our
+    # hash on chain): the transfer did not happen and may be signed anew in a new slot.
+    EXPIRED = "EXPIRED"
 
 
 @dataclass

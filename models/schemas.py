@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -62,6 +62,13 @@ class FundResult(BaseModel):
     remaining_today: int
 
 
+class MemoIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["text", "id", "hash"]
+    value: str = Field(min_length=1, max_length=64)
+
+
 class WithdrawalCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -69,6 +76,7 @@ class WithdrawalCreate(BaseModel):
     to: str = Field(min_length=1, max_length=256, description="destination address")
     asset: str = Field(min_length=1, max_length=32, examples=["ETH"])
     amount: str = Field(min_length=1, max_length=100, description="decimal string in the asset's unit", examples=["0.25"])
+    memo: MemoIn | None = Field(default=None, description="Stellar memo (text, id or hash); refused on EVM")
 
 
 class WithdrawalEventPublic(BaseModel):
@@ -94,6 +102,7 @@ class WithdrawalPublic(BaseModel):
     to: str
     amount: str
     amount_base_units: str
+    memo: MemoIn | None = None
     status: str
     error_code: str | None
     error_message: str | None

@@ -134,3 +134,14 @@ async def test_readiness_reports_each_dependency(api):
     assert response.json()["checks"] == {"database": "ok", "redis": "ok", "temporal": "ok"}
     metrics = await api.get("/metrics")
     assert "custody_api_request_duration_seconds" in metrics.text
+
+
+async def test_memo_is_refused_on_evm_with_its_own_code(api):
+    wallet = await create_wallet(api)
+    response = await api.post(
+        "/v1/withdrawals",
+        json={"wallet_id": wallet["id"], "to": random_address(), "asset": "ETH", "amount": "1",
+              "memo": {"type": "text", "value": "invoice 42"}},
+        headers={**ALICE, "Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert response.status_code == 422 and response.json()["error"]["code"] == "INVALID_MEMO"

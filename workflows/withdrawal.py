@@ -14,7 +14,7 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError
 
 with workflow.unsafe.imports_passed_through():
-    from activities.withdrawals import BumpInput, FinishInput, WithdrawalActivities
+    from activities.withdrawals import BumpInput, FinishInput, ResignInput, WithdrawalActivities
     from models import search_attributes
     from models.payloads import (
         ConfirmationResult,
@@ -82,6 +82,13 @@ class WithdrawalWorkflow:
                 heartbeat_timeout=CONFIRMATION_HEARTBEAT,
                 retry_policy=RETRY_UNTIL_PERMANENT,
             )
+            if result.state == OnChainState.EXPIRED and self._tx_hash is not None:
+                # Provably never applied: a new attempt in a new slot is the same transfer.
+                self._track(
+                    await self._step(WithdrawalActivities.resign_expired, ResignInput(wid, self._tx_hash))
+                )
+                await self._step(WithdrawalActivities.broadcast, wid)
+                continue
             if result.state != OnChainState.PENDING:
                 return result
             if result.block_number is None and self._tx_hash is not None:

@@ -15,6 +15,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from api.deps import OwnerDep, SessionDep, StateDep
 from api.routes.wallets import owned_wallet
+from chains.base import Memo
 from core import metrics
 from core.errors import IdempotencyConflict, ValidationFailed, WalletInactive, WithdrawalNotFound
 from core.money import to_base_units, to_decimal_string
@@ -22,6 +23,7 @@ from models import search_attributes
 from models.db import TransferAttempt, Withdrawal, WithdrawalEvent
 from models.payloads import WithdrawalInput, WithdrawalStatus
 from models.schemas import (
+    MemoIn,
     TransferAttemptPublic,
     WithdrawalCreate,
     WithdrawalEventPublic,
@@ -48,6 +50,7 @@ async def _public(session: SessionDep, state: StateDep, w: Withdrawal, *, detail
         to=w.destination,
         amount=to_decimal_string(w.amount, decimals),
         amount_base_units=str(w.amount),
+        memo=MemoIn(type=w.memo_type, value=w.memo_value) if w.memo_type and w.memo_value else None,
         status=w.status,
         error_code=w.error_code,
         error_message=w.error_message,
@@ -134,6 +137,7 @@ async def create_withdrawal(
     if destination == wallet.address:
         raise ValidationFailed("a wallet cannot withdraw to itself", field="to")
     amount = to_base_units(body.amount, asset.decimals)
+    memo = chain.validate_memo(Memo(body.memo.type, body.memo.value)) if body.memo else None
     withdrawal = Withdrawal(
         id=str(uuid.uuid4()),
         owner=owner,
@@ -142,6 +146,8 @@ async def create_withdrawal(
         asset=asset.symbol,
         destination=destination,
         amount=amount,
+        memo_type=memo.kind if memo else None,
+        memo_value=memo.value if memo else None,
         idempotency_key=idempotency_key,
         request_hash=request_hash,
     )
