@@ -25,7 +25,6 @@ class FaucetActivities:
     @activity.defn(name="faucet_transfer")
     async def transfer(self, request: FaucetInput) -> str:
         chain = self._chains.get(request.chain)
-        faucet = getattr(chain, "faucet", None)
-        if faucet is None or not getattr(chain.settings, "faucet_enabled", False):  # type: ignore[attr-defined]
+        if not chain.settings.faucet_enabled:
             raise NotAvailable("this chain has no faucet", chain=request.chain)
-        return await faucet(request.address, chain.asset(request.asset), request.amount)
+        return await chain.faucet(request.address, chain.asset(request.asset), request.amount)

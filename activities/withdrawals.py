@@ -178,6 +178,7 @@ class WithdrawalActivities:
         intent = self._intent(withdrawal, wallet)  # raises INVALID_RECIPIENT / UNKNOWN_ASSET
         if intent.amount <= 0:
             raise PermanentError("amount must be positive")
+        await self._chains.get(withdrawal.chain).preflight(intent)
 
     @activity.defn(name="reserve_funds")
     async def reserve(self, withdrawal_id: str) -> None:

@@ -78,8 +78,17 @@ class Chain(Protocol):
         """Raises UnknownAsset."""
         ...
 
+    async def preflight(self, intent: TransferIntent) -> None:
+        """Destination-side checks before money is reserved: can it receive this transfer?
+        Raises RecipientNoTrustline, MemoRequired, InvalidRecipient, ChainUnavailable."""
+        ...
+
+    async def faucet(self, address: str, asset: AssetSpec, amount: int) -> str:
+        """Test networks only: fund `address`; returns the funding transaction's id."""
+        ...
+
     async def balance(self, address: str, asset: AssetSpec) -> int:
-        """Spendable balance in base units. Raises ChainUnavailable."""
+        """Spendable balance in base units (minus any reserve the chain locks). Raises ChainUnavailable."""
         ...
 
     async def estimate_max_fee(self, intent: TransferIntent) -> int:

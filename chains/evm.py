@@ -129,6 +129,9 @@ class EvmChain:
         return self.settings.assets()
 
     # --- reads -----------------------------------------------------------------------------
+    async def preflight(self, intent: TransferIntent) -> None:
+        """Any EVM address can receive ETH and ERC-20 tokens: nothing to check."""
+
     async def _call(self, awaitable: Any) -> Any:
         try:
             return await awaitable

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from chains.base import Chain
 from core.errors import UnknownChain
-from core.settings import EvmChainSettings, Settings
+from core.settings import EvmChainSettings, Settings, SolanaChainSettings, StellarChainSettings
 
 
 class ChainRegistry:
@@ -19,6 +19,14 @@ class ChainRegistry:
                 from chains.evm import EvmChain
 
                 chains[name] = EvmChain(name, chain_settings)
+            elif isinstance(chain_settings, StellarChainSettings):
+                from chains.stellar import StellarChain
+
+                chains[name] = StellarChain(name, chain_settings)
+            elif isinstance(chain_settings, SolanaChainSettings):
+                from chains.solana import SolanaChain
+
+                chains[name] = SolanaChain(name, chain_settings)
         return cls(chains)
 
     def get(self, name: str) -> Chain:

@@ -64,6 +64,25 @@ class UnknownChain(ValidationFailed):
     code = "UNKNOWN_CHAIN"
 
 
+class RecipientNoTrustline(PermanentError):
+    """The destination cannot hold this asset yet (Stellar trustline, etc.)."""
+
+    code = "RECIPIENT_NO_TRUSTLINE"
+    http_status = 422
+
+
+class MemoRequired(PermanentError):
+    """The destination requires a memo (SEP-29 `config.memo_required`)."""
+
+    code = "MEMO_REQUIRED"
+    http_status = 422
+
+
+class RecipientNotFound(PermanentError):
+    code = "RECIPIENT_NOT_FOUND"
+    http_status = 404
+
+
 class WalletNotFound(PermanentError):
     code = "WALLET_NOT_FOUND"
     http_status = 404
