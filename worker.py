@@ -14,7 +14,8 @@ from temporalio.worker import Worker
 from activities.errors import CustodyWorkerInterceptor
 from activities.faucet import FaucetActivities
 from activities.wallets import WalletActivities
-from activities.withdrawals import WithdrawalActivities
+from activities.withdrawals import WithdrawalActivities, WithdrawalPolicy
+from core.money import to_base_units
 from chains.registry import ChainRegistry
 from core.logs import configure_logging
 from core.settings import Settings
@@ -30,13 +31,24 @@ log = logging.getLogger("custody.worker")
 WORKFLOWS: Sequence[type] = (WithdrawalWorkflow, WalletCreationWorkflow, FaucetWorkflow)
 
 
+def withdrawal_policy(settings: Settings) -> WithdrawalPolicy:
+    thresholds: dict[tuple[str, str], int] = {}
+    for key, amount in settings.approval_thresholds.items():
+        chain, _, asset = key.partition(":")
+        decimals = settings.chain(chain).asset(asset).decimals
+        thresholds[(chain.lower(), asset)] = to_base_units(amount, decimals)
+    return WithdrawalPolicy(thresholds, settings.approval_timeout_seconds)
+
+
 def build_activities(settings: Settings, sessions: SessionFactory) -> list[Any]:
     chains = ChainRegistry.from_settings(settings)
     signer = signer_from_settings(settings, sessions)
-    withdrawals = WithdrawalActivities(sessions, chains, signer)
+    withdrawals = WithdrawalActivities(sessions, chains, signer, withdrawal_policy(settings))
     wallets = WalletActivities(sessions, chains, signer)
     return [
         withdrawals.record_status,
+        withdrawals.record_control,
+        withdrawals.cancel_by_replacement,
         withdrawals.validate,
         withdrawals.reserve,
         withdrawals.prepare,

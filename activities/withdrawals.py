@@ -10,6 +10,7 @@ the same nonce.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -39,6 +40,8 @@ from models.db import (
 )
 from models.payloads import (
     ConfirmationResult,
+    ControlEvent,
+    ValidationResult,
     OnChainState,
     PreparedAttempt,
     StatusChange,
@@ -83,7 +86,17 @@ def _to_signed(attempt: TransferAttempt) -> SignedTransfer:
         sequence=attempt.sequence,
         max_fee=attempt.max_fee,
         fee_params=attempt.fee_params,
+        purpose=attempt.purpose,
     )
+
+
+@dataclass(frozen=True)
+class WithdrawalPolicy:
+    """Approval rules: above `approval_thresholds[(chain, asset)]` base units, a second person
+    must approve within `approval_timeout_seconds`."""
+
+    approval_thresholds: dict[tuple[str, str], int]
+    approval_timeout_seconds: int = 86_400
 
 
 def _prepared(attempts: list[TransferAttempt]) -> PreparedAttempt:
@@ -92,10 +105,13 @@ def _prepared(attempts: list[TransferAttempt]) -> PreparedAttempt:
 
 
 class WithdrawalActivities:
-    def __init__(self, sessions: SessionFactory, chains: ChainRegistry, signer: Signer) -> None:
+    def __init__(
+        self, sessions: SessionFactory, chains: ChainRegistry, signer: Signer, policy: WithdrawalPolicy | None = None
+    ) -> None:
         self._sessions = sessions
         self._chains = chains
         self._signer = signer
+        self._policy = policy or WithdrawalPolicy(approval_thresholds={})
 
     # --- loading ---------------------------------------------------------------------------
     async def _load(self, session: AsyncSession, withdrawal_id: str) -> tuple[Withdrawal, Wallet]:
@@ -166,8 +182,31 @@ class WithdrawalActivities:
                 WithdrawalEvent(withdrawal_id=withdrawal.id, status=change.status.value, detail=change.detail)
             )
 
+    @activity.defn(name="record_operator_action")
+    async def record_control(self, event: ControlEvent) -> None:
+        """Persist pause / resume / cancel request / approval, with who and why."""
+        async with self._sessions() as session, session.begin():
+            withdrawal = await session.get(Withdrawal, event.withdrawal_id, with_for_update=True)
+            if withdrawal is None:
+                raise WithdrawalNotFound("no such withdrawal", withdrawal_id=event.withdrawal_id)
+            if event.event in ("PAUSED", "RESUMED"):
+                withdrawal.paused = event.event == "PAUSED"
+                withdrawal.paused_by = event.by if withdrawal.paused else None
+                withdrawal.paused_reason = event.reason if withdrawal.paused else None
+            elif event.event == "CANCEL_REQUESTED":
+                withdrawal.cancel_requested_by = event.by
+            elif event.event == "APPROVED":
+                withdrawal.approved_by = event.by
+            withdrawal.updated_at = utcnow()
+            session.add(withdrawal)
+            session.add(
+                WithdrawalEvent(
+                    withdrawal_id=withdrawal.id, status=event.event, detail={"by": event.by, "reason": event.reason}
+                )
+            )
+
     @activity.defn(name="validate_withdrawal")
-    async def validate(self, withdrawal_id: str) -> None:
+    async def validate(self, withdrawal_id: str) -> ValidationResult:
         """Wallet exists, is the caller's and active; asset known; destination well-formed."""
         async with self._sessions() as session:
             withdrawal, wallet = await self._load(session, withdrawal_id)
@@ -178,7 +217,15 @@ class WithdrawalActivities:
         intent = self._intent(withdrawal, wallet)  # raises INVALID_RECIPIENT / UNKNOWN_ASSET
         if intent.amount <= 0:
             raise PermanentError("amount must be positive")
-        await self._chains.get(withdrawal.chain).preflight(intent)
+        chain = self._chains.get(withdrawal.chain)
+        await chain.preflight(intent)
+        threshold = self._policy.approval_thresholds.get((withdrawal.chain, withdrawal.asset))
+        return ValidationResult(
+            requested_by=withdrawal.owner,
+            needs_approval=threshold is not None and withdrawal.amount > threshold,
+            approval_timeout_seconds=self._policy.approval_timeout_seconds,
+            cancellable_after_broadcast=chain.replaceable_in_slot,
+        )
 
     @activity.defn(name="reserve_funds")
     async def reserve(self, withdrawal_id: str) -> None:
@@ -315,6 +362,7 @@ class WithdrawalActivities:
             raw_tx=signed.raw_tx,
             fee_params=signed.fee_params,
             max_fee=signed.max_fee,
+            purpose=signed.purpose,
         )
 
     @activity.defn(name="bump_fee")
@@ -333,13 +381,48 @@ class WithdrawalActivities:
                 # Already bumped by an earlier try; or a chain where the same bytes are simply
                 # sent again (the caller re-broadcasts the latest attempt next).
                 return _prepared(attempts)
+            if latest.purpose == "CANCEL":
+                intent = self._cancel_intent(chain, intent)  # keep cancelling, never revive the transfer
             signed = await chain.sign_transfer(
                 intent, latest.sequence, self._signer_for(wallet), replacing=_to_signed(latest)
             )
+            if latest.purpose == "CANCEL":
+                signed = dataclasses.replace(signed, purpose="CANCEL")
             replacement = self._attempt_row(withdrawal, intent, signed)
             session.add(replacement)
             activity.logger.info(
                 "fee-bumped replacement persisted",
+                extra={"tx_hash": signed.tx_hash, "replaces": latest.tx_hash, "nonce": latest.sequence},
+            )
+            return _prepared([*attempts, replacement])
+
+    @staticmethod
+    def _cancel_intent(chain, intent: TransferIntent) -> TransferIntent:  # type: ignore[no-untyped-def]
+        native = chain.asset(chain.settings.native_symbol)
+        return TransferIntent(sender=intent.sender, destination=intent.sender, asset=native, amount=0)
+
+    @activity.defn(name="cancel_by_replacement")
+    async def cancel_by_replacement(self, cancel: BumpInput) -> PreparedAttempt:
+        """Replace the broadcast transfer with a 0-value self-send in the same nonce and higher
+        fees; whichever lands decides the outcome (receipt: CANCELLED or COMPLETED)."""
+        async with self._sessions() as session, session.begin():
+            withdrawal, wallet = await self._load(session, cancel.withdrawal_id)
+            intent = self._intent(withdrawal, wallet)
+            await _lock(session, "sender", withdrawal.chain, intent.sender)
+            attempts = await self._attempts(session, withdrawal.id)
+            chain = self._chains.get(withdrawal.chain)
+            if not chain.replaceable_in_slot:
+                raise PermanentError("this chain cannot replace a sent transaction", chain=withdrawal.chain)
+            if not attempts or any(a.purpose == "CANCEL" for a in attempts) or attempts[-1].tx_hash != cancel.replaces_tx_hash:
+                return _prepared(attempts)  # already cancelled (or superseded) by an earlier try
+            latest = attempts[-1]
+            signed = await chain.sign_transfer(
+                self._cancel_intent(chain, intent), latest.sequence, self._signer_for(wallet), replacing=_to_signed(latest)
+            )
+            replacement = self._attempt_row(withdrawal, intent, dataclasses.replace(signed, purpose="CANCEL"))
+            session.add(replacement)
+            activity.logger.info(
+                "cancellation replacement persisted",
                 extra={"tx_hash": signed.tx_hash, "replaces": latest.tx_hash, "nonce": latest.sequence},
             )
             return _prepared([*attempts, replacement])
@@ -442,7 +525,11 @@ class WithdrawalActivities:
             attempts = await self._attempts(session, finish.withdrawal_id)
         chain = self._chains.get(withdrawal.chain)
         outcome = finish.outcome
-        landed = outcome is not None and outcome.state in (OnChainState.CONFIRMED, OnChainState.REVERTED)
+        landed = outcome is not None and outcome.state in (
+            OnChainState.CONFIRMED,
+            OnChainState.REVERTED,
+            OnChainState.CANCELLED,
+        )
         # A nonce goes back to the pool only if no attempt of ours can still land with it.
         release_slot = not landed and not any([await chain.is_known(a.tx_hash) for a in attempts])
 
@@ -465,7 +552,7 @@ class WithdrawalActivities:
             session.add(WithdrawalEvent(withdrawal_id=row.id, status=finish.status.value, detail=detail))
             reservation = await session.get(Reservation, row.id, with_for_update=True)
             if reservation is not None and reservation.state == "HELD":
-                reservation.state = "SETTLED" if landed else "RELEASED"
+                reservation.state = "SETTLED" if finish.status == WithdrawalStatus.COMPLETED else "RELEASED"
                 reservation.updated_at = now
                 session.add(reservation)
             if release_slot:

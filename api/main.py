@@ -16,7 +16,7 @@ from temporalio.client import Client
 
 from api.deps import AppState
 from api.errors import install_error_handlers
-from api.routes import health, wallets, withdrawals
+from api.routes import health, operations, wallets, withdrawals
 from chains.registry import ChainRegistry
 from core.logs import configure_logging
 from core.settings import Settings
@@ -69,6 +69,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     app.include_router(health.router)
     app.include_router(wallets.router)
     app.include_router(withdrawals.router)
+    app.include_router(operations.router)
     return app
 
 

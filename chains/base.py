@@ -35,6 +35,7 @@ class SignedTransfer:
     sequence: int | None  # the slot: EVM nonce, Stellar sequence; None where the slot is the message
     max_fee: int  # the most this transaction can cost, in the native asset's base units
     fee_params: dict[str, Any] = field(default_factory=dict)
+    purpose: str = "TRANSFER"  # or "CANCEL": this attempt replaces the transfer with a no-op
 
 
 @dataclass(frozen=True)

@@ -339,6 +339,14 @@ class EvmChain:
                     detail="mined, awaiting finality",
                 )
             fee_paid = int(receipt["gasUsed"]) * int(receipt["effectiveGasPrice"])
+            if attempt.purpose == "CANCEL":
+                return TransferStatus(
+                    OnChainState.CANCELLED,
+                    tx_hash=attempt.tx_hash,
+                    block_number=int(receipt["blockNumber"]),
+                    fee_paid=fee_paid,
+                    detail="the cancellation replaced the transfer",
+                )
             happened = self._transfer_happened(receipt, intent)
             return TransferStatus(
                 OnChainState.CONFIRMED if happened else OnChainState.REVERTED,

@@ -108,6 +108,17 @@ class WalletLabelTaken(PermanentError):
     http_status = 409
 
 
+class OperationRefused(PermanentError):
+    """An operator action the withdrawal's state does not allow (code says which)."""
+
+    code = "OPERATION_REFUSED"
+    http_status = 409
+
+    def __init__(self, code: str, message: str, **details: object) -> None:
+        super().__init__(message, **details)
+        self.code = code  # type: ignore[misc]
+
+
 class Unauthorized(PermanentError):
     code = "UNAUTHORIZED"
     http_status = 401

@@ -18,7 +18,7 @@ from core.errors import UnknownAsset, UnknownChain
 
 # Only for development and tests; refused when CUSTODY_ENVIRONMENT=production.
 DEV_KEYSTORE_KEK = base64.b64encode(b"custody-dev-only-kek-not-secret!").decode()
-DEV_API_KEYS = {"dev-alice-key": "alice", "dev-bob-key": "bob"}
+DEV_API_KEYS = {"dev-alice-key": "alice", "dev-bob-key": "bob", "dev-ops-key": "ops"}
 
 GWEI = 10**9
 
@@ -190,8 +190,13 @@ class Settings(BaseSettings):
     api_port: int = 8000
     # Bearer API key -> owner id. Real key management comes later; keys are compared in constant time.
     api_keys: dict[str, str] = Field(default_factory=lambda: dict(DEV_API_KEYS))
+    # Identities with the operator role: see every withdrawal, pause/resume/cancel and approve.
+    operators: list[str] = Field(default_factory=lambda: ["ops"])
     worker_metrics_port: int = 9464
     faucet_daily_limit: int = Field(default=3, ge=0)
+    # Four-eyes approval above a per-asset amount: {"anvil:ETH": "5"} (decimal, in the asset's unit).
+    approval_thresholds: dict[str, str] = Field(default_factory=dict)
+    approval_timeout_seconds: int = Field(default=86_400, gt=0)
 
     # Local keystore key-encryption key: base64 of 32 random bytes (AES-256-GCM).
     keystore_kek: SecretStr = SecretStr(DEV_KEYSTORE_KEK)

@@ -104,7 +104,7 @@ def main() -> None:
             ports["temporal_ui"],
             DATA / "temporal.db",
             LOGS,
-            {key.name: "Keyword" for key in search_attributes.ALL},
+            {key.name: kind for key, kind in search_attributes.KINDS.items()},
         )
         started.append(temporal)
         _done(t)

@@ -83,6 +83,11 @@ class Withdrawal(SQLModel, table=True):
     status: str = Field(default="PENDING", index=True)
     error_code: str | None = None
     error_message: str | None = None
+    paused: bool = False
+    paused_by: str | None = None
+    paused_reason: str | None = None
+    approved_by: str | None = None
+    cancel_requested_by: str | None = None
     idempotency_key: str
     request_hash: str
     tx_hash: str | None = None
@@ -152,6 +157,7 @@ class TransferAttempt(SQLModel, table=True):
     sequence: int | None = Field(default=None, sa_type=sa.BigInteger)
     tx_hash: str = Field(unique=True)
     raw_tx: str  # hex of the exact signed bytes: re-broadcasting sends these, never re-signs
+    purpose: str = "TRANSFER"  # TRANSFER | CANCEL (EVM: 0-value self-send in the same nonce)
     fee_params: dict[str, Any] = Field(default_factory=dict, sa_type=JSONB)
     max_fee: int = Field(sa_type=BaseUnits)  # the most this attempt can cost, native units
     state: str = "SIGNED"  # SIGNED -> BROADCAST

@@ -13,6 +13,7 @@ from enum import Enum
 class WithdrawalStatus(str, Enum):
     PENDING = "PENDING"
     VALIDATING = "VALIDATING"
+    AWAITING_APPROVAL = "AWAITING_APPROVAL"
     SIGNING = "SIGNING"
     BROADCASTING = "BROADCASTING"
     CONFIRMING = "CONFIRMING"
@@ -38,6 +39,7 @@ class OnChainState(str, Enum):
     # Provably dead and never applied (Solana blockhash / Stellar timebounds passed without our
     # hash on chain): the transfer did not happen and may be signed anew in a new slot.
     EXPIRED = "EXPIRED"
+    CANCELLED = "CANCELLED"  # our cancellation (EVM: 0-value self-send in the same nonce) won the slot
 
 
 @dataclass
@@ -53,6 +55,43 @@ class WithdrawalResult:
     tx_hash: str | None = None
     error_code: str | None = None
     error_message: str | None = None
+
+
+@dataclass
+class ValidationResult:
+    requested_by: str
+    needs_approval: bool = False
+    approval_timeout_seconds: int = 86_400
+    cancellable_after_broadcast: bool = False
+
+
+@dataclass
+class OperatorRequest:
+    """pause / resume / cancel / approve, with who asked and why (shown in history and the UI)."""
+
+    by: str
+    reason: str = ""
+
+
+@dataclass
+class ControlEvent:
+    withdrawal_id: str
+    event: str  # PAUSED | RESUMED | CANCEL_REQUESTED | APPROVED
+    by: str
+    reason: str = ""
+
+
+@dataclass
+class WithdrawalState:
+    withdrawal_id: str
+    status: WithdrawalStatus
+    tx_hash: str | None = None
+    error_code: str | None = None
+    paused: bool = False
+    paused_by: str | None = None
+    paused_reason: str | None = None
+    cancel_requested_by: str | None = None
+    approved_by: str | None = None
 
 
 @dataclass

@@ -89,6 +89,7 @@ class TransferAttemptPublic(BaseModel):
     tx_hash: str
     nonce: int | None
     state: str
+    purpose: str
     created_at: datetime
     broadcast_at: datetime | None
 
@@ -104,6 +105,11 @@ class WithdrawalPublic(BaseModel):
     amount_base_units: str
     memo: MemoIn | None = None
     status: str
+    paused: bool = False
+    paused_by: str | None = None
+    paused_reason: str | None = None
+    approved_by: str | None = None
+    cancel_requested_by: str | None = None
     error_code: str | None
     error_message: str | None
     tx_hash: str | None

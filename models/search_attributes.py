@@ -13,5 +13,7 @@ CHAIN = SearchAttributeKey.for_keyword("CustodyChain")
 STATUS = SearchAttributeKey.for_keyword("CustodyStatus")
 ASSET = SearchAttributeKey.for_keyword("CustodyAsset")
 OWNER = SearchAttributeKey.for_keyword("CustodyOwner")
+PAUSED = SearchAttributeKey.for_bool("CustodyPaused")
 
-ALL = (CHAIN, STATUS, ASSET, OWNER)
+ALL = (CHAIN, STATUS, ASSET, OWNER, PAUSED)
+KINDS = {CHAIN: "Keyword", STATUS: "Keyword", ASSET: "Keyword", OWNER: "Keyword", PAUSED: "Bool"}

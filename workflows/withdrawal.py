@@ -1,38 +1,57 @@
 """WithdrawalWorkflow (id ``withdrawal-<withdrawal_id>``).
 
-PENDING -> VALIDATING -> SIGNING -> BROADCASTING -> CONFIRMING -> COMPLETED | FAILED | CANCELLED
+PENDING -> VALIDATING [-> AWAITING_APPROVAL] -> SIGNING -> BROADCASTING -> CONFIRMING
+        -> COMPLETED | FAILED | CANCELLED
 
 Every side effect is an idempotent activity; this class only decides the order. Permanent
 errors arrive as non-retryable ApplicationErrors whose type is the stable error code.
+
+Operator controls (CLI, API, or `temporal workflow signal/update`):
+- signal ``pause`` / ``resume`` ({"by", "reason"}): held before the next side-effecting step.
+- update ``cancel`` ({"by", "reason"}): before broadcast it ends CANCELLED; after broadcast on a
+  chain that can replace inside the slot (EVM) a 0-value self-send takes the same nonce and the
+  receipt decides CANCELLED or COMPLETED. Refused (validator) once final or not replaceable.
+- update ``approve`` ({"by"}): releases a withdrawal held in AWAITING_APPROVAL; the approver must
+  not be the requester.
 """
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.withdrawals import BumpInput, FinishInput, ResignInput, WithdrawalActivities
     from models import search_attributes
     from models.payloads import (
         ConfirmationResult,
+        ControlEvent,
         OnChainState,
+        OperatorRequest,
         StatusChange,
+        ValidationResult,
         WithdrawalInput,
         WithdrawalResult,
+        WithdrawalState,
         WithdrawalStatus,
     )
     from workflows.common import RETRY_UNTIL_PERMANENT, SHORT_STEP, failure_of
 
 CONFIRMATION_WAIT = timedelta(minutes=15)
 CONFIRMATION_HEARTBEAT = timedelta(seconds=30)
+SENT = (WithdrawalStatus.BROADCASTING, WithdrawalStatus.CONFIRMING)
 
 FAILURE_OF_OUTCOME = {
     OnChainState.REVERTED: ("TRANSACTION_REVERTED", "the transaction was mined but reverted; its fee is spent"),
     OnChainState.SLOT_LOST: ("SLOT_CONSUMED_EXTERNALLY", "the nonce was used by a transaction that is not ours"),
 }
+
+
+class _Cancelled(Exception):
+    pass
 
 
 @workflow.defn(name="WithdrawalWorkflow")
@@ -42,46 +61,144 @@ class WithdrawalWorkflow:
         self._tx_hash: str | None = None
         self._attempts = 0
         self._error_code: str | None = None
+        self._paused: OperatorRequest | None = None
+        self._cancel: OperatorRequest | None = None
+        self._approved: OperatorRequest | None = None
+        self._validation: ValidationResult | None = None
+        self._withdrawal_id = ""
 
+    # --- reads -----------------------------------------------------------------------------
     @workflow.query(name="state")
-    def state(self) -> WithdrawalResult:
-        return WithdrawalResult(
+    def state(self) -> WithdrawalState:
+        return WithdrawalState(
             withdrawal_id=workflow.info().workflow_id.removeprefix("withdrawal-"),
             status=self._status,
             tx_hash=self._tx_hash,
             error_code=self._error_code,
+            paused=self._paused is not None,
+            paused_by=self._paused.by if self._paused else None,
+            paused_reason=self._paused.reason if self._paused else None,
+            cancel_requested_by=self._cancel.by if self._cancel else None,
+            approved_by=self._approved.by if self._approved else None,
         )
 
+    # --- operator controls -----------------------------------------------------------------
+    @workflow.signal(name="pause")
+    async def pause(self, request: OperatorRequest) -> None:
+        if self._status.is_final or self._paused is not None:
+            return
+        self._paused = request
+        workflow.upsert_search_attributes([search_attributes.PAUSED.value_set(True)])
+        await self._record(ControlEvent(self._wid(), "PAUSED", request.by, request.reason))
+
+    @workflow.signal(name="resume")
+    async def resume(self, request: OperatorRequest) -> None:
+        if self._paused is None:
+            return
+        self._paused = None
+        workflow.upsert_search_attributes([search_attributes.PAUSED.value_set(False)])
+        await self._record(ControlEvent(self._wid(), "RESUMED", request.by, request.reason))
+
+    @workflow.update(name="cancel")
+    async def cancel(self, request: OperatorRequest) -> WithdrawalState:
+        self._cancel = request
+        await self._record(ControlEvent(self._wid(), "CANCEL_REQUESTED", request.by, request.reason))
+        return self.state()
+
+    @cancel.validator
+    def _may_cancel(self, request: OperatorRequest) -> None:
+        if not request.by:
+            raise ValueError("cancel needs `by`: who is cancelling")
+        if self._status.is_final:
+            raise ApplicationError(f"withdrawal is already {self._status.value}", type="CANCEL_TOO_LATE")
+        if self._cancel is not None:
+            raise ApplicationError("a cancellation is already in progress", type="CANCEL_IN_PROGRESS")
+        replaceable = self._validation is not None and self._validation.cancellable_after_broadcast
+        if self._status in SENT and not replaceable:
+            raise ApplicationError(
+                "already broadcast on a chain that cannot replace it; wait for the outcome",
+                type="CANCEL_TOO_LATE",
+            )
+
+    @workflow.update(name="approve")
+    async def approve(self, request: OperatorRequest) -> WithdrawalState:
+        self._approved = request
+        await self._record(ControlEvent(self._wid(), "APPROVED", request.by, request.reason))
+        return self.state()
+
+    @approve.validator
+    def _may_approve(self, request: OperatorRequest) -> None:
+        if self._status != WithdrawalStatus.AWAITING_APPROVAL:
+            raise ApplicationError(f"withdrawal is {self._status.value}, not awaiting approval", type="NOT_AWAITING_APPROVAL")
+        if not request.by:
+            raise ValueError("approve needs `by`: who approves")
+        if self._validation is not None and request.by == self._validation.requested_by:
+            raise ApplicationError("the requester cannot approve their own withdrawal", type="SELF_APPROVAL")
+
+    # --- the process -----------------------------------------------------------------------
     @workflow.run
     async def run(self, request: WithdrawalInput) -> WithdrawalResult:
-        wid = request.withdrawal_id
+        wid = self._withdrawal_id = request.withdrawal_id
         try:
+            await self._checkpoint()
             await self._set_status(wid, WithdrawalStatus.VALIDATING)
-            await self._step(WithdrawalActivities.validate, wid)
+            self._validation = await self._step(WithdrawalActivities.validate, wid)
+            if self._validation is not None and self._validation.needs_approval:
+                if not await self._await_approval(wid, self._validation):
+                    return await self._finish(
+                        wid, WithdrawalStatus.FAILED, None, "APPROVAL_TIMEOUT", "not approved in time; nothing was sent"
+                    )
+            await self._checkpoint()
             await self._step(WithdrawalActivities.reserve, wid)
+            await self._checkpoint()
             await self._set_status(wid, WithdrawalStatus.SIGNING)
             self._track(await self._step(WithdrawalActivities.prepare, wid))
+            await self._checkpoint()
             await self._set_status(wid, WithdrawalStatus.BROADCASTING)
             await self._step(WithdrawalActivities.broadcast, wid)
             await self._set_status(wid, WithdrawalStatus.CONFIRMING)
             outcome = await self._confirm(wid)
+        except _Cancelled:
+            return await self._finish(wid, WithdrawalStatus.CANCELLED, None, "CANCELLED", self._cancel_reason())
         except ActivityError as e:
             code, message = failure_of(e)
             return await self._finish(wid, WithdrawalStatus.FAILED, None, code, message)
         if outcome.state == OnChainState.CONFIRMED:
             return await self._finish(wid, WithdrawalStatus.COMPLETED, outcome)
+        if outcome.state == OnChainState.CANCELLED:
+            return await self._finish(wid, WithdrawalStatus.CANCELLED, outcome, "CANCELLED", self._cancel_reason())
         code, message = FAILURE_OF_OUTCOME[outcome.state]
         return await self._finish(wid, WithdrawalStatus.FAILED, outcome, code, message)
 
-    async def _confirm(self, wid: str) -> ConfirmationResult:
-        while True:
-            result = await workflow.execute_activity_method(
-                WithdrawalActivities.await_confirmation,
-                wid,
-                start_to_close_timeout=CONFIRMATION_WAIT,
-                heartbeat_timeout=CONFIRMATION_HEARTBEAT,
-                retry_policy=RETRY_UNTIL_PERMANENT,
+    async def _checkpoint(self) -> None:
+        """Before a side-effecting step: hold while paused; stop here if cancelled."""
+        await workflow.wait_condition(lambda: self._paused is None or self._cancel is not None)
+        if self._cancel is not None:
+            raise _Cancelled()
+
+    async def _await_approval(self, wid: str, validation: ValidationResult) -> bool:
+        await self._set_status(wid, WithdrawalStatus.AWAITING_APPROVAL)
+        try:
+            await workflow.wait_condition(
+                lambda: self._approved is not None or self._cancel is not None,
+                timeout=timedelta(seconds=validation.approval_timeout_seconds),
             )
+        except asyncio.TimeoutError:
+            return False
+        return True
+
+    async def _confirm(self, wid: str) -> ConfirmationResult:
+        cancel_sent = False
+        while True:
+            if self._cancel is not None and not cancel_sent and self._tx_hash is not None:
+                cancel_sent = True
+                self._track(
+                    await self._step(WithdrawalActivities.cancel_by_replacement, BumpInput(wid, self._tx_hash))
+                )
+                await self._step(WithdrawalActivities.broadcast, wid)
+            result = await self._await_outcome_or_cancel(wid, cancel_sent)
+            if result is None:
+                continue  # a cancellation arrived while waiting
             if result.state == OnChainState.EXPIRED and self._tx_hash is not None:
                 # Provably never applied: a new attempt in a new slot is the same transfer.
                 self._track(
@@ -96,6 +213,37 @@ class WithdrawalWorkflow:
                 self._track(await self._step(WithdrawalActivities.bump, BumpInput(wid, self._tx_hash)))
                 await self._step(WithdrawalActivities.broadcast, wid)
 
+    async def _await_outcome_or_cancel(self, wid: str, cancel_sent: bool) -> ConfirmationResult | None:
+        waiting = workflow.start_activity_method(
+            WithdrawalActivities.await_confirmation,
+            wid,
+            start_to_close_timeout=CONFIRMATION_WAIT,
+            heartbeat_timeout=CONFIRMATION_HEARTBEAT,
+            retry_policy=RETRY_UNTIL_PERMANENT,
+        )
+        if cancel_sent:
+            return await waiting
+        cancelled = asyncio.ensure_future(workflow.wait_condition(lambda: self._cancel is not None))
+        done, _ = await workflow.wait([waiting, cancelled], return_when=asyncio.FIRST_COMPLETED)
+        if waiting in done:
+            cancelled.cancel()
+            return waiting.result()
+        waiting.cancel()
+        try:
+            await waiting
+        except ActivityError:
+            pass  # cancelled while polling: a read-only activity, nothing to undo
+        return None
+
+    # --- helpers ---------------------------------------------------------------------------
+    def _wid(self) -> str:
+        return self._withdrawal_id or workflow.info().workflow_id.removeprefix("withdrawal-")
+
+    def _cancel_reason(self) -> str:
+        if self._cancel is None:
+            return "cancelled"
+        return f"cancelled by {self._cancel.by}" + (f": {self._cancel.reason}" if self._cancel.reason else "")
+
     def _track(self, prepared) -> None:  # type: ignore[no-untyped-def]
         self._tx_hash = prepared.tx_hash
         self._attempts = prepared.attempt_count
@@ -104,6 +252,9 @@ class WithdrawalWorkflow:
         return await workflow.execute_activity_method(
             activity, arg, start_to_close_timeout=SHORT_STEP, retry_policy=RETRY_UNTIL_PERMANENT
         )
+
+    async def _record(self, event: ControlEvent) -> None:
+        await self._step(WithdrawalActivities.record_control, event)
 
     async def _set_status(self, wid: str, status: WithdrawalStatus) -> None:
         self._status = status
@@ -127,5 +278,5 @@ class WithdrawalWorkflow:
         self._status, self._error_code = status, code
         workflow.upsert_search_attributes([search_attributes.STATUS.value_set(status.value)])
         if code:
-            workflow.logger.warning("withdrawal failed: %s %s", code, message)
+            workflow.logger.warning("withdrawal ended: %s %s", code, message)
         return WithdrawalResult(wid, status, self._tx_hash, code, message)

@@ -52,6 +52,11 @@ async def _public(session: SessionDep, state: StateDep, w: Withdrawal, *, detail
         amount_base_units=str(w.amount),
         memo=MemoIn(type=w.memo_type, value=w.memo_value) if w.memo_type and w.memo_value else None,
         status=w.status,
+        paused=w.paused,
+        paused_by=w.paused_by,
+        paused_reason=w.paused_reason,
+        approved_by=w.approved_by,
+        cancel_requested_by=w.cancel_requested_by,
         error_code=w.error_code,
         error_message=w.error_message,
         tx_hash=w.tx_hash,
@@ -73,7 +78,8 @@ async def _public(session: SessionDep, state: StateDep, w: Withdrawal, *, detail
         )
         public.attempts = [
             TransferAttemptPublic(
-                tx_hash=a.tx_hash, nonce=a.sequence, state=a.state, created_at=a.created_at, broadcast_at=a.broadcast_at
+                tx_hash=a.tx_hash, nonce=a.sequence, state=a.state, purpose=a.purpose,
+                created_at=a.created_at, broadcast_at=a.broadcast_at,
             )
             for a in attempts.all()
         ]
@@ -185,11 +191,18 @@ async def _replay(
     return await _public(session, state, existing, detail=False)
 
 
+async def visible_withdrawal(session: SessionDep, state: StateDep, caller: str | None, withdrawal_id: str) -> Withdrawal:
+    """The withdrawal if the caller owns it or is an operator (None: already authorized)."""
+    withdrawal = await session.get(Withdrawal, withdrawal_id)
+    allowed = caller is None or (withdrawal is not None and (withdrawal.owner == caller or caller in state.settings.operators))
+    if withdrawal is None or not allowed:
+        raise WithdrawalNotFound("withdrawal not found", withdrawal_id=withdrawal_id)
+    return withdrawal
+
+
 @router.get("/{withdrawal_id}", response_model=WithdrawalPublic)
 async def get_withdrawal(withdrawal_id: str, owner: OwnerDep, state: StateDep, session: SessionDep) -> WithdrawalPublic:
-    withdrawal = await session.get(Withdrawal, withdrawal_id)
-    if withdrawal is None or withdrawal.owner != owner:
-        raise WithdrawalNotFound("withdrawal not found", withdrawal_id=withdrawal_id)
+    withdrawal = await visible_withdrawal(session, state, owner, withdrawal_id)
     return await _public(session, state, withdrawal, detail=True)
 
 
@@ -204,7 +217,9 @@ async def list_withdrawals(
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> WithdrawalList:
-    query = select(Withdrawal).where(Withdrawal.owner == owner)
+    query = select(Withdrawal)
+    if owner not in state.settings.operators:
+        query = query.where(Withdrawal.owner == owner)
     if status_filter:
         query = query.where(Withdrawal.status == status_filter.value)
     if wallet_id:

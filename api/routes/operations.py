@@ -1,0 +1,92 @@
+"""Operator controls over HTTP: pause, resume, cancel, approve. Each is a Temporal signal or
+update on `withdrawal-<id>`, the same as `custody withdrawals ...` and `temporal workflow ...`."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+from temporalio.client import WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
+
+from api.deps import OwnerDep, SessionDep, StateDep
+from api.routes.withdrawals import _public, visible_withdrawal
+from core.errors import OperationRefused, Unauthorized
+from models.payloads import OperatorRequest, WithdrawalStatus
+from models.schemas import WithdrawalPublic
+from workflows.withdrawal import WithdrawalWorkflow
+
+router = APIRouter(prefix="/v1/withdrawals", tags=["operations"])
+
+
+class OperatorAction(BaseModel):
+    reason: str = Field(default="", max_length=500)
+
+
+async def _signal(state: StateDep, withdrawal_id: str, name: str, request: OperatorRequest) -> None:
+    handle = state.temporal.get_workflow_handle(f"withdrawal-{withdrawal_id}")
+    try:
+        await handle.signal(name, request)
+    except RPCError as e:
+        raise OperationRefused("WORKFLOW_NOT_RUNNING", f"the withdrawal's workflow is not running: {e.message}") from e
+
+
+async def _update(state: StateDep, withdrawal_id: str, update, request: OperatorRequest) -> None:  # type: ignore[no-untyped-def]
+    handle = state.temporal.get_workflow_handle_for(WithdrawalWorkflow.run, f"withdrawal-{withdrawal_id}")
+    try:
+        await handle.execute_update(update, request)
+    except WorkflowUpdateFailedError as e:
+        cause = e.cause
+        if isinstance(cause, ApplicationError):
+            raise OperationRefused(cause.type or "OPERATION_REFUSED", cause.message) from e
+        raise OperationRefused("OPERATION_REFUSED", str(cause or e)) from e
+    except RPCError as e:
+        raise OperationRefused("WORKFLOW_NOT_RUNNING", f"the withdrawal's workflow is not running: {e.message}") from e
+
+
+def _refuse_if_final(status: str, code: str) -> None:
+    if WithdrawalStatus(status).is_final:
+        raise OperationRefused(code, f"withdrawal is already {status}")
+
+
+@router.post("/{withdrawal_id}/pause", response_model=WithdrawalPublic)
+async def pause(withdrawal_id: str, body: OperatorAction, caller: OwnerDep, state: StateDep, session: SessionDep) -> WithdrawalPublic:
+    withdrawal = await visible_withdrawal(session, state, caller, withdrawal_id)
+    _refuse_if_final(withdrawal.status, "ALREADY_FINAL")
+    await _signal(state, withdrawal_id, "pause", OperatorRequest(by=caller, reason=body.reason))
+    return await _refreshed(session, state, withdrawal_id)
+
+
+@router.post("/{withdrawal_id}/resume", response_model=WithdrawalPublic)
+async def resume(withdrawal_id: str, body: OperatorAction, caller: OwnerDep, state: StateDep, session: SessionDep) -> WithdrawalPublic:
+    withdrawal = await visible_withdrawal(session, state, caller, withdrawal_id)
+    _refuse_if_final(withdrawal.status, "ALREADY_FINAL")
+    await _signal(state, withdrawal_id, "resume", OperatorRequest(by=caller, reason=body.reason))
+    return await _refreshed(session, state, withdrawal_id)
+
+
+@router.post("/{withdrawal_id}/cancel", response_model=WithdrawalPublic)
+async def cancel(withdrawal_id: str, body: OperatorAction, caller: OwnerDep, state: StateDep, session: SessionDep) -> WithdrawalPublic:
+    """Accepted means the cancellation is under way; the final status says which side won."""
+    withdrawal = await visible_withdrawal(session, state, caller, withdrawal_id)
+    _refuse_if_final(withdrawal.status, "CANCEL_TOO_LATE")
+    await _update(state, withdrawal_id, WithdrawalWorkflow.cancel, OperatorRequest(by=caller, reason=body.reason))
+    return await _refreshed(session, state, withdrawal_id)
+
+
+@router.post("/{withdrawal_id}/approve", response_model=WithdrawalPublic)
+async def approve(withdrawal_id: str, body: OperatorAction, caller: OwnerDep, state: StateDep, session: SessionDep) -> WithdrawalPublic:
+    if caller not in state.settings.operators:
+        raise Unauthorized("only operators approve withdrawals")
+    withdrawal = await visible_withdrawal(session, state, caller, withdrawal_id)
+    if withdrawal.owner == caller:
+        raise OperationRefused("SELF_APPROVAL", "the requester cannot approve their own withdrawal")
+    _refuse_if_final(withdrawal.status, "NOT_AWAITING_APPROVAL")
+    await _update(state, withdrawal_id, WithdrawalWorkflow.approve, OperatorRequest(by=caller, reason=body.reason))
+    return await _refreshed(session, state, withdrawal_id)
+
+
+async def _refreshed(session: SessionDep, state: StateDep, withdrawal_id: str) -> WithdrawalPublic:
+    session.expire_all()
+    withdrawal = await visible_withdrawal(session, state, None, withdrawal_id)
+    return await _public(session, state, withdrawal, detail=True)

@@ -1,0 +1,153 @@
+"""Operator controls: pause/resume, four-eyes approval (and its timeout), cancel before signing,
+cancel after broadcast by replacement on a real anvil with mining paused, and refusals."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from pathlib import Path
+
+import pytest
+from temporalio.client import WorkflowUpdateFailedError
+from web3 import AsyncHTTPProvider, AsyncWeb3
+
+from core.settings import EvmChainSettings
+from devnet import local
+from models.payloads import OperatorRequest
+from tests.conftest import ALICE, api_client, create_wallet, fund, random_address, wait_for_status, withdraw
+from worker import build_worker
+
+OPS = {"Authorization": "Bearer dev-ops-key"}
+BOB = {"Authorization": "Bearer dev-bob-key"}
+
+
+@pytest.fixture
+def settings(base_settings, task_queue):  # type: ignore[no-untyped-def]
+    return base_settings.model_copy(
+        update={"task_queue": task_queue, "approval_thresholds": {"anvil:ETH": "1"}, "approval_timeout_seconds": 6}
+    )
+
+
+async def _status_of(api, withdrawal_id: str, headers=ALICE) -> dict:  # type: ignore[no-untyped-def]
+    return (await api.get(f"/v1/withdrawals/{withdrawal_id}", headers=headers)).json()
+
+
+async def test_large_withdrawal_waits_for_a_second_person_and_pause_holds_it(api, client):
+    wallet = await create_wallet(api)
+    await fund(api, wallet, "3")
+    destination = random_address()
+    accepted = (await withdraw(api, wallet, destination, "1.5")).json()
+    held = await wait_for_status(api, accepted["id"], {"AWAITING_APPROVAL"})
+    assert held["attempts"] == []
+
+    # The requester cannot approve, over HTTP (not an operator) nor straight to Temporal.
+    assert (await api.post(f"/v1/withdrawals/{accepted['id']}/approve", json={}, headers=ALICE)).status_code == 401
+    handle = client.get_workflow_handle(f"withdrawal-{accepted['id']}")
+    with pytest.raises(WorkflowUpdateFailedError) as refused:
+        await handle.execute_update("approve", OperatorRequest(by="alice"))
+    assert refused.value.cause.type == "SELF_APPROVAL"
+
+    paused = await api.post(f"/v1/withdrawals/{accepted['id']}/pause", json={"reason": "checking with desk"}, headers=OPS)
+    assert paused.status_code == 200
+    approved = await api.post(f"/v1/withdrawals/{accepted['id']}/approve", json={"reason": "ok"}, headers=OPS)
+    assert approved.status_code == 200, approved.text
+    await asyncio.sleep(1.5)
+    body = await _status_of(api, accepted["id"])
+    assert body["paused"] is True and body["paused_by"] == "ops" and body["paused_reason"] == "checking with desk"
+    assert body["approved_by"] == "ops" and body["attempts"] == [] and body["status"] == "AWAITING_APPROVAL"
+
+    assert (await api.post(f"/v1/withdrawals/{accepted['id']}/resume", json={}, headers=OPS)).status_code == 200
+    done = await wait_for_status(api, accepted["id"], {"COMPLETED", "FAILED", "CANCELLED"})
+    assert done["status"] == "COMPLETED" and done["paused"] is False
+    events = [e["status"] for e in done["history"]]
+    assert events.index("APPROVED") < events.index("SIGNING") and "PAUSED" in events and "RESUMED" in events
+    web3 = AsyncWeb3(AsyncHTTPProvider(api_settings_rpc(api)))
+    assert await web3.eth.get_balance(destination) == 15 * 10**17
+
+
+def api_settings_rpc(api) -> str:  # type: ignore[no-untyped-def]
+    return api._transport.app.state.custody.settings.chains["anvil"].rpc_url
+
+
+async def test_unapproved_withdrawal_fails_after_the_timeout_and_sends_nothing(api):
+    wallet = await create_wallet(api)
+    await fund(api, wallet, "3")
+    accepted = (await withdraw(api, wallet, random_address(), "2")).json()
+    done = await wait_for_status(api, accepted["id"], {"COMPLETED", "FAILED", "CANCELLED"}, timeout=30)
+    assert done["status"] == "FAILED" and done["error_code"] == "APPROVAL_TIMEOUT"
+    assert done["attempts"] == [] and done["tx_hash"] is None
+
+
+async def test_cancel_before_signing_releases_everything(api):
+    wallet = await create_wallet(api)
+    await fund(api, wallet, "3")
+    accepted = (await withdraw(api, wallet, random_address(), "2")).json()
+    await wait_for_status(api, accepted["id"], {"AWAITING_APPROVAL"})
+    cancelled = await api.post(f"/v1/withdrawals/{accepted['id']}/cancel", json={"reason": "customer asked"}, headers=ALICE)
+    assert cancelled.status_code == 200, cancelled.text
+    done = await wait_for_status(api, accepted["id"], {"COMPLETED", "FAILED", "CANCELLED"})
+    assert done["status"] == "CANCELLED" and done["cancel_requested_by"] == "alice"
+    assert done["attempts"] == [] and "customer asked" in done["error_message"]
+    again = await api.post(f"/v1/withdrawals/{accepted['id']}/cancel", json={}, headers=ALICE)
+    assert again.status_code == 409 and again.json()["error"]["code"] == "CANCEL_TOO_LATE"
+    # Nothing stays held: the whole balance is spendable again.
+    balances = (await api.get(f"/v1/wallets/{wallet['id']}/balances", headers=ALICE)).json()
+    assert next(b for b in balances["balances"] if b["asset"] == "ETH")["reserved"] == "0"
+
+
+async def test_operator_actions_on_others_need_the_operator_role(api):
+    wallet = await create_wallet(api)
+    await fund(api, wallet, "1")
+    accepted = (await withdraw(api, wallet, random_address(), "0.1")).json()
+    assert (await api.post(f"/v1/withdrawals/{accepted['id']}/pause", json={}, headers=BOB)).status_code == 404
+    done = await wait_for_status(api, accepted["id"], {"COMPLETED"})
+    late = await api.post(f"/v1/withdrawals/{accepted['id']}/cancel", json={}, headers=OPS)
+    assert late.status_code == 409 and late.json()["error"]["code"] == "CANCEL_TOO_LATE"
+    assert done["status"] == "COMPLETED"
+
+
+@pytest.fixture
+def paused_anvil(tmp_path: Path):  # type: ignore[no-untyped-def]
+    proc = local.start_anvil(local.free_port(), tmp_path)
+    yield proc
+    proc.stop()
+
+
+async def test_cancel_after_broadcast_replaces_the_transfer_in_the_same_nonce(
+    base_settings, task_queue, client, sessions, paused_anvil
+):
+    rpc = paused_anvil.info["rpc_url"]
+    settings = base_settings.model_copy(
+        update={
+            "task_queue": task_queue,
+            "chains": {"anvil": EvmChainSettings(chain_id=31337, rpc_url=rpc, poll_interval_seconds=0.2, fee_bump_after_seconds=120)},
+        }
+    )
+    web3 = AsyncWeb3(AsyncHTTPProvider(rpc))
+    async with build_worker(client, settings, sessions), api_client(settings, client) as api:
+        wallet = await create_wallet(api)
+        await web3.provider.make_request("anvil_setBalance", [wallet["address"], hex(10**18)])
+        await web3.provider.make_request("evm_setAutomine", [False])
+        destination = random_address()
+        accepted = (await withdraw(api, wallet, destination, "0.5", key=uuid.uuid4().hex)).json()
+        await wait_for_status(api, accepted["id"], {"CONFIRMING"})
+        assert len(await web3.provider.make_request("txpool_content", [])) > 0
+
+        cancel = await api.post(f"/v1/withdrawals/{accepted['id']}/cancel", json={"reason": "wrong address"}, headers=ALICE)
+        assert cancel.status_code == 200, cancel.text
+        for _ in range(100):
+            body = await _status_of(api, accepted["id"])
+            if len(body["attempts"]) == 2 and body["attempts"][1]["broadcast_at"]:
+                break
+            await asyncio.sleep(0.1)
+        assert [a["purpose"] for a in body["attempts"]] == ["TRANSFER", "CANCEL"]
+        assert body["attempts"][0]["nonce"] == body["attempts"][1]["nonce"] == 0
+
+        await web3.provider.make_request("evm_mine", [])
+        done = await wait_for_status(api, accepted["id"], {"COMPLETED", "FAILED", "CANCELLED"})
+        assert done["status"] == "CANCELLED", done
+        assert done["tx_hash"] == body["attempts"][1]["tx_hash"]
+        assert await web3.eth.get_balance(destination) == 0
+        assert await web3.eth.get_transaction_count(wallet["address"]) == 1
+        receipt = await web3.eth.get_transaction_receipt(done["tx_hash"])
+        assert receipt["to"] == receipt["from"] == wallet["address"]
