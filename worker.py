@@ -21,7 +21,7 @@ from core.logs import configure_logging
 from core.settings import Settings
 from db.engine import SessionFactory, create_engine, create_session_factory
 from db.migrate import upgrade
-from signers.registry import signer_from_settings
+from signers.registry import SignerSet
 from workflows.faucet import FaucetWorkflow
 from workflows.wallet_creation import WalletCreationWorkflow
 from workflows.withdrawal import WithdrawalWorkflow
@@ -42,9 +42,9 @@ def withdrawal_policy(settings: Settings) -> WithdrawalPolicy:
 
 def build_activities(settings: Settings, sessions: SessionFactory) -> list[Any]:
     chains = ChainRegistry.from_settings(settings)
-    signer = signer_from_settings(settings, sessions)
-    withdrawals = WithdrawalActivities(sessions, chains, signer, withdrawal_policy(settings))
-    wallets = WalletActivities(sessions, chains, signer)
+    signers = SignerSet(settings, sessions)
+    withdrawals = WithdrawalActivities(sessions, chains, signers, withdrawal_policy(settings))
+    wallets = WalletActivities(sessions, chains, signers.default)
     return [
         withdrawals.record_status,
         withdrawals.record_control,

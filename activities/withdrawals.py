@@ -47,7 +47,7 @@ from models.payloads import (
     StatusChange,
     WithdrawalStatus,
 )
-from signers.base import Signer
+from signers.registry import SignerSet
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 
@@ -106,11 +106,11 @@ def _prepared(attempts: list[TransferAttempt]) -> PreparedAttempt:
 
 class WithdrawalActivities:
     def __init__(
-        self, sessions: SessionFactory, chains: ChainRegistry, signer: Signer, policy: WithdrawalPolicy | None = None
+        self, sessions: SessionFactory, chains: ChainRegistry, signers: SignerSet, policy: WithdrawalPolicy | None = None
     ) -> None:
         self._sessions = sessions
         self._chains = chains
-        self._signer = signer
+        self._signers = signers
         self._policy = policy or WithdrawalPolicy(approval_thresholds={})
 
     # --- loading ---------------------------------------------------------------------------
@@ -146,16 +146,18 @@ class WithdrawalActivities:
         return list(rows.all())
 
     def _signer_for(self, wallet: Wallet):  # type: ignore[no-untyped-def]
+        """Sign with the backend the wallet's key lives in, whatever today's default is."""
         scheme = self._chains.get(wallet.chain).key_scheme
         key_ref = wallet.key_ref
         assert key_ref is not None
+        signer = self._signers.get(wallet.signer_backend)
 
         async def sign(message: bytes) -> bytes:
             started = time.perf_counter()
             try:
-                return await self._signer.sign(key_ref, scheme, message)
+                return await signer.sign(key_ref, scheme, message)
             finally:
-                metrics.SIGNING_SECONDS.labels(backend=self._signer.backend).observe(
+                metrics.SIGNING_SECONDS.labels(backend=signer.backend).observe(
                     time.perf_counter() - started
                 )
 
