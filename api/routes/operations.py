@@ -3,6 +3,9 @@ update on `withdrawal-<id>`, the same as `custody withdrawals ...` and `temporal
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+
 from fastapi import APIRouter
 from pydantic import BaseModel, Field
 from temporalio.client import WorkflowUpdateFailedError
@@ -12,11 +15,14 @@ from temporalio.service import RPCError
 from api.deps import OwnerDep, SessionDep, StateDep
 from api.routes.withdrawals import _public, visible_withdrawal
 from core.errors import OperationRefused, Unauthorized
+from models.db import Withdrawal
 from models.payloads import OperatorRequest, WithdrawalStatus
 from models.schemas import WithdrawalPublic
 from workflows.withdrawal import WithdrawalWorkflow
 
 router = APIRouter(prefix="/v1/withdrawals", tags=["operations"])
+
+SIGNAL_SETTLE_POLLS = 50  # x 0.1 s
 
 
 class OperatorAction(BaseModel):
@@ -54,7 +60,7 @@ async def pause(withdrawal_id: str, body: OperatorAction, caller: OwnerDep, stat
     withdrawal = await visible_withdrawal(session, state, caller, withdrawal_id)
     _refuse_if_final(withdrawal.status, "ALREADY_FINAL")
     await _signal(state, withdrawal_id, "pause", OperatorRequest(by=caller, reason=body.reason))
-    return await _refreshed(session, state, withdrawal_id)
+    return await _refreshed(session, state, withdrawal_id, until=lambda w: w.paused or WithdrawalStatus(w.status).is_final)
 
 
 @router.post("/{withdrawal_id}/resume", response_model=WithdrawalPublic)
@@ -62,7 +68,7 @@ async def resume(withdrawal_id: str, body: OperatorAction, caller: OwnerDep, sta
     withdrawal = await visible_withdrawal(session, state, caller, withdrawal_id)
     _refuse_if_final(withdrawal.status, "ALREADY_FINAL")
     await _signal(state, withdrawal_id, "resume", OperatorRequest(by=caller, reason=body.reason))
-    return await _refreshed(session, state, withdrawal_id)
+    return await _refreshed(session, state, withdrawal_id, until=lambda w: not w.paused)
 
 
 @router.post("/{withdrawal_id}/cancel", response_model=WithdrawalPublic)
@@ -86,7 +92,15 @@ async def approve(withdrawal_id: str, body: OperatorAction, caller: OwnerDep, st
     return await _refreshed(session, state, withdrawal_id)
 
 
-async def _refreshed(session: SessionDep, state: StateDep, withdrawal_id: str) -> WithdrawalPublic:
-    session.expire_all()
-    withdrawal = await visible_withdrawal(session, state, None, withdrawal_id)
+async def _refreshed(
+    session: SessionDep, state: StateDep, withdrawal_id: str, until: Callable[[Withdrawal], bool] | None = None
+) -> WithdrawalPublic:
+    """The withdrawal as stored; for signals (which return before the workflow handles them),
+    wait briefly until the workflow has recorded the change."""
+    for _ in range(SIGNAL_SETTLE_POLLS):
+        session.expire_all()
+        withdrawal = await visible_withdrawal(session, state, None, withdrawal_id)
+        if until is None or until(withdrawal):
+            break
+        await asyncio.sleep(0.1)
     return await _public(session, state, withdrawal, detail=True)

@@ -1,0 +1,200 @@
+"""`custody`: the operator's command line. It talks to the custody API (CUSTODY_API_URL,
+CUSTODY_API_KEY) and, for batch actions, to Temporal directly (CUSTODY_TEMPORAL_ADDRESS).
+
+    custody withdrawals pause <id> --reason "..."     custody withdrawals resume <id>
+    custody withdrawals cancel <id> --reason "..."    custody withdrawals approve <id>
+    custody withdrawals list --status SIGNING --chain anvil
+    custody withdrawals show <id>
+    custody withdrawals pause-all --chain anvil --reason "RPC incident"   (and resume-all)
+    custody wallets create --chain anvil --label hot | list | balances <id> | fund <id> --amount 1
+    custody worker | custody api
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+import uuid
+from typing import Annotated, Any
+
+import httpx
+import typer
+
+app = typer.Typer(help="custody: wallets, withdrawals and operator controls", no_args_is_help=True)
+wallets = typer.Typer(help="create, list, fund wallets", no_args_is_help=True)
+withdrawals = typer.Typer(help="submit, inspect and steer withdrawals", no_args_is_help=True)
+app.add_typer(wallets, name="wallets")
+app.add_typer(withdrawals, name="withdrawals")
+
+ReasonOpt = Annotated[str, typer.Option("--reason", "-r", help="why (kept in the withdrawal's history)")]
+
+
+def _api() -> httpx.Client:
+    url = os.environ.get("CUSTODY_API_URL", "http://127.0.0.1:8000")
+    key = os.environ.get("CUSTODY_API_KEY", "dev-alice-key")
+    return httpx.Client(base_url=url, headers={"Authorization": f"Bearer {key}"}, timeout=30)
+
+
+def _call(method: str, path: str, **kwargs: Any) -> Any:
+    try:
+        with _api() as client:
+            response = client.request(method, path, **kwargs)
+    except httpx.HTTPError as e:
+        typer.echo(f"error: cannot reach the custody API: {e}", err=True)
+        raise typer.Exit(3) from e
+    body = response.json() if response.content else {}
+    if response.status_code >= 400:
+        error = body.get("error", {})
+        typer.echo(f"error: {error.get('code', response.status_code)}: {error.get('message', response.text)}", err=True)
+        raise typer.Exit(1)
+    return body
+
+
+def _print(body: Any) -> None:
+    typer.echo(json.dumps(body, indent=2, default=str))
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
+    widths = {c: max([len(c), *(len(str(r.get(c) or "")) for r in rows)]) for c in columns}
+    typer.echo("  ".join(c.upper().ljust(widths[c]) for c in columns))
+    for row in rows:
+        typer.echo("  ".join(str(row.get(c) or "").ljust(widths[c]) for c in columns))
+
+
+# --- wallets ---------------------------------------------------------------------------------
+@wallets.command("create")
+def wallet_create(chain: str = typer.Option(...), label: str = typer.Option("default")) -> None:
+    _print(_call("POST", "/v1/wallets", json={"chain": chain, "label": label}))
+
+
+@wallets.command("list")
+def wallet_list() -> None:
+    _table(_call("GET", "/v1/wallets")["items"], ["id", "chain", "label", "status", "address", "signer_backend"])
+
+
+@wallets.command("balances")
+def wallet_balances(wallet_id: str) -> None:
+    _table(_call("GET", f"/v1/wallets/{wallet_id}/balances")["balances"], ["asset", "balance", "reserved", "contract"])
+
+
+@wallets.command("fund")
+def wallet_fund(wallet_id: str, amount: str = typer.Option(...), asset: str | None = typer.Option(None)) -> None:
+    """Test networks only: fund from the chain's faucet."""
+    _print(_call("POST", f"/v1/wallets/{wallet_id}/fund", json={"amount": amount} | ({"asset": asset} if asset else {})))
+
+
+# --- withdrawals -----------------------------------------------------------------------------
+@withdrawals.command("create")
+def withdrawal_create(
+    wallet: str = typer.Option(..., help="wallet id"),
+    to: str = typer.Option(..., help="destination address"),
+    asset: str = typer.Option(...),
+    amount: str = typer.Option(..., help="decimal, in the asset's unit"),
+    idempotency_key: str | None = typer.Option(None, help="defaults to a new random key"),
+) -> None:
+    body = {"wallet_id": wallet, "to": to, "asset": asset, "amount": amount}
+    _print(_call("POST", "/v1/withdrawals", json=body, headers={"Idempotency-Key": idempotency_key or uuid.uuid4().hex}))
+
+
+@withdrawals.command("list")
+def withdrawal_list(
+    status: str | None = typer.Option(None), chain: str | None = typer.Option(None), limit: int = typer.Option(50)
+) -> None:
+    params = {k: v for k, v in {"status": status, "chain": chain, "limit": limit}.items() if v}
+    rows = _call("GET", "/v1/withdrawals", params=params)["items"]
+    _table(rows, ["id", "chain", "asset", "amount", "status", "paused", "error_code", "tx_hash"])
+
+
+@withdrawals.command("show")
+def withdrawal_show(withdrawal_id: str) -> None:
+    """Status, paused state, history and every signed attempt."""
+    _print(_call("GET", f"/v1/withdrawals/{withdrawal_id}"))
+
+
+def _operate(action: str, withdrawal_id: str, reason: str) -> None:
+    body = _call("POST", f"/v1/withdrawals/{withdrawal_id}/{action}", json={"reason": reason})
+    typer.echo(f"{action}: {withdrawal_id} is {body['status']}" + (" (paused)" if body.get("paused") else ""))
+
+
+@withdrawals.command("pause")
+def withdrawal_pause(withdrawal_id: str, reason: ReasonOpt = "") -> None:
+    """Hold before the next side-effecting step (never mid-step)."""
+    _operate("pause", withdrawal_id, reason)
+
+
+@withdrawals.command("resume")
+def withdrawal_resume(withdrawal_id: str, reason: ReasonOpt = "") -> None:
+    _operate("resume", withdrawal_id, reason)
+
+
+@withdrawals.command("cancel")
+def withdrawal_cancel(withdrawal_id: str, reason: ReasonOpt = "") -> None:
+    """Before broadcast: CANCELLED. After broadcast on EVM: replaced in the same nonce."""
+    _operate("cancel", withdrawal_id, reason)
+
+
+@withdrawals.command("approve")
+def withdrawal_approve(withdrawal_id: str, reason: ReasonOpt = "") -> None:
+    """Four eyes: run with an operator's API key that is not the requester's."""
+    _operate("approve", withdrawal_id, reason)
+
+
+async def _signal_all(signal: str, chain: str, reason: str, by: str, task_queue: str | None) -> int:
+    from temporalio.client import Client
+
+    from models.payloads import OperatorRequest
+
+    client = await Client.connect(
+        os.environ.get("CUSTODY_TEMPORAL_ADDRESS", "127.0.0.1:7233"),
+        namespace=os.environ.get("CUSTODY_TEMPORAL_NAMESPACE", "default"),
+    )
+    query = f"WorkflowType = 'WithdrawalWorkflow' AND ExecutionStatus = 'Running' AND CustodyChain = '{chain}'"
+    if task_queue:
+        query += f" AND TaskQueue = '{task_queue}'"
+    count = 0
+    async for execution in client.list_workflows(query):
+        await client.get_workflow_handle(execution.id).signal(signal, OperatorRequest(by=by, reason=reason))
+        count += 1
+    return count
+
+
+@withdrawals.command("pause-all")
+def withdrawal_pause_all(
+    chain: str = typer.Option(...), reason: ReasonOpt = "", by: str = typer.Option("operator"),
+    task_queue: str | None = typer.Option(None, help="only this task queue's workflows"),
+) -> None:
+    """Incident switch: pause every running withdrawal on one chain (by search attribute)."""
+    count = asyncio.run(_signal_all("pause", chain.lower(), reason, by, task_queue))
+    typer.echo(f"paused {count} withdrawal(s) on {chain}")
+
+
+@withdrawals.command("resume-all")
+def withdrawal_resume_all(
+    chain: str = typer.Option(...), reason: ReasonOpt = "", by: str = typer.Option("operator"),
+    task_queue: str | None = typer.Option(None, help="only this task queue's workflows"),
+) -> None:
+    count = asyncio.run(_signal_all("resume", chain.lower(), reason, by, task_queue))
+    typer.echo(f"resumed {count} withdrawal(s) on {chain}")
+
+
+# --- processes -------------------------------------------------------------------------------
+@app.command("worker")
+def run_worker() -> None:
+    """Run the Temporal worker (settings from CUSTODY_* variables)."""
+    import worker
+
+    asyncio.run(worker.main())
+
+
+@app.command("api")
+def run_api(host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Run the HTTP API."""
+    import uvicorn
+
+    uvicorn.run("api.main:app_from_env", factory=True, host=host, port=port)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,104 @@
+"""The `custody` CLI as a subprocess against a real HTTP API (uvicorn) and Temporal."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+
+import pytest
+import uvicorn
+
+from api.main import create_app
+from devnet.local import ROOT, free_port
+from tests.conftest import random_address
+
+
+@pytest.fixture
+def settings(base_settings, task_queue):  # type: ignore[no-untyped-def]
+    return base_settings.model_copy(update={"task_queue": task_queue, "approval_thresholds": {"anvil:ETH": "1"}})
+
+
+@pytest.fixture
+async def api_url(settings, client, worker):  # type: ignore[no-untyped-def]
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, temporal=client), host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    await task
+
+
+async def custody(api_url: str, *args: str, key: str = "dev-alice-key", temporal: str = "") -> tuple[int, str, str]:
+    env = {**os.environ, "CUSTODY_API_URL": api_url, "CUSTODY_API_KEY": key, "CUSTODY_TEMPORAL_ADDRESS": temporal}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cli.main", *args, cwd=ROOT, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    return process.returncode or 0, out.decode(), err.decode()
+
+
+async def _until(api_url: str, withdrawal_id: str, statuses: set[str], timeout: float = 60) -> dict:
+    for _ in range(int(timeout / 0.3)):
+        code, out, _ = await custody(api_url, "withdrawals", "show", withdrawal_id)
+        body = json.loads(out)
+        if body["status"] in statuses:
+            return body
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"stuck in {body['status']}")
+
+
+async def test_operator_runbook_through_the_cli(api_url, settings):
+    code, out, _ = await custody(api_url, "wallets", "create", "--chain", "anvil", "--label", "cli")
+    assert code == 0, out
+    wallet = json.loads(out)
+    assert (await custody(api_url, "wallets", "fund", wallet["id"], "--amount", "3"))[0] == 0
+
+    code, out, _ = await custody(
+        api_url, "withdrawals", "create", "--wallet", wallet["id"], "--to", random_address(), "--asset", "ETH", "--amount", "2"
+    )
+    withdrawal = json.loads(out)
+    await _until(api_url, withdrawal["id"], {"AWAITING_APPROVAL"})
+
+    code, out, err = await custody(api_url, "withdrawals", "pause", withdrawal["id"], "--reason", "incident 7")
+    assert code == 0 and "(paused)" in out, err
+    code, _, err = await custody(api_url, "withdrawals", "approve", withdrawal["id"])
+    assert code == 1 and "UNAUTHORIZED" in err  # alice cannot approve her own withdrawal
+    code, out, err = await custody(api_url, "withdrawals", "approve", withdrawal["id"], key="dev-ops-key")
+    assert code == 0, err
+    code, out, _ = await custody(api_url, "withdrawals", "list", "--status", "AWAITING_APPROVAL")
+    assert withdrawal["id"] in out and "True" in out
+
+    code, out, _ = await custody(api_url, "withdrawals", "resume", withdrawal["id"])
+    assert code == 0
+    done = await _until(api_url, withdrawal["id"], {"COMPLETED", "FAILED", "CANCELLED"})
+    assert done["status"] == "COMPLETED" and done["approved_by"] == "ops"
+    code, _, err = await custody(api_url, "withdrawals", "cancel", withdrawal["id"])
+    assert code == 1 and "CANCEL_TOO_LATE" in err
+
+
+async def test_pause_all_on_a_chain_holds_every_running_withdrawal(api_url, settings):
+    _, out, _ = await custody(api_url, "wallets", "create", "--chain", "anvil", "--label", "batch")
+    wallet = json.loads(out)
+    await custody(api_url, "wallets", "fund", wallet["id"], "--amount", "5")
+    ids = []
+    for _ in range(2):
+        _, out, _ = await custody(
+            api_url, "withdrawals", "create", "--wallet", wallet["id"], "--to", random_address(), "--asset", "ETH", "--amount", "1.5"
+        )
+        ids.append(json.loads(out)["id"])
+    for withdrawal_id in ids:
+        await _until(api_url, withdrawal_id, {"AWAITING_APPROVAL"})
+    code, out, err = await custody(
+        api_url, "withdrawals", "pause-all", "--chain", "anvil", "--reason", "rpc down",
+        "--task-queue", settings.task_queue, temporal=settings.temporal_address,
+    )
+    assert code == 0 and "paused 2 withdrawal(s)" in out, err
+    await asyncio.sleep(1)
+    for withdrawal_id in ids:
+        body = json.loads((await custody(api_url, "withdrawals", "show", withdrawal_id))[1])
+        assert body["paused"] is True and body["paused_reason"] == "rpc down"
