@@ -19,6 +19,7 @@ from core.money import to_base_units
 from chains.registry import ChainRegistry
 from core.logs import configure_logging
 from core.settings import Settings
+from core.temporal import connect_temporal
 from db.engine import SessionFactory, create_engine, create_session_factory
 from db.migrate import upgrade
 from signers.registry import SignerSet
@@ -81,7 +82,7 @@ async def main() -> None:
     engine = create_engine(settings.database_url)
     await upgrade(engine)
     sessions = create_session_factory(engine)
-    client = await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+    client = await connect_temporal(settings)
     if settings.worker_metrics_port:
         start_http_server(settings.worker_metrics_port, addr="127.0.0.1")
     worker = build_worker(client, settings, sessions)

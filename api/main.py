@@ -10,16 +10,18 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
+from fastapi.middleware.cors import CORSMiddleware
 from prometheus_client import Histogram
 from redis.asyncio import Redis
 from temporalio.client import Client
 
 from api.deps import AppState
 from api.errors import install_error_handlers
-from api.routes import health, operations, wallets, withdrawals
+from api.routes import codec, health, operations, wallets, withdrawals
 from chains.registry import ChainRegistry
 from core.logs import configure_logging
 from core.settings import Settings
+from core.temporal import connect_temporal
 from db.engine import create_engine, create_session_factory
 
 REQUEST_SECONDS = Histogram(
@@ -34,7 +36,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings.database_url)
         redis = Redis.from_url(settings.redis_url)
-        client = temporal or await Client.connect(settings.temporal_address, namespace=settings.temporal_namespace)
+        client = temporal or await connect_temporal(settings)
         app.state.custody = AppState(
             settings=settings,
             sessions=create_session_factory(engine),
@@ -70,6 +72,14 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     app.include_router(wallets.router)
     app.include_router(withdrawals.router)
     app.include_router(operations.router)
+    app.include_router(codec.router)
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=[settings.temporal_ui_url.rstrip("/")],
+        allow_methods=["POST"],
+        allow_headers=["*"],
+        allow_credentials=True,
+    )
     return app
 
 

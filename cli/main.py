@@ -142,14 +142,11 @@ def withdrawal_approve(withdrawal_id: str, reason: ReasonOpt = "") -> None:
 
 
 async def _signal_all(signal: str, chain: str, reason: str, by: str, task_queue: str | None) -> int:
-    from temporalio.client import Client
-
+    from core.settings import Settings
+    from core.temporal import connect_temporal
     from models.payloads import OperatorRequest
 
-    client = await Client.connect(
-        os.environ.get("CUSTODY_TEMPORAL_ADDRESS", "127.0.0.1:7233"),
-        namespace=os.environ.get("CUSTODY_TEMPORAL_NAMESPACE", "default"),
-    )
+    client = await connect_temporal(Settings())  # CUSTODY_TEMPORAL_ADDRESS, payload keys
     query = f"WorkflowType = 'WithdrawalWorkflow' AND ExecutionStatus = 'Running' AND CustodyChain = '{chain}'"
     if task_queue:
         query += f" AND TaskQueue = '{task_queue}'"

@@ -18,6 +18,7 @@ from core.errors import UnknownAsset, UnknownChain
 
 # Only for development and tests; refused when CUSTODY_ENVIRONMENT=production.
 DEV_KEYSTORE_KEK = base64.b64encode(b"custody-dev-only-kek-not-secret!").decode()
+DEV_PAYLOAD_KEY = base64.b64encode(b"custody-dev-only-payload-key-32b").decode()
 DEV_API_KEYS = {"dev-alice-key": "alice", "dev-bob-key": "bob", "dev-ops-key": "ops"}
 
 GWEI = 10**9
@@ -207,6 +208,13 @@ class Settings(BaseSettings):
 
     chains: dict[str, ChainSettings] = Field(default_factory=_default_chains)
 
+    # Temporal payload encryption (AES-256-GCM): key id -> base64 of 32 bytes, and the id new
+    # payloads use. Rotate by adding a key and switching payload_key_id; keep old keys to read.
+    payload_keys: dict[str, SecretStr] = Field(default_factory=lambda: {"dev-1": SecretStr(DEV_PAYLOAD_KEY)})
+    payload_key_id: str = "dev-1"
+    # Bearer token the Temporal UI must send to /codec/*; empty: no token (development only).
+    codec_auth_token: SecretStr = SecretStr("")
+
     # Fault injection for crash tests: the worker process exits right after this activity
     # completes (before Temporal hears of it). Refused in production.
     chaos_exit_after_activity: str | None = None
@@ -223,6 +231,10 @@ class Settings(BaseSettings):
                 raise ValueError("CUSTODY_KEYSTORE_KEK must be set to a real key in production")
             if set(self.api_keys) & set(DEV_API_KEYS):
                 raise ValueError("development API keys are not allowed in production")
+            if any(k.get_secret_value() == DEV_PAYLOAD_KEY for k in self.payload_keys.values()):
+                raise ValueError("CUSTODY_PAYLOAD_KEYS must hold real keys in production")
+            if not self.codec_auth_token.get_secret_value():
+                raise ValueError("CUSTODY_CODEC_AUTH_TOKEN is required in production")
             if self.chaos_exit_after_activity:
                 raise ValueError("CUSTODY_CHAOS_EXIT_AFTER_ACTIVITY is for tests only")
             if any(getattr(c, "faucet_enabled", False) for c in self.chains.values()):

@@ -105,6 +105,7 @@ def main() -> None:
             DATA / "temporal.db",
             LOGS,
             {key.name: kind for key, kind in search_attributes.KINDS.items()},
+            ui_codec_endpoint=f"http://127.0.0.1:{ports['api']}/codec",
         )
         started.append(temporal)
         _done(t)

@@ -20,6 +20,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from core.settings import EvmChainSettings, Settings, TokenSettings
+from core.temporal import client_over
 from db.engine import SessionFactory, create_engine, create_session_factory
 from db.migrate import upgrade
 from devnet import local
@@ -121,8 +122,9 @@ def settings(base_settings: Settings, task_queue: str) -> Settings:
 
 
 @pytest.fixture
-def client(temporal_env: WorkflowEnvironment) -> Client:
-    return temporal_env.client
+def client(temporal_env: WorkflowEnvironment, base_settings: Settings) -> Client:
+    """A client with custody's payload encryption, like the worker's and the API's."""
+    return client_over(temporal_env.client.service_client, base_settings)
 
 
 @pytest.fixture

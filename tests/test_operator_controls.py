@@ -24,7 +24,7 @@ BOB = {"Authorization": "Bearer dev-bob-key"}
 @pytest.fixture
 def settings(base_settings, task_queue):  # type: ignore[no-untyped-def]
     return base_settings.model_copy(
-        update={"task_queue": task_queue, "approval_thresholds": {"anvil:ETH": "1"}, "approval_timeout_seconds": 6}
+        update={"task_queue": task_queue, "approval_thresholds": {"anvil:ETH": "1"}, "approval_timeout_seconds": 600}
     )
 
 
@@ -69,11 +69,14 @@ def api_settings_rpc(api) -> str:  # type: ignore[no-untyped-def]
     return api._transport.app.state.custody.settings.chains["anvil"].rpc_url
 
 
-async def test_unapproved_withdrawal_fails_after_the_timeout_and_sends_nothing(api):
-    wallet = await create_wallet(api)
-    await fund(api, wallet, "3")
-    accepted = (await withdraw(api, wallet, random_address(), "2")).json()
-    done = await wait_for_status(api, accepted["id"], {"COMPLETED", "FAILED", "CANCELLED"}, timeout=30)
+async def test_unapproved_withdrawal_fails_after_the_timeout_and_sends_nothing(settings, client, sessions):
+    quick = settings.model_copy(update={"approval_timeout_seconds": 3})
+    async with build_worker(client, quick, sessions), api_client(quick, client) as api:
+        wallet = await create_wallet(api)
+        await fund(api, wallet, "3")
+        accepted = (await withdraw(api, wallet, random_address(), "2")).json()
+        await wait_for_status(api, accepted["id"], {"AWAITING_APPROVAL"})
+        done = await wait_for_status(api, accepted["id"], {"COMPLETED", "FAILED", "CANCELLED"}, timeout=30)
     assert done["status"] == "FAILED" and done["error_code"] == "APPROVAL_TIMEOUT"
     assert done["attempts"] == [] and done["tx_hash"] is None
 

@@ -16,6 +16,8 @@ from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
 
 from tests.conftest import create_wallet, fund, random_address, wait_for_status, withdraw
+from core.settings import Settings
+from core.temporal import custody_data_converter
 from worker import WORKFLOWS
 
 HISTORIES = Path(__file__).parent / "histories"
@@ -33,7 +35,7 @@ def test_there_are_saved_histories_for_every_workflow():
 @pytest.mark.parametrize("path", _saved(), ids=lambda p: p.stem)
 async def test_saved_history_replays_against_current_code(path: Path):
     history = WorkflowHistory.from_json(path.stem, path.read_text())
-    await Replayer(workflows=list(WORKFLOWS)).replay_workflow(history)
+    await Replayer(workflows=list(WORKFLOWS), data_converter=custody_data_converter(Settings())).replay_workflow(history)
 
 
 async def test_fresh_runs_replay_and_are_recorded_on_request(api, client):
@@ -55,7 +57,7 @@ async def test_fresh_runs_replay_and_are_recorded_on_request(api, client):
     async for execution in client.list_workflows(f"WorkflowType = 'FaucetWorkflow' AND WorkflowId STARTS_WITH 'fund-{wallet['id']}'"):
         runs["FaucetWorkflow__funded"] = execution.id
         break
-    replayer = Replayer(workflows=list(WORKFLOWS))
+    replayer = Replayer(workflows=list(WORKFLOWS), data_converter=custody_data_converter(Settings()))
     for name, workflow_id in runs.items():
         history = await client.get_workflow_handle(workflow_id).fetch_history()
         await replayer.replay_workflow(history)

@@ -49,6 +49,13 @@ def test_production_refuses_development_secrets_and_faucets(monkeypatch):
     with pytest.raises(ValidationError, match="API keys"):
         Settings()
     monkeypatch.setenv("CUSTODY_API_KEYS", '{"k-123": "desk"}')
+    with pytest.raises(ValidationError, match="PAYLOAD_KEYS"):
+        Settings()
+    monkeypatch.setenv("CUSTODY_PAYLOAD_KEYS", '{"p1": "cGF5bG9hZC1rZXktcGF5bG9hZC1rZXktcGF5bG9hZDE="}')
+    monkeypatch.setenv("CUSTODY_PAYLOAD_KEY_ID", "p1")
+    with pytest.raises(ValidationError, match="CODEC_AUTH_TOKEN"):
+        Settings()
+    monkeypatch.setenv("CUSTODY_CODEC_AUTH_TOKEN", "ui-token")
     with pytest.raises(ValidationError, match="faucets"):
         Settings()
     monkeypatch.setenv("CUSTODY_CHAINS", '{"polygon": {"chain_id": 137, "rpc_url": "http://x", "native_symbol": "POL"}}')

@@ -1,0 +1,43 @@
+"""Codec endpoint for the Temporal Web UI (`--ui-codec-endpoint http://<api>/codec`): the UI
+posts encrypted payloads and shows operators the decoded ones. CORS allows only the UI origin;
+with CUSTODY_CODEC_AUTH_TOKEN set, the UI must send it as a bearer token."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header
+
+from api.deps import StateDep
+from core.codec import codec_from_settings, payloads_from_json, payloads_to_json
+from core.errors import NotAvailable, Unauthorized, ValidationFailed
+
+router = APIRouter(prefix="/codec", tags=["codec"])
+
+
+def _codec(state: StateDep, authorization: str | None):  # type: ignore[no-untyped-def]
+    token = state.settings.codec_auth_token.get_secret_value()
+    if token:
+        scheme, _, given = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.encode(), token.encode()):
+            raise Unauthorized("codec endpoint needs its bearer token")
+    codec = codec_from_settings(state.settings)
+    if codec is None:
+        raise NotAvailable("payload encryption is off")
+    return codec
+
+
+@router.post("/encode")
+async def encode(body: dict[str, Any], state: StateDep, authorization: Annotated[str | None, Header()] = None) -> dict:
+    codec = _codec(state, authorization)
+    return payloads_to_json(await codec.encode(payloads_from_json(body)))
+
+
+@router.post("/decode")
+async def decode(body: dict[str, Any], state: StateDep, authorization: Annotated[str | None, Header()] = None) -> dict:
+    codec = _codec(state, authorization)
+    try:
+        return payloads_to_json(await codec.decode(payloads_from_json(body)))
+    except Exception as e:  # wrong key or tampered data: say so, never guess
+        raise ValidationFailed("payloads cannot be decoded with the configured keys") from e
