@@ -476,6 +476,11 @@ class WithdrawalActivities:
         try:
             result = await chain.broadcast(_to_signed(latest))
         except PermanentError:
+            if not chain.replaceable_in_slot and (latest.broadcast_at is not None or activity.info().attempt > 1):
+                # Bytes a node once accepted (or that a lost response may have delivered) can
+                # still land until they expire: a refused re-send proves nothing, so let
+                # transfer_status decide (EXPIRED leads to a fresh attempt, not a failure).
+                return _prepared(attempts)
             # If any attempt of ours is already out there (an earlier send whose response was
             # lost, or the original of a refused replacement) it may still land: keep
             # confirming rather than declaring the withdrawal failed.

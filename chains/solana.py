@@ -1,0 +1,557 @@
+"""Solana family over solana-py's AsyncClient (JSON-RPC) and solders (building, signing).
+
+The slot is the signed message itself (NOTES section 1): it cannot be replaced in place, the same
+bytes are re-sent (``maxRetries=0``, every ``fee_bump_after_seconds``) until they land, and a new
+transaction for the same withdrawal may be signed only once the attempt is provably dead: no
+status for any attempt signature (``searchTransactionHistory``) while the *finalized* block
+height is past every attempt's ``lastValidBlockHeight``.
+
+Fees: 5,000 lamports per signature + ceil(CU price x CU limit / 1e6) (NOTES section 3); an SPL
+transfer to a recipient without an associated token account also pays that account's rent,
+which is asked of the node (``getMinimumBalanceForRentExemption``), never hard-coded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+import weakref
+from typing import Any, ClassVar
+
+import httpx2
+from solana.exceptions import SolanaRpcException
+from solana.rpc.async_api import AsyncClient
+from solana.rpc.commitment import Commitment, Confirmed, Finalized
+from solana.rpc.core import RPCException, RPCNoResultException
+from solana.rpc.models import TxOpts
+from solders.compute_budget import set_compute_unit_limit, set_compute_unit_price
+from solders.hash import Hash
+from solders.instruction import AccountMeta, Instruction
+from solders.message import Message
+from solders.pubkey import Pubkey
+from solders.signature import Signature
+from solders.system_program import ID as SYSTEM_PROGRAM_ID
+from solders.system_program import TransferParams, transfer
+from solders.transaction import Transaction
+from solders.transaction_status import (
+    TransactionConfirmationStatus,
+    TransactionErrorFieldless,
+    TransactionErrorInstructionError,
+    TransactionErrorInsufficientFundsForRent,
+)
+from spl.memo.constants import MEMO_PROGRAM_ID
+from spl.token.constants import ASSOCIATED_TOKEN_PROGRAM_ID, TOKEN_2022_PROGRAM_ID, TOKEN_PROGRAM_ID
+from spl.token.instructions import (
+    create_idempotent_associated_token_account,
+    get_associated_token_address,
+    transfer_checked,
+)
+from spl.token.models import TransferCheckedParams
+
+from chains.base import DigestSigner, Memo, SignedTransfer, TransferIntent, TransferStatus
+from core.errors import (
+    ChainUnavailable,
+    InsufficientFunds,
+    InvalidMemo,
+    InvalidRecipient,
+    SigningFailed,
+    SubmissionFailed,
+)
+from core.settings import AssetSpec, SolanaChainSettings
+from models.payloads import OnChainState
+
+log = logging.getLogger(__name__)
+
+LAMPORTS_PER_SIGNATURE = 5_000
+MAX_MEMO_BYTES = 566
+MAX_TRANSACTION_BYTES = 1_232  # packet data size: a larger transaction is refused by every node
+TOKEN_ACCOUNT_LEN = 165
+MINT_LEN = 82
+TOKEN_PROGRAMS = (TOKEN_PROGRAM_ID, TOKEN_2022_PROGRAM_ID)
+RENT_CACHE_SECONDS = 600.0
+# Sending to a program id burns the funds: refuse the ones a typo or a confused caller would use.
+PROGRAM_IDS = frozenset(
+    {
+        SYSTEM_PROGRAM_ID,
+        TOKEN_PROGRAM_ID,
+        TOKEN_2022_PROGRAM_ID,
+        ASSOCIATED_TOKEN_PROGRAM_ID,
+        MEMO_PROGRAM_ID,
+        Pubkey.from_string("ComputeBudget111111111111111111111111111111"),
+        Pubkey.from_string("Vote111111111111111111111111111111111111111"),
+        Pubkey.from_string("Stake11111111111111111111111111111111111111"),
+        Pubkey.from_string("BPFLoaderUpgradeab1e11111111111111111111111"),
+    }
+)
+# Token-2022: the account extension an ATA gets for a mint extension (type -> (type, length)).
+# ImmutableOwner (type 7, no data) is always added to associated token accounts.
+_ACCOUNT_EXTENSION_FOR_MINT_EXTENSION = {1: (2, 8), 9: (13, 0), 14: (15, 1), 26: (27, 0)}
+_IMMUTABLE_OWNER_LEN = 0
+# RPC errors that say "this node, now" rather than "this transaction": retry later.
+_TRANSIENT_RPC_CODES = {-32004, -32005, -32007, -32014, -32016, 429, 503}
+
+
+
+def _rank(status: TransactionConfirmationStatus) -> int:
+    """processed < confirmed < finalized (solders' enum values are not hashable)."""
+    if status == TransactionConfirmationStatus.Finalized:
+        return 2
+    return 1 if status == TransactionConfirmationStatus.Confirmed else 0
+
+
+def _rpc_error(e: RPCException) -> tuple[str, Any, int | None]:
+    """(message, transaction error or None, JSON-RPC code or None) of an RPC error reply."""
+    parsed = e.args[0] if e.args else None
+    message = str(getattr(parsed, "message", parsed if parsed is not None else e))
+    data = getattr(parsed, "data", None)
+    tx_err = getattr(data, "err", None)
+    code = getattr(parsed, "code", None)
+    return message, tx_err, code if isinstance(code, int) else None
+
+
+def _logs(e: RPCException) -> list[str]:
+    parsed = e.args[0] if e.args else None
+    return list(getattr(getattr(parsed, "data", None), "logs", None) or [])
+
+
+class SolanaChain:
+    family: ClassVar[str] = "solana"
+    key_scheme: ClassVar[str] = "ed25519"
+    replaceable_in_slot: ClassVar[bool] = False
+
+    def __init__(self, name: str, settings: SolanaChainSettings, client: AsyncClient | None = None) -> None:
+        self.name = name
+        self.settings = settings
+        self._injected = client
+        # AsyncClient holds an HTTP pool bound to the loop that first used it: one per loop.
+        self._clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncClient] = weakref.WeakKeyDictionary()
+        self._rent: dict[int, tuple[float, int]] = {}
+        self._mints: dict[str, tuple[Pubkey, int, bytes]] = {}  # mint -> (token program, decimals, data)
+
+    @property
+    def commitment(self) -> Commitment:
+        return Finalized if self.settings.commitment == "finalized" else Confirmed
+
+    def _rpc(self) -> AsyncClient:
+        if self._injected is not None:
+            return self._injected
+        loop = asyncio.get_running_loop()
+        client = self._clients.get(loop)
+        if client is None:
+            client = AsyncClient(self.settings.rpc_url, commitment=self.commitment, timeout=15)
+            self._clients[loop] = client
+        return client
+
+    async def aclose(self) -> None:
+        """Close the HTTP pool of the running loop's client (not an injected one)."""
+        client = self._clients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.close()
+
+    async def _call(self, awaitable: Any, *, rpc_errors: bool = False) -> Any:
+        """Await one RPC call. Connectivity problems become ChainUnavailable; so do error replies,
+        unless `rpc_errors` asks for them (sendTransaction, requestAirdrop) and they are not
+        a node's "not now" (unhealthy, behind, rate limited)."""
+        try:
+            return await awaitable
+        except (SolanaRpcException, httpx2.HTTPError, OSError, asyncio.TimeoutError) as e:
+            raise ChainUnavailable(f"{self.name} RPC unreachable: {e}", chain=self.name) from e
+        except RPCException as e:
+            message, _, code = _rpc_error(e)
+            if rpc_errors and code not in _TRANSIENT_RPC_CODES and "unhealthy" not in message.lower():
+                raise
+            raise ChainUnavailable(f"{self.name} RPC error: {message}", chain=self.name) from e
+
+    # --- addresses and assets -------------------------------------------------------------
+    @staticmethod
+    def _pubkey(address: str) -> Pubkey:
+        if not isinstance(address, str) or not 32 <= len(address) <= 44:
+            raise InvalidRecipient("not a Solana address (base58 of 32 bytes)", address=str(address)[:64])
+        try:
+            key = Pubkey.from_string(address)
+        except ValueError as e:
+            raise InvalidRecipient("not a Solana address (base58 of 32 bytes)", address=address[:64]) from e
+        if str(key) != address:
+            raise InvalidRecipient("not a canonical base58 Solana address", address=address)
+        return key
+
+    def normalize_address(self, address: str) -> str:
+        key = self._pubkey(address.strip() if isinstance(address, str) else address)
+        if key == Pubkey.default() or key in PROGRAM_IDS:
+            raise InvalidRecipient("this is a program id, not a wallet: funds sent there are lost", address=str(key))
+        if not key.is_on_curve():
+            # A program-derived address (a token account, a vault): no key signs for it. SOL sent
+            # there is usually stranded, and a token withdrawal needs the wallet that owns the ATA.
+            raise InvalidRecipient(
+                "off-curve address (a program-derived address such as a token account): "
+                "give the recipient's wallet address instead",
+                address=str(key),
+            )
+        return str(key)
+
+    def address_from_public_key(self, public_key: bytes) -> str:
+        if len(public_key) != 32:
+            raise SigningFailed("expected a 32-byte ed25519 public key")
+        return str(Pubkey.from_bytes(public_key))
+
+    def validate_memo(self, memo: Memo) -> Memo:
+        if memo.kind != "text":
+            raise InvalidMemo("Solana memos are text (Memo program); id and hash memos are not supported", kind=memo.kind)
+        size = len(memo.value.encode("utf-8"))
+        if not 0 < size <= MAX_MEMO_BYTES:
+            raise InvalidMemo(f"a Solana memo is 1 to {MAX_MEMO_BYTES} bytes of UTF-8", size=size)
+        return Memo("text", memo.value)
+
+    def asset(self, symbol: str) -> AssetSpec:
+        return self.settings.asset(symbol)
+
+    def assets(self) -> list[AssetSpec]:
+        return self.settings.assets()
+
+    # --- reads -----------------------------------------------------------------------------
+    async def _rent_exempt(self, size: int) -> int:
+        cached = self._rent.get(size)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < RENT_CACHE_SECONDS:
+            return cached[1]
+        resp = await self._call(self._rpc().get_minimum_balance_for_rent_exemption(size, self.commitment))
+        value = int(resp.value)
+        self._rent[size] = (now, value)
+        return value
+
+    async def _account(self, key: Pubkey) -> Any | None:
+        return (await self._call(self._rpc().get_account_info(key, self.commitment))).value
+
+    async def _mint(self, asset: AssetSpec) -> tuple[Pubkey, int, bytes]:
+        """(token program, decimals, mint data); the configured decimals must match the chain's."""
+        assert asset.contract is not None
+        cached = self._mints.get(asset.contract)
+        if cached is None:
+            cached = await self._load_mint(asset)
+            self._mints[asset.contract] = cached  # a mint's program and decimals never change
+        program, decimals, data = cached
+        if decimals != asset.decimals:
+            raise SubmissionFailed(
+                f"configuration error: {asset.symbol} is configured with {asset.decimals} decimals, "
+                f"the mint has {decimals}",
+                asset=asset.symbol,
+            )
+        return cached
+
+    async def _load_mint(self, asset: AssetSpec) -> tuple[Pubkey, int, bytes]:
+        assert asset.contract is not None
+        try:
+            mint = Pubkey.from_string(asset.contract)
+        except ValueError as e:
+            raise SubmissionFailed(f"configuration error: {asset.symbol} mint is not an address", asset=asset.symbol) from e
+        account = await self._account(mint)
+        if account is None:
+            raise SubmissionFailed(
+                f"configuration error: {asset.symbol} mint {mint} does not exist on {self.name}", asset=asset.symbol
+            )
+        data = bytes(account.data)
+        if account.owner not in TOKEN_PROGRAMS or len(data) < MINT_LEN or not data[45]:
+            raise SubmissionFailed(
+                f"configuration error: {mint} is not an initialized SPL Token / Token-2022 mint", asset=asset.symbol
+            )
+        return account.owner, data[44], data
+
+    @staticmethod
+    def _token_account_len(program: Pubkey, mint_data: bytes) -> int:
+        """Size of the associated token account the ATA program creates for this mint."""
+        if program == TOKEN_PROGRAM_ID:
+            return TOKEN_ACCOUNT_LEN
+        size = TOKEN_ACCOUNT_LEN + 1 + 4 + _IMMUTABLE_OWNER_LEN  # account type byte + ImmutableOwner TLV
+        offset = TOKEN_ACCOUNT_LEN + 1  # mint extensions: TLV after the padded base and the type byte
+        while offset + 4 <= len(mint_data):
+            kind = int.from_bytes(mint_data[offset : offset + 2], "little")
+            length = int.from_bytes(mint_data[offset + 2 : offset + 4], "little")
+            if kind == 0:
+                break
+            if kind in _ACCOUNT_EXTENSION_FOR_MINT_EXTENSION:
+                size += 4 + _ACCOUNT_EXTENSION_FOR_MINT_EXTENSION[kind][1]
+            offset += 4 + length
+        return size
+
+    async def preflight(self, intent: TransferIntent) -> None:
+        destination = self._pubkey(intent.destination)
+        if not destination.is_on_curve():
+            if intent.asset.is_native:
+                raise InvalidRecipient(
+                    "off-curve destination (a program-derived address): SOL sent there may be unrecoverable",
+                    address=intent.destination,
+                )
+            raise InvalidRecipient(
+                "off-curve destination: a token withdrawal needs the owner's wallet address, "
+                "not a token account or another program-derived address",
+                address=intent.destination,
+            )
+        if intent.asset.is_native:
+            account = await self._account(destination)
+            if account is None or account.lamports == 0:
+                minimum = await self._rent_exempt(0)
+                if intent.amount < minimum:
+                    raise InvalidRecipient(
+                        f"the destination account does not exist yet: the first transfer must be at least "
+                        f"the rent-exempt minimum of {minimum} lamports",
+                        address=intent.destination,
+                        minimum=str(minimum),
+                    )
+            return
+        await self._mint(intent.asset)
+
+    async def balance(self, address: str, asset: AssetSpec) -> int:
+        owner = Pubkey.from_string(address)
+        if asset.is_native:
+            lamports = int((await self._call(self._rpc().get_balance(owner, self.commitment))).value)
+            # The sender's own account stays rent-exempt: only what is above that is spendable.
+            return max(lamports - await self._rent_exempt(0), 0)
+        program, _, _ = await self._mint(asset)
+        assert asset.contract is not None
+        ata = get_associated_token_address(owner, Pubkey.from_string(asset.contract), program)
+        account = await self._account(ata)
+        if account is None or account.owner != program or len(bytes(account.data)) < TOKEN_ACCOUNT_LEN:
+            return 0
+        return int.from_bytes(bytes(account.data)[64:72], "little")
+
+    def _priority_fee(self) -> int:
+        return math.ceil(
+            self.settings.compute_unit_price_micro_lamports * self.settings.compute_unit_limit / 1_000_000
+        )
+
+    async def _ata_rent_if_missing(self, intent: TransferIntent) -> int:
+        if intent.asset.is_native:
+            return 0
+        program, _, mint_data = await self._mint(intent.asset)
+        assert intent.asset.contract is not None
+        ata = get_associated_token_address(
+            Pubkey.from_string(intent.destination), Pubkey.from_string(intent.asset.contract), program
+        )
+        if await self._account(ata) is not None:
+            return 0
+        return await self._rent_exempt(self._token_account_len(program, mint_data))
+
+    async def estimate_max_fee(self, intent: TransferIntent, signatures: int = 1) -> int:
+        """Network fee plus, for a token transfer to a recipient without an ATA, that account's rent
+        (the sender pays it: it leaves the sender's SOL like a fee)."""
+        return LAMPORTS_PER_SIGNATURE * signatures + self._priority_fee() + await self._ata_rent_if_missing(intent)
+
+    async def next_sequence(self, sender: str, highest_claimed: int | None) -> None:
+        return None
+
+    async def settled_sequence(self, sender: str) -> None:
+        return None
+
+    # --- signing ---------------------------------------------------------------------------
+    async def _instructions(self, intent: TransferIntent) -> list[Instruction]:
+        sender = Pubkey.from_string(intent.sender)
+        destination = Pubkey.from_string(intent.destination)
+        instructions = [set_compute_unit_limit(self.settings.compute_unit_limit)]
+        if self.settings.compute_unit_price_micro_lamports > 0:
+            instructions.append(set_compute_unit_price(self.settings.compute_unit_price_micro_lamports))
+        if intent.asset.is_native:
+            instructions.append(
+                transfer(TransferParams(from_pubkey=sender, to_pubkey=destination, lamports=intent.amount))
+            )
+        else:
+            program, decimals, _ = await self._mint(intent.asset)
+            assert intent.asset.contract is not None
+            mint = Pubkey.from_string(intent.asset.contract)
+            instructions.append(create_idempotent_associated_token_account(sender, destination, mint, program))
+            instructions.append(
+                transfer_checked(
+                    TransferCheckedParams(
+                        program_id=program,
+                        source=get_associated_token_address(sender, mint, program),
+                        mint=mint,
+                        dest=get_associated_token_address(destination, mint, program),
+                        owner=sender,
+                        amount=intent.amount,
+                        decimals=decimals,
+                    )
+                )
+            )
+        if intent.memo is not None:
+            memo = self.validate_memo(intent.memo)
+            instructions.append(
+                Instruction(
+                    program_id=MEMO_PROGRAM_ID,
+                    accounts=[AccountMeta(pubkey=sender, is_signer=True, is_writable=False)],
+                    data=memo.value.encode("utf-8"),
+                )
+            )
+        return instructions
+
+    async def sign_transfer(
+        self,
+        intent: TransferIntent,
+        sequence: int | None,
+        sign: DigestSigner,
+        replacing: SignedTransfer | None = None,
+    ) -> SignedTransfer:
+        sender = Pubkey.from_string(intent.sender)
+        instructions = await self._instructions(intent)
+        latest = (await self._call(self._rpc().get_latest_blockhash(self.commitment))).value
+        blockhash: Hash = latest.blockhash
+        message = Message.new_with_blockhash(instructions, sender, blockhash)
+        if message.header.num_required_signatures != 1:
+            raise SigningFailed("a withdrawal must be signed by the wallet alone")
+        raw_signature = await sign(bytes(message))
+        if len(raw_signature) != 64:
+            raise SigningFailed("ed25519 signer returned a malformed signature")
+        signature = Signature.from_bytes(raw_signature)
+        # Never persist bytes that would not verify against the wallet's key.
+        if not signature.verify(sender, bytes(message)):
+            raise SigningFailed("signature does not verify against the wallet address", address=intent.sender)
+        tx = Transaction.populate(message, [signature])
+        raw = bytes(tx)
+        if len(raw) > MAX_TRANSACTION_BYTES:
+            raise InvalidMemo(
+                f"the transaction is {len(raw)} bytes, above Solana's {MAX_TRANSACTION_BYTES}: shorten the memo"
+            )
+        max_fee = await self.estimate_max_fee(intent, signatures=message.header.num_required_signatures)
+        return SignedTransfer(
+            tx_hash=str(signature),
+            raw_tx=raw.hex(),
+            sequence=None,
+            max_fee=max_fee,
+            fee_params={
+                "blockhash": str(blockhash),
+                "last_valid_block_height": int(latest.last_valid_block_height),
+                "commitment": self.settings.commitment,
+                "compute_unit_limit": self.settings.compute_unit_limit,
+                "compute_unit_price_micro_lamports": self.settings.compute_unit_price_micro_lamports,
+            },
+        )
+
+    # --- broadcast and outcome -------------------------------------------------------------
+    async def broadcast(self, transfer: SignedTransfer) -> str:
+        # Preflight against the bank the blockhash came from; the node must not retry on its
+        # own (maxRetries=0): the workflow re-sends these same bytes until they land or expire.
+        opts = TxOpts(skip_preflight=False, preflight_commitment=self.commitment, max_retries=0)
+        try:
+            await self._call(self._rpc().send_raw_transaction(bytes.fromhex(transfer.raw_tx), opts), rpc_errors=True)
+            return "accepted"
+        except RPCNoResultException as e:
+            raise ChainUnavailable(f"{self.name} send returned no result: {e}", chain=self.name) from e
+        except RPCException as e:
+            return self._classify_send_error(e)
+
+    def _classify_send_error(self, e: RPCException) -> str:
+        message, tx_err, _ = _rpc_error(e)
+        lowered = message.lower()
+        if tx_err == TransactionErrorFieldless.AlreadyProcessed or "already been processed" in lowered:
+            return "known"
+        if tx_err == TransactionErrorFieldless.BlockhashNotFound or "blockhash not found" in lowered:
+            # Not proof of expiry (a lagging node, or a blockhash it has not seen yet):
+            # transfer_status decides from the finalized block height.
+            return "blockhash_not_found"
+        if tx_err in (TransactionErrorFieldless.InsufficientFundsForFee, TransactionErrorFieldless.AccountNotFound) or (
+            isinstance(tx_err, TransactionErrorInsufficientFundsForRent)
+        ):
+            raise InsufficientFunds(f"refused in simulation: {message}", chain=self.name)
+        if isinstance(tx_err, TransactionErrorInstructionError):
+            logs = " ".join(_logs(e)).lower()
+            if "insufficient lamports" in logs or "insufficient funds" in logs:
+                raise InsufficientFunds(f"refused in simulation: {message}", chain=self.name)
+            raise SubmissionFailed(f"refused in simulation (not applied): {message}", chain=self.name)
+        raise SubmissionFailed(message, chain=self.name)
+
+    async def _statuses(self, signatures: list[Signature]) -> list[Any]:
+        resp = await self._call(self._rpc().get_signature_statuses(signatures, search_transaction_history=True))
+        return list(resp.value)
+
+    async def is_known(self, tx_hash: str) -> bool:
+        return (await self._statuses([Signature.from_string(tx_hash)]))[0] is not None
+
+    def _is_final(self, status: Any) -> bool:
+        level = status.confirmation_status
+        if level is None:  # old nodes: no confirmations count means rooted (finalized)
+            level = TransactionConfirmationStatus.Finalized if status.confirmations is None else TransactionConfirmationStatus.Processed
+        wanted = TransactionConfirmationStatus.Finalized if self.settings.commitment == "finalized" else TransactionConfirmationStatus.Confirmed
+        return _rank(level) >= _rank(wanted)
+
+    async def _fee_paid(self, signature: Signature) -> int | None:
+        try:
+            resp = await self._call(
+                self._rpc().get_transaction(signature, commitment=self.commitment, max_supported_transaction_version=0)
+            )
+        except ChainUnavailable:
+            return None
+        value = resp.value
+        meta = value.transaction.meta if value is not None else None
+        return int(meta.fee) if meta is not None else None
+
+    async def transfer_status(self, intent: TransferIntent, attempts: list[SignedTransfer]) -> TransferStatus:
+        if not attempts:
+            return TransferStatus(OnChainState.PENDING, detail="no attempt yet")
+        # Read the finalized height before the statuses: if it is already past every attempt's
+        # window, anything of ours that ever landed is finalized and the statuses below show it.
+        finalized_height = int(
+            (await self._call(self._rpc().get_block_height(Finalized))).value
+        )
+        signatures = [Signature.from_string(a.tx_hash) for a in attempts]
+        statuses = await self._statuses(signatures)
+        landed = [(a, sig, st) for a, sig, st in zip(attempts, signatures, statuses) if st is not None]
+        for attempt, signature, st in landed:
+            if not self._is_final(st):
+                continue
+            if st.err is None:
+                return TransferStatus(
+                    OnChainState.CONFIRMED,
+                    tx_hash=attempt.tx_hash,
+                    block_number=int(st.slot),
+                    fee_paid=await self._fee_paid(signature),
+                )
+            return TransferStatus(
+                OnChainState.REVERTED,
+                tx_hash=attempt.tx_hash,
+                block_number=int(st.slot),
+                fee_paid=await self._fee_paid(signature),
+                detail=f"transaction failed on chain: {st.err}",
+            )
+        if landed:
+            attempt, _, st = landed[-1]
+            # Landed, not yet at the configured commitment: never re-send or re-sign now.
+            return TransferStatus(
+                OnChainState.PENDING,
+                tx_hash=attempt.tx_hash,
+                block_number=int(st.slot),
+                detail=f"landed in slot {st.slot}, awaiting {self.settings.commitment}",
+            )
+        windows = [a.fee_params.get("last_valid_block_height") for a in attempts]
+        if all(isinstance(w, int) for w in windows) and finalized_height > max(windows):  # type: ignore[type-var]
+            return TransferStatus(
+                OnChainState.EXPIRED,
+                tx_hash=attempts[-1].tx_hash,
+                detail=f"finalized block height {finalized_height} is past every attempt's "
+                f"lastValidBlockHeight (latest {max(windows)}) and no attempt landed",  # type: ignore[type-var]
+            )
+        return TransferStatus(OnChainState.PENDING, detail="not landed yet")
+
+    # --- test networks only ---------------------------------------------------------------
+    async def faucet(self, address: str, asset: AssetSpec, amount: int) -> str:
+        if not asset.is_native:
+            raise SubmissionFailed("only SOL can be airdropped", asset=asset.symbol)
+        owner = Pubkey.from_string(address)
+        try:
+            signature = (
+                await self._call(self._rpc().request_airdrop(owner, amount, self.commitment), rpc_errors=True)
+            ).value
+        except RPCException as e:
+            raise SubmissionFailed(f"airdrop refused: {_rpc_error(e)[0]}", chain=self.name) from e
+        deadline = time.monotonic() + 30
+        while True:
+            st = (await self._statuses([signature]))[0]
+            if st is not None and st.err is not None:
+                raise SubmissionFailed(f"airdrop failed on chain: {st.err}", chain=self.name)
+            if st is not None and (
+                st.confirmation_status in (TransactionConfirmationStatus.Confirmed, TransactionConfirmationStatus.Finalized)
+                or (st.confirmation_status is None and st.confirmations is None)
+            ):
+                return str(signature)
+            if time.monotonic() > deadline:
+                raise ChainUnavailable("airdrop not confirmed within 30 s", chain=self.name, tx_hash=str(signature))
+            await asyncio.sleep(min(self.settings.poll_interval_seconds, 0.5))
