@@ -75,6 +75,7 @@ def main() -> None:
         "temporal_ui": _port("TEMPORAL_UI", 8233),
         "anvil": _port("ANVIL", 8545),
         "redis": _port("REDIS", 6379),
+        "solana": _port("SOLANA", 8899),
         "worker_metrics": _port("WORKER_METRICS", 9464),
     }
     for name, port in ports.items():
@@ -94,6 +95,14 @@ def main() -> None:
         t = _step(f"anvil on :{ports['anvil']}")
         anvil = local.start_anvil(ports["anvil"], LOGS, state_file=DATA / "anvil-state.json")
         started.append(anvil)
+        _done(t)
+        t = _step(f"Solana devnet (LiteSVM) on :{ports['solana']}")
+        solana = local.spawn(
+            "solana-devnet",
+            [sys.executable, "-m", "devnet.solana", "--host", "127.0.0.1", "--port", str(ports["solana"]), "--log-level", "warning"],
+            LOGS, lambda: local.port_open(ports["solana"]),
+        )
+        started.append(solana)
         _done(t)
         t = _step("TUSD test token")
         token = asyncio.run(_dev_token(anvil.info["rpc_url"]))
@@ -131,7 +140,12 @@ def main() -> None:
                         "tokens": {"TUSD": {"address": token, "decimals": 6}},
                         "faucet_enabled": True,
                         "fee_bump_after_seconds": 20,
-                    }
+                    },
+                    "solana": {
+                        "family": "solana",
+                        "rpc_url": f"http://127.0.0.1:{ports['solana']}",
+                        "faucet_enabled": True,
+                    },
                 }
             ),
         }
@@ -158,6 +172,7 @@ def main() -> None:
             f"  API docs     {api_url}/docs\n"
             f"  Temporal UI  {temporal.info['ui_url']}/namespaces/default/workflows\n"
             f"  anvil RPC    {anvil.info['rpc_url']}   (TUSD token {token})\n"
+            f"  Solana RPC   http://127.0.0.1:{ports['solana']}   (LiteSVM devnet; state is in memory)\n"
             f"  Dev API key  Authorization: Bearer {DEV_API_KEY}   (bob: dev-bob-key)\n"
             f"  Logs         .data/logs/*.log\n\n"
             f"Press Ctrl-C to stop.",

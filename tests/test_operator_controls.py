@@ -11,7 +11,10 @@ import pytest
 from temporalio.client import WorkflowUpdateFailedError
 from web3 import AsyncHTTPProvider, AsyncWeb3
 
+from sqlmodel import select
+
 from core.settings import EvmChainSettings
+from models.db import TransferAttempt
 from devnet import local
 from models.payloads import OperatorRequest
 from tests.conftest import ALICE, api_client, create_wallet, fund, random_address, wait_for_status, withdraw
@@ -154,3 +157,44 @@ async def test_cancel_after_broadcast_replaces_the_transfer_in_the_same_nonce(
         assert await web3.eth.get_transaction_count(wallet["address"]) == 1
         receipt = await web3.eth.get_transaction_receipt(done["tx_hash"])
         assert receipt["to"] == receipt["from"] == wallet["address"]
+
+
+async def test_stuck_transfer_is_replaced_in_the_same_nonce_with_higher_fees(
+    base_settings, task_queue, client, sessions, paused_anvil
+):
+    rpc = paused_anvil.info["rpc_url"]
+    settings = base_settings.model_copy(
+        update={
+            "task_queue": task_queue,
+            "chains": {"anvil": EvmChainSettings(chain_id=31337, rpc_url=rpc, poll_interval_seconds=0.2, fee_bump_after_seconds=1)},
+        }
+    )
+    web3 = AsyncWeb3(AsyncHTTPProvider(rpc))
+    async with build_worker(client, settings, sessions), api_client(settings, client) as api:
+        wallet = await create_wallet(api)
+        await web3.provider.make_request("anvil_setBalance", [wallet["address"], hex(10**18)])
+        await web3.provider.make_request("evm_setAutomine", [False])
+        destination = random_address()
+        accepted = (await withdraw(api, wallet, destination, "0.25")).json()
+        for _ in range(150):
+            body = await _status_of(api, accepted["id"])
+            if len(body["attempts"]) >= 2 and all(a["broadcast_at"] for a in body["attempts"]):
+                break
+            await asyncio.sleep(0.1)
+        first, second = body["attempts"][0], body["attempts"][1]
+        assert first["nonce"] == second["nonce"] == 0 and first["tx_hash"] != second["tx_hash"]
+        async with sessions() as session:
+            fees = {
+                a.tx_hash: a.fee_params
+                for a in (await session.exec(select(TransferAttempt).where(TransferAttempt.withdrawal_id == accepted["id"]))).all()
+            }
+        for key in ("maxFeePerGas", "maxPriorityFeePerGas"):
+            assert fees[second["tx_hash"]][key] >= fees[first["tx_hash"]][key] * 115 // 100
+        assert (await web3.eth.get_transaction(second["tx_hash"]))["nonce"] == 0
+
+        await web3.provider.make_request("evm_mine", [])
+        done = await wait_for_status(api, accepted["id"], {"COMPLETED", "FAILED", "CANCELLED"})
+        assert done["status"] == "COMPLETED", done
+        assert done["tx_hash"] in [a["tx_hash"] for a in done["attempts"][1:]]
+        assert await web3.eth.get_balance(destination) == 25 * 10**16
+        assert await web3.eth.get_transaction_count(wallet["address"]) == 1
