@@ -176,6 +176,21 @@ def withdrawal_resume_all(
     typer.echo(f"resumed {count} withdrawal(s) on {chain}")
 
 
+@app.command("stats")
+def stats(days: int = typer.Option(30)) -> None:
+    """Counts and volumes by status and chain, time to COMPLETED, failure reasons (operators)."""
+    body = _call("GET", "/v1/admin/stats", params={"days": days})
+    _table(body["by_status"], ["chain", "asset", "status", "count", "volume"])
+    typer.echo("")
+    _table(body["by_day"], ["day", "chain", "count", "completed", "failed"])
+    typer.echo(
+        f"\ntime to COMPLETED: avg {body['seconds_to_completed_avg']} s, p95 {body['seconds_to_completed_p95']} s"
+    )
+    if body["failure_reasons"]:
+        typer.echo("")
+        _table(body["failure_reasons"], ["error_code", "count"])
+
+
 # --- processes -------------------------------------------------------------------------------
 @app.command("worker")
 def run_worker() -> None:

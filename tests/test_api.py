@@ -145,3 +145,20 @@ async def test_memo_is_refused_on_evm_with_its_own_code(api):
         headers={**ALICE, "Idempotency-Key": uuid.uuid4().hex},
     )
     assert response.status_code == 422 and response.json()["error"]["code"] == "INVALID_MEMO"
+
+
+async def test_admin_stats_count_volumes_latency_and_failure_reasons(api, worker):
+    wallet = await create_wallet(api)
+    await fund(api, wallet, "1")
+    ok = (await withdraw(api, wallet, random_address(), "0.125")).json()
+    bad = (await withdraw(api, wallet, random_address(), "9")).json()
+    await wait_for_status(api, ok["id"], {"COMPLETED"})
+    await wait_for_status(api, bad["id"], {"FAILED"})
+    ops = {"Authorization": "Bearer dev-ops-key"}
+    assert (await api.get("/v1/admin/stats", headers=ALICE)).status_code == 401
+    stats = (await api.get("/v1/admin/stats", headers=ops)).json()
+    completed = next(s for s in stats["by_status"] if s["chain"] == "anvil" and s["asset"] == "ETH" and s["status"] == "COMPLETED")
+    assert completed["count"] >= 1 and float(completed["volume"]) >= 0.125
+    assert any(r["error_code"] == "INSUFFICIENT_FUNDS" and r["count"] >= 1 for r in stats["failure_reasons"])
+    assert 0 < stats["seconds_to_completed_avg"] <= stats["seconds_to_completed_p95"] * 10
+    assert any(d["chain"] == "anvil" and d["completed"] >= 1 and d["failed"] >= 1 for d in stats["by_day"])
