@@ -1,0 +1,622 @@
+"""Stellar family, over Horizon with stellar-sdk's ServerAsync (AiohttpClient).
+
+The slot is (source account, sequence number). A transaction carries timebounds taken from
+the network's clock (the latest closed ledger), never the local one, so "dead" is provable:
+once a ledger closes after ``max_time`` without our hash, or the account's sequence moves past
+ours without our hash, the attempt can never apply and may be signed anew (NOTES sections 1, 4).
+Re-sending the identical envelope is always safe; ``tx_bad_seq`` alone proves nothing.
+
+Amounts are stroops (7 decimals) everywhere; Horizon's decimal strings are parsed exactly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import logging
+import weakref
+from datetime import datetime
+from typing import Any, ClassVar
+
+from stellar_sdk import (
+    Account,
+    Asset,
+    HashMemo,
+    IdMemo,
+    Keypair,
+    MuxedAccount,
+    ServerAsync,
+    StrKey,
+    TextMemo,
+    TransactionBuilder,
+)
+from stellar_sdk import xdr as stellar_xdr
+from stellar_sdk.client.aiohttp_client import AiohttpClient
+from stellar_sdk.decorated_signature import DecoratedSignature
+from stellar_sdk.exceptions import (
+    BadRequestError,
+    BadResponseError,
+    BadSignatureError,
+    BaseHorizonError,
+    ConnectionError as HorizonConnectionError,
+    NotFoundError,
+    SdkError,
+    raise_request_exception,
+)
+
+from chains.base import DigestSigner, Memo, SignedTransfer, TransferIntent, TransferStatus
+from core.errors import (
+    ChainUnavailable,
+    FeeAboveCap,
+    FeeTooLow,
+    InsufficientFunds,
+    InvalidMemo,
+    InvalidRecipient,
+    MemoRequired,
+    RecipientNoTrustline,
+    SigningFailed,
+    SubmissionFailed,
+)
+from core.settings import AssetSpec, StellarChainSettings
+from models.payloads import OnChainState
+
+log = logging.getLogger(__name__)
+
+DECIMALS = 7
+STROOPS_PER_XLM = 10**DECIMALS
+UINT64_MAX = 2**64 - 1
+MEMO_TEXT_MAX_BYTES = 28
+OPS_PER_TRANSFER = 1
+FEE_PERCENTILE = "p70"
+
+# Rejected before application: nothing consumed.
+_NOT_APPLIED_FUNDS_CODES = {"tx_insufficient_balance"}
+_FUNDS_OP_CODES = {"op_underfunded", "op_low_reserve"}
+_RECIPIENT_OP_CODES = {
+    "op_no_trust": RecipientNoTrustline,
+    "op_not_authorized": RecipientNoTrustline,
+    "op_no_destination": InvalidRecipient,
+    "op_line_full": InvalidRecipient,
+    "op_already_exists": InvalidRecipient,
+}
+
+
+def parse_stroops(value: str) -> int:
+    """Horizon's "123.4567890" (at most 7 decimals) as an exact integer of stroops."""
+    text = str(value).strip()
+    negative = text.startswith("-")
+    whole, _, fraction = text.lstrip("+-").partition(".")
+    if not whole.isdigit() or (fraction and not fraction.isdigit()) or len(fraction) > DECIMALS:
+        raise ValueError(f"not a Stellar amount: {value!r}")
+    units = int(whole) * STROOPS_PER_XLM + int(fraction.ljust(DECIMALS, "0") or "0")
+    return -units if negative else units
+
+
+def format_stroops(units: int) -> str:
+    """Stroops as the decimal string stellar-sdk's operations take ("12.5000000")."""
+    if units < 0:
+        raise ValueError("negative amount")
+    whole, fraction = divmod(units, STROOPS_PER_XLM)
+    return f"{whole}.{fraction:07d}"
+
+
+def _unix(iso: str) -> int:
+    return int(datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp())
+
+
+def _result_codes(result_xdr: str | None) -> tuple[str, list[str]]:
+    """(transaction code, operation codes) of a TransactionResult, in XDR enum names."""
+    if not result_xdr:
+        return "", []
+    try:
+        result = stellar_xdr.TransactionResult.from_xdr(result_xdr).result
+    except Exception:  # noqa: BLE001 - only used for a human-readable detail
+        return "", []
+    ops: list[str] = []
+    inner = result
+    if getattr(result, "inner_result_pair", None) is not None:
+        inner = result.inner_result_pair.result.result
+    for op in getattr(inner, "results", None) or []:
+        if op.code != stellar_xdr.OperationResultCode.opINNER or op.tr is None:
+            ops.append(op.code.name)
+            continue
+        name = op.code.name
+        for attr, value in vars(op.tr).items():
+            if attr != "type" and value is not None and hasattr(value, "code"):
+                name = value.code.name
+        ops.append(name)
+    return inner.code.name, ops
+
+
+def _close_servers(servers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ServerAsync]) -> None:
+    """Best effort, for adapters dropped without close(): close each loop's HTTP session."""
+    for loop, server in list(servers.items()):
+        try:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(lambda s=server: loop.create_task(s.close()))
+                continue
+            # The loop is gone (interpreter exit): its sockets are dead; drop the pool quietly.
+            session = getattr(server._client, "_session", None)
+            connector = getattr(session, "connector", None)
+            if connector is not None:
+                connector._close()
+        except Exception:  # noqa: BLE001 - finalizers must not raise
+            pass
+
+
+class StellarChain:
+    family: ClassVar[str] = "stellar"
+    key_scheme: ClassVar[str] = "ed25519"
+    # The same envelope is re-sent until it lands or provably expires (no fee bump needed).
+    replaceable_in_slot: ClassVar[bool] = False
+
+    def __init__(self, name: str, settings: StellarChainSettings, server: ServerAsync | None = None) -> None:
+        self.name = name
+        self.settings = settings
+        self._fixed_server = server
+        # aiohttp sessions belong to the event loop they were made on: one ServerAsync per loop.
+        self._servers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ServerAsync] = (
+            weakref.WeakKeyDictionary()
+        )
+        # Registries are dropped without a close(): close the sessions on their still-running loops.
+        weakref.finalize(self, _close_servers, self._servers)
+        for symbol, token in settings.tokens.items():
+            code, sep, issuer = token.address.partition(":")
+            if not sep or not code or not StrKey.is_valid_ed25519_public_key(issuer):
+                raise ValueError(f"Stellar token {symbol!r}: address must be CODE:ISSUER (G...)")
+            Asset(code, issuer)  # raises on a malformed code
+            if token.decimals != DECIMALS:
+                raise ValueError(f"Stellar token {symbol!r}: every Stellar asset has 7 decimals")
+
+    # --- connection ------------------------------------------------------------------------
+    def _horizon(self) -> ServerAsync:
+        if self._fixed_server is not None:
+            return self._fixed_server
+        loop = asyncio.get_running_loop()
+        server = self._servers.get(loop)
+        if server is None:
+            client = AiohttpClient(request_timeout=15, post_timeout=65)
+            server = ServerAsync(self.settings.horizon_url, client=client)
+            self._servers[loop] = server
+        return server
+
+    async def close(self) -> None:
+        """Close this event loop's HTTP session (the others close with their loops)."""
+        if self._fixed_server is not None:
+            return
+        server = self._servers.pop(asyncio.get_running_loop(), None)
+        if server is not None:
+            await server.close()
+
+    async def _read(self, awaitable: Any) -> Any:
+        """A Horizon read; a 404 is None, anything unreachable is transient."""
+        try:
+            return await awaitable
+        except NotFoundError:
+            return None
+        except (HorizonConnectionError, asyncio.TimeoutError, OSError) as e:
+            raise ChainUnavailable(f"{self.name} Horizon unreachable: {e}", chain=self.name) from e
+        except BaseHorizonError as e:
+            raise ChainUnavailable(
+                f"{self.name} Horizon answered {e.status}: {e.title or e.message[:200]}", chain=self.name
+            ) from e
+
+    async def _account(self, account_id: str) -> dict[str, Any] | None:
+        return await self._read(self._horizon().accounts().account_id(account_id).call())
+
+    async def _latest_ledger(self) -> dict[str, Any]:
+        page = await self._read(self._horizon().ledgers().order(desc=True).limit(1).call())
+        records = (page or {}).get("_embedded", {}).get("records") or []
+        if not records:
+            raise ChainUnavailable(f"{self.name} Horizon has no closed ledger yet", chain=self.name)
+        return records[0]
+
+    async def _transaction(self, tx_hash: str) -> dict[str, Any] | None:
+        return await self._read(self._horizon().transactions().transaction(tx_hash.removeprefix("0x")).call())
+
+    # --- addresses and assets -------------------------------------------------------------
+    def normalize_address(self, address: str) -> str:
+        if not isinstance(address, str):
+            raise InvalidRecipient("not a Stellar address", address=str(address)[:64])
+        candidate = address.strip()
+        if candidate.startswith("G") and StrKey.is_valid_ed25519_public_key(candidate):
+            return candidate
+        if candidate.startswith("M") and StrKey.is_valid_med25519_public_key(candidate):
+            return candidate
+        raise InvalidRecipient(
+            "not a Stellar account id (G...) or muxed account (M...)", address=candidate[:64]
+        )
+
+    @staticmethod
+    def _base_account(address: str) -> str:
+        """The G... account behind a destination (an M... address credits its G account)."""
+        if address.startswith("M"):
+            return MuxedAccount.from_account(address).account_id
+        return address
+
+    def address_from_public_key(self, public_key: bytes) -> str:
+        if len(public_key) != 32:
+            raise SigningFailed("expected a 32-byte ed25519 public key")
+        return StrKey.encode_ed25519_public_key(bytes(public_key))
+
+    def validate_memo(self, memo: Memo) -> Memo:
+        value = memo.value if isinstance(memo.value, str) else ""
+        if memo.kind == "text":
+            if len(value.encode("utf-8")) > MEMO_TEXT_MAX_BYTES:
+                raise InvalidMemo(f"a text memo is at most {MEMO_TEXT_MAX_BYTES} bytes (UTF-8)", kind=memo.kind)
+            return Memo("text", value)
+        if memo.kind == "id":
+            if not value.isascii() or not value.isdigit() or int(value) > UINT64_MAX:
+                raise InvalidMemo("an id memo is an unsigned 64-bit decimal integer", kind=memo.kind)
+            return Memo("id", str(int(value)))
+        if memo.kind == "hash":
+            if len(value) != 64:
+                raise InvalidMemo("a hash memo is 32 bytes as 64 hex digits", kind=memo.kind)
+            try:
+                bytes.fromhex(value)
+            except ValueError as e:
+                raise InvalidMemo("a hash memo is 32 bytes as 64 hex digits", kind=memo.kind) from e
+            return Memo("hash", value.lower())
+        raise InvalidMemo("memo kind must be text, id or hash", kind=str(memo.kind))
+
+    def asset(self, symbol: str) -> AssetSpec:
+        return self.settings.asset(symbol)
+
+    def assets(self) -> list[AssetSpec]:
+        return self.settings.assets()
+
+    @staticmethod
+    def _sdk_asset(asset: AssetSpec) -> Asset:
+        if asset.is_native:
+            return Asset.native()
+        assert asset.contract is not None
+        code, _, issuer = asset.contract.partition(":")
+        return Asset(code, issuer)
+
+    @staticmethod
+    def _trustline(account: dict[str, Any], asset: Asset) -> dict[str, Any] | None:
+        for line in account.get("balances", []):
+            if (
+                line.get("asset_type") in ("credit_alphanum4", "credit_alphanum12")
+                and line.get("asset_code") == asset.code
+                and line.get("asset_issuer") == asset.issuer
+            ):
+                return line
+        return None
+
+    # --- reads -----------------------------------------------------------------------------
+    async def _min_create_amount(self) -> int:
+        ledger = await self._latest_ledger()
+        return 2 * int(ledger["base_reserve_in_stroops"])
+
+    async def preflight(self, intent: TransferIntent) -> None:
+        """Can the destination receive this payment? (account, trustline, SEP-29 memo)."""
+        destination = self._base_account(intent.destination)
+        if destination == self._base_account(intent.sender):
+            raise InvalidRecipient("a wallet cannot withdraw to itself (muxed or not)", destination=intent.destination)
+        account = await self._account(destination)
+        asset = self._sdk_asset(intent.asset)
+        if account is None:
+            if not intent.asset.is_native:
+                raise RecipientNoTrustline(
+                    f"destination account does not exist, so it has no {intent.asset.symbol} trustline",
+                    destination=intent.destination,
+                )
+            await self._check_create_account(intent)
+            return
+        if not intent.asset.is_native and destination != asset.issuer:
+            line = self._trustline(account, asset)
+            if line is None:
+                raise RecipientNoTrustline(
+                    f"destination has no trustline for {intent.asset.symbol}", destination=intent.destination
+                )
+            if line.get("is_authorized") is False and line.get("is_authorized_to_maintain_liabilities") is False:
+                raise RecipientNoTrustline(
+                    f"destination's {intent.asset.symbol} trustline is not authorized by the issuer",
+                    destination=intent.destination,
+                )
+            limit, held = parse_stroops(line.get("limit", "0")), parse_stroops(line.get("balance", "0"))
+            buying = parse_stroops(line.get("buying_liabilities", "0"))
+            if held + buying + intent.amount > limit:
+                raise InvalidRecipient(
+                    f"destination's {intent.asset.symbol} trustline limit is too low for this amount",
+                    destination=intent.destination,
+                )
+        data = account.get("data") or {}
+        flag = data.get("config.memo_required")
+        if flag is not None and intent.memo is None:
+            try:
+                required = base64.b64decode(flag) == b"1"
+            except (binascii.Error, ValueError):
+                required = False
+            if required:
+                raise MemoRequired("destination requires a memo (SEP-29)", destination=intent.destination)
+
+    async def _check_create_account(self, intent: TransferIntent) -> None:
+        if intent.destination.startswith("M"):
+            raise InvalidRecipient(
+                "destination is unfunded and a muxed (M...) address cannot be created; pay its G account",
+                destination=intent.destination,
+            )
+        if intent.amount < await self._min_create_amount():
+            raise InvalidRecipient(
+                "destination is unfunded; the first payment must be at least 1 XLM",
+                destination=intent.destination,
+            )
+
+    async def balance(self, address: str, asset: AssetSpec) -> int:
+        account = await self._account(self._base_account(address))
+        if account is None:
+            return 0
+        if asset.is_native:
+            native = next((b for b in account.get("balances", []) if b.get("asset_type") == "native"), None)
+            if native is None:
+                return 0
+            ledger = await self._latest_ledger()
+            reserve = int(ledger["base_reserve_in_stroops"])
+            entries = (
+                2
+                + int(account.get("subentry_count", 0))
+                + int(account.get("num_sponsoring", 0))
+                - int(account.get("num_sponsored", 0))
+            )
+            spendable = (
+                parse_stroops(native["balance"])
+                - entries * reserve
+                - parse_stroops(native.get("selling_liabilities", "0"))
+            )
+            return max(spendable, 0)
+        line = self._trustline(account, self._sdk_asset(asset))
+        if line is None:
+            return 0
+        spendable = parse_stroops(line["balance"]) - parse_stroops(line.get("selling_liabilities", "0"))
+        return max(spendable, 0)
+
+    async def _fee_per_op(self, ledger: dict[str, Any] | None = None) -> int:
+        ledger = ledger or await self._latest_ledger()
+        base_fee = int(ledger["base_fee_in_stroops"])
+        cap = self.settings.base_fee_cap_stroops
+        if base_fee > cap:
+            raise FeeAboveCap(
+                f"network base fee {base_fee} stroops exceeds the cap {cap}", chain=self.name
+            )
+        stats = await self._read(self._horizon().fee_stats().call()) or {}
+        try:
+            recent = int((stats.get("fee_charged") or {}).get(FEE_PERCENTILE, base_fee))
+        except (TypeError, ValueError):
+            recent = base_fee
+        return min(max(base_fee, recent), cap)
+
+    async def estimate_max_fee(self, intent: TransferIntent) -> int:
+        return await self._fee_per_op() * OPS_PER_TRANSFER
+
+    async def _account_sequence(self, sender: str) -> int:
+        account = await self._account(sender)
+        if account is None:
+            raise InsufficientFunds(
+                "the sending account does not exist on chain yet (fund it first)", sender=sender
+            )
+        return int(account["sequence"])
+
+    async def next_sequence(self, sender: str, highest_claimed: int | None) -> int:
+        current = await self._account_sequence(sender)
+        return max(current + 1, -1 if highest_claimed is None else highest_claimed + 1)
+
+    async def settled_sequence(self, sender: str) -> int:
+        return await self._account_sequence(sender) + 1
+
+    # --- signing ---------------------------------------------------------------------------
+    @staticmethod
+    def _sdk_memo(memo: Memo | None) -> Any:
+        if memo is None:
+            return None
+        if memo.kind == "text":
+            return TextMemo(memo.value)
+        if memo.kind == "id":
+            return IdMemo(int(memo.value))
+        return HashMemo(bytes.fromhex(memo.value))
+
+    async def sign_transfer(
+        self,
+        intent: TransferIntent,
+        sequence: int | None,
+        sign: DigestSigner,
+        replacing: SignedTransfer | None = None,
+    ) -> SignedTransfer:
+        if sequence is None or sequence <= 0:
+            raise SigningFailed("a Stellar transaction needs a sequence number")
+        ledger = await self._latest_ledger()
+        fee_per_op = await self._fee_per_op(ledger)
+        max_time = _unix(ledger["closed_at"]) + self.settings.timebounds_seconds
+        destination_exists = await self._account(self._base_account(intent.destination)) is not None
+        builder = TransactionBuilder(
+            Account(intent.sender, sequence - 1), self.settings.network_passphrase, base_fee=fee_per_op
+        ).add_time_bounds(0, max_time)
+        amount = format_stroops(intent.amount)
+        if destination_exists:
+            operation = "payment"
+            builder.append_payment_op(intent.destination, self._sdk_asset(intent.asset), amount)
+        else:
+            if not intent.asset.is_native:
+                raise RecipientNoTrustline(
+                    f"destination account does not exist, so it has no {intent.asset.symbol} trustline",
+                    destination=intent.destination,
+                )
+            if intent.amount < 2 * int(ledger["base_reserve_in_stroops"]):
+                raise InvalidRecipient(
+                    "destination is unfunded; the first payment must be at least 1 XLM",
+                    destination=intent.destination,
+                )
+            if intent.destination.startswith("M"):
+                raise InvalidRecipient("an unfunded muxed (M...) address cannot be created")
+            operation = "create_account"
+            builder.append_create_account_op(intent.destination, amount)
+        memo = self._sdk_memo(intent.memo)
+        if memo is not None:
+            builder.add_memo(memo)
+        envelope = builder.build()
+        if envelope.transaction.sequence != sequence:
+            raise SigningFailed("built transaction does not carry the claimed sequence")
+        tx_hash = envelope.hash()  # sha256(networkId || ENVELOPE_TYPE_TX || tx)
+        signature = bytes(await sign(tx_hash))
+        keypair = Keypair.from_public_key(intent.sender)
+        if len(signature) != 64:
+            raise SigningFailed("ed25519 signer returned a malformed signature")
+        try:
+            keypair.verify(tx_hash, signature)
+        except (BadSignatureError, SdkError, ValueError) as e:
+            # Never keep bytes that the sending account's key did not sign.
+            raise SigningFailed("signature does not verify against the wallet's public key") from e
+        envelope.signatures.append(DecoratedSignature(keypair.signature_hint(), signature))
+        raw = envelope.to_xdr_object().to_xdr_bytes()
+        return SignedTransfer(
+            tx_hash=tx_hash.hex(),
+            raw_tx=raw.hex(),
+            sequence=sequence,
+            max_fee=fee_per_op * OPS_PER_TRANSFER,
+            fee_params={"max_time": max_time, "fee_per_op": fee_per_op, "operation": operation},
+        )
+
+    # --- broadcast and outcome -------------------------------------------------------------
+    async def broadcast(self, transfer: SignedTransfer) -> str:
+        try:
+            envelope_b64 = base64.b64encode(bytes.fromhex(transfer.raw_tx)).decode()
+        except ValueError as e:
+            raise SubmissionFailed("stored envelope is not hex", tx_hash=transfer.tx_hash) from e
+        # POST the stored bytes verbatim (form field `tx`), like ServerAsync.submit_transaction
+        # with skip_memo_required_check=True (preflight already did SEP-29), minus its re-parse.
+        url = self.settings.horizon_url.rstrip("/") + "/transactions"
+        try:
+            response = await self._horizon()._client.post(url, data={"tx": envelope_b64})
+            raise_request_exception(response)
+            return "accepted"
+        except (HorizonConnectionError, asyncio.TimeoutError, OSError) as e:
+            raise ChainUnavailable(f"{self.name} Horizon unreachable: {e}", chain=self.name) from e
+        except BadResponseError as e:  # 5xx, 504 timeout included: the same bytes go out again
+            raise ChainUnavailable(
+                f"{self.name} Horizon answered {e.status} ({e.title or 'error'}); resend the same envelope",
+                chain=self.name,
+            ) from e
+        except BadRequestError as e:
+            return await self._classify_rejection(transfer, e)
+        except BaseHorizonError as e:
+            raise SubmissionFailed(f"unexpected Horizon answer {e.status}", chain=self.name) from e
+
+    async def _classify_rejection(self, transfer: SignedTransfer, error: BadRequestError) -> str:
+        if error.status == 429:
+            raise ChainUnavailable(f"{self.name} Horizon rate limit", chain=self.name) from error
+        extras = error.extras or {}
+        codes = extras.get("result_codes") or {}
+        tx_code = str(codes.get("transaction", ""))
+        if tx_code in ("tx_fee_bump_inner_failed",):
+            tx_code = str(codes.get("inner_transaction", tx_code))
+        op_codes = [str(c) for c in codes.get("operations") or []]
+        details = {"result_codes": codes, "tx_hash": transfer.tx_hash}
+        if tx_code == "tx_bad_seq":
+            return "slot_used"  # proves nothing about our transfer: transfer_status decides
+        if tx_code == "tx_too_late":
+            return "expired"  # transfer_status decides once a ledger closes past max_time
+        if tx_code == "tx_insufficient_fee":
+            raise FeeTooLow("the network refused the fee", chain=self.name, **details) from error
+        if tx_code in _NOT_APPLIED_FUNDS_CODES:
+            raise InsufficientFunds("the sender cannot pay this transaction", chain=self.name, **details) from error
+        if tx_code == "tx_no_source_account":
+            raise InsufficientFunds("the sending account does not exist", chain=self.name, **details) from error
+        if tx_code == "tx_failed":
+            # Applied with a failed operation (sequence and fee consumed) only if it is on chain.
+            if await self.is_known(transfer.tx_hash):
+                return "applied_failed"
+            failed = [c for c in op_codes if c not in ("op_success", "op_inner")]
+            if failed and all(c in _FUNDS_OP_CODES for c in failed):
+                raise InsufficientFunds("the sender cannot cover this payment", chain=self.name, **details) from error
+            for code in failed:
+                if code in _RECIPIENT_OP_CODES:
+                    raise _RECIPIENT_OP_CODES[code](
+                        f"the destination cannot receive this payment ({code})", chain=self.name, **details
+                    ) from error
+        if error.type and error.type.endswith("/transaction_malformed"):
+            raise SubmissionFailed("Horizon refused a malformed envelope", chain=self.name, **details) from error
+        raise SubmissionFailed(
+            f"transaction refused: {tx_code or error.title or error.status}", chain=self.name, **details
+        ) from error
+
+    async def is_known(self, tx_hash: str) -> bool:
+        return await self._transaction(tx_hash) is not None
+
+    async def transfer_status(self, intent: TransferIntent, attempts: list[SignedTransfer]) -> TransferStatus:
+        if not attempts:
+            return TransferStatus(OnChainState.PENDING, detail="no attempt yet")
+        # Read the network's clock and the account's sequence BEFORE looking our hashes up:
+        # if those already prove an attempt dead and its hash is still absent afterwards, it can
+        # never apply (a later ledger cannot include it).
+        ledger = await self._latest_ledger()
+        account = await self._account(intent.sender)
+        for attempt in reversed(attempts):
+            tx = await self._transaction(attempt.tx_hash)
+            if tx is None:
+                continue
+            fee_paid = int(tx["fee_charged"]) if tx.get("fee_charged") is not None else None
+            if tx.get("successful"):
+                return TransferStatus(
+                    OnChainState.CONFIRMED,
+                    tx_hash=attempt.tx_hash,
+                    block_number=int(tx["ledger"]),
+                    fee_paid=fee_paid,
+                )
+            tx_code, op_codes = _result_codes(tx.get("result_xdr"))
+            return TransferStatus(
+                OnChainState.REVERTED,
+                tx_hash=attempt.tx_hash,
+                block_number=int(tx["ledger"]),
+                fee_paid=fee_paid,
+                detail=f"{tx_code}: {', '.join(op_codes)}".strip(": "),
+            )
+        close_time = _unix(ledger["closed_at"])
+        account_sequence = int(account["sequence"]) if account is not None else None
+        reasons: list[str] = []
+        for attempt in attempts:
+            max_time = int((attempt.fee_params or {}).get("max_time") or 0)
+            if max_time and close_time > max_time:
+                reasons.append(f"ledger {ledger['sequence']} closed at {close_time} > max_time {max_time}")
+            elif (
+                account_sequence is not None
+                and attempt.sequence is not None
+                and account_sequence >= attempt.sequence
+            ):
+                reasons.append(f"sequence {attempt.sequence} consumed by another transaction")
+            else:
+                return TransferStatus(
+                    OnChainState.PENDING,
+                    tx_hash=attempts[-1].tx_hash,
+                    detail="not in a closed ledger yet; timebounds still open",
+                )
+        return TransferStatus(OnChainState.EXPIRED, tx_hash=attempts[-1].tx_hash, detail="; ".join(reasons))
+
+    # --- test networks only ---------------------------------------------------------------
+    async def faucet(self, address: str, asset: AssetSpec, amount: int) -> str:
+        """Friendbot creates (and funds with its fixed amount) an account that does not exist yet."""
+        if not asset.is_native:
+            raise SubmissionFailed("only XLM can be funded", asset=asset.symbol)
+        url = self.settings.friendbot_url or self.settings.horizon_url.rstrip("/") + "/friendbot"
+        client = self._horizon()._client
+        try:
+            response = await client.get(url, params={"addr": self._base_account(address)})
+        except (HorizonConnectionError, asyncio.TimeoutError, OSError) as e:
+            raise ChainUnavailable(f"friendbot unreachable: {e}", chain=self.name) from e
+        try:
+            body = response.json()
+        except ValueError:
+            body = {}
+        if response.status_code >= 500:
+            raise ChainUnavailable(f"friendbot answered {response.status_code}", chain=self.name)
+        if response.status_code != 200:
+            detail = body.get("detail") or body.get("title") or response.text[:200]
+            raise SubmissionFailed(f"friendbot refused: {detail}", chain=self.name)
+        tx_hash = body.get("hash") or body.get("id")
+        if not tx_hash:
+            raise SubmissionFailed("friendbot answered without a transaction hash", chain=self.name)
+        return str(tx_hash)
+
+
+__all__ = ["StellarChain", "format_stroops", "parse_stroops"]

@@ -1,0 +1,299 @@
+"""Stellar withdrawals end to end: API -> Temporal workflow -> activities -> Horizon-compatible devnet.
+
+One devnet per module (per xdist worker); each test gets its own task queue, worker and API with
+a `stellar` chain pointed at it. Wallet keys live in the local keystore (ed25519).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+import pytest
+from stellar_sdk import Asset, Keypair, ServerAsync, TransactionBuilder
+from stellar_sdk.client.aiohttp_client import AiohttpClient
+from stellar_sdk.decorated_signature import DecoratedSignature
+
+from chains.stellar import parse_stroops
+from core.settings import Settings, StellarChainSettings, TokenSettings
+from db.engine import SessionFactory
+from devnet.stellar import StellarDevnet, run_stellar_devnet
+from models.db import Wallet
+from signers.registry import signer_for_backend
+from tests.conftest import ALICE, api_client, wait_for_status
+
+XLM = 10_000_000
+FRIENDBOT_XLM = 10_000
+ISSUER = Keypair.random()
+USDX = Asset("USDX", ISSUER.public_key)
+
+
+# ----------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="module")
+async def devnet() -> AsyncIterator[StellarDevnet]:
+    async with run_stellar_devnet(port=0, close_interval_ms=100) as d:
+        async with httpx.AsyncClient(timeout=30) as http:
+            r = await http.get(d.friendbot_url, params={"addr": ISSUER.public_key})
+            assert r.status_code == 200, r.text
+        yield d
+
+
+@pytest.fixture(scope="module")
+async def horizon(devnet: StellarDevnet) -> AsyncIterator[ServerAsync]:
+    async with ServerAsync(devnet.url, client=AiohttpClient()) as s:
+        yield s
+
+
+@pytest.fixture
+def stellar_settings(base_settings: Settings, task_queue: str, devnet: StellarDevnet) -> Settings:
+    chain = StellarChainSettings(
+        horizon_url=devnet.url,
+        network_passphrase=devnet.network_passphrase,
+        friendbot_url=devnet.friendbot_url,
+        faucet_enabled=True,
+        tokens={"USDX": TokenSettings(address=f"USDX:{ISSUER.public_key}", decimals=7)},
+        poll_interval_seconds=0.2,
+        fee_bump_after_seconds=2,
+    )
+    return base_settings.model_copy(
+        update={"task_queue": task_queue, "chains": {**base_settings.chains, "stellar": chain}}
+    )
+
+
+@pytest.fixture
+async def api(client, stellar_settings: Settings, sessions: SessionFactory, task_queue: str) -> AsyncIterator[httpx.AsyncClient]:  # type: ignore[no-untyped-def]
+    from worker import build_worker
+
+    async with build_worker(client, stellar_settings, sessions, task_queue):
+        async with api_client(stellar_settings, client) as http:
+            yield http
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+async def stellar_wallet(api: httpx.AsyncClient, fund: bool = True) -> dict:
+    response = await api.post(
+        "/v1/wallets", json={"chain": "stellar", "label": f"xlm-{uuid.uuid4().hex[:8]}"}, headers=ALICE
+    )
+    assert response.status_code == 201, response.text
+    wallet = response.json()
+    assert wallet["status"] == "ACTIVE" and wallet["address"].startswith("G") and len(wallet["address"]) == 56
+    if fund:
+        funded = await api.post(f"/v1/wallets/{wallet['id']}/fund", json={"amount": "10000"}, headers=ALICE)
+        assert funded.status_code == 200, funded.text
+    return wallet
+
+
+async def withdraw(
+    api: httpx.AsyncClient, wallet: dict, to: str, amount: str, asset: str = "XLM", memo: dict | None = None
+) -> dict:
+    body = {"wallet_id": wallet["id"], "to": to, "asset": asset, "amount": amount}
+    if memo is not None:
+        body["memo"] = memo
+    response = await api.post(
+        "/v1/withdrawals", json=body, headers={**ALICE, "Idempotency-Key": uuid.uuid4().hex}
+    )
+    assert response.status_code == 202, response.text
+    return await wait_for_status(api, response.json()["id"], {"COMPLETED", "FAILED", "CANCELLED"}, timeout=45)
+
+
+async def balance(horizon: ServerAsync, account_id: str, asset: Asset | None = None) -> int | None:
+    try:
+        account = await horizon.accounts().account_id(account_id).call()
+    except Exception:  # noqa: BLE001 - NotFoundError: no such account
+        return None
+    for line in account["balances"]:
+        if asset is None and line["asset_type"] == "native":
+            return parse_stroops(line["balance"])
+        if asset is not None and line.get("asset_code") == asset.code and line.get("asset_issuer") == asset.issuer:
+            return parse_stroops(line["balance"])
+    return None
+
+
+async def sequence(horizon: ServerAsync, account_id: str) -> int:
+    return int((await horizon.accounts().account_id(account_id).call())["sequence"])
+
+
+async def submit(horizon: ServerAsync, devnet: StellarDevnet, kp: Keypair, build) -> None:  # type: ignore[no-untyped-def]
+    account = await horizon.load_account(kp.public_key)
+    tx = build(TransactionBuilder(account, devnet.network_passphrase, base_fee=100).set_timeout(3600)).build()
+    tx.sign(kp)
+    await horizon.submit_transaction(tx, skip_memo_required_check=True)
+
+
+async def friendbot(devnet: StellarDevnet) -> Keypair:
+    kp = Keypair.random()
+    async with httpx.AsyncClient(timeout=30) as http:
+        assert (await http.get(devnet.friendbot_url, params={"addr": kp.public_key})).status_code == 200
+    return kp
+
+
+async def wallet_trusts(
+    horizon: ServerAsync, devnet: StellarDevnet, settings: Settings, sessions: SessionFactory, wallet: dict
+) -> None:
+    """Custody has no change_trust operation yet: sign one with the wallet's keystore key."""
+    async with sessions() as session:
+        row = await session.get(Wallet, wallet["id"])
+    assert row is not None and row.key_ref
+    signer = signer_for_backend(row.signer_backend, settings, sessions)
+    account = await horizon.load_account(wallet["address"])
+    envelope = (
+        TransactionBuilder(account, devnet.network_passphrase, base_fee=100)
+        .set_timeout(3600)
+        .append_change_trust_op(USDX)
+        .build()
+    )
+    signature = await signer.sign(row.key_ref, "ed25519", envelope.hash())
+    hint = Keypair.from_public_key(wallet["address"]).signature_hint()
+    envelope.signatures.append(DecoratedSignature(hint, signature))
+    await horizon.submit_transaction(envelope, skip_memo_required_check=True)
+
+
+@asynccontextmanager
+async def devnet_http(devnet: StellarDevnet) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=devnet.url, timeout=30) as http:
+        yield http
+
+
+# ----------------------------------------------------------------------------- tests
+
+
+async def test_xlm_to_a_new_account_completes(api, horizon):  # type: ignore[no-untyped-def]
+    wallet = await stellar_wallet(api)
+    balances = (await api.get(f"/v1/wallets/{wallet['id']}/balances", headers=ALICE)).json()
+    xlm = next(b for b in balances["balances"] if b["asset"] == "XLM")
+    assert xlm["balance"] == "9999"  # 10,000 from friendbot minus the 1 XLM minimum balance
+    seq = await sequence(horizon, wallet["address"])
+    destination = Keypair.random().public_key
+
+    done = await withdraw(api, wallet, destination, "2.5")
+    assert done["status"] == "COMPLETED", done
+    assert [e["status"] for e in done["history"]] == [
+        "PENDING", "VALIDATING", "SIGNING", "BROADCASTING", "CONFIRMING", "COMPLETED"
+    ]
+    assert done["nonce"] == seq + 1 and len(done["attempts"]) == 1
+    assert done["fee_paid_base_units"] == "100" and done["block_number"]
+    assert await balance(horizon, destination) == 25 * XLM // 10  # created by create_account
+    assert await sequence(horizon, wallet["address"]) == seq + 1
+    tx = await horizon.transactions().transaction(done["tx_hash"]).call()
+    assert tx["successful"] and tx["source_account"] == wallet["address"]
+
+
+async def test_credit_asset_with_text_memo_completes(api, horizon, devnet, stellar_settings, sessions):  # type: ignore[no-untyped-def]
+    wallet = await stellar_wallet(api)
+    await wallet_trusts(horizon, devnet, stellar_settings, sessions, wallet)
+    await submit(horizon, devnet, ISSUER, lambda b: b.append_payment_op(wallet["address"], USDX, "100"))
+    holder = await friendbot(devnet)
+    await submit(horizon, devnet, holder, lambda b: b.append_change_trust_op(USDX))
+
+    done = await withdraw(
+        api, wallet, holder.public_key, "12.3456789", asset="USDX", memo={"type": "text", "value": "invoice-42"}
+    )
+    assert done["status"] == "COMPLETED", done
+    assert done["memo"] == {"type": "text", "value": "invoice-42"}
+    assert await balance(horizon, holder.public_key, USDX) == 123_456_789
+    assert await balance(horizon, wallet["address"], USDX) == 1_000_000_000 - 123_456_789
+    tx = await horizon.transactions().transaction(done["tx_hash"]).call()
+    assert (tx["memo_type"], tx["memo"]) == ("text", "invoice-42")
+
+
+async def test_destination_without_trustline_fails_before_sending(api, horizon, devnet, stellar_settings, sessions):  # type: ignore[no-untyped-def]
+    wallet = await stellar_wallet(api)
+    await wallet_trusts(horizon, devnet, stellar_settings, sessions, wallet)
+    await submit(horizon, devnet, ISSUER, lambda b: b.append_payment_op(wallet["address"], USDX, "10"))
+    stranger = await friendbot(devnet)
+    seq = await sequence(horizon, wallet["address"])
+
+    done = await withdraw(api, wallet, stranger.public_key, "1", asset="USDX")
+    assert done["status"] == "FAILED" and done["error_code"] == "RECIPIENT_NO_TRUSTLINE", done
+    assert done["attempts"] == [] and done["tx_hash"] is None
+    assert await sequence(horizon, wallet["address"]) == seq
+    assert await balance(horizon, wallet["address"], USDX) == 10 * XLM
+
+
+async def test_memo_required_destination_without_memo_fails(api, horizon, devnet):  # type: ignore[no-untyped-def]
+    wallet = await stellar_wallet(api)
+    exchange = await friendbot(devnet)
+    await submit(horizon, devnet, exchange, lambda b: b.append_manage_data_op("config.memo_required", "1"))
+    seq = await sequence(horizon, wallet["address"])
+    before = await balance(horizon, exchange.public_key)
+
+    done = await withdraw(api, wallet, exchange.public_key, "5")
+    assert done["status"] == "FAILED" and done["error_code"] == "MEMO_REQUIRED", done
+    assert done["attempts"] == [] and done["tx_hash"] is None
+    assert await sequence(horizon, wallet["address"]) == seq
+    assert await balance(horizon, exchange.public_key) == before
+
+    done = await withdraw(api, wallet, exchange.public_key, "5", memo={"type": "id", "value": "77"})
+    assert done["status"] == "COMPLETED", done
+    assert await balance(horizon, exchange.public_key) == before + 5 * XLM
+    tx = await horizon.transactions().transaction(done["tx_hash"]).call()
+    assert (tx["memo_type"], tx["memo"]) == ("id", "77")
+
+
+async def test_lost_response_completes_with_exactly_one_application(api, horizon, devnet):  # type: ignore[no-untyped-def]
+    wallet = await stellar_wallet(api)
+    destination = Keypair.random().public_key
+    seq = await sequence(horizon, wallet["address"])
+    before = await balance(horizon, wallet["address"])
+    async with devnet_http(devnet) as http:
+        r = await http.post("/_devnet/fail_next_submissions", json={"count": 1, "status": 504})
+        assert r.json()["pending_failures"] == 1
+
+    done = await withdraw(api, wallet, destination, "3")
+    assert done["status"] == "COMPLETED", done
+    assert len(done["attempts"]) == 1
+    assert await balance(horizon, destination) == 3 * XLM
+    assert await sequence(horizon, wallet["address"]) == seq + 1
+    assert await balance(horizon, wallet["address"]) == before - 3 * XLM - 100
+    history = await horizon.transactions().for_account(wallet["address"]).order(desc=True).limit(10).call()
+    assert [r["hash"] for r in history["_embedded"]["records"]].count(done["tx_hash"]) == 1
+
+
+async def test_expired_attempt_is_resigned_in_the_same_sequence_and_lands_once(api, horizon, devnet):  # type: ignore[no-untyped-def]
+    wallet = await stellar_wallet(api)
+    destination = Keypair.random().public_key
+    seq = await sequence(horizon, wallet["address"])
+    async with devnet_http(devnet) as http:
+        # The first two sends never reach the ledger (dropped, 504): the broadcast step retries.
+        await http.post("/_devnet/fail_next_submissions", json={"count": 2, "status": 504, "apply": False})
+        response = await api.post(
+            "/v1/withdrawals",
+            json={"wallet_id": wallet["id"], "to": destination, "asset": "XLM", "amount": "4"},
+            headers={**ALICE, "Idempotency-Key": uuid.uuid4().hex},
+        )
+        assert response.status_code == 202, response.text
+        signed = await wait_for_status(api, response.json()["id"], {"BROADCASTING", "CONFIRMING", "COMPLETED", "FAILED"})
+        assert len(signed["attempts"]) == 1
+        # Meanwhile the network's clock passes the attempt's max_time: it can never apply now.
+        await http.post("/_devnet/advance_time", json={"seconds": 400})
+        await http.post("/_devnet/close_ledgers", json={"count": 1})
+
+    done = await wait_for_status(api, response.json()["id"], {"COMPLETED", "FAILED"}, timeout=45)
+    assert done["status"] == "COMPLETED", done
+    first, second = done["attempts"]
+    assert first["nonce"] == second["nonce"] == seq + 1  # the dead slot is reused, with new timebounds
+    assert done["tx_hash"] == second["tx_hash"] != first["tx_hash"]
+    assert await balance(horizon, destination) == 4 * XLM
+    assert await sequence(horizon, wallet["address"]) == seq + 1
+    with pytest.raises(Exception):
+        await horizon.transactions().transaction(first["tx_hash"]).call()
+
+
+async def test_concurrent_withdrawals_take_consecutive_sequences(api, horizon):  # type: ignore[no-untyped-def]
+    import asyncio
+
+    wallet = await stellar_wallet(api)
+    seq = await sequence(horizon, wallet["address"])
+    destinations = [Keypair.random().public_key for _ in range(3)]
+    finals = await asyncio.gather(*(withdraw(api, wallet, d, "1.5") for d in destinations))
+    assert [f["status"] for f in finals] == ["COMPLETED"] * 3, finals
+    assert sorted(f["nonce"] for f in finals) == [seq + 1, seq + 2, seq + 3]
+    assert await sequence(horizon, wallet["address"]) == seq + 3
+    for d in destinations:
+        assert await balance(horizon, d) == 15 * XLM // 10
