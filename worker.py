@@ -73,6 +73,7 @@ def build_worker(client: Client, settings: Settings, sessions: SessionFactory, t
         activities=build_activities(settings, sessions),
         interceptors=[CustodyWorkerInterceptor(settings.chaos_exit_after_activity)],
         max_concurrent_activities=100,
+        max_task_queue_activities_per_second=settings.activities_per_second or None,
     )
 
 

@@ -194,6 +194,9 @@ class Settings(BaseSettings):
     # Identities with the operator role: see every withdrawal, pause/resume/cancel and approve.
     operators: list[str] = Field(default_factory=lambda: ["ops"])
     worker_metrics_port: int = 9464
+    # Budget for activity starts across all workers of the task queue (protects KMS and RPC
+    # quotas: excess work waits in Temporal instead of failing). 0 = unlimited.
+    activities_per_second: float = Field(default=0, ge=0)
     faucet_daily_limit: int = Field(default=3, ge=0)
     # Four-eyes approval above a per-asset amount: {"anvil:ETH": "5"} (decimal, in the asset's unit).
     approval_thresholds: dict[str, str] = Field(default_factory=dict)
