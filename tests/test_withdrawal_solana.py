@@ -310,3 +310,26 @@ async def test_expired_attempt_is_resigned_and_exactly_one_lands(
     assert not await landed(rpc, attempts[0]) and await landed(rpc, attempts[1])
     assert await lamports(rpc, destination) == SOL // 10  # exactly one transfer
     assert await lamports(rpc, wallet["address"]) == SOL - SOL // 10 - 5_000
+
+
+async def test_cancel_after_broadcast_lets_the_attempt_expire_and_ends_cancelled(
+    api: httpx.AsyncClient, rpc: AsyncClient, devnet: SolanaDevnet
+) -> None:
+    """Solana cannot replace a sent transaction: cancel stops the re-sends and the chain decides."""
+    wallet = await create_wallet(api)
+    await fund(api, wallet, "1")
+    destination = str(Keypair().pubkey())
+    await devnet.drop_next_sends(1_000)
+    try:
+        withdrawal_id = (await withdraw(api, wallet, destination, "0.1")).json()["id"]
+        await wait_for_status(api, withdrawal_id, {"CONFIRMING"})
+        cancel = await api.post(f"/v1/withdrawals/{withdrawal_id}/cancel", json={"reason": "typo"}, headers=ALICE)
+        assert cancel.status_code == 200, cancel.text
+        await devnet.expire_blockhashes()
+    finally:
+        await devnet.drop_next_sends(0)
+
+    done = await wait_for_status(api, withdrawal_id, {"COMPLETED", "FAILED", "CANCELLED"})
+    assert done["status"] == "CANCELLED", done
+    assert len(done["attempts"]) == 1 and not await landed(rpc, done["attempts"][0]["tx_hash"])
+    assert await lamports(rpc, destination) == 0

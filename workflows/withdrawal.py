@@ -10,7 +10,8 @@ Operator controls (CLI, API, or `temporal workflow signal/update`):
 - signal ``pause`` / ``resume`` ({"by", "reason"}): held before the next side-effecting step.
 - update ``cancel`` ({"by", "reason"}): before broadcast it ends CANCELLED; after broadcast on a
   chain that can replace inside the slot (EVM) a 0-value self-send takes the same nonce and the
-  receipt decides CANCELLED or COMPLETED. Refused (validator) once final or not replaceable.
+  receipt decides CANCELLED or COMPLETED; elsewhere (Solana, Stellar) the bytes stop being
+  re-sent and the chain decides: expired ⇒ CANCELLED, landed ⇒ COMPLETED. Refused once final.
 - update ``approve`` ({"by"}): releases a withdrawal held in AWAITING_APPROVAL; the approver must
   not be the requester.
 """
@@ -113,12 +114,6 @@ class WithdrawalWorkflow:
             raise ApplicationError(f"withdrawal is already {self._status.value}", type="CANCEL_TOO_LATE")
         if self._cancel is not None:
             raise ApplicationError("a cancellation is already in progress", type="CANCEL_IN_PROGRESS")
-        replaceable = self._validation is not None and self._validation.cancellable_after_broadcast
-        if self._status in SENT and not replaceable:
-            raise ApplicationError(
-                "already broadcast on a chain that cannot replace it; wait for the outcome",
-                type="CANCEL_TOO_LATE",
-            )
 
     @workflow.update(name="approve")
     async def approve(self, request: OperatorRequest) -> WithdrawalState:
@@ -165,7 +160,8 @@ class WithdrawalWorkflow:
             return await self._finish(wid, WithdrawalStatus.FAILED, None, code, message)
         if outcome.state == OnChainState.CONFIRMED:
             return await self._finish(wid, WithdrawalStatus.COMPLETED, outcome)
-        if outcome.state == OnChainState.CANCELLED:
+        if outcome.state in (OnChainState.CANCELLED, OnChainState.EXPIRED):
+            # EXPIRED reaches here only when a cancellation let the attempt die unreplaced.
             return await self._finish(wid, WithdrawalStatus.CANCELLED, outcome, "CANCELLED", self._cancel_reason())
         code, message = FAILURE_OF_OUTCOME[outcome.state]
         return await self._finish(wid, WithdrawalStatus.FAILED, outcome, code, message)
@@ -189,16 +185,20 @@ class WithdrawalWorkflow:
 
     async def _confirm(self, wid: str) -> ConfirmationResult:
         cancel_sent = False
+        replaceable = self._validation is not None and self._validation.cancellable_after_broadcast
         while True:
             if self._cancel is not None and not cancel_sent and self._tx_hash is not None:
                 cancel_sent = True
-                self._track(
-                    await self._step(WithdrawalActivities.cancel_by_replacement, BumpInput(wid, self._tx_hash))
-                )
-                await self._step(WithdrawalActivities.broadcast, wid)
+                if replaceable:
+                    self._track(
+                        await self._step(WithdrawalActivities.cancel_by_replacement, BumpInput(wid, self._tx_hash))
+                    )
+                    await self._step(WithdrawalActivities.broadcast, wid)
             result = await self._await_outcome_or_cancel(wid, cancel_sent)
             if result is None:
                 continue  # a cancellation arrived while waiting
+            if result.state == OnChainState.EXPIRED and self._cancel is not None:
+                return result  # cancelled: let it die instead of signing anew
             if result.state == OnChainState.EXPIRED and self._tx_hash is not None:
                 # Provably never applied: a new attempt in a new slot is the same transfer.
                 self._track(
@@ -208,6 +208,8 @@ class WithdrawalWorkflow:
                 continue
             if result.state != OnChainState.PENDING:
                 return result
+            if self._cancel is not None and not replaceable:
+                continue  # stop re-sending: the unsent bytes expire and the transfer is cancelled
             if result.block_number is None and self._tx_hash is not None:
                 # Not mined within the chain's bump delay: replace inside the same nonce.
                 self._track(await self._step(WithdrawalActivities.bump, BumpInput(wid, self._tx_hash)))
