@@ -77,6 +77,7 @@ class Withdrawal(SQLModel, table=True):
     chain: str
     asset: str
     destination: str
+    recipient_owner: str | None = None  # set when the destination was a custody user's handle
     amount: int = Field(sa_type=BaseUnits)
     memo_type: str | None = None  # text | id | hash (chains that carry memos)
     memo_value: str | None = None

@@ -69,11 +69,19 @@ class MemoIn(BaseModel):
     value: str = Field(min_length=1, max_length=64)
 
 
+class HandleRecipient(BaseModel):
+    """Pay another custody user: their active wallet on the same chain."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    handle: str = Field(min_length=1, max_length=100)
+
+
 class WithdrawalCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     wallet_id: str
-    to: str = Field(min_length=1, max_length=256, description="destination address")
+    to: str | HandleRecipient = Field(description='destination address, or {"handle": "<user>"}')
     asset: str = Field(min_length=1, max_length=32, examples=["ETH"])
     amount: str = Field(min_length=1, max_length=100, description="decimal string in the asset's unit", examples=["0.25"])
     memo: MemoIn | None = Field(default=None, description="Stellar memo (text, id or hash); refused on EVM")
@@ -101,6 +109,7 @@ class WithdrawalPublic(BaseModel):
     chain: str
     asset: str
     to: str
+    recipient_owner: str | None = None
     amount: str
     amount_base_units: str
     memo: MemoIn | None = None

@@ -162,3 +162,34 @@ async def test_admin_stats_count_volumes_latency_and_failure_reasons(api, worker
     assert any(r["error_code"] == "INSUFFICIENT_FUNDS" and r["count"] >= 1 for r in stats["failure_reasons"])
     assert 0 < stats["seconds_to_completed_avg"] <= stats["seconds_to_completed_p95"] * 10
     assert any(d["chain"] == "anvil" and d["completed"] >= 1 and d["failed"] >= 1 for d in stats["by_day"])
+
+
+async def test_paying_another_custody_user_by_handle(api, worker):
+    sender = await create_wallet(api)
+    await fund(api, sender, "1")
+    unknown = await api.post(
+        "/v1/withdrawals",
+        json={"wallet_id": sender["id"], "to": {"handle": f"nobody-{uuid.uuid4().hex[:6]}"}, "asset": "ETH", "amount": "0.1"},
+        headers={**ALICE, "Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "RECIPIENT_NOT_FOUND"
+
+    await create_wallet(api, headers=BOB)
+    bob_wallets = [w for w in (await api.get("/v1/wallets?chain=anvil", headers=BOB)).json()["items"] if w["status"] == "ACTIVE"]
+    expected = sorted(bob_wallets, key=lambda w: (w["label"] != "default", w["created_at"]))[0]
+    before = await _eth_balance(api, expected["id"], BOB)
+    response = await api.post(
+        "/v1/withdrawals",
+        json={"wallet_id": sender["id"], "to": {"handle": "bob"}, "asset": "ETH", "amount": "0.1"},
+        headers={**ALICE, "Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert response.status_code == 202, response.text
+    done = await wait_for_status(api, response.json()["id"], {"COMPLETED", "FAILED"})
+    assert done["status"] == "COMPLETED" and done["owner"] == "alice" and done["recipient_owner"] == "bob"
+    assert done["to"] == expected["address"]
+    assert await _eth_balance(api, expected["id"], BOB) - before == 10**17
+
+
+async def _eth_balance(api, wallet_id: str, headers: dict) -> int:  # type: ignore[no-untyped-def]
+    balances = (await api.get(f"/v1/wallets/{wallet_id}/balances", headers=headers)).json()["balances"]
+    return int(next(b for b in balances if b["asset"] == "ETH")["balance_base_units"])

@@ -17,12 +17,19 @@ from api.deps import OwnerDep, SessionDep, StateDep
 from api.routes.wallets import owned_wallet
 from chains.base import Memo
 from core import metrics
-from core.errors import IdempotencyConflict, ValidationFailed, WalletInactive, WithdrawalNotFound
+from core.errors import (
+    IdempotencyConflict,
+    RecipientNotFound,
+    ValidationFailed,
+    WalletInactive,
+    WithdrawalNotFound,
+)
 from core.money import to_base_units, to_decimal_string
 from models import search_attributes
-from models.db import TransferAttempt, Withdrawal, WithdrawalEvent
+from models.db import TransferAttempt, Wallet, Withdrawal, WithdrawalEvent
 from models.payloads import WithdrawalInput, WithdrawalStatus
 from models.schemas import (
+    HandleRecipient,
     MemoIn,
     TransferAttemptPublic,
     WithdrawalCreate,
@@ -48,6 +55,7 @@ async def _public(session: SessionDep, state: StateDep, w: Withdrawal, *, detail
         chain=w.chain,
         asset=w.asset,
         to=w.destination,
+        recipient_owner=w.recipient_owner,
         amount=to_decimal_string(w.amount, decimals),
         amount_base_units=str(w.amount),
         memo=MemoIn(type=w.memo_type, value=w.memo_value) if w.memo_type and w.memo_value else None,
@@ -139,7 +147,12 @@ async def create_withdrawal(
         raise WalletInactive("wallet is not active", wallet_id=wallet.id)
     chain = state.chains.get(wallet.chain)
     asset = chain.asset(body.asset)
-    destination = chain.normalize_address(body.to)
+    recipient_owner = None
+    if isinstance(body.to, HandleRecipient):
+        recipient_owner = body.to.handle
+        destination = await _wallet_of_handle(session, recipient_owner, wallet.chain)
+    else:
+        destination = chain.normalize_address(body.to)
     if destination == wallet.address:
         raise ValidationFailed("a wallet cannot withdraw to itself", field="to")
     amount = to_base_units(body.amount, asset.decimals)
@@ -151,6 +164,7 @@ async def create_withdrawal(
         chain=wallet.chain,
         asset=asset.symbol,
         destination=destination,
+        recipient_owner=recipient_owner,
         amount=amount,
         memo_type=memo.kind if memo else None,
         memo_value=memo.value if memo else None,
@@ -170,6 +184,20 @@ async def create_withdrawal(
     metrics.WITHDRAWALS_REQUESTED.labels(chain=withdrawal.chain, asset=withdrawal.asset).inc()
     await _ensure_started(state, withdrawal)
     return await _public(session, state, withdrawal, detail=False)
+
+
+async def _wallet_of_handle(session: SessionDep, handle: str, chain: str) -> str:
+    """A custody user's receiving address on `chain`: their active wallet labelled "default",
+    else their oldest active one."""
+    rows = await session.exec(
+        select(Wallet)
+        .where(Wallet.owner == handle, Wallet.chain == chain, Wallet.status == "ACTIVE")
+        .order_by(col(Wallet.label) != "default", col(Wallet.created_at))
+    )
+    wallet = rows.first()
+    if wallet is None or wallet.address is None:
+        raise RecipientNotFound(f"no active {chain} wallet for {handle!r}", handle=handle, chain=chain)
+    return wallet.address
 
 
 async def _by_idempotency_key(session: SessionDep, owner: str, key: str) -> Withdrawal | None:
