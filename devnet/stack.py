@@ -22,6 +22,7 @@ DATA = local.ROOT / ".data"
 LOGS = DATA / "logs"
 TOKEN_FILE = DATA / "dev-token.json"
 DEV_API_KEY = "dev-alice-key"
+STELLAR_DEVNET_PASSPHRASE = "Custody Devnet ; 2026"  # devnet.stellar's default network
 
 
 def _port(name: str, default: int) -> int:
@@ -76,6 +77,7 @@ def main() -> None:
         "anvil": _port("ANVIL", 8545),
         "redis": _port("REDIS", 6379),
         "solana": _port("SOLANA", 8899),
+        "stellar": _port("STELLAR", 8001),
         "worker_metrics": _port("WORKER_METRICS", 9464),
     }
     for name, port in ports.items():
@@ -103,6 +105,14 @@ def main() -> None:
             LOGS, lambda: local.port_open(ports["solana"]),
         )
         started.append(solana)
+        _done(t)
+        t = _step(f"Stellar devnet (Horizon API) on :{ports['stellar']}")
+        stellar = local.spawn(
+            "stellar-devnet",
+            [sys.executable, "-m", "devnet.stellar", "--host", "127.0.0.1", "--port", str(ports["stellar"]), "--log-level", "warning"],
+            LOGS, lambda: local.port_open(ports["stellar"]),
+        )
+        started.append(stellar)
         _done(t)
         t = _step("TUSD test token")
         token = asyncio.run(_dev_token(anvil.info["rpc_url"]))
@@ -146,6 +156,12 @@ def main() -> None:
                         "rpc_url": f"http://127.0.0.1:{ports['solana']}",
                         "faucet_enabled": True,
                     },
+                    "stellar": {
+                        "family": "stellar",
+                        "horizon_url": f"http://127.0.0.1:{ports['stellar']}",
+                        "network_passphrase": STELLAR_DEVNET_PASSPHRASE,
+                        "faucet_enabled": True,
+                    },
                 }
             ),
         }
@@ -173,6 +189,7 @@ def main() -> None:
             f"  Temporal UI  {temporal.info['ui_url']}/namespaces/default/workflows\n"
             f"  anvil RPC    {anvil.info['rpc_url']}   (TUSD token {token})\n"
             f"  Solana RPC   http://127.0.0.1:{ports['solana']}   (LiteSVM devnet; state is in memory)\n"
+            f"  Horizon      http://127.0.0.1:{ports['stellar']}   (Stellar devnet; state is in memory)\n"
             f"  Dev API key  Authorization: Bearer {DEV_API_KEY}   (bob: dev-bob-key)\n"
             f"  Logs         .data/logs/*.log\n\n"
             f"Press Ctrl-C to stop.",
