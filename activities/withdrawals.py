@@ -22,6 +22,7 @@ from chains.base import Memo, SignedTransfer, TransferIntent
 from chains.registry import ChainRegistry
 from core import metrics
 from core.errors import (
+    AlreadyFinal,
     InsufficientFunds,
     PermanentError,
     WalletInactive,
@@ -174,9 +175,8 @@ class WithdrawalActivities:
             if withdrawal.status == change.status.value:
                 return
             if WithdrawalStatus(withdrawal.status).is_final:
-                raise PermanentError(
-                    f"withdrawal is already {withdrawal.status}", withdrawal_id=withdrawal.id
-                )
+                # A reset run of a finished workflow: its outcome stands; nothing may be redone.
+                raise AlreadyFinal(f"withdrawal is already {withdrawal.status}", status=withdrawal.status)
             withdrawal.status = change.status.value
             withdrawal.updated_at = utcnow()
             session.add(withdrawal)

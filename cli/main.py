@@ -141,6 +141,13 @@ def withdrawal_approve(withdrawal_id: str, reason: ReasonOpt = "") -> None:
     _operate("approve", withdrawal_id, reason)
 
 
+@withdrawals.command("retry")
+def withdrawal_retry(withdrawal_id: str) -> None:
+    """Resubmit a FAILED withdrawal (a new linked withdrawal; the failed one stays FAILED)."""
+    body = _call("POST", f"/v1/withdrawals/{withdrawal_id}/retry")
+    typer.echo(f"retry: {withdrawal_id} resubmitted as {body['id']} ({body['status']})")
+
+
 async def _signal_all(signal: str, chain: str, reason: str, by: str, task_queue: str | None) -> int:
     from core.settings import Settings
     from core.temporal import connect_temporal

@@ -98,6 +98,13 @@ class WithdrawalNotFound(PermanentError):
     http_status = 404
 
 
+class AlreadyFinal(PermanentError):
+    """The withdrawal already ended (e.g. a reset run of a finished workflow): do nothing more."""
+
+    code = "ALREADY_FINAL"
+    http_status = 409
+
+
 class IdempotencyConflict(PermanentError):
     code = "IDEMPOTENCY_CONFLICT"
     http_status = 409

@@ -78,6 +78,7 @@ class Withdrawal(SQLModel, table=True):
     asset: str
     destination: str
     recipient_owner: str | None = None  # set when the destination was a custody user's handle
+    retry_of: str | None = Field(default=None, index=True)  # the FAILED withdrawal this one retries
     amount: int = Field(sa_type=BaseUnits)
     memo_type: str | None = None  # text | id | hash (chains that carry memos)
     memo_value: str | None = None

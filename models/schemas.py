@@ -110,6 +110,7 @@ class WithdrawalPublic(BaseModel):
     asset: str
     to: str
     recipient_owner: str | None = None
+    retry_of: str | None = None
     amount: str
     amount_base_units: str
     memo: MemoIn | None = None

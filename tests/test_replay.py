@@ -3,7 +3,8 @@ and histories saved from earlier versions still replay against the current code 
 workflow without `workflow.patched` fails CI).
 
 Record new histories after an intended, patched change:
-    CUSTODY_RECORD_HISTORIES=1 ./dev test tests/test_replay.py
+    CUSTODY_RECORD_HISTORIES=1 ./dev test tests/test_replay.py   (writes only names not saved yet;
+    payloads are encrypted with the development payload key)
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ def test_there_are_saved_histories_for_every_workflow():
     assert {"WithdrawalWorkflow", "WalletCreationWorkflow", "FaucetWorkflow"} <= saved_types
 
 
+@pytest.fixture
+def settings(base_settings, task_queue):  # type: ignore[no-untyped-def]
+    return base_settings.model_copy(update={"task_queue": task_queue, "approval_thresholds": {"anvil:ETH": "1"}})
+
+
 @pytest.mark.parametrize("path", _saved(), ids=lambda p: p.stem)
 async def test_saved_history_replays_against_current_code(path: Path):
     history = WorkflowHistory.from_json(path.stem, path.read_text())
@@ -42,16 +48,30 @@ async def test_fresh_runs_replay_and_are_recorded_on_request(api, client):
     wallet = await create_wallet(api)
     await fund(api, wallet, "1")
     await fund(api, wallet, "10", asset="TUSD")
+    await fund(api, wallet, "2")
     completed = (await withdraw(api, wallet, random_address(), "0.1")).json()
     token = (await withdraw(api, wallet, random_address(), "1.5", asset="TUSD")).json()
     failed = (await withdraw(api, wallet, random_address(), "50")).json()
-    for withdrawal, status in ((completed, "COMPLETED"), (token, "COMPLETED"), (failed, "FAILED")):
-        assert (await wait_for_status(api, withdrawal["id"], {"COMPLETED", "FAILED"}))["status"] == status
+    approved = (await withdraw(api, wallet, random_address(), "1.1")).json()
+    cancelled = (await withdraw(api, wallet, random_address(), "1.2")).json()
+    ops = {"Authorization": "Bearer dev-ops-key"}
+    await wait_for_status(api, approved["id"], {"AWAITING_APPROVAL"})
+    assert (await api.post(f"/v1/withdrawals/{approved['id']}/pause", json={"reason": "r"}, headers=ops)).status_code == 200
+    assert (await api.post(f"/v1/withdrawals/{approved['id']}/approve", json={}, headers=ops)).status_code == 200
+    assert (await api.post(f"/v1/withdrawals/{approved['id']}/resume", json={}, headers=ops)).status_code == 200
+    await wait_for_status(api, cancelled["id"], {"AWAITING_APPROVAL"})
+    assert (await api.post(f"/v1/withdrawals/{cancelled['id']}/cancel", json={}, headers=ops)).status_code == 200
+    expected = ((completed, "COMPLETED"), (token, "COMPLETED"), (failed, "FAILED"), (approved, "COMPLETED"), (cancelled, "CANCELLED"))
+    for withdrawal, status in expected:
+        assert (await wait_for_status(api, withdrawal["id"], {"COMPLETED", "FAILED", "CANCELLED"}))["status"] == status
 
     runs = {
         "WithdrawalWorkflow__completed": f"withdrawal-{completed['id']}",
         "WithdrawalWorkflow__token_completed": f"withdrawal-{token['id']}",
         "WithdrawalWorkflow__insufficient_funds": f"withdrawal-{failed['id']}",
+        "WithdrawalWorkflow__v2_paused_approved_resumed": f"withdrawal-{approved['id']}",
+        "WithdrawalWorkflow__v2_cancelled_awaiting_approval": f"withdrawal-{cancelled['id']}",
+        "WithdrawalWorkflow__v2_completed": f"withdrawal-{completed['id']}",
         "WalletCreationWorkflow__created": f"wallet-{wallet['id']}",
     }
     async for execution in client.list_workflows(f"WorkflowType = 'FaucetWorkflow' AND WorkflowId STARTS_WITH 'fund-{wallet['id']}'"):
@@ -61,7 +81,7 @@ async def test_fresh_runs_replay_and_are_recorded_on_request(api, client):
     for name, workflow_id in runs.items():
         history = await client.get_workflow_handle(workflow_id).fetch_history()
         await replayer.replay_workflow(history)
-        if os.environ.get("CUSTODY_RECORD_HISTORIES") == "1":
+        if os.environ.get("CUSTODY_RECORD_HISTORIES") == "1" and not (HISTORIES / f"{name}.json").exists():
             HISTORIES.mkdir(exist_ok=True)
             (HISTORIES / f"{name}.json").write_text(history.to_json())
 

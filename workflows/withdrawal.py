@@ -138,13 +138,14 @@ class WithdrawalWorkflow:
             await self._checkpoint()
             await self._set_status(wid, WithdrawalStatus.VALIDATING)
             self._validation = await self._step(WithdrawalActivities.validate, wid)
+            await self._checkpoint()
+            # Funds are held before an approver looks, so what they approve can be paid.
+            await self._step(WithdrawalActivities.reserve, wid)
             if self._validation is not None and self._validation.needs_approval:
                 if not await self._await_approval(wid, self._validation):
                     return await self._finish(
                         wid, WithdrawalStatus.FAILED, None, "APPROVAL_TIMEOUT", "not approved in time; nothing was sent"
                     )
-            await self._checkpoint()
-            await self._step(WithdrawalActivities.reserve, wid)
             await self._checkpoint()
             await self._set_status(wid, WithdrawalStatus.SIGNING)
             self._track(await self._step(WithdrawalActivities.prepare, wid))
@@ -157,6 +158,8 @@ class WithdrawalWorkflow:
             return await self._finish(wid, WithdrawalStatus.CANCELLED, None, "CANCELLED", self._cancel_reason())
         except ActivityError as e:
             code, message = failure_of(e)
+            if code == "ALREADY_FINAL":
+                return self._already_final(wid, e)
             return await self._finish(wid, WithdrawalStatus.FAILED, None, code, message)
         if outcome.state == OnChainState.CONFIRMED:
             return await self._finish(wid, WithdrawalStatus.COMPLETED, outcome)
@@ -236,6 +239,15 @@ class WithdrawalWorkflow:
         except ActivityError:
             pass  # cancelled while polling: a read-only activity, nothing to undo
         return None
+
+    def _already_final(self, wid: str, error: ActivityError) -> WithdrawalResult:
+        """A reset run found the withdrawal finished: report the stored outcome, change nothing."""
+        details = error.cause.details if isinstance(error.cause, ApplicationError) else ()
+        stored = details[0].get("status") if details and isinstance(details[0], dict) else None
+        self._status = WithdrawalStatus(stored) if stored else WithdrawalStatus.FAILED
+        workflow.upsert_search_attributes([search_attributes.STATUS.value_set(self._status.value)])
+        workflow.logger.warning("withdrawal already %s; this run changes nothing", self._status.value)
+        return WithdrawalResult(wid, self._status, self._tx_hash, None, "already final; run made no changes")
 
     # --- helpers ---------------------------------------------------------------------------
     def _wid(self) -> str:

@@ -6,16 +6,20 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from fastapi import APIRouter
+import uuid
+
+from fastapi import APIRouter, Response
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import select
 from pydantic import BaseModel, Field
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
 from api.deps import OwnerDep, SessionDep, StateDep
-from api.routes.withdrawals import _public, visible_withdrawal
+from api.routes.withdrawals import _public, ensure_started, visible_withdrawal
 from core.errors import OperationRefused, Unauthorized
-from models.db import Withdrawal
+from models.db import Withdrawal, WithdrawalEvent
 from models.payloads import OperatorRequest, WithdrawalStatus
 from models.schemas import WithdrawalPublic
 from workflows.withdrawal import WithdrawalWorkflow
@@ -90,6 +94,50 @@ async def approve(withdrawal_id: str, body: OperatorAction, caller: OwnerDep, st
     _refuse_if_final(withdrawal.status, "NOT_AWAITING_APPROVAL")
     await _update(state, withdrawal_id, WithdrawalWorkflow.approve, OperatorRequest(by=caller, reason=body.reason))
     return await _refreshed(session, state, withdrawal_id)
+
+
+@router.post("/{withdrawal_id}/retry", response_model=WithdrawalPublic, status_code=202)
+async def retry(
+    withdrawal_id: str, caller: OwnerDep, state: StateDep, session: SessionDep, response: Response
+) -> WithdrawalPublic:
+    """Resubmit a FAILED withdrawal as a new one linked by `retry_of`, through every step again
+    (validation, approval, funds, a fresh nonce). The failed one stays FAILED: by the time it
+    failed its nonce was released only if none of its attempts could still land, so the two can
+    never both pay. Retrying twice returns the same resubmission."""
+    failed = await visible_withdrawal(session, state, caller, withdrawal_id)
+    if failed.status != WithdrawalStatus.FAILED.value:
+        raise OperationRefused("NOT_RETRYABLE", f"only FAILED withdrawals can be retried; this one is {failed.status}")
+    key = f"retry-of-{failed.id}"
+    existing = (
+        await session.exec(select(Withdrawal).where(Withdrawal.owner == failed.owner, Withdrawal.idempotency_key == key))
+    ).first()
+    if existing is not None:
+        response.status_code = 200
+        return await _public(session, state, existing, detail=True)
+    resubmission = Withdrawal(
+        id=str(uuid.uuid4()),
+        owner=failed.owner,
+        wallet_id=failed.wallet_id,
+        chain=failed.chain,
+        asset=failed.asset,
+        destination=failed.destination,
+        recipient_owner=failed.recipient_owner,
+        amount=failed.amount,
+        memo_type=failed.memo_type,
+        memo_value=failed.memo_value,
+        idempotency_key=key,
+        request_hash=failed.request_hash,
+        retry_of=failed.id,
+    )
+    session.add(resubmission)
+    session.add(WithdrawalEvent(withdrawal_id=resubmission.id, status="PENDING", detail={"retry_of": failed.id, "by": caller}))
+    try:
+        await session.commit()
+    except IntegrityError:
+        await session.rollback()  # a concurrent retry won
+        return await retry(withdrawal_id, caller, state, session, response)
+    await ensure_started(state, resubmission)
+    return await _public(session, state, resubmission, detail=True)
 
 
 async def _refreshed(

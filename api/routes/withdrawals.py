@@ -56,6 +56,7 @@ async def _public(session: SessionDep, state: StateDep, w: Withdrawal, *, detail
         asset=w.asset,
         to=w.destination,
         recipient_owner=w.recipient_owner,
+        retry_of=w.retry_of,
         amount=to_decimal_string(w.amount, decimals),
         amount_base_units=str(w.amount),
         memo=MemoIn(type=w.memo_type, value=w.memo_value) if w.memo_type and w.memo_value else None,
@@ -94,7 +95,7 @@ async def _public(session: SessionDep, state: StateDep, w: Withdrawal, *, detail
     return public
 
 
-async def _ensure_started(state: StateDep, w: Withdrawal) -> None:
+async def ensure_started(state: StateDep, w: Withdrawal) -> None:
     """Start the workflow for a withdrawal that has not begun; a no-op if it already runs.
 
     Only PENDING rows are (re)started: anything further along has (or had) its workflow, and
@@ -182,7 +183,7 @@ async def create_withdrawal(
             raise
         return await _replay(state, session, response, existing, request_hash)
     metrics.WITHDRAWALS_REQUESTED.labels(chain=withdrawal.chain, asset=withdrawal.asset).inc()
-    await _ensure_started(state, withdrawal)
+    await ensure_started(state, withdrawal)
     return await _public(session, state, withdrawal, detail=False)
 
 
@@ -214,7 +215,7 @@ async def _replay(
         raise IdempotencyConflict(
             "this Idempotency-Key was used with a different request", withdrawal_id=existing.id
         )
-    await _ensure_started(state, existing)
+    await ensure_started(state, existing)
     response.status_code = status.HTTP_200_OK
     return await _public(session, state, existing, detail=False)
 
