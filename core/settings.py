@@ -123,6 +123,22 @@ class SolanaChainSettings(ChainSettingsBase):
         return 9
 
 
+class PoolSettings(BaseModel):
+    """Tiered keys of one chain (seed 004): HODL (cold) funds Bank keys, which fund single-use
+    Explorer keys. Amounts are decimal strings in the native asset's unit."""
+
+    min_available_explorers: int = Field(default=5, ge=0)
+    explorers_to_create: int = Field(default=3, ge=1)
+    explorer_target_balance: str = "0.01"
+    bank_count: int = Field(default=1, ge=1)
+    bank_target_balance: str = "0.1"
+    # HODL movements above this need an operator's approval (four eyes); at or below, automatic.
+    hodl_auto_approve_up_to: str = "0"
+    hodl_signer_backend: Literal["local", "aws-kms", "gcp-kms"] | None = None  # None: signer_backend
+    lease_seconds: int = Field(default=900, gt=0)
+    rebalance_interval_seconds: int = Field(default=300, gt=0)
+
+
 def _family(value: object) -> str:
     if isinstance(value, dict):
         return str(value.get("family", "evm"))
@@ -172,7 +188,8 @@ def _default_chains() -> dict[str, ChainSettings]:
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="CUSTODY_", env_nested_delimiter="__", extra="ignore", env_file=None
+        env_prefix="CUSTODY_", env_nested_delimiter="__", extra="ignore", env_file=None,
+        hide_input_in_errors=True,  # a rejected setting may be a secret: never echo it
     )
 
     environment: Literal["development", "test", "production"] = "development"
@@ -201,8 +218,13 @@ class Settings(BaseSettings):
     # Four-eyes approval above a per-asset amount: {"anvil:ETH": "5"} (decimal, in the asset's unit).
     approval_thresholds: dict[str, str] = Field(default_factory=dict)
     approval_timeout_seconds: int = Field(default=86_400, gt=0)
+    # Key pools per chain name, e.g. {"anvil": {"min_available_explorers": 5}}; empty: no pools.
+    pools: dict[str, PoolSettings] = Field(default_factory=dict)
 
-    # Local keystore key-encryption key: base64 of 32 random bytes (AES-256-GCM).
+    # Local keystore key-encryption key, one of: base64 of 32 random bytes (AES-256-GCM, held
+    # in memory); "aws-kms:<key id, alias/name or ARN>" (a SYMMETRIC_DEFAULT key: data keys are
+    # wrapped with KMS Encrypt/Decrypt); "gcp-kms:projects/<p>/locations/<l>/keyRings/<r>/cryptoKeys/<k>"
+    # (an ENCRYPT_DECRYPT key). With a KMS KEK no key-encryption key is ever in a file.
     keystore_kek: SecretStr = SecretStr(DEV_KEYSTORE_KEK)
     keystore_kek_id: str = "local-kek-1"
     signer_backend: Literal["local", "aws-kms", "gcp-kms"] = "local"
@@ -222,6 +244,47 @@ class Settings(BaseSettings):
     # completes (before Temporal hears of it). Refused in production.
     chaos_exit_after_activity: str | None = None
 
+    @field_validator("keystore_kek")
+    @classmethod
+    def _keystore_kek_form(cls, value: SecretStr) -> SecretStr:
+        """Accept the three KEK forms (see the field); say which one is malformed and how."""
+        import re
+
+        text = value.get_secret_value().strip()
+        kind, _, ref = text.partition(":")
+        if kind == "aws-kms":
+            key_id = r"(?:mrk-[0-9a-f]{32}|[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
+            alias = r"alias/[a-zA-Z0-9/_-]{1,250}"
+            arn = rf"arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{{12}}:(?:key/{key_id}|{alias})"
+            if not re.fullmatch(rf"{arn}|{key_id}|{alias}", ref, flags=re.IGNORECASE):
+                raise ValueError(
+                    "CUSTODY_KEYSTORE_KEK=aws-kms:<key> must name a symmetric AWS KMS key by key id, "
+                    f"alias/<name>, key ARN or alias ARN; got {ref!r}"
+                )
+        elif kind == "gcp-kms":
+            crypto_key = r"projects/[^/]+/locations/[^/]+/keyRings/[a-zA-Z0-9_-]{1,63}/cryptoKeys/[a-zA-Z0-9_-]{1,63}"
+            if re.fullmatch(rf"{crypto_key}/cryptoKeyVersions/[^/]+", ref):
+                raise ValueError(
+                    "CUSTODY_KEYSTORE_KEK=gcp-kms:<name> must name the CryptoKey, not one of its versions "
+                    "(Decrypt finds the version in the ciphertext)"
+                )
+            if not re.fullmatch(crypto_key, ref):
+                raise ValueError(
+                    "CUSTODY_KEYSTORE_KEK=gcp-kms:<name> must be a CryptoKey name "
+                    f"projects/<project>/locations/<location>/keyRings/<ring>/cryptoKeys/<key>; got {ref!r}"
+                )
+        else:
+            try:
+                kek = base64.b64decode(text, validate=True)
+            except ValueError:
+                kek = b""
+            if len(kek) != 32:
+                raise ValueError(
+                    "CUSTODY_KEYSTORE_KEK must be base64 of exactly 32 bytes, aws-kms:<key id, alias or ARN> "
+                    "or gcp-kms:projects/<p>/locations/<l>/keyRings/<r>/cryptoKeys/<k>"
+                )
+        return SecretStr(text)
+
     @field_validator("chains")
     @classmethod
     def _lowercase_chain_names(cls, chains: dict[str, ChainSettings]) -> dict[str, ChainSettings]:
@@ -230,8 +293,14 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _refuse_dev_secrets_in_production(self) -> Settings:
         if self.environment == "production":
-            if self.keystore_kek.get_secret_value() == DEV_KEYSTORE_KEK:
-                raise ValueError("CUSTODY_KEYSTORE_KEK must be set to a real key in production")
+            kek = self.keystore_kek.get_secret_value()
+            if not kek.startswith(("aws-kms:", "gcp-kms:")) and base64.b64decode(kek) == base64.b64decode(
+                DEV_KEYSTORE_KEK
+            ):
+                raise ValueError(
+                    "CUSTODY_KEYSTORE_KEK must be set to a real key in production "
+                    "(base64 of 32 random bytes, aws-kms:<key> or gcp-kms:<crypto key name>)"
+                )
             if set(self.api_keys) & set(DEV_API_KEYS):
                 raise ValueError("development API keys are not allowed in production")
             if any(k.get_secret_value() == DEV_PAYLOAD_KEY for k in self.payload_keys.values()):
@@ -242,14 +311,15 @@ class Settings(BaseSettings):
                 raise ValueError("CUSTODY_CHAOS_EXIT_AFTER_ACTIVITY is for tests only")
             if any(getattr(c, "faucet_enabled", False) for c in self.chains.values()):
                 raise ValueError("faucets cannot be enabled in production")
-        kek = base64.b64decode(self.keystore_kek.get_secret_value())
-        if len(kek) != 32:
-            raise ValueError("CUSTODY_KEYSTORE_KEK must be base64 of exactly 32 bytes")
         return self
 
     @cached_property
     def keystore_kek_bytes(self) -> bytes:
-        return base64.b64decode(self.keystore_kek.get_secret_value())
+        """The 32 KEK bytes of the base64 form; a KMS KEK has none (signers.kek uses the KMS)."""
+        value = self.keystore_kek.get_secret_value()
+        if value.startswith(("aws-kms:", "gcp-kms:")):
+            raise ValueError("CUSTODY_KEYSTORE_KEK names a KMS key: there are no local KEK bytes")
+        return base64.b64decode(value, validate=True)
 
     def chain(self, name: str) -> ChainSettings:
         chain = self.chains.get(name.lower())

@@ -17,9 +17,10 @@ BACKENDS = ("local", "aws-kms", "gcp-kms")
 
 def signer_for_backend(name: str, settings: Settings, sessions: SessionFactory) -> Signer:
     if name == "local":
+        from signers.kek import kek_from_settings
         from signers.local import LocalKeystoreSigner
 
-        return LocalKeystoreSigner(sessions, settings.keystore_kek_bytes, settings.keystore_kek_id)
+        return LocalKeystoreSigner(sessions, kek_from_settings(settings))
     if name == "aws-kms":
         from signers.aws_kms import AwsKmsSigner
 

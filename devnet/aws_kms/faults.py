@@ -52,6 +52,10 @@ AWS_ERRORS: dict[str, tuple[int, str]] = {
     "KMSInvalidStateException": (400, "The key state is not valid for this request."),
     "NotFoundException": (400, "The specified entity or resource could not be found."),
     "AccessDeniedException": (400, "User is not authorized to perform this operation."),
+    "InvalidCiphertextException": (400, ""),
+    "IncorrectKeyException": (
+        400, "The key ID in the request does not identify a KMS key that can perform this operation."
+    ),
     # Secrets Manager
     "InternalServiceError": (500, "An error occurred on the server side."),
     "ResourceNotFoundException": (400, "Secrets Manager can't find the specified secret."),

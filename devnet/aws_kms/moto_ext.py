@@ -13,6 +13,9 @@ moto 5.2.5 differs from AWS KMS in ways that matter for a custody signer:
 * ``GetPublicKey`` returns the raw key id instead of the key ARN and no ``KeySpec``.
 * ``DisableKey``/``EnableKey``/``ScheduleKeyDeletion``/``CancelKeyDeletion`` fail with an
   internal error when given a key ARN.
+* ``Encrypt``/``Decrypt`` work on disabled keys, keys pending deletion and signing keys, and
+  ``Decrypt`` with a ``KeyId`` other than the ciphertext's key says ``AccessDeniedException``
+  where AWS says ``IncorrectKeyException``.
 
 :func:`apply_patches` patches moto's KMS model/response classes *in the current
 process*. It is meant to be called only inside the dedicated devnet server
@@ -365,9 +368,85 @@ def _response_get_public_key(self: Any) -> str:
     return json.dumps(body)
 
 
+def _response_encrypt(self: Any) -> str:
+    """Encrypt with a SYMMETRIC_DEFAULT key, under AWS's key-state and key-usage rules."""
+    key_id = self._get_param("KeyId")
+    if not key_id:
+        raise _err("ValidationException", "1 validation error detected: Value null at 'keyId' failed to satisfy constraint: Member must not be null")
+    plaintext = self._get_param("Plaintext")
+    if isinstance(plaintext, str):
+        plaintext = plaintext.encode("utf-8")
+    if not plaintext:
+        raise _err(
+            "ValidationException",
+            "1 validation error detected: Value at 'plaintext' failed to satisfy constraint: "
+            "Member must have length greater than or equal to 1",
+        )
+    key = _usable_key(self, key_id, "Encrypt")
+    if key.key_usage != "ENCRYPT_DECRYPT":
+        raise _err("InvalidKeyUsageException", f"{key.arn} key usage is {key.key_usage} which is not valid for Encrypt.")
+    algorithm = self._get_param("EncryptionAlgorithm") or "SYMMETRIC_DEFAULT"
+    if key.key_spec != "SYMMETRIC_DEFAULT":  # RSA / SM2 encryption: moto's own
+        return _original_encrypt(self)
+    if algorithm != "SYMMETRIC_DEFAULT":
+        raise _err("InvalidKeyUsageException", f"Algorithm {algorithm} is incompatible with key spec SYMMETRIC_DEFAULT.")
+    blob, arn = self.kms_backend.encrypt(
+        key_id=key_id, plaintext=plaintext, encryption_context=self._get_param("EncryptionContext", {})
+    )
+    return json.dumps(
+        {"CiphertextBlob": base64.b64encode(blob).decode("ascii"), "KeyId": arn, "EncryptionAlgorithm": algorithm}
+    )
+
+
+def _response_decrypt(self: Any) -> str:
+    """Decrypt a SYMMETRIC_DEFAULT ciphertext; the key named inside it must be usable, and a
+    given KeyId must name that same key (IncorrectKeyException otherwise)."""
+    from moto.kms.exceptions import InvalidCiphertextException
+    from moto.kms.utils import _deserialize_ciphertext_blob
+
+    blob = self._get_param("CiphertextBlob")
+    if not blob:
+        raise _err(
+            "ValidationException",
+            "1 validation error detected: Value at 'ciphertextBlob' failed to satisfy constraint: "
+            "Member must have length greater than or equal to 1",
+        )
+    try:
+        inner_key_id = _deserialize_ciphertext_blob(blob).key_id
+    except Exception:
+        raise InvalidCiphertextException() from None
+    if inner_key_id not in self.kms_backend.keys:
+        raise InvalidCiphertextException()
+    key = self.kms_backend.keys[inner_key_id]
+    requested = self._get_param("KeyId")
+    if requested:
+        self._validate_key_id(requested)
+        if self.kms_backend.any_id_to_key_id(requested) != inner_key_id:
+            raise _err(
+                "IncorrectKeyException",
+                "The key ID in the request does not identify a KMS key that can perform this operation.",
+            )
+    if key.key_spec != "SYMMETRIC_DEFAULT":
+        return _original_decrypt(self)
+    key = _usable_key(self, key.arn, "Decrypt")
+    algorithm = self._get_param("EncryptionAlgorithm") or "SYMMETRIC_DEFAULT"
+    if algorithm != "SYMMETRIC_DEFAULT":
+        raise _err("InvalidKeyUsageException", f"Algorithm {algorithm} is incompatible with key spec SYMMETRIC_DEFAULT.")
+    plaintext, arn = self.kms_backend.decrypt(
+        ciphertext_blob=blob, encryption_context=self._get_param("EncryptionContext", {})
+    )
+    return json.dumps(
+        {"Plaintext": base64.b64encode(plaintext).decode("ascii"), "KeyId": arn, "EncryptionAlgorithm": algorithm}
+    )
+
+
+_original_encrypt: Any = None
+_original_decrypt: Any = None
+
+
 def apply_patches() -> None:
     """Patch moto's KMS backend in this process (idempotent)."""
-    global _applied
+    global _applied, _original_encrypt, _original_decrypt
     if _applied:
         return
     from moto.kms import models, responses
@@ -430,4 +509,10 @@ def apply_patches() -> None:
     responses.KmsResponse.sign = _response_sign
     responses.KmsResponse.verify = _response_verify
     responses.KmsResponse.get_public_key = _response_get_public_key
+
+    # --- Encrypt / Decrypt (symmetric keys)
+    _original_encrypt = responses.KmsResponse.encrypt
+    _original_decrypt = responses.KmsResponse.decrypt
+    responses.KmsResponse.encrypt = _response_encrypt
+    responses.KmsResponse.decrypt = _response_decrypt
     _applied = True

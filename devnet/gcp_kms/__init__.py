@@ -1,4 +1,5 @@
-"""Local Google Cloud KMS (gRPC) for tests: real keys, real signatures, fault injection.
+"""Local Google Cloud KMS (gRPC) for tests: real keys, real signatures, symmetric
+Encrypt/Decrypt (ENCRYPT_DECRYPT keys, CRC32C-checked), fault injection.
 
 Usage::
 

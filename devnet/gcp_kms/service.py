@@ -1,5 +1,9 @@
 """In-memory Cloud KMS (KeyManagementService subset) with real keys and signatures.
 
+Asymmetric signing keys (EC P-256/P-384/secp256k1/Ed25519) and symmetric ENCRYPT_DECRYPT keys
+(``GOOGLE_SYMMETRIC_ENCRYPTION``: AES-256-GCM with additional authenticated data, a primary
+version for Encrypt, the version found from the ciphertext for Decrypt).
+
 Pure logic: every method takes/returns the proto-plus types from ``google.cloud.kms_v1``
 and raises :class:`KmsError` (a gRPC status code + message) like the real service.
 The gRPC wiring lives in :mod:`devnet.gcp_kms.server`.
@@ -8,7 +12,9 @@ The gRPC wiring lives in :mod:`devnet.gcp_kms.server`.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import re
+import struct
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +22,7 @@ import grpc
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from google.cloud import kms_v1
 
 from .crc32c import crc32c
@@ -46,6 +53,12 @@ _EC_ALGORITHMS: dict[int, tuple[Any, str | None, int, set[int]]] = {
     Algorithm.EC_SIGN_ED25519: (None, None, 0, {ProtectionLevel.SOFTWARE, ProtectionLevel.HSM}),
 }
 _HASHES = {"sha256": hashes.SHA256, "sha384": hashes.SHA384, "sha512": hashes.SHA512}
+SYMMETRIC = Algorithm.GOOGLE_SYMMETRIC_ENCRYPTION
+MAX_CRYPTO_BYTES = 64 * 1024  # plaintext, AAD and ciphertext limits of Encrypt/Decrypt
+# Devnet ciphertext: version number, AES-GCM nonce, then ciphertext||tag. (Real Cloud KMS
+# ciphertexts are opaque too; the version is recoverable from them.)
+_CIPHERTEXT_HEADER = struct.Struct(">I12s")
+_INVALID_CIPHERTEXT = "Decryption failed: the ciphertext is invalid."
 
 
 class KmsError(Exception):
@@ -107,9 +120,10 @@ class _CryptoKey:
     import_only: bool = False
     versions: dict[int, _Version] = field(default_factory=dict)
     next_version: int = 1
+    primary: int | None = None  # ENCRYPT_DECRYPT keys: the version Encrypt uses
 
     def to_proto(self) -> kms_v1.CryptoKey:
-        return kms_v1.CryptoKey(
+        key = kms_v1.CryptoKey(
             name=self.name,
             purpose=self.purpose,
             create_time=self.create_time,
@@ -120,6 +134,9 @@ class _CryptoKey:
             import_only=self.import_only,
             destroy_scheduled_duration=self.destroy_scheduled_duration,
         )
+        if self.primary is not None:
+            key.primary = self.versions[self.primary].to_proto()
+        return key
 
 
 @dataclass
@@ -133,6 +150,8 @@ class _KeyRing:
 
 
 def _generate_private_key(algorithm: int) -> Any:
+    if algorithm == SYMMETRIC:
+        return AESGCM.generate_key(bit_length=256)
     curve = _EC_ALGORITHMS[algorithm][0]
     if curve is None:
         return ed25519.Ed25519PrivateKey.generate()
@@ -235,25 +254,36 @@ class KmsState:
         ck = req.crypto_key
         if ck.purpose == Purpose.CRYPTO_KEY_PURPOSE_UNSPECIFIED:
             raise _invalid("The purpose of the CryptoKey must be specified.")
-        if ck.purpose != Purpose.ASYMMETRIC_SIGN:
+        if ck.purpose not in (Purpose.ASYMMETRIC_SIGN, Purpose.ENCRYPT_DECRYPT):
             raise KmsError(
                 grpc.StatusCode.UNIMPLEMENTED,
-                f"The devnet supports purpose ASYMMETRIC_SIGN only, not {Purpose(ck.purpose).name}.",
+                "The devnet supports purposes ASYMMETRIC_SIGN and ENCRYPT_DECRYPT only, "
+                f"not {Purpose(ck.purpose).name}.",
             )
         algorithm = ck.version_template.algorithm
-        if algorithm not in _EC_ALGORITHMS:
-            raise _invalid(
-                f"Algorithm {Algorithm(algorithm).name} is not a supported signing algorithm "
-                f"(devnet supports {sorted(Algorithm(a).name for a in _EC_ALGORITHMS)})."
-            )
         protection = ck.version_template.protection_level or ProtectionLevel.SOFTWARE
-        if protection not in _EC_ALGORITHMS[algorithm][3]:
-            raise _invalid(
-                f"Algorithm {Algorithm(algorithm).name} is not supported at protection level "
-                f"{ProtectionLevel(protection).name}."
-            )
-        if "rotation_period" in ck or "next_rotation_time" in ck:
-            raise _invalid("Automatic rotation is not supported for asymmetric keys.")
+        if ck.purpose == Purpose.ENCRYPT_DECRYPT:
+            algorithm = algorithm or SYMMETRIC
+            if algorithm != SYMMETRIC:
+                raise _invalid(
+                    f"Algorithm {Algorithm(algorithm).name} is not valid for purpose ENCRYPT_DECRYPT "
+                    "(the devnet supports GOOGLE_SYMMETRIC_ENCRYPTION)."
+                )
+            if protection not in (ProtectionLevel.SOFTWARE, ProtectionLevel.HSM):
+                raise _invalid(f"Protection level {ProtectionLevel(protection).name} is not supported.")
+        else:
+            if algorithm not in _EC_ALGORITHMS:
+                raise _invalid(
+                    f"Algorithm {Algorithm(algorithm).name} is not a supported signing algorithm "
+                    f"(devnet supports {sorted(Algorithm(a).name for a in _EC_ALGORITHMS)})."
+                )
+            if protection not in _EC_ALGORITHMS[algorithm][3]:
+                raise _invalid(
+                    f"Algorithm {Algorithm(algorithm).name} is not supported at protection level "
+                    f"{ProtectionLevel(protection).name}."
+                )
+            if "rotation_period" in ck or "next_rotation_time" in ck:
+                raise _invalid("Automatic rotation is not supported for asymmetric keys.")
         name = f"{kr.name}/cryptoKeys/{req.crypto_key_id}"
         if req.crypto_key_id in kr.keys:
             raise KmsError(grpc.StatusCode.ALREADY_EXISTS, f"CryptoKey {name} already exists.")
@@ -272,12 +302,35 @@ class KmsState:
             import_only=ck.import_only,
         )
         if not req.skip_initial_version_creation and not ck.import_only:
-            self._new_version(key)
+            version = self._new_version(key)
+            if key.purpose == Purpose.ENCRYPT_DECRYPT:
+                key.primary = int(version.name.rsplit("/", 1)[1])
         kr.keys[req.crypto_key_id] = key
         return key.to_proto()
 
     def get_crypto_key(self, req: kms_v1.GetCryptoKeyRequest) -> kms_v1.CryptoKey:
         return self._crypto_key(req.name).to_proto()
+
+    def update_crypto_key_primary_version(
+        self, req: kms_v1.UpdateCryptoKeyPrimaryVersionRequest
+    ) -> kms_v1.CryptoKey:
+        key = self._crypto_key(req.name)
+        if key.purpose != Purpose.ENCRYPT_DECRYPT:
+            raise KmsError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"CryptoKey {key.name} has purpose {Purpose(key.purpose).name}; only ENCRYPT_DECRYPT "
+                "keys have a primary version.",
+            )
+        try:
+            number = int(req.crypto_key_version_id)
+        except ValueError:
+            raise _invalid(f"crypto_key_version_id [{req.crypto_key_version_id}] is not a version id.") from None
+        version = key.versions.get(number)
+        if version is None:
+            raise _not_found("CryptoKeyVersion", f"{key.name}/cryptoKeyVersions/{number}")
+        self._require_enabled(version)
+        key.primary = number
+        return key.to_proto()
 
     def list_crypto_keys(self, req: kms_v1.ListCryptoKeysRequest) -> kms_v1.ListCryptoKeysResponse:
         kr = self._key_ring(req.parent)
@@ -366,8 +419,18 @@ class KmsState:
         return version.to_proto()
 
     # ----------------------------------------------------------- crypto ops
+    @staticmethod
+    def _require_purpose(key: _CryptoKey, purpose: int, method: str) -> None:
+        if key.purpose != purpose:
+            raise KmsError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"{method} requires a CryptoKey of purpose {Purpose(purpose).name}; {key.name} has "
+                f"purpose {Purpose(key.purpose).name}.",
+            )
+
     def get_public_key(self, req: kms_v1.GetPublicKeyRequest) -> kms_v1.PublicKey:
-        _, version = self._version(req.name)
+        key, version = self._version(req.name)
+        self._require_purpose(key, Purpose.ASYMMETRIC_SIGN, "GetPublicKey")
         self._require_enabled(version)
         pub = version.private_key.public_key()
         pem = pub.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode()
@@ -393,7 +456,8 @@ class KmsState:
         return out
 
     def asymmetric_sign(self, req: kms_v1.AsymmetricSignRequest) -> kms_v1.AsymmetricSignResponse:
-        _, version = self._version(req.name)
+        key, version = self._version(req.name)
+        self._require_purpose(key, Purpose.ASYMMETRIC_SIGN, "AsymmetricSign")
         has_digest = "digest" in req
         has_data = bool(req.data)
         if has_digest and has_data:
@@ -443,6 +507,87 @@ class KmsState:
             protection_level=version.protection_level,
         )
 
+    @staticmethod
+    def _check_crc32c(req: Any, data_field: str, checksum_field: str) -> bool:
+        """Google's integrity rule: a checksum sent with the request must match its data."""
+        if checksum_field not in req:
+            return False
+        if crc32c(getattr(req, data_field)) != getattr(req, checksum_field):
+            raise _invalid(f"The checksum in field {checksum_field} did not match the data in field {data_field}.")
+        return True
+
+    @staticmethod
+    def _gcm_aad(key: _CryptoKey, aad: bytes) -> bytes:
+        # Bound to the CryptoKey, so a ciphertext of another key never decrypts here.
+        return key.name.encode() + b"\x00" + aad
+
+    def encrypt(self, req: kms_v1.EncryptRequest) -> kms_v1.EncryptResponse:
+        if _VERSION_RE.match(req.name):
+            key, version = self._version(req.name)
+        else:
+            key = self._crypto_key(req.name)
+            version = key.versions.get(key.primary) if key.primary is not None else None
+            if version is None and key.purpose == Purpose.ENCRYPT_DECRYPT:
+                raise KmsError(grpc.StatusCode.FAILED_PRECONDITION, f"CryptoKey {key.name} has no primary version.")
+        self._require_purpose(key, Purpose.ENCRYPT_DECRYPT, "Encrypt")
+        assert version is not None
+        if not req.plaintext:
+            raise _invalid("The plaintext field is required.")
+        if len(req.plaintext) > MAX_CRYPTO_BYTES:
+            raise _invalid(f"The plaintext field must be at most {MAX_CRYPTO_BYTES} bytes.")
+        if len(req.additional_authenticated_data) > MAX_CRYPTO_BYTES:
+            raise _invalid(f"The additional_authenticated_data field must be at most {MAX_CRYPTO_BYTES} bytes.")
+        verified_plaintext = self._check_crc32c(req, "plaintext", "plaintext_crc32c")
+        verified_aad = self._check_crc32c(
+            req, "additional_authenticated_data", "additional_authenticated_data_crc32c"
+        )
+        self._require_enabled(version)
+        number = int(version.name.rsplit("/", 1)[1])
+        nonce = os.urandom(12)
+        sealed = AESGCM(version.private_key).encrypt(
+            nonce, req.plaintext, self._gcm_aad(key, req.additional_authenticated_data)
+        )
+        ciphertext = _CIPHERTEXT_HEADER.pack(number, nonce) + sealed
+        return kms_v1.EncryptResponse(
+            name=version.name,
+            ciphertext=ciphertext,
+            ciphertext_crc32c=crc32c(ciphertext),
+            verified_plaintext_crc32c=verified_plaintext,
+            verified_additional_authenticated_data_crc32c=verified_aad,
+            protection_level=version.protection_level,
+        )
+
+    def decrypt(self, req: kms_v1.DecryptRequest) -> kms_v1.DecryptResponse:
+        key = self._crypto_key(req.name)  # a CryptoKey, not a version: the ciphertext names it
+        self._require_purpose(key, Purpose.ENCRYPT_DECRYPT, "Decrypt")
+        if not req.ciphertext:
+            raise _invalid("The ciphertext field is required.")
+        if len(req.ciphertext) > MAX_CRYPTO_BYTES + _CIPHERTEXT_HEADER.size + 16:
+            raise _invalid("The ciphertext field is too long.")
+        self._check_crc32c(req, "ciphertext", "ciphertext_crc32c")
+        self._check_crc32c(req, "additional_authenticated_data", "additional_authenticated_data_crc32c")
+        if len(req.ciphertext) < _CIPHERTEXT_HEADER.size + 16:
+            raise _invalid(_INVALID_CIPHERTEXT)
+        number, nonce = _CIPHERTEXT_HEADER.unpack_from(req.ciphertext)
+        version = key.versions.get(number)
+        if version is None:
+            raise _invalid(_INVALID_CIPHERTEXT)
+        self._require_enabled(version)
+        try:
+            plaintext = AESGCM(version.private_key).decrypt(
+                nonce,
+                req.ciphertext[_CIPHERTEXT_HEADER.size :],
+                self._gcm_aad(key, req.additional_authenticated_data),
+            )
+        except Exception:  # InvalidTag: another key's ciphertext, tampered, or other AAD
+            raise _invalid(_INVALID_CIPHERTEXT) from None
+        return kms_v1.DecryptResponse(
+            plaintext=plaintext,
+            plaintext_crc32c=crc32c(plaintext),
+            used_primary=number == key.primary,
+            protection_level=version.protection_level,
+        )
+
 
 # Methods served, with (request type, response type).
 METHODS: dict[str, tuple[Any, Any, str]] = {
@@ -451,6 +596,9 @@ METHODS: dict[str, tuple[Any, Any, str]] = {
     "ListKeyRings": (kms_v1.ListKeyRingsRequest, kms_v1.ListKeyRingsResponse, "list_key_rings"),
     "CreateCryptoKey": (kms_v1.CreateCryptoKeyRequest, kms_v1.CryptoKey, "create_crypto_key"),
     "GetCryptoKey": (kms_v1.GetCryptoKeyRequest, kms_v1.CryptoKey, "get_crypto_key"),
+    "UpdateCryptoKeyPrimaryVersion": (
+        kms_v1.UpdateCryptoKeyPrimaryVersionRequest, kms_v1.CryptoKey, "update_crypto_key_primary_version",
+    ),
     "ListCryptoKeys": (kms_v1.ListCryptoKeysRequest, kms_v1.ListCryptoKeysResponse, "list_crypto_keys"),
     "CreateCryptoKeyVersion": (
         kms_v1.CreateCryptoKeyVersionRequest, kms_v1.CryptoKeyVersion, "create_crypto_key_version",
@@ -470,6 +618,8 @@ METHODS: dict[str, tuple[Any, Any, str]] = {
     ),
     "GetPublicKey": (kms_v1.GetPublicKeyRequest, kms_v1.PublicKey, "get_public_key"),
     "AsymmetricSign": (kms_v1.AsymmetricSignRequest, kms_v1.AsymmetricSignResponse, "asymmetric_sign"),
+    "Encrypt": (kms_v1.EncryptRequest, kms_v1.EncryptResponse, "encrypt"),
+    "Decrypt": (kms_v1.DecryptRequest, kms_v1.DecryptResponse, "decrypt"),
 }
 
 SERVICE_NAME = "google.cloud.kms.v1.KeyManagementService"
