@@ -1,7 +1,7 @@
 """CRC32C (Castagnoli), as Cloud KMS uses for its request/response integrity fields.
 
 google-cloud-kms does not depend on ``google-crc32c``; this is a small table-driven
-implementation (a copy of the devnet's, so production code never imports devnet/). If
+implementation (the local Cloud KMS server in devnet/ uses it too). If
 ``google_crc32c`` is importable it is used instead. Check values (RFC 3720 B.4):
 crc32c(b"123456789") == 0xE3069283, crc32c(bytes(32)) == 0x8A9136AA.
 """

@@ -13,7 +13,7 @@ Usage::
 """
 
 from .client import clear_faults, get_faults, make_async_client, reset, set_faults
-from .crc32c import crc32c
+from signers.crc32c import crc32c
 from .server import CONTROL_SERVICE, GcpKmsServer, run_gcp_kms
 
 __all__ = [

@@ -25,7 +25,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from google.cloud import kms_v1
 
-from .crc32c import crc32c
+from signers.crc32c import crc32c
 
 Algorithm = kms_v1.CryptoKeyVersion.CryptoKeyVersionAlgorithm
 State = kms_v1.CryptoKeyVersion.CryptoKeyVersionState

@@ -31,7 +31,7 @@ from google.cloud.kms_v1.services.key_management_service.transports import (
 )
 
 from devnet.gcp_kms import crc32c, get_faults, run_gcp_kms, set_faults
-from devnet.gcp_kms.crc32c import _crc32c_py
+from signers.crc32c import _crc32c_py
 
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 LOCATION = "projects/custody-test/locations/us-east1"
