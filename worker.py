@@ -5,14 +5,26 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from datetime import timedelta
 from typing import Any
 
 from prometheus_client import start_http_server
-from temporalio.client import Client
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+    ScheduleUpdate,
+)
 from temporalio.worker import Worker
 
 from activities.errors import CustodyWorkerInterceptor
 from activities.faucet import FaucetActivities
+from activities.pools import PoolActivities, units
 from activities.wallets import WalletActivities
 from activities.withdrawals import WithdrawalActivities, WithdrawalPolicy
 from core.money import to_base_units
@@ -23,13 +35,15 @@ from core.temporal import connect_temporal
 from db.engine import SessionFactory, create_engine, create_session_factory
 from db.migrate import upgrade
 from signers.registry import SignerSet
+from models.payloads import RebalanceInput
 from workflows.faucet import FaucetWorkflow
+from workflows.rebalance import RebalanceWorkflow
 from workflows.wallet_creation import WalletCreationWorkflow
 from workflows.withdrawal import WithdrawalWorkflow
 
 log = logging.getLogger("custody.worker")
 
-WORKFLOWS: Sequence[type] = (WithdrawalWorkflow, WalletCreationWorkflow, FaucetWorkflow)
+WORKFLOWS: Sequence[type] = (WithdrawalWorkflow, WalletCreationWorkflow, FaucetWorkflow, RebalanceWorkflow)
 
 
 def withdrawal_policy(settings: Settings) -> WithdrawalPolicy:
@@ -38,7 +52,12 @@ def withdrawal_policy(settings: Settings) -> WithdrawalPolicy:
         chain, _, asset = key.partition(":")
         decimals = settings.chain(chain).asset(asset).decimals
         thresholds[(chain.lower(), asset)] = to_base_units(amount, decimals)
-    return WithdrawalPolicy(thresholds, settings.approval_timeout_seconds)
+    hodl_auto_approve = {
+        chain.lower(): units(pool.hodl_auto_approve_up_to, settings.chain(chain).native_decimals)
+        for chain, pool in settings.pools.items()
+        if chain.lower() in settings.chains
+    }
+    return WithdrawalPolicy(thresholds, settings.approval_timeout_seconds, hodl_auto_approve)
 
 
 def build_activities(settings: Settings, sessions: SessionFactory) -> list[Any]:
@@ -46,6 +65,7 @@ def build_activities(settings: Settings, sessions: SessionFactory) -> list[Any]:
     signers = SignerSet(settings, sessions)
     withdrawals = WithdrawalActivities(sessions, chains, signers, withdrawal_policy(settings))
     wallets = WalletActivities(sessions, chains, signers.default)
+    pools = PoolActivities(sessions, chains, signers, settings)
     return [
         withdrawals.record_status,
         withdrawals.record_control,
@@ -62,6 +82,22 @@ def build_activities(settings: Settings, sessions: SessionFactory) -> list[Any]:
         wallets.activate,
         wallets.mark_failed,
         FaucetActivities(chains).transfer,
+        pools.begin,
+        pools.create_key,
+        pools.activate_key,
+        pools.wait_wallet,
+        pools.wait_withdrawal,
+        pools.plan_recovery,
+        pools.finish_recovery,
+        pools.plan_bank_topups,
+        pools.finish_bank_topups,
+        pools.plan_explorers,
+        pools.plan_explorer_funding,
+        pools.finish_explorer_funding,
+        pools.complete,
+        pools.lease,
+        pools.lease_spend,
+        pools.return_lease,
     ]
 
 
@@ -77,6 +113,52 @@ def build_worker(client: Client, settings: Settings, sessions: SessionFactory, t
     )
 
 
+def rebalance_schedule(settings: Settings, chain: str) -> Schedule:
+    """Every `rebalance_interval_seconds`, one RebalanceWorkflow (ids `rebalance-<chain>-<time>`);
+    a run still going when the next is due makes that one skip (overlap SKIP)."""
+    pool = settings.pools[chain]
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            RebalanceWorkflow.run,
+            RebalanceInput(chain=chain.lower()),
+            id=f"rebalance-{chain.lower()}",
+            task_queue=settings.task_queue,
+        ),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(seconds=pool.rebalance_interval_seconds))]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    )
+
+
+async def ensure_rebalance_schedules(client: Client, settings: Settings) -> list[str]:
+    """Create the schedule `rebalance-<chain>` of every configured pool, idempotently: a worker
+    starting after another (or twice) finds it and only brings its interval and task queue in
+    line with the settings."""
+    ids = []
+    for chain in sorted(settings.pools):
+        if chain.lower() not in settings.chains:
+            log.warning("pool configured for unknown chain %s: no schedule", chain)
+            continue
+        schedule_id = f"rebalance-{chain.lower()}"
+        schedule = rebalance_schedule(settings, chain)
+        try:
+            await client.create_schedule(schedule_id, schedule)
+            log.info("rebalance schedule created", extra={"schedule_id": schedule_id})
+        except ScheduleAlreadyRunningError:
+            handle = client.get_schedule_handle(schedule_id)
+            current = (await handle.describe()).schedule
+            action = current.action
+            if (
+                [i.every for i in current.spec.intervals] != [i.every for i in schedule.spec.intervals]
+                or current.policy.overlap != ScheduleOverlapPolicy.SKIP
+                or not isinstance(action, ScheduleActionStartWorkflow)
+                or action.task_queue != settings.task_queue
+            ):
+                await handle.update(lambda _: ScheduleUpdate(schedule=schedule))
+                log.info("rebalance schedule updated", extra={"schedule_id": schedule_id})
+        ids.append(schedule_id)
+    return ids
+
+
 async def main() -> None:
     settings = Settings()
     configure_logging(settings.log_level, settings.log_json)
@@ -87,6 +169,7 @@ async def main() -> None:
     if settings.worker_metrics_port:
         start_http_server(settings.worker_metrics_port, addr="127.0.0.1")
     worker = build_worker(client, settings, sessions)
+    await ensure_rebalance_schedules(client, settings)
     log.info("worker started", extra={"task_queue": settings.task_queue, "chains": sorted(settings.chains)})
     try:
         await worker.run()

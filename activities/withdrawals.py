@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 from sqlmodel import col, select
@@ -39,6 +39,7 @@ from models.db import (
     WithdrawalEvent,
     utcnow,
 )
+from models.pools import PoolKey, PoolTier
 from models.payloads import (
     ConfirmationResult,
     ControlEvent,
@@ -98,6 +99,9 @@ class WithdrawalPolicy:
 
     approval_thresholds: dict[tuple[str, str], int]
     approval_timeout_seconds: int = 86_400
+    # Key pools: a movement out of a chain's HODL key above this (native base units) needs an
+    # operator's approval; a chain without an entry approves every HODL movement by hand.
+    hodl_auto_approve: dict[str, int] = field(default_factory=dict)
 
 
 def _prepared(attempts: list[TransferAttempt]) -> PreparedAttempt:
@@ -124,6 +128,16 @@ class WithdrawalActivities:
             raise WalletNotFound("wallet not found for this owner", wallet_id=withdrawal.wallet_id)
         return withdrawal, wallet
 
+    async def _signing_intent(self, session: AsyncSession, withdrawal: Withdrawal, wallet: Wallet) -> TransferIntent:
+        """The intent to sign: a sweep also carries the exact fee fixed with its amount at reserve time."""
+        intent = self._intent(withdrawal, wallet)
+        if not withdrawal.sweep:
+            return intent
+        reservation = await session.get(Reservation, withdrawal.id)
+        if reservation is None:
+            raise PermanentError("a sweep is signed only after its amount is fixed by reserve_funds", withdrawal_id=withdrawal.id)
+        return dataclasses.replace(intent, amount=withdrawal.amount, fee=reservation.fee_amount)
+
     def _intent(self, withdrawal: Withdrawal, wallet: Wallet) -> TransferIntent:
         chain = self._chains.get(withdrawal.chain)
         assert wallet.address is not None
@@ -136,6 +150,7 @@ class WithdrawalActivities:
             asset=chain.asset(withdrawal.asset),
             amount=withdrawal.amount,
             memo=memo,
+            sweep=withdrawal.sweep,
         )
 
     async def _attempts(self, session: AsyncSession, withdrawal_id: str) -> list[TransferAttempt]:
@@ -212,19 +227,28 @@ class WithdrawalActivities:
         """Wallet exists, is the caller's and active; asset known; destination well-formed."""
         async with self._sessions() as session:
             withdrawal, wallet = await self._load(session, withdrawal_id)
+            pool_key = await session.get(PoolKey, wallet.id) if wallet.owner.startswith("pool:") else None
         if wallet.status != "ACTIVE" or wallet.address is None:
             raise WalletInactive("wallet is not active", wallet_id=wallet.id)
         if wallet.chain != withdrawal.chain:
             raise WalletNotFound("wallet is on another chain", wallet_id=wallet.id)
         intent = self._intent(withdrawal, wallet)  # raises INVALID_RECIPIENT / UNKNOWN_ASSET
-        if intent.amount <= 0:
-            raise PermanentError("amount must be positive")
         chain = self._chains.get(withdrawal.chain)
+        if withdrawal.sweep:
+            # The amount is fixed at reserve time (everything - the exact fee).
+            if not intent.asset.is_native:
+                raise PermanentError("a sweep moves the chain's native asset")
+        elif intent.amount <= 0:
+            raise PermanentError("amount must be positive")
         await chain.preflight(intent)
         threshold = self._policy.approval_thresholds.get((withdrawal.chain, withdrawal.asset))
+        needs_approval = threshold is not None and withdrawal.amount > threshold
+        if pool_key is not None and pool_key.tier == PoolTier.HODL:
+            hodl_limit = self._policy.hodl_auto_approve.get(withdrawal.chain)
+            needs_approval = needs_approval or hodl_limit is None or withdrawal.amount > hodl_limit
         return ValidationResult(
-            requested_by=withdrawal.owner,
-            needs_approval=threshold is not None and withdrawal.amount > threshold,
+            requested_by=withdrawal.requested_by or withdrawal.owner,
+            needs_approval=needs_approval,
             approval_timeout_seconds=self._policy.approval_timeout_seconds,
             cancellable_after_broadcast=chain.replaceable_in_slot,
         )
@@ -238,6 +262,9 @@ class WithdrawalActivities:
                 return
         chain = self._chains.get(withdrawal.chain)
         intent = self._intent(withdrawal, wallet)
+        if withdrawal.sweep:
+            await self._reserve_sweep(withdrawal, wallet, intent)
+            return
         native = chain.asset(chain.settings.native_symbol)
         fee = await chain.estimate_max_fee(intent)
         native_balance = await chain.balance(intent.sender, native)
@@ -280,6 +307,37 @@ class WithdrawalActivities:
                 )
             )
 
+    async def _reserve_sweep(self, withdrawal: Withdrawal, wallet: Wallet, intent: TransferIntent) -> None:
+        """Fix the sweep's amount and exact fee together, from what the account holds now: the
+        amount is stored on the withdrawal and held, in the same transaction, so every later
+        signature (a retry, a replacement, a re-sign after expiry) moves exactly that."""
+        chain = self._chains.get(withdrawal.chain)
+        quote = await chain.sweep_quote(intent)
+        async with self._sessions() as session, session.begin():
+            await _lock(session, "wallet", wallet.id)
+            if await session.get(Reservation, withdrawal.id) is not None:
+                return
+            held = await session.exec(
+                select(Reservation).where(Reservation.wallet_id == wallet.id, Reservation.state == "HELD")
+            )
+            if held.first() is not None:
+                raise PermanentError("other withdrawals from this wallet are in flight: sweep it later", wallet_id=wallet.id)
+            if quote.amount <= 0:
+                raise InsufficientFunds(
+                    "nothing to sweep: the balance does not cover the fee", available=str(quote.amount + quote.fee), needed=str(quote.fee)
+                )
+            row = await session.get(Withdrawal, withdrawal.id, with_for_update=True)
+            assert row is not None
+            row.amount = quote.amount
+            row.updated_at = utcnow()
+            session.add(row)
+            session.add(
+                Reservation(
+                    withdrawal_id=withdrawal.id, wallet_id=wallet.id, asset=intent.asset.symbol,
+                    amount=quote.amount, fee_amount=quote.fee,
+                )
+            )
+
     @activity.defn(name="sign_transfer")
     async def prepare(self, withdrawal_id: str) -> PreparedAttempt:
         """Claim a nonce and persist the signed transaction in one database transaction.
@@ -288,7 +346,7 @@ class WithdrawalActivities:
         """
         async with self._sessions() as session, session.begin():
             withdrawal, wallet = await self._load(session, withdrawal_id)
-            intent = self._intent(withdrawal, wallet)
+            intent = await self._signing_intent(session, withdrawal, wallet)
             await _lock(session, "sender", withdrawal.chain, intent.sender)
             attempts = await self._attempts(session, withdrawal_id)
             if attempts:
@@ -372,7 +430,7 @@ class WithdrawalActivities:
         """Sign a replacement in the same slot with higher fees, once per replaced attempt."""
         async with self._sessions() as session, session.begin():
             withdrawal, wallet = await self._load(session, bump.withdrawal_id)
-            intent = self._intent(withdrawal, wallet)
+            intent = await self._signing_intent(session, withdrawal, wallet)
             await _lock(session, "sender", withdrawal.chain, intent.sender)
             attempts = await self._attempts(session, withdrawal.id)
             if not attempts:
@@ -390,6 +448,9 @@ class WithdrawalActivities:
             )
             if latest.purpose == "CANCEL":
                 signed = dataclasses.replace(signed, purpose="CANCEL")
+            elif withdrawal.sweep and "value" in signed.fee_params:
+                # A replaced sweep pays more fee out of the same total: it moves that much less.
+                await self._resize_sweep(session, withdrawal, int(signed.fee_params["value"]), signed.max_fee)
             replacement = self._attempt_row(withdrawal, intent, signed)
             session.add(replacement)
             activity.logger.info(
@@ -397,6 +458,16 @@ class WithdrawalActivities:
                 extra={"tx_hash": signed.tx_hash, "replaces": latest.tx_hash, "nonce": latest.sequence},
             )
             return _prepared([*attempts, replacement])
+
+    @staticmethod
+    async def _resize_sweep(session: AsyncSession, withdrawal: Withdrawal, amount: int, fee: int) -> None:
+        withdrawal.amount = amount
+        withdrawal.updated_at = utcnow()
+        session.add(withdrawal)
+        reservation = await session.get(Reservation, withdrawal.id, with_for_update=True)
+        if reservation is not None:
+            reservation.amount, reservation.fee_amount, reservation.updated_at = amount, fee, utcnow()
+            session.add(reservation)
 
     @staticmethod
     def _cancel_intent(chain, intent: TransferIntent) -> TransferIntent:  # type: ignore[no-untyped-def]
@@ -434,7 +505,7 @@ class WithdrawalActivities:
         """Sign anew in a fresh slot, only once the chain proves the latest attempt is dead."""
         async with self._sessions() as session, session.begin():
             withdrawal, wallet = await self._load(session, resign.withdrawal_id)
-            intent = self._intent(withdrawal, wallet)
+            intent = await self._signing_intent(session, withdrawal, wallet)
             await _lock(session, "sender", withdrawal.chain, intent.sender)
             attempts = await self._attempts(session, withdrawal.id)
             if not attempts or attempts[-1].tx_hash != resign.expired_tx_hash:

@@ -26,6 +26,19 @@ class TransferIntent:
     asset: AssetSpec
     amount: int
     memo: Memo | None = None
+    # Sweep: empty the sender into `destination` (native asset; on Solana its token accounts too).
+    # `amount` and `fee` were fixed together when funds were reserved (amount = everything the
+    # account holds - fee), and the transaction is built to cost exactly `fee`, leaving nothing.
+    sweep: bool = False
+    fee: int | None = None
+
+
+@dataclass(frozen=True)
+class SweepQuote:
+    """What emptying an account moves (`amount`) and costs (`fee`, exact), in native base units."""
+
+    amount: int
+    fee: int
 
 
 @dataclass(frozen=True)
@@ -94,6 +107,13 @@ class Chain(Protocol):
 
     async def estimate_max_fee(self, intent: TransferIntent) -> int:
         """Upper bound of the fee, native base units. Raises ChainUnavailable, FeeAboveCap."""
+        ...
+
+    async def sweep_quote(self, intent: TransferIntent) -> SweepQuote:
+        """Everything `intent.sender` holds minus the exact fee of the sweep transaction, counting
+        what a chain otherwise keeps back (Solana rent-exempt minimum, Stellar reserves): the
+        sweep leaves zero. EVM: legacy gasPrice x 21000; Solana: token accounts emptied and closed
+        in the same transaction; Stellar: account_merge. Raises ChainUnavailable, PermanentError."""
         ...
 
     async def next_sequence(self, sender: str, highest_claimed: int | None) -> int | None:

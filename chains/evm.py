@@ -13,6 +13,7 @@ import math
 from typing import Any, ClassVar
 
 import aiohttp
+from eth_account._utils.legacy_transactions import encode_transaction, serializable_unsigned_transaction_from_dict
 from eth_account.typed_transactions import TypedTransaction
 from eth_utils import is_address, is_checksum_address, keccak, to_checksum_address
 from hexbytes import HexBytes
@@ -26,7 +27,7 @@ from web3.exceptions import (
     Web3RPCError,
 )
 
-from chains.base import DigestSigner, Memo, SignedTransfer, TransferIntent, TransferStatus
+from chains.base import DigestSigner, Memo, SignedTransfer, SweepQuote, TransferIntent, TransferStatus
 from core.errors import (
     ChainUnavailable,
     CustodyError,
@@ -35,6 +36,7 @@ from core.errors import (
     InsufficientFunds,
     InvalidMemo,
     InvalidRecipient,
+    PermanentError,
     SigningFailed,
     SubmissionFailed,
 )
@@ -188,6 +190,20 @@ class EvmChain:
         max_fee, _ = await self._fees()
         return (await self._gas_limit(intent)) * max_fee
 
+    async def sweep_quote(self, intent: TransferIntent) -> SweepQuote:
+        """Balance - 21000 x gasPrice, for a legacy (type-0) transaction: its fee is exactly
+        gasUsed x gasPrice and a plain transfer to an account without code uses exactly 21000,
+        so the account ends at 0 wei. gasPrice = this block's maxFeePerGas (2 x base fee + tip)."""
+        if not intent.asset.is_native:
+            raise PermanentError("a sweep moves the native asset", asset=intent.asset.symbol)
+        code = await self._call(self.web3.eth.get_code(intent.destination))
+        if code:
+            raise InvalidRecipient("a sweep goes to an account without code (exactly 21000 gas)", address=intent.destination)
+        gas_price, _ = await self._fees()
+        fee = NATIVE_TRANSFER_GAS * gas_price
+        balance = await self.balance(intent.sender, intent.asset)
+        return SweepQuote(amount=balance - fee, fee=fee)
+
     async def next_sequence(self, sender: str, highest_claimed: int | None) -> int:
         pending = int(await self._call(self.web3.eth.get_transaction_count(sender, "pending")))
         return max(pending, -1 if highest_claimed is None else highest_claimed + 1)
@@ -205,11 +221,16 @@ class EvmChain:
     ) -> SignedTransfer:
         if sequence is None:
             raise SigningFailed("an EVM transaction needs a nonce")
+        if intent.sweep:
+            return await self._sign_sweep(intent, sequence, sign, replacing)
         max_fee, tip = await self._fees()
         if replacing is not None:
             bump = self.settings.fee_bump_percent
-            tip = max(tip, _bumped(int(replacing.fee_params["maxPriorityFeePerGas"]), bump))
-            max_fee = max(max_fee, _bumped(int(replacing.fee_params["maxFeePerGas"]), bump), tip)
+            # A legacy (sweep) attempt has one gasPrice: it is both its fee cap and its tip.
+            previous_tip = replacing.fee_params.get("maxPriorityFeePerGas", replacing.fee_params.get("gasPrice"))
+            previous_max = replacing.fee_params.get("maxFeePerGas", replacing.fee_params.get("gasPrice"))
+            tip = max(tip, _bumped(int(previous_tip), bump))
+            max_fee = max(max_fee, _bumped(int(previous_max), bump), tip)
             if max_fee > self.settings.max_fee_per_gas_cap_wei:
                 raise FeeAboveCap("a replacement would exceed the fee cap", chain=self.name)
             gas = int(replacing.fee_params["gas"])
@@ -241,6 +262,52 @@ class EvmChain:
             sequence=sequence,
             max_fee=gas * max_fee,
             fee_params={"gas": gas, "maxFeePerGas": max_fee, "maxPriorityFeePerGas": tip},
+        )
+
+    async def _sign_sweep(
+        self, intent: TransferIntent, sequence: int, sign: DigestSigner, replacing: SignedTransfer | None
+    ) -> SignedTransfer:
+        """Type-0 transfer of everything: value + 21000 x gasPrice = what the account held when
+        the sweep was reserved. A replacement raises gasPrice and lowers value by the difference."""
+        if not intent.asset.is_native or intent.fee is None:
+            raise SigningFailed("a sweep is a native transfer with its fee fixed at reserve time")
+        gas = NATIVE_TRANSFER_GAS
+        if replacing is None:
+            gas_price, value = intent.fee // gas, intent.amount
+        else:
+            total = int(replacing.fee_params["sweep_total"])
+            current, _ = await self._fees()
+            gas_price = max(current, _bumped(int(replacing.fee_params["gasPrice"]), self.settings.fee_bump_percent))
+            if gas_price > self.settings.max_fee_per_gas_cap_wei:
+                raise FeeAboveCap("a replacement would exceed the fee cap", chain=self.name)
+            value = total - gas * gas_price
+            if value <= 0:
+                raise FeeAboveCap("a bumped sweep would cost more than the account holds", chain=self.name)
+        tx = {
+            "chainId": self.settings.chain_id,
+            "nonce": sequence,
+            "gasPrice": gas_price,
+            "gas": gas,
+            "to": intent.destination,
+            "value": value,
+            "data": b"",
+        }
+        unsigned = serializable_unsigned_transaction_from_dict(tx)
+        signature = await sign(unsigned.hash())
+        if len(signature) != 65:
+            raise SigningFailed("secp256k1 signer returned a malformed signature")
+        r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:64], "big")
+        v = signature[64] + 35 + 2 * self.settings.chain_id  # EIP-155
+        raw = encode_transaction(unsigned, vrs=(v, r, s))  # type: ignore[arg-type]
+        recovered = self._sender_of(raw)
+        if recovered != intent.sender:
+            raise SigningFailed("signature does not recover to the wallet address", recovered=recovered)
+        return SignedTransfer(
+            tx_hash="0x" + keccak(raw).hex(),
+            raw_tx=raw.hex(),
+            sequence=sequence,
+            max_fee=gas * gas_price,
+            fee_params={"type": 0, "gas": gas, "gasPrice": gas_price, "value": value, "sweep_total": value + gas * gas_price},
         )
 
     @staticmethod

@@ -44,18 +44,20 @@ from solders.transaction_status import (
 from spl.memo.constants import MEMO_PROGRAM_ID
 from spl.token.constants import ASSOCIATED_TOKEN_PROGRAM_ID, TOKEN_2022_PROGRAM_ID, TOKEN_PROGRAM_ID
 from spl.token.instructions import (
+    close_account,
     create_idempotent_associated_token_account,
     get_associated_token_address,
     transfer_checked,
 )
-from spl.token.models import TransferCheckedParams
+from spl.token.models import CloseAccountParams, TransferCheckedParams
 
-from chains.base import DigestSigner, Memo, SignedTransfer, TransferIntent, TransferStatus
+from chains.base import DigestSigner, Memo, SignedTransfer, SweepQuote, TransferIntent, TransferStatus
 from core.errors import (
     ChainUnavailable,
     InsufficientFunds,
     InvalidMemo,
     InvalidRecipient,
+    PermanentError,
     SigningFailed,
     SubmissionFailed,
 )
@@ -336,7 +338,74 @@ class SolanaChain:
     async def estimate_max_fee(self, intent: TransferIntent, signatures: int = 1) -> int:
         """Network fee plus, for a token transfer to a recipient without an ATA, that account's rent
         (the sender pays it: it leaves the sender's SOL like a fee)."""
+        if intent.sweep and intent.fee is not None:
+            return intent.fee  # fixed with the amount when the sweep was reserved
         return LAMPORTS_PER_SIGNATURE * signatures + self._priority_fee() + await self._ata_rent_if_missing(intent)
+
+    async def _token_accounts(self, owner: Pubkey) -> list[tuple[AssetSpec, Pubkey, int, Pubkey, int, int]]:
+        """The owner's associated token accounts of the configured tokens that exist:
+        (asset, token program, decimals, ATA, token amount, ATA lamports)."""
+        found = []
+        for asset in self.assets():
+            if asset.is_native:
+                continue
+            program, decimals, _ = await self._mint(asset)
+            assert asset.contract is not None
+            ata = get_associated_token_address(owner, Pubkey.from_string(asset.contract), program)
+            account = await self._account(ata)
+            if account is None or account.owner != program or len(bytes(account.data)) < TOKEN_ACCOUNT_LEN:
+                continue
+            amount = int.from_bytes(bytes(account.data)[64:72], "little")
+            found.append((asset, program, decimals, ata, amount, int(account.lamports)))
+        return found
+
+    async def sweep_quote(self, intent: TransferIntent) -> SweepQuote:
+        """Every lamport of the sender (the rent-exempt minimum included: the account is emptied
+        and disappears) plus the lamports of its token accounts, which the sweep empties into the
+        destination's ATAs and closes first; minus the exact fee: the signature, the priority fee
+        and the rent of any destination ATA the sweep has to create."""
+        if not intent.asset.is_native:
+            raise PermanentError("a sweep moves the native asset (token accounts go with it)", asset=intent.asset.symbol)
+        sender, destination = Pubkey.from_string(intent.sender), Pubkey.from_string(intent.destination)
+        lamports = int((await self._call(self._rpc().get_balance(sender, self.commitment))).value)
+        fee = LAMPORTS_PER_SIGNATURE + self._priority_fee()
+        for asset, program, _, _, amount, ata_lamports in await self._token_accounts(sender):
+            lamports += ata_lamports
+            if amount > 0:
+                _, _, mint_data = await self._mint(asset)
+                assert asset.contract is not None
+                target = get_associated_token_address(destination, Pubkey.from_string(asset.contract), program)
+                if await self._account(target) is None:
+                    fee += await self._rent_exempt(self._token_account_len(program, mint_data))
+        return SweepQuote(amount=lamports - fee, fee=fee)
+
+    async def _sweep_instructions(self, intent: TransferIntent) -> list[Instruction]:
+        sender, destination = Pubkey.from_string(intent.sender), Pubkey.from_string(intent.destination)
+        instructions = [set_compute_unit_limit(self.settings.compute_unit_limit)]
+        if self.settings.compute_unit_price_micro_lamports > 0:
+            instructions.append(set_compute_unit_price(self.settings.compute_unit_price_micro_lamports))
+        for asset, program, decimals, ata, amount, _ in await self._token_accounts(sender):
+            assert asset.contract is not None
+            mint = Pubkey.from_string(asset.contract)
+            if amount > 0:
+                instructions.append(create_idempotent_associated_token_account(sender, destination, mint, program))
+                instructions.append(
+                    transfer_checked(
+                        TransferCheckedParams(
+                            program_id=program,
+                            source=ata,
+                            mint=mint,
+                            dest=get_associated_token_address(destination, mint, program),
+                            owner=sender,
+                            amount=amount,
+                            decimals=decimals,
+                        )
+                    )
+                )
+            # The emptied token account's rent comes back to the sender, and leaves with the SOL.
+            instructions.append(close_account(CloseAccountParams(program_id=program, account=ata, dest=sender, owner=sender)))
+        instructions.append(transfer(TransferParams(from_pubkey=sender, to_pubkey=destination, lamports=intent.amount)))
+        return instructions
 
     async def next_sequence(self, sender: str, highest_claimed: int | None) -> None:
         return None
@@ -392,7 +461,7 @@ class SolanaChain:
         replacing: SignedTransfer | None = None,
     ) -> SignedTransfer:
         sender = Pubkey.from_string(intent.sender)
-        instructions = await self._instructions(intent)
+        instructions = await (self._sweep_instructions(intent) if intent.sweep else self._instructions(intent))
         latest = (await self._call(self._rpc().get_latest_blockhash(self.commitment))).value
         blockhash: Hash = latest.blockhash
         message = Message.new_with_blockhash(instructions, sender, blockhash)

@@ -45,7 +45,7 @@ from stellar_sdk.exceptions import (
     raise_request_exception,
 )
 
-from chains.base import DigestSigner, Memo, SignedTransfer, TransferIntent, TransferStatus
+from chains.base import DigestSigner, Memo, SignedTransfer, SweepQuote, TransferIntent, TransferStatus
 from core.errors import (
     ChainUnavailable,
     FeeAboveCap,
@@ -54,6 +54,7 @@ from core.errors import (
     InvalidMemo,
     InvalidRecipient,
     MemoRequired,
+    PermanentError,
     RecipientNoTrustline,
     SigningFailed,
     SubmissionFailed,
@@ -391,6 +392,30 @@ class StellarChain:
     async def estimate_max_fee(self, intent: TransferIntent) -> int:
         return await self._fee_per_op() * OPS_PER_TRANSFER
 
+    async def sweep_quote(self, intent: TransferIntent) -> SweepQuote:
+        """account_merge moves the whole balance, reserves included, and removes the account:
+        amount = balance - the fee of a one-operation transaction. Trustlines and other
+        subentries must be gone first (a merge refuses them)."""
+        if not intent.asset.is_native:
+            raise PermanentError("a sweep (account_merge) moves XLM", asset=intent.asset.symbol)
+        account = await self._account(self._base_account(intent.sender))
+        if account is None:
+            return SweepQuote(amount=0, fee=0)
+        if int(account.get("subentry_count", 0)) > 0:
+            raise PermanentError(
+                "the account has trustlines or other subentries: account_merge would fail", sender=intent.sender
+            )
+        native = next((b for b in account.get("balances", []) if b.get("asset_type") == "native"), None)
+        balance = parse_stroops(native["balance"]) if native else 0
+        # Bid exactly the network's base fee: without surge pricing that is what is charged, so
+        # the recorded amount is what the destination receives (a higher bid would be refunded
+        # into the merge and the record would be off by the difference).
+        base_fee = int((await self._latest_ledger())["base_fee_in_stroops"])
+        if base_fee > self.settings.base_fee_cap_stroops:
+            raise FeeAboveCap(f"network base fee {base_fee} stroops exceeds the cap", chain=self.name)
+        fee = base_fee * OPS_PER_TRANSFER
+        return SweepQuote(amount=balance - fee, fee=fee)
+
     async def _account_sequence(self, sender: str) -> int:
         account = await self._account(sender)
         if account is None:
@@ -427,14 +452,19 @@ class StellarChain:
         if sequence is None or sequence <= 0:
             raise SigningFailed("a Stellar transaction needs a sequence number")
         ledger = await self._latest_ledger()
-        fee_per_op = await self._fee_per_op(ledger)
+        fee_per_op = intent.fee if intent.sweep and intent.fee is not None else await self._fee_per_op(ledger)
         max_time = _unix(ledger["closed_at"]) + self.settings.timebounds_seconds
         destination_exists = await self._account(self._base_account(intent.destination)) is not None
         builder = TransactionBuilder(
             Account(intent.sender, sequence - 1), self.settings.network_passphrase, base_fee=fee_per_op
         ).add_time_bounds(0, max_time)
-        amount = format_stroops(intent.amount)
-        if destination_exists:
+        amount = format_stroops(max(intent.amount, 0))
+        if intent.sweep:
+            if not destination_exists or not intent.asset.is_native:
+                raise InvalidRecipient("a sweep merges into an existing account", destination=intent.destination)
+            operation = "account_merge"
+            builder.append_account_merge_op(intent.destination)
+        elif destination_exists:
             operation = "payment"
             builder.append_payment_op(intent.destination, self._sdk_asset(intent.asset), amount)
         else:

@@ -7,6 +7,7 @@ CUSTODY_API_KEY) and, for batch actions, to Temporal directly (CUSTODY_TEMPORAL_
     custody withdrawals show <id>
     custody withdrawals pause-all --chain anvil --reason "RPC incident"   (and resume-all)
     custody wallets create --chain anvil --label hot | list | balances <id> | fund <id> --amount 1
+    custody pools show <chain> | rebalance <chain> | lease <chain> | return <chain> <lease id>
     custody worker | custody api
 """
 
@@ -26,7 +27,9 @@ app = typer.Typer(help="custody: wallets, withdrawals and operator controls", no
 wallets = typer.Typer(help="create, list, fund wallets", no_args_is_help=True)
 withdrawals = typer.Typer(help="submit, inspect and steer withdrawals", no_args_is_help=True)
 app.add_typer(wallets, name="wallets")
+pools = typer.Typer(help="key pools: HODL, Bank and single-use Explorer keys (operators)", no_args_is_help=True)
 app.add_typer(withdrawals, name="withdrawals")
+app.add_typer(pools, name="pools")
 
 ReasonOpt = Annotated[str, typer.Option("--reason", "-r", help="why (kept in the withdrawal's history)")]
 
@@ -196,6 +199,55 @@ def stats(days: int = typer.Option(30)) -> None:
     if body["failure_reasons"]:
         typer.echo("")
         _table(body["failure_reasons"], ["error_code", "count"])
+
+
+# --- key pools -------------------------------------------------------------------------------
+@pools.command("show")
+def pool_show(chain: str, as_json: bool = typer.Option(False, "--json", help="the whole answer as JSON")) -> None:
+    """Keys by tier and state, balances, and the last rebalance's result."""
+    body = _call("GET", f"/v1/pools/{chain}")
+    if as_json:
+        _print(body)
+        return
+    typer.echo(f"pool {body['chain']} ({body['asset']})")
+    for tier in ("hodl", "bank", "explorer"):
+        states = ", ".join(f"{s} {n}" for s, n in sorted(body["sizes"].get(tier, {}).items())) or "none"
+        typer.echo(f"  {tier:<9} {states:<60} balance {body['balances'].get(tier, '0')}")
+    live = [k for k in body["keys"] if k["state"] not in ("RECOVERED", "FAILED")]
+    if live:
+        typer.echo("")
+        _table(live, ["label", "tier", "state", "address", "balance", "lease_id"])
+    last = body.get("last_rebalance")
+    typer.echo("")
+    if last is None:
+        typer.echo("last rebalance: none yet")
+    else:
+        typer.echo(f"last rebalance: {last['workflow_id']} {last['status']} at {last['finished_at'] or last['started_at']}")
+        typer.echo(json.dumps(last["result"], indent=2, default=str))
+
+
+@pools.command("rebalance")
+def pool_rebalance(chain: str) -> None:
+    """Rebalance now: trigger the schedule rebalance-<chain> (or start a run with a unique id)."""
+    body = _call("POST", f"/v1/pools/{chain}/rebalance")
+    if body["mode"] == "schedule_triggered":
+        typer.echo(f"rebalance: triggered schedule {body['schedule_id']}")
+    else:
+        typer.echo(f"rebalance: started {body['workflow_id']}")
+
+
+@pools.command("lease")
+def pool_lease(chain: str, idempotency_key: str | None = typer.Option(None)) -> None:
+    """Lease one explorer key (single use; return it with `custody pools return`)."""
+    headers = {"Idempotency-Key": idempotency_key} if idempotency_key else {}
+    _print(_call("POST", f"/v1/pools/{chain}/explorers/lease", headers=headers))
+
+
+@pools.command("return")
+def pool_return(chain: str, lease_id: str) -> None:
+    """Return a leased explorer key: it is retired and recovered by the next rebalance."""
+    body = _call("POST", f"/v1/pools/{chain}/explorers/{lease_id}/return")
+    typer.echo(f"return: lease {lease_id} is {body['state']}")
 
 
 # --- processes -------------------------------------------------------------------------------

@@ -3,7 +3,7 @@ CUSTODY_WORKER_METRICS_PORT, the API on /metrics."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 WITHDRAWALS_REQUESTED = Counter(
     "custody_withdrawals_requested_total", "Withdrawals accepted by the API", ["chain", "asset"]
@@ -28,4 +28,37 @@ KMS_ERRORS = Counter(
     "custody_kms_errors_total",
     "KMS signer call failures by backend and provider error code",
     ["backend", "code"],
+)
+
+
+# --- key pools (seed 004: HODL -> Bank -> single-use Explorer keys) ---------------------------
+POOL_EXPLORERS_ACQUIRED = Counter(
+    "custody_pool_explorer_keys_acquired_total", "Explorer keys leased for transaction signing", ["chain"]
+)
+POOL_EXPLORERS_RETIRED = Counter(
+    "custody_pool_explorer_keys_retired_total",
+    "Explorer keys retired after use (reason: returned, lease_expired)",
+    ["chain", "reason"],
+)
+POOL_EXPLORERS_CREATED = Counter(
+    "custody_pool_explorer_keys_created_total", "Explorer keys created and funded by the rebalance", ["chain"]
+)
+POOL_EXPLORERS_RECOVERED = Counter(
+    "custody_pool_explorer_keys_recovered_total", "Retired explorer keys whose funds went back to their bank key", ["chain"]
+)
+POOL_RECOVERED_AMOUNT = Counter(
+    "custody_pool_recovered_amount_total",
+    "Native asset recovered from retired explorer keys (in the asset's unit, e.g. ETH, SOL)",
+    ["chain", "asset"],
+)
+POOL_BANKS_FUNDED = Counter("custody_pool_bank_keys_funded_total", "Bank keys topped up from the HODL key", ["chain"])
+POOL_KEYS = Gauge("custody_pool_keys", "Pool keys by tier and state (last rebalance)", ["chain", "tier", "state"])
+POOL_TIER_BALANCE = Gauge(
+    "custody_pool_tier_balance", "Native balance held by each tier (asset unit, last rebalance)", ["chain", "tier"]
+)
+POOL_KEY_BALANCE = Histogram(
+    "custody_pool_key_balance",
+    "Distribution of native balances across the keys of each tier (asset unit, sampled per rebalance)",
+    ["chain", "tier"],
+    buckets=(0, 0.001, 0.01, 0.1, 1, 10, 100, 1_000, 10_000, 100_000),
 )

@@ -79,6 +79,12 @@ class Withdrawal(SQLModel, table=True):
     destination: str
     recipient_owner: str | None = None  # set when the destination was a custody user's handle
     retry_of: str | None = Field(default=None, index=True)  # the FAILED withdrawal this one retries
+    # Who asked, when not the owner: the leaser of a pool explorer, or the rebalance run (four eyes
+    # compares approvers with this).
+    requested_by: str | None = None
+    # Empty the wallet: the amount is fixed when funds are reserved to (everything spendable - the
+    # exact fee), leaving nothing behind (explorer recovery).
+    sweep: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
     amount: int = Field(sa_type=BaseUnits)
     memo_type: str | None = None  # text | id | hash (chains that carry memos)
     memo_value: str | None = None
@@ -182,3 +188,8 @@ class KeystoreKey(SQLModel, table=True):
     dek_nonce: bytes = Field(sa_type=sa.LargeBinary)
     kek_id: str
     created_at: datetime = _ts()
+
+
+# Pool tables live in their own module; importing it here registers them on SQLModel.metadata
+# wherever the withdrawal tables are (Alembic, the API, the worker).
+from models import pools as _pools  # noqa: E402,F401

@@ -151,3 +151,81 @@ class WalletCreationResult:
 class CreatedKey:
     key_ref: str
     public_key_hex: str
+
+
+# --- key pools ---------------------------------------------------------------------------------
+@dataclass
+class RebalanceInput:
+    chain: str
+
+
+@dataclass
+class PoolTransfer:
+    """A pool movement persisted as a withdrawal row, run as child `withdrawal-<id>`."""
+
+    withdrawal_id: str
+    asset: str
+    # False for HODL movements waiting for an operator: the run starts them and goes on.
+    wait: bool = True
+
+
+@dataclass
+class PoolWalletRef:
+    """A pool key whose wallet is still CREATING. `via_child`: the default signer backend, so the
+    ordinary WalletCreationWorkflow makes it; otherwise (a separate HODL backend) pool activities."""
+
+    wallet_id: str
+    via_child: bool = True
+
+
+@dataclass
+class PoolPlan:
+    wallets: list[PoolWalletRef] = field(default_factory=list)
+    transfers: list[PoolTransfer] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PoolStepInput:
+    chain: str
+    run_key: str  # the rebalance run's workflow id: every idempotency key derives from it
+    run_id: str = ""
+
+
+@dataclass
+class RebalanceResult:
+    chain: str
+    run_key: str
+    status: str = "RUNNING"  # COMPLETED | FAILED
+    recovered: int = 0
+    banks_funded: int = 0
+    explorers_created: int = 0
+    pending_approvals: list[str] = field(default_factory=list)  # HODL withdrawals awaiting an operator
+    notes: list[str] = field(default_factory=list)
+    error_code: str | None = None
+    error_message: str | None = None
+
+
+@dataclass
+class LeaseRequest:
+    chain: str
+    leased_by: str
+    # Idempotency: a retried lease with the same id returns the same key (None: a new lease).
+    lease_id: str | None = None
+
+
+@dataclass
+class LeaseReturn:
+    chain: str
+    lease_id: str
+    by: str
+
+
+@dataclass
+class ExplorerLease:
+    lease_id: str
+    chain: str
+    wallet_id: str  # the explorer's wallet (its address is read from the wallet, not carried here)
+    state: str
+    leased_by: str
+    expires_at: str  # ISO 8601

@@ -10,16 +10,24 @@ Record new histories after an intended, patched change:
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 import pytest
+from sqlmodel import select
 from temporalio.client import WorkflowHistory
 from temporalio.worker import Replayer
+from web3 import AsyncHTTPProvider, AsyncWeb3
 
+from activities.pools import lease_explorer, return_explorer
+from models.db import Wallet
+from models.payloads import LeaseRequest, LeaseReturn, RebalanceResult
+from models.pools import pool_owner
 from tests.conftest import create_wallet, fund, random_address, wait_for_status, withdraw
+from tests.test_pools import pool_settings, rebalance, with_pool
 from core.settings import Settings
 from core.temporal import custody_data_converter
-from worker import WORKFLOWS
+from worker import WORKFLOWS, build_worker
 
 HISTORIES = Path(__file__).parent / "histories"
 
@@ -30,7 +38,7 @@ def _saved() -> list[Path]:
 
 def test_there_are_saved_histories_for_every_workflow():
     saved_types = {p.name.split("__")[0] for p in _saved()}
-    assert {"WithdrawalWorkflow", "WalletCreationWorkflow", "FaucetWorkflow"} <= saved_types
+    assert {"WithdrawalWorkflow", "WalletCreationWorkflow", "FaucetWorkflow", "RebalanceWorkflow"} <= saved_types
 
 
 @pytest.fixture
@@ -86,9 +94,34 @@ async def test_fresh_runs_replay_and_are_recorded_on_request(api, client):
             (HISTORIES / f"{name}.json").write_text(history.to_json())
 
 
-async def test_worker_validates_every_workflow_in_the_sandbox(client, settings, sessions):
-    from worker import build_worker
+async def test_rebalance_run_replays_and_is_recorded(client, base_settings, task_queue, sessions):
+    """One RebalanceWorkflow run doing all three steps: recovery (sweep), bank top-up, explorer
+    creation (child wallet and withdrawal workflows)."""
+    chain = f"pool{uuid.uuid4().hex[:8]}"
+    settings = with_pool(
+        base_settings, task_queue, chain,
+        pool_settings(min_available_explorers=1, explorers_to_create=1, hodl_auto_approve_up_to="1"),
+    )
+    web3 = AsyncWeb3(AsyncHTTPProvider(settings.chains["anvil"].rpc_url))
+    async with build_worker(client, settings, sessions):
+        assert (await rebalance(client, settings, chain)).status == "COMPLETED"
+        async with sessions() as session:
+            hodl = (await session.exec(select(Wallet).where(Wallet.owner == pool_owner(chain), Wallet.label == "hodl"))).one()
+        await web3.provider.make_request("anvil_setBalance", [hodl.address, hex(10**18)])
+        assert (await rebalance(client, settings, chain)).explorers_created == 1
+        lease = await lease_explorer(sessions, settings, LeaseRequest(chain=chain, leased_by="replay-test"))
+        await return_explorer(sessions, LeaseReturn(chain=chain, lease_id=lease.lease_id, by="replay-test"))
+        workflow_id = f"rebalance-{chain}-cycle"
+        result: RebalanceResult = await rebalance(client, settings, chain, workflow_id=workflow_id)
+        assert (result.recovered, result.banks_funded, result.explorers_created) == (1, 1, 1), result
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    await Replayer(workflows=list(WORKFLOWS), data_converter=custody_data_converter(Settings())).replay_workflow(history)
+    name = "RebalanceWorkflow__cycle"
+    if os.environ.get("CUSTODY_RECORD_HISTORIES") == "1" and not (HISTORIES / f"{name}.json").exists():
+        (HISTORIES / f"{name}.json").write_text(history.to_json())
 
+
+async def test_worker_validates_every_workflow_in_the_sandbox(client, settings, sessions):
     worker = build_worker(client, settings, sessions)  # raises if a workflow fails sandbox validation
     async with worker:
         assert worker.task_queue == settings.task_queue

@@ -107,6 +107,9 @@ async def retry(
     failed = await visible_withdrawal(session, state, caller, withdrawal_id)
     if failed.status != WithdrawalStatus.FAILED.value:
         raise OperationRefused("NOT_RETRYABLE", f"only FAILED withdrawals can be retried; this one is {failed.status}")
+    if failed.owner.startswith("pool:") or failed.sweep:
+        # Pool transfers belong to a rebalance run, which plans its own next attempt.
+        raise OperationRefused("NOT_RETRYABLE", "key-pool transfers are retried by the next rebalance, not by hand")
     key = f"retry-of-{failed.id}"
     existing = (
         await session.exec(select(Withdrawal).where(Withdrawal.owner == failed.owner, Withdrawal.idempotency_key == key))

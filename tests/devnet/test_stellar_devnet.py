@@ -387,7 +387,8 @@ async def test_insufficient_fee_and_fee_bump(
     r = await http.post("/_devnet/set_base_fee", json={"stroops": 200})
     assert r.json() == {"base_fee": 200}
     try:
-        assert await server.fetch_base_fee() == 100  # the last *closed* ledger's fee
+        # Horizon reports the last *closed* ledger's fee; the module's devnet closes ledgers every
+        # 100 ms, so only the value after an explicit close is certain.
         await http.post("/_devnet/close_ledgers", json={"count": 1})
         assert await server.fetch_base_fee() == 200
         stats = await server.fee_stats().call()
