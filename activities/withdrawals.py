@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -19,6 +21,7 @@ from sqlmodel import col, select
 from temporalio import activity
 
 from chains.base import Memo, SignedTransfer, TransferIntent
+from activities.locks import KeyedLocks
 from chains.registry import ChainRegistry
 from core import metrics
 from core.errors import (
@@ -116,6 +119,7 @@ class WithdrawalActivities:
         self._sessions = sessions
         self._chains = chains
         self._signers = signers
+        self._locks = KeyedLocks()
         self._policy = policy or WithdrawalPolicy(approval_thresholds={})
 
     # --- loading ---------------------------------------------------------------------------
@@ -137,6 +141,15 @@ class WithdrawalActivities:
         if reservation is None:
             raise PermanentError("a sweep is signed only after its amount is fixed by reserve_funds", withdrawal_id=withdrawal.id)
         return dataclasses.replace(intent, amount=withdrawal.amount, fee=reservation.fee_amount)
+
+    @asynccontextmanager
+    async def _sender_serialized(self, withdrawal_id: str) -> AsyncIterator[None]:
+        """Queue behind this worker's other signers for the same sender before borrowing a
+        database connection (see activities/locks.py); the advisory lock then covers other workers."""
+        async with self._sessions() as session:
+            withdrawal, wallet = await self._load(session, withdrawal_id)
+        async with self._locks.hold("sender", withdrawal.chain, wallet.address or wallet.id):
+            yield
 
     def _intent(self, withdrawal: Withdrawal, wallet: Wallet) -> TransferIntent:
         chain = self._chains.get(withdrawal.chain)
@@ -270,7 +283,7 @@ class WithdrawalActivities:
         native_balance = await chain.balance(intent.sender, native)
         asset_balance = native_balance if intent.asset.is_native else await chain.balance(intent.sender, intent.asset)
 
-        async with self._sessions() as session, session.begin():
+        async with self._locks.hold("wallet", wallet.id), self._sessions() as session, session.begin():
             await _lock(session, "wallet", wallet.id)
             if await session.get(Reservation, withdrawal_id) is not None:
                 return
@@ -313,7 +326,7 @@ class WithdrawalActivities:
         signature (a retry, a replacement, a re-sign after expiry) moves exactly that."""
         chain = self._chains.get(withdrawal.chain)
         quote = await chain.sweep_quote(intent)
-        async with self._sessions() as session, session.begin():
+        async with self._locks.hold("wallet", wallet.id), self._sessions() as session, session.begin():
             await _lock(session, "wallet", wallet.id)
             if await session.get(Reservation, withdrawal.id) is not None:
                 return
@@ -344,7 +357,7 @@ class WithdrawalActivities:
 
         A retry (or a reset of the workflow) returns the stored attempt; it never signs again.
         """
-        async with self._sessions() as session, session.begin():
+        async with self._sender_serialized(withdrawal_id), self._sessions() as session, session.begin():
             withdrawal, wallet = await self._load(session, withdrawal_id)
             intent = await self._signing_intent(session, withdrawal, wallet)
             await _lock(session, "sender", withdrawal.chain, intent.sender)
@@ -428,7 +441,7 @@ class WithdrawalActivities:
     @activity.defn(name="bump_fee")
     async def bump(self, bump: BumpInput) -> PreparedAttempt:
         """Sign a replacement in the same slot with higher fees, once per replaced attempt."""
-        async with self._sessions() as session, session.begin():
+        async with self._sender_serialized(bump.withdrawal_id), self._sessions() as session, session.begin():
             withdrawal, wallet = await self._load(session, bump.withdrawal_id)
             intent = await self._signing_intent(session, withdrawal, wallet)
             await _lock(session, "sender", withdrawal.chain, intent.sender)
@@ -478,7 +491,7 @@ class WithdrawalActivities:
     async def cancel_by_replacement(self, cancel: BumpInput) -> PreparedAttempt:
         """Replace the broadcast transfer with a 0-value self-send in the same nonce and higher
         fees; whichever lands decides the outcome (receipt: CANCELLED or COMPLETED)."""
-        async with self._sessions() as session, session.begin():
+        async with self._sender_serialized(cancel.withdrawal_id), self._sessions() as session, session.begin():
             withdrawal, wallet = await self._load(session, cancel.withdrawal_id)
             intent = self._intent(withdrawal, wallet)
             await _lock(session, "sender", withdrawal.chain, intent.sender)
@@ -503,7 +516,7 @@ class WithdrawalActivities:
     @activity.defn(name="resign_expired_transfer")
     async def resign_expired(self, resign: ResignInput) -> PreparedAttempt:
         """Sign anew in a fresh slot, only once the chain proves the latest attempt is dead."""
-        async with self._sessions() as session, session.begin():
+        async with self._sender_serialized(resign.withdrawal_id), self._sessions() as session, session.begin():
             withdrawal, wallet = await self._load(session, resign.withdrawal_id)
             intent = await self._signing_intent(session, withdrawal, wallet)
             await _lock(session, "sender", withdrawal.chain, intent.sender)

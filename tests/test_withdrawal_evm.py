@@ -84,3 +84,38 @@ async def test_twenty_concurrent_withdrawals_get_consecutive_nonces_and_all_land
     assert await web3.eth.get_transaction_count(wallet["address"]) == 20
     for destination in destinations:
         assert await web3.eth.get_balance(destination) == 10**16
+
+
+async def test_signers_queued_on_one_sender_do_not_starve_the_connection_pool(base_settings, task_queue, client, sessions):
+    """Signing is serialized per sender. Waiters must queue without holding database
+    connections, or the holder cannot get the one its keystore read needs: with a pool of two,
+    eight concurrent withdrawals from one wallet all sign on their first attempt."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from db.engine import create_session_factory
+    from tests.conftest import api_client
+    from worker import build_worker
+
+    from temporalio.api.enums.v1 import EventType
+
+    settings = base_settings.model_copy(update={"task_queue": task_queue})
+    tight = create_async_engine(settings.database_url, pool_size=2, max_overflow=0, pool_timeout=3)
+    try:
+        async with build_worker(client, settings, create_session_factory(tight)), api_client(settings, client) as api:
+            wallet = await create_wallet(api)
+            await fund(api, wallet, "1")
+            responses = await asyncio.gather(*(withdraw(api, wallet, random_address(), "0.01") for _ in range(8)))
+            finals = await asyncio.gather(
+                *(wait_for_status(api, r.json()["id"], {"COMPLETED", "FAILED"}, timeout=120) for r in responses)
+            )
+            assert [f["status"] for f in finals] == ["COMPLETED"] * 8
+            for final in finals:
+                history = await client.get_workflow_handle(final["workflow_id"]).fetch_history()
+                attempts = [
+                    e.activity_task_started_event_attributes.attempt
+                    for e in history.events
+                    if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+                ]
+                assert attempts and max(attempts) == 1, f"an activity was retried: {attempts}"
+    finally:
+        await tight.dispose()

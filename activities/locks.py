@@ -1,0 +1,30 @@
+"""In-process locks in front of PostgreSQL advisory locks.
+
+Work serialized per sender (nonce claims) or per wallet (reservations) takes the process-local
+lock for that key *before* it borrows a database connection. Otherwise every waiter would hold
+a pooled connection while blocked on the advisory lock, and under load the lock holder could not
+get the connection it needs (e.g. the local keystore's read), stalling until timeouts. The
+advisory lock stays: it serializes across worker processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+
+class KeyedLocks:
+    def __init__(self) -> None:
+        # Weak values: a key's lock lives only while some coroutine holds or awaits it.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    @asynccontextmanager
+    async def hold(self, *parts: str) -> AsyncIterator[None]:
+        key = ":".join(parts)
+        lock = self._locks.get(key)
+        if lock is None:
+            lock = self._locks[key] = asyncio.Lock()
+        async with lock:
+            yield
