@@ -183,7 +183,7 @@ class SolanaChain:
         key = self._pubkey(address.strip() if isinstance(address, str) else address)
         if key == Pubkey.default() or key in PROGRAM_IDS:
             raise InvalidRecipient("this is a program id, not a wallet: funds sent there are lost", address=str(key))
-        if not key.is_on_curve():
+        if not key.is_on_curve() and not self.settings.allow_off_curve_sol_destinations:
             # A program-derived address (a token account, a vault): no key signs for it. SOL sent
             # there is usually stranded, and a token withdrawal needs the wallet that owns the ATA.
             raise InvalidRecipient(
@@ -280,16 +280,17 @@ class SolanaChain:
     async def preflight(self, intent: TransferIntent) -> None:
         destination = self._pubkey(intent.destination)
         if not destination.is_on_curve():
-            if intent.asset.is_native:
+            if not intent.asset.is_native:
+                raise InvalidRecipient(
+                    "off-curve destination: a token withdrawal needs the owner's wallet address, "
+                    "not a token account or another program-derived address",
+                    address=intent.destination,
+                )
+            if not self.settings.allow_off_curve_sol_destinations:
                 raise InvalidRecipient(
                     "off-curve destination (a program-derived address): SOL sent there may be unrecoverable",
                     address=intent.destination,
                 )
-            raise InvalidRecipient(
-                "off-curve destination: a token withdrawal needs the owner's wallet address, "
-                "not a token account or another program-derived address",
-                address=intent.destination,
-            )
         if intent.asset.is_native:
             account = await self._account(destination)
             if account is None or account.lamports == 0:

@@ -116,6 +116,9 @@ class SolanaChainSettings(ChainSettingsBase):
     commitment: Literal["confirmed", "finalized"] = "confirmed"
     compute_unit_price_micro_lamports: int = Field(default=0, ge=0)
     compute_unit_limit: int = Field(default=200_000, gt=0)
+    # Off-curve (program-derived) destinations usually strand SOL; allow them only on purpose
+    # (e.g. paying a program vault). Token withdrawals always need an on-curve owner.
+    allow_off_curve_sol_destinations: bool = False
     fee_bump_after_seconds: float = Field(default=2.0, gt=0)
 
     @property

@@ -240,6 +240,16 @@ async def test_preflight_refuses_below_rent_exemption_and_off_curve(chain: Solan
         await chain.preflight(intent(sender, off_curve_address(), SOL, sol))
 
 
+async def test_off_curve_sol_destinations_only_when_explicitly_allowed(devnet: SolanaDevnet) -> None:
+    permissive = make_chain(devnet, allow_off_curve_sol_destinations=True)
+    vault = off_curve_address()
+    assert permissive.normalize_address(str(vault)) == str(vault)
+    sender = await funded(permissive)
+    await permissive.preflight(intent(sender, vault, SOL, permissive.asset("SOL")))
+    with pytest.raises(InvalidRecipient, match="off-curve"):
+        await make_chain(devnet).preflight(intent(sender, vault, SOL, permissive.asset("SOL")))
+
+
 async def test_balance_keeps_the_sender_rent_exempt(chain: SolanaChain, rpc: AsyncClient) -> None:
     rent0 = (await rpc.get_minimum_balance_for_rent_exemption(0)).value
     sol = chain.asset("SOL")
