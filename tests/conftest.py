@@ -4,9 +4,13 @@ Redis and anvil. Each test gets its own task queue, worker and API app on top of
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -212,3 +216,34 @@ def random_address() -> str:
 
 
 os.environ.setdefault("CUSTODY_LOG_JSON", "false")
+
+
+def worker_process(settings: Settings, chaos_after: str | None = None) -> subprocess.Popen:  # type: ignore[type-arg]
+    """A real worker process (python worker.py) on `settings`; with `chaos_after`, it exits
+    right after that activity's side effects commit, before Temporal hears of it."""
+    env = {
+        **os.environ,
+        "CUSTODY_ENVIRONMENT": "test",
+        "CUSTODY_DATABASE_URL": settings.database_url,
+        "CUSTODY_REDIS_URL": settings.redis_url,
+        "CUSTODY_TEMPORAL_ADDRESS": settings.temporal_address,
+        "CUSTODY_TASK_QUEUE": settings.task_queue,
+        "CUSTODY_WORKER_METRICS_PORT": "0",
+        "CUSTODY_CHAINS": json.dumps({name: c.model_dump() for name, c in settings.chains.items()}),
+        "CUSTODY_POOLS": json.dumps({name: p.model_dump() for name, p in settings.pools.items()}),
+    }
+    env.pop("CUSTODY_CHAOS_EXIT_AFTER_ACTIVITY", None)
+    if chaos_after:
+        env["CUSTODY_CHAOS_EXIT_AFTER_ACTIVITY"] = chaos_after
+    return subprocess.Popen([sys.executable, "worker.py"], cwd=local.ROOT, env=env)
+
+
+async def wait_exit(process: subprocess.Popen, timeout: float) -> int:  # type: ignore[type-arg]
+    deadline = time.monotonic() + timeout
+    while process.poll() is None:
+        if time.monotonic() > deadline:
+            process.kill()
+            raise AssertionError("the chaos worker did not exit")
+        await asyncio.sleep(0.2)
+    return process.returncode
+

@@ -7,11 +7,6 @@ starts empty however many tests ran before it.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import subprocess
-import sys
-import time
 import uuid
 
 import pytest
@@ -28,12 +23,11 @@ from chains.base import TransferIntent
 from chains.evm import EvmChain
 from chains.registry import ChainRegistry
 from core.settings import AwsKmsSettings, PoolSettings, Settings
-from devnet.local import ROOT
 from models.db import TransferAttempt, Wallet, Withdrawal
 from models.payloads import LeaseRequest, PoolStepInput, RebalanceInput, RebalanceResult
 from models.pools import KeyState, PoolKey, PoolTier, pool_owner
 from signers.registry import SignerSet
-from tests.conftest import ALICE, random_address, wait_for_status
+from tests.conftest import ALICE, random_address, wait_exit, wait_for_status, worker_process
 from tests.test_cli import api_url, custody  # noqa: F401
 from worker import build_worker, ensure_rebalance_schedules
 from workflows.rebalance import RebalanceWorkflow
@@ -306,40 +300,12 @@ async def test_schedule_is_created_once_with_overlap_skip_whoever_starts(client,
 # ------------------------------------------------------------------------------ crash safety
 
 
-def _worker_process(settings: Settings, chaos_after: str | None) -> subprocess.Popen:  # type: ignore[type-arg]
-    env = {
-        **os.environ,
-        "CUSTODY_ENVIRONMENT": "test",
-        "CUSTODY_DATABASE_URL": settings.database_url,
-        "CUSTODY_REDIS_URL": settings.redis_url,
-        "CUSTODY_TEMPORAL_ADDRESS": settings.temporal_address,
-        "CUSTODY_TASK_QUEUE": settings.task_queue,
-        "CUSTODY_WORKER_METRICS_PORT": "0",
-        "CUSTODY_CHAINS": json.dumps({name: c.model_dump() for name, c in settings.chains.items()}),
-        "CUSTODY_POOLS": json.dumps({name: p.model_dump() for name, p in settings.pools.items()}),
-    }
-    env.pop("CUSTODY_CHAOS_EXIT_AFTER_ACTIVITY", None)
-    if chaos_after:
-        env["CUSTODY_CHAOS_EXIT_AFTER_ACTIVITY"] = chaos_after
-    return subprocess.Popen([sys.executable, "worker.py"], cwd=ROOT, env=env)
-
-
-async def _wait_exit(process: subprocess.Popen, timeout: float) -> int:  # type: ignore[type-arg]
-    deadline = time.monotonic() + timeout
-    while process.poll() is None:
-        if time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError("the chaos worker did not exit")
-        await asyncio.sleep(0.2)
-    return process.returncode
-
-
 async def test_worker_killed_during_rebalance_does_not_double_fund(base_settings, task_queue, chain, client, sessions, web3):
     settings = with_pool(
         base_settings, task_queue, chain,
         pool_settings(min_available_explorers=3, explorers_to_create=1, hodl_auto_approve_up_to="1"),
     )
-    crashing = _worker_process(settings, chaos_after="sign_transfer")
+    crashing = worker_process(settings, chaos_after="sign_transfer")
     try:
         # Worker start created the schedule; remove it so no scheduled run joins this test.
         handle = client.get_schedule_handle(f"rebalance-{chain}")
@@ -362,7 +328,7 @@ async def test_worker_killed_during_rebalance_does_not_double_fund(base_settings
 
         run_id = f"rebalance-{chain}-crash"
         await client.start_workflow(RebalanceWorkflow.run, RebalanceInput(chain=chain), id=run_id, task_queue=task_queue)
-        assert await _wait_exit(crashing, timeout=60) == 137  # right after the top-up was signed and stored
+        assert await wait_exit(crashing, timeout=60) == 137  # right after the top-up was signed and stored
         assert await web3.eth.get_transaction_count(hodl.address) == 0
 
         async with build_worker(client, settings, sessions):
