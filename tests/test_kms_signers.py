@@ -12,7 +12,6 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Awaitable, Callable
 
-import boto3
 import coincurve
 import pytest
 import pytest_asyncio
