@@ -31,7 +31,7 @@ from core.money import to_base_units
 from chains.registry import ChainRegistry
 from core.logs import configure_logging
 from core.settings import Settings
-from core.temporal import connect_temporal
+from core.temporal import connect_temporal, metrics_runtime
 from db.engine import SessionFactory, create_engine, create_session_factory
 from db.migrate import upgrade
 from signers.registry import SignerSet
@@ -165,7 +165,8 @@ async def main() -> None:
     engine = create_engine(settings.database_url)
     await upgrade(engine)
     sessions = create_session_factory(engine)
-    client = await connect_temporal(settings)
+    runtime = metrics_runtime(settings.temporal_metrics_port) if settings.temporal_metrics_port else None
+    client = await connect_temporal(settings, runtime)
     if settings.worker_metrics_port:
         start_http_server(settings.worker_metrics_port, addr="127.0.0.1")
     worker = build_worker(client, settings, sessions)

@@ -74,6 +74,7 @@ async def run(withdrawals: int, senders: int, rate: float) -> int:
         "CUSTODY_TEMPORAL_ADDRESS": settings.temporal_address,
         "CUSTODY_TASK_QUEUE": settings.task_queue,
         "CUSTODY_WORKER_METRICS_PORT": str(local.free_port()),
+        "CUSTODY_TEMPORAL_METRICS_PORT": str(local.free_port()),
         "CUSTODY_FAUCET_DAILY_LIMIT": "1000",
         "CUSTODY_CHAINS": json.dumps({name: c.model_dump() for name, c in settings.chains.items()}),
     }

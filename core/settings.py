@@ -214,6 +214,8 @@ class Settings(BaseSettings):
     # Identities with the operator role: see every withdrawal, pause/resume/cancel and approve.
     operators: list[str] = Field(default_factory=lambda: ["ops"])
     worker_metrics_port: int = 9464
+    # Temporal SDK metrics (task latencies, poller and slot usage) in Prometheus form; 0 = off.
+    temporal_metrics_port: int = 9465
     # Budget for activity starts across all workers of the task queue (protects KMS and RPC
     # quotas: excess work waits in Temporal instead of failing). 0 = unlimited.
     activities_per_second: float = Field(default=0, ge=0)

@@ -78,6 +78,7 @@ def main() -> None:
         "solana": _port("SOLANA", 8899),
         "stellar": _port("STELLAR", 8001),
         "worker_metrics": _port("WORKER_METRICS", 9464),
+        "temporal_metrics": _port("TEMPORAL_METRICS", 9465),
     }
     for name, port in ports.items():
         _require_free(name, port)
@@ -139,6 +140,7 @@ def main() -> None:
             "CUSTODY_TEMPORAL_ADDRESS": temporal.info["address"],
             "CUSTODY_TEMPORAL_UI_URL": temporal.info["ui_url"],
             "CUSTODY_WORKER_METRICS_PORT": str(ports["worker_metrics"]),
+            "CUSTODY_TEMPORAL_METRICS_PORT": str(ports["temporal_metrics"]),
             "CUSTODY_CHAINS": json.dumps(
                 {
                     "anvil": {

@@ -229,6 +229,7 @@ def worker_process(settings: Settings, chaos_after: str | None = None) -> subpro
         "CUSTODY_TEMPORAL_ADDRESS": settings.temporal_address,
         "CUSTODY_TASK_QUEUE": settings.task_queue,
         "CUSTODY_WORKER_METRICS_PORT": "0",
+        "CUSTODY_TEMPORAL_METRICS_PORT": "0",
         "CUSTODY_CHAINS": json.dumps({name: c.model_dump() for name, c in settings.chains.items()}),
         "CUSTODY_POOLS": json.dumps({name: p.model_dump() for name, p in settings.pools.items()}),
     }
