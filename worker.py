@@ -64,7 +64,7 @@ def build_activities(settings: Settings, sessions: SessionFactory) -> list[Any]:
     chains = ChainRegistry.from_settings(settings)
     signers = SignerSet(settings, sessions)
     withdrawals = WithdrawalActivities(sessions, chains, signers, withdrawal_policy(settings))
-    wallets = WalletActivities(sessions, chains, signers.default)
+    wallets = WalletActivities(sessions, chains, signers)
     pools = PoolActivities(sessions, chains, signers, settings)
     return [
         withdrawals.record_status,

@@ -33,7 +33,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio import activity
 
-from activities.wallets import ActivateWalletInput
+from activities.wallets import ActivateWalletInput, WalletActivities
 from chains.base import TransferIntent
 from chains.registry import ChainRegistry
 from core import metrics
@@ -335,6 +335,7 @@ class PoolActivities:
         self._chains = chains
         self._signers = signers
         self._settings = settings
+        self._wallets = WalletActivities(sessions, chains, signers)
 
     # --- shared pieces ---------------------------------------------------------------------
     def _native(self, chain: str):  # type: ignore[no-untyped-def]
@@ -480,35 +481,15 @@ class PoolActivities:
                     )
             return PoolPlan(wallets=await self._creating(session, chain))
 
+    # Kept under their own activity names (recorded in rebalance histories); the work is the
+    # wallet activities', which make and activate keys in the wallet row's own backend.
     @activity.defn(name="pool_create_key")
     async def create_key(self, wallet_id: str) -> CreatedKey:
-        """A pool key in the wallet's own backend (a HODL key on `hodl_signer_backend`).
-        Idempotent like create_wallet_key: the key id is the wallet id."""
-        async with self._sessions() as session:
-            wallet = await session.get(Wallet, wallet_id)
-        if wallet is None:
-            raise WalletNotFound("no such wallet", wallet_id=wallet_id)
-        scheme = self._chains.get(wallet.chain).key_scheme
-        key = await self._signers.get(wallet.signer_backend).create_key(f"wallet-{wallet_id}", scheme)  # type: ignore[arg-type]
-        return CreatedKey(key_ref=key.key_ref, public_key_hex=key.public_key.hex())
+        return await self._wallets.create_key(wallet_id)
 
     @activity.defn(name="pool_activate_key")
     async def activate_key(self, request: ActivateWalletInput) -> WalletCreationResult:
-        """activate_wallet, keeping the wallet's own signer backend."""
-        async with self._sessions() as session, session.begin():
-            wallet = await session.get(Wallet, request.wallet_id, with_for_update=True)
-            if wallet is None:
-                raise WalletNotFound("no such wallet", wallet_id=request.wallet_id)
-            if wallet.status == "CREATING":
-                chain = self._chains.get(wallet.chain)
-                wallet.address = chain.address_from_public_key(bytes.fromhex(request.key.public_key_hex))
-                wallet.key_ref = request.key.key_ref
-                wallet.public_key = request.key.public_key_hex
-                wallet.status = "ACTIVE"
-                wallet.updated_at = utcnow()
-                session.add(wallet)
-                metrics.WALLETS_CREATED.labels(chain=wallet.chain, backend=wallet.signer_backend).inc()
-            return WalletCreationResult(wallet_id=wallet.id, status=wallet.status, address=wallet.address)
+        return await self._wallets.activate(request)
 
     @activity.defn(name="pool_wait_wallet")
     async def wait_wallet(self, wallet_id: str) -> str:

@@ -12,7 +12,7 @@ from core.errors import WalletNotFound
 from db.engine import SessionFactory
 from models.db import Wallet, utcnow
 from models.payloads import CreatedKey, WalletCreationResult
-from signers.base import Signer
+from signers.registry import SignerSet
 
 
 @dataclass
@@ -28,10 +28,13 @@ class WalletFailedInput:
 
 
 class WalletActivities:
-    def __init__(self, sessions: SessionFactory, chains: ChainRegistry, signer: Signer) -> None:
+    """Keys are made in the backend recorded on the wallet row (set when the row is created:
+    the default backend, or e.g. a pool's HODL backend), never in whatever is default today."""
+
+    def __init__(self, sessions: SessionFactory, chains: ChainRegistry, signers: SignerSet) -> None:
         self._sessions = sessions
         self._chains = chains
-        self._signer = signer
+        self._signers = signers
 
     async def _wallet(self, wallet_id: str) -> Wallet:
         async with self._sessions() as session:
@@ -45,7 +48,7 @@ class WalletActivities:
         """Idempotent: the key id derives from the wallet id, so a retry finds the same key."""
         wallet = await self._wallet(wallet_id)
         scheme = self._chains.get(wallet.chain).key_scheme
-        key = await self._signer.create_key(f"wallet-{wallet_id}", scheme)  # type: ignore[arg-type]
+        key = await self._signers.get(wallet.signer_backend).create_key(f"wallet-{wallet_id}", scheme)  # type: ignore[arg-type]
         return CreatedKey(key_ref=key.key_ref, public_key_hex=key.public_key.hex())
 
     @activity.defn(name="activate_wallet")
@@ -59,11 +62,10 @@ class WalletActivities:
                 wallet.address = chain.address_from_public_key(bytes.fromhex(request.key.public_key_hex))
                 wallet.key_ref = request.key.key_ref
                 wallet.public_key = request.key.public_key_hex
-                wallet.signer_backend = self._signer.backend
                 wallet.status = "ACTIVE"
                 wallet.updated_at = utcnow()
                 session.add(wallet)
-                metrics.WALLETS_CREATED.labels(chain=wallet.chain, backend=self._signer.backend).inc()
+                metrics.WALLETS_CREATED.labels(chain=wallet.chain, backend=wallet.signer_backend).inc()
             return WalletCreationResult(wallet_id=wallet.id, status=wallet.status, address=wallet.address)
 
     @activity.defn(name="mark_wallet_failed")
