@@ -167,14 +167,32 @@ async def _signal_all(signal: str, chain: str, reason: str, by: str, task_queue:
     return count
 
 
+def _run_batch(signal: str, chain: str, reason: str, by: str, task_queue: str | None) -> int:
+    try:
+        return asyncio.run(_signal_all(signal, chain, reason, by, task_queue))
+    except RuntimeError as e:  # the Temporal client reports connection failures as RuntimeError
+        typer.echo(f"error: cannot reach Temporal: {e}", err=True)
+        raise typer.Exit(3) from e
+
+
+def _done_with_temporal(message: str) -> None:
+    """Print and leave without interpreter finalization: the Temporal client's native runtime
+    threads can abort a finalizing interpreter (PyGILState_Release), turning a finished batch
+    into a crash exit code. Everything was signalled and awaited before this point."""
+    typer.echo(message)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
 @withdrawals.command("pause-all")
 def withdrawal_pause_all(
     chain: str = typer.Option(...), reason: ReasonOpt = "", by: str = typer.Option("operator"),
     task_queue: str | None = typer.Option(None, help="only this task queue's workflows"),
 ) -> None:
     """Incident switch: pause every running withdrawal on one chain (by search attribute)."""
-    count = asyncio.run(_signal_all("pause", chain.lower(), reason, by, task_queue))
-    typer.echo(f"paused {count} withdrawal(s) on {chain}")
+    count = _run_batch("pause", chain.lower(), reason, by, task_queue)
+    _done_with_temporal(f"paused {count} withdrawal(s) on {chain}")
 
 
 @withdrawals.command("resume-all")
@@ -182,8 +200,8 @@ def withdrawal_resume_all(
     chain: str = typer.Option(...), reason: ReasonOpt = "", by: str = typer.Option("operator"),
     task_queue: str | None = typer.Option(None, help="only this task queue's workflows"),
 ) -> None:
-    count = asyncio.run(_signal_all("resume", chain.lower(), reason, by, task_queue))
-    typer.echo(f"resumed {count} withdrawal(s) on {chain}")
+    count = _run_batch("resume", chain.lower(), reason, by, task_queue)
+    _done_with_temporal(f"resumed {count} withdrawal(s) on {chain}")
 
 
 @app.command("stats")
