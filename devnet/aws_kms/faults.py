@@ -26,11 +26,11 @@ raises ``ClientError`` with that ``Error.Code`` and applies its normal retry rul
 from __future__ import annotations
 
 import json
-import threading
 import time
 import uuid
-from collections import Counter
 from typing import Any, Callable, Iterable
+
+from devnet.faults import FaultTable
 
 CONTROL_PATH = "/_custody/faults"
 HEALTH_PATH = "/_custody/health"
@@ -64,81 +64,27 @@ AWS_ERRORS: dict[str, tuple[int, str]] = {
 }
 
 
-class FaultInjector:
-    """Thread-safe fault table shared by all request threads of the server."""
+class FaultInjector(FaultTable):
+    """AWS JSON-protocol faults: `error` is an AWS error name (its HTTP status filled in)."""
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._rules: dict[str, dict[str, Any]] = {}
-        self._fired: Counter[str] = Counter()
-        self._calls: Counter[str] = Counter()
+    fields = frozenset({"error", "message", "status"})
 
-    def configure(self, spec: dict[str, Any]) -> dict[str, Any]:
-        if not isinstance(spec, dict):
-            raise ValueError("fault spec must be a JSON object keyed by operation")
-        with self._lock:
-            for op, rule in spec.items():
-                if rule is None:
-                    self._rules.pop(op, None)
-                    continue
-                if not isinstance(rule, dict):
-                    raise ValueError(f"rule for {op!r} must be an object")
-                unknown = set(rule) - {"error", "count", "message", "status", "delay"}
-                if unknown:
-                    raise ValueError(f"unknown rule fields for {op!r}: {sorted(unknown)}")
-                count = int(rule.get("count", 1))
-                if count <= 0:
-                    self._rules.pop(op, None)
-                    continue
-                error = rule.get("error")
-                status = rule.get("status")
-                if error is not None and status is None:
-                    if error not in AWS_ERRORS:
-                        raise ValueError(
-                            f"unknown error {error!r}: give 'status' too, or one of {sorted(AWS_ERRORS)}"
-                        )
-                    status = AWS_ERRORS[error][0]
-                message = rule.get("message")
-                if error is not None and message is None:
-                    message = AWS_ERRORS.get(error, (0, error))[1]
-                self._rules[op] = {
-                    "error": error,
-                    "count": count,
-                    "message": message,
-                    "status": int(status) if status is not None else None,
-                    "delay": float(rule.get("delay", 0.0)),
-                }
-        return self.snapshot()
-
-    def clear(self) -> None:
-        with self._lock:
-            self._rules.clear()
-            self._fired.clear()
-            self._calls.clear()
-
-    def snapshot(self) -> dict[str, Any]:
-        with self._lock:
-            return {
-                "rules": {k: dict(v) for k, v in self._rules.items()},
-                "fired": dict(self._fired),
-                "calls": dict(self._calls),
-            }
+    def _rule(self, name: str, rule: dict[str, Any]) -> dict[str, Any]:
+        error = rule.get("error")
+        status = rule.get("status")
+        if error is not None and status is None:
+            if error not in AWS_ERRORS:
+                raise ValueError(f"unknown error {error!r}: give 'status' too, or one of {sorted(AWS_ERRORS)}")
+            status = AWS_ERRORS[error][0]
+        message = rule.get("message")
+        if error is not None and message is None:
+            message = AWS_ERRORS.get(error, (0, error))[1]
+        return {"error": error, "message": message, "status": int(status) if status is not None else None}
 
     def take(self, target: str) -> dict[str, Any] | None:
         """Count a call to ``target`` (``Prefix.Operation``); consume a matching rule."""
         op = target.split(".", 1)[-1]
-        with self._lock:
-            self._calls[op] += 1
-            for key in (target, op):
-                rule = self._rules.get(key)
-                if rule is None:
-                    continue
-                rule["count"] -= 1
-                if rule["count"] <= 0:
-                    del self._rules[key]
-                self._fired[op] += 1
-                return dict(rule)
-        return None
+        return self._consume((target, op), op)
 
 
 def _json_response(start_response: Callable[..., Any], status: int, body: Any, extra: Iterable[tuple[str, str]] = ()) -> list[bytes]:

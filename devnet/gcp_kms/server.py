@@ -21,11 +21,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import threading
-from collections import Counter
 from typing import Any, AsyncIterator
 
 import grpc
+
+from devnet.faults import FaultTable
 
 from .service import METHODS, SERVICE_NAME, KmsError, KmsState
 
@@ -44,70 +44,25 @@ DEFAULT_MESSAGES = {
 }
 
 
-class FaultInjector:
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._rules: dict[str, dict[str, Any]] = {}
-        self._fired: Counter[str] = Counter()
-        self._calls: Counter[str] = Counter()
+class FaultInjector(FaultTable):
+    """gRPC faults: `code` (or `error`) is a gRPC status code name."""
 
-    def configure(self, spec: dict[str, Any]) -> dict[str, Any]:
-        if not isinstance(spec, dict):
-            raise ValueError("fault spec must be an object keyed by method name")
-        with self._lock:
-            for method, rule in spec.items():
-                if rule is None:
-                    self._rules.pop(method, None)
-                    continue
-                if not isinstance(rule, dict):
-                    raise ValueError(f"rule for {method!r} must be an object")
-                unknown = set(rule) - {"code", "error", "count", "message", "delay"}
-                if unknown:
-                    raise ValueError(f"unknown rule fields for {method!r}: {sorted(unknown)}")
-                count = int(rule.get("count", 1))
-                if count <= 0:
-                    self._rules.pop(method, None)
-                    continue
-                code_name = rule.get("code", rule.get("error"))
-                if isinstance(code_name, grpc.StatusCode):
-                    code_name = code_name.name
-                if code_name is not None and code_name not in grpc.StatusCode.__members__:
-                    raise ValueError(f"unknown gRPC status code {code_name!r}")
-                if code_name == "OK":
-                    raise ValueError("code OK is not a fault")
-                self._rules[method] = {
-                    "code": code_name,
-                    "count": count,
-                    "message": rule.get("message") or DEFAULT_MESSAGES.get(code_name or "", code_name or ""),
-                    "delay": float(rule.get("delay", 0.0)),
-                }
-        return self.snapshot()
+    fields = frozenset({"code", "error", "message"})
+    kind = "method name"
 
-    def clear(self) -> None:
-        with self._lock:
-            self._rules.clear()
-            self._fired.clear()
-            self._calls.clear()
-
-    def snapshot(self) -> dict[str, Any]:
-        with self._lock:
-            return {
-                "rules": {k: dict(v) for k, v in self._rules.items()},
-                "fired": dict(self._fired),
-                "calls": dict(self._calls),
-            }
+    def _rule(self, name: str, rule: dict[str, Any]) -> dict[str, Any]:
+        code_name = rule.get("code", rule.get("error"))
+        if isinstance(code_name, grpc.StatusCode):
+            code_name = code_name.name
+        if code_name is not None and code_name not in grpc.StatusCode.__members__:
+            raise ValueError(f"unknown gRPC status code {code_name!r}")
+        if code_name == "OK":
+            raise ValueError("code OK is not a fault")
+        message = rule.get("message") or DEFAULT_MESSAGES.get(code_name or "", code_name or "")
+        return {"code": code_name, "message": message}
 
     def take(self, method: str) -> dict[str, Any] | None:
-        with self._lock:
-            self._calls[method] += 1
-            rule = self._rules.get(method)
-            if rule is None:
-                return None
-            rule["count"] -= 1
-            if rule["count"] <= 0:
-                del self._rules[method]
-            self._fired[method] += 1
-            return dict(rule)
+        return self._consume((method,), method)
 
 
 class GcpKmsServer:
