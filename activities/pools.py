@@ -33,6 +33,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio import activity
 
+from activities.locks import advisory_lock
 from activities.wallets import ActivateWalletInput, WalletActivities
 from chains.base import TransferIntent
 from chains.registry import ChainRegistry
@@ -121,12 +122,6 @@ def pool_settings(settings: Settings, chain: str) -> PoolSettings:
     return pool
 
 
-async def _lock(session: AsyncSession, *parts: str) -> None:
-    await session.exec(
-        sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(":".join(parts), 0)))
-    )
-
-
 async def _keys(session: AsyncSession, chain: str, tier: str, *states: str) -> list[PoolKey]:
     query = select(PoolKey).where(PoolKey.chain == chain, PoolKey.tier == tier)
     if states:
@@ -183,7 +178,7 @@ async def lease_explorer(sessions: SessionFactory, settings: Settings, request: 
         async with sessions() as session, session.begin():
             # The same lease id asked twice at once (a retry racing its original): one at a time,
             # so the second finds the first's claim instead of claiming a second key.
-            await _lock(session, "lease", lease_id)
+            await advisory_lock(session, "lease", lease_id)
             existing = (await session.exec(select(PoolKey).where(PoolKey.lease_id == lease_id))).first()
             if existing is not None:
                 if existing.leased_by != request.leased_by or existing.chain != chain:
@@ -459,7 +454,7 @@ class PoolActivities:
         pool = pool_settings(self._settings, chain)
         self._chains.get(chain)
         async with self._sessions() as session, session.begin():
-            await _lock(session, "pool", chain)
+            await advisory_lock(session, "pool", chain)
             run = await session.get(PoolRebalance, step.run_key, with_for_update=True)
             if run is None:
                 session.add(PoolRebalance(id=step.run_key, chain=chain, run_id=step.run_id))
@@ -524,7 +519,7 @@ class PoolActivities:
         adapter, native = self._native(chain)
         plan = PoolPlan()
         async with self._sessions() as session, session.begin():
-            await _lock(session, "pool", chain)
+            await advisory_lock(session, "pool", chain)
             await self._settle_recoveries(session, chain)
             banks = await _keys(session, chain, PoolTier.BANK, KeyState.ACTIVE)
             for key in await _keys(session, chain, PoolTier.EXPLORER, KeyState.RETIRED, KeyState.RECOVERING):
@@ -599,7 +594,7 @@ class PoolActivities:
     async def finish_recovery(self, step: PoolStepInput) -> int:
         chain = step.chain.lower()
         async with self._sessions() as session, session.begin():
-            await _lock(session, "pool", chain)
+            await advisory_lock(session, "pool", chain)
             return await self._settle_recoveries(session, chain)
 
     # --- step 2: top up underfunded banks from HODL ------------------------------------------
@@ -626,7 +621,7 @@ class PoolActivities:
         target = units(pool.bank_target_balance, native.decimals)
         plan = PoolPlan()
         async with self._sessions() as session, session.begin():
-            await _lock(session, "pool", chain)
+            await advisory_lock(session, "pool", chain)
             await self._sync_created(session, chain)
             await self._settle_topups(session, chain)
             hodl_keys = await _keys(session, chain, PoolTier.HODL, KeyState.ACTIVE)
@@ -678,7 +673,7 @@ class PoolActivities:
     async def finish_bank_topups(self, step: PoolStepInput) -> int:
         chain = step.chain.lower()
         async with self._sessions() as session, session.begin():
-            await _lock(session, "pool", chain)
+            await advisory_lock(session, "pool", chain)
             return await self._settle_topups(session, chain)
 
     # --- step 3: create and fund explorers ---------------------------------------------------
@@ -692,7 +687,7 @@ class PoolActivities:
         target = units(pool.explorer_target_balance, native.decimals)
         plan = PoolPlan()
         async with self._sessions() as session, session.begin():
-            await _lock(session, "pool", chain)
+            await advisory_lock(session, "pool", chain)
             await self._sync_created(session, chain)
             explorers = await _keys(session, chain, PoolTier.EXPLORER)
             counts = {s: sum(1 for k in explorers if k.state == s) for s in KeyState.EXPLORER_STATES}
@@ -751,7 +746,7 @@ class PoolActivities:
         target = units(pool.explorer_target_balance, native.decimals)
         plan = PoolPlan()
         async with self._sessions() as session, session.begin():
-            await _lock(session, "pool", chain)
+            await advisory_lock(session, "pool", chain)
             await self._sync_created(session, chain)
             for key in await _keys(session, chain, PoolTier.EXPLORER, KeyState.CREATING, KeyState.FUNDING):
                 explorer = await session.get(Wallet, key.wallet_id)
@@ -784,7 +779,7 @@ class PoolActivities:
         chain = step.chain.lower()
         created = 0
         async with self._sessions() as session, session.begin():
-            await _lock(session, "pool", chain)
+            await advisory_lock(session, "pool", chain)
             for key in await _keys(session, chain, PoolTier.EXPLORER, KeyState.FUNDING):
                 withdrawal = await session.get(Withdrawal, key.funding_withdrawal_id) if key.funding_withdrawal_id else None
                 if withdrawal is not None and withdrawal.status not in FINAL:

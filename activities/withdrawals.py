@@ -21,7 +21,7 @@ from sqlmodel import col, select
 from temporalio import activity
 
 from chains.base import Memo, SignedTransfer, TransferIntent
-from activities.locks import KeyedLocks
+from activities.locks import KeyedLocks, advisory_lock
 from chains.registry import ChainRegistry
 from core import metrics
 from core.errors import (
@@ -75,13 +75,6 @@ class FinishInput:
     outcome: ConfirmationResult | None = None
     error_code: str | None = None
     error_message: str | None = None
-
-
-async def _lock(session: AsyncSession, *parts: str) -> None:
-    """Serialize on a key for the rest of this transaction (PostgreSQL advisory lock)."""
-    await session.exec(
-        sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(":".join(parts), 0)))
-    )
 
 
 def _to_signed(attempt: TransferAttempt) -> SignedTransfer:
@@ -284,7 +277,7 @@ class WithdrawalActivities:
         asset_balance = native_balance if intent.asset.is_native else await chain.balance(intent.sender, intent.asset)
 
         async with self._locks.hold("wallet", wallet.id), self._sessions() as session, session.begin():
-            await _lock(session, "wallet", wallet.id)
+            await advisory_lock(session, "wallet", wallet.id)
             if await session.get(Reservation, withdrawal_id) is not None:
                 return
             held = await session.exec(
@@ -327,7 +320,7 @@ class WithdrawalActivities:
         chain = self._chains.get(withdrawal.chain)
         quote = await chain.sweep_quote(intent)
         async with self._locks.hold("wallet", wallet.id), self._sessions() as session, session.begin():
-            await _lock(session, "wallet", wallet.id)
+            await advisory_lock(session, "wallet", wallet.id)
             if await session.get(Reservation, withdrawal.id) is not None:
                 return
             held = await session.exec(
@@ -360,7 +353,7 @@ class WithdrawalActivities:
         async with self._sender_serialized(withdrawal_id), self._sessions() as session, session.begin():
             withdrawal, wallet = await self._load(session, withdrawal_id)
             intent = await self._signing_intent(session, withdrawal, wallet)
-            await _lock(session, "sender", withdrawal.chain, intent.sender)
+            await advisory_lock(session, "sender", withdrawal.chain, intent.sender)
             attempts = await self._attempts(session, withdrawal_id)
             if attempts:
                 return _prepared(attempts)
@@ -444,7 +437,7 @@ class WithdrawalActivities:
         async with self._sender_serialized(bump.withdrawal_id), self._sessions() as session, session.begin():
             withdrawal, wallet = await self._load(session, bump.withdrawal_id)
             intent = await self._signing_intent(session, withdrawal, wallet)
-            await _lock(session, "sender", withdrawal.chain, intent.sender)
+            await advisory_lock(session, "sender", withdrawal.chain, intent.sender)
             attempts = await self._attempts(session, withdrawal.id)
             if not attempts:
                 raise PermanentError("nothing to replace: no signed attempt", withdrawal_id=withdrawal.id)
@@ -494,7 +487,7 @@ class WithdrawalActivities:
         async with self._sender_serialized(cancel.withdrawal_id), self._sessions() as session, session.begin():
             withdrawal, wallet = await self._load(session, cancel.withdrawal_id)
             intent = self._intent(withdrawal, wallet)
-            await _lock(session, "sender", withdrawal.chain, intent.sender)
+            await advisory_lock(session, "sender", withdrawal.chain, intent.sender)
             attempts = await self._attempts(session, withdrawal.id)
             chain = self._chains.get(withdrawal.chain)
             if not chain.replaceable_in_slot:
@@ -519,7 +512,7 @@ class WithdrawalActivities:
         async with self._sender_serialized(resign.withdrawal_id), self._sessions() as session, session.begin():
             withdrawal, wallet = await self._load(session, resign.withdrawal_id)
             intent = await self._signing_intent(session, withdrawal, wallet)
-            await _lock(session, "sender", withdrawal.chain, intent.sender)
+            await advisory_lock(session, "sender", withdrawal.chain, intent.sender)
             attempts = await self._attempts(session, withdrawal.id)
             if not attempts or attempts[-1].tx_hash != resign.expired_tx_hash:
                 return _prepared(attempts)  # re-signed already by an earlier try
