@@ -39,6 +39,16 @@ Ledger rules (stellar-core semantics):
     submission closes its ledger immediately.
   * Resubmitting a known envelope (same hash; for a plain tx also the inner hash of an applied
     fee bump) returns the recorded result and applies nothing.
+  * One transaction per account in the open ledger (stellar-core's queue limit): while the open
+    ledger holds a transaction whose tx source or fee source (G account behind a muxed source)
+    is also the tx source or fee source of a new submission, the new one is refused with core's
+    TRY_AGAIN_LATER and changes nothing, even with the right next sequence number; after the
+    close the identical envelope is accepted. Synchronous submit then waits like Horizon
+    (up to ``submission_timeout``, for the hash to land through some other submission) and
+    answers 504 timeout (at once with ``close_interval_ms=0``); async submit answers 503
+    {"tx_status": "TRY_AGAIN_LATER", "hash": ...}. Use distinct tx source ("channel") accounts,
+    with operation sources for the paying account, to get several payments into one ledger.
+    Friendbot is exempt (a real one uses its own channel accounts).
 
 Horizon endpoints (JSON shaped like Horizon's, HAL ``_links`` / ``_embedded.records``;
 errors are ``application/problem+json`` with Horizon's ``type`` URLs):
@@ -52,9 +62,11 @@ errors are ``application/problem+json`` with Horizon's ``type`` URLs):
   POST /transactions                       form field ``tx``; 200 transaction resource, or 400
                                            transaction_failed with extras.result_xdr (real
                                            TransactionResult XDR) and extras.result_codes,
-                                           400 transaction_malformed, 504 timeout
+                                           400 transaction_malformed, 504 timeout (also after
+                                           TRY_AGAIN_LATER)
   POST /transactions_async                 201 PENDING / 409 DUPLICATE / 400 ERROR with
-                                           error_result_xdr (does not close a ledger)
+                                           error_result_xdr / 503 TRY_AGAIN_LATER (does not
+                                           close a ledger)
   GET  /transactions[/{hash}[/operations|/payments]]   by hash or fee-bump inner hash
   GET  /operations, /payments, /ledgers[/{seq}[/transactions|/payments]]
   GET  /fee_stats                          last_ledger_base_fee, fee_charged / max_fee percentiles
@@ -63,7 +75,9 @@ errors are ``application/problem+json`` with Horizon's ``type`` URLs):
                                            account -> 400 bad_request
 
 Test controls (JSON body or query parameters):
-  GET  /_devnet/status                         ledger numbers, clock, base fee, pending txs
+  GET  /_devnet/status                         ledger numbers, clock, base fee, pending txs,
+                                               "rejections": refused submissions by code
+                                               ({"TRY_AGAIN_LATER": n, "tx_bad_seq": n, ...})
   POST /_devnet/close_ledgers {"count": 1}     close ledgers now
   POST /_devnet/set_time {"unix": T}           set the devnet clock (not before the last close)
   POST /_devnet/advance_time {"seconds": S}    move the devnet clock forward
@@ -76,7 +90,8 @@ Test controls (JSON body or query parameters):
 
 Known limits vs Horizon / stellar-core: no offers, path payments, claimable balances,
 sponsorship, liquidity pools, clawback or Soroban; no surge pricing (a tx with enough fee always
-gets into the next ledger) and no per-account queue limit (no TRY_AGAIN_LATER); no effects,
+gets into the next ledger; the queue limit is one tx per account, with no fee-based
+replacement); no effects,
 trades or streaming (SSE); ledger close times are whole seconds and may repeat with sub-second
 close intervals; history lives in memory only.
 """

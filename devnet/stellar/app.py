@@ -142,6 +142,8 @@ class DevnetNode:
             return problem(hz.transaction_malformed(outcome.envelope_xdr))
         if outcome.status == "rejected":
             return problem(hz.transaction_failed(outcome.envelope_xdr, outcome.result))
+        if outcome.status == "try_again_later":
+            return await self._try_again_later_response(outcome, base)
         rec = outcome.record
         assert rec is not None
         if rec.closed_at is None and not await self.wait_closed(rec.ledger):
@@ -149,6 +151,26 @@ class DevnetNode:
         if rec.successful:
             return hal(hz.transaction_json(rec, base))
         return problem(hz.transaction_failed(rec.parsed.envelope_xdr, rec.result))
+
+    async def _try_again_later_response(self, outcome: SubmitOutcome, base: str) -> JSONResponse:
+        """Horizon treats core's TRY_AGAIN_LATER like PENDING and waits for the hash to show up
+        in a closed ledger. It was not applied, so unless the same envelope lands through
+        another submission meanwhile, that ends in a 504 timeout (at once in manual mode)."""
+        assert outcome.hash is not None
+        if not self.manual:
+            deadline = time.monotonic() + self.submission_timeout
+            while (rec := self.ledger.transaction(outcome.hash)) is None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                event = self._closed
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(event.wait(), min(remaining, 0.25))
+            else:
+                if rec.successful:
+                    return hal(hz.transaction_json(rec, base))
+                return problem(hz.transaction_failed(rec.parsed.envelope_xdr, rec.result))
+        return problem(hz.timeout())
 
     async def submit_async(self, envelope: str) -> JSONResponse:
         failure = self.take_failure()
@@ -168,6 +190,8 @@ class DevnetNode:
                 },
                 400,
             )
+        if outcome.status == "try_again_later":
+            return hal({"tx_status": "TRY_AGAIN_LATER", "hash": outcome.hash}, 503)
         rec = outcome.record
         if outcome.status == "duplicate":
             if rec.closed_at is None:
@@ -467,7 +491,8 @@ async def friendbot(request: Request) -> Response:
     if node.ledger.account_exists_open(addr):
         return problem(hz.bad_request("", "account already funded to starting balance"))
     envelope = node.ledger.friendbot_envelope(addr, node.friendbot_stroops)
-    outcome = node.ledger.submit(envelope)
+    # exempt from the one-tx-per-account queue limit: real friendbot signs from channel accounts
+    outcome = node.ledger.submit(envelope, queue_limit=False)
     return await node._sync_response(outcome, _base(request))
 
 
@@ -491,6 +516,7 @@ async def devnet_status(request: Request) -> Response:
             "close_interval_ms": node.close_interval_ms,
             "root_account": ledger.root_keypair.public_key,
             "pending_failures": node.failures.count,
+            "rejections": ledger.rejection_counts(),
         }
     )
 

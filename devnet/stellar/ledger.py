@@ -11,6 +11,13 @@ or tx_failed caused by an operation's *validity* check such as op_malformed / op
 change nothing; an applied transaction whose operation fails at apply time (op_no_trust,
 op_underfunded, op_low_reserve, ...) consumes its fee and sequence number and is recorded with
 successful=false.
+
+Like stellar-core's transaction queue, the open ledger admits at most one transaction per
+account: while it holds a transaction whose transaction source or fee source (the G account
+behind a muxed source) is also a source of the new submission, that submission is answered
+``try_again_later`` (core's TRY_AGAIN_LATER) and nothing changes; once the ledger closes the
+same envelope can be submitted again. ``submit(..., queue_limit=False)`` skips the rule
+(friendbot, which on a real network signs from its own channel accounts).
 """
 
 from __future__ import annotations
@@ -43,6 +50,7 @@ from .codec import (
 )
 from .results import (
     SUPPORTED_OPS,
+    TX_CODE_NAMES,
     TxCode,
     inner_tx_result,
     op_generic,
@@ -300,9 +308,10 @@ class LedgerRecord:
 
 @dataclass
 class SubmitOutcome:
-    """What happened to a submission: applied now, already known, rejected, or undecodable."""
+    """What happened to a submission: applied now, already known, rejected, refused for now
+    (another transaction of one of its source accounts is in the open ledger), or undecodable."""
 
-    status: str  # "applied" | "duplicate" | "rejected" | "malformed"
+    status: str  # "applied" | "duplicate" | "rejected" | "try_again_later" | "malformed"
     envelope_xdr: str
     hash: str | None = None
     record: TxRecord | None = None
@@ -372,6 +381,9 @@ class StellarLedger:
         self._by_hash: dict[str, TxRecord] = {}
         self._history: list[TxRecord] = []
         self._open_txs: list[TxRecord] = []
+        # G accounts that are the tx source or fee source of a transaction in the open ledger
+        self._open_sources: set[str] = set()
+        self._rejections: dict[str, int] = {}
         self._ledgers: list[LedgerRecord] = []
 
         genesis_time = int(self._clock())
@@ -464,6 +476,15 @@ class StellarLedger:
         with self._lock:
             return list(self._open_txs)
 
+    def rejection_counts(self) -> dict[str, int]:
+        """Refused submissions so far, by code: ``"TRY_AGAIN_LATER"`` (per-account queue limit)
+        and the Horizon name of each rejecting transaction result code (``"tx_bad_seq"``, ...)."""
+        with self._lock:
+            return dict(self._rejections)
+
+    def _count_rejection(self, code: str) -> None:
+        self._rejections[code] = self._rejections.get(code, 0) + 1
+
     # ------------------------------------------------------------ ledger close
 
     def close_ledger(self) -> LedgerRecord:
@@ -473,6 +494,7 @@ class StellarLedger:
                 self._closed.set(key, self._working.get(key))
             self._dirty.clear()
             txs, self._open_txs = self._open_txs, []
+            self._open_sources = set()
             for rec in txs:
                 rec.closed_at = close_time
             record = self._append_ledger(self._open_seq, close_time, txs)
@@ -527,8 +549,13 @@ class StellarLedger:
 
     # ------------------------------------------------------------ submission
 
-    def submit(self, envelope_b64: str) -> SubmitOutcome:
-        """Validate and (if valid) apply a transaction envelope into the open ledger."""
+    def submit(self, envelope_b64: str, *, queue_limit: bool = True) -> SubmitOutcome:
+        """Validate and (if valid) apply a transaction envelope into the open ledger.
+
+        With ``queue_limit`` (stellar-core's one-transaction-per-account queue rule), a
+        transaction whose tx source or fee source already is a source of a transaction in the
+        open ledger is answered ``try_again_later`` without validating or changing anything.
+        """
         try:
             parsed = parse_envelope(envelope_b64, self.network_id)
         except MalformedEnvelope as e:
@@ -537,15 +564,24 @@ class StellarLedger:
             known = self._by_hash.get(parsed.hash_hex)
             if known is not None:
                 return SubmitOutcome("duplicate", parsed.envelope_xdr, parsed.hash_hex, record=known)
+            if queue_limit and self._open_sources.intersection(self._sources(parsed)):
+                self._count_rejection("TRY_AGAIN_LATER")
+                return SubmitOutcome("try_again_later", parsed.envelope_xdr, parsed.hash_hex)
             ledger_seq, now = self._open_seq, self.now()
             view = Txn(self._working, ledger_seq)
             rejection = self._check(view, parsed, ledger_seq, now)
             if rejection is not None:
+                self._count_rejection(TX_CODE_NAMES[rejection.result.code])
                 return SubmitOutcome(
                     "rejected", parsed.envelope_xdr, parsed.hash_hex, result=rejection
                 )
             record = self._apply(parsed, ledger_seq, now)
             return SubmitOutcome("applied", parsed.envelope_xdr, parsed.hash_hex, record=record)
+
+    @staticmethod
+    def _sources(parsed: ParsedTx) -> set[str]:
+        """The accounts stellar-core's queue limit is about: the tx source and the fee source."""
+        return {parsed.tx_source.account_id, parsed.fee_source.account_id}
 
     def friendbot_envelope(self, destination: str, starting_balance: int) -> str:
         """A create_account from the root account, signed, ready for :meth:`submit`."""
@@ -959,6 +995,7 @@ class StellarLedger:
             op_participants=op_parts,
         )
         self._open_txs.append(record)
+        self._open_sources |= {tx_source, fee_source}
         self._by_hash[parsed.hash_hex] = record
         if parsed.fee_bump is not None:
             self._by_hash.setdefault(parsed.tx_hash.hex(), record)
