@@ -22,6 +22,7 @@ from temporalio.client import (
 )
 from temporalio.worker import Worker
 
+from activities.channels import ChannelActivities, channel_settings
 from activities.errors import CustodyWorkerInterceptor
 from activities.faucet import FaucetActivities
 from activities.pools import PoolActivities, units
@@ -36,6 +37,7 @@ from db.engine import SessionFactory, create_engine, create_session_factory
 from db.migrate import upgrade
 from signers.registry import SignerSet
 from models.payloads import RebalanceInput
+from workflows.channels import ChannelAccountsWorkflow
 from workflows.faucet import FaucetWorkflow
 from workflows.rebalance import RebalanceWorkflow
 from workflows.wallet_creation import WalletCreationWorkflow
@@ -43,7 +45,13 @@ from workflows.withdrawal import WithdrawalWorkflow
 
 log = logging.getLogger("custody.worker")
 
-WORKFLOWS: Sequence[type] = (WithdrawalWorkflow, WalletCreationWorkflow, FaucetWorkflow, RebalanceWorkflow)
+WORKFLOWS: Sequence[type] = (
+    WithdrawalWorkflow,
+    WalletCreationWorkflow,
+    FaucetWorkflow,
+    RebalanceWorkflow,
+    ChannelAccountsWorkflow,
+)
 
 
 def withdrawal_policy(settings: Settings) -> WithdrawalPolicy:
@@ -66,6 +74,7 @@ def build_activities(settings: Settings, sessions: SessionFactory) -> list[Any]:
     withdrawals = WithdrawalActivities(sessions, chains, signers, withdrawal_policy(settings))
     wallets = WalletActivities(sessions, chains, signers)
     pools = PoolActivities(sessions, chains, signers, settings)
+    channels = ChannelActivities(sessions, chains, settings)
     return [
         withdrawals.record_status,
         withdrawals.record_control,
@@ -98,6 +107,10 @@ def build_activities(settings: Settings, sessions: SessionFactory) -> list[Any]:
         pools.lease,
         pools.lease_spend,
         pools.return_lease,
+        channels.plan_wallets,
+        channels.plan_funding,
+        channels.fund_from_faucet,
+        channels.finish,
     ]
 
 
@@ -129,32 +142,67 @@ def rebalance_schedule(settings: Settings, chain: str) -> Schedule:
     )
 
 
+async def _ensure_schedule(client: Client, schedule_id: str, schedule: Schedule, *, run_now: bool = False) -> None:
+    """Create the schedule, idempotently: a worker starting after another (or twice) finds it
+    and only brings its interval and task queue in line with the settings."""
+    try:
+        await client.create_schedule(schedule_id, schedule, trigger_immediately=run_now)
+        log.info("schedule created", extra={"schedule_id": schedule_id})
+        return
+    except ScheduleAlreadyRunningError:
+        pass
+    handle = client.get_schedule_handle(schedule_id)
+    current = (await handle.describe()).schedule
+    action, wanted = current.action, schedule.action
+    assert isinstance(wanted, ScheduleActionStartWorkflow)
+    if (
+        [i.every for i in current.spec.intervals] != [i.every for i in schedule.spec.intervals]
+        or current.policy.overlap != ScheduleOverlapPolicy.SKIP
+        or not isinstance(action, ScheduleActionStartWorkflow)
+        or action.task_queue != wanted.task_queue
+    ):
+        await handle.update(lambda _: ScheduleUpdate(schedule=schedule))
+        log.info("schedule updated", extra={"schedule_id": schedule_id})
+    if run_now:
+        await handle.trigger()
+
+
 async def ensure_rebalance_schedules(client: Client, settings: Settings) -> list[str]:
-    """Create the schedule `rebalance-<chain>` of every configured pool, idempotently: a worker
-    starting after another (or twice) finds it and only brings its interval and task queue in
-    line with the settings."""
+    """The schedule `rebalance-<chain>` of every configured pool."""
     ids = []
     for chain in sorted(settings.pools):
         if chain.lower() not in settings.chains:
             log.warning("pool configured for unknown chain %s: no schedule", chain)
             continue
         schedule_id = f"rebalance-{chain.lower()}"
-        schedule = rebalance_schedule(settings, chain)
-        try:
-            await client.create_schedule(schedule_id, schedule)
-            log.info("rebalance schedule created", extra={"schedule_id": schedule_id})
-        except ScheduleAlreadyRunningError:
-            handle = client.get_schedule_handle(schedule_id)
-            current = (await handle.describe()).schedule
-            action = current.action
-            if (
-                [i.every for i in current.spec.intervals] != [i.every for i in schedule.spec.intervals]
-                or current.policy.overlap != ScheduleOverlapPolicy.SKIP
-                or not isinstance(action, ScheduleActionStartWorkflow)
-                or action.task_queue != settings.task_queue
-            ):
-                await handle.update(lambda _: ScheduleUpdate(schedule=schedule))
-                log.info("rebalance schedule updated", extra={"schedule_id": schedule_id})
+        await _ensure_schedule(client, schedule_id, rebalance_schedule(settings, chain))
+        ids.append(schedule_id)
+    return ids
+
+
+def channel_schedule(settings: Settings, chain: str, every_seconds: int) -> Schedule:
+    return Schedule(
+        action=ScheduleActionStartWorkflow(
+            ChannelAccountsWorkflow.run, chain, id=f"channels-{chain}", task_queue=settings.task_queue
+        ),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(seconds=every_seconds))]),
+        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    )
+
+
+async def ensure_channel_schedules(client: Client, settings: Settings) -> list[str]:
+    """The schedule `channels-<chain>` of every chain with channel accounts, run once at once so
+    a new or resized channel set is ready without waiting an interval."""
+    chains = ChainRegistry.from_settings(settings)
+    ids = []
+    for chain in chains.names():
+        channels = channel_settings(chains, chain)
+        if channels is None:
+            continue
+        schedule_id = f"channels-{chain}"
+        await _ensure_schedule(
+            client, schedule_id, channel_schedule(settings, chain, channels.check_interval_seconds), run_now=True
+        )
         ids.append(schedule_id)
     return ids
 
@@ -171,6 +219,7 @@ async def main() -> None:
         start_http_server(settings.worker_metrics_port, addr="127.0.0.1")
     worker = build_worker(client, settings, sessions)
     await ensure_rebalance_schedules(client, settings)
+    await ensure_channel_schedules(client, settings)
     log.info("worker started", extra={"task_queue": settings.task_queue, "chains": sorted(settings.chains)})
     try:
         await worker.run()

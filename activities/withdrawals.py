@@ -20,8 +20,9 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 from temporalio import activity
 
-from chains.base import Memo, SignedTransfer, TransferIntent
+from activities.channels import ChannelLeases
 from activities.locks import KeyedLocks, advisory_lock
+from chains.base import ChannelKey, Memo, SignedTransfer, TransferIntent
 from chains.registry import ChainRegistry
 from core import metrics
 from core.errors import (
@@ -113,6 +114,7 @@ class WithdrawalActivities:
         self._chains = chains
         self._signers = signers
         self._locks = KeyedLocks()
+        self._channels = ChannelLeases(sessions, chains)
         self._policy = policy or WithdrawalPolicy(approval_thresholds={})
 
     # --- loading ---------------------------------------------------------------------------
@@ -136,13 +138,22 @@ class WithdrawalActivities:
         return dataclasses.replace(intent, amount=withdrawal.amount, fee=reservation.fee_amount)
 
     @asynccontextmanager
-    async def _sender_serialized(self, withdrawal_id: str) -> AsyncIterator[None]:
-        """Queue behind this worker's other signers for the same sender before borrowing a
-        database connection (see activities/locks.py); the advisory lock then covers other workers."""
+    async def _slot_serialized(self, withdrawal_id: str, *, with_channel: bool = False) -> AsyncIterator[Wallet | None]:
+        """Queue behind this worker's other signers for the same slot owner (the wallet, or the
+        channel account the withdrawal leases: yielded) before borrowing a database connection
+        (see activities/locks.py); the advisory lock on the same key then covers other workers."""
         async with self._sessions() as session:
             withdrawal, wallet = await self._load(session, withdrawal_id)
-        async with self._locks.hold("sender", withdrawal.chain, wallet.address or wallet.id):
-            yield
+        channel = await self._channels.lease(withdrawal) if with_channel else None
+        owner = channel if channel is not None else wallet
+        async with self._locks.hold("sender", withdrawal.chain, owner.address or owner.id):
+            yield channel
+
+    def _channel_key(self, channel: Wallet | None) -> ChannelKey | None:
+        if channel is None:
+            return None
+        assert channel.address is not None
+        return ChannelKey(address=channel.address, sign=self._signer_for(channel))
 
     def _intent(self, withdrawal: Withdrawal, wallet: Wallet) -> TransferIntent:
         chain = self._chains.get(withdrawal.chain)
@@ -350,16 +361,21 @@ class WithdrawalActivities:
 
         A retry (or a reset of the workflow) returns the stored attempt; it never signs again.
         """
-        async with self._sender_serialized(withdrawal_id), self._sessions() as session, session.begin():
+        serialized = self._slot_serialized(withdrawal_id, with_channel=True)
+        async with serialized as channel, self._sessions() as session, session.begin():
             withdrawal, wallet = await self._load(session, withdrawal_id)
             intent = await self._signing_intent(session, withdrawal, wallet)
-            await advisory_lock(session, "sender", withdrawal.chain, intent.sender)
+            slot_owner = channel.address if channel is not None else intent.sender
+            assert slot_owner is not None
+            await advisory_lock(session, "sender", withdrawal.chain, slot_owner)
             attempts = await self._attempts(session, withdrawal_id)
             if attempts:
                 return _prepared(attempts)
-            sequence = await self._claim_sequence(session, withdrawal, intent)
+            sequence = await self._claim_sequence(session, withdrawal, slot_owner)
             chain = self._chains.get(withdrawal.chain)
-            signed = await chain.sign_transfer(intent, sequence, self._signer_for(wallet))
+            signed = await chain.sign_transfer(
+                intent, sequence, self._signer_for(wallet), **self._channel_arg(channel)
+            )
             attempt = self._attempt_row(withdrawal, intent, signed)
             session.add(attempt)
             withdrawal.nonce = sequence
@@ -367,9 +383,13 @@ class WithdrawalActivities:
             activity.logger.info("signed attempt persisted", extra={"tx_hash": signed.tx_hash, "nonce": sequence})
             return _prepared([attempt])
 
-    async def _claim_sequence(
-        self, session: AsyncSession, withdrawal: Withdrawal, intent: TransferIntent
-    ) -> int | None:
+    def _channel_arg(self, channel: Wallet | None) -> dict[str, ChannelKey]:
+        """`channel=` only where a channel is used: chains without channels take no such argument."""
+        key = self._channel_key(channel)
+        return {} if key is None else {"channel": key}
+
+    async def _claim_sequence(self, session: AsyncSession, withdrawal: Withdrawal, slot_owner: str) -> int | None:
+        """The next slot of `slot_owner`: the wallet, or the channel account the withdrawal leases."""
         chain = self._chains.get(withdrawal.chain)
         claims = SequenceClaim.__table__
         mine = await session.exec(
@@ -380,7 +400,7 @@ class WithdrawalActivities:
         existing = mine.first()
         if existing is not None:
             return existing.sequence
-        settled = await chain.settled_sequence(intent.sender)
+        settled = await chain.settled_sequence(slot_owner)
         if settled is None:
             return None
         # A nonce released by a withdrawal that failed before landing must be filled,
@@ -389,7 +409,7 @@ class WithdrawalActivities:
             select(SequenceClaim)
             .where(
                 SequenceClaim.chain == withdrawal.chain,
-                SequenceClaim.sender == intent.sender,
+                SequenceClaim.sender == slot_owner,
                 SequenceClaim.state == "RELEASED",
                 SequenceClaim.sequence >= settled,
             )
@@ -405,15 +425,13 @@ class WithdrawalActivities:
             return reusable.sequence
         highest = await session.exec(
             sa.select(sa.func.max(claims.c.sequence)).where(
-                claims.c.chain == withdrawal.chain, claims.c.sender == intent.sender
+                claims.c.chain == withdrawal.chain, claims.c.sender == slot_owner
             )
         )
-        sequence = await chain.next_sequence(intent.sender, highest.scalar_one_or_none())
+        sequence = await chain.next_sequence(slot_owner, highest.scalar_one_or_none())
         assert sequence is not None
         session.add(
-            SequenceClaim(
-                chain=withdrawal.chain, sender=intent.sender, sequence=sequence, withdrawal_id=withdrawal.id
-            )
+            SequenceClaim(chain=withdrawal.chain, sender=slot_owner, sequence=sequence, withdrawal_id=withdrawal.id)
         )
         return sequence
 
@@ -434,7 +452,7 @@ class WithdrawalActivities:
     @activity.defn(name="bump_fee")
     async def bump(self, bump: BumpInput) -> PreparedAttempt:
         """Sign a replacement in the same slot with higher fees, once per replaced attempt."""
-        async with self._sender_serialized(bump.withdrawal_id), self._sessions() as session, session.begin():
+        async with self._slot_serialized(bump.withdrawal_id), self._sessions() as session, session.begin():
             withdrawal, wallet = await self._load(session, bump.withdrawal_id)
             intent = await self._signing_intent(session, withdrawal, wallet)
             await advisory_lock(session, "sender", withdrawal.chain, intent.sender)
@@ -484,7 +502,7 @@ class WithdrawalActivities:
     async def cancel_by_replacement(self, cancel: BumpInput) -> PreparedAttempt:
         """Replace the broadcast transfer with a 0-value self-send in the same nonce and higher
         fees; whichever lands decides the outcome (receipt: CANCELLED or COMPLETED)."""
-        async with self._sender_serialized(cancel.withdrawal_id), self._sessions() as session, session.begin():
+        async with self._slot_serialized(cancel.withdrawal_id), self._sessions() as session, session.begin():
             withdrawal, wallet = await self._load(session, cancel.withdrawal_id)
             intent = self._intent(withdrawal, wallet)
             await advisory_lock(session, "sender", withdrawal.chain, intent.sender)
@@ -509,10 +527,13 @@ class WithdrawalActivities:
     @activity.defn(name="resign_expired_transfer")
     async def resign_expired(self, resign: ResignInput) -> PreparedAttempt:
         """Sign anew in a fresh slot, only once the chain proves the latest attempt is dead."""
-        async with self._sender_serialized(resign.withdrawal_id), self._sessions() as session, session.begin():
+        serialized = self._slot_serialized(resign.withdrawal_id, with_channel=True)
+        async with serialized as channel, self._sessions() as session, session.begin():
             withdrawal, wallet = await self._load(session, resign.withdrawal_id)
             intent = await self._signing_intent(session, withdrawal, wallet)
-            await advisory_lock(session, "sender", withdrawal.chain, intent.sender)
+            slot_owner = channel.address if channel is not None else intent.sender
+            assert slot_owner is not None
+            await advisory_lock(session, "sender", withdrawal.chain, slot_owner)
             attempts = await self._attempts(session, withdrawal.id)
             if not attempts or attempts[-1].tx_hash != resign.expired_tx_hash:
                 return _prepared(attempts)  # re-signed already by an earlier try
@@ -528,8 +549,8 @@ class WithdrawalActivities:
                 .values(state="RELEASED", updated_at=utcnow())
             )
             await session.flush()
-            sequence = await self._claim_sequence(session, withdrawal, intent)
-            signed = await chain.sign_transfer(intent, sequence, self._signer_for(wallet))
+            sequence = await self._claim_sequence(session, withdrawal, slot_owner)
+            signed = await chain.sign_transfer(intent, sequence, self._signer_for(wallet), **self._channel_arg(channel))
             attempt = self._attempt_row(withdrawal, intent, signed)
             session.add(attempt)
             withdrawal.nonce = sequence
@@ -639,6 +660,7 @@ class WithdrawalActivities:
                 reservation.state = "SETTLED" if finish.status == WithdrawalStatus.COMPLETED else "RELEASED"
                 reservation.updated_at = now
                 session.add(reservation)
+            await ChannelLeases.release(session, row.id)
             if release_slot:
                 await session.exec(
                     sa.update(SequenceClaim)

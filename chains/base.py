@@ -69,12 +69,24 @@ class DigestSigner(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class ChannelKey:
+    """A channel account: the transaction's source (its sequence number and its fee) while the
+    wallet stays the source of the payment; both sign. Only where `supports_channels`."""
+
+    address: str
+    sign: DigestSigner
+
+
 class Chain(Protocol):
     family: ClassVar[str]
     key_scheme: ClassVar[str]  # "secp256k1" | "ed25519"
     # True where a stuck transaction can be replaced inside its slot with a higher fee (EVM);
     # elsewhere "bumping" re-sends the same bytes until the attempt lands or provably expires.
     replaceable_in_slot: ClassVar[bool]
+    # True where a transaction's source may be a channel account other than the paying wallet
+    # (Stellar); the slot is then the channel's sequence, not the wallet's.
+    supports_channels: ClassVar[bool]
     name: str
     settings: ChainSettingsBase
 
@@ -130,8 +142,11 @@ class Chain(Protocol):
         sequence: int | None,
         sign: DigestSigner,
         replacing: SignedTransfer | None = None,
+        channel: ChannelKey | None = None,
     ) -> SignedTransfer:
         """Build and sign. With `replacing`, a fee-bumped replacement inside the same slot.
+        With `channel` (supports_channels only), `sequence` is the channel's and it pays the fee;
+        the result's `fee_params["source"]` names the account whose slot it takes.
         Raises ChainUnavailable, FeeAboveCap, InsufficientFunds, SigningFailed."""
         ...
 

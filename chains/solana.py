@@ -122,6 +122,7 @@ class SolanaChain:
     family: ClassVar[str] = "solana"
     key_scheme: ClassVar[str] = "ed25519"
     replaceable_in_slot: ClassVar[bool] = False
+    supports_channels: ClassVar[bool] = False
 
     def __init__(self, name: str, settings: SolanaChainSettings, client: AsyncClient | None = None) -> None:
         self.name = name

@@ -45,7 +45,7 @@ from stellar_sdk.exceptions import (
     raise_request_exception,
 )
 
-from chains.base import DigestSigner, Memo, SignedTransfer, SweepQuote, TransferIntent, TransferStatus
+from chains.base import ChannelKey, DigestSigner, Memo, SignedTransfer, SweepQuote, TransferIntent, TransferStatus
 from core.errors import (
     ChainUnavailable,
     FeeAboveCap,
@@ -151,6 +151,7 @@ class StellarChain:
     key_scheme: ClassVar[str] = "ed25519"
     # The same envelope is re-sent until it lands or provably expires (no fee bump needed).
     replaceable_in_slot: ClassVar[bool] = False
+    supports_channels: ClassVar[bool] = True
 
     def __init__(self, name: str, settings: StellarChainSettings, server: ServerAsync | None = None) -> None:
         self.name = name
@@ -448,15 +449,23 @@ class StellarChain:
         sequence: int | None,
         sign: DigestSigner,
         replacing: SignedTransfer | None = None,
+        channel: ChannelKey | None = None,
     ) -> SignedTransfer:
         if sequence is None or sequence <= 0:
             raise SigningFailed("a Stellar transaction needs a sequence number")
+        if channel is not None and (intent.sweep or channel.address == intent.sender):
+            # A merge's amount is the sender's balance net of the fee it pays itself.
+            raise SigningFailed("a sweep, or a wallet paying for itself, takes no channel account")
+        # With a channel, the channel is the transaction's source (sequence, fee) and the wallet
+        # the operation's source; without one, the wallet is both.
+        source = channel.address if channel is not None else intent.sender
+        op_source = intent.sender if channel is not None else None
         ledger = await self._latest_ledger()
         fee_per_op = intent.fee if intent.sweep and intent.fee is not None else await self._fee_per_op(ledger)
         max_time = _unix(ledger["closed_at"]) + self.settings.timebounds_seconds
         destination_exists = await self._account(self._base_account(intent.destination)) is not None
         builder = TransactionBuilder(
-            Account(intent.sender, sequence - 1), self.settings.network_passphrase, base_fee=fee_per_op
+            Account(source, sequence - 1), self.settings.network_passphrase, base_fee=fee_per_op
         ).add_time_bounds(0, max_time)
         amount = format_stroops(max(intent.amount, 0))
         if intent.sweep:
@@ -466,7 +475,7 @@ class StellarChain:
             builder.append_account_merge_op(intent.destination)
         elif destination_exists:
             operation = "payment"
-            builder.append_payment_op(intent.destination, self._sdk_asset(intent.asset), amount)
+            builder.append_payment_op(intent.destination, self._sdk_asset(intent.asset), amount, source=op_source)
         else:
             if not intent.asset.is_native:
                 raise RecipientNoTrustline(
@@ -481,7 +490,7 @@ class StellarChain:
             if intent.destination.startswith("M"):
                 raise InvalidRecipient("an unfunded muxed (M...) address cannot be created")
             operation = "create_account"
-            builder.append_create_account_op(intent.destination, amount)
+            builder.append_create_account_op(intent.destination, amount, source=op_source)
         memo = self._sdk_memo(intent.memo)
         if memo is not None:
             builder.add_memo(memo)
@@ -489,24 +498,35 @@ class StellarChain:
         if envelope.transaction.sequence != sequence:
             raise SigningFailed("built transaction does not carry the claimed sequence")
         tx_hash = envelope.hash()  # sha256(networkId || ENVELOPE_TYPE_TX || tx)
-        signature = bytes(await sign(tx_hash))
-        keypair = Keypair.from_public_key(intent.sender)
-        if len(signature) != 64:
-            raise SigningFailed("ed25519 signer returned a malformed signature")
-        try:
-            keypair.verify(tx_hash, signature)
-        except (BadSignatureError, SdkError, ValueError) as e:
-            # Never keep bytes that the sending account's key did not sign.
-            raise SigningFailed("signature does not verify against the wallet's public key") from e
-        envelope.signatures.append(DecoratedSignature(keypair.signature_hint(), signature))
+        signers = [(intent.sender, sign, "wallet")]
+        if channel is not None:
+            signers.insert(0, (channel.address, channel.sign, "channel account"))
+        for account_id, signer, role in signers:
+            envelope.signatures.append(await self._verified_signature(tx_hash, account_id, signer, role))
         raw = envelope.to_xdr_object().to_xdr_bytes()
+        fee_params: dict[str, Any] = {"max_time": max_time, "fee_per_op": fee_per_op, "operation": operation}
+        if channel is not None:
+            fee_params["source"] = channel.address
         return SignedTransfer(
             tx_hash=tx_hash.hex(),
             raw_tx=raw.hex(),
             sequence=sequence,
             max_fee=fee_per_op * OPS_PER_TRANSFER,
-            fee_params={"max_time": max_time, "fee_per_op": fee_per_op, "operation": operation},
+            fee_params=fee_params,
         )
+
+    @staticmethod
+    async def _verified_signature(tx_hash: bytes, account_id: str, sign: DigestSigner, role: str) -> DecoratedSignature:
+        signature = bytes(await sign(tx_hash))
+        keypair = Keypair.from_public_key(account_id)
+        if len(signature) != 64:
+            raise SigningFailed(f"ed25519 signer returned a malformed signature for the {role}")
+        try:
+            keypair.verify(tx_hash, signature)
+        except (BadSignatureError, SdkError, ValueError) as e:
+            # Never keep bytes that the account's own key did not sign.
+            raise SigningFailed(f"signature does not verify against the {role}'s public key") from e
+        return DecoratedSignature(keypair.signature_hint(), signature)
 
     # --- broadcast and outcome -------------------------------------------------------------
     async def broadcast(self, transfer: SignedTransfer) -> str:
@@ -581,7 +601,11 @@ class StellarChain:
         # if those already prove an attempt dead and its hash is still absent afterwards, it can
         # never apply (a later ledger cannot include it).
         ledger = await self._latest_ledger()
-        account = await self._account(intent.sender)
+        sources = {self._slot_source(intent, a) for a in attempts}
+        sequences: dict[str, int | None] = {}
+        for source in sorted(sources):
+            account = await self._account(source)
+            sequences[source] = int(account["sequence"]) if account is not None else None
         for attempt in reversed(attempts):
             tx = await self._transaction(attempt.tx_hash)
             if tx is None:
@@ -603,9 +627,9 @@ class StellarChain:
                 detail=f"{tx_code}: {', '.join(op_codes)}".strip(": "),
             )
         close_time = _unix(ledger["closed_at"])
-        account_sequence = int(account["sequence"]) if account is not None else None
         reasons: list[str] = []
         for attempt in attempts:
+            account_sequence = sequences[self._slot_source(intent, attempt)]
             max_time = int((attempt.fee_params or {}).get("max_time") or 0)
             if max_time and close_time > max_time:
                 reasons.append(f"ledger {ledger['sequence']} closed at {close_time} > max_time {max_time}")
@@ -622,6 +646,11 @@ class StellarChain:
                     detail="not in a closed ledger yet; timebounds still open",
                 )
         return TransferStatus(OnChainState.EXPIRED, tx_hash=attempts[-1].tx_hash, detail="; ".join(reasons))
+
+    @staticmethod
+    def _slot_source(intent: TransferIntent, attempt: SignedTransfer) -> str:
+        """The account whose sequence number the attempt takes: its channel, or the wallet."""
+        return str((attempt.fee_params or {}).get("source") or intent.sender)
 
     # --- test networks only ---------------------------------------------------------------
     async def faucet(self, address: str, asset: AssetSpec, amount: int) -> str:

@@ -8,6 +8,7 @@ CUSTODY_API_KEY) and, for batch actions, to Temporal directly (CUSTODY_TEMPORAL_
     custody withdrawals pause-all --chain anvil --reason "RPC incident"   (and resume-all)
     custody wallets create --chain anvil --label hot | list | balances <id> | fund <id> --amount 1
     custody pools show <chain> | rebalance <chain> | lease <chain> | return <chain> <lease id>
+    custody channels show <chain> | sync <chain>           (Stellar channel accounts)
     custody worker | custody api
 """
 
@@ -30,6 +31,8 @@ app.add_typer(wallets, name="wallets")
 pools = typer.Typer(help="key pools: HODL, Bank and single-use Explorer keys (operators)", no_args_is_help=True)
 app.add_typer(withdrawals, name="withdrawals")
 app.add_typer(pools, name="pools")
+channels = typer.Typer(help="Stellar channel accounts: many payments in flight per wallet (operators)", no_args_is_help=True)
+app.add_typer(channels, name="channels")
 
 ReasonOpt = Annotated[str, typer.Option("--reason", "-r", help="why (kept in the withdrawal's history)")]
 
@@ -244,14 +247,38 @@ def pool_show(chain: str, as_json: bool = typer.Option(False, "--json", help="th
         typer.echo(json.dumps(last["result"], indent=2, default=str))
 
 
+def _started(what: str, body: dict[str, Any]) -> None:
+    if body["mode"] == "schedule_triggered":
+        typer.echo(f"{what}: triggered schedule {body['schedule_id']}")
+    else:
+        typer.echo(f"{what}: started {body['workflow_id']}")
+
+
 @pools.command("rebalance")
 def pool_rebalance(chain: str) -> None:
     """Rebalance now: trigger the schedule rebalance-<chain> (or start a run with a unique id)."""
-    body = _call("POST", f"/v1/pools/{chain}/rebalance")
-    if body["mode"] == "schedule_triggered":
-        typer.echo(f"rebalance: triggered schedule {body['schedule_id']}")
-    else:
-        typer.echo(f"rebalance: started {body['workflow_id']}")
+    _started("rebalance", _call("POST", f"/v1/pools/{chain}/rebalance"))
+
+
+# --- channel accounts ------------------------------------------------------------------------
+@channels.command("show")
+def channels_show(chain: str, as_json: bool = typer.Option(False, "--json", help="the whole answer as JSON")) -> None:
+    """The channel set: state, lease holder and use count of each channel."""
+    body = _call("GET", f"/v1/channels/{chain}")
+    if as_json:
+        _print(body)
+        return
+    sizes = ", ".join(f"{s} {n}" for s, n in sorted(body["sizes"].items())) or "none yet"
+    typer.echo(f"channels of {body['chain']}: {body['configured']} configured; {sizes}")
+    if body["channels"]:
+        typer.echo("")
+        _table(body["channels"], ["position", "state", "address", "leased_by", "lease_count"])
+
+
+@channels.command("sync")
+def channels_sync(chain: str) -> None:
+    """Create, fund and top up the channel set now."""
+    _started("channels", _call("POST", f"/v1/channels/{chain}/sync"))
 
 
 @pools.command("lease")

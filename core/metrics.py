@@ -62,3 +62,9 @@ POOL_KEY_BALANCE = Histogram(
     ["chain", "tier"],
     buckets=(0, 0.001, 0.01, 0.1, 1, 10, 100, 1_000, 10_000, 100_000),
 )
+CHANNEL_LEASES = Counter(
+    "custody_channel_leases_total",
+    "Stellar channel account lease attempts by result (leased, none_free, underfunded)",
+    ["chain", "result"],
+)
+CHANNELS = Gauge("custody_channel_accounts", "Channel accounts by state (last channel-set run)", ["chain", "state"])

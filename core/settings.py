@@ -95,6 +95,23 @@ class EvmChainSettings(ChainSettingsBase):
         return 18
 
 
+class ChannelSettings(BaseModel):
+    """Stellar channel accounts: system accounts that are a transaction's source (its sequence
+    number and fee) while the wallet stays the payment's source, so one wallet can have many
+    payments in flight (stellar-core admits one transaction per source account at a time)."""
+
+    count: int = Field(default=0, ge=0, le=1000)  # 0: every wallet is its own transaction source
+    # XLM each channel is created with: its 1 XLM minimum balance plus the fees it will pay.
+    starting_balance: str = "5"
+    # Below this spendable XLM a channel is set aside (UNDERFUNDED) until it is topped up.
+    min_balance: str = "0.5"
+    # The custody wallet that creates and tops up the channels; None: the network's friendbot
+    # (test networks with faucet_enabled).
+    funding_wallet_id: str | None = None
+    # How often ChannelAccountsWorkflow re-checks the set (creates, funds, tops up).
+    check_interval_seconds: int = Field(default=300, gt=0)
+
+
 class StellarChainSettings(ChainSettingsBase):
     family: Literal["stellar"] = "stellar"
     horizon_url: str
@@ -103,6 +120,7 @@ class StellarChainSettings(ChainSettingsBase):
     base_fee_cap_stroops: int = Field(default=10_000, gt=0)
     timebounds_seconds: int = Field(default=300, gt=0)
     friendbot_url: str | None = None
+    channels: ChannelSettings = Field(default_factory=ChannelSettings)
 
     @property
     def native_decimals(self) -> int:

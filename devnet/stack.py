@@ -162,6 +162,8 @@ def main() -> None:
                         "horizon_url": f"http://127.0.0.1:{ports['stellar']}",
                         "network_passphrase": STELLAR_DEVNET_PASSPHRASE,
                         "faucet_enabled": True,
+                        # Friendbot creates them at worker start: `custody channels show stellar`.
+                        "channels": {"count": 4},
                     },
                 }
             ),

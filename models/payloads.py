@@ -229,3 +229,25 @@ class ExplorerLease:
     state: str
     leased_by: str
     expires_at: str  # ISO 8601
+
+
+@dataclass
+class ChannelPlan:
+    """One step of ChannelAccountsWorkflow: wallets to create (child `wallet-<id>`), channels
+    friendbot creates (`faucet`), and funding withdrawals from the funding wallet (child
+    `withdrawal-<id>`)."""
+
+    wallets: list[str] = field(default_factory=list)
+    faucet: list[str] = field(default_factory=list)
+    transfers: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ChannelSetResult:
+    chain: str
+    ready: int = 0
+    underfunded: int = 0
+    pending: int = 0  # CREATING or FUNDING
+    failed: int = 0
+    notes: list[str] = field(default_factory=list)

@@ -98,6 +98,9 @@ class TransferAttemptPublic(BaseModel):
     nonce: int | None
     state: str
     purpose: str
+    # The account whose nonce / sequence number it takes where that is not the wallet (a Stellar
+    # channel account, which also pays the fee); None: the wallet.
+    source: str | None = None
     created_at: datetime
     broadcast_at: datetime | None
 

@@ -6,15 +6,17 @@ the same `sign(message) -> signature` shape a signer backend provides.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import datetime
 
 import httpx
 import pytest
-from stellar_sdk import Asset, Keypair, MuxedAccount, ServerAsync, TransactionBuilder
+from stellar_sdk import Asset, Keypair, MuxedAccount, ServerAsync, TransactionBuilder, TransactionEnvelope
 from stellar_sdk.client.aiohttp_client import AiohttpClient
 
-from chains.base import Memo, SignedTransfer, TransferIntent
+from chains.base import ChannelKey, Memo, SignedTransfer, TransferIntent
 from chains.stellar import StellarChain, format_stroops, parse_stroops
 from core.errors import (
     ChainUnavailable,
@@ -378,6 +380,42 @@ async def test_bad_seq_alone_is_never_expiry(chain: StellarChain, server: Server
     assert (await chain.transfer_status(transfer, [ahead])).state == OnChainState.CONFIRMED
     assert await chain.next_sequence(alice.public_key, None) == settled + 2
     assert await chain.next_sequence(alice.public_key, settled + 5) == settled + 6
+
+
+async def test_channel_account_is_the_transaction_source_and_its_sequence_the_slot(
+    chain: StellarChain, server: ServerAsync, devnet: StellarDevnet
+) -> None:
+    wallet, channel, bob = await funded(chain), await funded(chain), await funded(chain)
+    transfer = intent(chain, wallet, bob.public_key, 2 * XLM)
+    wallet_sequence = await account_sequence(server, wallet.public_key)
+    slot = await chain.next_sequence(channel.public_key, None)
+    via_channel = ChannelKey(channel.public_key, signer(channel))
+
+    with pytest.raises(SigningFailed):  # the channel's signature must come from the channel's key
+        await chain.sign_transfer(transfer, slot, signer(wallet), channel=ChannelKey(channel.public_key, signer(wallet)))
+    with pytest.raises(SigningFailed):  # a sweep (account_merge) is net of the fee the wallet pays itself
+        await chain.sign_transfer(replace(transfer, sweep=True, fee=100), slot, signer(wallet), channel=via_channel)
+
+    signed = await chain.sign_transfer(transfer, slot, signer(wallet), channel=via_channel)
+    assert signed.fee_params["source"] == channel.public_key and signed.sequence == slot
+    envelope = TransactionEnvelope.from_xdr(base64.b64encode(bytes.fromhex(signed.raw_tx)).decode(), devnet.network_passphrase)
+    assert envelope.transaction.source.account_id == channel.public_key
+    assert envelope.transaction.operations[0].source.account_id == wallet.public_key
+    assert len(envelope.signatures) == 2
+    assert await chain.broadcast(signed) == "accepted"
+    assert (await chain.transfer_status(transfer, [signed])).state == OnChainState.CONFIRMED
+    # The channel took the slot and paid the fee; the wallet only paid.
+    assert await account_sequence(server, wallet.public_key) == wallet_sequence
+    assert await account_sequence(server, channel.public_key) == slot
+    assert await raw_balance(server, channel.public_key) == FRIENDBOT_XLM * XLM - 100
+    assert await raw_balance(server, wallet.public_key) == (FRIENDBOT_XLM - 2) * XLM
+
+    # Dead is judged by the channel's sequence: another transaction of the channel consumed ours.
+    stale = await chain.sign_transfer(transfer, slot + 1, signer(wallet), channel=via_channel)
+    await submit_sdk(server, devnet.network_passphrase, channel, lambda b: b.append_bump_sequence_op(0))
+    status = await chain.transfer_status(transfer, [stale])
+    assert status.state == OnChainState.EXPIRED and "consumed" in status.detail, status
+    assert await raw_balance(server, bob.public_key) == (FRIENDBOT_XLM + 2) * XLM
 
 
 # ----------------------------------------------------------------------------- balances and fees

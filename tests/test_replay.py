@@ -38,7 +38,7 @@ def _saved() -> list[Path]:
 
 def test_there_are_saved_histories_for_every_workflow():
     saved_types = {p.name.split("__")[0] for p in _saved()}
-    assert {"WithdrawalWorkflow", "WalletCreationWorkflow", "FaucetWorkflow", "RebalanceWorkflow"} <= saved_types
+    assert {cls.__name__ for cls in WORKFLOWS} <= saved_types
 
 
 @pytest.fixture

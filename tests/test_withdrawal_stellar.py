@@ -35,7 +35,9 @@ USDX = Asset("USDX", ISSUER.public_key)
 
 @pytest.fixture(scope="module")
 async def devnet() -> AsyncIterator[StellarDevnet]:
-    async with run_stellar_devnet(port=0, close_interval_ms=100) as d:
+    # A transaction stellar-core answers TRY_AGAIN_LATER is held by Horizon until its timeout
+    # (then 504); keep that short here so collisions cost seconds, not half a minute.
+    async with run_stellar_devnet(port=0, close_interval_ms=100, submission_timeout=3) as d:
         async with httpx.AsyncClient(timeout=30) as http:
             r = await http.get(d.friendbot_url, params={"addr": ISSUER.public_key})
             assert r.status_code == 200, r.text

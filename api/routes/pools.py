@@ -16,9 +16,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 from sqlmodel import col, select
-from temporalio.client import ScheduleOverlapPolicy
-from temporalio.common import WorkflowIDReusePolicy
-from temporalio.service import RPCError, RPCStatusCode
 
 from activities.pools import (
     lease_explorer,
@@ -28,6 +25,7 @@ from activities.pools import (
     return_explorer,
 )
 from api.deps import OwnerDep, SessionDep, StateDep
+from api.scheduling import RunStarted, run_now
 from api.routes.withdrawals import _public, ensure_started
 from chains.base import Memo
 from core.errors import Unauthorized
@@ -78,13 +76,6 @@ class PoolPublic(BaseModel):
     balances: dict[str, str] = Field(description="tier -> native balance held (decimal string)")
     keys: list[dict[str, Any]]
     last_rebalance: RebalanceRun | None
-
-
-class RebalanceStarted(BaseModel):
-    chain: str
-    mode: str  # "schedule_triggered" | "started"
-    schedule_id: str | None = None
-    workflow_id: str | None = None
 
 
 def _operator(state: StateDep, caller: str) -> None:
@@ -199,28 +190,15 @@ async def return_lease(chain: str, lease_id: str, caller: OwnerDep, state: State
     return await _lease_public(session, returned)
 
 
-@router.post("/{chain}/rebalance", response_model=RebalanceStarted, status_code=status.HTTP_202_ACCEPTED)
-async def rebalance(chain: str, caller: OwnerDep, state: StateDep) -> RebalanceStarted:
+@router.post("/{chain}/rebalance", response_model=RunStarted, status_code=status.HTTP_202_ACCEPTED)
+async def rebalance(chain: str, caller: OwnerDep, state: StateDep) -> RunStarted:
     """Run a rebalance now: trigger the chain's schedule (overlap SKIP: nothing if one runs);
     without a schedule, start a run with a unique id."""
     _operator(state, caller)
     chain = chain.lower()
     pool_settings(state.settings, chain)
-    schedule_id = f"rebalance-{chain}"
-    try:
-        await state.temporal.get_schedule_handle(schedule_id).trigger(overlap=ScheduleOverlapPolicy.SKIP)
-        return RebalanceStarted(chain=chain, mode="schedule_triggered", schedule_id=schedule_id)
-    except RPCError as e:
-        if e.status != RPCStatusCode.NOT_FOUND:
-            raise
-    workflow_id = f"rebalance-{chain}-manual-{uuid.uuid4().hex[:12]}"
-    await state.temporal.start_workflow(
-        RebalanceWorkflow.run,
-        RebalanceInput(chain=chain),
-        id=workflow_id,
-        task_queue=state.settings.task_queue,
-        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        static_summary=f"Manual rebalance of the {chain} key pool by {caller}",
+    return await run_now(
+        state.temporal, state.settings.task_queue, chain, f"rebalance-{chain}", RebalanceWorkflow.run,
+        RebalanceInput(chain=chain), f"Manual rebalance of the {chain} key pool by {caller}",
     )
-    return RebalanceStarted(chain=chain, mode="started", workflow_id=workflow_id)
 

@@ -88,7 +88,7 @@ async def _public(session: SessionDep, state: StateDep, w: Withdrawal, *, detail
         public.attempts = [
             TransferAttemptPublic(
                 tx_hash=a.tx_hash, nonce=a.sequence, state=a.state, purpose=a.purpose,
-                created_at=a.created_at, broadcast_at=a.broadcast_at,
+                source=(a.fee_params or {}).get("source"), created_at=a.created_at, broadcast_at=a.broadcast_at,
             )
             for a in attempts.all()
         ]
