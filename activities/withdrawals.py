@@ -168,6 +168,7 @@ class WithdrawalActivities:
             amount=withdrawal.amount,
             memo=memo,
             sweep=withdrawal.sweep,
+            trustline=withdrawal.kind == "TRUSTLINE",
         )
 
     async def _attempts(self, session: AsyncSession, withdrawal_id: str) -> list[TransferAttempt]:
@@ -255,6 +256,9 @@ class WithdrawalActivities:
             # The amount is fixed at reserve time (everything - the exact fee).
             if not intent.asset.is_native:
                 raise PermanentError("a sweep moves the chain's native asset")
+        elif intent.trustline:
+            if not chain.has_trustlines or intent.asset.is_native or intent.destination != intent.sender:
+                raise PermanentError("a trustline is a credit asset's, on a chain with trustlines, to the wallet itself")
         elif intent.amount <= 0:
             raise PermanentError("amount must be positive")
         await chain.preflight(intent)

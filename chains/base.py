@@ -31,6 +31,9 @@ class TransferIntent:
     # account holds - fee), and the transaction is built to cost exactly `fee`, leaving nothing.
     sweep: bool = False
     fee: int | None = None
+    # Trustline: `sender` starts trusting `asset` so it can hold it (Stellar change_trust); no
+    # value moves: amount 0, destination = sender. Only where `has_trustlines`.
+    trustline: bool = False
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,8 @@ class Chain(Protocol):
     # True where a transaction's source may be a channel account other than the paying wallet
     # (Stellar); the slot is then the channel's sequence, not the wallet's.
     supports_channels: ClassVar[bool]
+    # True where an account must opt in to hold an asset (Stellar trustlines).
+    has_trustlines: ClassVar[bool]
     name: str
     settings: ChainSettingsBase
 

@@ -98,6 +98,7 @@ class EvmChain:
     key_scheme: ClassVar[str] = "secp256k1"
     replaceable_in_slot: ClassVar[bool] = True
     supports_channels: ClassVar[bool] = False
+    has_trustlines: ClassVar[bool] = False
 
     def __init__(self, name: str, settings: EvmChainSettings, web3: AsyncWeb3 | None = None) -> None:
         self.name = name

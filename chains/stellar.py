@@ -152,6 +152,7 @@ class StellarChain:
     # The same envelope is re-sent until it lands or provably expires (no fee bump needed).
     replaceable_in_slot: ClassVar[bool] = False
     supports_channels: ClassVar[bool] = True
+    has_trustlines: ClassVar[bool] = True
 
     def __init__(self, name: str, settings: StellarChainSettings, server: ServerAsync | None = None) -> None:
         self.name = name
@@ -294,6 +295,9 @@ class StellarChain:
 
     async def preflight(self, intent: TransferIntent) -> None:
         """Can the destination receive this payment? (account, trustline, SEP-29 memo)."""
+        if intent.trustline:
+            await self._check_trustline(intent)
+            return
         destination = self._base_account(intent.destination)
         if destination == self._base_account(intent.sender):
             raise InvalidRecipient("a wallet cannot withdraw to itself (muxed or not)", destination=intent.destination)
@@ -334,6 +338,28 @@ class StellarChain:
                 required = False
             if required:
                 raise MemoRequired("destination requires a memo (SEP-29)", destination=intent.destination)
+
+    async def _check_trustline(self, intent: TransferIntent) -> None:
+        """The wallet can add this trustline: a credit asset whose issuer exists, and enough XLM
+        for the 0.5 XLM reserve of the new subentry beyond the fee (else op_low_reserve would
+        consume the fee for nothing)."""
+        if intent.asset.is_native:
+            raise PermanentError("XLM needs no trustline", asset=intent.asset.symbol)
+        asset = self._sdk_asset(intent.asset)
+        if await self._account(asset.issuer) is None:
+            raise InvalidRecipient(f"the issuer of {intent.asset.symbol} does not exist on this network", issuer=asset.issuer)
+        account = await self._account(intent.sender)
+        if account is None:
+            raise InsufficientFunds("the wallet's account does not exist on chain yet (fund it first)", sender=intent.sender)
+        if self._trustline(account, asset) is not None:
+            return  # change_trust again only re-states the limit: harmless and idempotent
+        reserve = int((await self._latest_ledger())["base_reserve_in_stroops"])
+        native = self.asset(self.settings.native_symbol)
+        if await self.balance(intent.sender, native) < reserve + await self._fee_per_op():
+            raise InsufficientFunds(
+                "a trustline locks 0.5 XLM of base reserve: the wallet's spendable XLM is too low",
+                needed=str(reserve), sender=intent.sender,
+            )
 
     async def _check_create_account(self, intent: TransferIntent) -> None:
         if intent.destination.startswith("M"):
@@ -468,7 +494,12 @@ class StellarChain:
             Account(source, sequence - 1), self.settings.network_passphrase, base_fee=fee_per_op
         ).add_time_bounds(0, max_time)
         amount = format_stroops(max(intent.amount, 0))
-        if intent.sweep:
+        if intent.trustline:
+            if intent.asset.is_native:
+                raise SigningFailed("XLM needs no trustline")
+            operation = "change_trust"
+            builder.append_change_trust_op(self._sdk_asset(intent.asset), source=op_source)
+        elif intent.sweep:
             if not destination_exists or not intent.asset.is_native:
                 raise InvalidRecipient("a sweep merges into an existing account", destination=intent.destination)
             operation = "account_merge"

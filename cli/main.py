@@ -7,6 +7,7 @@ CUSTODY_API_KEY) and, for batch actions, to Temporal directly (CUSTODY_TEMPORAL_
     custody withdrawals show <id>
     custody withdrawals pause-all --chain anvil --reason "RPC incident"   (and resume-all)
     custody wallets create --chain anvil --label hot | list | balances <id> | fund <id> --amount 1
+    custody wallets trust <id> --asset USDC               (Stellar trustline)
     custody pools show <chain> | rebalance <chain> | lease <chain> | return <chain> <lease id>
     custody channels show <chain> | sync <chain>           (Stellar channel accounts)
     custody worker | custody api
@@ -89,6 +90,18 @@ def wallet_balances(wallet_id: str) -> None:
 def wallet_fund(wallet_id: str, amount: str = typer.Option(...), asset: str | None = typer.Option(None)) -> None:
     """Test networks only: fund from the chain's faucet."""
     _print(_call("POST", f"/v1/wallets/{wallet_id}/fund", json={"amount": amount} | ({"asset": asset} if asset else {})))
+
+
+@wallets.command("trust")
+def wallet_trust(
+    wallet_id: str,
+    asset: str = typer.Option(..., help="a credit asset configured on the wallet's chain"),
+    idempotency_key: str | None = typer.Option(None, help="defaults to a new random key"),
+) -> None:
+    """Stellar: let the wallet hold a credit asset (its own change_trust; follow it with
+    `custody withdrawals show <id>`)."""
+    headers = {"Idempotency-Key": idempotency_key or uuid.uuid4().hex}
+    _print(_call("POST", f"/v1/wallets/{wallet_id}/trustlines", json={"asset": asset}, headers=headers))
 
 
 # --- withdrawals -----------------------------------------------------------------------------

@@ -85,6 +85,9 @@ class Withdrawal(SQLModel, table=True):
     # Empty the wallet: the amount is fixed when funds are reserved to (everything spendable - the
     # exact fee), leaving nothing behind (explorer recovery).
     sweep: bool = Field(default=False, sa_column_kwargs={"server_default": sa.false()})
+    # TRANSFER, or TRUSTLINE: the wallet's own change_trust for `asset` (Stellar), amount 0, to
+    # itself; the same workflow and exactly-once steps as a transfer.
+    kind: str = Field(default="TRANSFER", sa_column_kwargs={"server_default": "TRANSFER"})
     amount: int = Field(sa_type=BaseUnits)
     memo_type: str | None = None  # text | id | hash (chains that carry memos)
     memo_value: str | None = None

@@ -87,6 +87,12 @@ class WithdrawalCreate(BaseModel):
     memo: MemoIn | None = Field(default=None, description="Stellar memo (text, id or hash); refused on EVM")
 
 
+class TrustlineCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    asset: str = Field(min_length=1, max_length=32, description="a credit asset configured on the wallet's chain", examples=["USDC"])
+
+
 class WithdrawalEventPublic(BaseModel):
     status: str
     at: datetime
@@ -107,6 +113,7 @@ class TransferAttemptPublic(BaseModel):
 
 class WithdrawalPublic(BaseModel):
     id: str
+    kind: str = Field(default="TRANSFER", description="TRANSFER, or TRUSTLINE (the wallet's own change_trust)")
     wallet_id: str
     owner: str
     chain: str

@@ -14,14 +14,11 @@ import httpx
 import pytest
 from stellar_sdk import Asset, Keypair, ServerAsync, TransactionBuilder
 from stellar_sdk.client.aiohttp_client import AiohttpClient
-from stellar_sdk.decorated_signature import DecoratedSignature
 
 from chains.stellar import parse_stroops
 from core.settings import Settings, StellarChainSettings, TokenSettings
 from db.engine import SessionFactory
 from devnet.stellar import StellarDevnet, run_stellar_devnet
-from models.db import Wallet
-from signers.registry import signer_for_backend
 from tests.conftest import ALICE, api_client, wait_for_status
 
 XLM = 10_000_000
@@ -135,25 +132,15 @@ async def friendbot(devnet: StellarDevnet) -> Keypair:
     return kp
 
 
-async def wallet_trusts(
-    horizon: ServerAsync, devnet: StellarDevnet, settings: Settings, sessions: SessionFactory, wallet: dict
-) -> None:
-    """Custody has no change_trust operation yet: sign one with the wallet's keystore key."""
-    async with sessions() as session:
-        row = await session.get(Wallet, wallet["id"])
-    assert row is not None and row.key_ref
-    signer = signer_for_backend(row.signer_backend, settings, sessions)
-    account = await horizon.load_account(wallet["address"])
-    envelope = (
-        TransactionBuilder(account, devnet.network_passphrase, base_fee=100)
-        .set_timeout(3600)
-        .append_change_trust_op(USDX)
-        .build()
+async def wallet_trusts(api: httpx.AsyncClient, wallet: dict, asset: str = "USDX") -> dict:
+    """The wallet's own change_trust, through the API (a TRUSTLINE operation to COMPLETED)."""
+    response = await api.post(
+        f"/v1/wallets/{wallet['id']}/trustlines", json={"asset": asset}, headers={**ALICE, "Idempotency-Key": uuid.uuid4().hex}
     )
-    signature = await signer.sign(row.key_ref, "ed25519", envelope.hash())
-    hint = Keypair.from_public_key(wallet["address"]).signature_hint()
-    envelope.signatures.append(DecoratedSignature(hint, signature))
-    await horizon.submit_transaction(envelope, skip_memo_required_check=True)
+    assert response.status_code == 202, response.text
+    done = await wait_for_status(api, response.json()["id"], {"COMPLETED", "FAILED", "CANCELLED"}, timeout=45)
+    assert done["status"] == "COMPLETED" and done["kind"] == "TRUSTLINE", done
+    return done
 
 
 @asynccontextmanager
@@ -188,7 +175,7 @@ async def test_xlm_to_a_new_account_completes(api, horizon):  # type: ignore[no-
 
 async def test_credit_asset_with_text_memo_completes(api, horizon, devnet, stellar_settings, sessions):  # type: ignore[no-untyped-def]
     wallet = await stellar_wallet(api)
-    await wallet_trusts(horizon, devnet, stellar_settings, sessions, wallet)
+    await wallet_trusts(api, wallet)
     await submit(horizon, devnet, ISSUER, lambda b: b.append_payment_op(wallet["address"], USDX, "100"))
     holder = await friendbot(devnet)
     await submit(horizon, devnet, holder, lambda b: b.append_change_trust_op(USDX))
@@ -206,7 +193,7 @@ async def test_credit_asset_with_text_memo_completes(api, horizon, devnet, stell
 
 async def test_destination_without_trustline_fails_before_sending(api, horizon, devnet, stellar_settings, sessions):  # type: ignore[no-untyped-def]
     wallet = await stellar_wallet(api)
-    await wallet_trusts(horizon, devnet, stellar_settings, sessions, wallet)
+    await wallet_trusts(api, wallet)
     await submit(horizon, devnet, ISSUER, lambda b: b.append_payment_op(wallet["address"], USDX, "10"))
     stranger = await friendbot(devnet)
     seq = await sequence(horizon, wallet["address"])
@@ -299,3 +286,44 @@ async def test_concurrent_withdrawals_take_consecutive_sequences(api, horizon): 
     assert await sequence(horizon, wallet["address"]) == seq + 3
     for d in destinations:
         assert await balance(horizon, d) == 15 * XLM // 10
+
+
+async def test_a_trustline_lets_the_wallet_hold_a_credit_asset(api, horizon, devnet):  # type: ignore[no-untyped-def]
+    wallet = await stellar_wallet(api)
+    seq = await sequence(horizon, wallet["address"])
+    before = await balance(horizon, wallet["address"])
+
+    done = await wallet_trusts(api, wallet)
+    assert done["to"] == wallet["address"] and done["amount_base_units"] == "0" and len(done["attempts"]) == 1
+    assert [e["status"] for e in done["history"]] == [
+        "PENDING", "VALIDATING", "SIGNING", "BROADCASTING", "CONFIRMING", "COMPLETED"
+    ]
+    tx = await horizon.transactions().transaction(done["tx_hash"]).call()
+    assert tx["successful"] and tx["source_account"] == wallet["address"]
+    assert await sequence(horizon, wallet["address"]) == seq + 1
+    assert await balance(horizon, wallet["address"]) == before - 100  # the fee; 0.5 XLM is now reserved
+    assert await balance(horizon, wallet["address"], USDX) == 0  # the trustline exists, empty
+    balances = (await api.get(f"/v1/wallets/{wallet['id']}/balances", headers=ALICE)).json()["balances"]
+    assert next(b for b in balances if b["asset"] == "XLM")["balance"] == "9998.49999"  # 1.5 XLM of reserves
+
+    await submit(horizon, devnet, ISSUER, lambda b: b.append_payment_op(wallet["address"], USDX, "7"))
+    assert await balance(horizon, wallet["address"], USDX) == 7 * XLM
+
+
+async def test_trustline_requests_are_validated_with_stable_codes(api, horizon):  # type: ignore[no-untyped-def]
+    wallet = await stellar_wallet(api, fund=False)
+    key = {**ALICE, "Idempotency-Key": uuid.uuid4().hex}
+    native = await api.post(f"/v1/wallets/{wallet['id']}/trustlines", json={"asset": "XLM"}, headers=key)
+    assert native.status_code == 422 and native.json()["error"]["code"] == "VALIDATION_ERROR", native.text
+    unknown = await api.post(f"/v1/wallets/{wallet['id']}/trustlines", json={"asset": "NOPE"}, headers=key)
+    assert unknown.json()["error"]["code"] == "UNKNOWN_ASSET", unknown.text
+    anvil = (await api.post("/v1/wallets", json={"chain": "anvil", "label": f"e-{uuid.uuid4().hex[:6]}"}, headers=ALICE)).json()
+    evm = await api.post(f"/v1/wallets/{anvil['id']}/trustlines", json={"asset": "TUSD"}, headers=key)
+    assert evm.status_code == 404 and evm.json()["error"]["code"] == "NOT_AVAILABLE", evm.text
+
+    # An unfunded wallet cannot pay the fee and the reserve: FAILED before anything is signed.
+    response = await api.post(f"/v1/wallets/{wallet['id']}/trustlines", json={"asset": "USDX"}, headers=key)
+    assert response.status_code == 202, response.text
+    assert (await api.post(f"/v1/wallets/{wallet['id']}/trustlines", json={"asset": "USDX"}, headers=key)).status_code == 200
+    done = await wait_for_status(api, response.json()["id"], {"COMPLETED", "FAILED"}, timeout=45)
+    assert done["status"] == "FAILED" and done["error_code"] == "INSUFFICIENT_FUNDS" and done["attempts"] == [], done

@@ -119,6 +119,7 @@ async def retry(
         return await _public(session, state, existing, detail=True)
     resubmission = Withdrawal(
         id=str(uuid.uuid4()),
+        kind=failed.kind,
         owner=failed.owner,
         wallet_id=failed.wallet_id,
         chain=failed.chain,

@@ -19,6 +19,7 @@ from chains.base import Memo
 from core import metrics
 from core.errors import (
     IdempotencyConflict,
+    NotAvailable,
     RecipientNotFound,
     ValidationFailed,
     WalletInactive,
@@ -32,6 +33,7 @@ from models.schemas import (
     HandleRecipient,
     MemoIn,
     TransferAttemptPublic,
+    TrustlineCreate,
     WithdrawalCreate,
     WithdrawalEventPublic,
     WithdrawalList,
@@ -40,6 +42,8 @@ from models.schemas import (
 from workflows.withdrawal import WithdrawalWorkflow
 
 router = APIRouter(prefix="/v1/withdrawals", tags=["withdrawals"])
+# Wallet operations that are withdrawals underneath (a Stellar trustline): same rows, same workflow.
+wallet_router = APIRouter(prefix="/v1/wallets", tags=["wallets"])
 
 
 def _request_hash(body: WithdrawalCreate) -> str:
@@ -50,6 +54,7 @@ async def _public(session: SessionDep, state: StateDep, w: Withdrawal, *, detail
     decimals = state.chains.get(w.chain).asset(w.asset).decimals
     public = WithdrawalPublic(
         id=w.id,
+        kind=w.kind,
         wallet_id=w.wallet_id,
         owner=w.owner,
         chain=w.chain,
@@ -172,16 +177,66 @@ async def create_withdrawal(
         idempotency_key=idempotency_key,
         request_hash=request_hash,
     )
+    return await _insert_and_start(state, session, response, withdrawal)
+
+
+@wallet_router.post(
+    "/{wallet_id}/trustlines",
+    response_model=WithdrawalPublic,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses={200: {"description": "Replay of an earlier request with the same Idempotency-Key"}},
+)
+async def create_trustline(
+    wallet_id: str,
+    body: TrustlineCreate,
+    owner: OwnerDep,
+    state: StateDep,
+    session: SessionDep,
+    response: Response,
+    idempotency_key: Annotated[str, Header(min_length=1, max_length=200)],
+) -> WithdrawalPublic:
+    """Let a Stellar wallet hold a credit asset: its own change_trust transaction, run by the
+    withdrawal workflow (kind TRUSTLINE, amount 0, to itself) with the same statuses, approvals,
+    operator controls and exactly-once steps; read it at `GET /v1/withdrawals/{id}`."""
+    request_hash = hashlib.sha256(f"trustline|{wallet_id}|{body.asset}".encode()).hexdigest()
+    existing = await _by_idempotency_key(session, owner, idempotency_key)
+    if existing is not None:
+        return await _replay(state, session, response, existing, request_hash)
+    wallet = await owned_wallet(session, owner, wallet_id)
+    if wallet.status != "ACTIVE" or wallet.address is None:
+        raise WalletInactive("wallet is not active", wallet_id=wallet.id)
+    chain = state.chains.get(wallet.chain)
+    if not chain.has_trustlines:
+        raise NotAvailable("accounts on this chain need no trustline to hold an asset", chain=wallet.chain)
+    asset = chain.asset(body.asset)
+    if asset.is_native:
+        raise ValidationFailed(f"{asset.symbol} is the native asset: no trustline", field="asset")
+    trustline = Withdrawal(
+        id=str(uuid.uuid4()),
+        kind="TRUSTLINE",
+        owner=owner,
+        wallet_id=wallet.id,
+        chain=wallet.chain,
+        asset=asset.symbol,
+        destination=wallet.address,
+        amount=0,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+    )
+    return await _insert_and_start(state, session, response, trustline)
+
+
+async def _insert_and_start(state: StateDep, session: SessionDep, response: Response, withdrawal: Withdrawal) -> WithdrawalPublic:
     session.add(withdrawal)
     session.add(WithdrawalEvent(withdrawal_id=withdrawal.id, status=WithdrawalStatus.PENDING.value))
     try:
         await session.commit()
     except IntegrityError:
         await session.rollback()  # a concurrent request with the same key won the race
-        existing = await _by_idempotency_key(session, owner, idempotency_key)
+        existing = await _by_idempotency_key(session, withdrawal.owner, withdrawal.idempotency_key)
         if existing is None:
             raise
-        return await _replay(state, session, response, existing, request_hash)
+        return await _replay(state, session, response, existing, withdrawal.request_hash)
     metrics.WITHDRAWALS_REQUESTED.labels(chain=withdrawal.chain, asset=withdrawal.asset).inc()
     await ensure_started(state, withdrawal)
     return await _public(session, state, withdrawal, detail=False)
