@@ -184,6 +184,7 @@ class ChannelActivities:
         async with self._sessions() as session, session.begin():
             await advisory_lock(session, "channels", chain)
             await self._sync_created(session, chain)
+        await self._set_aside_spent(chain)
         await self._settle(chain)
         async with self._sessions() as session, session.begin():
             await advisory_lock(session, "channels", chain)
@@ -192,7 +193,9 @@ class ChannelActivities:
             for row, wallet in unfunded:
                 assert wallet.address is not None
                 if funder is None:
-                    if adapter.settings.faucet_enabled and row.state == ChannelState.FUNDING:
+                    # Friendbot only creates accounts: a new channel, or one a reset test
+                    # network forgot (fund_from_faucet leaves an existing account alone).
+                    if adapter.settings.faucet_enabled and await adapter.balance(wallet.address, native) == 0:
                         plan.faucet.append(wallet.id)
                     else:
                         plan.notes.append(
@@ -271,6 +274,33 @@ class ChannelActivities:
                 row.updated_at = utcnow()
                 session.add(row)
         return rows
+
+    async def _set_aside_spent(self, chain: str) -> None:
+        """READY channels that are no longer funded (fees spent, or a test network reset) are set
+        aside before a withdrawal leases them; free ones only, a leased one is being used."""
+        channels = self._channels(chain)
+        adapter = self._chains.get(chain)
+        native = adapter.asset(adapter.settings.native_symbol)
+        minimum = units(channels.min_balance, native.decimals)
+        async with self._sessions() as session:
+            ready = await self._rows(session, chain, ChannelState.READY)
+        spent = [
+            row.wallet_id
+            for row, wallet in ready
+            if row.leased_by is None and wallet.address is not None and await adapter.balance(wallet.address, native) < minimum
+        ]
+        if spent:
+            async with self._sessions() as session, session.begin():
+                await session.exec(
+                    sa.update(ChannelAccount)
+                    .where(
+                        col(ChannelAccount.wallet_id).in_(spent),
+                        col(ChannelAccount.state) == ChannelState.READY,
+                        col(ChannelAccount.leased_by).is_(None),
+                    )
+                    .values(state=ChannelState.UNDERFUNDED, updated_at=utcnow())
+                )
+            log.warning("channel accounts underfunded: set aside", extra={"chain": chain, "count": len(spent)})
 
     async def _settle(self, chain: str) -> None:
         """FUNDING / UNDERFUNDED channels whose spendable XLM is back above the minimum: READY."""

@@ -64,10 +64,14 @@ def _print(body: Any) -> None:
 
 
 def _table(rows: list[dict[str, Any]], columns: list[str]) -> None:
-    widths = {c: max([len(c), *(len(str(r.get(c) or "")) for r in rows)]) for c in columns}
+    def cell(row: dict[str, Any], column: str) -> str:
+        value = row.get(column)
+        return "" if value is None else str(value)
+
+    widths = {c: max([len(c), *(len(cell(r, c)) for r in rows)]) for c in columns}
     typer.echo("  ".join(c.upper().ljust(widths[c]) for c in columns))
     for row in rows:
-        typer.echo("  ".join(str(row.get(c) or "").ljust(widths[c]) for c in columns))
+        typer.echo("  ".join(cell(row, c).ljust(widths[c]) for c in columns))
 
 
 # --- wallets ---------------------------------------------------------------------------------

@@ -209,6 +209,19 @@ async def test_underfunded_channels_are_set_aside_and_the_wallet_signs_alone(cli
         assert result.underfunded == 1 and result.notes, result  # no funding wallet: the note says what to do
 
 
+async def test_a_run_sets_aside_channels_below_the_minimum(client, base_settings, task_queue, sessions, chain, devnet):  # type: ignore[no-untyped-def]
+    settings = with_channels(base_settings, task_queue, chain, devnet, ChannelSettings(count=2))
+    demanding = with_channels(base_settings, task_queue, chain, devnet, ChannelSettings(count=2, min_balance="20000"))
+    async with build_worker(client, settings, sessions):
+        assert (await run_channels(client, settings, chain)).ready == 2
+    async with build_worker(client, demanding, sessions):
+        result = await run_channels(client, demanding, chain)
+    assert (result.ready, result.underfunded) == (0, 2), result
+    assert result.notes  # friendbot cannot top up an existing account: the note says what can
+    async with build_worker(client, settings, sessions):
+        assert (await run_channels(client, settings, chain)).ready == 2  # funded enough again by today's rule
+
+
 async def test_channels_funded_by_a_custody_wallet(client, base_settings, task_queue, sessions, chain, devnet, horizon):  # type: ignore[no-untyped-def]
     """On a network without friendbot, the funding wallet creates each channel with create_account
     (child withdrawal workflows: exactly once); the recorded history replays."""
