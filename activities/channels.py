@@ -276,55 +276,43 @@ class ChannelActivities:
         return rows
 
     async def _set_aside_spent(self, chain: str) -> None:
-        """READY channels that are no longer funded (fees spent, or a test network reset) are set
-        aside before a withdrawal leases them; free ones only, a leased one is being used."""
-        channels = self._channels(chain)
-        adapter = self._chains.get(chain)
-        native = adapter.asset(adapter.settings.native_symbol)
-        minimum = units(channels.min_balance, native.decimals)
-        async with self._sessions() as session:
-            ready = await self._rows(session, chain, ChannelState.READY)
-        spent = [
-            row.wallet_id
-            for row, wallet in ready
-            if row.leased_by is None and wallet.address is not None and await adapter.balance(wallet.address, native) < minimum
-        ]
-        if spent:
-            async with self._sessions() as session, session.begin():
-                await session.exec(
-                    sa.update(ChannelAccount)
-                    .where(
-                        col(ChannelAccount.wallet_id).in_(spent),
-                        col(ChannelAccount.state) == ChannelState.READY,
-                        col(ChannelAccount.leased_by).is_(None),
-                    )
-                    .values(state=ChannelState.UNDERFUNDED, updated_at=utcnow())
-                )
-            log.warning("channel accounts underfunded: set aside", extra={"chain": chain, "count": len(spent)})
+        """READY channels no longer funded (fees spent, or a test network reset) are set aside
+        before a withdrawal leases them."""
+        await self._restate(chain, [ChannelState.READY], ChannelState.UNDERFUNDED, funded=False)
 
     async def _settle(self, chain: str) -> None:
         """FUNDING / UNDERFUNDED channels whose spendable XLM is back above the minimum: READY."""
+        await self._restate(chain, [ChannelState.FUNDING, ChannelState.UNDERFUNDED], ChannelState.READY, funded=True)
+
+    async def _restate(self, chain: str, states: list[str], target: str, *, funded: bool) -> None:
+        """Move the free channels in `states` whose spendable XLM is (funded) or is not (not
+        funded) at least `min_balance` to `target`; a leased channel is in use and left alone."""
         channels = self._channels(chain)
         adapter = self._chains.get(chain)
         native = adapter.asset(adapter.settings.native_symbol)
         minimum = units(channels.min_balance, native.decimals)
         async with self._sessions() as session:
-            candidates = await self._rows(session, chain, ChannelState.FUNDING, ChannelState.UNDERFUNDED)
-        funded = [
+            candidates = await self._rows(session, chain, *states)
+        moving = [
             row.wallet_id
             for row, wallet in candidates
-            if wallet.address is not None and await adapter.balance(wallet.address, native) >= minimum
+            if row.leased_by is None
+            and wallet.address is not None
+            and (await adapter.balance(wallet.address, native) >= minimum) == funded
         ]
-        if funded:
-            async with self._sessions() as session, session.begin():
-                await session.exec(
-                    sa.update(ChannelAccount)
-                    .where(
-                        col(ChannelAccount.wallet_id).in_(funded),
-                        col(ChannelAccount.state).in_([ChannelState.FUNDING, ChannelState.UNDERFUNDED]),
-                    )
-                    .values(state=ChannelState.READY, updated_at=utcnow())
+        if not moving:
+            return
+        async with self._sessions() as session, session.begin():
+            await session.exec(
+                sa.update(ChannelAccount)
+                .where(
+                    col(ChannelAccount.wallet_id).in_(moving),
+                    col(ChannelAccount.state).in_(states),
+                    col(ChannelAccount.leased_by).is_(None),
                 )
+                .values(state=target, updated_at=utcnow())
+            )
+        log.info("channel accounts restated", extra={"chain": chain, "state": target, "count": len(moving)})
 
     async def _funding_wallet(self, session: AsyncSession, chain: str, channels: ChannelSettings) -> Wallet | None:
         if channels.funding_wallet_id is None:

@@ -16,34 +16,17 @@ pool wallets are made by child `wallet-<id>` (WalletCreationWorkflow), pool tran
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
-from temporalio.exceptions import ActivityError, ChildWorkflowError, WorkflowAlreadyStartedError
+from temporalio.exceptions import ActivityError, ChildWorkflowError
 
 with workflow.unsafe.imports_passed_through():
     from activities.pools import CompleteRebalance, PoolActivities
     from activities.wallets import ActivateWalletInput
-    from models import search_attributes
-    from models.payloads import (
-        PoolPlan,
-        PoolStepInput,
-        PoolTransfer,
-        PoolWalletRef,
-        RebalanceInput,
-        RebalanceResult,
-        WalletCreationInput,
-        WithdrawalInput,
-        WithdrawalStatus,
-    )
-    from workflows.common import RETRY_UNTIL_PERMANENT, SHORT_STEP, failure_of
+    from models.payloads import PoolPlan, PoolStepInput, PoolTransfer, PoolWalletRef, RebalanceInput, RebalanceResult
+    from workflows.common import failure_of
 
-from workflows.wallet_creation import WalletCreationWorkflow
-from workflows.withdrawal import WithdrawalWorkflow
-
-WAIT_ELSEWHERE = timedelta(hours=2)  # a pool movement another run started (it heartbeats)
-WAIT_HEARTBEAT = timedelta(seconds=30)
+from workflows.children import short_step, wallet_child, withdrawal_child
 
 
 @workflow.defn(name="RebalanceWorkflow")
@@ -98,18 +81,7 @@ class RebalanceWorkflow:
 
     # --- helpers ---------------------------------------------------------------------------
     async def _act(self, activity, arg):  # type: ignore[no-untyped-def]
-        return await workflow.execute_activity_method(
-            activity, arg, start_to_close_timeout=SHORT_STEP, retry_policy=RETRY_UNTIL_PERMANENT
-        )
-
-    async def _wait_elsewhere(self, activity, arg):  # type: ignore[no-untyped-def]
-        return await workflow.execute_activity_method(
-            activity,
-            arg,
-            start_to_close_timeout=WAIT_ELSEWHERE,
-            heartbeat_timeout=WAIT_HEARTBEAT,
-            retry_policy=RETRY_UNTIL_PERMANENT,
-        )
+        return await short_step(activity, arg)
 
     async def _make_wallets(self, chain: str, plan: PoolPlan) -> None:
         await asyncio.gather(*(self._make_wallet(chain, ref) for ref in plan.wallets))
@@ -120,43 +92,15 @@ class RebalanceWorkflow:
             key = await self._act(PoolActivities.create_key, ref.wallet_id)
             await self._act(PoolActivities.activate_key, ActivateWalletInput(wallet_id=ref.wallet_id, key=key))
             return
-        try:
-            await workflow.execute_child_workflow(
-                WalletCreationWorkflow.run,
-                WalletCreationInput(wallet_id=ref.wallet_id),
-                id=f"wallet-{ref.wallet_id}",
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
-                static_summary=f"Create {chain} pool key",
-            )
-        except WorkflowAlreadyStartedError:
-            await self._wait_elsewhere(PoolActivities.wait_wallet, ref.wallet_id)
+        await wallet_child(ref.wallet_id, f"Create {chain} pool key")
 
     async def _run_transfers(self, chain: str, transfers: list[PoolTransfer]) -> None:
-        await asyncio.gather(*(self._transfer(chain, t) for t in transfers))
-
-    async def _transfer(self, chain: str, transfer: PoolTransfer) -> None:
-        try:
-            handle = await workflow.start_child_workflow(
-                WithdrawalWorkflow.run,
-                WithdrawalInput(withdrawal_id=transfer.withdrawal_id, chain=chain),
-                id=f"withdrawal-{transfer.withdrawal_id}",
-                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
-                search_attributes=TypedSearchAttributes(
-                    [
-                        SearchAttributePair(search_attributes.CHAIN, chain),
-                        SearchAttributePair(search_attributes.ASSET, transfer.asset),
-                        SearchAttributePair(search_attributes.OWNER, f"pool:{chain}"),
-                        SearchAttributePair(search_attributes.STATUS, WithdrawalStatus.PENDING.value),
-                    ]
-                ),
-                static_summary=f"Pool transfer of {transfer.asset} on {chain}",
+        await asyncio.gather(
+            *(
+                withdrawal_child(
+                    chain, t.withdrawal_id, f"pool:{chain}", f"Pool transfer of {t.asset} on {chain}",
+                    asset=t.asset, wait=t.wait,
+                )
+                for t in transfers
             )
-        except WorkflowAlreadyStartedError:
-            # Started by an earlier (crashed or overlapping) run: the same row, the same transfer.
-            if transfer.wait:
-                await self._wait_elsewhere(PoolActivities.wait_withdrawal, transfer.withdrawal_id)
-            return
-        if transfer.wait:
-            await handle
+        )

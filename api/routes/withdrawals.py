@@ -129,28 +129,30 @@ async def ensure_started(state: StateDep, w: Withdrawal) -> None:
         pass
 
 
-@router.post(
-    "",
-    response_model=WithdrawalPublic,
-    status_code=status.HTTP_202_ACCEPTED,
-    responses={200: {"description": "Replay of an earlier request with the same Idempotency-Key"}},
-)
+# A request that makes a withdrawals row: 202 when new, 200 when the Idempotency-Key replays one.
+ACCEPTED_OR_REPLAYED: dict = {
+    "response_model": WithdrawalPublic,
+    "status_code": status.HTTP_202_ACCEPTED,
+    "responses": {200: {"description": "Replay of an earlier request with the same Idempotency-Key"}},
+}
+IdempotencyKey = Annotated[str, Header(min_length=1, max_length=200)]
+
+
+@router.post("", **ACCEPTED_OR_REPLAYED)
 async def create_withdrawal(
     body: WithdrawalCreate,
     owner: OwnerDep,
     state: StateDep,
     session: SessionDep,
     response: Response,
-    idempotency_key: Annotated[str, Header(min_length=1, max_length=200)],
+    idempotency_key: IdempotencyKey,
 ) -> WithdrawalPublic:
     request_hash = _request_hash(body)
     existing = await _by_idempotency_key(session, owner, idempotency_key)
     if existing is not None:
         return await _replay(state, session, response, existing, request_hash)
 
-    wallet = await owned_wallet(session, owner, body.wallet_id)
-    if wallet.status != "ACTIVE" or wallet.address is None:
-        raise WalletInactive("wallet is not active", wallet_id=wallet.id)
+    wallet = await _active_wallet(session, owner, body.wallet_id)
     chain = state.chains.get(wallet.chain)
     asset = chain.asset(body.asset)
     recipient_owner = None
@@ -180,12 +182,7 @@ async def create_withdrawal(
     return await _insert_and_start(state, session, response, withdrawal)
 
 
-@wallet_router.post(
-    "/{wallet_id}/trustlines",
-    response_model=WithdrawalPublic,
-    status_code=status.HTTP_202_ACCEPTED,
-    responses={200: {"description": "Replay of an earlier request with the same Idempotency-Key"}},
-)
+@wallet_router.post("/{wallet_id}/trustlines", **ACCEPTED_OR_REPLAYED)
 async def create_trustline(
     wallet_id: str,
     body: TrustlineCreate,
@@ -193,7 +190,7 @@ async def create_trustline(
     state: StateDep,
     session: SessionDep,
     response: Response,
-    idempotency_key: Annotated[str, Header(min_length=1, max_length=200)],
+    idempotency_key: IdempotencyKey,
 ) -> WithdrawalPublic:
     """Let a Stellar wallet hold a credit asset: its own change_trust transaction, run by the
     withdrawal workflow (kind TRUSTLINE, amount 0, to itself) with the same statuses, approvals,
@@ -202,9 +199,7 @@ async def create_trustline(
     existing = await _by_idempotency_key(session, owner, idempotency_key)
     if existing is not None:
         return await _replay(state, session, response, existing, request_hash)
-    wallet = await owned_wallet(session, owner, wallet_id)
-    if wallet.status != "ACTIVE" or wallet.address is None:
-        raise WalletInactive("wallet is not active", wallet_id=wallet.id)
+    wallet = await _active_wallet(session, owner, wallet_id)
     chain = state.chains.get(wallet.chain)
     if not chain.has_trustlines:
         raise NotAvailable("accounts on this chain need no trustline to hold an asset", chain=wallet.chain)
@@ -224,6 +219,13 @@ async def create_trustline(
         request_hash=request_hash,
     )
     return await _insert_and_start(state, session, response, trustline)
+
+
+async def _active_wallet(session: SessionDep, owner: str, wallet_id: str) -> Wallet:
+    wallet = await owned_wallet(session, owner, wallet_id)
+    if wallet.status != "ACTIVE" or wallet.address is None:
+        raise WalletInactive("wallet is not active", wallet_id=wallet.id)
+    return wallet
 
 
 async def _insert_and_start(state: StateDep, session: SessionDep, response: Response, withdrawal: Withdrawal) -> WithdrawalPublic:
