@@ -27,6 +27,7 @@ from chains.registry import ChainRegistry
 from core import metrics
 from core.errors import (
     AlreadyFinal,
+    FeeTooLow,
     InsufficientFunds,
     PermanentError,
     WalletInactive,
@@ -577,6 +578,15 @@ class WithdrawalActivities:
         latest = attempts[-1]
         try:
             result = await chain.broadcast(_to_signed(latest))
+        except FeeTooLow:
+            if chain.replaceable_in_slot:
+                raise
+            # Refused, nothing consumed, and the bytes stay valid until they expire: the confirm
+            # loop re-sends them until the fee surge passes, or, once they are provably dead,
+            # re-signs with the fee of that moment (resign_expired). Never a FAILED withdrawal.
+            activity.logger.warning("fee refused by the network: re-sending until it passes or expires", extra={"tx_hash": latest.tx_hash})
+            metrics.BROADCASTS.labels(chain=withdrawal.chain, result="fee_too_low").inc()
+            return _prepared(attempts)
         except PermanentError:
             if not chain.replaceable_in_slot and (latest.broadcast_at is not None or activity.info().attempt > 1):
                 # Bytes a node once accepted (or that a lost response may have delivered) can

@@ -327,3 +327,36 @@ async def test_trustline_requests_are_validated_with_stable_codes(api, horizon):
     assert (await api.post(f"/v1/wallets/{wallet['id']}/trustlines", json={"asset": "USDX"}, headers=key)).status_code == 200
     done = await wait_for_status(api, response.json()["id"], {"COMPLETED", "FAILED"}, timeout=45)
     assert done["status"] == "FAILED" and done["error_code"] == "INSUFFICIENT_FUNDS" and done["attempts"] == [], done
+
+
+async def test_a_refused_fee_never_fails_the_withdrawal_and_is_resigned_once_dead(client, base_settings, task_queue, sessions):  # type: ignore[no-untyped-def]
+    """Surge pricing: the network's fee rises after signing (tx_insufficient_fee, nothing
+    consumed). The same bytes are re-sent while they live; once their timebounds pass on the
+    network, the transfer is signed again in the same sequence with the fee of that moment."""
+    from worker import build_worker
+
+    # Manual ledger closes: the fee rise stays invisible to the signer until a ledger closes.
+    async with run_stellar_devnet(port=0, close_interval_ms=0) as manual, httpx.AsyncClient(base_url=manual.url, timeout=30) as http:
+        chain = StellarChainSettings(
+            horizon_url=manual.url, network_passphrase=manual.network_passphrase, friendbot_url=manual.friendbot_url,
+            faucet_enabled=True, poll_interval_seconds=0.2, fee_bump_after_seconds=1,
+        )
+        settings = base_settings.model_copy(update={"task_queue": task_queue, "chains": {**base_settings.chains, "stellar": chain}})
+        async with build_worker(client, settings, sessions), api_client(settings, client) as api:
+            wallet = await stellar_wallet(api)
+            await http.post("/_devnet/set_base_fee", json={"stroops": 300})
+            response = await api.post(
+                "/v1/withdrawals",
+                json={"wallet_id": wallet["id"], "to": Keypair.random().public_key, "asset": "XLM", "amount": "6"},
+                headers={**ALICE, "Idempotency-Key": uuid.uuid4().hex},
+            )
+            assert response.status_code == 202, response.text
+            refused = await wait_for_status(api, response.json()["id"], {"CONFIRMING", "COMPLETED", "FAILED"})
+            assert refused["status"] == "CONFIRMING" and len(refused["attempts"]) == 1, refused
+            await http.post("/_devnet/advance_time", json={"seconds": 400})
+            await http.post("/_devnet/close_ledgers", json={"count": 1})
+            done = await wait_for_status(api, response.json()["id"], {"COMPLETED", "FAILED"}, timeout=45)
+    assert done["status"] == "COMPLETED", done
+    first, second = done["attempts"]
+    assert first["nonce"] == second["nonce"] and done["tx_hash"] == second["tx_hash"]
+    assert done["fee_paid_base_units"] == "300"
