@@ -118,6 +118,11 @@ class Chain(Protocol):
         """Test networks only: fund `address`; returns the funding transaction's id."""
         ...
 
+    async def account_exists(self, address: str) -> bool:
+        """Whether the chain holds this account yet: a Stellar account once created (>= 1 XLM),
+        a Solana account once it holds lamports; an EVM address always."""
+        ...
+
     async def balance(self, address: str, asset: AssetSpec) -> int:
         """Spendable balance in base units (minus any reserve the chain locks). Raises ChainUnavailable."""
         ...

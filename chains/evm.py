@@ -145,6 +145,9 @@ class EvmChain:
     def _token(self, asset: AssetSpec) -> Any:
         return self.web3.eth.contract(address=to_checksum_address(asset.contract), abi=ERC20_ABI)
 
+    async def account_exists(self, address: str) -> bool:
+        return True  # every address can hold and receive ETH
+
     async def balance(self, address: str, asset: AssetSpec) -> int:
         if asset.is_native:
             return int(await self._call(self.web3.eth.get_balance(address, "latest")))

@@ -307,6 +307,9 @@ class SolanaChain:
             return
         await self._mint(intent.asset)
 
+    async def account_exists(self, address: str) -> bool:
+        return await self._account(Pubkey.from_string(address)) is not None
+
     async def balance(self, address: str, asset: AssetSpec) -> int:
         owner = Pubkey.from_string(address)
         if asset.is_native:

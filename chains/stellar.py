@@ -373,6 +373,9 @@ class StellarChain:
                 destination=intent.destination,
             )
 
+    async def account_exists(self, address: str) -> bool:
+        return await self._account(self._base_account(address)) is not None
+
     async def balance(self, address: str, asset: AssetSpec) -> int:
         account = await self._account(self._base_account(address))
         if account is None:

@@ -44,6 +44,10 @@ class WalletBalances(BaseModel):
     wallet_id: str
     chain: str
     address: str
+    funded: bool = Field(
+        description="the account exists on chain: false for a Stellar wallet until it receives its first 1 XLM "
+        "(create_account), or a Solana wallet before its first lamports"
+    )
     balances: list[AssetBalance]
 
 

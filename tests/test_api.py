@@ -125,7 +125,7 @@ async def test_faucet_is_rate_limited_per_wallet_per_day(api, worker, settings):
     assert refused.status_code == 429 and refused.json()["error"]["code"] == "RATE_LIMITED"
     balances = (await api.get(f"/v1/wallets/{wallet['id']}/balances", headers=ALICE)).json()
     eth = next(b for b in balances["balances"] if b["asset"] == "ETH")
-    assert eth["balance"] == "0.03"
+    assert eth["balance"] == "0.03" and balances["funded"] is True
 
 
 async def test_readiness_reports_each_dependency(api):

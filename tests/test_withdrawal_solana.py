@@ -165,6 +165,8 @@ async def wait_for(predicate, timeout: float = 30):  # type: ignore[no-untyped-d
 
 async def test_sol_withdrawal_completes(api: httpx.AsyncClient, rpc: AsyncClient) -> None:
     wallet = await create_wallet(api)
+    before = (await api.get(f"/v1/wallets/{wallet['id']}/balances", headers=ALICE)).json()
+    assert before["funded"] is False  # no lamports, no account
     await fund(api, wallet, "2")
     destination = str(Keypair().pubkey())
 
@@ -186,7 +188,9 @@ async def test_sol_withdrawal_completes(api: httpx.AsyncClient, rpc: AsyncClient
     assert tx.transaction.meta.err is None
     assert any("payout 7" in line for line in tx.transaction.meta.log_messages)
 
-    balances = (await api.get(f"/v1/wallets/{wallet['id']}/balances", headers=ALICE)).json()["balances"]
+    after = (await api.get(f"/v1/wallets/{wallet['id']}/balances", headers=ALICE)).json()
+    assert after["funded"] is True
+    balances = after["balances"]
     sol = next(b for b in balances if b["asset"] == "SOL")
     rent0 = (await rpc.get_minimum_balance_for_rent_exemption(0)).value
     assert int(sol["balance_base_units"]) == 2 * SOL - SOL // 2 - 5_000 - rent0 and sol["reserved"] == "0"

@@ -155,6 +155,7 @@ async def devnet_http(devnet: StellarDevnet) -> AsyncIterator[httpx.AsyncClient]
 async def test_xlm_to_a_new_account_completes(api, horizon):  # type: ignore[no-untyped-def]
     wallet = await stellar_wallet(api)
     balances = (await api.get(f"/v1/wallets/{wallet['id']}/balances", headers=ALICE)).json()
+    assert balances["funded"] is True
     xlm = next(b for b in balances["balances"] if b["asset"] == "XLM")
     assert xlm["balance"] == "9999"  # 10,000 from friendbot minus the 1 XLM minimum balance
     seq = await sequence(horizon, wallet["address"])
@@ -312,6 +313,9 @@ async def test_a_trustline_lets_the_wallet_hold_a_credit_asset(api, horizon, dev
 
 async def test_trustline_requests_are_validated_with_stable_codes(api, horizon):  # type: ignore[no-untyped-def]
     wallet = await stellar_wallet(api, fund=False)
+    unfunded = (await api.get(f"/v1/wallets/{wallet['id']}/balances", headers=ALICE)).json()
+    assert unfunded["funded"] is False  # no account on chain until its first 1 XLM
+    assert {b["asset"]: b["balance"] for b in unfunded["balances"]} == {"XLM": "0", "USDX": "0"}
     key = {**ALICE, "Idempotency-Key": uuid.uuid4().hex}
     native = await api.post(f"/v1/wallets/{wallet['id']}/trustlines", json={"asset": "XLM"}, headers=key)
     assert native.status_code == 422 and native.json()["error"]["code"] == "VALIDATION_ERROR", native.text

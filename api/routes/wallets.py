@@ -188,11 +188,14 @@ async def wallet_balances(wallet_id: str, owner: OwnerDep, state: StateDep, sess
         reserved[r.asset] = reserved.get(r.asset, 0) + r.amount
         reserved[native_symbol] = reserved.get(native_symbol, 0) + r.fee_amount
     assets = chain.assets()  # type: ignore[attr-defined]
-    amounts = await asyncio.gather(*(chain.balance(wallet.address, a) for a in assets))
+    funded, *amounts = await asyncio.gather(
+        chain.account_exists(wallet.address), *(chain.balance(wallet.address, a) for a in assets)
+    )
     return WalletBalances(
         wallet_id=wallet.id,
         chain=wallet.chain,
         address=wallet.address,
+        funded=funded,
         balances=[
             AssetBalance(
                 asset=a.symbol,
