@@ -69,8 +69,7 @@ class ChannelLeases:
         channels = channel_settings(self._chains, withdrawal.chain)
         if channels is None or withdrawal.sweep:
             return None  # a merge's amount is net of the fee the wallet pays itself
-        async with self._sessions() as session:
-            held = await self._held(session, withdrawal.id)
+        held = await self.held(withdrawal.id)
         if held is not None:
             return held
         chain = self._chains.get(withdrawal.chain)
@@ -115,10 +114,11 @@ class ChannelLeases:
             log.warning("channel account underfunded: set aside", extra={"channel": wallet.address})
         return None
 
-    @staticmethod
-    async def _held(session: AsyncSession, withdrawal_id: str) -> Wallet | None:
-        row = (await session.exec(select(ChannelAccount).where(ChannelAccount.leased_by == withdrawal_id))).first()
-        return None if row is None else await session.get(Wallet, row.wallet_id)
+    async def held(self, withdrawal_id: str) -> Wallet | None:
+        """The channel the withdrawal leases now, if any."""
+        async with self._sessions() as session:
+            row = (await session.exec(select(ChannelAccount).where(ChannelAccount.leased_by == withdrawal_id))).first()
+            return None if row is None else await session.get(Wallet, row.wallet_id)
 
     @staticmethod
     async def release(session: AsyncSession, withdrawal_id: str) -> None:

@@ -145,7 +145,12 @@ class WithdrawalActivities:
         (see activities/locks.py); the advisory lock on the same key then covers other workers."""
         async with self._sessions() as session:
             withdrawal, wallet = await self._load(session, withdrawal_id)
-        channel = await self._channels.lease(withdrawal) if with_channel else None
+            signed_before = bool(await self._attempts(session, withdrawal_id))
+        channel = None
+        if with_channel:
+            # Only a first attempt takes a channel; later ones (a retried step, a re-sign after
+            # expiry) keep the source the withdrawal already has: its channel, or the wallet.
+            channel = await (self._channels.held(withdrawal.id) if signed_before else self._channels.lease(withdrawal))
         owner = channel if channel is not None else wallet
         async with self._locks.hold("sender", withdrawal.chain, owner.address or owner.id):
             yield channel

@@ -289,3 +289,30 @@ async def test_worker_start_schedules_the_channel_set_and_runs_it_at_once(client
         schedule = await client.get_schedule_handle(f"channels-{chain}").describe()
         assert schedule.info.num_actions >= 1
         await client.get_schedule_handle(f"channels-{chain}").delete()
+
+
+async def test_only_a_first_attempt_takes_a_channel(client, base_settings, task_queue, sessions, chain, devnet, horizon):  # type: ignore[no-untyped-def]
+    """Signed with the wallet as source while every channel was busy, a withdrawal keeps that
+    source when it is re-signed after expiry, even if a channel is free by then."""
+    import sqlalchemy as sa
+
+    settings = with_channels(base_settings, task_queue, chain, devnet, ChannelSettings(count=1))
+    async with build_worker(client, settings, sessions), api_client(settings, client) as api:
+        assert (await run_channels(client, settings, chain)).ready == 1
+        [(row, _)] = await channel_rows(sessions, chain)
+        async with sessions() as session, session.begin():  # busy with someone else's payment
+            await session.exec(sa.update(ChannelAccount).where(col(ChannelAccount.wallet_id) == row.wallet_id).values(leased_by="elsewhere"))
+        wallet = await funded_wallet(api, chain)
+        async with httpx.AsyncClient(base_url=devnet.url, timeout=30) as http:
+            await http.post("/_devnet/fail_next_submissions", json={"count": 2, "status": 504, "apply": False})
+            withdrawal_id = await start_withdrawal(api, wallet, Keypair.random().public_key, "4")
+            signed = await wait_for_status(api, withdrawal_id, {"BROADCASTING", "CONFIRMING", "COMPLETED", "FAILED"})
+            assert [a["source"] for a in signed["attempts"]] == [None]
+            async with sessions() as session, session.begin():  # the channel is free again
+                await session.exec(sa.update(ChannelAccount).where(col(ChannelAccount.wallet_id) == row.wallet_id).values(leased_by=None))
+            await http.post("/_devnet/advance_time", json={"seconds": 400})
+            await http.post("/_devnet/close_ledgers", json={"count": 1})
+        done = await wait_for_status(api, withdrawal_id, {"COMPLETED", "FAILED"}, timeout=45)
+    assert done["status"] == "COMPLETED" and [a["source"] for a in done["attempts"]] == [None, None], done
+    [(after, _)] = await channel_rows(sessions, chain)
+    assert after.lease_count == row.lease_count and after.leased_by is None
