@@ -126,19 +126,22 @@ def build_worker(client: Client, settings: Settings, sessions: SessionFactory, t
     )
 
 
-def rebalance_schedule(settings: Settings, chain: str) -> Schedule:
-    """Every `rebalance_interval_seconds`, one RebalanceWorkflow (ids `rebalance-<chain>-<time>`);
-    a run still going when the next is due makes that one skip (overlap SKIP)."""
-    pool = settings.pools[chain]
+def interval_schedule(run: Any, arg: Any, workflow_id: str, task_queue: str, every_seconds: int) -> Schedule:
+    """One run every `every_seconds` (ids `<workflow_id>-<scheduled time>`); a run still going
+    when the next is due makes that one skip (overlap SKIP). `_ensure_schedule` keeps these."""
     return Schedule(
-        action=ScheduleActionStartWorkflow(
-            RebalanceWorkflow.run,
-            RebalanceInput(chain=chain.lower()),
-            id=f"rebalance-{chain.lower()}",
-            task_queue=settings.task_queue,
-        ),
-        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(seconds=pool.rebalance_interval_seconds))]),
+        action=ScheduleActionStartWorkflow(run, arg, id=workflow_id, task_queue=task_queue),
+        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(seconds=every_seconds))]),
         policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    )
+
+
+def rebalance_schedule(settings: Settings, chain: str) -> Schedule:
+    """Every `rebalance_interval_seconds`, one RebalanceWorkflow of the chain's pool."""
+    every = settings.pools[chain].rebalance_interval_seconds
+    chain = chain.lower()
+    return interval_schedule(
+        RebalanceWorkflow.run, RebalanceInput(chain=chain), f"rebalance-{chain}", settings.task_queue, every
     )
 
 
@@ -180,16 +183,6 @@ async def ensure_rebalance_schedules(client: Client, settings: Settings) -> list
     return ids
 
 
-def channel_schedule(settings: Settings, chain: str, every_seconds: int) -> Schedule:
-    return Schedule(
-        action=ScheduleActionStartWorkflow(
-            ChannelAccountsWorkflow.run, chain, id=f"channels-{chain}", task_queue=settings.task_queue
-        ),
-        spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(seconds=every_seconds))]),
-        policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
-    )
-
-
 async def ensure_channel_schedules(client: Client, settings: Settings) -> list[str]:
     """The schedule `channels-<chain>` of every chain with channel accounts, run once at once so
     a new or resized channel set is ready without waiting an interval."""
@@ -201,7 +194,12 @@ async def ensure_channel_schedules(client: Client, settings: Settings) -> list[s
             continue
         schedule_id = f"channels-{chain}"
         await _ensure_schedule(
-            client, schedule_id, channel_schedule(settings, chain, channels.check_interval_seconds), run_now=True
+            client,
+            schedule_id,
+            interval_schedule(
+                ChannelAccountsWorkflow.run, chain, schedule_id, settings.task_queue, channels.check_interval_seconds
+            ),
+            run_now=True,
         )
         ids.append(schedule_id)
     return ids
