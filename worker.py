@@ -22,6 +22,7 @@ from temporalio.client import (
 )
 from temporalio.worker import Worker
 
+import core.importlock  # noqa: F401  (Python 3.11: the sandbox's imports must survive re-entrant imports)
 from activities.channels import ChannelActivities, channel_settings
 from activities.errors import CustodyWorkerInterceptor
 from activities.faucet import FaucetActivities
