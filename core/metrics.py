@@ -68,3 +68,26 @@ CHANNEL_LEASES = Counter(
     ["chain", "result"],
 )
 CHANNELS = Gauge("custody_channel_accounts", "Channel accounts by state (last channel-set run)", ["chain", "state"])
+
+# --- reconciliation (ReconciliationWorkflow: chain vs database) -------------------------------
+RECONCILIATION_DRIFT = Gauge(
+    "custody_reconciliation_drift",
+    "On-chain minus expected balance (asset unit; last reconciliation; only non-zero drift is kept)",
+    ["chain", "wallet_id", "asset"],
+)
+RECONCILIATION_VANISHED = Gauge(
+    "custody_reconciliation_vanished_withdrawals",
+    "COMPLETED withdrawals whose transaction is no longer on the chain or not successful (last reconciliation)",
+    ["chain"],
+)
+RECONCILIATION_UNEXPLAINED = Gauge(
+    "custody_reconciliation_unexplained_transactions",
+    "Outgoing transactions or nonces of our keys that no withdrawal explains (last reconciliation)",
+    ["chain"],
+)
+RECONCILIATION_RUNS = Counter(
+    "custody_reconciliation_runs_total", "Reconciliation reports by outcome (OK, MISMATCH)", ["chain", "status"]
+)
+RECONCILIATION_LAST_RUN = Gauge(
+    "custody_reconciliation_last_run_timestamp_seconds", "When the chain's last reconciliation report was made", ["chain"]
+)

@@ -160,6 +160,17 @@ class PoolSettings(BaseModel):
     rebalance_interval_seconds: int = Field(default=300, gt=0)
 
 
+class ReconciliationSettings(BaseModel):
+    """ReconciliationWorkflow (schedule `reconcile-<chain>`): every chain's wallets, on chain
+    against the database's view; COMPLETED withdrawals re-verified; spends from our keys that no
+    withdrawal explains listed."""
+
+    interval_seconds: int = Field(default=600, gt=0)
+    # EVM chains with depth finality: a COMPLETED withdrawal is re-verified until its block is
+    # this deep (with `finality: finalized`, until the finalized block passes it).
+    reorg_depth_blocks: int = Field(default=64, ge=1)
+
+
 def _family(value: object) -> str:
     if isinstance(value, dict):
         return str(value.get("family", "evm"))
@@ -243,6 +254,7 @@ class Settings(BaseSettings):
     approval_timeout_seconds: int = Field(default=86_400, gt=0)
     # Key pools per chain name, e.g. {"anvil": {"min_available_explorers": 5}}; empty: no pools.
     pools: dict[str, PoolSettings] = Field(default_factory=dict)
+    reconciliation: ReconciliationSettings = Field(default_factory=lambda: ReconciliationSettings())
 
     # Local keystore key-encryption key, one of: base64 of 32 random bytes (AES-256-GCM, held
     # in memory); "aws-kms:<key id, alias/name or ARN>" (a SYMMETRIC_DEFAULT key: data keys are
