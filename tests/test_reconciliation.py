@@ -39,7 +39,8 @@ from spl.token.models import InitializeMint2Params, MintToCheckedParams
 from sqlmodel import select
 from stellar_sdk import Asset, Keypair as StellarKeypair, ServerAsync, TransactionBuilder
 from stellar_sdk.client.aiohttp_client import AiohttpClient
-from temporalio.client import Client
+from temporalio.client import Client, ScheduleActionStartWorkflow, ScheduleOverlapPolicy
+from temporalio.service import RPCError
 from temporalio.worker import Replayer
 from web3 import AsyncHTTPProvider, AsyncWeb3
 from web3.exceptions import TransactionNotFound
@@ -50,6 +51,7 @@ from chains.registry import ChainRegistry
 from core.settings import (
     ChannelSettings,
     EvmChainSettings,
+    ReconciliationSettings,
     Settings,
     SolanaChainSettings,
     StellarChainSettings,
@@ -67,7 +69,7 @@ from tests.conftest import ALICE, TOKEN_DECIMALS, api_client, random_address, wa
 from tests.test_replay import HISTORIES
 from tests.test_stellar_channels import run_channels
 from tests.test_withdrawal_solana import send_signed
-from worker import WORKFLOWS, build_worker
+from worker import WORKFLOWS, build_worker, ensure_reconciliation_schedules
 
 OPS = {"Authorization": "Bearer dev-ops-key"}
 ETH = 10**18
@@ -362,6 +364,34 @@ async def test_completed_withdrawal_reverted_away_on_anvil_is_reported(api, sett
     assert "RECONCILIATION_MISSING" in [h["status"] for h in history]
     assert REGISTRY.get_sample_value("custody_reconciliation_vanished_withdrawals", {"chain": chain_name}) == 1
     assert "VANISHED" in {e.kind for e in await recorded_events(sessions, chain_name)}
+
+
+async def test_worker_start_schedules_reconciliation_per_chain(api, client, settings, names):
+    chain_name = names["evm"]
+    only = settings.model_copy(
+        update={"chains": {chain_name: settings.chains[chain_name]}, "reconciliation": ReconciliationSettings(interval_seconds=3600)}
+    )
+    schedule_id = f"reconcile-{chain_name}"
+    try:
+        assert await ensure_reconciliation_schedules(client, only) == [schedule_id]
+        assert await ensure_reconciliation_schedules(client, only) == [schedule_id]  # a second worker: same one
+        handle = client.get_schedule_handle(schedule_id)
+        described = await handle.describe()
+        action = described.schedule.action
+        assert isinstance(action, ScheduleActionStartWorkflow)
+        assert (action.workflow, action.id, action.task_queue) == ("ReconciliationWorkflow", schedule_id, settings.task_queue)
+        assert described.schedule.policy.overlap == ScheduleOverlapPolicy.SKIP
+        assert [i.every.total_seconds() for i in described.schedule.spec.intervals] == [3600]
+        await handle.trigger()
+        response = await _until(
+            lambda: api.get(f"/v1/admin/reconciliation/{chain_name}", headers=OPS), lambda r: r.status_code == 200
+        )
+        assert response.json()["run_key"].startswith(f"{schedule_id}-") and response.json()["status"] == "OK"
+    finally:
+        try:
+            await client.get_schedule_handle(schedule_id).delete()
+        except RPCError:
+            pass
 
 
 # ----------------------------------------------------------------------------- Solana
