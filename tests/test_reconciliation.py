@@ -476,6 +476,7 @@ async def test_stellar_wallet_reconciles_to_zero_then_an_outside_spend_is_unexpl
         assert (await http.get(stellar_devnet.friendbot_url, params={"addr": outsider.public_key})).status_code == 200
     await _pay(horizon, stellar_devnet, outsider, a["address"], Asset.native(), "25")
     await _pay(horizon, stellar_devnet, ISSUER, a["address"], USDX, "100")
+    merged = await _merge(horizon, stellar_devnet, outsider, a["address"])  # all the rest of it
     paid = [
         trustline,
         await withdraw(api, a, StellarKeypair.random().public_key, "5", "XLM"),  # create_account
@@ -486,7 +487,7 @@ async def test_stellar_wallet_reconciles_to_zero_then_an_outside_spend_is_unexpl
     report = await reconcile(api, chain_name)
     assert_zero_drift(report)
     xlm, usdx = row(report, a, "XLM"), row(report, a, "USDX")
-    assert xlm["deposits"] == "10025" and usdx["deposits"] == "100" and usdx["withdrawn"] == "7"
+    assert Decimal(xlm["deposits"]) * XLM == 10_025 * XLM + merged and usdx["deposits"] == "100" and usdx["withdrawn"] == "7"
     assert row(report, b, "XLM")["internal_in"] == "10"
     channel_rows = [r for r in report["rows"] if r["owner"] == f"channel:{chain_name}"]
     assert len(channel_rows) == 2 and all(r["deposits"] == "10000" for r in channel_rows)
@@ -522,6 +523,17 @@ async def _pay(horizon: ServerAsync, devnet: StellarDevnet, source: StellarKeypa
     )
     tx.sign(source)
     await horizon.submit_transaction(tx)
+
+
+async def _merge(horizon: ServerAsync, devnet: StellarDevnet, source: StellarKeypair, into: str) -> int:
+    """account_merge `source` into `into`; returns the stroops it moved (its balance less the fee)."""
+    account = await horizon.load_account(source.public_key)
+    before = int(Decimal(next(b["balance"] for b in (await horizon.accounts().account_id(source.public_key).call())["balances"]
+                              if b["asset_type"] == "native")) * XLM)
+    tx = TransactionBuilder(account, devnet.network_passphrase, base_fee=100).append_account_merge_op(into).set_timeout(60).build()
+    tx.sign(source)
+    result = await horizon.submit_transaction(tx)
+    return before - int(result["fee_charged"])
 
 
 # ----------------------------------------------------------------------------- CLI
