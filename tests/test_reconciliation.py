@@ -65,7 +65,7 @@ from devnet.stellar import StellarDevnet, run_stellar_devnet
 from models.db import Wallet
 from models.reconciliation import ReconciliationEvent
 from signers.registry import SignerSet
-from tests.conftest import ALICE, TOKEN_DECIMALS, api_client, random_address, wait_for_status
+from tests.conftest import ALICE, TOKEN_DECIMALS, api_client, random_address, wait_exit, wait_for_status, worker_process
 from tests.test_replay import HISTORIES
 from tests.test_stellar_channels import run_channels
 from tests.test_withdrawal_solana import send_signed
@@ -364,6 +364,47 @@ async def test_completed_withdrawal_reverted_away_on_anvil_is_reported(api, sett
     assert "RECONCILIATION_MISSING" in [h["status"] for h in history]
     assert REGISTRY.get_sample_value("custody_reconciliation_vanished_withdrawals", {"chain": chain_name}) == 1
     assert "VANISHED" in {e.kind for e in await recorded_events(sessions, chain_name)}
+
+
+async def test_a_withdrawal_in_flight_explains_its_difference(api, client, settings, sessions, names):
+    """The worker dies right after broadcasting: the transfer is on chain, the withdrawal not
+    final. The wallet's difference is IN_FLIGHT, not drift."""
+    chain_name = names["evm"]
+    crash = settings.model_copy(
+        update={"task_queue": f"{settings.task_queue}-crash", "chains": {chain_name: settings.chains[chain_name]}}
+    )
+    crashing = worker_process(crash, chaos_after="broadcast_transfer")
+    withdrawal_id = None
+    try:
+        async with api_client(crash, client) as crash_api:
+            wallet = await wallet_on(crash_api, chain_name)
+            await fund(crash_api, wallet, "1")
+            response = await crash_api.post(
+                "/v1/withdrawals",
+                json={"wallet_id": wallet["id"], "to": random_address(), "asset": "ETH", "amount": "0.3"},
+                headers={**ALICE, "Idempotency-Key": uuid.uuid4().hex},
+            )
+            assert response.status_code == 202, response.text
+            withdrawal_id = response.json()["id"]
+            assert await wait_exit(crashing, timeout=60) == 137
+
+            report = await reconcile(api, chain_name)
+            eth = row(report, wallet, "ETH")
+            assert (report["status"], eth["status"], eth["drift"]) == ("OK", "IN_FLIGHT", "0"), eth
+            assert eth["expected"] == "1" and Decimal(eth["on_chain"]) < Decimal("0.7")
+            assert Decimal(eth["in_flight_out"]) > Decimal("0.3")  # the amount and the most its fee can be
+            assert eth["withdrawn"] == "0" and eth["fees"] == "0"
+    finally:
+        if crashing.poll() is None:
+            crashing.terminate()
+            crashing.wait(10)
+        if withdrawal_id is not None:
+            # Its queue has no worker any more: end the run rather than leave it waiting.
+            await client.get_workflow_handle(f"withdrawal-{withdrawal_id}").terminate("test over")
+        try:
+            await client.get_schedule_handle(f"reconcile-{chain_name}").delete()
+        except RPCError:
+            pass
 
 
 async def test_worker_start_schedules_reconciliation_per_chain(api, client, settings, names):
