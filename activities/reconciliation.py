@@ -63,6 +63,8 @@ log = logging.getLogger(__name__)
 
 FINAL = {s.value for s in FINAL_STATUSES}
 ALERT_STATES = (CheckState.MISSING, CheckState.FAILED)
+# The withdrawal alert code of a COMPLETED withdrawal whose transaction the chain no longer shows as done.
+VANISHED_ALERT = {CheckState.MISSING: "COMPLETED_TX_MISSING", CheckState.FAILED: "COMPLETED_TX_FAILED"}
 IN_QUERY = 1000  # hashes per `IN (...)` lookup
 BALANCE_READS = 8  # concurrent balance reads against the node
 
@@ -209,7 +211,8 @@ class ReconciliationActivities:
     @activity.defn(name="verify_completed_withdrawals")
     async def verify_completed(self, step: ReconciliationStep) -> VerificationResult:
         """Every COMPLETED withdrawal not yet verified final: is its transaction still on the
-        canonical chain and successful? A vanished one is alerted once per change of state."""
+        canonical chain and successful? A vanished one is alerted (withdrawal ALERT event, once
+        per change of state; the metric; an error log on every run)."""
         _, history = self._history(step.chain)
         async with self._sessions() as session:
             rows = await session.exec(
@@ -232,7 +235,7 @@ class ReconciliationActivities:
             side_cost = previous.side_cost if previous is not None else None
             if side_cost is None and check.state in (CheckState.FINAL, CheckState.NOT_FINAL) and wallet.address:
                 side_cost = await history.side_costs(withdrawal.tx_hash, wallet.address)
-            await self._record_check(withdrawal, previous, check.state, check.detail, side_cost)
+            await self._record_check(withdrawal, check.state, check.detail, side_cost)
             result.checked += 1
             result.final += check.state == CheckState.FINAL
             if check.state in ALERT_STATES:
@@ -241,9 +244,7 @@ class ReconciliationActivities:
         metrics.RECONCILIATION_VANISHED.labels(chain=step.chain).set(len(result.vanished))
         return result
 
-    async def _record_check(
-        self, withdrawal: Withdrawal, previous: ReconciliationCheck | None, state: str, detail: str, side_cost: int | None
-    ) -> None:
+    async def _record_check(self, withdrawal: Withdrawal, state: str, detail: str, side_cost: int | None) -> None:
         assert withdrawal.tx_hash is not None
         now = utcnow()
         async with self._sessions() as session, session.begin():
@@ -254,16 +255,18 @@ class ReconciliationActivities:
             row.state, row.detail, row.side_cost, row.checked_at = state, detail, side_cost, now
             row.tx_hash = withdrawal.tx_hash
             session.add(row)
-            alerted_before = previous is not None and previous.state in ALERT_STATES
-            if changed and (state in ALERT_STATES or alerted_before):
-                # In the withdrawal's own history: what an operator reads first.
+            alert = changed and state in ALERT_STATES
+            if alert:
+                # An alert in the withdrawal's own history, like the withdrawal's own alerts.
                 session.add(
                     WithdrawalEvent(
                         withdrawal_id=withdrawal.id,
-                        status=f"RECONCILIATION_{state}",
-                        detail={"tx_hash": withdrawal.tx_hash, "detail": detail},
+                        status="ALERT",
+                        detail={"code": VANISHED_ALERT[state], "message": f"{withdrawal.tx_hash}: {detail}"},
                     )
                 )
+        if alert:
+            metrics.WITHDRAWAL_ALERTS.labels(chain=withdrawal.chain, code=VANISHED_ALERT[state]).inc()
         if state in ALERT_STATES:
             log.error(
                 "COMPLETED withdrawal's transaction is not on the chain as completed",

@@ -479,12 +479,13 @@ class EvmChain:
 
     # --- reconciliation (chains.base.ChainHistory) ------------------------------------------
     async def history_point(self) -> HistoryPoint:
-        """The last final block: the `finalized` tag, else head - confirmations + 1."""
-        if self.settings.finality == "finalized":
-            block = await self._call(self.web3.eth.get_block("finalized"))
-        else:
+        """The last final block, as COMPLETED is decided: the node's finalized block, else
+        head - confirmations + 1."""
+        number = await self._finalized_block_number()
+        if number is None:
             head = int(await self._call(self.web3.eth.block_number))
-            block = await self._call(self.web3.eth.get_block(max(head - self.settings.confirmations + 1, 0)))
+            number = max(head - self.settings.confirmations + 1, 0)
+        block = await self._call(self.web3.eth.get_block(number))
         return HistoryPoint(block_number=int(block["number"]), block_hash=_0x(block["hash"]))
 
     async def _block_or_none(self, number: int, full: bool = False) -> Any | None:
@@ -652,7 +653,7 @@ class EvmChain:
 
     async def recheck_landed(self, tx_hash: str, block_number: int | None, reorg_depth: int) -> LandedCheck:
         """The receipt must still exist in a canonical block (same hash at its height) with
-        status 1. Final: at or below the `finalized` block, else `reorg_depth` deep."""
+        status 1. Final: at or below the node's finalized block, else `reorg_depth` deep."""
         receipt = await self._receipt(tx_hash)
         if receipt is None:
             return LandedCheck("MISSING", "no receipt: the transaction is not on the chain (reorged away or dropped)")
@@ -662,9 +663,9 @@ class EvmChain:
             return LandedCheck("MISSING", f"block {mined_in} of the receipt is no longer canonical (reorg)")
         if int(receipt["status"]) != 1:
             return LandedCheck("FAILED", f"reverted in block {mined_in}")
-        if self.settings.finality == "finalized":
-            finalized = await self._call(self.web3.eth.get_block("finalized"))
-            final = int(finalized["number"]) >= mined_in
+        finalized = await self._finalized_block_number()
+        if finalized is not None:
+            final = finalized >= mined_in
         else:
             head = int(await self._call(self.web3.eth.block_number))
             final = head - mined_in + 1 >= max(reorg_depth, self.settings.confirmations)

@@ -635,7 +635,10 @@ class SolanaChain:
 
     # --- reconciliation (chains.base.ChainHistory) ------------------------------------------
     async def history_point(self) -> HistoryPoint:
-        return HistoryPoint()  # no historical reads: everything at the configured commitment
+        # No historical reads: balances and history both at HISTORY_COMMITMENT, so what a
+        # balance shows, the history lists. A transfer landed there but not yet final is
+        # a withdrawal still in flight, not drift.
+        return HistoryPoint()
 
     async def _history_scopes(self, accounts: Sequence[str]) -> list[tuple[str, str]]:
         """(address to list, wallet): each wallet, and its token account of each configured
@@ -661,7 +664,7 @@ class SolanaChain:
             page = (
                 await self._call(
                     self._rpc().get_signatures_for_address(
-                        Pubkey.from_string(address), before=before, until=until, limit=SIGNATURES_PAGE, commitment=self.commitment
+                        Pubkey.from_string(address), before=before, until=until, limit=SIGNATURES_PAGE, commitment=HISTORY_COMMITMENT
                     )
                 )
             ).value
@@ -673,7 +676,7 @@ class SolanaChain:
     async def _landed_transaction(self, signature: Signature) -> Any:
         resp = await self._call(
             self._rpc().get_transaction(
-                signature, encoding="base64", commitment=self.commitment, max_supported_transaction_version=0
+                signature, encoding="base64", commitment=HISTORY_COMMITMENT, max_supported_transaction_version=0
             )
         )
         if resp.value is None or resp.value.transaction.meta is None:
@@ -744,9 +747,16 @@ class SolanaChain:
         return found
 
     async def ledger_balance(self, account: str, asset: AssetSpec, point: HistoryPoint) -> int:
+        owner = Pubkey.from_string(account)
         if asset.is_native:  # every lamport, the rent-exempt minimum included
-            return int((await self._call(self._rpc().get_balance(Pubkey.from_string(account), self.commitment))).value)
-        return await self.balance(account, asset)  # the token account's amount
+            return int((await self._call(self._rpc().get_balance(owner, HISTORY_COMMITMENT))).value)
+        program, _, _ = await self._mint(asset)
+        assert asset.contract is not None
+        ata = get_associated_token_address(owner, Pubkey.from_string(asset.contract), program)
+        held = (await self._call(self._rpc().get_account_info(ata, HISTORY_COMMITMENT))).value
+        if held is None or held.owner != program or len(bytes(held.data)) < TOKEN_ACCOUNT_LEN:
+            return 0
+        return int.from_bytes(bytes(held.data)[64:72], "little")
 
     async def recheck_landed(self, tx_hash: str, block_number: int | None, reorg_depth: int) -> LandedCheck:
         """getSignatureStatuses with history: gone (a fork dropped it) is MISSING; FINAL once
@@ -785,5 +795,6 @@ from datetime import datetime  # noqa: E402
 
 from chains.base import HistoryChunk, HistoryPoint, LandedCheck, ObservedTransfer, OwnTransactions  # noqa: E402
 
+HISTORY_COMMITMENT = Confirmed  # reconciliation reads (history and balances alike)
 SIGNATURES_PAGE = 1000  # getSignaturesForAddress's maximum
 TRANSACTIONS_PER_STEP = 200  # getTransaction calls per discovery step

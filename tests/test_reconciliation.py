@@ -337,33 +337,53 @@ async def test_evm_wallet_reconciles_to_zero_then_an_outside_spend_is_unexplaine
     assert again["status"] == "MISMATCH" and len(await recorded_events(sessions, chain_name)) == 2
 
 
-async def test_completed_withdrawal_reverted_away_on_anvil_is_reported(api, settings, sessions, names):
+async def test_completed_withdrawal_reverted_away_on_anvil_is_reported(client, settings, sessions, names, paused_anvil):
+    """On an anvil of its own (the block is taken back with evm_revert, as a reorg looks to a node)."""
     chain_name = names["evm"]
-    web3 = AsyncWeb3(AsyncHTTPProvider(settings.chains[chain_name].rpc_url))
-    wallet = await wallet_on(api, chain_name)
-    await fund(api, wallet, "1")
-    snapshot = (await web3.provider.make_request("evm_snapshot", []))["result"]
-    done = await withdraw(api, wallet, random_address(), "0.2", "ETH")
-    report = await reconcile(api, chain_name)
-    assert_zero_drift(report)
-    assert report["summary"]["checks"] == {"NOT_FINAL": 1}
+    own = settings.model_copy(
+        update={
+            "chains": {
+                chain_name: EvmChainSettings(
+                    chain_id=31337, rpc_url=paused_anvil.info["rpc_url"], finality="depth", confirmations=1,
+                    faucet_enabled=True, poll_interval_seconds=0.2, fee_bump_after_seconds=30,
+                )
+            }
+        }
+    )
+    web3 = AsyncWeb3(AsyncHTTPProvider(paused_anvil.info["rpc_url"]))
+    async with build_worker(client, own, sessions), api_client(own, client) as api:
+        wallet = await wallet_on(api, chain_name)
+        await fund(api, wallet, "1")
+        snapshot = (await web3.provider.make_request("evm_snapshot", []))["result"]
+        done = await withdraw(api, wallet, random_address(), "0.2", "ETH")
+        report = await reconcile(api, chain_name)
+        assert_zero_drift(report)
+        assert report["summary"]["checks"] == {"NOT_FINAL": 1}
 
-    # The block holding the COMPLETED withdrawal's transaction is gone (a reorg, as a node sees it).
-    assert (await web3.provider.make_request("evm_revert", [snapshot]))["result"] is True
-    with pytest.raises(TransactionNotFound):
-        await web3.eth.get_transaction_receipt(done["tx_hash"])
-    report = await reconcile(api, chain_name)
-    assert report["status"] == "MISMATCH"
-    assert [(v["withdrawal_id"], v["state"]) for v in report["vanished"]] == [(done["id"], "MISSING")]
-    assert "no receipt" in report["vanished"][0]["detail"] or "no longer canonical" in report["vanished"][0]["detail"]
-    eth = row(report, wallet, "ETH")
-    # The database paid 0.2 ETH + fee that the chain no longer shows as paid.
-    assert (eth["status"], eth["drift_base_units"]) == ("DRIFT", str(2 * ETH // 10 + int(done["fee_paid_base_units"])))
-    assert eth["deposits"] == "1"  # the faucet deposit, re-read after the rewind, counted once
-    history = (await api.get(f"/v1/withdrawals/{done['id']}", headers=ALICE)).json()["history"]
-    assert "RECONCILIATION_MISSING" in [h["status"] for h in history]
-    assert REGISTRY.get_sample_value("custody_reconciliation_vanished_withdrawals", {"chain": chain_name}) == 1
-    assert "VANISHED" in {e.kind for e in await recorded_events(sessions, chain_name)}
+        # The block holding the COMPLETED withdrawal's transaction is gone.
+        assert (await web3.provider.make_request("evm_revert", [snapshot]))["result"] is True
+        with pytest.raises(TransactionNotFound):
+            await web3.eth.get_transaction_receipt(done["tx_hash"])
+        report = await reconcile(api, chain_name)
+        assert report["status"] == "MISMATCH"
+        assert [(v["withdrawal_id"], v["state"]) for v in report["vanished"]] == [(done["id"], "MISSING")]
+        assert "no receipt" in report["vanished"][0]["detail"]
+        eth = row(report, wallet, "ETH")
+        # The database paid 0.2 ETH + fee that the chain no longer shows as paid.
+        assert (eth["status"], eth["drift_base_units"]) == ("DRIFT", str(2 * ETH // 10 + int(done["fee_paid_base_units"])))
+        assert eth["deposits"] == "1"  # the faucet deposit, re-read after the rewind, counted once
+        history = (await api.get(f"/v1/withdrawals/{done['id']}", headers=ALICE)).json()["history"]
+        alerts = [h["detail"]["code"] for h in history if h["status"] == "ALERT"]
+        assert alerts == ["COMPLETED_TX_MISSING"]
+        assert REGISTRY.get_sample_value("custody_reconciliation_vanished_withdrawals", {"chain": chain_name}) == 1
+        assert REGISTRY.get_sample_value(
+            "custody_withdrawal_alerts_total", {"chain": chain_name, "code": "COMPLETED_TX_MISSING"}
+        ) == 1
+        assert "VANISHED" in {e.kind for e in await recorded_events(sessions, chain_name)}
+        # Reported again while it stays missing, alerted once.
+        assert (await reconcile(api, chain_name))["vanished"][0]["withdrawal_id"] == done["id"]
+        history = (await api.get(f"/v1/withdrawals/{done['id']}", headers=ALICE)).json()["history"]
+        assert [h["status"] for h in history].count("ALERT") == 1
 
 
 async def test_a_withdrawal_in_flight_explains_its_difference(api, client, settings, sessions, names):
