@@ -371,6 +371,13 @@ class ReconciliationActivities:
                 select(ReconciliationCheck).where(ReconciliationCheck.chain == chain_name)
             )
             checked = {c.withdrawal_id: c for c in checks.all()}
+        # COMPLETED since the verify step ran: their side costs are read now (the next run's
+        # verify step stores them).
+        side_costs = {w_id: c.side_cost for w_id, c in checked.items()}
+        for w in withdrawals:
+            wallet = by_id.get(w.wallet_id)
+            if w.status == WithdrawalStatus.COMPLETED.value and w.id not in checked and w.tx_hash and wallet and wallet.address:
+                side_costs[w.id] = await history.side_costs(w.tx_hash, wallet.address)
 
         for w in withdrawals:
             wallet = by_id.get(w.wallet_id)
@@ -392,7 +399,7 @@ class ReconciliationActivities:
                     line(sender, w.asset).withdrawn += w.amount
                     if destination is not None:
                         line(destination, w.asset).internal_in += w.amount
-                    line(sender, native).side_costs += (check.side_cost if check is not None else None) or 0
+                    line(sender, native).side_costs += side_costs.get(w.id) or 0
                 if w.fee_paid is not None:
                     attempt = landed.get(w.tx_hash or "")
                     payer = (attempt.fee_params or {}).get("source") if attempt is not None else None

@@ -774,11 +774,17 @@ class SolanaChain:
     async def consumed_slots(self, account: str, point: HistoryPoint) -> None:
         return None  # the slot is the message itself: nothing numbered to account for
 
-    async def side_costs(self, tx_hash: str, payer: str) -> int:
+    async def side_costs(self, tx_hash: str, payer: str) -> int | None:
         """Rent the transaction put into token accounts it created (the recipient's ATA, paid
         by the sender), minus the rent of token accounts it closed back into the payer (a sweep)."""
-        landed = await self._landed_transaction(Signature.from_string(tx_hash))
-        meta = landed.transaction.meta
+        resp = await self._call(
+            self._rpc().get_transaction(
+                Signature.from_string(tx_hash), encoding="base64", commitment=HISTORY_COMMITMENT, max_supported_transaction_version=0
+            )
+        )
+        if resp.value is None or resp.value.transaction.meta is None:
+            return None  # not (or no longer) on the chain: nothing known to add
+        meta = resp.value.transaction.meta
         created = {int(b.account_index) for b in meta.post_token_balances or []}
         closed = {int(b.account_index) for b in meta.pre_token_balances or []}
         rent = sum(int(meta.post_balances[i]) for i in created if int(meta.pre_balances[i]) == 0)
