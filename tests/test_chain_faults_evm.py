@@ -334,3 +334,46 @@ async def test_an_unexpected_error_is_retried_counted_and_alerted_then_passes_on
         done = await wait_for_status(api, accepted["id"], FINAL)
         assert done["status"] == "COMPLETED", done
         assert await web3.eth.get_transaction_count(wallet["address"]) == 1
+
+
+async def test_a_replaced_sweep_records_the_amount_of_the_attempt_that_landed(
+    base_settings, task_queue, client, sessions, paused_anvil
+):
+    """A sweep's replacement pays more fee out of the same total, so it moves less. When the
+    original (not the replacement) is the one mined, the withdrawal records what really moved."""
+    from temporalio.common import WorkflowIDReusePolicy
+
+    from models.db import Reservation, TransferAttempt
+    from models.payloads import WithdrawalInput
+    from workflows.withdrawal import WithdrawalWorkflow
+
+    async with mining_paused(base_settings, task_queue, client, sessions, paused_anvil, bump_after=1) as (api, web3, wallet):
+        destination = random_address()
+        sweep = Withdrawal(
+            id=str(uuid.uuid4()), owner="alice", wallet_id=wallet["id"], chain="anvil", asset="ETH",
+            destination=destination, amount=0, sweep=True, idempotency_key=uuid.uuid4().hex, request_hash="sweep",
+        )
+        async with sessions() as session, session.begin():
+            session.add(sweep)
+        await client.start_workflow(
+            WithdrawalWorkflow.run, WithdrawalInput(withdrawal_id=sweep.id, chain="anvil"), id=f"withdrawal-{sweep.id}",
+            task_queue=task_queue, id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        )
+        await _wait_until(api, sweep.id, "a replacement out", lambda b: len(b["attempts"]) >= 2 and _sent(b))
+        async with sessions() as session:
+            attempts = (await session.exec(select(TransferAttempt).where(TransferAttempt.withdrawal_id == sweep.id))).all()
+        original, replacement = sorted(attempts, key=lambda a: a.id)[:2]
+        assert int(replacement.fee_params["value"]) < int(original.fee_params["value"])
+        # Another node mined the original: the replacement leaves the pool, the original lands.
+        for attempt in attempts[1:]:
+            await web3.provider.make_request("anvil_dropTransaction", [attempt.tx_hash])
+        await web3.provider.make_request("eth_sendRawTransaction", ["0x" + original.raw_tx.removeprefix("0x")])
+        await web3.provider.make_request("evm_mine", [])
+        done = await wait_for_status(api, sweep.id, FINAL)
+        assert done["status"] == "COMPLETED" and done["tx_hash"] == original.tx_hash, done
+        moved = int(original.fee_params["value"])
+        assert int(done["amount_base_units"]) == moved == await web3.eth.get_balance(destination)
+        assert await web3.eth.get_balance(wallet["address"]) == 0
+        async with sessions() as session:
+            reservation = await session.get(Reservation, sweep.id)
+        assert reservation is not None and (reservation.state, reservation.amount) == ("SETTLED", moved)
