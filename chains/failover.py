@@ -314,20 +314,30 @@ class FailoverChain:
         grace: float,
         timeout: float | None,
     ) -> list[_Outcome]:
+        """Once an answer is `decisive` the others get `grace` seconds; once any endpoint answered,
+        the others get at most `request_timeout_seconds` (a hung node must not hold up an answer
+        in hand for the adapters' own, much longer, timeouts). Then they are cancelled."""
+        loop = asyncio.get_running_loop()
         tasks = {asyncio.ensure_future(self._attempt(e, p, call, timeout)): e for e, p in calls}
         outcomes: list[_Outcome] = []
         pending = set(tasks)
-        wait: float | None = None  # no limit until a decisive answer
+        deadline: float | None = None
         try:
             while pending:
+                wait = None if deadline is None else max(deadline - loop.time(), 0)
                 done, pending = await asyncio.wait(pending, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
                 if not done:
-                    break  # the grace period is over
+                    break  # out of patience for the rest
                 for task in done:
                     outcome = task.result()
                     outcomes.append(outcome)
-                    if wait is None and outcome.error is None and decisive(outcome.result):
-                        wait = grace
+                    if outcome.error is None and decisive(outcome.result):
+                        limit = loop.time() + grace
+                    elif outcome.answered:
+                        limit = loop.time() + self._timeout
+                    else:
+                        continue
+                    deadline = limit if deadline is None else min(deadline, limit)
         finally:
             for task in pending:
                 task.cancel()

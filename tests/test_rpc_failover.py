@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from decimal import Decimal
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -39,7 +40,7 @@ from devnet.faultproxy import FaultProxy
 from devnet.solana import SolanaDevnet, run_solana_devnet
 from devnet.stellar import StellarDevnet, run_stellar_devnet
 from models.payloads import OnChainState
-from tests.conftest import create_wallet, fund, random_address, wait_for_status, withdraw
+from tests.conftest import ALICE, create_wallet, fund, random_address, wait_for_status, withdraw
 
 ETH = 10**18
 SOL = 10**9
@@ -503,18 +504,56 @@ async def test_evm_landed_verdict_of_the_second_endpoint_wins(
 # ----------------------------------------------------------------------------- end to end (API)
 
 
+@pytest.fixture(scope="module")
+async def solana_devnet() -> AsyncIterator[SolanaDevnet]:
+    async with run_solana_devnet(host="127.0.0.1", port=0, slot_ms=100) as d:
+        yield d
+
+
+@pytest.fixture(scope="module")
+async def stellar_devnet() -> AsyncIterator[StellarDevnet]:
+    async with run_stellar_devnet(port=0, close_interval_ms=100) as d:
+        yield d
+
+
 @pytest.fixture
-def settings(base_settings: Settings, task_queue: str) -> Settings:
-    """conftest's `worker` and `api` build on this: anvil's first endpoint is dead."""
+async def failing_first(
+    solana_devnet: SolanaDevnet, stellar_devnet: StellarDevnet
+) -> AsyncIterator[dict[str, FaultProxy]]:
+    """First endpoints for the end-to-end runs: Solana's answers 503, Stellar's resets."""
+    solana, stellar = FaultProxy(solana_devnet.url), FaultProxy(stellar_devnet.url)
+    for proxy in (solana, stellar):
+        await asyncio.to_thread(proxy.start)
+    solana.add(action="error", status=503)
+    stellar.add(action="reset")
+    yield {"solana": solana, "stellar": stellar}
+    await stop(solana, stellar)
+
+
+@pytest.fixture
+def settings(
+    base_settings: Settings, task_queue: str, failing_first: dict[str, FaultProxy],
+    solana_devnet: SolanaDevnet, stellar_devnet: StellarDevnet,
+) -> Settings:
+    """conftest's `worker` and `api` build on this: every chain's first endpoint fails (anvil's
+    is dead), the second is the real node."""
     anvil = base_settings.chains["anvil"]
-    urls = [dead_url(), anvil.rpc_url]
     failover = FailoverSettings(failure_threshold=2, cooldown_seconds=600)
-    return base_settings.model_copy(
-        update={
-            "task_queue": task_queue,
-            "chains": {"anvil": anvil.model_copy(update={"rpc_url": urls[0], "rpc_urls": urls, "failover": failover})},
-        }
-    )
+    evm_urls = [dead_url(), anvil.rpc_url]
+    solana_urls = [failing_first["solana"].url, solana_devnet.url]
+    stellar_urls = [failing_first["stellar"].url, stellar_devnet.url]
+    chains = {
+        "anvil": anvil.model_copy(update={"rpc_url": evm_urls[0], "rpc_urls": evm_urls, "failover": failover}),
+        "solana": SolanaChainSettings(
+            rpc_urls=solana_urls, faucet_enabled=True, poll_interval_seconds=0.2, fee_bump_after_seconds=1, failover=failover
+        ),
+        "stellar": StellarChainSettings(
+            horizon_urls=stellar_urls, network_passphrase=stellar_devnet.network_passphrase,
+            friendbot_url=stellar_devnet.friendbot_url, faucet_enabled=True, poll_interval_seconds=0.2,
+            fee_bump_after_seconds=2, failover=failover,
+        ),
+    }
+    return base_settings.model_copy(update={"task_queue": task_queue, "chains": chains})
 
 
 async def test_evm_withdrawal_through_the_api_with_the_first_endpoint_dead(
@@ -532,13 +571,46 @@ async def test_evm_withdrawal_through_the_api_with_the_first_endpoint_dead(
     assert len(done["attempts"]) == 1 and done["tx_hash"] == done["attempts"][0]["tx_hash"]
 
 
+async def chain_wallet(api: httpx.AsyncClient, chain: str, fund_amount: str) -> dict:
+    response = await api.post("/v1/wallets", json={"chain": chain, "label": unique(chain)}, headers=ALICE)
+    assert response.status_code == 201, response.text
+    wallet = response.json()
+    funded = await api.post(f"/v1/wallets/{wallet['id']}/fund", json={"amount": fund_amount}, headers=ALICE)
+    assert funded.status_code == 200, funded.text
+    return wallet
+
+
+@pytest.mark.parametrize("chain", ["solana", "stellar"])
+async def test_withdrawal_through_the_api_with_the_first_endpoint_failing(
+    chain: str, api: httpx.AsyncClient, failing_first: dict[str, FaultProxy],
+    solana_devnet: SolanaDevnet, stellar_devnet: StellarDevnet,
+) -> None:
+    wallet = await chain_wallet(api, chain, "2")
+    if chain == "solana":
+        to, asset, amount, base_units = str(SolanaKeypair().pubkey()), "SOL", "0.25", SOL // 4
+    else:
+        to, asset, amount, base_units = StellarKeypair.random().public_key, "XLM", "3", 3 * XLM
+    response = await api.post(
+        "/v1/withdrawals",
+        json={"wallet_id": wallet["id"], "to": to, "asset": asset, "amount": amount},
+        headers={**ALICE, "Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert response.status_code == 202, response.text
+    done = await wait_for_status(api, response.json()["id"], {"COMPLETED", "FAILED"})
+    assert done["status"] == "COMPLETED", done
+    assert len(done["attempts"]) == 1
+    if chain == "solana":
+        async with AsyncClient(solana_devnet.url) as direct:
+            assert (await direct.get_balance(Pubkey.from_string(to))).value == base_units  # exactly once
+    else:
+        async with httpx.AsyncClient(base_url=stellar_devnet.url) as http:
+            account = (await http.get(f"/accounts/{to}")).json()
+        native = next(b for b in account["balances"] if b["asset_type"] == "native")
+        assert Decimal(native["balance"]) * XLM == base_units  # created with exactly the amount, once
+    assert failing_first[chain].injected() >= 2  # the first endpoint really was failing
+
+
 # ============================================================================ Solana devnet
-
-
-@pytest.fixture(scope="module")
-async def solana_devnet() -> AsyncIterator[SolanaDevnet]:
-    async with run_solana_devnet(host="127.0.0.1", port=0, slot_ms=100) as d:
-        yield d
 
 
 @pytest.fixture
@@ -624,12 +696,6 @@ async def test_solana_expired_needs_two_endpoints(solana_proxies: tuple[FaultPro
 
 
 # ============================================================================ Stellar devnet
-
-
-@pytest.fixture(scope="module")
-async def stellar_devnet() -> AsyncIterator[StellarDevnet]:
-    async with run_stellar_devnet(port=0, close_interval_ms=100) as d:
-        yield d
 
 
 @pytest.fixture
