@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -14,7 +15,11 @@ from temporalio.worker import (
 )
 
 from core import metrics
-from core.errors import CustodyError
+from core.errors import CustodyError, UnexpectedError
+
+# Attempts after which an activity still failing with an unexpected error is alerted (it keeps
+# being retried: a fix deployed to the workers lets it pass, and no withdrawal is failed by a bug).
+UNEXPECTED_ALERT_AFTER_ATTEMPTS = 5
 
 
 class _ActivityInbound(ActivityInboundInterceptor):
@@ -34,12 +39,41 @@ class _ActivityInbound(ActivityInboundInterceptor):
             raise ApplicationError(
                 e.message, e.details or None, type=e.code, non_retryable=e.permanent
             ) from e
+        except Exception as e:
+            raise self._unexpected(name, e) from e
         if self._exit_after and name == self._exit_after:
             # Simulates a worker crash after the activity's side effects committed but before
             # Temporal recorded its completion: the retry on the next worker must find them.
             activity.logger.warning("chaos: exiting the worker process after %s", name)
             os._exit(137)
         return result
+
+
+    @staticmethod
+    def _unexpected(name: str, error: Exception) -> ApplicationError:
+        """A bug or an unmapped answer (assert, KeyError, an RPC error no adapter translates):
+        counted by type, logged with its traceback, retried with a stable code, and alerted once
+        it has failed UNEXPECTED_ALERT_AFTER_ATTEMPTS times instead of retrying in silence."""
+        info = activity.info()
+        kind = type(error).__name__
+        metrics.ACTIVITY_UNEXPECTED_ERRORS.labels(activity=name, exception=kind).inc()
+        metrics.ACTIVITY_ERRORS.labels(activity=name, code=UnexpectedError.code, permanent="False").inc()
+        stuck = info.attempt >= UNEXPECTED_ALERT_AFTER_ATTEMPTS
+        if stuck:
+            metrics.ACTIVITY_STUCK.labels(activity=name).inc()
+        activity.logger.log(
+            logging.ERROR if stuck else logging.WARNING,
+            "activity failed with an unexpected error" + (" (alert: still failing)" if stuck else ""),
+            exc_info=error,
+            extra={"error_code": UnexpectedError.code, "exception": kind, "attempt": info.attempt, "workflow_id": info.workflow_id},
+        )
+        # The message is the exception's type only: its text may carry an RPC URL or other secret.
+        return ApplicationError(
+            f"unexpected {kind} in {name} (attempt {info.attempt})",
+            {"exception": kind, "attempt": info.attempt},
+            type=UnexpectedError.code,
+            non_retryable=False,
+        )
 
 
 class CustodyWorkerInterceptor(Interceptor):

@@ -123,6 +123,8 @@ class SolanaChain:
     key_scheme: ClassVar[str] = "ed25519"
     replaceable_in_slot: ClassVar[bool] = False
     supports_channels: ClassVar[bool] = False
+    queues_future_sequences: ClassVar[bool] = False
+    mempool_visible: ClassVar[bool] = False
     has_trustlines: ClassVar[bool] = False  # token accounts are made for the recipient by the sender
 
     def __init__(self, name: str, settings: SolanaChainSettings, client: AsyncClient | None = None) -> None:

@@ -115,8 +115,11 @@ def spawn(
     raise TimeoutError(f"{name} did not become ready in {timeout:.0f}s; log {log_path}:\n{managed.tail()}")
 
 
-def start_anvil(port: int, log_dir: Path, state_file: Path | None = None, block_time: float | None = None) -> ManagedProcess:
-    argv = [anvil_path(), "--host", "127.0.0.1", "--port", str(port), "--chain-id", "31337", "--silent"]
+def start_anvil(
+    port: int, log_dir: Path, state_file: Path | None = None, block_time: float | None = None,
+    extra_args: list[str] | None = None,
+) -> ManagedProcess:
+    argv = [anvil_path(), "--host", "127.0.0.1", "--port", str(port), "--chain-id", "31337", "--silent", *(extra_args or [])]
     if state_file is not None:
         argv += ["--state", str(state_file)]
     if block_time:

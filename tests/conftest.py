@@ -73,6 +73,20 @@ def redis_url(tmp_session: Path):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
+def aws_server():  # type: ignore[no-untyped-def]
+    """The local AWS KMS (moto server mode + custody's extension), reached by the real boto3."""
+    from devnet.aws_kms import run_aws_kms
+
+    with pytest.MonkeyPatch.context() as mp:  # boto3's credential chain reads these; the server takes any
+        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
+        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        mp.delenv("AWS_PROFILE", raising=False)
+        with run_aws_kms(host="127.0.0.1", port=0) as srv:
+            yield srv
+
+
+@pytest.fixture(scope="session")
 def anvil(tmp_session: Path):  # type: ignore[no-untyped-def]
     proc = local.start_anvil(local.free_port(), tmp_session / "logs")
     yield proc
@@ -102,6 +116,10 @@ async def base_settings(
                 faucet_enabled=True,
                 poll_interval_seconds=0.2,
                 fee_bump_after_seconds=30,
+                # The suite's anvil mines one block per transaction and never reorgs: one block
+                # deep is final here (the finalized default is tested on its own anvil).
+                finality="depth",
+                confirmations=1,
             )
         },
     )
@@ -138,6 +156,42 @@ async def worker(client: Client, settings: Settings, sessions: SessionFactory) -
     w = build_worker(client, settings, sessions)
     async with w:
         yield w
+
+
+@pytest.fixture
+def paused_anvil(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """An anvil of the test's own, for tests that stop its mining or reorganize it."""
+    proc = local.start_anvil(local.free_port(), tmp_path)
+    yield proc
+    proc.stop()
+
+
+@asynccontextmanager
+async def mining_paused(
+    base_settings: Settings, task_queue: str, client: Client, sessions: SessionFactory, anvil: local.ManagedProcess,
+    bump_after: float, **chain_settings: object,
+) -> AsyncIterator[tuple[httpx.AsyncClient, object, dict]]:
+    """A worker and API on their own anvil whose automatic mining is off, and a funded wallet
+    (1 ETH): transactions wait in the mempool until the test mines. `chain_settings` override the
+    anvil chain's (e.g. a fee cap); `settings` keys prefixed `settings__` override the stack's."""
+    from web3 import AsyncHTTPProvider, AsyncWeb3
+
+    from worker import build_worker
+
+    rpc = anvil.info["rpc_url"]
+    overrides = {k.removeprefix("settings__"): v for k, v in chain_settings.items() if k.startswith("settings__")}
+    fields = {k: v for k, v in chain_settings.items() if not k.startswith("settings__")}
+    chain = EvmChainSettings(
+        chain_id=31337, rpc_url=rpc, poll_interval_seconds=0.2, fee_bump_after_seconds=bump_after,
+        finality="depth", confirmations=1, **fields,  # type: ignore[arg-type]
+    )
+    settings = base_settings.model_copy(update={"task_queue": task_queue, "chains": {"anvil": chain}, **overrides})
+    web3 = AsyncWeb3(AsyncHTTPProvider(rpc))
+    async with build_worker(client, settings, sessions), api_client(settings, client) as api:
+        wallet = await create_wallet(api)
+        await web3.provider.make_request("anvil_setBalance", [wallet["address"], hex(10**18)])
+        await web3.provider.make_request("evm_setAutomine", [False])
+        yield api, web3, wallet
 
 
 @asynccontextmanager

@@ -60,6 +60,8 @@ def make_chain(devnet: SolanaDevnet, **overrides) -> SolanaChain:  # type: ignor
         "compute_unit_price_micro_lamports": CU_PRICE,
         "compute_unit_limit": CU_LIMIT,
         "faucet_enabled": True,
+        # Slots move only when a test says so: "confirmed" lands at once (finalized is tested apart).
+        "commitment": "confirmed",
     } | overrides
     return SolanaChain("solana", SolanaChainSettings(**fields))
 
