@@ -29,9 +29,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import typing
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 from urllib.parse import parse_qsl, urlsplit
 
 from chains.base import Chain, DigestSigner, Memo, SignedTransfer, SweepQuote, TransferIntent, TransferStatus
@@ -52,6 +53,8 @@ NEEDS_AGREEMENT = frozenset({OnChainState.SLOT_LOST, OnChainState.EXPIRED})
 LANDED = frozenset({OnChainState.CONFIRMED, OnChainState.REVERTED, OnChainState.CANCELLED})
 # Broadcast answers, best first; any other answer an adapter gives ranks after these.
 BROADCAST_RANK = ("accepted", "known", "applied_failed")
+# The protocol's class-level traits (family, replaceable_in_slot, ...): copied from the adapters.
+CHAIN_TRAITS = tuple(n for n, hint in typing.get_type_hints(Chain).items() if typing.get_origin(hint) is ClassVar)
 
 
 @dataclass
@@ -94,15 +97,11 @@ class FailoverChain:
     def __init__(self, name: str, settings: ChainSettingsBase, adapters: Sequence[Chain], urls: Sequence[str]) -> None:
         if len(adapters) < 2 or len(adapters) != len(urls):
             raise ValueError("a failover chain has two or more endpoints, one adapter each")
-        first = adapters[0]
         self.name = name
         self.settings = settings
-        # The family's traits, as its adapters have them (activities branch on these).
-        self.family = first.family
-        self.key_scheme = first.key_scheme
-        self.replaceable_in_slot = first.replaceable_in_slot
-        self.supports_channels = first.supports_channels
-        self.has_trustlines = first.has_trustlines
+        # The family's traits (every ClassVar of the protocol), as its adapters have them.
+        for trait in CHAIN_TRAITS:
+            setattr(self, trait, getattr(adapters[0], trait))
         cfg = settings.failover
         self.endpoints = [
             Endpoint(endpoint_label(i, url), adapter, CircuitBreaker(cfg.failure_threshold, cfg.cooldown_seconds))

@@ -6,10 +6,12 @@ really happened (one transfer, landed once)."""
 from __future__ import annotations
 
 import asyncio
+import inspect
+import typing
 import uuid
 from decimal import Decimal
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -180,6 +182,29 @@ def test_settings_take_a_list_of_endpoints_and_keep_the_single_url_form() -> Non
         assert "KEY123" not in str(error.value)  # endpoint URLs may carry keys: never echoed
 
 
+@pytest.mark.parametrize(
+    "chain_settings",
+    [
+        EvmChainSettings(chain_id=1, rpc_urls=["http://a", "http://b"]),
+        SolanaChainSettings(rpc_urls=["http://a", "http://b"]),
+        StellarChainSettings(horizon_urls=["http://a", "http://b"], network_passphrase="x"),
+    ],
+    ids=["evm", "solana", "stellar"],
+)
+def test_failover_chain_has_every_protocol_member_and_the_family_traits(chain_settings: Any) -> None:
+    """A protocol member added to chains/base.py must be delegated here too: this fails until it is."""
+    chain = build_chain("c", chain_settings)
+    assert isinstance(chain, FailoverChain)
+    adapter = chain.endpoints[0].adapter
+    members = [n for n in dir(Chain) if not n.startswith("_")] + list(typing.get_type_hints(Chain))
+    for member in members:
+        assert hasattr(chain, member), f"FailoverChain does not delegate {member!r}"
+    for trait in (n for n, h in typing.get_type_hints(Chain).items() if typing.get_origin(h) is ClassVar):
+        assert getattr(chain, trait) == getattr(adapter, trait), trait
+    for method in (n for n in dir(Chain) if not n.startswith("_")):
+        assert inspect.iscoroutinefunction(getattr(Chain, method)) == inspect.iscoroutinefunction(getattr(chain, method)), method
+
+
 def test_one_endpoint_is_the_adapter_itself_and_several_a_failover_chain() -> None:
     settings = Settings(
         chains={
@@ -215,7 +240,10 @@ async def web3(anvil: local.ManagedProcess) -> AsyncIterator[AsyncWeb3]:
 
 
 def evm_chain(urls: list[str], **failover: Any) -> FailoverChain:
-    settings = EvmChainSettings(chain_id=31337, rpc_urls=urls, failover=FAST.model_copy(update=failover))
+    settings = EvmChainSettings(
+        chain_id=31337, rpc_urls=urls, finality="depth", confirmations=1,  # automine, no reorgs: one block is final
+        failover=FAST.model_copy(update=failover),
+    )
     return built(build_chain(unique("evm"), settings))
 
 
@@ -621,7 +649,9 @@ async def solana_proxies(solana_devnet: SolanaDevnet) -> AsyncIterator[tuple[Fau
 
 
 async def solana_chain(urls: list[str], **failover: Any) -> FailoverChain:
-    settings = SolanaChainSettings(rpc_urls=urls, faucet_enabled=True, failover=FAST.model_copy(update=failover))
+    settings = SolanaChainSettings(
+        rpc_urls=urls, commitment="confirmed", faucet_enabled=True, failover=FAST.model_copy(update=failover)
+    )
     return built(build_chain(unique("solana"), settings))
 
 
