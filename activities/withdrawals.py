@@ -21,9 +21,11 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 from temporalio import activity
 
+from activities.alerts import record_withdrawal_alert
 from activities.channels import ChannelLeases
 from activities.locks import KeyedLocks, advisory_lock
-from chains.base import ChannelKey, Memo, SignedTransfer, TransferIntent
+from activities.transfers import as_signed, attempts_of, transfer_intent
+from chains.base import ChannelKey, SignedTransfer, TransferIntent
 from chains.registry import ChainRegistry
 from core import metrics
 from core.errors import (
@@ -96,15 +98,6 @@ class FinishInput:
     error_message: str | None = None
 
 
-def _to_signed(attempt: TransferAttempt) -> SignedTransfer:
-    return SignedTransfer(
-        tx_hash=attempt.tx_hash,
-        raw_tx=attempt.raw_tx,
-        sequence=attempt.sequence,
-        max_fee=attempt.max_fee,
-        fee_params=attempt.fee_params,
-        purpose=attempt.purpose,
-    )
 
 
 @dataclass(frozen=True)
@@ -194,28 +187,10 @@ class WithdrawalActivities:
         return ChannelKey(address=channel.address, sign=self._signer_for(channel))
 
     def _intent(self, withdrawal: Withdrawal, wallet: Wallet) -> TransferIntent:
-        chain = self._chains.get(withdrawal.chain)
-        assert wallet.address is not None
-        memo = None
-        if withdrawal.memo_type is not None and withdrawal.memo_value is not None:
-            memo = chain.validate_memo(Memo(withdrawal.memo_type, withdrawal.memo_value))
-        return TransferIntent(
-            sender=wallet.address,
-            destination=chain.normalize_address(withdrawal.destination),
-            asset=chain.asset(withdrawal.asset),
-            amount=withdrawal.amount,
-            memo=memo,
-            sweep=withdrawal.sweep,
-            trustline=withdrawal.kind == "TRUSTLINE",
-        )
+        return transfer_intent(self._chains.get(withdrawal.chain), withdrawal, wallet)
 
     async def _attempts(self, session: AsyncSession, withdrawal_id: str) -> list[TransferAttempt]:
-        rows = await session.exec(
-            select(TransferAttempt)
-            .where(TransferAttempt.withdrawal_id == withdrawal_id)
-            .order_by(col(TransferAttempt.id))
-        )
-        return list(rows.all())
+        return await attempts_of(session, withdrawal_id)
 
     def _signer_for(self, wallet: Wallet):  # type: ignore[no-untyped-def]
         """Sign with the backend the wallet's key lives in, whatever today's default is."""
@@ -319,23 +294,8 @@ class WithdrawalActivities:
 
     @activity.defn(name="record_withdrawal_alert")
     async def record_alert(self, alert: AlertEvent) -> None:
-        """An operator must look: recorded in the withdrawal's history (once per code and
-        message), counted, logged. The withdrawal itself goes on."""
-        async with self._sessions() as session, session.begin():
-            withdrawal = await session.get(Withdrawal, alert.withdrawal_id, with_for_update=True)
-            if withdrawal is None:
-                raise WithdrawalNotFound("no such withdrawal", withdrawal_id=alert.withdrawal_id)
-            detail = {"code": alert.code, "message": alert.message}
-            seen = await session.exec(
-                select(WithdrawalEvent).where(
-                    WithdrawalEvent.withdrawal_id == alert.withdrawal_id, WithdrawalEvent.status == "ALERT"
-                )
-            )
-            if any(e.detail == detail for e in seen.all()):
-                return  # a retried step: recorded and counted once
-            session.add(WithdrawalEvent(withdrawal_id=withdrawal.id, status="ALERT", detail=detail))
-        metrics.WITHDRAWAL_ALERTS.labels(chain=withdrawal.chain, code=alert.code).inc()
-        activity.logger.error("withdrawal alert", extra={"alert": alert.code, "detail": alert.message})
+        """An operator must look (activities/alerts.py); the withdrawal itself goes on."""
+        await record_withdrawal_alert(self._sessions, alert.withdrawal_id, alert.code, alert.message)
 
     @activity.defn(name="fill_sequence_gaps")
     async def fill_sequence_gaps(self, withdrawal_id: str) -> GapFill:
@@ -537,8 +497,10 @@ class WithdrawalActivities:
         self, session: AsyncSession, withdrawal: Withdrawal, slot_owner: str, settled: int
     ) -> int | None:
         """EVM: a nonce released by a withdrawal that ended before its transaction could land is
-        taken over first, or every later transaction from this sender waits behind the gap."""
-        hole = await session.exec(
+        taken over first, or every later transaction from this sender waits behind the gap. A
+        retry takes its original's own nonce when that was released: whichever of the two
+        signed transactions is mined, the other never can be."""
+        released = (
             select(SequenceClaim)
             .where(
                 SequenceClaim.chain == withdrawal.chain,
@@ -549,7 +511,10 @@ class WithdrawalActivities:
             .order_by(col(SequenceClaim.sequence))
             .limit(1)
         )
-        reusable = hole.first()
+        hole: SequenceClaim | None = None
+        if withdrawal.retry_of is not None:
+            hole = (await session.exec(released.where(SequenceClaim.withdrawal_id == withdrawal.retry_of))).first()
+        reusable = hole or (await session.exec(released)).first()
         if reusable is None:
             return None
         reusable.withdrawal_id = withdrawal.id
@@ -643,7 +608,7 @@ class WithdrawalActivities:
                 intent = self._cancel_intent(chain, intent)  # keep cancelling, never revive the transfer
             try:
                 signed = await chain.sign_transfer(
-                    intent, latest.sequence, self._signer_for(wallet), replacing=_to_signed(latest)
+                    intent, latest.sequence, self._signer_for(wallet), replacing=as_signed(latest)
                 )
             except FeeAboveCap as e:
                 return _prepared(attempts, blocked=e)
@@ -702,7 +667,7 @@ class WithdrawalActivities:
             latest = attempts[-1]
             try:
                 signed = await chain.sign_transfer(
-                    self._cancel_intent(chain, intent), latest.sequence, self._signer_for(wallet), replacing=_to_signed(latest)
+                    self._cancel_intent(chain, intent), latest.sequence, self._signer_for(wallet), replacing=as_signed(latest)
                 )
             except FeeAboveCap as e:
                 return _prepared(attempts, blocked=e)
@@ -736,7 +701,7 @@ class WithdrawalActivities:
             if not attempts or attempts[-1].tx_hash != resign.expired_tx_hash:
                 return _prepared(attempts)  # re-signed already by an earlier try
             chain = self._chains.get(withdrawal.chain)
-            status = await chain.transfer_status(intent, [_to_signed(a) for a in attempts])
+            status = await chain.transfer_status(intent, [as_signed(a) for a in attempts])
             if status.state != OnChainState.EXPIRED:
                 return _prepared(attempts)  # not provably dead: never sign a second transfer
             # The dead attempt never consumed its slot: hand it back, then claim one afresh from
@@ -774,7 +739,7 @@ class WithdrawalActivities:
         chain = self._chains.get(withdrawal.chain)
         latest = attempts[-1]
         try:
-            result = await chain.broadcast(_to_signed(latest))
+            result = await chain.broadcast(as_signed(latest))
         except FeeTooLow:
             if chain.replaceable_in_slot:
                 raise
@@ -822,7 +787,7 @@ class WithdrawalActivities:
         deadline = time.monotonic() + chain_settings.fee_bump_after_seconds
         while True:
             async with self._sessions() as session:
-                attempts = [_to_signed(a) for a in await self._attempts(session, withdrawal_id)]
+                attempts = [as_signed(a) for a in await self._attempts(session, withdrawal_id)]
             status = await chain.transfer_status(intent, attempts)
             activity.heartbeat(status.state.value)
             if status.state != OnChainState.PENDING or time.monotonic() >= deadline:

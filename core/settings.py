@@ -325,6 +325,9 @@ class Settings(BaseSettings):
     # Confirmation rounds (one bump delay each) a withdrawal's run makes before it continues as
     # new, keeping each run's history bounded however long a transaction waits.
     confirmation_rounds_per_run: int = Field(default=100, ge=1)
+    # An activity failing with an error custody did not foresee is retried (a fix deployed lets
+    # it pass) and alerted (ACTIVITY_STUCK on its withdrawal) after this many attempts.
+    unexpected_error_alert_after_attempts: int = Field(default=5, ge=1)
     # On SIGTERM the worker stops polling and gives activities in flight this long to finish.
     worker_shutdown_grace_seconds: float = Field(default=30, ge=0)
     # Key pools per chain name, e.g. {"anvil": {"min_available_explorers": 5}}; empty: no pools.

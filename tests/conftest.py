@@ -108,6 +108,7 @@ async def base_settings(
         database_url=postgres_url,
         redis_url=redis_url,
         temporal_address=temporal_env.client.service_client.config.target_host,
+        worker_shutdown_grace_seconds=1,  # a test's worker stops at its end; pollers need not drain long
         chains={
             "anvil": EvmChainSettings(
                 chain_id=31337,
@@ -269,6 +270,25 @@ def random_address() -> str:
     return Account.create().address
 
 
+HISTORIES = Path(__file__).parent / "histories"
+
+
+async def replay_and_record(client: Client, workflow_id: str, name: str, run_id: str | None = None) -> None:
+    """Replay a finished run's history against the current code (fails on non-determinism) and,
+    with CUSTODY_RECORD_HISTORIES=1, save it as tests/histories/<name>.json if not saved yet:
+    tests/test_replay.py then replays it against every later version of the code."""
+    from temporalio.worker import Replayer
+
+    from core.temporal import custody_data_converter
+    from worker import WORKFLOWS
+
+    history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+    await Replayer(workflows=list(WORKFLOWS), data_converter=custody_data_converter(Settings())).replay_workflow(history)
+    target = HISTORIES / f"{name}.json"
+    if os.environ.get("CUSTODY_RECORD_HISTORIES") == "1" and not target.exists():
+        target.write_text(history.to_json())
+
+
 os.environ.setdefault("CUSTODY_LOG_JSON", "false")
 
 
@@ -286,6 +306,9 @@ def worker_process(settings: Settings, chaos_after: str | None = None) -> subpro
         "CUSTODY_TEMPORAL_METRICS_PORT": "0",
         "CUSTODY_CHAINS": json.dumps({name: c.model_dump() for name, c in settings.chains.items()}),
         "CUSTODY_POOLS": json.dumps({name: p.model_dump() for name, p in settings.pools.items()}),
+        "CUSTODY_SIGNER_BACKEND": settings.signer_backend,
+        "CUSTODY_AWS_KMS": settings.aws_kms.model_dump_json(),
+        "CUSTODY_GCP_KMS": settings.gcp_kms.model_dump_json(),
     }
     env.pop("CUSTODY_CHAOS_EXIT_AFTER_ACTIVITY", None)
     if chaos_after:

@@ -22,7 +22,16 @@ from sqlmodel import select
 from core.settings import GWEI, AwsKmsSettings, EvmChainSettings
 from devnet import local
 from models.db import Reservation, Wallet, Withdrawal
-from tests.conftest import ALICE, api_client, create_wallet, mining_paused, random_address, wait_for_status, withdraw
+from tests.conftest import (
+    ALICE,
+    api_client,
+    create_wallet,
+    mining_paused,
+    random_address,
+    replay_and_record,
+    wait_for_status,
+    withdraw,
+)
 from worker import build_worker
 
 FINAL = {"COMPLETED", "FAILED", "CANCELLED"}
@@ -94,6 +103,7 @@ async def test_a_fee_bump_the_kms_refuses_never_fails_a_sent_withdrawal_nor_lets
         assert await web3.eth.get_balance(destination) == 25 * 10**16
         assert await web3.eth.get_transaction_count(wallet["address"]) == 1
         assert await _reserved_eth(api, wallet) == "0"
+    await replay_and_record(client, done["workflow_id"], "WithdrawalWorkflow__v3_replacement_refused_then_mined")
 
 
 async def test_a_withdrawal_at_the_fee_cap_alerts_acts_on_a_cancel_and_completes_once_mined(
@@ -123,6 +133,7 @@ async def test_a_withdrawal_at_the_fee_cap_alerts_acts_on_a_cancel_and_completes
         assert done["tx_hash"] == done["attempts"][0]["tx_hash"] and len(done["attempts"]) == 1
         assert await web3.eth.get_balance(destination) == 25 * 10**16
         assert await _reserved_eth(api, wallet) == "0"
+    await replay_and_record(client, done["workflow_id"], "WithdrawalWorkflow__v3_stuck_at_fee_cap_cancel_blocked")
 
 
 async def test_a_nonce_released_below_a_waiting_withdrawal_is_filled_by_a_self_send(
@@ -170,6 +181,9 @@ async def test_a_nonce_released_below_a_waiting_withdrawal_is_filled_by_a_self_s
         assert await web3.eth.get_transaction_count(wallet["address"]) == 2
         b_done = (await api.get(f"/v1/withdrawals/{b['id']}", headers=ALICE)).json()
         assert len(b_done["attempts"]) == 1  # B never bumped itself into the fee cap over a gap
+    await replay_and_record(client, b_done["workflow_id"], "WithdrawalWorkflow__v3_waited_over_a_filled_gap")
+    await replay_and_record(client, filler["workflow_id"], "WithdrawalWorkflow__v3_gap_fill")
+    await replay_and_record(client, a_signed["workflow_id"], "WithdrawalWorkflow__v3_cancelled_after_signing")
 
 
 async def test_a_replacement_that_costs_more_grows_the_hold(base_settings, task_queue, client, sessions, paused_anvil):
@@ -193,6 +207,35 @@ async def test_a_replacement_that_costs_more_grows_the_hold(base_settings, task_
         assert reservation.fee_amount == max(a.max_fee for a in attempts) > held_at_reserve, bumped
         await web3.provider.make_request("evm_mine", [])
         assert (await wait_for_status(api, accepted["id"], FINAL))["status"] == "COMPLETED"
+    await replay_and_record(client, bumped["workflow_id"], "WithdrawalWorkflow__v3_bumped")
+
+
+async def test_a_long_wait_continues_as_new_and_completes_once(base_settings, task_queue, client, sessions, paused_anvil):
+    """Every confirmation round adds history; after `confirmation_rounds_per_run` rounds the
+    run continues as new, carrying what it knows, and the new run finishes the withdrawal."""
+    async with mining_paused(
+        base_settings, task_queue, client, sessions, paused_anvil, bump_after=0.5, settings__confirmation_rounds_per_run=2
+    ) as (api, web3, wallet):
+        destination = random_address()
+        accepted = (await withdraw(api, wallet, destination, "0.25")).json()
+        workflow_id = f"withdrawal-{accepted['id']}"
+        runs: list = []
+        for _ in range(200):
+            runs = [r async for r in client.list_workflows(f"WorkflowId = '{workflow_id}'")]
+            if len(runs) >= 2:
+                break
+            await asyncio.sleep(0.1)
+        assert len(runs) >= 2, "the run never continued as new"
+        await web3.provider.make_request("evm_mine", [])
+        done = await wait_for_status(api, accepted["id"], FINAL)
+        assert done["status"] == "COMPLETED", done
+        assert await web3.eth.get_balance(destination) == 25 * 10**16
+        assert await web3.eth.get_transaction_count(wallet["address"]) == 1
+        assert [e["status"] for e in done["history"]].count("CONFIRMING") == 1
+    runs = sorted([r async for r in client.list_workflows(f"WorkflowId = '{workflow_id}'")], key=lambda r: r.start_time)
+    assert runs[0].status.name == "CONTINUED_AS_NEW" and runs[-1].status.name == "COMPLETED"
+    await replay_and_record(client, workflow_id, "WithdrawalWorkflow__v3_continued_as_new_first_run", run_id=runs[0].run_id)
+    await replay_and_record(client, workflow_id, "WithdrawalWorkflow__v3_continued_as_new_last_run", run_id=runs[-1].run_id)
 
 
 async def test_completed_means_final_and_a_reorged_transfer_lands_once(base_settings, task_queue, client, sessions, tmp_path):
@@ -236,6 +279,7 @@ async def test_completed_means_final_and_a_reorged_transfer_lands_once(base_sett
             assert final["number"] >= done["block_number"] != receipt["blockNumber"]
             assert await web3.eth.get_balance(destination) == 25 * 10**16
             assert await web3.eth.get_transaction_count(wallet["address"]) == 1
+        await replay_and_record(client, done["workflow_id"], "WithdrawalWorkflow__v3_reorged_and_sent_again")
     finally:
         anvil.stop()
 
@@ -248,3 +292,88 @@ async def _has_receipt(web3, tx_hash: str) -> bool:  # type: ignore[no-untyped-d
         return True
     except TransactionNotFound:
         return False
+
+
+async def test_an_unexpected_error_is_retried_counted_and_alerted_then_passes_once_fixed(
+    base_settings, task_queue, client, sessions, paused_anvil
+):
+    """A bug (here: a stored attempt whose fee fields were damaged, so the bump meets a
+    TypeError) is not a silent infinite retry: code UNEXPECTED_ERROR, counted by type, alerted on
+    the withdrawal after N attempts; once the cause is fixed the same step passes."""
+    from prometheus_client import REGISTRY
+    from sqlalchemy import update
+
+    from models.db import TransferAttempt
+
+    def unexpected() -> float:
+        return REGISTRY.get_sample_value(
+            "custody_activity_unexpected_errors_total", {"activity": "bump_fee", "exception": "TypeError"}
+        ) or 0.0
+
+    before = unexpected()
+    async with mining_paused(
+        base_settings, task_queue, client, sessions, paused_anvil, bump_after=0.5,
+        settings__unexpected_error_alert_after_attempts=2,
+    ) as (api, web3, wallet):
+        accepted = (await withdraw(api, wallet, random_address(), "0.25")).json()
+        sent = await _wait_until(api, accepted["id"], "the first attempt out", _sent)
+        tx_hash = sent["attempts"][0]["tx_hash"]
+        async with sessions() as session, session.begin():
+            fee_params = (await session.exec(select(TransferAttempt.fee_params).where(TransferAttempt.tx_hash == tx_hash))).one()
+            await session.exec(update(TransferAttempt).where(TransferAttempt.tx_hash == tx_hash).values(fee_params={}))  # type: ignore[arg-type]
+        stuck = await _wait_until(api, accepted["id"], "the stuck alert", lambda b: bool(_alerts(b)), timeout=90)
+        assert [a["code"] for a in _alerts(stuck)] == ["ACTIVITY_STUCK"]
+        assert "unexpected TypeError in bump_fee" in _alerts(stuck)[0]["message"]
+        assert stuck["status"] == "CONFIRMING"
+        assert unexpected() - before >= 2
+
+        async with sessions() as session, session.begin():
+            await session.exec(update(TransferAttempt).where(TransferAttempt.tx_hash == tx_hash).values(fee_params=fee_params))  # type: ignore[arg-type]
+        await _wait_until(api, accepted["id"], "the bump made once fixed", lambda b: len(b["attempts"]) >= 2 and _sent(b), timeout=90)
+        await web3.provider.make_request("evm_mine", [])
+        done = await wait_for_status(api, accepted["id"], FINAL)
+        assert done["status"] == "COMPLETED", done
+        assert await web3.eth.get_transaction_count(wallet["address"]) == 1
+
+
+async def test_a_replaced_sweep_records_the_amount_of_the_attempt_that_landed(
+    base_settings, task_queue, client, sessions, paused_anvil
+):
+    """A sweep's replacement pays more fee out of the same total, so it moves less. When the
+    original (not the replacement) is the one mined, the withdrawal records what really moved."""
+    from temporalio.common import WorkflowIDReusePolicy
+
+    from models.db import Reservation, TransferAttempt
+    from models.payloads import WithdrawalInput
+    from workflows.withdrawal import WithdrawalWorkflow
+
+    async with mining_paused(base_settings, task_queue, client, sessions, paused_anvil, bump_after=1) as (api, web3, wallet):
+        destination = random_address()
+        sweep = Withdrawal(
+            id=str(uuid.uuid4()), owner="alice", wallet_id=wallet["id"], chain="anvil", asset="ETH",
+            destination=destination, amount=0, sweep=True, idempotency_key=uuid.uuid4().hex, request_hash="sweep",
+        )
+        async with sessions() as session, session.begin():
+            session.add(sweep)
+        await client.start_workflow(
+            WithdrawalWorkflow.run, WithdrawalInput(withdrawal_id=sweep.id, chain="anvil"), id=f"withdrawal-{sweep.id}",
+            task_queue=task_queue, id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        )
+        await _wait_until(api, sweep.id, "a replacement out", lambda b: len(b["attempts"]) >= 2 and _sent(b))
+        async with sessions() as session:
+            attempts = (await session.exec(select(TransferAttempt).where(TransferAttempt.withdrawal_id == sweep.id))).all()
+        original, replacement = sorted(attempts, key=lambda a: a.id)[:2]
+        assert int(replacement.fee_params["value"]) < int(original.fee_params["value"])
+        # Another node mined the original: the replacement leaves the pool, the original lands.
+        for attempt in attempts[1:]:
+            await web3.provider.make_request("anvil_dropTransaction", [attempt.tx_hash])
+        await web3.provider.make_request("eth_sendRawTransaction", ["0x" + original.raw_tx.removeprefix("0x")])
+        await web3.provider.make_request("evm_mine", [])
+        done = await wait_for_status(api, sweep.id, FINAL)
+        assert done["status"] == "COMPLETED" and done["tx_hash"] == original.tx_hash, done
+        moved = int(original.fee_params["value"])
+        assert int(done["amount_base_units"]) == moved == await web3.eth.get_balance(destination)
+        assert await web3.eth.get_balance(wallet["address"]) == 0
+        async with sessions() as session:
+            reservation = await session.get(Reservation, sweep.id)
+        assert reservation is not None and (reservation.state, reservation.amount) == ("SETTLED", moved)

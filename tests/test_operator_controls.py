@@ -14,7 +14,17 @@ from sqlmodel import select
 
 from models.db import TransferAttempt
 from models.payloads import OperatorRequest
-from tests.conftest import ALICE, api_client, create_wallet, fund, mining_paused, random_address, wait_for_status, withdraw
+from tests.conftest import (
+    ALICE,
+    api_client,
+    create_wallet,
+    fund,
+    mining_paused,
+    random_address,
+    replay_and_record,
+    wait_for_status,
+    withdraw,
+)
 from worker import build_worker
 
 OPS = {"Authorization": "Bearer dev-ops-key"}
@@ -136,6 +146,7 @@ async def test_cancel_after_broadcast_replaces_the_transfer_in_the_same_nonce(
         assert await web3.eth.get_transaction_count(wallet["address"]) == 1
         receipt = await web3.eth.get_transaction_receipt(done["tx_hash"])
         assert receipt["to"] == receipt["from"] == wallet["address"]
+    await replay_and_record(client, done["workflow_id"], "WithdrawalWorkflow__v3_cancelled_after_broadcast")
 
 
 async def test_stuck_transfer_is_replaced_in_the_same_nonce_with_higher_fees(
