@@ -106,3 +106,21 @@ RECONCILIATION_RUNS = Counter(
 RECONCILIATION_LAST_RUN = Gauge(
     "custody_reconciliation_last_run_timestamp_seconds", "When the chain's last reconciliation report was made", ["chain"]
 )
+
+
+# --- RPC failover (chains/failover.py): endpoint labels are "<index>-<host[:port]>", never URLs ----
+RPC_ENDPOINT_UP = Gauge(
+    "custody_rpc_endpoint_up",
+    "1 while a chain endpoint's circuit breaker lets requests through (closed or half-open), 0 while open",
+    ["chain", "endpoint"],
+)
+RPC_ENDPOINT_FAILURES = Counter(
+    "custody_rpc_endpoint_failures_total",
+    "Connectivity failures (refused, reset, timeout, 5xx, 429) per chain endpoint; transaction errors excluded",
+    ["chain", "endpoint"],
+)
+RPC_VERDICTS_HELD = Counter(
+    "custody_rpc_verdicts_held_total",
+    "SLOT_LOST / EXPIRED verdicts reported as PENDING: a second endpoint disagreed or was unreachable",
+    ["chain", "state"],
+)
