@@ -35,8 +35,9 @@ from activities.withdrawals import WithdrawalActivities, WithdrawalPolicy
 from core.money import to_base_units
 from chains.registry import ChainRegistry
 from core.logs import configure_logging
+from core.redaction import register_settings
 from core.settings import Settings
-from core.temporal import connect_temporal, metrics_runtime
+from core.temporal import connect_temporal, metrics_runtime, worker_client
 from db.engine import SessionFactory, create_engine, create_session_factory
 from db.migrate import upgrade
 from signers.registry import SignerSet
@@ -129,8 +130,9 @@ def build_activities(settings: Settings, sessions: SessionFactory) -> list[Any]:
 
 
 def build_worker(client: Client, settings: Settings, sessions: SessionFactory, task_queue: str | None = None) -> Worker:
+    register_settings(settings)  # endpoint keys and secrets masked in errors and logs
     return Worker(
-        client,
+        worker_client(client, settings),  # refuses payloads not sealed with the payload keys
         task_queue=task_queue or settings.task_queue,
         workflows=list(WORKFLOWS),
         activities=build_activities(settings, sessions),

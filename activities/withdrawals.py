@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 from temporalio import activity
 
+from activities.access import SigningStep, refusal_to_sign
 from activities.alerts import record_withdrawal_alert
 from activities.channels import ChannelLeases
 from activities.locks import KeyedLocks, advisory_lock
@@ -210,6 +211,39 @@ class WithdrawalActivities:
 
         return sign
 
+    def _needs_approval(self, withdrawal: Withdrawal, pool_key: PoolKey | None) -> bool:
+        """Four eyes: above the (chain, asset) threshold, or a HODL movement above its limit."""
+        threshold = self._policy.approval_thresholds.get((withdrawal.chain, withdrawal.asset))
+        needs_approval = threshold is not None and withdrawal.amount > threshold
+        if pool_key is not None and pool_key.tier == PoolTier.HODL:
+            hodl_limit = self._policy.hodl_auto_approve.get(withdrawal.chain)
+            needs_approval = needs_approval or hodl_limit is None or withdrawal.amount > hodl_limit
+        return needs_approval
+
+    async def _refusal_to_sign(self, withdrawal_id: str, step: SigningStep) -> tuple[CustodyError | None, list[TransferAttempt]]:
+        """The access re-check before a new signature (activities/access.py), from the database
+        alone; with the withdrawal's attempts so far. A first attempt already made is never
+        refused: the retry returns it (it may already be out)."""
+        async with self._sessions() as session:
+            withdrawal, wallet = await self._load(session, withdrawal_id)
+            attempts = await self._attempts(session, withdrawal_id)
+            if step == SigningStep.FIRST and attempts:
+                return None, attempts
+            pool_key = await session.get(PoolKey, wallet.id) if wallet.owner.startswith("pool:") else None
+            needs_approval = self._needs_approval(withdrawal, pool_key)
+            return await refusal_to_sign(session, withdrawal, wallet, step, needs_approval=needs_approval), attempts
+
+    async def _held_back(self, withdrawal_id: str, step: SigningStep) -> PreparedAttempt | None:
+        """For replacements and re-signs: a refusal comes back `blocked` (alerted by the
+        workflow, tried again next round) so the attempts already out keep being confirmed."""
+        refusal, attempts = await self._refusal_to_sign(withdrawal_id, step)
+        if refusal is None or not attempts:
+            return None
+        activity.logger.warning("signing refused by the access re-check", extra={"error_code": refusal.code, "step": step.value})
+        prepared = _prepared(attempts)
+        prepared.blocked, prepared.blocked_reason = refusal.code, refusal.message
+        return prepared
+
     # --- steps -----------------------------------------------------------------------------
     @activity.defn(name="record_withdrawal_status")
     async def record_status(self, change: StatusChange) -> None:
@@ -278,11 +312,7 @@ class WithdrawalActivities:
         elif intent.amount <= 0:
             raise PermanentError("amount must be positive")
         await chain.preflight(intent)
-        threshold = self._policy.approval_thresholds.get((withdrawal.chain, withdrawal.asset))
-        needs_approval = threshold is not None and withdrawal.amount > threshold
-        if pool_key is not None and pool_key.tier == PoolTier.HODL:
-            hodl_limit = self._policy.hodl_auto_approve.get(withdrawal.chain)
-            needs_approval = needs_approval or hodl_limit is None or withdrawal.amount > hodl_limit
+        needs_approval = self._needs_approval(withdrawal, pool_key)
         return ValidationResult(
             requested_by=withdrawal.requested_by or withdrawal.owner,
             needs_approval=needs_approval,
@@ -441,7 +471,11 @@ class WithdrawalActivities:
         """Claim a nonce and persist the signed transaction in one database transaction.
 
         A retry (or a reset of the workflow) returns the stored attempt; it never signs again.
+        Nothing is signed while the access re-check refuses (activities/access.py).
         """
+        refusal, _ = await self._refusal_to_sign(withdrawal_id, SigningStep.FIRST)
+        if refusal is not None:
+            raise refusal
         serialized = self._slot_serialized(withdrawal_id, with_channel=True)
         async with serialized as channel, self._sessions() as session, session.begin():
             withdrawal, wallet = await self._load(session, withdrawal_id)
@@ -591,6 +625,9 @@ class WithdrawalActivities:
         A replacement the fee cap does not allow comes back `blocked` instead of failing: a
         transient FeeAboveCap retried inside this step would stop the workflow from reading
         receipts (the attempt may well be mined) and from acting on a cancellation."""
+        held_back = await self._held_back(bump.withdrawal_id, SigningStep.BUMP)
+        if held_back is not None:
+            return held_back
         async with self._slot_serialized(bump.withdrawal_id), self._sessions() as session, session.begin():
             withdrawal, wallet = await self._load(session, bump.withdrawal_id)
             intent = await self._signing_intent(session, withdrawal, wallet)
@@ -654,6 +691,9 @@ class WithdrawalActivities:
     async def cancel_by_replacement(self, cancel: BumpInput) -> PreparedAttempt:
         """Replace the broadcast transfer with a 0-value self-send in the same nonce and higher
         fees; whichever lands decides the outcome (receipt: CANCELLED or COMPLETED)."""
+        held_back = await self._held_back(cancel.withdrawal_id, SigningStep.CANCEL)
+        if held_back is not None:
+            return held_back
         async with self._slot_serialized(cancel.withdrawal_id), self._sessions() as session, session.begin():
             withdrawal, wallet = await self._load(session, cancel.withdrawal_id)
             intent = self._intent(withdrawal, wallet)
@@ -683,6 +723,9 @@ class WithdrawalActivities:
     @activity.defn(name="resign_expired_transfer")
     async def resign_expired(self, resign: ResignInput) -> PreparedAttempt:
         """Sign anew in a fresh slot, only once the chain proves the latest attempt is dead."""
+        held_back = await self._held_back(resign.withdrawal_id, SigningStep.RESIGN)
+        if held_back is not None:
+            return held_back
         try:
             return await self._resign(resign)
         except _Blocked as blocked:  # rolled back: the dead attempt's claim stays as it was

@@ -9,7 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from core.errors import CustodyError
+from core.errors import CustodyError, RateLimited
 
 log = logging.getLogger("custody.api")
 
@@ -23,7 +23,10 @@ def error_response(status: int, code: str, message: str, details: dict | None = 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(CustodyError)
     async def _custody(_: Request, e: CustodyError) -> JSONResponse:
-        return error_response(e.http_status, e.code, e.message, {k: str(v) for k, v in e.details.items()})
+        response = error_response(e.http_status, e.code, e.message, {k: str(v) for k, v in e.details.items()})
+        if isinstance(e, RateLimited) and "retry_after_seconds" in e.details:
+            response.headers["Retry-After"] = str(e.details["retry_after_seconds"])
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, e: RequestValidationError) -> JSONResponse:

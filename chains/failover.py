@@ -33,12 +33,12 @@ import typing
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
-from urllib.parse import parse_qsl, urlsplit
 
 from chains.base import Chain, DigestSigner, Memo, SignedTransfer, SweepQuote, TransferIntent, TransferStatus
 from chains.health import BreakerState, CircuitBreaker, Permit, endpoint_label, is_connectivity_failure
 from core import metrics
 from core.errors import ChainUnavailable, CustodyError
+from core.redaction import url_secrets
 from core.settings import AssetSpec, ChainSettingsBase
 from models.payloads import OnChainState
 
@@ -79,16 +79,6 @@ class _Outcome:
         if self.error is not None:
             raise self.error
         return self.result
-
-
-def url_secrets(url: str) -> list[str]:
-    """The parts of an endpoint URL that must not reach an error message or a log line."""
-    parts = urlsplit(url)
-    found = [url, url.rstrip("/"), parts.query, parts.username or "", parts.password or ""]
-    if parts.path.strip("/"):
-        found += [parts.path, parts.path + (f"?{parts.query}" if parts.query else "")]
-    found += [value for _, value in parse_qsl(parts.query)]
-    return [s for s in found if len(s) >= 4]
 
 
 class FailoverChain:

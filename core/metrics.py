@@ -124,3 +124,19 @@ RPC_VERDICTS_HELD = Counter(
     "SLOT_LOST / EXPIRED verdicts reported as PENDING: a second endpoint disagreed or was unreachable",
     ["chain", "state"],
 )
+# --- access (api/auth.py, api/ratelimit.py, core/codec.py, activities/access.py) ---------------
+AUTH_FAILURES = Counter(
+    "custody_auth_failures_total", "Requests refused for want of a valid identity (401) or of a role/scope (403)", ["reason"]
+)
+RATE_LIMITED = Counter("custody_rate_limited_total", "Requests answered 429, by bucket", ["bucket"])
+RATE_LIMIT_UNAVAILABLE = Counter(
+    "custody_rate_limiter_unavailable_total", "Requests that found Redis unreachable (writes refused, reads let through)", ["write"]
+)
+PLAINTEXT_PAYLOADS_REFUSED = Counter(
+    "custody_plaintext_payloads_refused_total", "Unencrypted payloads a worker refused (sent to Temporal without custody's keys)"
+)
+SIGNING_REFUSED = Counter(
+    "custody_signing_refused_total",
+    "Signing steps stopped by the access re-check (USER_BLOCKED, WALLET_FROZEN, WALLET_INACTIVE, ON_HOLD, APPROVAL_NOT_RECORDED, ...)",
+    ["step", "code"],
+)

@@ -60,11 +60,13 @@ async def _dev_token(rpc_url: str) -> str:
 
 
 async def _migrate(database_url: str) -> None:
-    from db.engine import create_engine
+    from db.access import seed_dev_keys
+    from db.engine import create_engine, create_session_factory
     from db.migrate import upgrade
 
     engine = create_engine(database_url, pool_size=1)
     await upgrade(engine)
+    await seed_dev_keys(create_session_factory(engine))  # development only: dev-alice-key, dev-ops-key, ...
     await engine.dispose()
 
 

@@ -63,6 +63,11 @@ class Wallet(SQLModel, table=True):
     error_code: str | None = None
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
+    # Frozen by an admin: nothing is signed from it (new withdrawals refused, in-flight ones stop
+    # before signing with WALLET_FROZEN); independent of ACTIVE/INACTIVE, which owners control.
+    frozen_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    frozen_by: str | None = None
+    frozen_reason: str | None = None
 
 
 class Withdrawal(SQLModel, table=True):
@@ -196,3 +201,4 @@ class KeystoreKey(SQLModel, table=True):
 # Pool tables live in their own module; importing it here registers them on SQLModel.metadata
 # wherever the withdrawal tables are (Alembic, the API, the worker).
 from models import pools as _pools  # noqa: E402,F401
+from models import access as _access  # noqa: E402,F401

@@ -23,7 +23,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from core.settings import EvmChainSettings, Settings, TokenSettings
+from core.settings import EvmChainSettings, RateLimitSettings, Settings, TokenSettings
 from core.temporal import client_over
 from db.engine import SessionFactory, create_engine, create_session_factory
 from db.migrate import upgrade
@@ -109,6 +109,11 @@ async def base_settings(
         redis_url=redis_url,
         temporal_address=temporal_env.client.service_client.config.target_host,
         worker_shutdown_grace_seconds=1,  # a test's worker stops at its end; pollers need not drain long
+        # The whole session shares a few identities and one Redis: limits sized for production
+        # would throttle the suite (tests/test_access_edge.py tests the limits themselves).
+        rate_limits=RateLimitSettings(
+            per_identity="1000000/minute", per_ip="1000000/minute", wallet_creation="1000000/hour", failed_auth="1000000/minute"
+        ),
         chains={
             "anvil": EvmChainSettings(
                 chain_id=31337,
@@ -128,9 +133,13 @@ async def base_settings(
 
 @pytest.fixture(scope="session")
 async def sessions(base_settings: Settings) -> AsyncIterator[SessionFactory]:
+    from db.access import seed_dev_keys
+
     engine = create_engine(base_settings.database_url)
     await upgrade(engine)
-    yield create_session_factory(engine)
+    factory = create_session_factory(engine)
+    await seed_dev_keys(factory)  # the suite authenticates with the development keys
+    yield factory
     await engine.dispose()
 
 
