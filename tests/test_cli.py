@@ -95,7 +95,7 @@ async def test_pause_all_on_a_chain_holds_every_running_withdrawal(api_url, sett
         await _until(api_url, withdrawal_id, {"AWAITING_APPROVAL"})
     code, out, err = await custody(
         api_url, "withdrawals", "pause-all", "--chain", "anvil", "--reason", "rpc down",
-        "--task-queue", settings.task_queue, temporal=settings.temporal_address,
+        "--task-queue", settings.task_queue, key="dev-ops-key",  # an operator's action, through the API
     )
     assert code == 0 and "paused 2 withdrawal(s)" in out, err
     await asyncio.sleep(1)
