@@ -49,7 +49,16 @@ def register_secrets(values: Iterable[str]) -> None:
 
 
 def register_urls(urls: Iterable[str]) -> None:
-    register_secrets(s for url in urls for s in url_secrets(url) if s.strip("/"))
+    """The parts of endpoint URLs that may carry a key (path, query, user info), so they are
+    masked even where they appear without their scheme and host. Hosts stay readable."""
+    parts = []
+    for url in urls:
+        split = urlsplit(url)
+        if split.path.strip("/"):
+            parts += [split.path, split.path.rstrip("/")]
+        parts += [split.query, split.username or "", split.password or ""]
+        parts += [value for _, value in parse_qsl(split.query)]
+    register_secrets(p for p in parts if p.strip("/"))
 
 
 def register_settings(settings) -> None:  # type: ignore[no-untyped-def]
@@ -78,10 +87,11 @@ def redact(text: str) -> str:
     """`text` with every URL cut to scheme://host[:port] and every registered secret masked."""
     if not text:
         return text
+    text = _URL.sub(_mask_url, text)  # first, so a URL keeps its host (useful, and not secret)
     for secret in _secrets:
         if secret in text:
             text = text.replace(secret, MASK)
-    return _URL.sub(_mask_url, text)
+    return text
 
 
 def redact_value(value: object) -> object:
