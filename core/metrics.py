@@ -39,6 +39,11 @@ ACTIVITY_STUCK = Counter(
     "Activities still failing with an unexpected error after the alert threshold of attempts",
     ["activity"],
 )
+SIGNING_REFUSED = Counter(
+    "custody_signing_refused_total",
+    "Signatures the signing guard refused: the bytes were not the approved intent (POLICY_VIOLATION)",
+    ["chain"],
+)
 KMS_ERRORS = Counter(
     "custody_kms_errors_total",
     "KMS signer call failures by backend and provider error code",
