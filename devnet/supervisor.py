@@ -274,13 +274,10 @@ class Supervisor:
     # ------------------------------------------------------------------ supervise
 
     def run(self) -> None:
-        """Watch every started service until a stop is requested, then stop them all."""
-        try:
-            while not self.stop_requested:
-                self.check()
-                self._wait(self._next_timeout())
-        finally:
-            self.stop_all()
+        """Watch every started service until a stop is requested (then call ``stop_all``)."""
+        while not self.stop_requested:
+            self.check()
+            self._wait(self._next_timeout())
 
     def check(self) -> None:
         """One pass: notice exits, restart the services whose backoff has passed, report recoveries."""
