@@ -75,6 +75,10 @@ class Service(Protocol):
         """Where its output goes, for messages."""
         ...
 
+    def tail(self, lines: int = 20) -> str:
+        """The end of its output, for a failure message."""
+        ...
+
 
 class ChildProcess:
     """A command run as a child in its own session, output appended to ``<log_dir>/<name>.log``.
@@ -218,20 +222,10 @@ class Supervisor:
     def stop_requested(self) -> bool:
         return bool(self._signals) or self._stopping
 
-    def request_stop(self) -> None:
-        self._signals.append(signal.SIGTERM)
-        self._wake()
-
     def raise_if_stopping(self) -> None:
         """For the wiring between steps of the start-up: abandon it once a stop was asked for."""
         if self.stop_requested:
             raise StopRequested()
-
-    def _wake(self) -> None:
-        try:
-            self._wake_w.send(b"\0")
-        except (BlockingIOError, OSError):
-            pass
 
     def _wait(self, timeout: float) -> None:
         """Sleep up to ``timeout`` s; a signal (stop, or a child exiting) ends it early."""
@@ -262,12 +256,15 @@ class Supervisor:
             self.raise_if_stopping()
             code = service.exit_code()
             if code is not None:
-                raise ServiceFailed(f"{service.name} exited with code {code}; log {service.log_hint()}")
+                raise ServiceFailed(
+                    f"{service.name} exited with code {code}; log {service.log_hint()}:\n{service.tail()}"
+                )
             if service.ready():
                 return service
             if time.monotonic() > deadline:
                 raise ServiceFailed(
-                    f"{service.name} did not become ready in {ready_timeout:.0f}s; log {service.log_hint()}"
+                    f"{service.name} did not become ready in {ready_timeout:.0f}s; "
+                    f"log {service.log_hint()}:\n{service.tail()}"
                 )
             self._wait(0.1)
 
@@ -309,9 +306,6 @@ class Supervisor:
         now = time.monotonic()
         pending = [w.restart_at - now for w in self._watches if w.restart_at is not None]
         return min([self.poll_interval, *pending])
-
-    def restarts(self, name: str) -> int:
-        return next(w.restarts for w in self._watches if w.service.name == name)
 
     # ------------------------------------------------------------------ stop
 

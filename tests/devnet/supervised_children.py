@@ -8,7 +8,8 @@ stop in reverse), over three small Python children ``a``, ``b`` and ``c``. Each 
 * on SIGTERM appends "<name> term <pid>" to ``DIR/events`` and exits, unless ``DIR/<name>.hold``
   exists: then it first waits for ``DIR/release`` (a slow shutdown, to send a second signal into).
 
-``DIR/<name>.unready`` keeps that child from ever becoming ready (a stop during start-up). The
+``DIR/<name>.unready`` keeps that child from ever becoming ready (a stop during start-up);
+``DIR/<name>.crash`` makes it exit at once with status 3 (a start that fails). The
 supervisor's lines go to stdout; "all started" is printed once every child is ready.
 """
 
@@ -35,6 +36,9 @@ CHILD = textwrap.dedent(
                 time.sleep(0.01)
         sys.exit(0)
     signal.signal(signal.SIGTERM, on_term)
+    if os.path.exists(path(".crash")):
+        print(f"{name} cannot start", flush=True)
+        sys.exit(3)
     grandchild = subprocess.Popen([sys.executable, "-c", "import time\\nwhile True: time.sleep(60)"])
     with open(path(".tmp"), "w") as f:
         f.write(f"{os.getpid()} {grandchild.pid}")

@@ -86,11 +86,12 @@ class Stack:
 def start_stack(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
     stacks: list[Stack] = []
 
-    def start(*, hold: str | None = None, unready: str | None = None, wait_started: bool = True) -> Stack:
-        if hold:
-            (tmp_path / f"{hold}.hold").touch()
-        if unready:
-            (tmp_path / f"{unready}.unready").touch()
+    def start(
+        *, hold: str | None = None, unready: str | None = None, crash: str | None = None, wait_started: bool = True
+    ) -> Stack:
+        for marker, name in (("hold", hold), ("unready", unready), ("crash", crash)):
+            if name:
+                (tmp_path / f"{name}.{marker}").touch()
         out_path = tmp_path / "supervisor.out"
         with open(out_path, "wb") as out:
             process = subprocess.Popen(
@@ -188,3 +189,13 @@ def test_a_stop_while_starting_stops_what_was_started(start_stack) -> None:
     assert "stopped while starting" in stack.output()
     assert [line.split()[:2] for line in stack.events()] == [["b", "term"], ["a", "term"]]
     assert [pid for pid in (*a, *b) if _alive(pid)] == [], "processes left running after the stop"
+
+
+def test_a_child_that_exits_while_starting_fails_the_start_and_stops_what_was_started(start_stack) -> None:
+    stack = start_stack(crash="b", wait_started=False)
+
+    assert stack.wait_exit() == 1, stack.output()
+    out = stack.output()
+    assert "failed: b exited with code 3" in out and "b cannot start" in out, out  # with the end of its log
+    assert [line.split()[:2] for line in stack.events()] == [["a", "term"]]
+    assert [pid for pid in stack.pids("a") if _alive(pid)] == []
