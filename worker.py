@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -23,6 +24,7 @@ from temporalio.client import (
 from temporalio.worker import Worker
 
 import core.importlock  # noqa: F401  (Python 3.11: the sandbox's imports must survive re-entrant imports)
+from activities.alerts import record_withdrawal_alert
 from activities.channels import ChannelActivities, channel_settings
 from activities.errors import CustodyWorkerInterceptor
 from activities.faucet import FaucetActivities
@@ -66,7 +68,9 @@ def withdrawal_policy(settings: Settings) -> WithdrawalPolicy:
         for chain, pool in settings.pools.items()
         if chain.lower() in settings.chains
     }
-    return WithdrawalPolicy(thresholds, settings.approval_timeout_seconds, hodl_auto_approve)
+    return WithdrawalPolicy(
+        thresholds, settings.approval_timeout_seconds, hodl_auto_approve, settings.confirmation_rounds_per_run
+    )
 
 
 def build_activities(settings: Settings, sessions: SessionFactory) -> list[Any]:
@@ -88,6 +92,8 @@ def build_activities(settings: Settings, sessions: SessionFactory) -> list[Any]:
         withdrawals.broadcast,
         withdrawals.await_confirmation,
         withdrawals.finish,
+        withdrawals.record_alert,
+        withdrawals.fill_sequence_gaps,
         wallets.create_key,
         wallets.activate,
         wallets.mark_failed,
@@ -121,10 +127,29 @@ def build_worker(client: Client, settings: Settings, sessions: SessionFactory, t
         task_queue=task_queue or settings.task_queue,
         workflows=list(WORKFLOWS),
         activities=build_activities(settings, sessions),
-        interceptors=[CustodyWorkerInterceptor(settings.chaos_exit_after_activity)],
+        interceptors=[
+            CustodyWorkerInterceptor(
+                settings.chaos_exit_after_activity,
+                alert_after_attempts=settings.unexpected_error_alert_after_attempts,
+                on_stuck=_stuck_alert(sessions),
+            )
+        ],
         max_concurrent_activities=100,
         max_task_queue_activities_per_second=settings.activities_per_second or None,
+        # On SIGTERM, activities in flight get this long to finish (a signature persisted, a
+        # send answered) before they are cancelled and retried elsewhere.
+        graceful_shutdown_timeout=timedelta(seconds=settings.worker_shutdown_grace_seconds),
     )
+
+
+def _stuck_alert(sessions: SessionFactory):  # type: ignore[no-untyped-def]
+    """An activity of a withdrawal stuck on an unexpected error: alert on that withdrawal."""
+
+    async def alert(workflow_id: str, activity_name: str, message: str) -> None:
+        if workflow_id.startswith("withdrawal-"):
+            await record_withdrawal_alert(sessions, workflow_id.removeprefix("withdrawal-"), "ACTIVITY_STUCK", message)
+
+    return alert
 
 
 def interval_schedule(run: Any, arg: Any, workflow_id: str, task_queue: str, every_seconds: int) -> Schedule:
@@ -220,10 +245,18 @@ async def main() -> None:
     await ensure_rebalance_schedules(client, settings)
     await ensure_channel_schedules(client, settings)
     log.info("worker started", extra={"task_queue": settings.task_queue, "chains": sorted(settings.chains)})
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
     try:
-        await worker.run()
+        async with worker:
+            await stop.wait()
+            # Leaving the block stops polling and drains activities in flight (graceful timeout).
+            log.info("worker draining", extra={"grace_seconds": settings.worker_shutdown_grace_seconds})
     finally:
         await engine.dispose()
+    log.info("worker stopped")
 
 
 if __name__ == "__main__":

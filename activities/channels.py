@@ -114,6 +114,18 @@ class ChannelLeases:
             log.warning("channel account underfunded: set aside", extra={"channel": wallet.address})
         return None
 
+    async def set_aside_vanished(self, channel: Wallet, withdrawal_id: str) -> None:
+        """A leased channel whose account no longer exists on chain (a network reset): free the
+        lease and set it aside; the next ChannelAccountsWorkflow run re-creates it."""
+        async with self._sessions() as session, session.begin():
+            await session.exec(
+                sa.update(ChannelAccount)
+                .where(col(ChannelAccount.wallet_id) == channel.id, col(ChannelAccount.leased_by) == withdrawal_id)
+                .values(state=ChannelState.UNDERFUNDED, leased_by=None, updated_at=utcnow())
+            )
+        metrics.CHANNEL_LEASES.labels(chain=channel.chain, result="vanished").inc()
+        log.warning("leased channel account vanished from the chain: set aside", extra={"channel": channel.address})
+
     async def held(self, withdrawal_id: str) -> Wallet | None:
         """The channel the withdrawal leases now, if any."""
         async with self._sessions() as session:

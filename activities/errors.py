@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from temporalio import activity
@@ -14,13 +16,22 @@ from temporalio.worker import (
 )
 
 from core import metrics
-from core.errors import CustodyError
+from core.errors import CustodyError, UnexpectedError
+
+# Called once an activity has failed with an unexpected error `alert_after` times:
+# (workflow id, activity name, message). It keeps being retried all the same: a fix deployed to
+# the workers lets it pass, and no withdrawal is ever failed by a bug.
+StuckAlert = Callable[[str, str, str], Awaitable[object]]
 
 
 class _ActivityInbound(ActivityInboundInterceptor):
-    def __init__(self, next: ActivityInboundInterceptor, exit_after: str | None) -> None:
+    def __init__(
+        self, next: ActivityInboundInterceptor, exit_after: str | None, alert_after: int, on_stuck: StuckAlert | None
+    ) -> None:
         super().__init__(next)
         self._exit_after = exit_after
+        self._alert_after = alert_after
+        self._on_stuck = on_stuck
 
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
         name = activity.info().activity_type
@@ -34,6 +45,14 @@ class _ActivityInbound(ActivityInboundInterceptor):
             raise ApplicationError(
                 e.message, e.details or None, type=e.code, non_retryable=e.permanent
             ) from e
+        except Exception as e:
+            failure = self._unexpected(name, e)
+            if activity.info().attempt == self._alert_after and self._on_stuck is not None:
+                try:
+                    await self._on_stuck(activity.info().workflow_id or "", name, failure.message)
+                except Exception:  # the alert is best effort; the failure below is what matters
+                    activity.logger.exception("could not record the stuck-activity alert")
+            raise failure from e
         if self._exit_after and name == self._exit_after:
             # Simulates a worker crash after the activity's side effects committed but before
             # Temporal recorded its completion: the retry on the next worker must find them.
@@ -42,9 +61,39 @@ class _ActivityInbound(ActivityInboundInterceptor):
         return result
 
 
+    def _unexpected(self, name: str, error: Exception) -> ApplicationError:
+        """A bug or an unmapped answer (assert, KeyError, an RPC error no adapter translates):
+        counted by type, logged with its traceback, retried with a stable code, and alerted once
+        it has failed `alert_after` times instead of retrying in silence."""
+        info = activity.info()
+        kind = type(error).__name__
+        metrics.ACTIVITY_UNEXPECTED_ERRORS.labels(activity=name, exception=kind).inc()
+        metrics.ACTIVITY_ERRORS.labels(activity=name, code=UnexpectedError.code, permanent="False").inc()
+        stuck = info.attempt >= self._alert_after
+        if stuck:
+            metrics.ACTIVITY_STUCK.labels(activity=name).inc()
+        activity.logger.log(
+            logging.ERROR if stuck else logging.WARNING,
+            "activity failed with an unexpected error" + (" (alert: still failing)" if stuck else ""),
+            exc_info=error,
+            extra={"error_code": UnexpectedError.code, "exception": kind, "attempt": info.attempt, "workflow_id": info.workflow_id},
+        )
+        # The message is the exception's type only: its text may carry an RPC URL or other secret.
+        return ApplicationError(
+            f"unexpected {kind} in {name} (attempt {info.attempt})",
+            {"exception": kind, "attempt": info.attempt},
+            type=UnexpectedError.code,
+            non_retryable=False,
+        )
+
+
 class CustodyWorkerInterceptor(Interceptor):
-    def __init__(self, exit_after_activity: str | None = None) -> None:
+    def __init__(
+        self, exit_after_activity: str | None = None, *, alert_after_attempts: int = 5, on_stuck: StuckAlert | None = None
+    ) -> None:
         self._exit_after = exit_after_activity
+        self._alert_after = alert_after_attempts
+        self._on_stuck = on_stuck
 
     def intercept_activity(self, next: ActivityInboundInterceptor) -> ActivityInboundInterceptor:
-        return _ActivityInbound(next, self._exit_after)
+        return _ActivityInbound(next, self._exit_after, self._alert_after, self._on_stuck)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -20,13 +21,17 @@ import sqlalchemy as sa
 from sqlmodel import col, select
 from temporalio import activity
 
+from activities.alerts import record_withdrawal_alert
 from activities.channels import ChannelLeases
 from activities.locks import KeyedLocks, advisory_lock
-from chains.base import ChannelKey, Memo, SignedTransfer, TransferIntent
+from activities.transfers import as_signed, attempts_of, transfer_intent
+from chains.base import ChannelKey, SignedTransfer, TransferIntent
 from chains.registry import ChainRegistry
 from core import metrics
 from core.errors import (
     AlreadyFinal,
+    CustodyError,
+    FeeAboveCap,
     FeeTooLow,
     InsufficientFunds,
     PermanentError,
@@ -46,7 +51,9 @@ from models.db import (
 )
 from models.pools import PoolKey, PoolTier
 from models.payloads import (
+    AlertEvent,
     ConfirmationResult,
+    GapFill,
     ControlEvent,
     ValidationResult,
     OnChainState,
@@ -56,6 +63,18 @@ from models.payloads import (
 )
 from signers.registry import SignerSet
 from sqlmodel.ext.asyncio.session import AsyncSession
+
+
+# A 0-value self-send that uses up a nonce no other transaction of ours will (see fill_sequence_gaps).
+GAP_FILL = "GAP_FILL"
+
+
+class _Blocked(Exception):
+    """Leaves a signing transaction (rolling it back) when the fee cap allows no new attempt."""
+
+    def __init__(self, cause: FeeAboveCap) -> None:
+        super().__init__(cause.message)
+        self.cause = cause
 
 
 @dataclass
@@ -79,15 +98,6 @@ class FinishInput:
     error_message: str | None = None
 
 
-def _to_signed(attempt: TransferAttempt) -> SignedTransfer:
-    return SignedTransfer(
-        tx_hash=attempt.tx_hash,
-        raw_tx=attempt.raw_tx,
-        sequence=attempt.sequence,
-        max_fee=attempt.max_fee,
-        fee_params=attempt.fee_params,
-        purpose=attempt.purpose,
-    )
 
 
 @dataclass(frozen=True)
@@ -100,11 +110,18 @@ class WithdrawalPolicy:
     # Key pools: a movement out of a chain's HODL key above this (native base units) needs an
     # operator's approval; a chain without an entry approves every HODL movement by hand.
     hodl_auto_approve: dict[str, int] = field(default_factory=dict)
+    # Confirmation rounds a WithdrawalWorkflow run makes before it continues as new.
+    rounds_per_run: int = 100
 
 
-def _prepared(attempts: list[TransferAttempt]) -> PreparedAttempt:
+def _prepared(attempts: list[TransferAttempt], blocked: FeeAboveCap | None = None) -> PreparedAttempt:
     latest = attempts[-1]
-    return PreparedAttempt(tx_hash=latest.tx_hash, sequence=latest.sequence, attempt_count=len(attempts))
+    prepared = PreparedAttempt(tx_hash=latest.tx_hash, sequence=latest.sequence, attempt_count=len(attempts))
+    if blocked is not None:
+        # No replacement now: the attempts already out stay as they are and keep being confirmed;
+        # the workflow alerts and tries again next round (fees fall, the cap is raised).
+        prepared.blocked, prepared.blocked_reason = "STUCK_AT_FEE_CAP", blocked.message
+    return prepared
 
 
 class WithdrawalActivities:
@@ -139,10 +156,13 @@ class WithdrawalActivities:
         return dataclasses.replace(intent, amount=withdrawal.amount, fee=reservation.fee_amount)
 
     @asynccontextmanager
-    async def _slot_serialized(self, withdrawal_id: str, *, with_channel: bool = False) -> AsyncIterator[Wallet | None]:
+    async def _slot_serialized(
+        self, withdrawal_id: str, *, with_channel: bool = False, new_slot: bool = False
+    ) -> AsyncIterator[Wallet | None]:
         """Queue behind this worker's other signers for the same slot owner (the wallet, or the
         channel account the withdrawal leases: yielded) before borrowing a database connection
-        (see activities/locks.py); the advisory lock on the same key then covers other workers."""
+        (see activities/locks.py); the advisory lock on the same key then covers other workers.
+        `new_slot`: a re-sign, whose held channel may have vanished from the chain meanwhile."""
         async with self._sessions() as session:
             withdrawal, wallet = await self._load(session, withdrawal_id)
             signed_before = bool(await self._attempts(session, withdrawal_id))
@@ -151,6 +171,11 @@ class WithdrawalActivities:
             # Only a first attempt takes a channel; later ones (a retried step, a re-sign after
             # expiry) keep the source the withdrawal already has: its channel, or the wallet.
             channel = await (self._channels.held(withdrawal.id) if signed_before else self._channels.lease(withdrawal))
+            if channel is not None and new_slot and not await self._chains.get(withdrawal.chain).account_exists(channel.address or ""):
+                # Gone from the chain (a network reset): its sequence numbers mean nothing now.
+                # Set it aside for the channel-set run to re-create; sign on another source.
+                await self._channels.set_aside_vanished(channel, withdrawal.id)
+                channel = await self._channels.lease(withdrawal)
         owner = channel if channel is not None else wallet
         async with self._locks.hold("sender", withdrawal.chain, owner.address or owner.id):
             yield channel
@@ -162,28 +187,10 @@ class WithdrawalActivities:
         return ChannelKey(address=channel.address, sign=self._signer_for(channel))
 
     def _intent(self, withdrawal: Withdrawal, wallet: Wallet) -> TransferIntent:
-        chain = self._chains.get(withdrawal.chain)
-        assert wallet.address is not None
-        memo = None
-        if withdrawal.memo_type is not None and withdrawal.memo_value is not None:
-            memo = chain.validate_memo(Memo(withdrawal.memo_type, withdrawal.memo_value))
-        return TransferIntent(
-            sender=wallet.address,
-            destination=chain.normalize_address(withdrawal.destination),
-            asset=chain.asset(withdrawal.asset),
-            amount=withdrawal.amount,
-            memo=memo,
-            sweep=withdrawal.sweep,
-            trustline=withdrawal.kind == "TRUSTLINE",
-        )
+        return transfer_intent(self._chains.get(withdrawal.chain), withdrawal, wallet)
 
     async def _attempts(self, session: AsyncSession, withdrawal_id: str) -> list[TransferAttempt]:
-        rows = await session.exec(
-            select(TransferAttempt)
-            .where(TransferAttempt.withdrawal_id == withdrawal_id)
-            .order_by(col(TransferAttempt.id))
-        )
-        return list(rows.all())
+        return await attempts_of(session, withdrawal_id)
 
     def _signer_for(self, wallet: Wallet):  # type: ignore[no-untyped-def]
         """Sign with the backend the wallet's key lives in, whatever today's default is."""
@@ -265,6 +272,9 @@ class WithdrawalActivities:
         elif intent.trustline:
             if not chain.has_trustlines or intent.asset.is_native or intent.destination != intent.sender:
                 raise PermanentError("a trustline is a credit asset's, on a chain with trustlines, to the wallet itself")
+        elif withdrawal.kind == GAP_FILL:
+            if not chain.queues_future_sequences or not intent.asset.is_native or intent.destination != intent.sender or intent.amount != 0:
+                raise PermanentError("a gap fill is a 0-value native self-send, on a chain whose nonces queue")
         elif intent.amount <= 0:
             raise PermanentError("amount must be positive")
         await chain.preflight(intent)
@@ -278,7 +288,68 @@ class WithdrawalActivities:
             needs_approval=needs_approval,
             approval_timeout_seconds=self._policy.approval_timeout_seconds,
             cancellable_after_broadcast=chain.replaceable_in_slot,
+            fills_sequence_gaps=chain.queues_future_sequences and withdrawal.kind != GAP_FILL,
+            rounds_per_run=self._policy.rounds_per_run,
         )
+
+    @activity.defn(name="record_withdrawal_alert")
+    async def record_alert(self, alert: AlertEvent) -> None:
+        """An operator must look (activities/alerts.py); the withdrawal itself goes on."""
+        await record_withdrawal_alert(self._sessions, alert.withdrawal_id, alert.code, alert.message)
+
+    @activity.defn(name="fill_sequence_gaps")
+    async def fill_sequence_gaps(self, withdrawal_id: str) -> GapFill:
+        """Nonces below this withdrawal's that no transaction of ours will use (released by a
+        withdrawal that ended before its transaction could land) stall it: each such gap gets
+        a 0-value self-send from the same sender (a withdrawal of kind GAP_FILL, holding the
+        gap's nonce), which the workflow starts as a child. Idempotent per gap and releaser."""
+        async with self._sessions() as session:
+            withdrawal, wallet = await self._load(session, withdrawal_id)
+        chain = self._chains.get(withdrawal.chain)
+        sender = wallet.address
+        if not chain.queues_future_sequences or withdrawal.nonce is None or sender is None:
+            return GapFill()
+        settled = await chain.settled_sequence(sender)
+        if settled is None or settled >= withdrawal.nonce:
+            return GapFill()
+        native = chain.asset(chain.settings.native_symbol)
+        async with self._locks.hold("sender", withdrawal.chain, sender), self._sessions() as session, session.begin():
+            await advisory_lock(session, "sender", withdrawal.chain, sender)
+            rows = await session.exec(
+                select(SequenceClaim)
+                .where(
+                    SequenceClaim.chain == withdrawal.chain,
+                    SequenceClaim.sender == sender,
+                    SequenceClaim.sequence >= settled,
+                    SequenceClaim.sequence < withdrawal.nonce,
+                )
+                .order_by(col(SequenceClaim.sequence))
+            )
+            claims = {c.sequence: c for c in rows.all()}
+            fill = GapFill(gaps=[n for n in range(settled, withdrawal.nonce) if n not in claims or claims[n].state == "RELEASED"])
+            for sequence in fill.gaps:
+                claim = claims.get(sequence)
+                released_by = claim.withdrawal_id if claim is not None else "unclaimed"
+                key = f"gap-fill:{released_by}:{sequence}"
+                existing = (
+                    await session.exec(select(Withdrawal).where(Withdrawal.owner == wallet.owner, Withdrawal.idempotency_key == key))
+                ).first()
+                if existing is not None:
+                    fill.fillers.append(existing.id)
+                    continue
+                filler = Withdrawal(
+                    id=str(uuid.uuid4()), kind=GAP_FILL, owner=wallet.owner, wallet_id=wallet.id, chain=withdrawal.chain,
+                    asset=native.symbol, destination=sender, amount=0, idempotency_key=key, request_hash=key,
+                    requested_by="custody:gap-filler", nonce=sequence,
+                )
+                session.add(filler)
+                session.add(WithdrawalEvent(withdrawal_id=filler.id, status="PENDING", detail={"fills_nonce": str(sequence), "stalled": withdrawal.id}))
+                await session.flush()
+                await self._take_claim(session, filler, sender, sequence)
+                fill.fillers.append(filler.id)
+        if fill.gaps:
+            activity.logger.warning("nonce gap below a stalled withdrawal: filling", extra={"gaps": fill.gaps, "fillers": fill.fillers})
+        return fill
 
     @activity.defn(name="reserve_funds")
     async def reserve(self, withdrawal_id: str) -> None:
@@ -401,7 +472,6 @@ class WithdrawalActivities:
     async def _claim_sequence(self, session: AsyncSession, withdrawal: Withdrawal, slot_owner: str) -> int | None:
         """The next slot of `slot_owner`: the wallet, or the channel account the withdrawal leases."""
         chain = self._chains.get(withdrawal.chain)
-        claims = SequenceClaim.__table__
         mine = await session.exec(
             select(SequenceClaim).where(
                 SequenceClaim.withdrawal_id == withdrawal.id, SequenceClaim.state == "ACTIVE"
@@ -413,9 +483,24 @@ class WithdrawalActivities:
         settled = await chain.settled_sequence(slot_owner)
         if settled is None:
             return None
-        # A nonce released by a withdrawal that failed before landing must be filled,
-        # or every later transaction from this sender waits behind the gap forever.
-        hole = await session.exec(
+        if not chain.queues_future_sequences:
+            sequence = await self._next_exact_sequence(session, withdrawal.chain, slot_owner, settled)
+        else:
+            sequence = await self._next_queued_sequence(session, withdrawal, slot_owner, settled)
+            if sequence is None:
+                return await self._claim_fresh(session, withdrawal, slot_owner)
+            return sequence
+        await self._take_claim(session, withdrawal, slot_owner, sequence)
+        return sequence
+
+    async def _next_queued_sequence(
+        self, session: AsyncSession, withdrawal: Withdrawal, slot_owner: str, settled: int
+    ) -> int | None:
+        """EVM: a nonce released by a withdrawal that ended before its transaction could land is
+        taken over first, or every later transaction from this sender waits behind the gap. A
+        retry takes its original's own nonce when that was released: whichever of the two
+        signed transactions is mined, the other never can be."""
+        released = (
             select(SequenceClaim)
             .where(
                 SequenceClaim.chain == withdrawal.chain,
@@ -426,24 +511,65 @@ class WithdrawalActivities:
             .order_by(col(SequenceClaim.sequence))
             .limit(1)
         )
-        reusable = hole.first()
-        if reusable is not None:
-            reusable.withdrawal_id = withdrawal.id
-            reusable.state = "ACTIVE"
-            reusable.updated_at = utcnow()
-            session.add(reusable)
-            return reusable.sequence
+        hole: SequenceClaim | None = None
+        if withdrawal.retry_of is not None:
+            hole = (await session.exec(released.where(SequenceClaim.withdrawal_id == withdrawal.retry_of))).first()
+        reusable = hole or (await session.exec(released)).first()
+        if reusable is None:
+            return None
+        reusable.withdrawal_id = withdrawal.id
+        reusable.state = "ACTIVE"
+        reusable.updated_at = utcnow()
+        session.add(reusable)
+        return reusable.sequence
+
+    async def _claim_fresh(self, session: AsyncSession, withdrawal: Withdrawal, slot_owner: str) -> int:
+        claims = SequenceClaim.__table__
         highest = await session.exec(
             sa.select(sa.func.max(claims.c.sequence)).where(
                 claims.c.chain == withdrawal.chain, claims.c.sender == slot_owner
             )
         )
-        sequence = await chain.next_sequence(slot_owner, highest.scalar_one_or_none())
+        sequence = await self._chains.get(withdrawal.chain).next_sequence(slot_owner, highest.scalar_one_or_none())
         assert sequence is not None
         session.add(
             SequenceClaim(chain=withdrawal.chain, sender=slot_owner, sequence=sequence, withdrawal_id=withdrawal.id)
         )
         return sequence
+
+    @staticmethod
+    async def _next_exact_sequence(session: AsyncSession, chain: str, slot_owner: str, settled: int) -> int:
+        """Stellar: only the account's next sequence is accepted. Our in-flight claims from there
+        up, without a gap, are taken; a claim above a gap (or below `settled`) can never be used
+        again, e.g. after the network was reset and the account re-created: never re-sign it."""
+        active = await session.exec(
+            select(SequenceClaim.sequence).where(
+                SequenceClaim.chain == chain,
+                SequenceClaim.sender == slot_owner,
+                SequenceClaim.state == "ACTIVE",
+                SequenceClaim.sequence >= settled,
+            )
+        )
+        taken = set(active.all())
+        sequence = settled
+        while sequence in taken:
+            sequence += 1
+        return sequence
+
+    @staticmethod
+    async def _take_claim(session: AsyncSession, withdrawal: Withdrawal, slot_owner: str, sequence: int) -> None:
+        """Claim `sequence` for this withdrawal: a new row, or a stale one (released, or another
+        withdrawal's that can never be used) taken over."""
+        row = await session.get(
+            SequenceClaim, (withdrawal.chain, slot_owner, sequence), with_for_update=True
+        )
+        if row is None:
+            session.add(
+                SequenceClaim(chain=withdrawal.chain, sender=slot_owner, sequence=sequence, withdrawal_id=withdrawal.id)
+            )
+            return
+        row.withdrawal_id, row.state, row.updated_at = withdrawal.id, "ACTIVE", utcnow()
+        session.add(row)
 
     @staticmethod
     def _attempt_row(withdrawal: Withdrawal, intent: TransferIntent, signed: SignedTransfer) -> TransferAttempt:
@@ -461,7 +587,10 @@ class WithdrawalActivities:
 
     @activity.defn(name="bump_fee")
     async def bump(self, bump: BumpInput) -> PreparedAttempt:
-        """Sign a replacement in the same slot with higher fees, once per replaced attempt."""
+        """Sign a replacement in the same slot with higher fees, once per replaced attempt.
+        A replacement the fee cap does not allow comes back `blocked` instead of failing: a
+        transient FeeAboveCap retried inside this step would stop the workflow from reading
+        receipts (the attempt may well be mined) and from acting on a cancellation."""
         async with self._slot_serialized(bump.withdrawal_id), self._sessions() as session, session.begin():
             withdrawal, wallet = await self._load(session, bump.withdrawal_id)
             intent = await self._signing_intent(session, withdrawal, wallet)
@@ -477,14 +606,18 @@ class WithdrawalActivities:
                 return _prepared(attempts)
             if latest.purpose == "CANCEL":
                 intent = self._cancel_intent(chain, intent)  # keep cancelling, never revive the transfer
-            signed = await chain.sign_transfer(
-                intent, latest.sequence, self._signer_for(wallet), replacing=_to_signed(latest)
-            )
+            try:
+                signed = await chain.sign_transfer(
+                    intent, latest.sequence, self._signer_for(wallet), replacing=as_signed(latest)
+                )
+            except FeeAboveCap as e:
+                return _prepared(attempts, blocked=e)
             if latest.purpose == "CANCEL":
                 signed = dataclasses.replace(signed, purpose="CANCEL")
             elif withdrawal.sweep and "value" in signed.fee_params:
                 # A replaced sweep pays more fee out of the same total: it moves that much less.
                 await self._resize_sweep(session, withdrawal, int(signed.fee_params["value"]), signed.max_fee)
+            await self._grow_fee_hold(session, withdrawal, signed.max_fee)
             replacement = self._attempt_row(withdrawal, intent, signed)
             session.add(replacement)
             activity.logger.info(
@@ -492,6 +625,15 @@ class WithdrawalActivities:
                 extra={"tx_hash": signed.tx_hash, "replaces": latest.tx_hash, "nonce": latest.sequence},
             )
             return _prepared([*attempts, replacement])
+
+    @staticmethod
+    async def _grow_fee_hold(session: AsyncSession, withdrawal: Withdrawal, max_fee: int) -> None:
+        """A replacement can cost more than the fee held at reserve time: hold the most any
+        attempt can cost, so other withdrawals never count on that money."""
+        reservation = await session.get(Reservation, withdrawal.id, with_for_update=True)
+        if reservation is not None and reservation.state == "HELD" and max_fee > reservation.fee_amount:
+            reservation.fee_amount, reservation.updated_at = max_fee, utcnow()
+            session.add(reservation)
 
     @staticmethod
     async def _resize_sweep(session: AsyncSession, withdrawal: Withdrawal, amount: int, fee: int) -> None:
@@ -523,9 +665,13 @@ class WithdrawalActivities:
             if not attempts or any(a.purpose == "CANCEL" for a in attempts) or attempts[-1].tx_hash != cancel.replaces_tx_hash:
                 return _prepared(attempts)  # already cancelled (or superseded) by an earlier try
             latest = attempts[-1]
-            signed = await chain.sign_transfer(
-                self._cancel_intent(chain, intent), latest.sequence, self._signer_for(wallet), replacing=_to_signed(latest)
-            )
+            try:
+                signed = await chain.sign_transfer(
+                    self._cancel_intent(chain, intent), latest.sequence, self._signer_for(wallet), replacing=as_signed(latest)
+                )
+            except FeeAboveCap as e:
+                return _prepared(attempts, blocked=e)
+            await self._grow_fee_hold(session, withdrawal, signed.max_fee)
             replacement = self._attempt_row(withdrawal, intent, dataclasses.replace(signed, purpose="CANCEL"))
             session.add(replacement)
             activity.logger.info(
@@ -537,7 +683,14 @@ class WithdrawalActivities:
     @activity.defn(name="resign_expired_transfer")
     async def resign_expired(self, resign: ResignInput) -> PreparedAttempt:
         """Sign anew in a fresh slot, only once the chain proves the latest attempt is dead."""
-        serialized = self._slot_serialized(resign.withdrawal_id, with_channel=True)
+        try:
+            return await self._resign(resign)
+        except _Blocked as blocked:  # rolled back: the dead attempt's claim stays as it was
+            async with self._sessions() as session:
+                return _prepared(await self._attempts(session, resign.withdrawal_id), blocked=blocked.cause)
+
+    async def _resign(self, resign: ResignInput) -> PreparedAttempt:
+        serialized = self._slot_serialized(resign.withdrawal_id, with_channel=True, new_slot=True)
         async with serialized as channel, self._sessions() as session, session.begin():
             withdrawal, wallet = await self._load(session, resign.withdrawal_id)
             intent = await self._signing_intent(session, withdrawal, wallet)
@@ -548,11 +701,12 @@ class WithdrawalActivities:
             if not attempts or attempts[-1].tx_hash != resign.expired_tx_hash:
                 return _prepared(attempts)  # re-signed already by an earlier try
             chain = self._chains.get(withdrawal.chain)
-            status = await chain.transfer_status(intent, [_to_signed(a) for a in attempts])
+            status = await chain.transfer_status(intent, [as_signed(a) for a in attempts])
             if status.state != OnChainState.EXPIRED:
                 return _prepared(attempts)  # not provably dead: never sign a second transfer
-            # The dead attempt never consumed its slot: hand it back, then claim one afresh
-            # (on Stellar usually the very same sequence number, with new timebounds).
+            # The dead attempt never consumed its slot: hand it back, then claim one afresh from
+            # what the chain says now (on Stellar usually the very same sequence number, with
+            # new timebounds; after a network reset, the account's new sequence).
             await session.exec(
                 sa.update(SequenceClaim)
                 .where(col(SequenceClaim.withdrawal_id) == withdrawal.id, col(SequenceClaim.state) == "ACTIVE")
@@ -560,7 +714,10 @@ class WithdrawalActivities:
             )
             await session.flush()
             sequence = await self._claim_sequence(session, withdrawal, slot_owner)
-            signed = await chain.sign_transfer(intent, sequence, self._signer_for(wallet), **self._channel_arg(channel))
+            try:
+                signed = await chain.sign_transfer(intent, sequence, self._signer_for(wallet), **self._channel_arg(channel))
+            except FeeAboveCap as e:
+                raise _Blocked(e) from e
             attempt = self._attempt_row(withdrawal, intent, signed)
             session.add(attempt)
             withdrawal.nonce = sequence
@@ -582,7 +739,7 @@ class WithdrawalActivities:
         chain = self._chains.get(withdrawal.chain)
         latest = attempts[-1]
         try:
-            result = await chain.broadcast(_to_signed(latest))
+            result = await chain.broadcast(as_signed(latest))
         except FeeTooLow:
             if chain.replaceable_in_slot:
                 raise
@@ -619,7 +776,9 @@ class WithdrawalActivities:
 
     @activity.defn(name="await_confirmation")
     async def await_confirmation(self, withdrawal_id: str) -> ConfirmationResult:
-        """Poll until the transfer is final, or return PENDING after the chain's bump delay."""
+        """Poll until the transfer is final, or return PENDING after the chain's bump delay.
+        An unmined attempt the node no longer knows (evicted, or its block reorged away) is sent
+        again as the same bytes: it is the same transfer and can land only once."""
         async with self._sessions() as session:
             withdrawal, wallet = await self._load(session, withdrawal_id)
         chain = self._chains.get(withdrawal.chain)
@@ -628,7 +787,7 @@ class WithdrawalActivities:
         deadline = time.monotonic() + chain_settings.fee_bump_after_seconds
         while True:
             async with self._sessions() as session:
-                attempts = [_to_signed(a) for a in await self._attempts(session, withdrawal_id)]
+                attempts = [as_signed(a) for a in await self._attempts(session, withdrawal_id)]
             status = await chain.transfer_status(intent, attempts)
             activity.heartbeat(status.state.value)
             if status.state != OnChainState.PENDING or time.monotonic() >= deadline:
@@ -639,7 +798,21 @@ class WithdrawalActivities:
                     fee_paid=status.fee_paid,
                     detail=status.detail,
                 )
+            if status.block_number is None and attempts and chain.mempool_visible:
+                await self._resend_if_dropped(chain, withdrawal, attempts[-1])
             await asyncio.sleep(chain_settings.poll_interval_seconds)
+
+    @staticmethod
+    async def _resend_if_dropped(chain, withdrawal: Withdrawal, latest: SignedTransfer) -> None:  # type: ignore[no-untyped-def]
+        if await chain.is_known(latest.tx_hash):
+            return
+        try:
+            result = await chain.broadcast(latest)
+        except CustodyError as e:  # the confirm loop goes on; the next round decides
+            activity.logger.warning("re-sending a dropped attempt failed", extra={"tx_hash": latest.tx_hash, "error_code": e.code})
+            return
+        metrics.BROADCASTS.labels(chain=withdrawal.chain, result=f"resent_{result}").inc()
+        activity.logger.warning("attempt was dropped by the node: sent again as is", extra={"tx_hash": latest.tx_hash, "result": result})
 
     @activity.defn(name="finish_withdrawal")
     async def finish(self, finish: FinishInput) -> None:
@@ -671,12 +844,19 @@ class WithdrawalActivities:
                 row.tx_hash = outcome.tx_hash or row.tx_hash
                 row.block_number = outcome.block_number
                 row.fee_paid = outcome.fee_paid
+            landed_attempt = next((a for a in attempts if outcome is not None and a.tx_hash == outcome.tx_hash), None)
+            if row.sweep and landed_attempt is not None and "value" in (landed_attempt.fee_params or {}):
+                # Each replacement of a sweep moves a little less (it pays more fee out of the
+                # same total): what was swept is the value of the attempt that landed.
+                row.amount = int(landed_attempt.fee_params["value"])
             session.add(row)
             detail = {k: v for k, v in {"error_code": finish.error_code, "tx_hash": row.tx_hash}.items() if v}
             session.add(WithdrawalEvent(withdrawal_id=row.id, status=finish.status.value, detail=detail))
             reservation = await session.get(Reservation, row.id, with_for_update=True)
             if reservation is not None and reservation.state == "HELD":
                 reservation.state = "SETTLED" if finish.status == WithdrawalStatus.COMPLETED else "RELEASED"
+                if row.sweep and finish.status == WithdrawalStatus.COMPLETED:
+                    reservation.amount = row.amount
                 reservation.updated_at = now
                 session.add(reservation)
             await ChannelLeases.release(session, row.id)

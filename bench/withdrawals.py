@@ -50,7 +50,9 @@ async def run(withdrawals: int, senders: int, rate: float) -> int:
     work.chmod(0o755)
     pg, database_url = local.start_postgres(work / "pg")
     redis = local.start_redis(local.free_port(), work / "redis", work / "logs")
-    anvil = local.start_anvil(local.free_port(), work / "logs", block_time=1)
+    # One slot per epoch: anvil's `finalized` block trails the head by two blocks, so COMPLETED
+    # (final, by default) costs two block times, as finality does on a real chain.
+    anvil = local.start_anvil(local.free_port(), work / "logs", block_time=1, extra_args=["--slots-in-an-epoch", "1"])
     env_temporal = await WorkflowEnvironment.start_local(
         ip="127.0.0.1", dev_server_existing_path=local.temporal_path(),
         search_attributes=list(search_attributes.ALL), dev_server_log_level="error",

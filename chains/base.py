@@ -92,6 +92,14 @@ class Chain(Protocol):
     supports_channels: ClassVar[bool]
     # True where an account must opt in to hold an asset (Stellar trustlines).
     has_trustlines: ClassVar[bool]
+    # True where the node holds a transaction whose slot is ahead of the sender's next one until
+    # the slots below are used (EVM nonces): a slot left unused stalls every later transaction,
+    # so it must be filled. False where only the very next slot is accepted (Stellar: a claim
+    # above the first free sequence is stale) or where there are no slots (Solana).
+    queues_future_sequences: ClassVar[bool]
+    # True where `is_known` also sees transactions waiting in the node's mempool: an unmined
+    # attempt the node does not know was dropped (evicted, or reorged out) and is re-sent as is.
+    mempool_visible: ClassVar[bool]
     name: str
     settings: ChainSettingsBase
 

@@ -98,12 +98,15 @@ class EvmChain:
     key_scheme: ClassVar[str] = "secp256k1"
     replaceable_in_slot: ClassVar[bool] = True
     supports_channels: ClassVar[bool] = False
+    queues_future_sequences: ClassVar[bool] = True
+    mempool_visible: ClassVar[bool] = True
     has_trustlines: ClassVar[bool] = False
 
     def __init__(self, name: str, settings: EvmChainSettings, web3: AsyncWeb3 | None = None) -> None:
         self.name = name
         self.settings = settings
         self.web3 = web3 or AsyncWeb3(AsyncHTTPProvider(settings.rpc_url, request_kwargs={"timeout": 15}))
+        self._no_finalized_tag = False  # learned once per process (finality "auto")
 
     # --- addresses and assets -------------------------------------------------------------
     def normalize_address(self, address: str) -> str:
@@ -362,16 +365,35 @@ class EvmChain:
             return None
 
     async def _is_final(self, receipt: Any) -> bool:
+        """Mined in a block that is canonical and final: at or below the node's `finalized`
+        block (Polygon milestones, Ethereum's finalized checkpoint) where it has one, else
+        `confirmations` deep. Until then a reorg can take the transaction out again."""
         block_number = int(receipt["blockNumber"])
-        if self.settings.finality == "finalized":
-            finalized = await self._call(self.web3.eth.get_block("finalized"))
-            return int(finalized["number"]) >= block_number
-        head = int(await self._call(self.web3.eth.block_number))
-        if head - block_number + 1 < self.settings.confirmations:
-            return False
         # A reorg moves the receipt to another block: only the canonical block hash counts.
         canonical = await self._call(self.web3.eth.get_block(block_number))
-        return canonical["hash"] == receipt["blockHash"]
+        if canonical["hash"] != receipt["blockHash"]:
+            return False
+        finalized = await self._finalized_block_number()
+        if finalized is not None:
+            return finalized >= block_number
+        head = int(await self._call(self.web3.eth.block_number))
+        return head - block_number + 1 >= self.settings.confirmations
+
+    async def _finalized_block_number(self) -> int | None:
+        """The node's finalized block, or None where finality is by depth (configured, or
+        `auto` on a node that has no `finalized` tag)."""
+        mode = self.settings.finality
+        if mode == "depth" or (mode == "auto" and self._no_finalized_tag):
+            return None
+        try:
+            block = await self._call(self.web3.eth.get_block("finalized"))
+        except (Web3RPCError, ValueError) as e:
+            if mode == "finalized":
+                raise ChainUnavailable(f"{self.name}: the node has no finalized block: {_message(e)}", chain=self.name) from e
+            self._no_finalized_tag = True
+            log.warning("node has no `finalized` block tag: finality by confirmation depth", extra={"chain": self.name})
+            return None
+        return int(block["number"])
 
     def _transfer_happened(self, receipt: Any, intent: TransferIntent) -> bool:
         if int(receipt["status"]) != 1:

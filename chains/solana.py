@@ -73,6 +73,8 @@ TOKEN_ACCOUNT_LEN = 165
 MINT_LEN = 82
 TOKEN_PROGRAMS = (TOKEN_PROGRAM_ID, TOKEN_2022_PROGRAM_ID)
 RENT_CACHE_SECONDS = 600.0
+# A blockhash is usable for this many blocks (lastValidBlockHeight = its height + 150).
+MAX_PROCESSING_AGE = 150
 # Sending to a program id burns the funds: refuse the ones a typo or a confused caller would use.
 PROGRAM_IDS = frozenset(
     {
@@ -123,6 +125,8 @@ class SolanaChain:
     key_scheme: ClassVar[str] = "ed25519"
     replaceable_in_slot: ClassVar[bool] = False
     supports_channels: ClassVar[bool] = False
+    queues_future_sequences: ClassVar[bool] = False
+    mempool_visible: ClassVar[bool] = False
     has_trustlines: ClassVar[bool] = False  # token accounts are made for the recipient by the sender
 
     def __init__(self, name: str, settings: SolanaChainSettings, client: AsyncClient | None = None) -> None:
@@ -603,6 +607,17 @@ class SolanaChain:
                 tx_hash=attempts[-1].tx_hash,
                 detail=f"finalized block height {finalized_height} is past every attempt's "
                 f"lastValidBlockHeight (latest {max(windows)}) and no attempt landed",  # type: ignore[type-var]
+            )
+        if all(isinstance(w, int) for w in windows) and finalized_height + MAX_PROCESSING_AGE < min(windows) - MAX_PROCESSING_AGE:  # type: ignore[operator]
+            # The chain's height went back more than a blockhash's whole lifetime below where we
+            # signed: the network was reset (a restarted test validator, a cluster restarted from
+            # genesis). Our blockhashes belong to a chain that no longer exists; heights would
+            # take days to pass them again, and no signature of ours is known on this one.
+            return TransferStatus(
+                OnChainState.EXPIRED,
+                tx_hash=attempts[-1].tx_hash,
+                detail=f"finalized block height {finalized_height} is far below where the attempts were "
+                f"signed (lastValidBlockHeight {min(windows)}): the network was reset",  # type: ignore[type-var]
             )
         return TransferStatus(OnChainState.PENDING, detail="not landed yet")
 

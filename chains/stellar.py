@@ -152,6 +152,8 @@ class StellarChain:
     # The same envelope is re-sent until it lands or provably expires (no fee bump needed).
     replaceable_in_slot: ClassVar[bool] = False
     supports_channels: ClassVar[bool] = True
+    queues_future_sequences: ClassVar[bool] = False
+    mempool_visible: ClassVar[bool] = False
     has_trustlines: ClassVar[bool] = True
 
     def __init__(self, name: str, settings: StellarChainSettings, server: ServerAsync | None = None) -> None:

@@ -105,6 +105,13 @@ class AlreadyFinal(PermanentError):
     http_status = 409
 
 
+class AttemptMayStillLand(PermanentError):
+    """A retry of a withdrawal one of whose signed attempts can still land: both could pay."""
+
+    code = "ATTEMPT_MAY_STILL_LAND"
+    http_status = 409
+
+
 class IdempotencyConflict(PermanentError):
     code = "IDEMPOTENCY_CONFLICT"
     http_status = 409
@@ -186,6 +193,11 @@ class SignerUnavailable(TransientError):
     code = "SIGNER_UNAVAILABLE"
 
 
+class UnexpectedError(TransientError):
+    """An exception custody did not foresee (a bug, an unmapped RPC answer): retried, counted,
+    and alerted after a few attempts rather than retried in silence."""
+
+    code = "UNEXPECTED_ERROR"
 
 
 class FeeTooLow(PermanentError):

@@ -24,6 +24,21 @@ BROADCASTS = Counter(
 ACTIVITY_ERRORS = Counter(
     "custody_activity_errors_total", "Activity failures by error code", ["activity", "code", "permanent"]
 )
+WITHDRAWAL_ALERTS = Counter(
+    "custody_withdrawal_alerts_total",
+    "Conditions an operator must look at while a withdrawal goes on (STUCK_AT_FEE_CAP, REPLACEMENT_FAILED, ...)",
+    ["chain", "code"],
+)
+ACTIVITY_UNEXPECTED_ERRORS = Counter(
+    "custody_activity_unexpected_errors_total",
+    "Activity failures custody did not foresee, by activity and exception type (each one is a bug to map)",
+    ["activity", "exception"],
+)
+ACTIVITY_STUCK = Counter(
+    "custody_activity_stuck_total",
+    "Activities still failing with an unexpected error after the alert threshold of attempts",
+    ["activity"],
+)
 KMS_ERRORS = Counter(
     "custody_kms_errors_total",
     "KMS signer call failures by backend and provider error code",

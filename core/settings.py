@@ -77,10 +77,11 @@ class EvmChainSettings(ChainSettingsBase):
     chain_id: int
     rpc_url: str
     native_symbol: str = "ETH"
-    # Finality: "depth" waits for `confirmations` blocks and re-checks the block hash;
-    # "finalized" waits for the node's finalized tag (Polygon PoS milestones).
-    finality: Literal["depth", "finalized"] = "depth"
-    confirmations: int = Field(default=1, ge=1)
+    # COMPLETED means final. "finalized": at or below the node's `finalized` block (Polygon PoS
+    # milestones, Ethereum's finalized checkpoint); "depth": `confirmations` blocks deep, the block
+    # hash re-checked (reorgs); "auto": the finalized tag where the node has one, else depth.
+    finality: Literal["auto", "finalized", "depth"] = "auto"
+    confirmations: int = Field(default=12, ge=1)
     # EIP-1559 fees: tip = percentile of recent tips (from eth_feeHistory), at least the floor;
     # maxFee = 2 x base fee + tip, never above the cap. Polygon's tip floor is 25 gwei.
     fee_history_blocks: int = Field(default=10, ge=1, le=1024)
@@ -131,7 +132,8 @@ class SolanaChainSettings(ChainSettingsBase):
     family: Literal["solana"] = "solana"
     rpc_url: str
     native_symbol: str = "SOL"
-    commitment: Literal["confirmed", "finalized"] = "confirmed"
+    # COMPLETED at this commitment: "finalized" (rooted, cannot be rolled back) by default.
+    commitment: Literal["confirmed", "finalized"] = "finalized"
     compute_unit_price_micro_lamports: int = Field(default=0, ge=0)
     compute_unit_limit: int = Field(default=200_000, gt=0)
     # Off-curve (program-derived) destinations usually strand SOL; allow them only on purpose
@@ -241,6 +243,14 @@ class Settings(BaseSettings):
     # Four-eyes approval above a per-asset amount: {"anvil:ETH": "5"} (decimal, in the asset's unit).
     approval_thresholds: dict[str, str] = Field(default_factory=dict)
     approval_timeout_seconds: int = Field(default=86_400, gt=0)
+    # Confirmation rounds (one bump delay each) a withdrawal's run makes before it continues as
+    # new, keeping each run's history bounded however long a transaction waits.
+    confirmation_rounds_per_run: int = Field(default=100, ge=1)
+    # An activity failing with an error custody did not foresee is retried (a fix deployed lets
+    # it pass) and alerted (ACTIVITY_STUCK on its withdrawal) after this many attempts.
+    unexpected_error_alert_after_attempts: int = Field(default=5, ge=1)
+    # On SIGTERM the worker stops polling and gives activities in flight this long to finish.
+    worker_shutdown_grace_seconds: float = Field(default=30, ge=0)
     # Key pools per chain name, e.g. {"anvil": {"min_available_explorers": 5}}; empty: no pools.
     pools: dict[str, PoolSettings] = Field(default_factory=dict)
 

@@ -117,9 +117,11 @@ def spawn(
 
 
 def anvil_argv(
-    port: int, state_file: Path | None = None, block_time: float | None = None, state_interval: int | None = None
+    port: int, state_file: Path | None = None, block_time: float | None = None, state_interval: int | None = None,
+    extra_args: list[str] | None = None,
 ) -> list[str]:
-    argv = [anvil_path(), "--host", "127.0.0.1", "--port", str(port), "--chain-id", "31337", "--silent"]
+    argv = [anvil_path(), "--host", "127.0.0.1", "--port", str(port), "--chain-id", "31337", "--silent",
+            *(extra_args or [])]
     if state_file is not None:
         argv += ["--state", str(state_file)]
         if state_interval:
@@ -131,8 +133,12 @@ def anvil_argv(
     return argv
 
 
-def start_anvil(port: int, log_dir: Path, state_file: Path | None = None, block_time: float | None = None) -> ManagedProcess:
-    managed = spawn("anvil", anvil_argv(port, state_file, block_time), log_dir, lambda: port_open(port))
+def start_anvil(
+    port: int, log_dir: Path, state_file: Path | None = None, block_time: float | None = None,
+    extra_args: list[str] | None = None,
+) -> ManagedProcess:
+    argv = anvil_argv(port, state_file, block_time, extra_args=extra_args)
+    managed = spawn("anvil", argv, log_dir, lambda: port_open(port))
     managed.info["rpc_url"] = f"http://127.0.0.1:{port}"
     return managed
 

@@ -46,6 +46,8 @@ class OnChainState(str, Enum):
 class WithdrawalInput:
     withdrawal_id: str
     chain: str
+    # Set when a run continues as new while it waits on chain: what the new run picks up.
+    resume: ConfirmingState | None = None
 
 
 @dataclass
@@ -63,6 +65,10 @@ class ValidationResult:
     needs_approval: bool = False
     approval_timeout_seconds: int = 86_400
     cancellable_after_broadcast: bool = False
+    # A slot left open below this withdrawal's stalls it (EVM nonces): fill such gaps while waiting.
+    fills_sequence_gaps: bool = False
+    # Confirmation rounds one run makes before it continues as new (bounded history); 0: never.
+    rounds_per_run: int = 0
 
 
 @dataclass
@@ -92,6 +98,41 @@ class WithdrawalState:
     paused_reason: str | None = None
     cancel_requested_by: str | None = None
     approved_by: str | None = None
+    alerts: list[str] = field(default_factory=list)  # "CODE: message", as recorded
+
+
+@dataclass
+class ConfirmingState:
+    """A withdrawal waiting on chain, carried across continue-as-new."""
+
+    validation: ValidationResult
+    tx_hash: str | None
+    attempt_count: int
+    cancel: OperatorRequest | None = None
+    cancel_sent: bool = False
+    paused: OperatorRequest | None = None
+    approved: OperatorRequest | None = None
+    replacing: bool = True
+    alerts: list[str] = field(default_factory=list)
+    run_number: int = 1
+
+
+@dataclass
+class AlertEvent:
+    """Something an operator must look at; the withdrawal goes on (recorded, counted, logged)."""
+
+    withdrawal_id: str
+    code: str  # STUCK_AT_FEE_CAP | REPLACEMENT_FAILED | BROADCAST_REFUSED | CONFIRMATION_ERROR ...
+    message: str = ""
+
+
+@dataclass
+class GapFill:
+    """Nonces below a stalled withdrawal's that no transaction of ours uses, and the GAP_FILL
+    withdrawals (started as children `withdrawal-<id>`) that use them up."""
+
+    gaps: list[int] = field(default_factory=list)
+    fillers: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -110,6 +151,10 @@ class PreparedAttempt:
     tx_hash: str
     sequence: int | None
     attempt_count: int
+    # Set when a replacement (fee bump, cancellation, re-sign) could not be made now, with the
+    # alert code saying why (e.g. STUCK_AT_FEE_CAP): the attempts already out stay as they are.
+    blocked: str | None = None
+    blocked_reason: str = ""
 
 
 @dataclass

@@ -73,6 +73,20 @@ def redis_url(tmp_session: Path):  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture(scope="session")
+def aws_server():  # type: ignore[no-untyped-def]
+    """The local AWS KMS (moto server mode + custody's extension), reached by the real boto3."""
+    from devnet.aws_kms import run_aws_kms
+
+    with pytest.MonkeyPatch.context() as mp:  # boto3's credential chain reads these; the server takes any
+        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
+        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        mp.delenv("AWS_PROFILE", raising=False)
+        with run_aws_kms(host="127.0.0.1", port=0) as srv:
+            yield srv
+
+
+@pytest.fixture(scope="session")
 def anvil(tmp_session: Path):  # type: ignore[no-untyped-def]
     proc = local.start_anvil(local.free_port(), tmp_session / "logs")
     yield proc
@@ -94,6 +108,7 @@ async def base_settings(
         database_url=postgres_url,
         redis_url=redis_url,
         temporal_address=temporal_env.client.service_client.config.target_host,
+        worker_shutdown_grace_seconds=1,  # a test's worker stops at its end; pollers need not drain long
         chains={
             "anvil": EvmChainSettings(
                 chain_id=31337,
@@ -102,6 +117,10 @@ async def base_settings(
                 faucet_enabled=True,
                 poll_interval_seconds=0.2,
                 fee_bump_after_seconds=30,
+                # The suite's anvil mines one block per transaction and never reorgs: one block
+                # deep is final here (the finalized default is tested on its own anvil).
+                finality="depth",
+                confirmations=1,
             )
         },
     )
@@ -138,6 +157,42 @@ async def worker(client: Client, settings: Settings, sessions: SessionFactory) -
     w = build_worker(client, settings, sessions)
     async with w:
         yield w
+
+
+@pytest.fixture
+def paused_anvil(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """An anvil of the test's own, for tests that stop its mining or reorganize it."""
+    proc = local.start_anvil(local.free_port(), tmp_path)
+    yield proc
+    proc.stop()
+
+
+@asynccontextmanager
+async def mining_paused(
+    base_settings: Settings, task_queue: str, client: Client, sessions: SessionFactory, anvil: local.ManagedProcess,
+    bump_after: float, **chain_settings: object,
+) -> AsyncIterator[tuple[httpx.AsyncClient, object, dict]]:
+    """A worker and API on their own anvil whose automatic mining is off, and a funded wallet
+    (1 ETH): transactions wait in the mempool until the test mines. `chain_settings` override the
+    anvil chain's (e.g. a fee cap); `settings` keys prefixed `settings__` override the stack's."""
+    from web3 import AsyncHTTPProvider, AsyncWeb3
+
+    from worker import build_worker
+
+    rpc = anvil.info["rpc_url"]
+    overrides = {k.removeprefix("settings__"): v for k, v in chain_settings.items() if k.startswith("settings__")}
+    fields = {k: v for k, v in chain_settings.items() if not k.startswith("settings__")}
+    chain = EvmChainSettings(
+        chain_id=31337, rpc_url=rpc, poll_interval_seconds=0.2, fee_bump_after_seconds=bump_after,
+        finality="depth", confirmations=1, **fields,  # type: ignore[arg-type]
+    )
+    settings = base_settings.model_copy(update={"task_queue": task_queue, "chains": {"anvil": chain}, **overrides})
+    web3 = AsyncWeb3(AsyncHTTPProvider(rpc))
+    async with build_worker(client, settings, sessions), api_client(settings, client) as api:
+        wallet = await create_wallet(api)
+        await web3.provider.make_request("anvil_setBalance", [wallet["address"], hex(10**18)])
+        await web3.provider.make_request("evm_setAutomine", [False])
+        yield api, web3, wallet
 
 
 @asynccontextmanager
@@ -215,6 +270,25 @@ def random_address() -> str:
     return Account.create().address
 
 
+HISTORIES = Path(__file__).parent / "histories"
+
+
+async def replay_and_record(client: Client, workflow_id: str, name: str, run_id: str | None = None) -> None:
+    """Replay a finished run's history against the current code (fails on non-determinism) and,
+    with CUSTODY_RECORD_HISTORIES=1, save it as tests/histories/<name>.json if not saved yet:
+    tests/test_replay.py then replays it against every later version of the code."""
+    from temporalio.worker import Replayer
+
+    from core.temporal import custody_data_converter
+    from worker import WORKFLOWS
+
+    history = await client.get_workflow_handle(workflow_id, run_id=run_id).fetch_history()
+    await Replayer(workflows=list(WORKFLOWS), data_converter=custody_data_converter(Settings())).replay_workflow(history)
+    target = HISTORIES / f"{name}.json"
+    if os.environ.get("CUSTODY_RECORD_HISTORIES") == "1" and not target.exists():
+        target.write_text(history.to_json())
+
+
 os.environ.setdefault("CUSTODY_LOG_JSON", "false")
 
 
@@ -232,6 +306,9 @@ def worker_process(settings: Settings, chaos_after: str | None = None) -> subpro
         "CUSTODY_TEMPORAL_METRICS_PORT": "0",
         "CUSTODY_CHAINS": json.dumps({name: c.model_dump() for name, c in settings.chains.items()}),
         "CUSTODY_POOLS": json.dumps({name: p.model_dump() for name, p in settings.pools.items()}),
+        "CUSTODY_SIGNER_BACKEND": settings.signer_backend,
+        "CUSTODY_AWS_KMS": settings.aws_kms.model_dump_json(),
+        "CUSTODY_GCP_KMS": settings.gcp_kms.model_dump_json(),
     }
     env.pop("CUSTODY_CHAOS_EXIT_AFTER_ACTIVITY", None)
     if chaos_after:

@@ -60,6 +60,8 @@ def make_chain(devnet: SolanaDevnet, **overrides) -> SolanaChain:  # type: ignor
         "compute_unit_price_micro_lamports": CU_PRICE,
         "compute_unit_limit": CU_LIMIT,
         "faucet_enabled": True,
+        # Slots move only when a test says so: "confirmed" lands at once (finalized is tested apart).
+        "commitment": "confirmed",
     } | overrides
     return SolanaChain("solana", SolanaChainSettings(**fields))
 
@@ -475,3 +477,28 @@ async def test_unreachable_node_is_chain_unavailable() -> None:
     with pytest.raises(ChainUnavailable):
         await chain.broadcast(signed)
     await chain.aclose()
+
+
+async def test_an_attempt_signed_before_a_network_reset_is_expired(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """After a reset (a test validator restarted empty) heights begin again far below the
+    attempt's window: its blockhash belongs to a chain that is gone, so it is EXPIRED (and the
+    withdrawal re-signs on the new chain) instead of PENDING for as long as heights need to
+    climb back."""
+    from devnet import local
+
+    port = local.free_port()
+    async with run_solana_devnet(host="127.0.0.1", port=port, slot_ms=0) as before:
+        await before.advance_slots(400)
+        chain = make_chain(before)
+        sender, dest = await funded(chain), Keypair()
+        transfer = intent(sender, dest.pubkey(), SOL, chain.asset("SOL"))
+        signed = await chain.sign_transfer(transfer, None, signer(sender))
+        await before.drop_next_sends(1)  # accepted, never applied
+        assert await chain.broadcast(signed) == "accepted"
+        assert (await chain.transfer_status(transfer, [signed])).state == OnChainState.PENDING
+    async with run_solana_devnet(host="127.0.0.1", port=port, slot_ms=0) as after:
+        chain = make_chain(after)
+        status = await chain.transfer_status(transfer, [signed])
+        assert status.state == OnChainState.EXPIRED and "reset" in status.detail, status
+        await after.advance_slots(10)  # a live chain a few blocks on: still nowhere near our window
+        assert (await chain.transfer_status(transfer, [signed])).state == OnChainState.EXPIRED

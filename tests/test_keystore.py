@@ -22,7 +22,6 @@ from pydantic import ValidationError
 import signers.local
 from core.errors import SignerUnavailable, SigningFailed
 from core.settings import DEV_KEYSTORE_KEK, AwsKmsSettings, GcpKmsSettings, Settings
-from devnet.aws_kms import run_aws_kms
 from devnet.gcp_kms import run_gcp_kms
 from models.db import KeystoreKey
 from signers.kek import AwsKmsKek, GcpKmsKek, LocalAesGcmKek, kek_from_settings
@@ -133,17 +132,6 @@ class KmsKek:
     outage: Callable[[], Awaitable[None]]  # Decrypt unavailable, long enough to beat client retries
     clear: Callable[[], Awaitable[None]]
     disabled_codes: tuple[str, ...]
-
-
-@pytest.fixture(scope="module")
-def aws_server():  # type: ignore[no-untyped-def]
-    with pytest.MonkeyPatch.context() as mp:  # boto3's credential chain reads these
-        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
-        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
-        mp.delenv("AWS_PROFILE", raising=False)
-        with run_aws_kms(host="127.0.0.1", port=0) as srv:
-            yield srv
 
 
 @pytest.fixture(scope="module")

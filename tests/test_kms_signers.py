@@ -26,7 +26,6 @@ from google.cloud import kms_v1
 
 from core.errors import SignerUnavailable, SigningFailed
 from core.settings import AwsKmsSettings, GcpKmsSettings, Settings
-from devnet.aws_kms import run_aws_kms
 from devnet.gcp_kms import run_gcp_kms
 from signers.aws_kms import AwsKmsSigner, alias_name
 from signers.crc32c import crc32c
@@ -73,12 +72,6 @@ class _AwsOtherMessage:
     def sign(self, **kw: Any) -> Any:
         kw["Message"] = keccak(kw["Message"]) if kw["MessageType"] == "DIGEST" else kw["Message"] + b"!"
         return self._inner.sign(**kw)
-
-
-@pytest.fixture(scope="module")
-def aws_server():
-    with run_aws_kms(host="127.0.0.1", port=0) as srv:
-        yield srv
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from contextlib import asynccontextmanager
-from pathlib import Path
 
 import pytest
 from temporalio.client import WorkflowUpdateFailedError
@@ -14,11 +12,19 @@ from web3 import AsyncHTTPProvider, AsyncWeb3
 
 from sqlmodel import select
 
-from core.settings import EvmChainSettings
 from models.db import TransferAttempt
-from devnet import local
 from models.payloads import OperatorRequest
-from tests.conftest import ALICE, api_client, create_wallet, fund, random_address, wait_for_status, withdraw
+from tests.conftest import (
+    ALICE,
+    api_client,
+    create_wallet,
+    fund,
+    mining_paused,
+    random_address,
+    replay_and_record,
+    wait_for_status,
+    withdraw,
+)
 from worker import build_worker
 
 OPS = {"Authorization": "Bearer dev-ops-key"}
@@ -113,32 +119,10 @@ async def test_operator_actions_on_others_need_the_operator_role(api):
     assert done["status"] == "COMPLETED"
 
 
-@pytest.fixture
-def paused_anvil(tmp_path: Path):  # type: ignore[no-untyped-def]
-    proc = local.start_anvil(local.free_port(), tmp_path)
-    yield proc
-    proc.stop()
-
-
-@asynccontextmanager
-async def _mining_paused(base_settings, task_queue, client, sessions, anvil, bump_after: float):  # type: ignore[no-untyped-def]
-    """A worker and API on their own anvil whose automatic mining is off, and a funded wallet:
-    transactions wait in the mempool until the test mines."""
-    rpc = anvil.info["rpc_url"]
-    chain = EvmChainSettings(chain_id=31337, rpc_url=rpc, poll_interval_seconds=0.2, fee_bump_after_seconds=bump_after)
-    settings = base_settings.model_copy(update={"task_queue": task_queue, "chains": {"anvil": chain}})
-    web3 = AsyncWeb3(AsyncHTTPProvider(rpc))
-    async with build_worker(client, settings, sessions), api_client(settings, client) as api:
-        wallet = await create_wallet(api)
-        await web3.provider.make_request("anvil_setBalance", [wallet["address"], hex(10**18)])
-        await web3.provider.make_request("evm_setAutomine", [False])
-        yield api, web3, wallet
-
-
 async def test_cancel_after_broadcast_replaces_the_transfer_in_the_same_nonce(
     base_settings, task_queue, client, sessions, paused_anvil
 ):
-    async with _mining_paused(base_settings, task_queue, client, sessions, paused_anvil, bump_after=120) as (api, web3, wallet):
+    async with mining_paused(base_settings, task_queue, client, sessions, paused_anvil, bump_after=120) as (api, web3, wallet):
         destination = random_address()
         accepted = (await withdraw(api, wallet, destination, "0.5", key=uuid.uuid4().hex)).json()
         await wait_for_status(api, accepted["id"], {"CONFIRMING"})
@@ -162,12 +146,13 @@ async def test_cancel_after_broadcast_replaces_the_transfer_in_the_same_nonce(
         assert await web3.eth.get_transaction_count(wallet["address"]) == 1
         receipt = await web3.eth.get_transaction_receipt(done["tx_hash"])
         assert receipt["to"] == receipt["from"] == wallet["address"]
+    await replay_and_record(client, done["workflow_id"], "WithdrawalWorkflow__v3_cancelled_after_broadcast")
 
 
 async def test_stuck_transfer_is_replaced_in_the_same_nonce_with_higher_fees(
     base_settings, task_queue, client, sessions, paused_anvil
 ):
-    async with _mining_paused(base_settings, task_queue, client, sessions, paused_anvil, bump_after=1) as (api, web3, wallet):
+    async with mining_paused(base_settings, task_queue, client, sessions, paused_anvil, bump_after=1) as (api, web3, wallet):
         destination = random_address()
         accepted = (await withdraw(api, wallet, destination, "0.25")).json()
         for _ in range(150):

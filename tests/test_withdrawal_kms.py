@@ -26,7 +26,6 @@ from web3 import AsyncHTTPProvider, AsyncWeb3
 
 from chains.stellar import parse_stroops
 from core.settings import AwsKmsSettings, GcpKmsSettings, SolanaChainSettings, StellarChainSettings
-from devnet.aws_kms import run_aws_kms
 from devnet.gcp_kms import run_gcp_kms
 from devnet.solana import SolanaDevnet, run_solana_devnet
 from devnet.stellar import StellarDevnet, run_stellar_devnet
@@ -37,17 +36,6 @@ from worker import build_worker
 LAMPORTS = 10**9
 STROOPS = 10**7
 ED25519_SPEC = {"aws-kms": "ECC_NIST_EDWARDS25519", "gcp-kms": "EC_SIGN_ED25519"}
-
-
-@pytest.fixture(scope="module")
-def aws_server():  # type: ignore[no-untyped-def]
-    # boto3's default credential chain reads these; the local server accepts any.
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
-        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        mp.delenv("AWS_PROFILE", raising=False)
-        with run_aws_kms(host="127.0.0.1", port=0) as srv:
-            yield srv
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")

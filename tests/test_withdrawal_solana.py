@@ -31,7 +31,7 @@ from spl.token.models import InitializeMint2Params, MintToCheckedParams
 
 from core.settings import Settings, SolanaChainSettings, TokenSettings
 from devnet.solana import SolanaDevnet, run_solana_devnet
-from tests.conftest import ALICE, wait_for_status
+from tests.conftest import ALICE, replay_and_record, wait_for_status
 
 SOL = 1_000_000_000
 TOKEN_DECIMALS = 6
@@ -266,7 +266,7 @@ async def test_insufficient_funds_and_refused_recipients(api: httpx.AsyncClient)
 
 
 async def test_lost_send_is_resent_and_lands_once(
-    api: httpx.AsyncClient, rpc: AsyncClient, devnet: SolanaDevnet
+    api: httpx.AsyncClient, rpc: AsyncClient, devnet: SolanaDevnet, client
 ) -> None:
     wallet = await create_wallet(api)
     await fund(api, wallet, "1")
@@ -280,10 +280,11 @@ async def test_lost_send_is_resent_and_lands_once(
     assert done["tx_hash"] in (await devnet.state())["lostSends"]
     assert await lamports(rpc, destination) == SOL // 4
     assert await lamports(rpc, wallet["address"]) == SOL - SOL // 4 - 5_000
+    await replay_and_record(client, done["workflow_id"], "WithdrawalWorkflow__v3_lost_send_sent_again")
 
 
 async def test_expired_attempt_is_resigned_and_exactly_one_lands(
-    api: httpx.AsyncClient, rpc: AsyncClient, devnet: SolanaDevnet
+    api: httpx.AsyncClient, rpc: AsyncClient, devnet: SolanaDevnet, client
 ) -> None:
     wallet = await create_wallet(api)
     await fund(api, wallet, "1")
@@ -314,10 +315,11 @@ async def test_expired_attempt_is_resigned_and_exactly_one_lands(
     assert not await landed(rpc, attempts[0]) and await landed(rpc, attempts[1])
     assert await lamports(rpc, destination) == SOL // 10  # exactly one transfer
     assert await lamports(rpc, wallet["address"]) == SOL - SOL // 10 - 5_000
+    await replay_and_record(client, done["workflow_id"], "WithdrawalWorkflow__v3_resigned_after_expiry")
 
 
 async def test_cancel_after_broadcast_lets_the_attempt_expire_and_ends_cancelled(
-    api: httpx.AsyncClient, rpc: AsyncClient, devnet: SolanaDevnet
+    api: httpx.AsyncClient, rpc: AsyncClient, devnet: SolanaDevnet, client
 ) -> None:
     """Solana cannot replace a sent transaction: cancel stops the re-sends and the chain decides."""
     wallet = await create_wallet(api)
@@ -337,3 +339,4 @@ async def test_cancel_after_broadcast_lets_the_attempt_expire_and_ends_cancelled
     assert done["status"] == "CANCELLED", done
     assert len(done["attempts"]) == 1 and not await landed(rpc, done["attempts"][0]["tx_hash"])
     assert await lamports(rpc, destination) == 0
+    await replay_and_record(client, done["workflow_id"], "WithdrawalWorkflow__v3_cancelled_by_expiry")

@@ -1,12 +1,18 @@
 """A worker killed after the signed attempt is committed but before Temporal hears of it (so
-before any broadcast) and then restarted produces exactly one on-chain transfer."""
+before any broadcast) and then restarted produces exactly one on-chain transfer; a worker stopped
+with SIGTERM lets the activity in flight finish first."""
 
 from __future__ import annotations
 
+import asyncio
+import signal
+import uuid
 
 from sqlmodel import select
+from temporalio.api.enums.v1 import EventType
 from web3 import AsyncHTTPProvider, AsyncWeb3
 
+from core.settings import AwsKmsSettings
 from models.db import TransferAttempt
 from tests.conftest import (
     ALICE,
@@ -52,6 +58,51 @@ async def test_worker_killed_between_persist_and_broadcast_sends_exactly_once(se
             assert [e["status"] for e in history].count("SIGNING") == 1
     finally:
         for process in (crashing, restarted):
+            if process is not None and process.poll() is None:
+                process.terminate()
+                process.wait(10)
+
+
+async def test_sigterm_lets_the_activity_in_flight_finish_before_the_worker_exits(
+    base_settings, task_queue, client, sessions, aws_server
+):
+    """A deploy stops workers with SIGTERM: the worker stops taking work and the signature it is
+    waiting for is persisted before it exits (0), so nothing is retried or lost."""
+    kms = AwsKmsSettings(region=aws_server.region, endpoint_url=aws_server.endpoint_url, alias_prefix=f"t-{uuid.uuid4().hex[:8]}")
+    settings = base_settings.model_copy(update={"task_queue": task_queue, "signer_backend": "aws-kms", "aws_kms": kms})
+    draining = worker_process(settings)
+    restarted = None
+    try:
+        async with api_client(settings, client) as api:
+            wallet = await create_wallet(api)
+            await fund(api, wallet, "1")
+            aws_server.set_faults({"Sign": {"error": None, "delay": 4, "count": 1}})
+            accepted = (await withdraw(api, wallet, random_address(), "0.3")).json()
+            await wait_for_status(api, accepted["id"], {"SIGNING"})
+            await asyncio.sleep(1)  # inside the 4 s signature
+            draining.send_signal(signal.SIGTERM)
+            assert await wait_exit(draining, timeout=60) == 0
+            async with sessions() as session:
+                attempts = (
+                    await session.exec(select(TransferAttempt).where(TransferAttempt.withdrawal_id == accepted["id"]))
+                ).all()
+            assert len(attempts) == 1  # the signature finished and was stored before the exit
+
+            restarted = worker_process(settings)
+            done = await wait_for_status(api, accepted["id"], {"COMPLETED", "FAILED"}, timeout=120)
+            assert done["status"] == "COMPLETED" and [a["tx_hash"] for a in done["attempts"]] == [attempts[0].tx_hash]
+        history = await client.get_workflow_handle(f"withdrawal-{accepted['id']}").fetch_history()
+        signing = [
+            e.activity_task_started_event_attributes.attempt
+            for e in history.events
+            if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
+            and e.event_id - 1 in {s.event_id for s in history.events if s.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+                                    and s.activity_task_scheduled_event_attributes.activity_type.name == "sign_transfer"}
+        ]
+        assert signing == [1], "the signing step was retried: the worker did not let it finish"
+    finally:
+        aws_server.clear_faults()
+        for process in (draining, restarted):
             if process is not None and process.poll() is None:
                 process.terminate()
                 process.wait(10)

@@ -14,6 +14,16 @@ Operator controls (CLI, API, or `temporal workflow signal/update`):
   re-sent and the chain decides: expired ⇒ CANCELLED, landed ⇒ COMPLETED. Refused once final.
 - update ``approve`` ({"by"}): releases a withdrawal held in AWAITING_APPROVAL; the approver must
   not be the requester.
+
+Once an attempt is out (broadcast), only the chain ends the withdrawal: it lands (COMPLETED), our
+cancellation lands (CANCELLED), it reverts or its slot is used by something else (FAILED), or every
+attempt provably expires (re-signed, or CANCELLED when a cancellation asked for it). A fee bump,
+cancellation or re-sign that cannot be made (KMS refuses, the fee cap, the node refuses the
+replacement) never fails the withdrawal: it is alerted and the attempts already out are confirmed,
+so a withdrawal is never FAILED while something of it can still pay, and its hold stays until then.
+While it waits, EVM nonce gaps below it are filled (GAP_FILL children) and the run continues as
+new every `rounds_per_run` rounds so its history stays bounded. Runs started before these rules
+(no `exactly-once-under-chain-faults` marker) keep the earlier steps, so their histories replay.
 """
 
 from __future__ import annotations
@@ -22,14 +32,19 @@ import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
     from activities.withdrawals import BumpInput, FinishInput, ResignInput, WithdrawalActivities
     from models import search_attributes
     from models.payloads import (
+        AlertEvent,
         ConfirmationResult,
+        ConfirmingState,
         ControlEvent,
+        GapFill,
+        PreparedAttempt,
         OnChainState,
         OperatorRequest,
         StatusChange,
@@ -43,7 +58,11 @@ with workflow.unsafe.imports_passed_through():
 
 CONFIRMATION_WAIT = timedelta(minutes=15)
 CONFIRMATION_HEARTBEAT = timedelta(seconds=30)
+# After an unexpected failure while confirming, look again this much later (never give up).
+CONFIRMATION_RETRY = timedelta(seconds=30)
 SENT = (WithdrawalStatus.BROADCASTING, WithdrawalStatus.CONFIRMING)
+# Marker of the rules above (see the module docstring); runs without it keep the earlier steps.
+CHAIN_FAULTS_PATCH = "exactly-once-under-chain-faults"
 
 FAILURE_OF_OUTCOME = {
     OnChainState.REVERTED: ("TRANSACTION_REVERTED", "the transaction was mined but reverted; its fee is spent"),
@@ -67,6 +86,12 @@ class WithdrawalWorkflow:
         self._approved: OperatorRequest | None = None
         self._validation: ValidationResult | None = None
         self._withdrawal_id = ""
+        self._rules_v3 = False  # the exactly-once-under-chain-faults rules (see module docstring)
+        self._cancel_sent = False
+        self._replacing = True  # False once a replacement failed permanently (alerted)
+        self._alerts: list[str] = []
+        self._run_number = 1
+        self._chain = ""
 
     # --- reads -----------------------------------------------------------------------------
     @workflow.query(name="state")
@@ -81,6 +106,7 @@ class WithdrawalWorkflow:
             paused_reason=self._paused.reason if self._paused else None,
             cancel_requested_by=self._cancel.by if self._cancel else None,
             approved_by=self._approved.by if self._approved else None,
+            alerts=list(self._alerts),
         )
 
     # --- operator controls -----------------------------------------------------------------
@@ -134,6 +160,10 @@ class WithdrawalWorkflow:
     @workflow.run
     async def run(self, request: WithdrawalInput) -> WithdrawalResult:
         wid = self._withdrawal_id = request.withdrawal_id
+        self._chain = request.chain
+        if request.resume is not None:
+            return await self._resume(wid, request.resume)
+        self._rules_v3 = workflow.patched(CHAIN_FAULTS_PATCH)
         try:
             await self._checkpoint()
             await self._set_status(wid, WithdrawalStatus.VALIDATING)
@@ -151,6 +181,8 @@ class WithdrawalWorkflow:
             self._track(await self._step(WithdrawalActivities.prepare, wid))
             await self._checkpoint()
             await self._set_status(wid, WithdrawalStatus.BROADCASTING)
+            # Refused outright with no attempt of ours known anywhere: nothing went out, so the
+            # withdrawal may fail (its nonce is handed back, and gap fills use it up).
             await self._step(WithdrawalActivities.broadcast, wid)
             await self._set_status(wid, WithdrawalStatus.CONFIRMING)
             outcome = await self._confirm(wid)
@@ -161,6 +193,28 @@ class WithdrawalWorkflow:
             if code == "ALREADY_FINAL":
                 return self._already_final(wid, e)
             return await self._finish(wid, WithdrawalStatus.FAILED, None, code, message)
+        return await self._conclude(wid, outcome)
+
+    async def _resume(self, wid: str, carried: ConfirmingState) -> WithdrawalResult:
+        """A continued run: the withdrawal is out on chain; pick up the confirmation loop."""
+        self._rules_v3 = True
+        self._status = WithdrawalStatus.CONFIRMING
+        self._validation = carried.validation
+        self._tx_hash, self._attempts = carried.tx_hash, carried.attempt_count
+        self._cancel, self._cancel_sent = carried.cancel, carried.cancel_sent
+        self._paused, self._approved = carried.paused, carried.approved
+        self._replacing, self._alerts = carried.replacing, list(carried.alerts)
+        self._run_number = carried.run_number
+        try:
+            outcome = await self._confirm(wid)
+        except ActivityError as e:  # only a re-sign after a proven expiry: nothing of ours is out
+            code, message = failure_of(e)
+            if code == "ALREADY_FINAL":
+                return self._already_final(wid, e)
+            return await self._finish(wid, WithdrawalStatus.FAILED, None, code, message)
+        return await self._conclude(wid, outcome)
+
+    async def _conclude(self, wid: str, outcome: ConfirmationResult) -> WithdrawalResult:
         if outcome.state == OnChainState.CONFIRMED:
             return await self._finish(wid, WithdrawalStatus.COMPLETED, outcome)
         if outcome.state in (OnChainState.CANCELLED, OnChainState.EXPIRED):
@@ -187,38 +241,139 @@ class WithdrawalWorkflow:
         return True
 
     async def _confirm(self, wid: str) -> ConfirmationResult:
-        cancel_sent = False
-        replaceable = self._validation is not None and self._validation.cancellable_after_broadcast
+        """Wait for the chain's verdict; replace, cancel or re-sign inside the rules. Raises
+        ActivityError only from a re-sign after a proven expiry (nothing of ours can land)."""
+        validation = self._validation
+        replaceable = validation is not None and validation.cancellable_after_broadcast
+        rounds = 0
         while True:
-            if self._cancel is not None and not cancel_sent and self._tx_hash is not None:
-                cancel_sent = True
+            if self._cancel is not None and not self._cancel_sent and self._tx_hash is not None:
                 if replaceable:
-                    self._track(
-                        await self._step(WithdrawalActivities.cancel_by_replacement, BumpInput(wid, self._tx_hash))
-                    )
-                    await self._step(WithdrawalActivities.broadcast, wid)
-            result = await self._await_outcome_or_cancel(wid, cancel_sent)
+                    made = await self._replace(wid, WithdrawalActivities.cancel_by_replacement, "cancellation")
+                    # Not made now (fee cap): tried again next round; refused for good: given up.
+                    self._cancel_sent = made or not self._replacing
+                else:
+                    self._cancel_sent = True
+            result = await self._await_outcome_or_cancel(wid, interruptible=self._cancel is None)
             if result is None:
-                continue  # a cancellation arrived while waiting
+                continue  # a cancellation arrived while waiting (or a failed look: look again)
+            rounds += 1
             if result.state == OnChainState.EXPIRED and self._cancel is not None:
                 return result  # cancelled: let it die instead of signing anew
             if result.state == OnChainState.EXPIRED and self._tx_hash is not None:
                 # Provably never applied: a new attempt in a new slot is the same transfer.
-                self._track(
-                    await self._step(WithdrawalActivities.resign_expired, ResignInput(wid, self._tx_hash))
-                )
-                await self._step(WithdrawalActivities.broadcast, wid)
+                prepared = await self._step(WithdrawalActivities.resign_expired, ResignInput(wid, self._tx_hash))
+                if prepared.blocked:
+                    await self._alert(wid, prepared.blocked, f"re-sign: {prepared.blocked_reason}")
+                    await self._sleep_unless_cancelled()
+                    continue
+                self._track(prepared)
+                await self._send(wid)
                 continue
             if result.state != OnChainState.PENDING:
                 return result
             if self._cancel is not None and not replaceable:
                 continue  # stop re-sending: the unsent bytes expire and the transfer is cancelled
             if result.block_number is None and self._tx_hash is not None:
-                # Not mined within the chain's bump delay: replace inside the same nonce.
-                self._track(await self._step(WithdrawalActivities.bump, BumpInput(wid, self._tx_hash)))
-                await self._step(WithdrawalActivities.broadcast, wid)
+                # Not mined within the chain's bump delay. EVM: first a nonce gap below ours,
+                # which no fee can overcome; else replace inside the same nonce (a cancellation
+                # not made yet is tried again at the top of the loop instead). Elsewhere the
+                # same bytes are sent again.
+                if await self._gaps_filled_below(wid):
+                    pass
+                elif self._rules_v3 and not replaceable:
+                    await self._send(wid)
+                elif self._rules_v3 and self._cancel is not None and not self._cancel_sent:
+                    pass
+                elif self._replacing:
+                    await self._replace(wid, WithdrawalActivities.bump, "fee bump")
+            if self._rules_v3 and validation is not None and 0 < validation.rounds_per_run <= rounds:
+                await self._continue_as_new(wid)
 
-    async def _await_outcome_or_cancel(self, wid: str, cancel_sent: bool) -> ConfirmationResult | None:
+    async def _replace(self, wid: str, activity: object, what: str) -> bool:
+        """Sign a replacement (fee bump or cancellation) and send it; True when one was made.
+        Under the rules, one that cannot be made is alerted and the attempts already out stay
+        in play; a permanent refusal (a disabled KMS key) also stops further replacements."""
+        assert self._tx_hash is not None
+        try:
+            prepared: PreparedAttempt = await self._step(activity, BumpInput(wid, self._tx_hash))
+        except ActivityError as e:
+            if not self._rules_v3:
+                raise
+            code, message = failure_of(e)
+            self._replacing = False
+            await self._alert(wid, "REPLACEMENT_FAILED", f"{what}: {code}: {message}")
+            return False
+        if prepared.blocked:
+            await self._alert(wid, prepared.blocked, f"{what}: {prepared.blocked_reason}")
+            return False
+        self._track(prepared)
+        await self._send(wid)
+        return True
+
+    async def _send(self, wid: str) -> None:
+        """Broadcast the latest attempt. Under the rules a refusal while an earlier attempt may
+        still land is alerted, never a failure: the chain decides which one lands."""
+        try:
+            await self._step(WithdrawalActivities.broadcast, wid)
+        except ActivityError as e:
+            if not self._rules_v3:
+                raise
+            code, message = failure_of(e)
+            await self._alert(wid, "BROADCAST_REFUSED", f"{code}: {message}")
+
+    async def _gaps_filled_below(self, wid: str) -> bool:
+        """EVM: start a GAP_FILL child for each nonce below ours that nothing of ours will use.
+        True when there was such a gap (bumping our own fee cannot help then)."""
+        if not self._rules_v3 or self._validation is None or not self._validation.fills_sequence_gaps:
+            return False
+        fill: GapFill = await self._step(WithdrawalActivities.fill_sequence_gaps, wid)
+        for filler in fill.fillers:
+            try:
+                await workflow.start_child_workflow(
+                    WithdrawalWorkflow.run,
+                    WithdrawalInput(withdrawal_id=filler, chain=workflow.info().search_attributes.get("CustodyChain", [""])[0] if False else self._chain),
+                    id=f"withdrawal-{filler}",
+                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                    parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+                    static_summary=f"Nonce gap fill below withdrawal {wid}",
+                )
+            except WorkflowAlreadyStartedError:
+                pass  # started by an earlier round or run: the same row, the same nonce
+        if fill.gaps:
+            await self._alert(wid, "NONCE_GAP", f"nonces {fill.gaps} below this one were unused; filling them")
+        return bool(fill.gaps)
+
+    async def _sleep_unless_cancelled(self) -> None:
+        try:
+            await workflow.wait_condition(lambda: self._cancel is not None, timeout=CONFIRMATION_RETRY)
+        except asyncio.TimeoutError:
+            pass
+
+    async def _continue_as_new(self, wid: str) -> None:
+        """Bound the history: a new run carries the state of the confirmation loop."""
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        assert self._validation is not None
+        workflow.continue_as_new(
+            WithdrawalInput(
+                withdrawal_id=wid,
+                chain=self._chain,
+                resume=ConfirmingState(
+                    validation=self._validation,
+                    tx_hash=self._tx_hash,
+                    attempt_count=self._attempts,
+                    cancel=self._cancel,
+                    cancel_sent=self._cancel_sent,
+                    paused=self._paused,
+                    approved=self._approved,
+                    replacing=self._replacing,
+                    alerts=list(self._alerts),
+                    run_number=self._run_number + 1,
+                ),
+            )
+        )
+
+    async def _await_outcome_or_cancel(self, wid: str, *, interruptible: bool) -> ConfirmationResult | None:
         waiting = workflow.start_activity_method(
             WithdrawalActivities.await_confirmation,
             wid,
@@ -226,19 +381,31 @@ class WithdrawalWorkflow:
             heartbeat_timeout=CONFIRMATION_HEARTBEAT,
             retry_policy=RETRY_UNTIL_PERMANENT,
         )
-        if cancel_sent:
-            return await waiting
+        if not interruptible:
+            return await self._outcome(wid, waiting)
         cancelled = asyncio.ensure_future(workflow.wait_condition(lambda: self._cancel is not None))
         done, _ = await workflow.wait([waiting, cancelled], return_when=asyncio.FIRST_COMPLETED)
         if waiting in done:
             cancelled.cancel()
-            return waiting.result()
+            return await self._outcome(wid, waiting)
         waiting.cancel()
         try:
             await waiting
         except ActivityError:
             pass  # cancelled while polling: a read-only activity, nothing to undo
         return None
+
+    async def _outcome(self, wid: str, waiting: asyncio.Future[ConfirmationResult]) -> ConfirmationResult | None:
+        try:
+            return await waiting
+        except ActivityError as e:
+            if not self._rules_v3:
+                raise
+            # Reading the chain failed for good (it should not): never conclude from that.
+            code, message = failure_of(e)
+            await self._alert(wid, "CONFIRMATION_ERROR", f"{code}: {message}")
+            await self._sleep_unless_cancelled()
+            return None
 
     def _already_final(self, wid: str, error: ActivityError) -> WithdrawalResult:
         """A reset run found the withdrawal finished: report the stored outcome, change nothing."""
@@ -269,6 +436,15 @@ class WithdrawalWorkflow:
 
     async def _record(self, event: ControlEvent) -> None:
         await self._step(WithdrawalActivities.record_control, event)
+
+    async def _alert(self, wid: str, code: str, message: str) -> None:
+        """Recorded, counted and logged once per code and message; shown by the `state` query."""
+        key = f"{code}: {message}"
+        if key in self._alerts:
+            return
+        self._alerts.append(key)
+        workflow.logger.warning("withdrawal alert %s: %s", code, message)
+        await self._step(WithdrawalActivities.record_alert, AlertEvent(wid, code, message))
 
     async def _set_status(self, wid: str, status: WithdrawalStatus) -> None:
         self._status = status

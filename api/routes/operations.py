@@ -18,9 +18,10 @@ from temporalio.service import RPCError
 
 from api.deps import OwnerDep, SessionDep, StateDep
 from api.routes.withdrawals import _public, ensure_started, visible_withdrawal
-from core.errors import OperationRefused, Unauthorized
-from models.db import Withdrawal, WithdrawalEvent
-from models.payloads import OperatorRequest, WithdrawalStatus
+from activities.transfers import attempts_of, may_still_land, released_slot, transfer_intent
+from core.errors import AttemptMayStillLand, OperationRefused, Unauthorized
+from models.db import Wallet, Withdrawal, WithdrawalEvent
+from models.payloads import OnChainState, OperatorRequest, WithdrawalStatus
 from models.schemas import WithdrawalPublic
 from workflows.withdrawal import WithdrawalWorkflow
 
@@ -107,9 +108,9 @@ async def retry(
     failed = await visible_withdrawal(session, state, caller, withdrawal_id)
     if failed.status != WithdrawalStatus.FAILED.value:
         raise OperationRefused("NOT_RETRYABLE", f"only FAILED withdrawals can be retried; this one is {failed.status}")
-    if failed.owner.startswith("pool:") or failed.sweep:
+    if failed.owner.startswith("pool:") or failed.sweep or failed.kind == "GAP_FILL":
         # Pool transfers belong to a rebalance run, which plans its own next attempt.
-        raise OperationRefused("NOT_RETRYABLE", "key-pool transfers are retried by the next rebalance, not by hand")
+        raise OperationRefused("NOT_RETRYABLE", "key-pool transfers and gap fills are retried by custody, not by hand")
     key = f"retry-of-{failed.id}"
     existing = (
         await session.exec(select(Withdrawal).where(Withdrawal.owner == failed.owner, Withdrawal.idempotency_key == key))
@@ -117,6 +118,7 @@ async def retry(
     if existing is not None:
         response.status_code = 200
         return await _public(session, state, existing, detail=True)
+    await _refuse_while_an_attempt_may_land(session, state, failed)
     resubmission = Withdrawal(
         id=str(uuid.uuid4()),
         kind=failed.kind,
@@ -142,6 +144,29 @@ async def retry(
         return await retry(withdrawal_id, caller, state, session, response)
     await ensure_started(state, resubmission)
     return await _public(session, state, resubmission, detail=True)
+
+
+async def _refuse_while_an_attempt_may_land(session: SessionDep, state: StateDep, original: Withdrawal) -> None:
+    """A FAILED withdrawal that signed may have bytes that can still land (refused when sent,
+    so its nonce went back unused): a retry then pays twice unless it takes that very slot
+    (EVM: the retry signs at the original's released nonce, so at most one is ever mined).
+    Otherwise the retry waits until the chain proves no attempt can land (409)."""
+    attempts = await attempts_of(session, original.id)
+    if not attempts:
+        return
+    chain = state.chains.get(original.chain)
+    wallet = await session.get(Wallet, original.wallet_id)
+    assert wallet is not None
+    verdict = await may_still_land(chain, transfer_intent(chain, original, wallet), attempts)
+    if verdict is None:
+        return
+    if verdict == OnChainState.PENDING and chain.queues_future_sequences and await released_slot(session, original):
+        return
+    if verdict == OnChainState.CONFIRMED:
+        message = "an attempt of this withdrawal landed on chain: it must not be paid again (reconcile it)"
+    else:
+        message = "an attempt of this withdrawal can still land; retry once it has expired or its slot is used"
+    raise AttemptMayStillLand(message, attempts=[a.tx_hash for a in attempts])
 
 
 async def _refreshed(
