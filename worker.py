@@ -29,6 +29,7 @@ from activities.channels import ChannelActivities, channel_settings
 from activities.errors import CustodyWorkerInterceptor
 from activities.faucet import FaucetActivities
 from activities.pools import PoolActivities, units
+from activities.reconciliation import ReconciliationActivities
 from activities.wallets import WalletActivities
 from activities.withdrawals import WithdrawalActivities, WithdrawalPolicy
 from core.money import to_base_units
@@ -39,10 +40,11 @@ from core.temporal import connect_temporal, metrics_runtime
 from db.engine import SessionFactory, create_engine, create_session_factory
 from db.migrate import upgrade
 from signers.registry import SignerSet
-from models.payloads import RebalanceInput
+from models.payloads import RebalanceInput, ReconciliationInput
 from workflows.channels import ChannelAccountsWorkflow
 from workflows.faucet import FaucetWorkflow
 from workflows.rebalance import RebalanceWorkflow
+from workflows.reconciliation import ReconciliationWorkflow
 from workflows.wallet_creation import WalletCreationWorkflow
 from workflows.withdrawal import WithdrawalWorkflow
 
@@ -54,6 +56,7 @@ WORKFLOWS: Sequence[type] = (
     FaucetWorkflow,
     RebalanceWorkflow,
     ChannelAccountsWorkflow,
+    ReconciliationWorkflow,
 )
 
 
@@ -80,6 +83,7 @@ def build_activities(settings: Settings, sessions: SessionFactory) -> list[Any]:
     wallets = WalletActivities(sessions, chains, signers)
     pools = PoolActivities(sessions, chains, signers, settings)
     channels = ChannelActivities(sessions, chains, settings)
+    reconciliation = ReconciliationActivities(sessions, chains, settings.reconciliation)
     return [
         withdrawals.record_status,
         withdrawals.record_control,
@@ -118,6 +122,9 @@ def build_activities(settings: Settings, sessions: SessionFactory) -> list[Any]:
         channels.plan_funding,
         channels.fund_from_faucet,
         channels.finish,
+        reconciliation.discover,
+        reconciliation.verify_completed,
+        reconciliation.report,
     ]
 
 
@@ -231,6 +238,23 @@ async def ensure_channel_schedules(client: Client, settings: Settings) -> list[s
     return ids
 
 
+async def ensure_reconciliation_schedules(client: Client, settings: Settings) -> list[str]:
+    """The schedule `reconcile-<chain>` of every configured chain."""
+    ids = []
+    for chain in sorted(settings.chains):
+        schedule_id = f"reconcile-{chain}"
+        await _ensure_schedule(
+            client,
+            schedule_id,
+            interval_schedule(
+                ReconciliationWorkflow.run, ReconciliationInput(chain=chain), schedule_id, settings.task_queue,
+                settings.reconciliation.interval_seconds,
+            ),
+        )
+        ids.append(schedule_id)
+    return ids
+
+
 async def main() -> None:
     settings = Settings()
     configure_logging(settings.log_level, settings.log_json)
@@ -244,6 +268,7 @@ async def main() -> None:
     worker = build_worker(client, settings, sessions)
     await ensure_rebalance_schedules(client, settings)
     await ensure_channel_schedules(client, settings)
+    await ensure_reconciliation_schedules(client, settings)
     log.info("worker started", extra={"task_queue": settings.task_queue, "chains": sorted(settings.chains)})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -6,7 +6,9 @@ is broadcast); adapters only have to make each call honest about what it knows.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, ClassVar, Protocol
 
 from core.settings import AssetSpec, ChainSettingsBase
@@ -179,4 +181,111 @@ class Chain(Protocol):
 
     async def transfer_status(self, intent: TransferIntent, attempts: list[SignedTransfer]) -> TransferStatus:
         """Final outcome across every attempt of one withdrawal (all share one slot), or PENDING."""
+        ...
+
+
+# --- reconciliation: what the chain itself recorded ----------------------------------------------
+@dataclass(frozen=True)
+class HistoryPoint:
+    """Where one reconciliation reads the chain. EVM: the last final block, so balances,
+    nonces and discovered transfers are all read at that block. Chains without historical
+    reads (Solana, Stellar) read their latest state at the configured commitment: None."""
+
+    block_number: int | None = None
+    block_hash: str | None = None
+
+
+@dataclass(frozen=True)
+class ObservedTransfer:
+    """Value that moved into (IN) or out of (OUT) one of our accounts in a transaction that is
+    none of custody's attempts: a deposit from outside, or a spend from our key that no
+    withdrawal explains. `account` is the wallet address (an SPL token account is reported as
+    its owner's); `fee` is the native fee the transaction charged `account` (OUT only)."""
+
+    tx_hash: str
+    account: str
+    asset: str  # the asset symbol as configured on the chain
+    direction: str  # "IN" | "OUT"
+    amount: int  # base units, >= 0 (an OUT may move nothing and only pay a fee)
+    event_key: str  # tells apart several movements of one transaction (log index, operation)
+    fee: int = 0
+    counterparty: str | None = None
+    sequence: int | None = None  # the slot an OUT from our key consumed (EVM nonce, Stellar sequence)
+    block_number: int | None = None  # EVM block, Solana slot, Stellar ledger
+    block_hash: str | None = None  # EVM only: a reorg that replaces the block drops the row
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class HistoryChunk:
+    """One bounded step of discovery. Persist `transfers` and `cursors` together: the next call
+    resumes from those cursors. `rewind_to_block` (EVM): a reorg replaced blocks already scanned;
+    forget the observations of those blocks (>= this number) before storing the new ones."""
+
+    transfers: list[ObservedTransfer]
+    cursors: dict[str, str]
+    done: bool
+    rewind_to_block: int | None = None
+
+
+@dataclass(frozen=True)
+class LandedCheck:
+    """A landed transaction re-read: FINAL (will not change any more), NOT_FINAL (there and
+    successful, still within reorg reach), MISSING (no longer on the canonical chain) or FAILED
+    (there, but not successful)."""
+
+    state: str
+    detail: str = ""
+
+
+# Given transaction hashes, which of them are custody's own attempts (the caller asks the database).
+OwnTransactions = Callable[[Sequence[str]], Awaitable[set[str]]]
+
+
+class ChainHistory(Protocol):
+    """Read-only history for reconciliation (activities/reconciliation.py). Every chain adapter
+    implements it next to `Chain`; each method raises ChainUnavailable when the node cannot answer."""
+
+    async def history_point(self) -> HistoryPoint:
+        """Where this reconciliation reads (see HistoryPoint)."""
+        ...
+
+    async def discover_transfers(
+        self,
+        accounts: Sequence[str],
+        cursors: dict[str, str],
+        point: HistoryPoint,
+        since: datetime | None,
+        ours: OwnTransactions,
+    ) -> HistoryChunk:
+        """Transfers into or out of `accounts` since `cursors` (empty: since `since`, the first
+        wallet's creation, or the account's first transaction) up to `point`, skipping our own
+        attempts (`ours`). Bounded work per call: call again until `done`."""
+        ...
+
+    async def ledger_balance(self, account: str, asset: AssetSpec, point: HistoryPoint) -> int:
+        """Everything `account` holds of `asset` at `point`: reserves and rent included (not
+        the spendable figure of Chain.balance)."""
+        ...
+
+    async def recheck_landed(self, tx_hash: str, block_number: int | None, reorg_depth: int) -> LandedCheck:
+        """Is this landed transaction still on the canonical chain, successful, and final yet?
+        `reorg_depth`: where the chain has no finality of its own (EVM depth finality), how
+        deep a block must be before nothing is expected to replace it."""
+        ...
+
+    async def consumed_slots(self, account: str, point: HistoryPoint) -> int | None:
+        """EVM: how many nonces `account` has used at `point` (each needs an attempt of ours).
+        None where slots are not numbered from zero per account."""
+        ...
+
+    async def side_costs(self, tx_hash: str, payer: str) -> int | None:
+        """Native base units a successful transaction of ours took from `payer` beyond its amount
+        and network fee (Solana: rent of accounts it created for the recipient, minus rent of
+        token accounts it closed). None on chains without such costs."""
+        ...
+
+    def account_of(self, destination: str) -> str:
+        """The account a destination credits, in the form wallets store their address
+        (EVM checksum; a Stellar M... address credits its G... account)."""
         ...

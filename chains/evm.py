@@ -476,3 +476,230 @@ class EvmChain:
         if int(receipt["status"]) != 1:
             raise SubmissionFailed("faucet transfer reverted")
         return "0x" + HexBytes(tx_hash).hex().removeprefix("0x")
+
+    # --- reconciliation (chains.base.ChainHistory) ------------------------------------------
+    async def history_point(self) -> HistoryPoint:
+        """The last final block, as COMPLETED is decided: the node's finalized block, else
+        head - confirmations + 1."""
+        number = await self._finalized_block_number()
+        if number is None:
+            head = int(await self._call(self.web3.eth.block_number))
+            number = max(head - self.settings.confirmations + 1, 0)
+        block = await self._call(self.web3.eth.get_block(number))
+        return HistoryPoint(block_number=int(block["number"]), block_hash=_0x(block["hash"]))
+
+    async def _block_or_none(self, number: int, full: bool = False) -> Any | None:
+        try:
+            return await self._call(self.web3.eth.get_block(number, full))
+        except BlockNotFound:
+            return None
+
+    async def _first_block_since(self, since: datetime | None, last: int) -> int:
+        """The first block mined at or after `since` (minus a margin for clock skew): no
+        transfer to a key can precede the key. Timestamps never decrease, so bisect."""
+        if since is None:
+            return 0
+        target = int(since.timestamp()) - SCAN_CLOCK_MARGIN_SECONDS
+        low, high = 0, last + 1
+        while low < high:
+            middle = (low + high) // 2
+            block = await self._block_or_none(middle)
+            if block is not None and int(block["timestamp"]) >= target:
+                high = middle
+            else:
+                low = middle + 1
+        return low
+
+    async def discover_transfers(
+        self,
+        accounts: Sequence[str],
+        cursors: dict[str, str],
+        point: HistoryPoint,
+        since: datetime | None,
+        ours: OwnTransactions,
+    ) -> HistoryChunk:
+        """Blocks after the cursor up to `point`, SCAN_BLOCKS at a time: native value sent to
+        our addresses, transactions sent from them, and ERC-20 Transfer logs of the configured
+        tokens to or from them. The cursor is `<block>:<hash>`; a changed hash there is a reorg:
+        rescan from REORG_REWIND_BLOCKS earlier and drop what was seen from there on."""
+        assert point.block_number is not None, "EVM history is read at a block"
+        rewind = None
+        cursor = cursors.get(BLOCKS_CURSOR)
+        if cursor:
+            number_text, _, seen_hash = cursor.partition(":")
+            start = int(number_text) + 1
+            block = await self._block_or_none(int(number_text))
+            if block is None or _0x(block["hash"]) != seen_hash:
+                start = rewind = max(int(number_text) - REORG_REWIND_BLOCKS, 0)
+        else:
+            start = await self._first_block_since(since, point.block_number)
+        end = min(point.block_number, start + SCAN_BLOCKS - 1)
+        if start > end:
+            return HistoryChunk([], dict(cursors), done=True, rewind_to_block=rewind)
+        ours_by_key = {a.lower(): to_checksum_address(a) for a in accounts}
+        blocks = await self._blocks(start, end)
+        transfers = await self._native_movements(blocks, ours_by_key, ours)
+        transfers += await self._token_movements(start, end, ours_by_key, ours)
+        last = blocks[-1]
+        return HistoryChunk(
+            transfers,
+            {**cursors, BLOCKS_CURSOR: f"{int(last['number'])}:{_0x(last['hash'])}"},
+            done=end >= point.block_number,
+            rewind_to_block=rewind,
+        )
+
+    async def _blocks(self, start: int, end: int) -> list[Any]:
+        """Blocks start..end with their transactions, in one JSON-RPC batch per BATCH_SIZE."""
+        blocks: list[Any] = []
+        for first in range(start, end + 1, BATCH_SIZE):
+            numbers = range(first, min(first + BATCH_SIZE, end + 1))
+            try:
+                async with self.web3.batch_requests() as batch:
+                    for number in numbers:
+                        batch.add(self.web3.eth.get_block(number, True))
+                    blocks += await batch.async_execute()
+            except _CONNECTIVITY_ERRORS as e:
+                raise ChainUnavailable(f"{self.name} RPC unreachable: {e}", chain=self.name) from e
+        return blocks
+
+    async def _native_movements(self, blocks: list[Any], accounts: dict[str, str], ours: OwnTransactions) -> list[ObservedTransfer]:
+        candidates = [
+            (block, tx)
+            for block in blocks
+            for tx in block["transactions"]
+            if str(tx["from"]).lower() in accounts or (tx.get("to") and str(tx["to"]).lower() in accounts and int(tx["value"]) > 0)
+        ]
+        known = await ours([_0x(tx["hash"]) for _, tx in candidates])
+        found: list[ObservedTransfer] = []
+        for block, tx in candidates:
+            tx_hash = _0x(tx["hash"])
+            if tx_hash in known:
+                continue
+            receipt = await self._receipt(tx_hash)
+            if receipt is None:  # cannot be: the block holds it; a node without receipts is unusable
+                raise ChainUnavailable(f"{self.name} has no receipt for mined {tx_hash}", chain=self.name)
+            moved = int(tx["value"]) if int(receipt["status"]) == 1 else 0
+            sender, receiver = str(tx["from"]).lower(), str(tx.get("to") or "").lower()
+            where = {"block_number": int(block["number"]), "block_hash": _0x(block["hash"])}
+            if sender in accounts:
+                found.append(
+                    ObservedTransfer(
+                        tx_hash=tx_hash, account=accounts[sender], asset=self.settings.native_symbol, direction="OUT",
+                        amount=moved, fee=int(receipt["gasUsed"]) * int(receipt["effectiveGasPrice"]),
+                        event_key="tx", counterparty=tx.get("to"), sequence=int(tx["nonce"]), **where,
+                    )
+                )
+            if receiver in accounts and moved > 0:
+                found.append(
+                    ObservedTransfer(
+                        tx_hash=tx_hash, account=accounts[receiver], asset=self.settings.native_symbol, direction="IN",
+                        amount=moved, event_key="value", counterparty=tx["from"], **where,
+                    )
+                )
+        return found
+
+    async def _token_movements(
+        self, start: int, end: int, accounts: dict[str, str], ours: OwnTransactions
+    ) -> list[ObservedTransfer]:
+        tokens = {to_checksum_address(a.contract).lower(): a.symbol for a in self.assets() if not a.is_native and a.contract}
+        if not tokens or not accounts:
+            return []
+        logs: dict[tuple[str, int], Any] = {}
+        topics = ["0x" + "0" * 24 + key[2:] for key in accounts]
+        for i in range(0, len(topics), LOG_FILTER_ADDRESSES):
+            chunk = topics[i : i + LOG_FILTER_ADDRESSES]
+            for position in (1, 2):  # Transfer(from, to, value): from us, to us
+                query: list[Any] = [TRANSFER_TOPIC, None, None]
+                query[position] = chunk
+                params = {
+                    "fromBlock": start, "toBlock": end,
+                    "address": [to_checksum_address(t) for t in tokens], "topics": query,
+                }
+                for entry in await self._call(self.web3.eth.get_logs(params)):  # type: ignore[arg-type]
+                    logs[(_0x(entry["transactionHash"]), int(entry["logIndex"]))] = entry
+        known = await ours(sorted({tx_hash for tx_hash, _ in logs}))
+        found: list[ObservedTransfer] = []
+        for (tx_hash, index), entry in sorted(logs.items(), key=lambda item: (int(item[1]["blockNumber"]), item[0][1])):
+            if tx_hash in known or entry.get("removed"):
+                continue
+            topics_hex = [_0x(t) for t in entry["topics"]]
+            if len(topics_hex) != 3:
+                continue  # not an ERC-20 Transfer (ERC-721 indexes the token id as well)
+            sender, receiver = "0x" + topics_hex[1][-40:], "0x" + topics_hex[2][-40:]
+            amount = int.from_bytes(HexBytes(entry["data"]), "big")
+            symbol = tokens[str(entry["address"]).lower()]
+            where = {"block_number": int(entry["blockNumber"]), "block_hash": _0x(entry["blockHash"])}
+            if sender in accounts:
+                found.append(
+                    ObservedTransfer(
+                        tx_hash=tx_hash, account=accounts[sender], asset=symbol, direction="OUT", amount=amount,
+                        event_key=f"log:{index}", counterparty=to_checksum_address(receiver), **where,
+                    )
+                )
+            if receiver in accounts:
+                found.append(
+                    ObservedTransfer(
+                        tx_hash=tx_hash, account=accounts[receiver], asset=symbol, direction="IN", amount=amount,
+                        event_key=f"log:{index}", counterparty=to_checksum_address(sender), **where,
+                    )
+                )
+        return found
+
+    async def ledger_balance(self, account: str, asset: AssetSpec, point: HistoryPoint) -> int:
+        block = point.block_number if point.block_number is not None else "latest"
+        if asset.is_native:
+            return int(await self._call(self.web3.eth.get_balance(account, block)))
+        return int(await self._call(self._token(asset).functions.balanceOf(account).call(block_identifier=block)))
+
+    async def recheck_landed(self, tx_hash: str, block_number: int | None, reorg_depth: int) -> LandedCheck:
+        """The receipt must still exist in a canonical block (same hash at its height) with
+        status 1. Final: at or below the node's finalized block, else `reorg_depth` deep."""
+        receipt = await self._receipt(tx_hash)
+        if receipt is None:
+            return LandedCheck("MISSING", "no receipt: the transaction is not on the chain (reorged away or dropped)")
+        mined_in = int(receipt["blockNumber"])
+        canonical = await self._block_or_none(mined_in)
+        if canonical is None or _0x(canonical["hash"]) != _0x(receipt["blockHash"]):
+            return LandedCheck("MISSING", f"block {mined_in} of the receipt is no longer canonical (reorg)")
+        if int(receipt["status"]) != 1:
+            return LandedCheck("FAILED", f"reverted in block {mined_in}")
+        finalized = await self._finalized_block_number()
+        if finalized is not None:
+            final = finalized >= mined_in
+        else:
+            head = int(await self._call(self.web3.eth.block_number))
+            final = head - mined_in + 1 >= max(reorg_depth, self.settings.confirmations)
+        return LandedCheck("FINAL" if final else "NOT_FINAL", f"block {mined_in}")
+
+    async def consumed_slots(self, account: str, point: HistoryPoint) -> int:
+        block = point.block_number if point.block_number is not None else "latest"
+        return int(await self._call(self.web3.eth.get_transaction_count(account, block)))
+
+    async def side_costs(self, tx_hash: str, payer: str) -> None:
+        return None  # gas is the whole cost: gasUsed x effectiveGasPrice, the fee custody records
+
+    def account_of(self, destination: str) -> str:
+        return to_checksum_address(destination)
+
+
+# --- reconciliation helpers (after the class: additions stay in one place) ---------------------
+from collections.abc import Sequence  # noqa: E402
+from datetime import datetime  # noqa: E402
+
+from web3.exceptions import BlockNotFound  # noqa: E402
+
+from chains.base import HistoryChunk, HistoryPoint, LandedCheck, ObservedTransfer, OwnTransactions  # noqa: E402
+
+BLOCKS_CURSOR = "blocks"
+SCAN_BLOCKS = 500  # blocks per discovery step
+BATCH_SIZE = 100  # blocks per JSON-RPC batch
+LOG_FILTER_ADDRESSES = 200  # addresses per eth_getLogs topic filter
+REORG_REWIND_BLOCKS = 128  # a reorg at the cursor rescans this far back
+SCAN_CLOCK_MARGIN_SECONDS = 300  # node clock vs database clock
+
+
+def _0x(value: Any) -> str:
+    """A hash as lowercase 0x-hex, whatever web3 handed back (HexBytes, bytes or str)."""
+    if isinstance(value, str):
+        return value.lower() if value.startswith("0x") else "0x" + value.lower()
+    return HexBytes(value).to_0x_hex()

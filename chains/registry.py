@@ -4,7 +4,36 @@ from __future__ import annotations
 
 from chains.base import Chain
 from core.errors import UnknownChain
-from core.settings import EvmChainSettings, Settings, SolanaChainSettings, StellarChainSettings
+from core.settings import ChainSettingsBase, EvmChainSettings, Settings, SolanaChainSettings, StellarChainSettings
+
+
+def build_adapter(name: str, chain_settings: ChainSettingsBase) -> Chain:
+    """The family's adapter for settings with one endpoint."""
+    if isinstance(chain_settings, EvmChainSettings):
+        from chains.evm import EvmChain
+
+        return EvmChain(name, chain_settings)
+    if isinstance(chain_settings, StellarChainSettings):
+        from chains.stellar import StellarChain
+
+        return StellarChain(name, chain_settings)
+    if isinstance(chain_settings, SolanaChainSettings):
+        from chains.solana import SolanaChain
+
+        return SolanaChain(name, chain_settings)
+    raise TypeError(f"no adapter for {type(chain_settings).__name__}")
+
+
+def build_chain(name: str, chain_settings: ChainSettingsBase) -> Chain:
+    """One endpoint: the adapter itself. Several (rpc_urls / horizon_urls): a FailoverChain over
+    one adapter per endpoint."""
+    urls = chain_settings.endpoint_urls()
+    if len(urls) == 1:
+        return build_adapter(name, chain_settings)
+    from chains.failover import FailoverChain
+
+    adapters = [build_adapter(name, chain_settings.for_endpoint(url)) for url in urls]
+    return FailoverChain(name, chain_settings, adapters, urls)  # type: ignore[return-value]
 
 
 class ChainRegistry:
@@ -13,21 +42,7 @@ class ChainRegistry:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ChainRegistry:
-        chains: dict[str, Chain] = {}
-        for name, chain_settings in settings.chains.items():
-            if isinstance(chain_settings, EvmChainSettings):
-                from chains.evm import EvmChain
-
-                chains[name] = EvmChain(name, chain_settings)
-            elif isinstance(chain_settings, StellarChainSettings):
-                from chains.stellar import StellarChain
-
-                chains[name] = StellarChain(name, chain_settings)
-            elif isinstance(chain_settings, SolanaChainSettings):
-                from chains.solana import SolanaChain
-
-                chains[name] = SolanaChain(name, chain_settings)
-        return cls(chains)
+        return cls({name: build_chain(name, chain_settings) for name, chain_settings in settings.chains.items()})
 
     def get(self, name: str) -> Chain:
         chain = self._chains.get(name.lower())

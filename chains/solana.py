@@ -645,3 +645,175 @@ class SolanaChain:
             if time.monotonic() > deadline:
                 raise ChainUnavailable("airdrop not confirmed within 30 s", chain=self.name, tx_hash=str(signature))
             await asyncio.sleep(min(self.settings.poll_interval_seconds, 0.5))
+
+    # --- reconciliation (chains.base.ChainHistory) ------------------------------------------
+    async def history_point(self) -> HistoryPoint:
+        # No historical reads: balances and history both at HISTORY_COMMITMENT, so what a
+        # balance shows, the history lists. A transfer landed there but not yet final is
+        # a withdrawal still in flight, not drift.
+        return HistoryPoint()
+
+    async def _history_scopes(self, accounts: Sequence[str]) -> list[tuple[str, str]]:
+        """(address to list, wallet): each wallet, and its token account of each configured
+        token (a transfer into an existing token account does not name the wallet)."""
+        scopes = []
+        tokens = [a for a in self.assets() if not a.is_native]
+        for account in accounts:
+            scopes.append((account, account))
+            for asset in tokens:
+                program, _, _ = await self._mint(asset)
+                assert asset.contract is not None
+                ata = get_associated_token_address(Pubkey.from_string(account), Pubkey.from_string(asset.contract), program)
+                scopes.append((str(ata), account))
+        return scopes
+
+    async def _signatures_after(self, address: str, newest_seen: str | None) -> list[Any]:
+        """Signatures of `address` newer than `newest_seen`, oldest first (getSignaturesForAddress
+        answers newest first, at most 1000 a page: page back with `before`)."""
+        until = Signature.from_string(newest_seen) if newest_seen else None
+        before = None
+        found: list[Any] = []
+        while True:
+            page = (
+                await self._call(
+                    self._rpc().get_signatures_for_address(
+                        Pubkey.from_string(address), before=before, until=until, limit=SIGNATURES_PAGE, commitment=HISTORY_COMMITMENT
+                    )
+                )
+            ).value
+            found += page
+            if len(page) < SIGNATURES_PAGE:
+                return list(reversed(found))
+            before = page[-1].signature
+
+    async def _landed_transaction(self, signature: Signature) -> Any:
+        resp = await self._call(
+            self._rpc().get_transaction(
+                signature, encoding="base64", commitment=HISTORY_COMMITMENT, max_supported_transaction_version=0
+            )
+        )
+        if resp.value is None or resp.value.transaction.meta is None:
+            raise ChainUnavailable(f"{self.name}: no transaction with status meta for {signature}", chain=self.name)
+        return resp.value
+
+    async def discover_transfers(
+        self,
+        accounts: Sequence[str],
+        cursors: dict[str, str],
+        point: HistoryPoint,
+        since: datetime | None,
+        ours: OwnTransactions,
+    ) -> HistoryChunk:
+        """New signatures of each wallet and token account (cursor: the newest one read), then
+        each transaction's pre/post lamport and token balances: what entered or left the wallet.
+        A transaction the wallet signed that is none of ours is a spend no withdrawal explains."""
+        mints = {a.contract: a.symbol for a in self.assets() if not a.is_native}
+        new_cursors = dict(cursors)
+        transfers: dict[tuple[str, str, str, str, str], ObservedTransfer] = {}
+        budget = TRANSACTIONS_PER_STEP
+        for address, wallet in await self._history_scopes(accounts):
+            statuses = await self._signatures_after(address, cursors.get(address))
+            known = await ours([str(s.signature) for s in statuses])
+            for status in statuses:
+                if budget <= 0:
+                    return HistoryChunk(list(transfers.values()), new_cursors, done=False)
+                signature = str(status.signature)
+                if signature not in known:
+                    budget -= 1
+                    landed = await self._landed_transaction(status.signature)
+                    for found in self._movements(signature, landed, wallet, mints):
+                        transfers[(found.tx_hash, found.account, found.asset, found.direction, found.event_key)] = found
+                new_cursors[address] = signature
+        return HistoryChunk(list(transfers.values()), new_cursors, done=True)
+
+    def _movements(self, signature: str, landed: Any, wallet: str, mints: dict[str | None, str]) -> list[ObservedTransfer]:
+        tx, meta = landed.transaction.transaction, landed.transaction.meta
+        message = tx.message
+        keys = [str(k) for k in message.account_keys]
+        keys += [str(k) for k in meta.loaded_addresses.writable] + [str(k) for k in meta.loaded_addresses.readonly]
+        signed_by_wallet = wallet in keys[: message.header.num_required_signatures]
+        fee = int(meta.fee) if keys and keys[0] == wallet else 0
+        where = {"block_number": int(landed.slot)}
+        found: list[ObservedTransfer] = []
+        native = self.settings.native_symbol
+        # Value moved, the fee apart: lamports, then each configured token the wallet owns.
+        deltas: list[tuple[str, str, int]] = []
+        if wallet in keys:
+            index = keys.index(wallet)
+            deltas.append((native, "lamports", int(meta.post_balances[index]) - int(meta.pre_balances[index]) + fee))
+        for mint, symbol in mints.items():
+            before = sum(int(b.ui_token_amount.amount) for b in meta.pre_token_balances or [] if str(b.owner) == wallet and str(b.mint) == mint)
+            after = sum(int(b.ui_token_amount.amount) for b in meta.post_token_balances or [] if str(b.owner) == wallet and str(b.mint) == mint)
+            deltas.append((symbol, f"token:{mint}", after - before))
+        payer = keys[0] if keys else None
+        if signed_by_wallet:
+            # Ours by key, not by any attempt: listed even when it moved nothing but its fee.
+            moved_out = max(-deltas[0][2], 0) if deltas and deltas[0][0] == native else 0
+            found.append(
+                ObservedTransfer(signature, wallet, native, "OUT", moved_out, "lamports", fee=fee, detail="signed by the wallet's key", **where)
+            )
+        for symbol, key, delta in deltas:
+            if delta > 0:
+                found.append(ObservedTransfer(signature, wallet, symbol, "IN", delta, key, counterparty=payer, **where))
+            elif delta < 0 and not (signed_by_wallet and key == "lamports"):
+                found.append(ObservedTransfer(signature, wallet, symbol, "OUT", -delta, key, counterparty=payer, **where))
+        return found
+
+    async def ledger_balance(self, account: str, asset: AssetSpec, point: HistoryPoint) -> int:
+        owner = Pubkey.from_string(account)
+        if asset.is_native:  # every lamport, the rent-exempt minimum included
+            return int((await self._call(self._rpc().get_balance(owner, HISTORY_COMMITMENT))).value)
+        program, _, _ = await self._mint(asset)
+        assert asset.contract is not None
+        ata = get_associated_token_address(owner, Pubkey.from_string(asset.contract), program)
+        held = (await self._call(self._rpc().get_account_info(ata, HISTORY_COMMITMENT))).value
+        if held is None or held.owner != program or len(bytes(held.data)) < TOKEN_ACCOUNT_LEN:
+            return 0
+        return int.from_bytes(bytes(held.data)[64:72], "little")
+
+    async def recheck_landed(self, tx_hash: str, block_number: int | None, reorg_depth: int) -> LandedCheck:
+        """getSignatureStatuses with history: gone (a fork dropped it) is MISSING; FINAL once
+        the cluster finalized its slot."""
+        status = (await self._statuses([Signature.from_string(tx_hash)]))[0]
+        if status is None:
+            return LandedCheck("MISSING", "no status for the signature, even in the transaction history")
+        if status.err is not None:
+            return LandedCheck("FAILED", f"failed in slot {status.slot}: {status.err}")
+        finalized = status.confirmation_status == TransactionConfirmationStatus.Finalized or (
+            status.confirmation_status is None and status.confirmations is None
+        )
+        return LandedCheck("FINAL" if finalized else "NOT_FINAL", f"slot {status.slot}")
+
+    async def consumed_slots(self, account: str, point: HistoryPoint) -> None:
+        return None  # the slot is the message itself: nothing numbered to account for
+
+    async def side_costs(self, tx_hash: str, payer: str) -> int | None:
+        """Rent the transaction put into token accounts it created (the recipient's ATA, paid
+        by the sender), minus the rent of token accounts it closed back into the payer (a sweep)."""
+        resp = await self._call(
+            self._rpc().get_transaction(
+                Signature.from_string(tx_hash), encoding="base64", commitment=HISTORY_COMMITMENT, max_supported_transaction_version=0
+            )
+        )
+        if resp.value is None or resp.value.transaction.meta is None:
+            return None  # not (or no longer) on the chain: nothing known to add
+        meta = resp.value.transaction.meta
+        created = {int(b.account_index) for b in meta.post_token_balances or []}
+        closed = {int(b.account_index) for b in meta.pre_token_balances or []}
+        rent = sum(int(meta.post_balances[i]) for i in created if int(meta.pre_balances[i]) == 0)
+        refunded = sum(int(meta.pre_balances[i]) for i in closed if int(meta.post_balances[i]) == 0)
+        return rent - refunded
+
+    def account_of(self, destination: str) -> str:
+        return str(Pubkey.from_string(destination))
+
+
+# --- reconciliation helpers (after the class: additions stay in one place) ---------------------
+from collections.abc import Sequence  # noqa: E402
+from datetime import datetime  # noqa: E402
+
+from chains.base import HistoryChunk, HistoryPoint, LandedCheck, ObservedTransfer, OwnTransactions  # noqa: E402
+
+HISTORY_COMMITMENT = Confirmed  # reconciliation reads (history and balances alike)
+SIGNATURES_PAGE = 1000  # getSignaturesForAddress's maximum
+TRANSACTIONS_PER_STEP = 200  # getTransaction calls per discovery step

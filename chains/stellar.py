@@ -714,4 +714,165 @@ class StellarChain:
         return str(tx_hash)
 
 
+    # --- reconciliation (chains.base.ChainHistory) ------------------------------------------
+    async def history_point(self) -> HistoryPoint:
+        return HistoryPoint()  # Horizon answers with the latest closed ledger
+
+    async def _pages(self, builder: Any, cursor: str | None) -> list[dict[str, Any]]:
+        """Every record of a Horizon collection after `cursor`, oldest first."""
+        records: list[dict[str, Any]] = []
+        while True:
+            call = builder.order(desc=False).limit(HORIZON_PAGE)
+            if cursor:
+                call = call.cursor(cursor)
+            page = await self._read(call.call())
+            batch = ((page or {}).get("_embedded") or {}).get("records") or []
+            records += batch
+            if len(batch) < HORIZON_PAGE or len(records) >= TRANSACTIONS_PER_STEP:
+                return records
+            cursor = batch[-1]["paging_token"]
+
+    async def discover_transfers(
+        self,
+        accounts: Sequence[str],
+        cursors: dict[str, str],
+        point: HistoryPoint,
+        since: datetime | None,
+        ours: OwnTransactions,
+    ) -> HistoryChunk:
+        """`/accounts/{id}/transactions` (failed ones too) after the cursor (a paging token),
+        and for each transaction that is none of ours its `/transactions/{hash}/operations`:
+        payments, create_account and account_merge into or out of the account, and the fee
+        when the account paid it. One the account is the source of is a spend no withdrawal
+        explains, even if it moved nothing."""
+        new_cursors = dict(cursors)
+        transfers: list[ObservedTransfer] = []
+        budget = TRANSACTIONS_PER_STEP
+        for account in accounts:
+            builder = self._horizon().transactions().for_account(account).include_failed(True)
+            records = await self._pages(builder, cursors.get(account))
+            known = await ours([r["hash"] for r in records])
+            for record in records:
+                if budget <= 0:
+                    return HistoryChunk(transfers, new_cursors, done=False)
+                if record["hash"] not in known:
+                    budget -= 1
+                    transfers += await self._movements(account, record)
+                new_cursors[account] = str(record["paging_token"])
+            if len(records) >= TRANSACTIONS_PER_STEP:
+                return HistoryChunk(transfers, new_cursors, done=False)
+        return HistoryChunk(transfers, new_cursors, done=True)
+
+    def _symbol_of(self, record: dict[str, Any], prefix: str = "") -> str | None:
+        """The configured symbol of an operation's asset fields, None for an asset not configured."""
+        if record.get(f"{prefix}asset_type") == "native":
+            return self.settings.native_symbol
+        contract = f"{record.get(f'{prefix}asset_code')}:{record.get(f'{prefix}asset_issuer')}"
+        return next((a.symbol for a in self.assets() if a.contract == contract), None)
+
+    async def _movements(self, account: str, tx: dict[str, Any]) -> list[ObservedTransfer]:
+        tx_hash, ledger = tx["hash"], int(tx["ledger"])
+        found: list[ObservedTransfer] = []
+        page = await self._read(self._horizon().operations().for_transaction(tx_hash).limit(HORIZON_PAGE).call())
+        operations = ((page or {}).get("_embedded") or {}).get("records") or []
+        fee = int(tx.get("fee_charged") or 0) if tx.get("fee_account") == account else 0
+        sourced = tx.get("source_account") == account or any(op.get("source_account") == account for op in operations)
+        if sourced or fee:
+            found.append(
+                ObservedTransfer(
+                    tx_hash, account, self.settings.native_symbol, "OUT", 0, "tx", fee=fee,
+                    counterparty=None if tx.get("source_account") == account else tx.get("source_account"),
+                    sequence=int(tx["source_account_sequence"]) if tx.get("source_account") == account else None,
+                    block_number=ledger,
+                )
+            )
+        if not tx.get("successful"):
+            return found  # a failed transaction moved nothing but its fee
+        merged = _merged_balances(tx.get("result_xdr"))
+        for index, op in enumerate(operations):
+            moves: list[tuple[str | None, str, int, str | None]] = []  # (symbol, direction, amount, counterparty)
+            kind = op.get("type")
+            if kind == "payment":
+                symbol = self._symbol_of(op)
+                if op.get("to") == account:
+                    moves.append((symbol, "IN", parse_stroops(op["amount"]), op.get("from")))
+                if op.get("from") == account:
+                    moves.append((symbol, "OUT", parse_stroops(op["amount"]), op.get("to")))
+            elif kind == "create_account":
+                amount = parse_stroops(op["starting_balance"])
+                if op.get("account") == account:
+                    moves.append((self.settings.native_symbol, "IN", amount, op.get("funder")))
+                if op.get("funder") == account:
+                    moves.append((self.settings.native_symbol, "OUT", amount, op.get("account")))
+            elif kind == "account_merge":
+                amount = merged.get(index, 0)
+                if op.get("into") == account:
+                    moves.append((self.settings.native_symbol, "IN", amount, op.get("account")))
+                if op.get("account") == account:
+                    moves.append((self.settings.native_symbol, "OUT", amount, op.get("into")))
+            for symbol, direction, amount, counterparty in moves:
+                if symbol is not None:
+                    found.append(
+                        ObservedTransfer(
+                            tx_hash, account, symbol, direction, amount, f"op:{index}",
+                            counterparty=counterparty, block_number=ledger,
+                        )
+                    )
+        return found
+
+    async def ledger_balance(self, account: str, asset: AssetSpec, point: HistoryPoint) -> int:
+        """The `balance` Horizon reports: base reserves and liabilities included."""
+        record = await self._account(self._base_account(account))
+        if record is None:
+            return 0
+        if asset.is_native:
+            line = next((b for b in record.get("balances", []) if b.get("asset_type") == "native"), None)
+        else:
+            line = self._trustline(record, self._sdk_asset(asset))
+        return parse_stroops(line["balance"]) if line is not None else 0
+
+    async def recheck_landed(self, tx_hash: str, block_number: int | None, reorg_depth: int) -> LandedCheck:
+        """A closed ledger is final (SCP): the transaction must be there and successful."""
+        tx = await self._transaction(tx_hash)
+        if tx is None:
+            return LandedCheck("MISSING", "Horizon has no such transaction (404)")
+        if not tx.get("successful"):
+            return LandedCheck("FAILED", f"failed in ledger {tx.get('ledger')}")
+        return LandedCheck("FINAL", f"ledger {tx.get('ledger')}")
+
+    async def consumed_slots(self, account: str, point: HistoryPoint) -> None:
+        return None  # sequence numbers start at the creating ledger, not at zero
+
+    async def side_costs(self, tx_hash: str, payer: str) -> None:
+        return None  # reserves stay in the account's balance; the fee is the whole cost
+
+    def account_of(self, destination: str) -> str:
+        return self._base_account(destination)
+
+
 __all__ = ["StellarChain", "format_stroops", "parse_stroops"]
+
+
+# --- reconciliation helpers (after the class: additions stay in one place) ---------------------
+from collections.abc import Sequence  # noqa: E402
+
+from chains.base import HistoryChunk, HistoryPoint, LandedCheck, ObservedTransfer, OwnTransactions  # noqa: E402
+
+HORIZON_PAGE = 200  # Horizon's largest page
+TRANSACTIONS_PER_STEP = 200  # transactions read per discovery step
+
+
+def _merged_balances(result_xdr: str | None) -> dict[int, int]:
+    """Operation index -> XLM an account_merge moved (Horizon's operation record leaves it out;
+    the result carries the merged account's balance, as Horizon's account_credited effect does)."""
+    if not result_xdr:
+        return {}
+    result = stellar_xdr.TransactionResult.from_xdr(result_xdr).result
+    if getattr(result, "inner_result_pair", None) is not None:
+        result = result.inner_result_pair.result.result
+    moved: dict[int, int] = {}
+    for index, op in enumerate(getattr(result, "results", None) or []):
+        merge = getattr(op.tr, "account_merge_result", None) if op.tr is not None else None
+        if merge is not None and merge.source_account_balance is not None:
+            moved[index] = int(merge.source_account_balance.int64)
+    return moved

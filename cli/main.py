@@ -10,6 +10,7 @@ CUSTODY_API_KEY) and, for batch actions, to Temporal directly (CUSTODY_TEMPORAL_
     custody wallets trust <id> --asset USDC               (Stellar trustline)
     custody pools show <chain> | rebalance <chain> | lease <chain> | return <chain> <lease id>
     custody channels show <chain> | sync <chain>           (Stellar channel accounts)
+    custody reconcile --chain anvil                         (chain vs database, now; operators)
     custody worker | custody api
 """
 
@@ -19,6 +20,7 @@ import asyncio
 import json
 import os
 import sys
+import time
 import uuid
 from typing import Annotated, Any
 
@@ -237,6 +239,73 @@ def stats(days: int = typer.Option(30)) -> None:
     if body["failure_reasons"]:
         typer.echo("")
         _table(body["failure_reasons"], ["error_code", "count"])
+
+
+# --- reconciliation --------------------------------------------------------------------------
+def _short(text: Any, keep: int = 10) -> str:
+    text = "" if text is None else str(text)
+    return text if len(text) <= keep + 1 else text[:keep] + "…"
+
+
+def _print_reconciliation(report: dict[str, Any]) -> None:
+    point = report["point"]
+    where = f"at block {point['block_number']} ({_short(point['block_hash'], 12)})" if point else "at the latest state"
+    typer.echo(f"reconciliation of {report['chain']} {where}: {report['status']}")
+    typer.echo(f"report {report['id']}  run {report['run_key']}  {report['created_at']}")
+    typer.echo("")
+    rows = [{**r, "wallet": _short(r["wallet_id"], 8), "address": _short(r["address"], 10)} for r in report["rows"]]
+    if rows:
+        _table(rows, ["wallet", "label", "address", "asset", "on_chain", "deposits", "internal_in", "withdrawn",
+                      "fees", "side_costs", "in_flight_out", "expected", "drift", "status"])
+    else:
+        typer.echo("no wallet holds or moved anything on this chain")
+    checks = report["summary"].get("checks", {})
+    typer.echo("")
+    typer.echo(
+        "COMPLETED withdrawals re-verified: "
+        + (", ".join(f"{state} {n}" for state, n in sorted(checks.items())) or "none yet")
+        + f"; vanished: {len(report['vanished'])}"
+    )
+    for v in report["vanished"]:
+        typer.echo(f"  withdrawal {v['withdrawal_id']} ({v['amount']} {v['asset']}) tx {v['tx_hash']}: {v['state']}: {v['detail']}")
+    typer.echo(f"unexplained spends from custody keys: {len(report['unexplained'])}")
+    for u in report["unexplained"]:
+        if u.get("kind") == "NONCE":
+            typer.echo(f"  {u['account']}: {u['count']} nonce(s) used on chain with no attempt of ours: {u['nonces']}")
+        else:
+            moved = ", ".join(f"{m['amount']} {m['asset']}" for m in u["moved"]) or "nothing"
+            slot = f" sequence {u['sequence']}" if u.get("sequence") is not None else ""
+            typer.echo(f"  tx {u['tx_hash']} from {u['account']}{slot}: moved {moved}, fee {u['fee']}")
+
+
+@app.command("reconcile")
+def reconcile(
+    chain: str = typer.Option(..., help="a configured chain"),
+    wait: float = typer.Option(120, help="seconds to wait for the run's report"),
+    as_json: bool = typer.Option(False, "--json", help="the whole report as JSON"),
+) -> None:
+    """Reconcile one chain now (operators): each wallet's balance on chain against the
+    database's view, COMPLETED withdrawals re-verified, spends no withdrawal explains."""
+    deadline = time.monotonic() + wait
+    first_wait = min(wait, 25)
+    body = _call("POST", f"/v1/admin/reconciliation/{chain}/runs", params={"wait_seconds": first_wait}, timeout=first_wait + 30)
+    report = body.get("report")
+    while report is None:
+        if time.monotonic() > deadline:
+            typer.echo(f"error: reconciliation {body['workflow_id']} still running; read it later with the API", err=True)
+            raise typer.Exit(2)
+        time.sleep(1)
+        try:
+            with _api() as client:
+                response = client.get(f"/v1/admin/reconciliation/{chain}", params={"run": body["workflow_id"]})
+        except httpx.HTTPError:
+            continue
+        if response.status_code == 200:
+            report = response.json()
+    if as_json:
+        _print(report)
+    else:
+        _print_reconciliation(report)
 
 
 # --- key pools -------------------------------------------------------------------------------

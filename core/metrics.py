@@ -83,3 +83,44 @@ CHANNEL_LEASES = Counter(
     ["chain", "result"],
 )
 CHANNELS = Gauge("custody_channel_accounts", "Channel accounts by state (last channel-set run)", ["chain", "state"])
+
+# --- reconciliation (ReconciliationWorkflow: chain vs database) -------------------------------
+RECONCILIATION_DRIFT = Gauge(
+    "custody_reconciliation_drift",
+    "On-chain minus expected balance (asset unit; last reconciliation; only non-zero drift is kept)",
+    ["chain", "wallet_id", "asset"],
+)
+RECONCILIATION_VANISHED = Gauge(
+    "custody_reconciliation_vanished_withdrawals",
+    "COMPLETED withdrawals whose transaction is no longer on the chain or not successful (last reconciliation)",
+    ["chain"],
+)
+RECONCILIATION_UNEXPLAINED = Gauge(
+    "custody_reconciliation_unexplained_transactions",
+    "Outgoing transactions or nonces of our keys that no withdrawal explains (last reconciliation)",
+    ["chain"],
+)
+RECONCILIATION_RUNS = Counter(
+    "custody_reconciliation_runs_total", "Reconciliation reports by outcome (OK, MISMATCH)", ["chain", "status"]
+)
+RECONCILIATION_LAST_RUN = Gauge(
+    "custody_reconciliation_last_run_timestamp_seconds", "When the chain's last reconciliation report was made", ["chain"]
+)
+
+
+# --- RPC failover (chains/failover.py): endpoint labels are "<index>-<host[:port]>", never URLs ----
+RPC_ENDPOINT_UP = Gauge(
+    "custody_rpc_endpoint_up",
+    "1 while a chain endpoint's circuit breaker lets requests through (closed or half-open), 0 while open",
+    ["chain", "endpoint"],
+)
+RPC_ENDPOINT_FAILURES = Counter(
+    "custody_rpc_endpoint_failures_total",
+    "Connectivity failures (refused, reset, timeout, 5xx, 429) per chain endpoint; transaction errors excluded",
+    ["chain", "endpoint"],
+)
+RPC_VERDICTS_HELD = Counter(
+    "custody_rpc_verdicts_held_total",
+    "SLOT_LOST / EXPIRED verdicts reported as PENDING: a second endpoint disagreed or was unreachable",
+    ["chain", "state"],
+)

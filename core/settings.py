@@ -10,8 +10,9 @@ from __future__ import annotations
 import base64
 from functools import cached_property
 from typing import Annotated, Literal, Union
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Discriminator, Field, SecretStr, Tag, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, SecretStr, Tag, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.errors import UnknownAsset, UnknownChain
@@ -43,8 +44,40 @@ class AssetSpec(BaseModel):
         return self.contract is None
 
 
+class FailoverSettings(BaseModel):
+    """How a chain with several endpoints (`rpc_urls` / `horizon_urls`) moves between them."""
+
+    # Consecutive connectivity failures (refused, reset, timeout, 5xx, 429) that open an
+    # endpoint's circuit breaker; transaction errors never count.
+    failure_threshold: int = Field(default=3, ge=1)
+    # An open endpoint gets no traffic for this long, then one trial request (half-open).
+    cooldown_seconds: float = Field(default=30.0, gt=0)
+    # A read (balance, nonce, status...) slower than this counts as a failure and moves on to the
+    # next endpoint (client libraries' own timeouts and retries can add up to a minute or more).
+    # Signing, broadcasts and faucets keep the adapters' own timeouts.
+    request_timeout_seconds: float = Field(default=10.0, gt=0)
+    # A broadcast goes to every healthy endpoint; once one accepted, the others get this long.
+    broadcast_grace_seconds: float = Field(default=2.0, ge=0)
+
+
+def _endpoint_list(single: str, several: list[str], single_name: str, several_name: str) -> list[str]:
+    """The endpoints in order of preference; the single-URL field is the first of the list."""
+    if any(not isinstance(u, str) or not urlsplit(u).scheme or not urlsplit(u).netloc for u in several):
+        # Never echo the URL: it may carry an API key.
+        raise ValueError(f"every {several_name} entry must be an absolute URL")
+    if several:
+        if single and single != several[0]:
+            raise ValueError(f"give {single_name} or {several_name} (whose first entry it is), not two different ones")
+        return list(several)
+    if not single:
+        raise ValueError(f"{single_name} (or {several_name}) is required")
+    return [single]
+
+
 class ChainSettingsBase(BaseModel):
     """What every chain family configures; activities read only these fields."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)  # endpoint URLs may carry API keys
 
     native_symbol: str
     # Unconfirmed this long: EVM replaces inside the nonce; others re-check expiry.
@@ -55,9 +88,19 @@ class ChainSettingsBase(BaseModel):
     # Non-native assets by the symbol custody uses. `address` is the ERC-20 contract, the SPL
     # mint, or "CODE:ISSUER" on Stellar.
     tokens: dict[str, TokenSettings] = Field(default_factory=dict)
+    # Only used with more than one endpoint (rpc_urls / horizon_urls): see chains/failover.py.
+    failover: FailoverSettings = Field(default_factory=FailoverSettings)
 
     @property
     def native_decimals(self) -> int:
+        raise NotImplementedError
+
+    def endpoint_urls(self) -> list[str]:
+        """The chain's node endpoints, in order of preference."""
+        raise NotImplementedError
+
+    def for_endpoint(self, url: str) -> ChainSettingsBase:
+        """These settings with `url` as the one endpoint (one adapter per endpoint)."""
         raise NotImplementedError
 
     def asset(self, symbol: str) -> AssetSpec:
@@ -75,7 +118,8 @@ class ChainSettingsBase(BaseModel):
 class EvmChainSettings(ChainSettingsBase):
     family: Literal["evm"] = "evm"
     chain_id: int
-    rpc_url: str
+    rpc_url: str = ""  # one endpoint; with several, rpc_urls (then rpc_url is its first entry)
+    rpc_urls: list[str] = Field(default_factory=list)
     native_symbol: str = "ETH"
     # COMPLETED means final. "finalized": at or below the node's `finalized` block (Polygon PoS
     # milestones, Ethereum's finalized checkpoint); "depth": `confirmations` blocks deep, the block
@@ -90,6 +134,17 @@ class EvmChainSettings(ChainSettingsBase):
     max_fee_per_gas_cap_wei: int = Field(default=500 * GWEI, gt=0)
     fee_bump_percent: int = Field(default=15, ge=10)
     faucet_max_wei: int = 10 * 10**18
+
+    @model_validator(mode="after")
+    def _endpoints(self) -> EvmChainSettings:
+        self.rpc_url = _endpoint_list(self.rpc_url, self.rpc_urls, "rpc_url", "rpc_urls")[0]
+        return self
+
+    def endpoint_urls(self) -> list[str]:
+        return list(self.rpc_urls) or [self.rpc_url]
+
+    def for_endpoint(self, url: str) -> EvmChainSettings:
+        return self.model_copy(update={"rpc_url": url, "rpc_urls": []})
 
     @property
     def native_decimals(self) -> int:
@@ -115,13 +170,25 @@ class ChannelSettings(BaseModel):
 
 class StellarChainSettings(ChainSettingsBase):
     family: Literal["stellar"] = "stellar"
-    horizon_url: str
+    horizon_url: str = ""  # one endpoint; with several, horizon_urls (then horizon_url is its first entry)
+    horizon_urls: list[str] = Field(default_factory=list)
     network_passphrase: str
     native_symbol: str = "XLM"
     base_fee_cap_stroops: int = Field(default=10_000, gt=0)
     timebounds_seconds: int = Field(default=300, gt=0)
     friendbot_url: str | None = None
     channels: ChannelSettings = Field(default_factory=ChannelSettings)
+
+    @model_validator(mode="after")
+    def _endpoints(self) -> StellarChainSettings:
+        self.horizon_url = _endpoint_list(self.horizon_url, self.horizon_urls, "horizon_url", "horizon_urls")[0]
+        return self
+
+    def endpoint_urls(self) -> list[str]:
+        return list(self.horizon_urls) or [self.horizon_url]
+
+    def for_endpoint(self, url: str) -> StellarChainSettings:
+        return self.model_copy(update={"horizon_url": url, "horizon_urls": []})
 
     @property
     def native_decimals(self) -> int:
@@ -130,7 +197,8 @@ class StellarChainSettings(ChainSettingsBase):
 
 class SolanaChainSettings(ChainSettingsBase):
     family: Literal["solana"] = "solana"
-    rpc_url: str
+    rpc_url: str = ""  # one endpoint; with several, rpc_urls (then rpc_url is its first entry)
+    rpc_urls: list[str] = Field(default_factory=list)
     native_symbol: str = "SOL"
     # COMPLETED at this commitment: "finalized" (rooted, cannot be rolled back) by default.
     commitment: Literal["confirmed", "finalized"] = "finalized"
@@ -140,6 +208,17 @@ class SolanaChainSettings(ChainSettingsBase):
     # (e.g. paying a program vault). Token withdrawals always need an on-curve owner.
     allow_off_curve_sol_destinations: bool = False
     fee_bump_after_seconds: float = Field(default=2.0, gt=0)
+
+    @model_validator(mode="after")
+    def _endpoints(self) -> SolanaChainSettings:
+        self.rpc_url = _endpoint_list(self.rpc_url, self.rpc_urls, "rpc_url", "rpc_urls")[0]
+        return self
+
+    def endpoint_urls(self) -> list[str]:
+        return list(self.rpc_urls) or [self.rpc_url]
+
+    def for_endpoint(self, url: str) -> SolanaChainSettings:
+        return self.model_copy(update={"rpc_url": url, "rpc_urls": []})
 
     @property
     def native_decimals(self) -> int:
@@ -160,6 +239,17 @@ class PoolSettings(BaseModel):
     hodl_signer_backend: Literal["local", "aws-kms", "gcp-kms"] | None = None  # None: signer_backend
     lease_seconds: int = Field(default=900, gt=0)
     rebalance_interval_seconds: int = Field(default=300, gt=0)
+
+
+class ReconciliationSettings(BaseModel):
+    """ReconciliationWorkflow (schedule `reconcile-<chain>`): every chain's wallets, on chain
+    against the database's view; COMPLETED withdrawals re-verified; spends from our keys that no
+    withdrawal explains listed."""
+
+    interval_seconds: int = Field(default=600, gt=0)
+    # EVM chains with depth finality: a COMPLETED withdrawal is re-verified until its block is
+    # this deep (with `finality: finalized`, until the finalized block passes it).
+    reorg_depth_blocks: int = Field(default=64, ge=1)
 
 
 def _family(value: object) -> str:
@@ -253,6 +343,7 @@ class Settings(BaseSettings):
     worker_shutdown_grace_seconds: float = Field(default=30, ge=0)
     # Key pools per chain name, e.g. {"anvil": {"min_available_explorers": 5}}; empty: no pools.
     pools: dict[str, PoolSettings] = Field(default_factory=dict)
+    reconciliation: ReconciliationSettings = Field(default_factory=lambda: ReconciliationSettings())
 
     # Local keystore key-encryption key, one of: base64 of 32 random bytes (AES-256-GCM, held
     # in memory); "aws-kms:<key id, alias/name or ARN>" (a SYMMETRIC_DEFAULT key: data keys are

@@ -296,3 +296,43 @@ class ChannelSetResult:
     pending: int = 0  # CREATING or FUNDING
     failed: int = 0
     notes: list[str] = field(default_factory=list)
+
+
+# --- reconciliation ----------------------------------------------------------------------------
+@dataclass
+class ReconciliationInput:
+    chain: str
+
+
+@dataclass
+class ReconciliationStep:
+    chain: str
+    run_key: str  # the run's workflow id: its report row is keyed by it
+
+
+@dataclass
+class DiscoveryResult:
+    chain: str
+    deposits: int = 0  # transfers into our accounts newly found on chain
+    unexplained: int = 0  # spends from our keys newly found that are none of our attempts
+
+
+@dataclass
+class VerificationResult:
+    chain: str
+    checked: int = 0
+    final: int = 0  # now beyond reorg reach: not checked again
+    vanished: list[str] = field(default_factory=list)  # COMPLETED withdrawals missing or failed on chain
+
+
+@dataclass
+class ReconciliationResult:
+    chain: str
+    run_key: str
+    report_id: str
+    status: str  # OK | MISMATCH
+    rows: int = 0
+    drifting: int = 0
+    in_flight: int = 0
+    vanished: list[str] = field(default_factory=list)
+    unexplained: int = 0

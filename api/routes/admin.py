@@ -1,18 +1,28 @@
 """Operator statistics (seeds 001, 003): counts and volumes by status, chain and day; time to
-COMPLETED (average and p95); failure reasons. Operators only."""
+COMPLETED (average and p95); failure reasons. Reconciliation reports (chain vs database), and a
+reconciliation run now. Operators only."""
 
 from __future__ import annotations
 
-from typing import Annotated
+import asyncio
+import uuid
+from datetime import datetime
+from typing import Annotated, Any
 
 import sqlalchemy as sa
-from fastapi import APIRouter, Query
-from pydantic import BaseModel
+from fastapi import APIRouter, Query, Response, status
+from pydantic import BaseModel, Field
+from sqlmodel import col, select
+from temporalio.client import WorkflowFailureError
+from temporalio.common import WorkflowIDReusePolicy
 
 from api.deps import OwnerDep, SessionDep, StateDep
-from core.errors import Unauthorized, UnknownAsset, UnknownChain
+from core.errors import ChainUnavailable, NotAvailable, Unauthorized, UnknownAsset, UnknownChain
 from core.money import to_decimal_string
 from models.db import Withdrawal
+from models.payloads import ReconciliationInput
+from models.reconciliation import ReconciliationReport
+from workflows.reconciliation import ReconciliationWorkflow
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
@@ -113,3 +123,140 @@ async def stats(
         seconds_to_completed_p95=None if p95 is None else round(float(p95), 3),
         failure_reasons=[FailureReason(error_code=code or "UNKNOWN", count=n) for code, n in reasons],
     )
+
+
+# --- reconciliation ------------------------------------------------------------------------------
+class ReconciliationRow(BaseModel):
+    """One wallet and asset: decimal strings in the asset's unit (fees and side costs sit on the
+    native asset's row). expected = deposits + internal_in - withdrawn - fees - side_costs."""
+
+    wallet_id: str
+    owner: str
+    label: str
+    address: str
+    asset: str
+    on_chain: str
+    deposits: str = Field(description="transfers in from outside, found on chain (faucets included)")
+    internal_in: str = Field(description="COMPLETED withdrawals of ours paying this wallet")
+    withdrawn: str
+    fees: str = Field(description="what landed transactions of ours cost (reverted and cancelled ones included)")
+    side_costs: str = Field(description="charged beyond amount and fee (Solana: recipients' token account rent)")
+    in_flight_out: str
+    in_flight_in: str
+    expected: str
+    drift: str = Field(description="on chain - expected, when withdrawals in flight cannot explain it; else 0")
+    drift_base_units: str
+    status: str = Field(description="OK | IN_FLIGHT | DRIFT")
+
+
+class ReconciliationReportPublic(BaseModel):
+    id: str
+    run_key: str = Field(description="the ReconciliationWorkflow run that made it")
+    chain: str
+    status: str = Field(description="OK | MISMATCH (drift, vanished withdrawals or unexplained spends)")
+    created_at: datetime
+    point: dict[str, Any] = Field(description="EVM: the final block everything was read at")
+    rows: list[ReconciliationRow]
+    vanished: list[dict[str, Any]] = Field(description="COMPLETED withdrawals whose transaction is gone or failed")
+    unexplained: list[dict[str, Any]] = Field(description="spends from our keys (or nonces) no withdrawal explains")
+    summary: dict[str, Any]
+
+
+class ReconciliationRun(BaseModel):
+    workflow_id: str
+    state: str = Field(description="COMPLETED (report below) or RUNNING (read it later with ?run=)")
+    report: ReconciliationReportPublic | None = None
+
+
+def _operator_chain(state: StateDep, caller: str, chain: str) -> str:
+    if caller not in state.settings.operators:
+        raise Unauthorized("reconciliation is for operators")
+    return state.chains.get(chain).name  # raises UNKNOWN_CHAIN
+
+
+def _report_public(state: StateDep, report: ReconciliationReport) -> ReconciliationReportPublic:
+    chain = state.chains.get(report.chain)
+
+    def shown(amount: Any, symbol: str) -> str:
+        try:
+            return to_decimal_string(int(amount), chain.asset(symbol).decimals)
+        except UnknownAsset:  # an asset no longer configured
+            return str(amount)
+
+    rows = []
+    for row in report.rows:
+        decimal = {k: shown(row[k], row["asset"]) for k in (
+            "on_chain", "deposits", "internal_in", "withdrawn", "fees", "side_costs",
+            "in_flight_out", "in_flight_in", "expected", "drift",
+        )}
+        rows.append(
+            ReconciliationRow(
+                wallet_id=row["wallet_id"], owner=row["owner"], label=row["label"], address=row["address"],
+                asset=row["asset"], drift_base_units=row["drift"], status=row["status"], **decimal,
+            )
+        )
+    native = chain.settings.native_symbol
+    vanished = [{**v, "amount": shown(v["amount"], v["asset"])} for v in report.vanished]
+    unexplained = []
+    for u in report.unexplained:
+        if u.get("kind") == "TRANSACTION":
+            u = {
+                **u,
+                "fee": shown(u["fee"], native),
+                "moved": [{"asset": m["asset"], "amount": shown(m["amount"], m["asset"])} for m in u["moved"]],
+            }
+        unexplained.append(u)
+    return ReconciliationReportPublic(
+        id=report.id, run_key=report.run_key, chain=report.chain, status=report.status, created_at=report.created_at,
+        point=report.point, rows=rows, vanished=vanished, unexplained=unexplained, summary=report.summary,
+    )
+
+
+@router.get("/reconciliation/{chain}", response_model=ReconciliationReportPublic)
+async def latest_reconciliation(
+    chain: str, caller: OwnerDep, state: StateDep, session: SessionDep, run: str | None = None
+) -> ReconciliationReportPublic:
+    """The chain's latest reconciliation report (or the report of run `run`)."""
+    chain = _operator_chain(state, caller, chain)
+    query = select(ReconciliationReport).where(ReconciliationReport.chain == chain)
+    if run:
+        query = query.where(ReconciliationReport.run_key == run)
+    report = (await session.exec(query.order_by(col(ReconciliationReport.created_at).desc()).limit(1))).first()
+    if report is None:
+        raise NotAvailable("no reconciliation report for this chain yet", chain=chain, run=run)
+    return _report_public(state, report)
+
+
+@router.post(
+    "/reconciliation/{chain}/runs",
+    response_model=ReconciliationRun,
+    responses={202: {"description": "still running: read the report with GET ...?run=<workflow_id>"}},
+)
+async def run_reconciliation(
+    chain: str,
+    caller: OwnerDep,
+    state: StateDep,
+    session: SessionDep,
+    response: Response,
+    wait_seconds: Annotated[float, Query(ge=0, le=300)] = 20,
+) -> ReconciliationRun:
+    """Run a ReconciliationWorkflow now and wait up to `wait_seconds` for its report."""
+    chain = _operator_chain(state, caller, chain)
+    workflow_id = f"reconcile-{chain}-manual-{uuid.uuid4().hex[:12]}"
+    handle = await state.temporal.start_workflow(
+        ReconciliationWorkflow.run,
+        ReconciliationInput(chain=chain),
+        id=workflow_id,
+        task_queue=state.settings.task_queue,
+        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        static_summary=f"Reconcile {chain}, run by {caller}",
+    )
+    try:
+        await asyncio.wait_for(handle.result(), timeout=wait_seconds)
+    except asyncio.TimeoutError:
+        response.status_code = status.HTTP_202_ACCEPTED
+        return ReconciliationRun(workflow_id=workflow_id, state="RUNNING")
+    except WorkflowFailureError as e:
+        raise ChainUnavailable(f"the reconciliation run failed: {e.cause or e}", chain=chain, workflow_id=workflow_id) from e
+    report = (await session.exec(select(ReconciliationReport).where(ReconciliationReport.run_key == workflow_id))).one()
+    return ReconciliationRun(workflow_id=workflow_id, state="COMPLETED", report=_report_public(state, report))
