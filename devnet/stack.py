@@ -28,6 +28,10 @@ TOKEN_FILE = DATA / "dev-token.json"
 DEV_API_KEY = "dev-alice-key"
 STELLAR_DEVNET_PASSPHRASE = "Custody Devnet ; 2026"  # devnet.stellar's default network
 ANVIL_STATE_INTERVAL = 1  # seconds between anvil's state-file writes (it otherwise writes only at a clean exit)
+# A block every second, and anvil's `finalized` block two behind the head (one slot per epoch):
+# COMPLETED (final, custody's default finality) comes about three seconds after the send, as on
+# a real chain with fast finality, instead of never on an auto-mining node with nothing to mine.
+ANVIL_BLOCK_SECONDS = 1
 
 
 def _port(name: str, default: int) -> int:
@@ -127,7 +131,10 @@ def _start_stack(supervisor: Supervisor, ports: dict[str, int]) -> None:
         "redis", local.redis_argv(ports["redis"], DATA / "redis"), LOGS, ready=_port_ready(ports["redis"]),
     ))
     _start(supervisor, f"anvil on :{ports['anvil']}", ChildProcess(
-        "anvil", local.anvil_argv(ports["anvil"], DATA / "anvil-state.json", state_interval=ANVIL_STATE_INTERVAL),
+        "anvil", local.anvil_argv(
+            ports["anvil"], DATA / "anvil-state.json", block_time=ANVIL_BLOCK_SECONDS, state_interval=ANVIL_STATE_INTERVAL,
+            extra_args=["--slots-in-an-epoch", "1"],
+        ),
         LOGS, ready=_port_ready(ports["anvil"]),
     ))
     _start(supervisor, f"Solana devnet (LiteSVM) on :{ports['solana']}", ChildProcess(
