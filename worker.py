@@ -73,7 +73,8 @@ def withdrawal_policy(settings: Settings) -> WithdrawalPolicy:
         if chain.lower() in settings.chains
     }
     return WithdrawalPolicy(
-        thresholds, settings.approval_timeout_seconds, hodl_auto_approve, settings.confirmation_rounds_per_run
+        thresholds, settings.approval_timeout_seconds, hodl_auto_approve, settings.confirmation_rounds_per_run,
+        settings.intent_seal_key_bytes,
     )
 
 

@@ -42,7 +42,7 @@ async def refusal_to_sign(
     """Why nothing may be signed for `withdrawal` now (None: it may)."""
     refusal = await _refusal(session, withdrawal, wallet, step, needs_approval)
     if refusal is not None:
-        metrics.SIGNING_REFUSED.labels(step=step.value, code=refusal.code).inc()
+        metrics.ACCESS_SIGNING_REFUSED.labels(step=step.value, code=refusal.code).inc()
     return refusal
 
 

@@ -10,6 +10,7 @@ the same nonce.
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import time
 import uuid
@@ -19,12 +20,22 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio import activity
 
 from activities.access import SigningStep, refusal_to_sign
 from activities.alerts import record_withdrawal_alert
 from activities.channels import ChannelLeases
 from activities.locks import KeyedLocks, advisory_lock
+from activities.signing_guard import (
+    CANCEL,
+    SWEEP,
+    TRANSFER,
+    TRUSTLINE,
+    Expectation,
+    GuardedSigner,
+    require_seal,
+)
 from activities.transfers import as_signed, attempts_of, transfer_intent
 from chains.base import ChannelKey, SignedTransfer, TransferIntent
 from chains.registry import ChainRegistry
@@ -40,6 +51,7 @@ from core.errors import (
     WalletNotFound,
     WithdrawalNotFound,
 )
+from core.settings import DEV_INTENT_SEAL_KEY
 from db.engine import SessionFactory
 from models.db import (
     Reservation,
@@ -50,21 +62,20 @@ from models.db import (
     WithdrawalEvent,
     utcnow,
 )
-from models.pools import PoolKey, PoolTier
+from models.intent_seal import seal
 from models.payloads import (
     AlertEvent,
     ConfirmationResult,
-    GapFill,
     ControlEvent,
-    ValidationResult,
+    GapFill,
     OnChainState,
     PreparedAttempt,
     StatusChange,
+    ValidationResult,
     WithdrawalStatus,
 )
+from models.pools import PoolKey, PoolTier
 from signers.registry import SignerSet
-from sqlmodel.ext.asyncio.session import AsyncSession
-
 
 # A 0-value self-send that uses up a nonce no other transaction of ours will (see fill_sequence_gaps).
 GAP_FILL = "GAP_FILL"
@@ -113,6 +124,8 @@ class WithdrawalPolicy:
     hodl_auto_approve: dict[str, int] = field(default_factory=dict)
     # Confirmation rounds a WithdrawalWorkflow run makes before it continues as new.
     rounds_per_run: int = 100
+    # The key every withdrawal's intent is sealed with (models/intent_seal.py).
+    intent_seal_key: bytes = field(default_factory=lambda: base64.b64decode(DEV_INTENT_SEAL_KEY))
 
 
 def _prepared(attempts: list[TransferAttempt], blocked: FeeAboveCap | None = None) -> PreparedAttempt:
@@ -180,12 +193,6 @@ class WithdrawalActivities:
         owner = channel if channel is not None else wallet
         async with self._locks.hold("sender", withdrawal.chain, owner.address or owner.id):
             yield channel
-
-    def _channel_key(self, channel: Wallet | None) -> ChannelKey | None:
-        if channel is None:
-            return None
-        assert channel.address is not None
-        return ChannelKey(address=channel.address, sign=self._signer_for(channel))
 
     def _intent(self, withdrawal: Withdrawal, wallet: Wallet) -> TransferIntent:
         return transfer_intent(self._chains.get(withdrawal.chain), withdrawal, wallet)
@@ -367,11 +374,11 @@ class WithdrawalActivities:
                 if existing is not None:
                     fill.fillers.append(existing.id)
                     continue
-                filler = Withdrawal(
+                filler = seal(self._policy.intent_seal_key, Withdrawal(
                     id=str(uuid.uuid4()), kind=GAP_FILL, owner=wallet.owner, wallet_id=wallet.id, chain=withdrawal.chain,
                     asset=native.symbol, destination=sender, amount=0, idempotency_key=key, request_hash=key,
                     requested_by="custody:gap-filler", nonce=sequence,
-                )
+                ))
                 session.add(filler)
                 session.add(WithdrawalEvent(withdrawal_id=filler.id, status="PENDING", detail={"fills_nonce": str(sequence), "stalled": withdrawal.id}))
                 await session.flush()
@@ -488,9 +495,8 @@ class WithdrawalActivities:
                 return _prepared(attempts)
             sequence = await self._claim_sequence(session, withdrawal, slot_owner)
             chain = self._chains.get(withdrawal.chain)
-            signed = await chain.sign_transfer(
-                intent, sequence, self._signer_for(wallet), **self._channel_arg(channel)
-            )
+            sign, channel_arg = self._guarded(withdrawal, wallet, intent, sequence, channel)
+            signed = await chain.sign_transfer(intent, sequence, sign, **channel_arg)
             attempt = self._attempt_row(withdrawal, intent, signed)
             session.add(attempt)
             withdrawal.nonce = sequence
@@ -498,10 +504,44 @@ class WithdrawalActivities:
             activity.logger.info("signed attempt persisted", extra={"tx_hash": signed.tx_hash, "nonce": sequence})
             return _prepared([attempt])
 
-    def _channel_arg(self, channel: Wallet | None) -> dict[str, ChannelKey]:
-        """`channel=` only where a channel is used: chains without channels take no such argument."""
-        key = self._channel_key(channel)
-        return {} if key is None else {"channel": key}
+    def _guarded(
+        self, withdrawal: Withdrawal, wallet: Wallet, intent: TransferIntent, sequence: int | None,
+        channel: Wallet | None = None, *, cancelling: bool = False,
+    ) -> tuple[GuardedSigner, dict[str, ChannelKey]]:
+        """The wallet's signer (and the channel's), each signing only the approved intent
+        (activities/signing_guard.py); the stored intent's seal is checked first."""
+        require_seal(self._policy.intent_seal_key, withdrawal)
+        if cancelling or withdrawal.kind == GAP_FILL:
+            purpose = CANCEL
+        elif withdrawal.sweep:
+            purpose = SWEEP
+        elif withdrawal.kind == "TRUSTLINE":
+            purpose = TRUSTLINE
+        else:
+            purpose = TRANSFER
+        expected = Expectation(
+            purpose=purpose,
+            wallet=intent.sender,
+            fee_payer=channel.address if channel is not None and channel.address else intent.sender,
+            sequence=sequence,
+            asset=intent.asset.contract,
+            destination=intent.destination,
+            amount=intent.amount,
+            memo=intent.memo,
+            sweep_total=intent.amount + intent.fee if intent.sweep and intent.fee is not None else None,
+        )
+        chain = self._chains.get(withdrawal.chain)
+
+        async def refused(reasons: str) -> None:
+            await record_withdrawal_alert(self._sessions, withdrawal.id, "POLICY_VIOLATION", reasons)
+
+        channel_arg: dict[str, ChannelKey] = {}
+        if channel is not None:
+            assert channel.address is not None
+            channel_arg["channel"] = ChannelKey(
+                address=channel.address, sign=GuardedSigner(self._signer_for(channel), chain, expected, refused)
+            )
+        return GuardedSigner(self._signer_for(wallet), chain, expected, refused), channel_arg
 
     async def _claim_sequence(self, session: AsyncSession, withdrawal: Withdrawal, slot_owner: str) -> int | None:
         """The next slot of `slot_owner`: the wallet, or the channel account the withdrawal leases."""
@@ -641,12 +681,12 @@ class WithdrawalActivities:
                 # Already bumped by an earlier try; or a chain where the same bytes are simply
                 # sent again (the caller re-broadcasts the latest attempt next).
                 return _prepared(attempts)
-            if latest.purpose == "CANCEL":
+            cancelling = latest.purpose == "CANCEL"
+            sign, _ = self._guarded(withdrawal, wallet, intent, latest.sequence, cancelling=cancelling)
+            if cancelling:
                 intent = self._cancel_intent(chain, intent)  # keep cancelling, never revive the transfer
             try:
-                signed = await chain.sign_transfer(
-                    intent, latest.sequence, self._signer_for(wallet), replacing=as_signed(latest)
-                )
+                signed = await chain.sign_transfer(intent, latest.sequence, sign, replacing=as_signed(latest))
             except FeeAboveCap as e:
                 return _prepared(attempts, blocked=e)
             if latest.purpose == "CANCEL":
@@ -705,9 +745,10 @@ class WithdrawalActivities:
             if not attempts or any(a.purpose == "CANCEL" for a in attempts) or attempts[-1].tx_hash != cancel.replaces_tx_hash:
                 return _prepared(attempts)  # already cancelled (or superseded) by an earlier try
             latest = attempts[-1]
+            sign, _ = self._guarded(withdrawal, wallet, intent, latest.sequence, cancelling=True)
             try:
                 signed = await chain.sign_transfer(
-                    self._cancel_intent(chain, intent), latest.sequence, self._signer_for(wallet), replacing=as_signed(latest)
+                    self._cancel_intent(chain, intent), latest.sequence, sign, replacing=as_signed(latest)
                 )
             except FeeAboveCap as e:
                 return _prepared(attempts, blocked=e)
@@ -757,8 +798,9 @@ class WithdrawalActivities:
             )
             await session.flush()
             sequence = await self._claim_sequence(session, withdrawal, slot_owner)
+            sign, channel_arg = self._guarded(withdrawal, wallet, intent, sequence, channel)
             try:
-                signed = await chain.sign_transfer(intent, sequence, self._signer_for(wallet), **self._channel_arg(channel))
+                signed = await chain.sign_transfer(intent, sequence, sign, **channel_arg)
             except FeeAboveCap as e:
                 raise _Blocked(e) from e
             attempt = self._attempt_row(withdrawal, intent, signed)

@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-from chains.base import Chain, DigestSigner, Memo, SignedTransfer, SweepQuote, TransferIntent, TransferStatus
+from chains.base import Chain, DigestSigner, Memo, SignedTransfer, SigningRequest, SweepQuote, TransferIntent, TransferStatus
 from chains.health import BreakerState, CircuitBreaker, Permit, endpoint_label, is_connectivity_failure
 from core import metrics
 from core.errors import ChainUnavailable, CustodyError
@@ -114,6 +114,33 @@ class FailoverChain:
 
     def asset(self, symbol: str) -> AssetSpec:
         return self.settings.asset(symbol)
+
+    def describe_unsigned(self, unsigned: bytes) -> SigningRequest:
+        return self.endpoints[0].adapter.describe_unsigned(unsigned)
+
+    def account_of(self, destination: str) -> str:
+        return self.endpoints[0].adapter.account_of(destination)  # type: ignore[attr-defined]
+
+    # --- reconciliation history (chains.base.ChainHistory): the first healthy endpoint ---------
+    # A run reads everything after `history_point` from whichever endpoint answers; if that
+    # changes mid-run the report may show drift that the next run no longer has.
+    async def history_point(self) -> Any:
+        return await self._read(lambda c: c.history_point())  # type: ignore[attr-defined]
+
+    async def discover_transfers(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._read(lambda c: c.discover_transfers(*args, **kwargs), timed=False)  # type: ignore[attr-defined]
+
+    async def ledger_balance(self, *args: Any) -> Any:
+        return await self._read(lambda c: c.ledger_balance(*args))  # type: ignore[attr-defined]
+
+    async def recheck_landed(self, *args: Any) -> Any:
+        return await self._read(lambda c: c.recheck_landed(*args))  # type: ignore[attr-defined]
+
+    async def consumed_slots(self, *args: Any) -> Any:
+        return await self._read(lambda c: c.consumed_slots(*args))  # type: ignore[attr-defined]
+
+    async def side_costs(self, *args: Any) -> Any:
+        return await self._read(lambda c: c.side_costs(*args))  # type: ignore[attr-defined]
 
     def assets(self) -> list[AssetSpec]:
         return self.settings.assets()

@@ -211,6 +211,14 @@ class SigningFailed(PermanentError):
     http_status = 502
 
 
+class PolicyViolation(PermanentError):
+    """What a key was asked to sign is not the approved intent (or the stored intent was altered):
+    nothing is signed."""
+
+    code = "POLICY_VIOLATION"
+    http_status = 403
+
+
 class SubmissionFailed(PermanentError):
     code = "SUBMISSION_FAILED"
     http_status = 502

@@ -39,6 +39,11 @@ ACTIVITY_STUCK = Counter(
     "Activities still failing with an unexpected error after the alert threshold of attempts",
     ["activity"],
 )
+SIGNING_REFUSED = Counter(
+    "custody_signing_refused_total",
+    "Signatures the signing guard refused: the bytes were not the approved intent (POLICY_VIOLATION)",
+    ["chain"],
+)
 KMS_ERRORS = Counter(
     "custody_kms_errors_total",
     "KMS signer call failures by backend and provider error code",
@@ -135,8 +140,8 @@ RATE_LIMIT_UNAVAILABLE = Counter(
 PLAINTEXT_PAYLOADS_REFUSED = Counter(
     "custody_plaintext_payloads_refused_total", "Unencrypted payloads a worker refused (sent to Temporal without custody's keys)"
 )
-SIGNING_REFUSED = Counter(
-    "custody_signing_refused_total",
+ACCESS_SIGNING_REFUSED = Counter(
+    "custody_access_signing_refused_total",
     "Signing steps stopped by the access re-check (USER_BLOCKED, WALLET_FROZEN, WALLET_INACTIVE, ON_HOLD, APPROVAL_NOT_RECORDED, ...)",
     ["step", "code"],
 )

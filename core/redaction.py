@@ -68,9 +68,10 @@ def register_settings(settings) -> None:  # type: ignore[no-untyped-def]
     values = [k.get_secret_value() for k in settings.payload_keys.values()]
     values.append(settings.keystore_kek.get_secret_value())
     values.append(settings.codec_auth_token.get_secret_value())
-    api_key = getattr(settings, "temporal_api_key", None)
-    if api_key is not None:
-        values.append(api_key.get_secret_value())
+    for name in ("temporal_api_key", "intent_seal_key"):
+        secret = getattr(settings, name, None)
+        if secret is not None:
+            values.append(secret.get_secret_value())
     register_secrets(v for v in values if not v.startswith(("aws-kms:", "gcp-kms:")))
 
 

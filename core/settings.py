@@ -20,6 +20,7 @@ from core.errors import UnknownAsset, UnknownChain
 # Only for development and tests; refused when CUSTODY_ENVIRONMENT=production.
 DEV_KEYSTORE_KEK = base64.b64encode(b"custody-dev-only-kek-not-secret!").decode()
 DEV_PAYLOAD_KEY = base64.b64encode(b"custody-dev-only-payload-key-32b").decode()
+DEV_INTENT_SEAL_KEY = base64.b64encode(b"custody-dev-only-intent-seal-key").decode()
 
 GWEI = 10**9
 
@@ -434,6 +435,9 @@ class Settings(BaseSettings):
     # payloads use. Rotate by adding a key and switching payload_key_id; keep old keys to read.
     payload_keys: dict[str, SecretStr] = Field(default_factory=lambda: {"dev-1": SecretStr(DEV_PAYLOAD_KEY)})
     payload_key_id: str = "dev-1"
+    # Key of the HMAC that seals each withdrawal's requested intent (base64, 32 bytes); the signing
+    # guard refuses to sign for a row whose seal does not hold. Keep it in a secret store.
+    intent_seal_key: SecretStr = SecretStr(DEV_INTENT_SEAL_KEY)
     # Bearer token the Temporal UI must send to /codec/*; empty: no token (development only).
     codec_auth_token: SecretStr = SecretStr("")
 
@@ -482,6 +486,18 @@ class Settings(BaseSettings):
                 )
         return SecretStr(text)
 
+    @field_validator("intent_seal_key")
+    @classmethod
+    def _intent_seal_key_form(cls, value: SecretStr) -> SecretStr:
+        text = value.get_secret_value().strip()
+        try:
+            key = base64.b64decode(text, validate=True)
+        except ValueError:
+            key = b""
+        if len(key) < 32:
+            raise ValueError("CUSTODY_INTENT_SEAL_KEY must be base64 of at least 32 random bytes")
+        return SecretStr(text)
+
     @field_validator("chains")
     @classmethod
     def _lowercase_chain_names(cls, chains: dict[str, ChainSettings]) -> dict[str, ChainSettings]:
@@ -507,6 +523,8 @@ class Settings(BaseSettings):
                 raise ValueError("CUSTODY_PAYLOAD_KEYS must hold real keys in production")
             if not self.codec_auth_token.get_secret_value().strip():
                 raise ValueError("CUSTODY_CODEC_AUTH_TOKEN is required in production")
+            if self.intent_seal_key_bytes == base64.b64decode(DEV_INTENT_SEAL_KEY):
+                raise ValueError("CUSTODY_INTENT_SEAL_KEY must be set to a real key in production")
             if self.chaos_exit_after_activity:
                 raise ValueError("CUSTODY_CHAOS_EXIT_AFTER_ACTIVITY is for tests only")
             if any(getattr(c, "faucet_enabled", False) for c in self.chains.values()):
@@ -520,6 +538,10 @@ class Settings(BaseSettings):
             raise ValueError(f"CUSTODY_DEFAULT_WALLET_CHAINS names chains that are not configured: {unknown}")
         self.default_wallet_chains = [c.lower() for c in self.default_wallet_chains]
         return self
+
+    @cached_property
+    def intent_seal_key_bytes(self) -> bytes:
+        return base64.b64decode(self.intent_seal_key.get_secret_value().strip(), validate=True)
 
     @cached_property
     def keystore_kek_bytes(self) -> bytes:

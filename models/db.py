@@ -110,6 +110,8 @@ class Withdrawal(SQLModel, table=True):
     nonce: int | None = Field(default=None, sa_type=sa.BigInteger)
     block_number: int | None = Field(default=None, sa_type=sa.BigInteger)
     fee_paid: int | None = Field(default=None, sa_type=BaseUnits)
+    # HMAC of the requested intent (models/intent_seal.py), checked by the signing guard.
+    intent_seal: str | None = None
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
     completed_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))

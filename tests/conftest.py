@@ -179,11 +179,12 @@ def paused_anvil(tmp_path: Path):  # type: ignore[no-untyped-def]
 @asynccontextmanager
 async def mining_paused(
     base_settings: Settings, task_queue: str, client: Client, sessions: SessionFactory, anvil: local.ManagedProcess,
-    bump_after: float, **chain_settings: object,
+    bump_after: float, custody_rpc: str | None = None, **chain_settings: object,
 ) -> AsyncIterator[tuple[httpx.AsyncClient, object, dict]]:
     """A worker and API on their own anvil whose automatic mining is off, and a funded wallet
     (1 ETH): transactions wait in the mempool until the test mines. `chain_settings` override the
-    anvil chain's (e.g. a fee cap); `settings` keys prefixed `settings__` override the stack's."""
+    anvil chain's (e.g. a fee cap); `settings` keys prefixed `settings__` override the stack's.
+    `custody_rpc`: the URL custody uses (e.g. a fault proxy in front of the same anvil)."""
     from web3 import AsyncHTTPProvider, AsyncWeb3
 
     from worker import build_worker
@@ -192,7 +193,7 @@ async def mining_paused(
     overrides = {k.removeprefix("settings__"): v for k, v in chain_settings.items() if k.startswith("settings__")}
     fields = {k: v for k, v in chain_settings.items() if not k.startswith("settings__")}
     chain = EvmChainSettings(
-        chain_id=31337, rpc_url=rpc, poll_interval_seconds=0.2, fee_bump_after_seconds=bump_after,
+        chain_id=31337, rpc_url=custody_rpc or rpc, poll_interval_seconds=0.2, fee_bump_after_seconds=bump_after,
         finality="depth", confirmations=1, **fields,  # type: ignore[arg-type]
     )
     settings = base_settings.model_copy(update={"task_queue": task_queue, "chains": {"anvil": chain}, **overrides})

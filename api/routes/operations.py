@@ -8,25 +8,30 @@ lifts no hold. Only an operator lifts an operator's hold (a pause-all's too)."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable
 
-import uuid
-
 from fastapi import APIRouter, Response
+from pydantic import BaseModel, Field
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
-from pydantic import BaseModel, Field
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
+from activities.transfers import (
+    attempts_of,
+    may_still_land,
+    released_slot,
+    transfer_intent,
+)
 from api.deps import CallerDep, SessionDep, StateDep
 from api.routes.withdrawals import _public, ensure_started, visible_withdrawal
-from activities.transfers import attempts_of, may_still_land, released_slot, transfer_intent
 from core.errors import AttemptMayStillLand, Forbidden, OperationRefused, UnknownChain
 from core.identity import Identity
 from models.access import WithdrawalAction, WithdrawalHold
 from models.db import Wallet, Withdrawal, WithdrawalEvent, utcnow
+from models.intent_seal import seal
 from models.payloads import OnChainState, OperatorRequest, WithdrawalStatus
 from models.schemas import WithdrawalPublic
 from workflows.withdrawal import WithdrawalWorkflow
@@ -263,6 +268,7 @@ async def retry(
         request_hash=failed.request_hash,
         retry_of=failed.id,
     )
+    seal(state.settings.intent_seal_key_bytes, resubmission)
     session.add(resubmission)
     session.add(WithdrawalEvent(withdrawal_id=resubmission.id, status="PENDING", detail={"retry_of": failed.id, "by": caller.id}))
     try:

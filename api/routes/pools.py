@@ -166,6 +166,7 @@ async def lease_spend(
         amount=to_base_units(body.amount, asset.decimals),
         memo_type=memo.kind if memo else None,
         memo_value=memo.value if memo else None,
+        seal_key=state.settings.intent_seal_key_bytes,
     )
     if not created:
         response.status_code = status.HTTP_200_OK

@@ -10,7 +10,11 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response, status
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDReusePolicy,
+)
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from api.deps import CallerDep, OwnerDep, SessionDep, StateDep
@@ -30,6 +34,7 @@ from core.identity import Identity
 from core.money import to_base_units, to_decimal_string
 from models import search_attributes
 from models.db import TransferAttempt, Wallet, Withdrawal, WithdrawalEvent
+from models.intent_seal import seal
 from models.payloads import WithdrawalInput, WithdrawalStatus
 from models.schemas import (
     HandleRecipient,
@@ -233,6 +238,7 @@ async def _active_wallet(session: SessionDep, owner: str, wallet_id: str) -> Wal
 
 
 async def _insert_and_start(state: StateDep, session: SessionDep, response: Response, withdrawal: Withdrawal) -> WithdrawalPublic:
+    seal(state.settings.intent_seal_key_bytes, withdrawal)
     session.add(withdrawal)
     session.add(WithdrawalEvent(withdrawal_id=withdrawal.id, status=WithdrawalStatus.PENDING.value))
     try:
