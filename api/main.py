@@ -17,7 +17,7 @@ from temporalio.client import Client
 
 from api.deps import AppState
 from api.errors import install_error_handlers
-from api.routes import admin, channels, codec, health, operations, pools, wallets, withdrawals
+from api.routes import admin, audit, channels, codec, health, operations, pools, wallets, withdrawals
 from chains.registry import ChainRegistry
 from core.logs import configure_logging
 from core.settings import Settings
@@ -77,6 +77,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     app.include_router(admin.router)
     app.include_router(pools.router)
     app.include_router(channels.router)
+    app.include_router(audit.router)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=[settings.temporal_ui_url.rstrip("/")],

@@ -22,9 +22,10 @@ from activities.transfers import (
     transfer_intent,
 )
 from api.deps import OwnerDep, SessionDep, StateDep
-from api.routes.withdrawals import _public, ensure_started, visible_withdrawal
+from api.routes.withdrawals import _public, ensure_started, requested_details, visible_withdrawal
 from core.errors import AttemptMayStillLand, OperationRefused, Unauthorized
 from models.db import Wallet, Withdrawal, WithdrawalEvent
+from db import audit
 from models.intent_seal import seal
 from models.payloads import OnChainState, OperatorRequest, WithdrawalStatus
 from models.schemas import WithdrawalPublic
@@ -144,6 +145,11 @@ async def retry(
     session.add(resubmission)
     session.add(WithdrawalEvent(withdrawal_id=resubmission.id, status="PENDING", detail={"retry_of": failed.id, "by": caller}))
     try:
+        await session.flush()
+        await audit.append(
+            session, actor=caller, action="withdrawal.requested", object_type="withdrawal", object_id=resubmission.id,
+            details=requested_details(resubmission),
+        )
         await session.commit()
     except IntegrityError:
         await session.rollback()  # a concurrent retry won
