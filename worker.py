@@ -39,6 +39,7 @@ from core.redaction import register_settings
 from core.settings import Settings
 from core.temporal import connect_temporal, metrics_runtime, worker_client
 from db.engine import SessionFactory, create_engine, create_session_factory
+from db.gauges import sample_forever
 from db.migrate import upgrade
 from signers.registry import SignerSet
 from models.payloads import RebalanceInput, ReconciliationInput
@@ -277,12 +278,14 @@ async def main() -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    sampler = asyncio.create_task(sample_forever(sessions))
     try:
         async with worker:
             await stop.wait()
             # Leaving the block stops polling and drains activities in flight (graceful timeout).
             log.info("worker draining", extra={"grace_seconds": settings.worker_shutdown_grace_seconds})
     finally:
+        sampler.cancel()
         await engine.dispose()
     log.info("worker stopped")
 

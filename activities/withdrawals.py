@@ -52,6 +52,7 @@ from core.errors import (
     WithdrawalNotFound,
 )
 from core.settings import DEV_INTENT_SEAL_KEY
+from db import audit
 from db.engine import SessionFactory
 from models.db import (
     Reservation,
@@ -77,6 +78,8 @@ from models.payloads import (
 from models.pools import PoolKey, PoolTier
 from signers.registry import SignerSet
 
+# Actors of audit entries written by the system itself (people are named by their identity).
+WORKFLOW_ACTOR, SIGNER_ACTOR = "system:workflow", "system:signer"
 # A 0-value self-send that uses up a nonce no other transaction of ours will (see fill_sequence_gaps).
 GAP_FILL = "GAP_FILL"
 
@@ -270,6 +273,10 @@ class WithdrawalActivities:
             session.add(
                 WithdrawalEvent(withdrawal_id=withdrawal.id, status=change.status.value, detail=change.detail)
             )
+            await audit.append(
+                session, actor=WORKFLOW_ACTOR, action=f"withdrawal.{change.status.value.lower()}",
+                object_type="withdrawal", object_id=withdrawal.id, details=change.detail,
+            )
 
     @activity.defn(name="record_operator_action")
     async def record_control(self, event: ControlEvent) -> None:
@@ -292,6 +299,10 @@ class WithdrawalActivities:
                 WithdrawalEvent(
                     withdrawal_id=withdrawal.id, status=event.event, detail={"by": event.by, "reason": event.reason}
                 )
+            )
+            await audit.append(
+                session, actor=event.by, action=f"withdrawal.{event.event.lower()}", object_type="withdrawal",
+                object_id=withdrawal.id, details={"reason": event.reason},
             )
 
     @activity.defn(name="validate_withdrawal")
@@ -501,6 +512,7 @@ class WithdrawalActivities:
             session.add(attempt)
             withdrawal.nonce = sequence
             session.add(withdrawal)
+            await self._audit_signed(session, withdrawal.id, signed)
             activity.logger.info("signed attempt persisted", extra={"tx_hash": signed.tx_hash, "nonce": sequence})
             return _prepared([attempt])
 
@@ -697,11 +709,20 @@ class WithdrawalActivities:
             await self._grow_fee_hold(session, withdrawal, signed.max_fee)
             replacement = self._attempt_row(withdrawal, intent, signed)
             session.add(replacement)
+            await self._audit_signed(session, withdrawal.id, signed, replaces=latest.tx_hash)
             activity.logger.info(
                 "fee-bumped replacement persisted",
                 extra={"tx_hash": signed.tx_hash, "replaces": latest.tx_hash, "nonce": latest.sequence},
             )
             return _prepared([*attempts, replacement])
+
+    @staticmethod
+    async def _audit_signed(session: AsyncSession, withdrawal_id: str, signed: SignedTransfer, replaces: str | None = None) -> None:
+        details = {"tx_hash": signed.tx_hash, "slot": signed.sequence, "purpose": signed.purpose, "max_fee": str(signed.max_fee)}
+        await audit.append(
+            session, actor=SIGNER_ACTOR, action="withdrawal.signed", object_type="withdrawal", object_id=withdrawal_id,
+            details=details | ({"replaces": replaces} if replaces else {}),
+        )
 
     @staticmethod
     async def _grow_fee_hold(session: AsyncSession, withdrawal: Withdrawal, max_fee: int) -> None:
@@ -755,6 +776,7 @@ class WithdrawalActivities:
             await self._grow_fee_hold(session, withdrawal, signed.max_fee)
             replacement = self._attempt_row(withdrawal, intent, dataclasses.replace(signed, purpose="CANCEL"))
             session.add(replacement)
+            await self._audit_signed(session, withdrawal.id, dataclasses.replace(signed, purpose="CANCEL"), replaces=latest.tx_hash)
             activity.logger.info(
                 "cancellation replacement persisted",
                 extra={"tx_hash": signed.tx_hash, "replaces": latest.tx_hash, "nonce": latest.sequence},
@@ -807,6 +829,7 @@ class WithdrawalActivities:
             session.add(attempt)
             withdrawal.nonce = sequence
             session.add(withdrawal)
+            await self._audit_signed(session, withdrawal.id, signed, replaces=resign.expired_tx_hash)
             activity.logger.info(
                 "expired attempt re-signed",
                 extra={"tx_hash": signed.tx_hash, "expired": resign.expired_tx_hash, "nonce": sequence},
@@ -851,11 +874,16 @@ class WithdrawalActivities:
             raise
         metrics.BROADCASTS.labels(chain=withdrawal.chain, result=result).inc()
         async with self._sessions() as session, session.begin():
-            await session.exec(
+            first_send = await session.exec(
                 sa.update(TransferAttempt)
                 .where(col(TransferAttempt.id) == latest.id, col(TransferAttempt.broadcast_at).is_(None))
                 .values(state="BROADCAST", broadcast_at=utcnow())
             )
+            if first_send.rowcount:  # type: ignore[attr-defined]
+                await audit.append(
+                    session, actor=WORKFLOW_ACTOR, action="withdrawal.broadcast", object_type="withdrawal",
+                    object_id=withdrawal_id, details={"tx_hash": latest.tx_hash, "result": result},
+                )
         activity.logger.info("broadcast", extra={"tx_hash": latest.tx_hash, "result": result})
         return _prepared(attempts)
 
@@ -937,6 +965,10 @@ class WithdrawalActivities:
             session.add(row)
             detail = {k: v for k, v in {"error_code": finish.error_code, "tx_hash": row.tx_hash}.items() if v}
             session.add(WithdrawalEvent(withdrawal_id=row.id, status=finish.status.value, detail=detail))
+            await audit.append(
+                session, actor=WORKFLOW_ACTOR, action=f"withdrawal.{finish.status.value.lower()}", object_type="withdrawal",
+                object_id=row.id, details=detail | ({"fee_paid": str(row.fee_paid)} if row.fee_paid is not None else {}),
+            )
             reservation = await session.get(Reservation, row.id, with_for_update=True)
             if reservation is not None and reservation.state == "HELD":
                 reservation.state = "SETTLED" if finish.status == WithdrawalStatus.COMPLETED else "RELEASED"

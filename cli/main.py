@@ -44,6 +44,8 @@ apikeys = typer.Typer(help="API keys: create (shown once), list, revoke (admins)
 app.add_typer(apikeys, name="apikeys")
 users = typer.Typer(help="users: roles, blocks (admins)", no_args_is_help=True)
 app.add_typer(users, name="users")
+audit_cli = typer.Typer(help="the tamper-evident audit log (administrators)", no_args_is_help=True)
+app.add_typer(audit_cli, name="audit")
 
 ReasonOpt = Annotated[str, typer.Option("--reason", "-r", help="why (kept in the withdrawal's history)")]
 
@@ -286,6 +288,33 @@ def reconcile(
         _print(report)
     else:
         _print_reconciliation(report)
+
+
+# --- audit log --------------------------------------------------------------------------------
+@audit_cli.command("verify")
+def audit_verify() -> None:
+    """Walk the hash chain; exit 1 and name the first broken entry if any was edited or removed."""
+    result = _call("GET", "/v1/audit/verify")
+    if result["ok"]:
+        typer.echo(f"audit log intact: {result['checked']} entries, every link holds")
+        return
+    typer.echo(
+        f"audit log BROKEN at entry {result['first_broken_id']} (after {result['checked']} good entries): {result['reason']}",
+        err=True,
+    )
+    raise typer.Exit(1)
+
+
+@audit_cli.command("list")
+def audit_list(
+    object_id: str | None = typer.Option(None, "--object", help="e.g. a withdrawal id"),
+    action: str | None = typer.Option(None, help="e.g. withdrawal.signed"),
+    actor: str | None = typer.Option(None),
+    limit: int = typer.Option(50),
+) -> None:
+    """Newest first."""
+    params = {k: v for k, v in {"object_id": object_id, "action": action, "actor": actor, "limit": limit}.items() if v is not None}
+    _table(_call("GET", "/v1/audit", params=params)["entries"], ["id", "at", "actor", "action", "object_id"])
 
 
 # --- key pools -------------------------------------------------------------------------------

@@ -24,6 +24,14 @@ BROADCASTS = Counter(
 ACTIVITY_ERRORS = Counter(
     "custody_activity_errors_total", "Activity failures by error code", ["activity", "code", "permanent"]
 )
+WITHDRAWALS_OPEN = Gauge(
+    "custody_withdrawals_open", "Withdrawals not yet final, by chain and status (sampled by the worker)", ["chain", "status"]
+)
+WITHDRAWAL_OLDEST_OPEN_SECONDS = Gauge(
+    "custody_withdrawal_oldest_open_seconds",
+    "Seconds since the last status change of the oldest withdrawal in each open status (sampled by the worker)",
+    ["chain", "status"],
+)
 WITHDRAWAL_ALERTS = Counter(
     "custody_withdrawal_alerts_total",
     "Conditions an operator must look at while a withdrawal goes on (STUCK_AT_FEE_CAP, REPLACEMENT_FAILED, ...)",

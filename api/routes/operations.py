@@ -26,9 +26,10 @@ from activities.transfers import (
     transfer_intent,
 )
 from api.deps import CallerDep, SessionDep, StateDep
-from api.routes.withdrawals import _public, ensure_started, visible_withdrawal
+from api.routes.withdrawals import _public, ensure_started, requested_details, visible_withdrawal
 from core.errors import AttemptMayStillLand, Forbidden, OperationRefused, UnknownChain
 from core.identity import Identity
+from db import audit
 from models.access import WithdrawalAction, WithdrawalHold
 from models.db import Wallet, Withdrawal, WithdrawalEvent, utcnow
 from models.intent_seal import seal
@@ -272,6 +273,11 @@ async def retry(
     session.add(resubmission)
     session.add(WithdrawalEvent(withdrawal_id=resubmission.id, status="PENDING", detail={"retry_of": failed.id, "by": caller.id}))
     try:
+        await session.flush()
+        await audit.append(
+            session, actor=caller.id, action="withdrawal.requested", object_type="withdrawal", object_id=resubmission.id,
+            details=requested_details(resubmission),
+        )
         await session.commit()
     except IntegrityError:
         await session.rollback()  # a concurrent retry won

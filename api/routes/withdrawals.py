@@ -34,6 +34,7 @@ from core.identity import Identity
 from core.money import to_base_units, to_decimal_string
 from models import search_attributes
 from models.db import TransferAttempt, Wallet, Withdrawal, WithdrawalEvent
+from db import audit
 from models.intent_seal import seal
 from models.payloads import WithdrawalInput, WithdrawalStatus
 from models.schemas import (
@@ -237,11 +238,25 @@ async def _active_wallet(session: SessionDep, owner: str, wallet_id: str) -> Wal
     return wallet
 
 
+def requested_details(withdrawal: Withdrawal) -> dict[str, str]:
+    """What an audit entry records of a request: enough to know what was asked, in base units."""
+    details = {
+        "kind": withdrawal.kind, "wallet_id": withdrawal.wallet_id, "chain": withdrawal.chain, "asset": withdrawal.asset,
+        "amount": str(withdrawal.amount), "destination": withdrawal.destination,
+    }
+    return details | ({"retry_of": withdrawal.retry_of} if withdrawal.retry_of else {})
+
+
 async def _insert_and_start(state: StateDep, session: SessionDep, response: Response, withdrawal: Withdrawal) -> WithdrawalPublic:
     seal(state.settings.intent_seal_key_bytes, withdrawal)
     session.add(withdrawal)
     session.add(WithdrawalEvent(withdrawal_id=withdrawal.id, status=WithdrawalStatus.PENDING.value))
     try:
+        await session.flush()  # a concurrent request with the same key fails here, before the audit lock
+        await audit.append(
+            session, actor=withdrawal.requested_by or withdrawal.owner, action="withdrawal.requested",
+            object_type="withdrawal", object_id=withdrawal.id, details=requested_details(withdrawal),
+        )
         await session.commit()
     except IntegrityError:
         await session.rollback()  # a concurrent request with the same key won the race
