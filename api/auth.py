@@ -19,6 +19,7 @@ from sqlmodel import select
 
 from api.oidc import looks_like_jwt
 from api.permissions import EXTRA_BUCKETS, PERMISSIONS, PUBLIC, SIGNED_IN, Grant
+from db import audit
 from core import metrics
 from core.errors import Forbidden, Unauthorized, UserBlocked
 from core.identity import Identity, Scope, parse_roles, scopes_of
@@ -56,7 +57,12 @@ async def authorized(request: Request) -> Identity:
     except (Unauthorized, Forbidden) as e:
         metrics.AUTH_FAILURES.labels(reason=e.code.lower()).inc()
         log.warning("authentication refused", extra={"route": key, "ip": ip, "error": e.message})
-        await limiter.take("failed_auth", ip or "unknown", write=write)
+        await limiter.take("failed_auth", ip or "unknown", write=write)  # bounds the audit entries below too
+        async with state.sessions() as session, session.begin():
+            await audit.append(
+                session, actor=f"ip:{ip or 'unknown'}", action="auth.failed", object_type="route", object_id=key,
+                details={"code": e.code, "reason": e.message},
+            )
         raise
     await limiter.take("per_identity", identity.id, write=write)
     if rule is None:

@@ -73,9 +73,9 @@ PERMISSIONS: dict[str, str | tuple[Grant, ...]] = {
     "POST /v1/pools/{chain}/rebalance": (_OPERATE,),
     "GET /v1/channels/{chain}": (_OPERATE,),
     "POST /v1/channels/{chain}/sync": (_OPERATE,),
-    # the audit log: admins, and operators (who investigate incidents)
-    "GET /v1/audit": (_OPERATE, _ADMIN),
-    "GET /v1/audit/verify": (_OPERATE, _ADMIN),
+    # the audit log: administrators
+    "GET /v1/audit": (_ADMIN,),
+    "GET /v1/audit/verify": (_ADMIN,),
     # admins
     "GET /v1/admin/api-keys": (_ADMIN,),
     "POST /v1/admin/api-keys": (_ADMIN,),

@@ -54,7 +54,7 @@ EXPECTED: dict[str, object] = {
     "GET /v1/pools/{chain}": {O}, "POST /v1/pools/{chain}/explorers/lease": {O},
     "POST /v1/pools/{chain}/explorers/{lease_id}/withdrawals": {O}, "POST /v1/pools/{chain}/explorers/{lease_id}/return": {O},
     "POST /v1/pools/{chain}/rebalance": {O}, "GET /v1/channels/{chain}": {O}, "POST /v1/channels/{chain}/sync": {O},
-    "GET /v1/audit": {O, D}, "GET /v1/audit/verify": {O, D},
+    "GET /v1/audit": {D}, "GET /v1/audit/verify": {D},
     "GET /v1/admin/api-keys": {D}, "POST /v1/admin/api-keys": {D}, "POST /v1/admin/api-keys/{key_id}/revoke": {D},
     "GET /v1/admin/users": {D}, "GET /v1/admin/users/{user_id}": {D}, "PUT /v1/admin/users/{user_id}": {D},
     "POST /v1/admin/users/{user_id}/block": {D}, "POST /v1/admin/users/{user_id}/unblock": {D},

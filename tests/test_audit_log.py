@@ -15,7 +15,7 @@ from db import audit
 from tests.conftest import ALICE, create_wallet, fund, random_address, wait_for_status, withdraw
 from tests.test_cli import api_url, custody  # noqa: F401  (the API served over HTTP for the CLI)
 
-OPS = {"Authorization": "Bearer dev-ops-key"}
+ADMIN = {"Authorization": "Bearer dev-admin-key"}
 
 
 async def test_a_withdrawal_s_life_is_in_the_audit_log_in_order(api, sessions):
@@ -25,7 +25,7 @@ async def test_a_withdrawal_s_life_is_in_the_audit_log_in_order(api, sessions):
     done = await wait_for_status(api, accepted["id"], {"COMPLETED", "FAILED"})
     assert done["status"] == "COMPLETED"
 
-    page = (await api.get("/v1/audit", params={"object_id": accepted["id"]}, headers=OPS)).json()
+    page = (await api.get("/v1/audit", params={"object_id": accepted["id"]}, headers=ADMIN)).json()
     actions = [e["action"] for e in reversed(page["entries"])]
     assert actions == [
         "withdrawal.requested", "withdrawal.validating", "withdrawal.signing", "withdrawal.signed",
@@ -36,9 +36,24 @@ async def test_a_withdrawal_s_life_is_in_the_audit_log_in_order(api, sessions):
     assert signed["details"]["tx_hash"] == done["tx_hash"] and signed["actor"] == "system:signer"
     for newer, older in zip(page["entries"], page["entries"][1:]):
         assert newer["id"] > older["id"]
-    verified = (await api.get("/v1/audit/verify", headers=OPS)).json()
+    verified = (await api.get("/v1/audit/verify", headers=ADMIN)).json()
     assert verified["ok"] and verified["checked"] >= len(actions)
-    assert (await api.get("/v1/audit", headers=ALICE)).status_code in (401, 403)  # not for owners
+    assert (await api.get("/v1/audit", headers=ALICE)).status_code == 403  # administrators only
+    assert (await api.get("/v1/audit", headers={"Authorization": "Bearer dev-ops-key"})).status_code == 403
+
+
+async def test_access_changes_and_failed_logins_are_audited(api):
+    created = await api.post("/v1/admin/api-keys", json={"owner": "alice", "name": f"k-{uuid.uuid4().hex[:6]}", "scopes": ["wallets:read"]}, headers=ADMIN)
+    assert created.status_code == 201, created.text
+    key_id = created.json()["id"]
+    assert (await api.post(f"/v1/admin/api-keys/{key_id}/revoke", headers=ADMIN)).status_code == 200
+    assert (await api.get("/v1/wallets", headers={"Authorization": "Bearer not-a-key"})).status_code == 401
+    entries = (await api.get("/v1/audit", params={"limit": 50}, headers=ADMIN)).json()["entries"]
+    mine = [(e["action"], e["object_id"]) for e in entries]
+    assert ("apikey.created", key_id) in mine and ("apikey.revoked", key_id) in mine
+    failed = next(e for e in entries if e["action"] == "auth.failed")
+    assert failed["object_id"] == "GET /v1/wallets" and failed["details"]["code"] == "UNAUTHORIZED"
+    assert "not-a-key" not in str(failed)  # the presented credential is never recorded
 
 
 async def test_the_table_refuses_to_change_and_verify_names_the_first_edited_entry(sessions, tmp_path, api_url):  # noqa: F811
@@ -66,7 +81,7 @@ async def test_the_table_refuses_to_change_and_verify_names_the_first_edited_ent
         async with sessions() as session:
             result = await audit.verify(session)
         assert not result.ok and result.first_broken_id == first.id and "edited" in result.reason
-        code, out, err = await custody(api_url, "audit", "verify", key="dev-ops-key")
+        code, out, err = await custody(api_url, "audit", "verify", key="dev-admin-key")
         assert code == 1 and f"BROKEN at entry {first.id}" in err, (out, err)
     finally:
         # Put the row back so the rest of the session's tests see an intact chain.
@@ -74,5 +89,5 @@ async def test_the_table_refuses_to_change_and_verify_names_the_first_edited_ent
             await session.exec(sa.text("ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_update_delete"))  # type: ignore[call-overload]
             await session.exec(sa.text(f"UPDATE audit_log SET details = '{{\"n\": 1}}' WHERE id = {first.id}"))  # type: ignore[call-overload]
             await session.exec(sa.text("ALTER TABLE audit_log ENABLE TRIGGER audit_log_no_update_delete"))  # type: ignore[call-overload]
-    code, out, err = await custody(api_url, "audit", "verify", key="dev-ops-key")
+    code, out, err = await custody(api_url, "audit", "verify", key="dev-admin-key")
     assert code == 0 and "intact" in out, (out, err)

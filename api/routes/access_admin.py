@@ -14,6 +14,7 @@ from sqlmodel import col, select
 
 from api.deps import CallerDep, SessionDep
 from core.errors import ApiKeyNotFound, UserNotFound, ValidationFailed, WalletNotFound
+from db import audit
 from db.access import create_api_key, revoke_api_key, upsert_user
 from models.access import ApiKey, User
 from models.db import Wallet, utcnow
@@ -103,6 +104,10 @@ async def new_api_key(body: ApiKeyCreate, caller: CallerDep, session: SessionDep
         session, owner=body.owner, name=body.name, created_by=caller.id, scopes=body.scopes,
         ip_allowlist=body.ip_allowlist, expires_at=expires_at,
     )
+    await audit.append(
+        session, actor=caller.id, action="apikey.created", object_type="api_key", object_id=row.id,
+        details={"owner": row.owner, "prefix": row.prefix, "scopes": ",".join(row.scopes), "name": row.name},
+    )
     await session.commit()
     return ApiKeyCreated(**_key_public(row).model_dump(), key=key)
 
@@ -112,6 +117,7 @@ async def revoke(key_id: str, caller: CallerDep, session: SessionDep) -> ApiKeyP
     row = await revoke_api_key(session, key_id, caller.id)
     if row is None:
         raise ApiKeyNotFound("no such API key", key_id=key_id)
+    await audit.append(session, actor=caller.id, action="apikey.revoked", object_type="api_key", object_id=row.id, details={"owner": row.owner, "prefix": row.prefix})
     await session.commit()
     return _key_public(row)
 
@@ -137,11 +143,12 @@ async def get_user(user_id: str, _: CallerDep, session: SessionDep) -> UserPubli
 
 
 @router.put("/users/{user_id}", response_model=UserPublic)
-async def put_user(user_id: str, body: UserUpdate, _: CallerDep, session: SessionDep) -> UserPublic:
+async def put_user(user_id: str, body: UserUpdate, caller: CallerDep, session: SessionDep) -> UserPublic:
     """Create the user, or replace its roles (an OIDC user's roles come from its tokens)."""
     if not user_id.strip() or len(user_id) > 200:
         raise ValidationFailed("a user id is 1 to 200 characters", field="user_id")
     user = await upsert_user(session, user_id, body.roles)
+    await audit.append(session, actor=caller.id, action="user.roles_set", object_type="user", object_id=user_id, details={"roles": ",".join(sorted(user.roles))})
     await session.commit()
     return UserPublic.model_validate(user, from_attributes=True)
 
@@ -156,16 +163,18 @@ async def block_user(user_id: str, body: Reason, caller: CallerDep, session: Ses
         user.status, user.blocked_at, user.blocked_by, user.blocked_reason = "BLOCKED", utcnow(), caller.id, body.reason
         user.updated_at = utcnow()
         session.add(user)
+        await audit.append(session, actor=caller.id, action="user.blocked", object_type="user", object_id=user_id, details={"reason": body.reason})
     await session.commit()
     return UserPublic.model_validate(user, from_attributes=True)
 
 
 @router.post("/users/{user_id}/unblock", response_model=UserPublic)
-async def unblock_user(user_id: str, _: CallerDep, session: SessionDep) -> UserPublic:
+async def unblock_user(user_id: str, caller: CallerDep, session: SessionDep) -> UserPublic:
     user = await _user(session, user_id)
     user.status, user.blocked_at, user.blocked_by, user.blocked_reason = "ACTIVE", None, None, None
     user.updated_at = utcnow()
     session.add(user)
+    await audit.append(session, actor=caller.id, action="user.unblocked", object_type="user", object_id=user_id)
     await session.commit()
     return UserPublic.model_validate(user, from_attributes=True)
 
@@ -183,14 +192,16 @@ async def freeze_wallet(wallet_id: str, body: Reason, caller: CallerDep, session
     if wallet.frozen_at is None:
         wallet.frozen_at, wallet.frozen_by, wallet.frozen_reason, wallet.updated_at = utcnow(), caller.id, body.reason, utcnow()
         session.add(wallet)
+        await audit.append(session, actor=caller.id, action="wallet.frozen", object_type="wallet", object_id=wallet_id, details={"reason": body.reason})
     await session.commit()
     return WalletPublic.model_validate(wallet, from_attributes=True)
 
 
 @router.post("/wallets/{wallet_id}/unfreeze", response_model=WalletPublic)
-async def unfreeze_wallet(wallet_id: str, _: CallerDep, session: SessionDep) -> WalletPublic:
+async def unfreeze_wallet(wallet_id: str, caller: CallerDep, session: SessionDep) -> WalletPublic:
     wallet = await _wallet(session, wallet_id)
     wallet.frozen_at, wallet.frozen_by, wallet.frozen_reason, wallet.updated_at = None, None, None, utcnow()
     session.add(wallet)
+    await audit.append(session, actor=caller.id, action="wallet.unfrozen", object_type="wallet", object_id=wallet_id)
     await session.commit()
     return WalletPublic.model_validate(wallet, from_attributes=True)
