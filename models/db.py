@@ -204,3 +204,4 @@ class KeystoreKey(SQLModel, table=True):
 # wherever the withdrawal tables are (Alembic, the API, the worker).
 from models import pools as _pools  # noqa: E402,F401
 from models import access as _access  # noqa: E402,F401
+from models import webhooks as _webhooks  # noqa: E402,F401
