@@ -35,7 +35,7 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from core import metrics
-from core.errors import CustodyError, WebhookDeliveryNotFound
+from core.errors import CustodyError, SigningFailed, WebhookDeliveryNotFound
 from core.money import to_decimal_string
 from core.receiver_urls import ReceiverRefused, pin_receiver
 from core.redaction import redact
@@ -148,7 +148,6 @@ class WebhookActivities:
             ).all()
             now = utcnow()
             if rows:
-                metrics.WEBHOOK_OUTBOX_LAG_SECONDS.set((now - rows[0].occurred_at).total_seconds())
                 owners = {r.owner for r in rows}
                 endpoints = (
                     await session.exec(
@@ -178,8 +177,6 @@ class WebhookActivities:
                     row.dispatched_at = now
                     session.add(row)
                 result.events = len(rows)
-            else:
-                metrics.WEBHOOK_OUTBOX_LAG_SECONDS.set(0)
             result.unstarted = (
                 await session.exec(
                     select(func.count()).select_from(WebhookDelivery).where(
@@ -306,7 +303,11 @@ class WebhookActivities:
 
         body = delivery.body.encode()
         timestamp = int(time.time())
-        secret = (await self._box.open(sealed_secret(endpoint), secret_context(endpoint.id))).decode()
+        try:
+            secret = (await self._box.open(sealed_secret(endpoint), secret_context(endpoint.id))).decode()
+        except SigningFailed:  # another KEK, or an altered row: no retry can open it (a KMS outage is retried)
+            await self._finish(delivery.id, "FAILED", "the endpoint's secret does not open with the configured key-encryption key")
+            return WebhookAttemptResult(number=request.number, delivered=False, final=True)
         headers = {
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,

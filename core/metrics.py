@@ -171,5 +171,5 @@ WEBHOOK_ATTEMPT_SECONDS = Histogram(
 )
 WEBHOOK_OUTBOX_LAG_SECONDS = Gauge(
     "custody_webhook_outbox_lag_seconds",
-    "Age of the oldest status-change event not yet turned into deliveries (sampled by the dispatcher)",
+    "Age of the oldest webhook event not yet turned into deliveries (sampled by the worker from PostgreSQL)",
 )

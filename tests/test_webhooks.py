@@ -10,10 +10,12 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -24,15 +26,19 @@ from sqlmodel import col, select
 from temporalio.client import Client, WorkflowExecutionStatus
 
 from api.main import create_app
-from core.errors import InvalidWebhookUrl
+from core import metrics
+from core.errors import InvalidWebhookUrl, SigningFailed
 from core.identity import Role
 from core.receiver_urls import ReceiverRefused, check_receiver_url, pin_receiver
-from core.settings import Settings, WebhookSettings
+from core.settings import AwsKmsSettings, Settings, WebhookSettings
 from core.webhook_signature import verify
+from db.gauges import sample_webhook_outbox
 from devnet.local import free_port
 from models.db import utcnow
 from models.payloads import WebhookDeliveryResult
 from models.webhooks import WITHDRAWAL_EVENTS, WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookOutboxEvent
+from signers.kek import LocalAesGcmKek, kek_from_settings
+from signers.secret_box import SecretBox
 from tests.conftest import (
     api_client,
     create_wallet,
@@ -379,14 +385,15 @@ async def _outbox_empty(sessions) -> bool:  # type: ignore[no-untyped-def]
     return left is None and unstarted is None
 
 
-async def _outbox_event(sessions, owner: str, event_type: str = "withdrawal.completed") -> str:  # type: ignore[no-untyped-def]
+async def _outbox_event(sessions, owner: str, event_type: str = "withdrawal.completed", occurred_at: datetime | None = None) -> str:  # type: ignore[no-untyped-def]
     """An event as record_status would write it (for tests of the delivery side alone)."""
     event_id = f"evt_{uuid.uuid4().hex}"
     async with sessions() as session, session.begin():
         session.add(
             WebhookOutboxEvent(
                 event_id=event_id, event_type=event_type, owner=owner, object_type="withdrawal", object_id=str(uuid.uuid4()),
-                payload={"withdrawal": {"id": "w", "chain": "anvil", "asset": "ETH", "amount_base_units": "5"}}, occurred_at=utcnow(),
+                payload={"withdrawal": {"id": "w", "chain": "anvil", "asset": "ETH", "amount_base_units": "5"}},
+                occurred_at=occurred_at or utcnow(),
             )
         )
     return event_id
@@ -461,3 +468,44 @@ async def test_receiver_url_rules():
     pinned = await pin_receiver("http://localhost:9/x", allow_local=True)
     assert pinned.url in ("http://127.0.0.1:9/x", "http://[::1]:9/x") and pinned.host_header == "localhost:9"
     assert set(WITHDRAWAL_EVENTS) == {*LIFECYCLE, "withdrawal.awaiting_approval", "withdrawal.failed", "withdrawal.cancelled", "withdrawal.alert"}
+
+
+async def test_the_worker_samples_how_long_webhook_events_wait(sessions):
+    """The lag gauge comes from PostgreSQL, so it grows even when no dispatcher runs at all."""
+    event_id = await _outbox_event(sessions, f"nobody-{uuid.uuid4().hex[:6]}", occurred_at=utcnow() - timedelta(hours=1))
+    try:
+        await sample_webhook_outbox(sessions)
+        assert metrics.WEBHOOK_OUTBOX_LAG_SECONDS._value.get() >= 3600  # type: ignore[attr-defined]
+    finally:
+        async with sessions() as session, session.begin():
+            row = (await session.exec(select(WebhookOutboxEvent).where(WebhookOutboxEvent.event_id == event_id))).one()
+            row.dispatched_at = utcnow()
+            session.add(row)
+
+
+async def test_webhook_secrets_are_sealed_with_the_keystore_kek_local_or_kms(aws_server):
+    secret, context = b"whsec_" + uuid.uuid4().hex.encode(), "webhook-endpoint:one"
+    local = SecretBox(kek_from_settings(Settings(environment="test")))
+    sealed = await local.seal(secret, context)
+    assert await local.open(sealed, context) == secret
+    assert secret not in sealed.ciphertext + sealed.wrapped_key + sealed.nonce
+    with pytest.raises(SigningFailed):
+        await local.open(sealed, "webhook-endpoint:two")  # copied onto another endpoint's row
+    with pytest.raises(SigningFailed):
+        await SecretBox(LocalAesGcmKek(os.urandom(32), "local-kek-1")).open(sealed, context)  # another KEK
+
+    key = aws_server.client("kms").create_key(KeySpec="SYMMETRIC_DEFAULT", KeyUsage="ENCRYPT_DECRYPT")["KeyMetadata"]
+    kms_kek = kek_from_settings(
+        Settings(
+            environment="test", keystore_kek=f"aws-kms:{key['KeyId']}", keystore_kek_id="aws-kek-webhooks",
+            aws_kms=AwsKmsSettings(region=aws_server.region, endpoint_url=aws_server.endpoint_url),
+        )
+    )
+    try:
+        kms = SecretBox(kms_kek)
+        sealed = await kms.seal(secret, context)
+        assert sealed.kek_id == "aws-kek-webhooks" and await kms.open(sealed, context) == secret
+        with pytest.raises(SigningFailed):
+            await kms.open(sealed, "webhook-endpoint:two")
+    finally:
+        kms_kek.close()  # type: ignore[attr-defined]
