@@ -270,7 +270,7 @@ async def _run_that_started_deliveries(client: Client, workflow_id: str) -> str 
 
 @pytest.fixture
 def short_period(base_settings: Settings, task_queue: str) -> Settings:
-    return base_settings.model_copy(update={"task_queue": task_queue, "webhooks": WebhookSettings(retry_period_seconds=4, **FAST)})
+    return base_settings.model_copy(update={"task_queue": task_queue, "webhooks": WebhookSettings(retry_period_seconds=6, **FAST)})
 
 
 async def test_retries_stop_after_the_period_and_a_redelivery_posts_the_same_event(
