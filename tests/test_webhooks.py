@@ -343,11 +343,13 @@ async def test_one_delivery_per_status_change_when_the_worker_dies_mid_dispatch(
     receiver.answer("/crash")
     for name, value in settings.webhooks.model_dump().items():
         monkeypatch.setenv(f"CUSTODY_WEBHOOKS__{name.upper()}", str(value).lower() if isinstance(value, bool) else str(value))
-    async with build_worker(client, settings, sessions), api_client(settings, client) as api:
+    async with build_worker(client, settings, sessions):
         # Nothing from the rest of the session left to dispatch, so the first round is ours.
         drain = await ensure_webhook_dispatcher(client, settings)
         await until(lambda: _outbox_empty(sessions), what="outbox drained")
         await client.get_workflow_handle(drain).terminate("drained")
+    # This worker has stopped: no round of the drained dispatcher is still claiming.
+    async with build_worker(client, settings, sessions), api_client(settings, client) as api:
         hook = await register(api, headers, receiver.url("/crash"), ["*"])
         done = await completed_withdrawal(api, headers)  # no dispatcher: the events wait in the outbox
     assert not await deliveries_of(sessions, hook["id"])
