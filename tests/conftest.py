@@ -322,6 +322,7 @@ def worker_process(settings: Settings, chaos_after: str | None = None) -> subpro
         "CUSTODY_TEMPORAL_METRICS_PORT": "0",
         "CUSTODY_CHAINS": json.dumps({name: c.model_dump() for name, c in settings.chains.items()}),
         "CUSTODY_POOLS": json.dumps({name: p.model_dump() for name, p in settings.pools.items()}),
+        "CUSTODY_WORKER_SHUTDOWN_GRACE_SECONDS": str(settings.worker_shutdown_grace_seconds),
         "CUSTODY_SIGNER_BACKEND": settings.signer_backend,
         "CUSTODY_AWS_KMS": settings.aws_kms.model_dump_json(),
         "CUSTODY_GCP_KMS": settings.gcp_kms.model_dump_json(),

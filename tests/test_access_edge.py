@@ -43,6 +43,8 @@ def _env(settings: Settings) -> dict[str, str]:
         "CUSTODY_TASK_QUEUE": settings.task_queue,
         "CUSTODY_WORKER_METRICS_PORT": "0",
         "CUSTODY_TEMPORAL_METRICS_PORT": "0",
+        # A test's worker stops at its end: activities in flight need not drain for 30 s.
+        "CUSTODY_WORKER_SHUTDOWN_GRACE_SECONDS": str(settings.worker_shutdown_grace_seconds),
         "CUSTODY_CHAINS": json.dumps({name: c.model_dump() for name, c in settings.chains.items()}),
     }
 

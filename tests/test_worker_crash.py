@@ -69,7 +69,9 @@ async def test_sigterm_lets_the_activity_in_flight_finish_before_the_worker_exit
     """A deploy stops workers with SIGTERM: the worker stops taking work and the signature it is
     waiting for is persisted before it exits (0), so nothing is retried or lost."""
     kms = AwsKmsSettings(region=aws_server.region, endpoint_url=aws_server.endpoint_url, alias_prefix=f"t-{uuid.uuid4().hex[:8]}")
-    settings = base_settings.model_copy(update={"task_queue": task_queue, "signer_backend": "aws-kms", "aws_kms": kms})
+    settings = base_settings.model_copy(
+        update={"task_queue": task_queue, "signer_backend": "aws-kms", "aws_kms": kms, "worker_shutdown_grace_seconds": 30}
+    )
     draining = worker_process(settings)
     restarted = None
     try:
