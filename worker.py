@@ -28,6 +28,7 @@ from activities.alerts import record_withdrawal_alert
 from activities.channels import ChannelActivities, channel_settings
 from activities.errors import CustodyWorkerInterceptor
 from activities.faucet import FaucetActivities
+from activities.policy import PolicyActivities, PolicyJudge
 from activities.pools import PoolActivities, units
 from activities.reconciliation import ReconciliationActivities
 from activities.wallets import WalletActivities
@@ -75,14 +76,16 @@ def withdrawal_policy(settings: Settings) -> WithdrawalPolicy:
     }
     return WithdrawalPolicy(
         thresholds, settings.approval_timeout_seconds, hodl_auto_approve, settings.confirmation_rounds_per_run,
-        settings.intent_seal_key_bytes,
+        settings.intent_seal_key_bytes, approval_threshold_window_seconds=settings.approval_threshold_window_seconds,
     )
 
 
 def build_activities(settings: Settings, sessions: SessionFactory) -> list[Any]:
     chains = ChainRegistry.from_settings(settings)
     signers = SignerSet(settings, sessions)
-    withdrawals = WithdrawalActivities(sessions, chains, signers, withdrawal_policy(settings))
+    policy = withdrawal_policy(settings)
+    judge = PolicyJudge(sessions, chains, policy.policy_settings())
+    withdrawals = WithdrawalActivities(sessions, chains, signers, policy, judge=judge)
     wallets = WalletActivities(sessions, chains, signers)
     pools = PoolActivities(sessions, chains, signers, settings)
     channels = ChannelActivities(sessions, chains, settings)
@@ -101,6 +104,7 @@ def build_activities(settings: Settings, sessions: SessionFactory) -> list[Any]:
         withdrawals.finish,
         withdrawals.record_alert,
         withdrawals.fill_sequence_gaps,
+        PolicyActivities(judge).decide,
         wallets.create_key,
         wallets.activate,
         wallets.mark_failed,
