@@ -30,9 +30,10 @@ from chains.registry import ChainRegistry
 from core import metrics
 from core.errors import CustodyError, LimitExceeded, PolicyBlocked, WalletNotFound, WithdrawalNotFound
 from core.identity import Role
-from core.money import to_decimal_string
+from core.money import to_base_units, to_decimal_string
 from core.policy import AmountRange, Counted, Match, Per, PolicyDocument, Quorum, Rule
 from core.policy_engine import Candidate, Judge, Judgement, Outcome, Step, Totals, Window
+from core.settings import Settings
 from db import audit
 from db import policy as store
 from db.engine import SessionFactory
@@ -55,6 +56,22 @@ class PolicySettings:
     approval_thresholds: dict[tuple[str, str], int] = field(default_factory=dict)
     approval_threshold_window_seconds: int = 86_400
     hodl_auto_approve: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> PolicySettings:
+        """Thresholds `{"anvil:ETH": "5"}` and the pools' `hodl_auto_approve_up_to`, in base units."""
+        from activities.pools import units  # the pools' own reading of their settings
+
+        thresholds: dict[tuple[str, str], int] = {}
+        for key, amount in settings.approval_thresholds.items():
+            chain, _, asset = key.partition(":")
+            thresholds[(chain.lower(), asset)] = to_base_units(amount, settings.chain(chain).asset(asset).decimals)
+        hodl = {
+            chain.lower(): units(pool.hodl_auto_approve_up_to, settings.chain(chain).native_decimals)
+            for chain, pool in settings.pools.items()
+            if chain.lower() in settings.chains
+        }
+        return cls(thresholds, settings.approval_threshold_window_seconds, hodl)
 
 
 @dataclass
@@ -100,7 +117,8 @@ class PolicyJudge:
                         withdrawal_id=withdrawal.id, owner=withdrawal.owner, wallet_id=withdrawal.wallet_id, chain=withdrawal.chain,
                         asset=withdrawal.asset, amount=withdrawal.amount, internal=candidate.internal,
                         approval_required=judgement.outcome == Outcome.REQUIRE_APPROVAL,
-                        at=sa.func.now(),  # window times come from PostgreSQL's clock, the same for every worker
+                        # PostgreSQL's clock (the same for every worker), read now, under the lock.
+                        at=sa.func.clock_timestamp(),
                     )
                 )
         activity.logger.info(

@@ -20,6 +20,7 @@ from api.errors import install_error_handlers
 from api.oidc import OidcVerifier
 from api.ratelimit import RateLimiter
 from api.routes import access_admin, admin, audit, channels, codec, health, operations, pools, users, wallets, withdrawals
+from api.routes import address_book, policy
 from chains.registry import ChainRegistry
 from core.logs import configure_logging
 from core.redaction import register_settings
@@ -96,6 +97,8 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     app.include_router(pools.router)
     app.include_router(channels.router)
     app.include_router(audit.router)
+    app.include_router(policy.router)
+    app.include_router(address_book.router)
     # Added last = outermost: headers on every answer, then the body guard before any parsing.
     app.add_middleware(CodecOnlyCors, ui_origin=settings.temporal_ui_url)
     app.add_middleware(BodyGuard, max_body_bytes=settings.http.max_body_bytes, max_json_depth=settings.http.max_json_depth)

@@ -80,12 +80,17 @@ async def window_totals(
 ) -> Totals:
     """What the window holds of withdrawals in the same chain and asset, per wallet, owner or
     for everyone. `as_of` (a spend's id and time): only what was decided before it, in the
-    window ending at its time, i.e. exactly what its own decision saw (minus releases)."""
+    window ending at its time, i.e. exactly what its own decision saw (minus releases).
+
+    The clock is PostgreSQL's `clock_timestamp()`, read after the decision lock is held (never
+    `now()`, the transaction's start: a decision that started earlier but committed later would
+    otherwise look like the future). Decisions are serialized, so every spend already written
+    is in the past; only `id` orders them for a re-check."""
     s = PolicySpend.__table__.c  # type: ignore[attr-defined]
-    end = sa.literal(as_of[1], sa.DateTime(timezone=True)) if as_of else sa.func.now()
+    end = sa.literal(as_of[1], sa.DateTime(timezone=True)) if as_of else sa.func.clock_timestamp()
     start = end - sa.literal(timedelta(seconds=window.seconds), sa.Interval())
     query = sa.select(sa.func.coalesce(sa.func.sum(s.amount), 0), sa.func.count(), sa.func.min(s.at)).where(
-        s.chain == chain, s.asset == asset, s.state == "ACTIVE", s.internal.is_(False), s.at > start, s.at <= end,
+        s.chain == chain, s.asset == asset, s.state == "ACTIVE", s.internal.is_(False), s.at > start,
     )
     if window.per == Per.WALLET:
         query = query.where(s.wallet_id == wallet_id)

@@ -55,6 +55,11 @@ EXPECTED: dict[str, object] = {
     "POST /v1/pools/{chain}/explorers/{lease_id}/withdrawals": {O}, "POST /v1/pools/{chain}/explorers/{lease_id}/return": {O},
     "POST /v1/pools/{chain}/rebalance": {O}, "GET /v1/channels/{chain}": {O}, "POST /v1/channels/{chain}/sync": {O},
     "GET /v1/audit": {D}, "GET /v1/audit/verify": {D},
+    "GET /v1/policy": {D, O}, "PUT /v1/policy": {D}, "GET /v1/policy/versions": {D, O}, "GET /v1/policy/versions/{version}": {D, O},
+    "POST /v1/policy/rules": {D}, "PUT /v1/policy/rules/{rule_id}": {D}, "DELETE /v1/policy/rules/{rule_id}": {D},
+    "POST /v1/policy/test": {D, O},
+    "GET /v1/address-book": {U, A, O}, "POST /v1/address-book": {U}, "DELETE /v1/address-book/{entry_id}": {U},
+    "POST /v1/address-book/{entry_id}/approve": {A},
     "GET /v1/admin/api-keys": {D}, "POST /v1/admin/api-keys": {D}, "POST /v1/admin/api-keys/{key_id}/revoke": {D},
     "GET /v1/admin/users": {D}, "GET /v1/admin/users/{user_id}": {D}, "PUT /v1/admin/users/{user_id}": {D},
     "POST /v1/admin/users/{user_id}/block": {D}, "POST /v1/admin/users/{user_id}/unblock": {D},
@@ -74,7 +79,8 @@ async def new_identity(sessions, *roles: Role, **key_options) -> tuple[dict[str,
 def _concrete(path: str) -> str:
     return path.replace("{chain}", "nochain").replace("{wallet_id}", str(uuid.uuid4())).replace(
         "{withdrawal_id}", str(uuid.uuid4())
-    ).replace("{lease_id}", str(uuid.uuid4())).replace("{key_id}", str(uuid.uuid4())).replace("{user_id}", f"x-{uuid.uuid4().hex[:8]}")
+    ).replace("{lease_id}", str(uuid.uuid4())).replace("{key_id}", str(uuid.uuid4())).replace("{user_id}", f"x-{uuid.uuid4().hex[:8]}").replace(
+        "{version}", "999999").replace("{rule_id}", "r-none").replace("{entry_id}", str(uuid.uuid4()))
 
 
 async def test_every_route_answers_every_role_as_the_table_says(api, sessions):
