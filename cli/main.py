@@ -337,6 +337,14 @@ def _json_arg(text: str | None, file: str | None) -> Any:
         raise typer.Exit(2) from e
 
 
+def _compact(value: Any) -> Any:
+    """Without nulls and empty lists or objects (what a rule leaves unsaid matches anything)."""
+    if isinstance(value, dict):
+        kept = {k: _compact(v) for k, v in value.items()}
+        return {k: v for k, v in kept.items() if v not in (None, [], {})}
+    return value
+
+
 def _print_policy(body: dict[str, Any]) -> None:
     doc = body["document"]
     typer.echo(f"policy v{body['version']} by {body['author']} at {body['created_at']}: {body['summary']}")
@@ -345,15 +353,19 @@ def _print_policy(body: dict[str, Any]) -> None:
     if listed["owners"] or listed["wallets"]:
         typer.echo(f"allowlist-only: owners {listed['owners']}, wallets {listed['wallets']}")
     book = doc["address_book"]
-    typer.echo(f"address book: cooling {book['cooling_seconds']} s, or {json.dumps(book['quorum'])}")
+    typer.echo(f"address book: cooling {book['cooling_seconds']} s, or approved by {json.dumps(_compact(book['quorum']))}")
     for name, members in doc["groups"].items():
         typer.echo(f"group {name}: {', '.join(members)}")
     typer.echo("")
     rows = []
     for position, rule in enumerate(doc["rules"]):
-        match = {k: v for k, v in rule["match"].items() if v not in ([], {}, None, "ANY")}
-        match = {k: v for k, v in match.items() if not (isinstance(v, dict) and not any(v.values()))}
-        action = rule["action"] + (f" {json.dumps(rule['quorum'])}" if rule.get("quorum") else "")
+        match = _compact(rule["match"])
+        if match.get("destination") == "ANY":
+            del match["destination"]
+        amount = match.get("amount", {})
+        if "window_seconds" not in amount:  # per / counted say nothing without a window
+            amount.pop("per", None), amount.pop("counted", None)
+        action = rule["action"] + (f" {json.dumps(_compact(rule['quorum']))}" if rule.get("quorum") else "")
         extras = [f"max {rule['max_per_transaction']}/tx"] if rule.get("max_per_transaction") else []
         extras += [f"{l['per']} {l['window_seconds']}s: {l.get('max_amount') or ''} {('x' + str(l['max_count'])) if l.get('max_count') else ''}".strip() for l in rule["limits"]]
         rows.append({"#": position, "id": rule["id"], "name": rule["name"], "on": "yes" if rule["enabled"] else "no",
@@ -491,7 +503,8 @@ def policy_test(
         typer.echo(f"judged by policy v{result['version']}:")
         for step in result["trace"]:
             typer.echo(f"  {'MATCH' if step['matched'] else 'skip '}  {step['rule_id']:<28} {step['name']}: {step['why']}")
-        typer.echo(f"=> {result['outcome']}" + (f" ({result['error_code']})" if result["error_code"] else "") + f": {result['reason']}")
+        code = f" ({result['error_code']})" if result["error_code"] not in (None, result["outcome"]) else ""
+        typer.echo(f"=> {result['outcome']}{code}: {result['reason']}")
         if result["quorum"]:
             typer.echo(f"   quorum: {json.dumps(result['quorum'])}")
         for key, value in result["details"].items():

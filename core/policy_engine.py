@@ -115,8 +115,9 @@ def floor_units(amount: str, decimals: int) -> int:
 
 
 def window_text(seconds: int) -> str:
+    """86400 -> "24 h", 172800 -> "2 d", 90 -> "90 s"."""
     for unit, size in (("d", 86_400), ("h", 3_600), ("min", 60)):
-        if seconds % size == 0:
+        if seconds % size == 0 and (unit != "d" or seconds >= 2 * 86_400):
             return f"{seconds // size} {unit}"
     return f"{seconds} s"
 
@@ -203,16 +204,16 @@ class Judge:
         if rule.max_per_transaction is not None:
             most = floor_units(rule.max_per_transaction, c.decimals)
             if c.amount > most:
-                why = f"{where}: at most {self._money(most, c)} per withdrawal; this one is {self._money(c.amount, c)}"
-                trace.append(Step(rule.id, rule.name, True, why))
+                why = f"at most {self._money(most, c)} per withdrawal; this one is {self._money(c.amount, c)}"
+                trace[-1].why = f"every condition holds, but {why}"
                 details = {"limit": "per_transaction", "max_amount": self._money(most, c), "remaining_amount": self._money(most, c)}
-                return self._result(Outcome.LIMIT_EXCEEDED, rule.id, rule.name, why, trace, details=details)
+                return self._result(Outcome.LIMIT_EXCEEDED, rule.id, rule.name, f"{where}: {why}", trace, details=details)
         if not c.internal:
             for limit in rule.limits:
                 exceeded = await self._exceeded(limit, c, totals)
                 if exceeded is not None:
                     why, details = exceeded
-                    trace.append(Step(rule.id, rule.name, True, f"{where}: {why}"))
+                    trace[-1].why = f"every condition holds, but the {why}"
                     return self._result(Outcome.LIMIT_EXCEEDED, rule.id, rule.name, f"{where}: {why}", trace, details=details)
         if rule.action == Action.REQUIRE_APPROVAL:
             assert rule.quorum is not None
@@ -231,7 +232,7 @@ class Judge:
             left = max(limit.max_count - held.count, 0)
             details |= {"max_count": str(limit.max_count), "used_count": str(held.count), "remaining_count": str(left)}
             if held.count + 1 > limit.max_count:
-                over.append(f"{limit.max_count} withdrawals, {left} remain")
+                over.append(f"{held.count} of {limit.max_count} withdrawals made, {left} left")
         if limit.max_amount is not None:
             most = floor_units(limit.max_amount, c.decimals)
             left = max(most - held.amount, 0)
@@ -239,7 +240,10 @@ class Judge:
                 "max_amount": self._money(most, c), "used_amount": self._money(held.amount, c), "remaining_amount": self._money(left, c),
             }
             if held.amount + c.amount > most:
-                over.append(f"{self._money(most, c)}, {self._money(left, c)} remain(s) and this withdrawal is {self._money(c.amount, c)}")
+                over.append(
+                    f"{self._money(held.amount, c)} of {self._money(most, c)} used, {self._money(left, c)} left, "
+                    f"and this withdrawal is {self._money(c.amount, c)}"
+                )
         return (f"{span}: {'; '.join(over)}", details) if over else None
 
     def _hodl(self, judgement: Judgement, c: Candidate) -> Judgement:

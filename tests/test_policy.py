@@ -117,7 +117,7 @@ async def test_fifty_concurrent_withdrawals_never_exceed_a_24h_limit(api, sessio
     for d in refused:
         assert d["error_code"] == "LIMIT_EXCEEDED" and d["attempts"] == [] and d["policy_rule_id"] == rule_id
         assert f"rule {rule_id}" in d["error_message"] and f"policy v{version}" in d["error_message"]
-        assert "0 ETH remain" in d["error_message"]
+        assert "0.5 ETH of 0.5 ETH used, 0 ETH left" in d["error_message"]
     one = await detail(api, refused[0]["id"])
     assert one["policy_decisions"][0]["details"]["remaining_amount"] == "0 ETH"
     assert one["policy_decisions"][0]["details"]["used_amount"] == "0.5 ETH"

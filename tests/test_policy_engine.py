@@ -5,6 +5,7 @@ them up under concurrency is tested end to end in tests/test_policy.py."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 
 import pytest
@@ -95,7 +96,7 @@ async def test_an_amount_over_a_window_adds_what_the_window_holds_so_splitting_d
     window = Window(Per.WALLET, 86400, Counted.UNAPPROVED)
     first = await judge(doc, candidate())
     assert first.outcome == Outcome.ALLOW and first.rule_id == "default"
-    assert first.trace[0].why == "amount 1 ETH + 0 ETH sent without approval by this wallet in the last 1 d = 1 ETH is not above 1 ETH"
+    assert first.trace[0].why == "amount 1 ETH + 0 ETH sent without approval by this wallet in the last 24 h = 1 ETH is not above 1 ETH"
     second = await judge(doc, candidate(), {window: Totals(amount=ETH, count=1)})
     assert second.outcome == Outcome.REQUIRE_APPROVAL and second.approvals_required == 1 and second.rule_id == "r0"
     # Moves between the owner's own wallets neither count nor are counted.
@@ -117,7 +118,11 @@ async def test_velocity_limits_refuse_with_what_remains():
     assert (over.outcome, over.error_code, over.rule_id) == (Outcome.LIMIT_EXCEEDED, "LIMIT_EXCEEDED", "r0")
     assert over.details["remaining_amount"] == "0.7 ETH" and over.details["used_amount"] == "1.3 ETH"
     assert over.details["remaining_count"] == "2" and over.details["frees_up_from"] == "2026-01-02T00:00:00+00:00"
-    assert "rule r0 'daily limit per user' (policy v7)" in over.reason and "0.7 ETH remain" in over.reason
+    assert over.reason == (
+        "rule r0 'daily limit per user' (policy v7): 24 h limit per owner: 1.3 ETH of 2 ETH used, 0.7 ETH left, "
+        "and this withdrawal is 1 ETH"
+    )
+    assert over.trace[-1].matched and over.trace[-1].why.startswith("every condition holds, but the 24 h limit per owner")
 
     counted = await judge(doc, candidate(amount=1), {window: Totals(amount=0, count=3)})
     assert counted.outcome == Outcome.LIMIT_EXCEEDED and counted.details["remaining_count"] == "0"
@@ -198,3 +203,20 @@ def test_a_document_that_cannot_be_judged_by_is_refused(bad, says):
     with pytest.raises(ValidationError) as refused:
         PolicyDocument.model_validate(bad)
     assert says in str(refused.value)
+
+
+def test_the_readme_worked_examples_are_valid_rules():
+    import re
+    from pathlib import Path
+
+    from core.policy import RuleIn
+
+    readme = Path(__file__).parent.parent.joinpath("README.md").read_text()
+    section = readme.split("## Policy engine", 1)[1].split("\n## ", 1)[0]
+    rules = [json.loads(text) for text in re.findall(r"--json '(\{.*?\})'", section, flags=re.DOTALL)]
+    assert len(rules) == 2
+    for rule in rules:
+        RuleIn.model_validate(rule)
+    amount = re.search(r'"amount": (\{"above": "5", "window_seconds".*?\})', section, flags=re.DOTALL)
+    assert amount is not None
+    RuleIn.model_validate({"name": "x", "match": {"assets": ["ETH"], "amount": json.loads(amount.group(1).replace("\n", " "))}, "action": "BLOCK"})
