@@ -267,11 +267,13 @@ async def main() -> None:
     await ensure_rebalance_schedules(client, settings)
     await ensure_channel_schedules(client, settings)
     await ensure_reconciliation_schedules(client, settings)
-    log.info("worker started", extra={"task_queue": settings.task_queue, "chains": sorted(settings.chains)})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    # Said only once a SIGTERM would drain it (the handlers above), so a supervisor that stops
+    # the worker as soon as it reports ready never kills it mid-activity.
+    log.info("worker started", extra={"task_queue": settings.task_queue, "chains": sorted(settings.chains)})
     sampler = asyncio.create_task(sample_forever(sessions))
     try:
         async with worker:

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
+from fastapi_offline import FastAPIOffline
 from prometheus_client import Histogram, start_http_server
 from redis.asyncio import Redis
 from temporalio.client import Client
@@ -66,7 +67,10 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
             await redis.aclose()
             await engine.dispose()
 
-    app = FastAPI(
+    # Swagger UI and ReDoc from the assets packaged with fastapi-offline, not a CDN: /docs works on
+    # a machine without internet (tests/test_docs_offline.py opens it in a real browser).
+    app = FastAPIOffline(
+        static_url="/docs/assets",
         title="custody",
         version="0.1.0",
         description="Wallets and exactly-once withdrawals on Temporal. Authenticate with `Authorization: Bearer <api key>` "
