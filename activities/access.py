@@ -93,16 +93,30 @@ async def _refusal(
                 placed_by=hold.placed_by, placed_as=hold.placed_as,
             )
         if quorum is not None:
-            approvers = await _approvers(session, withdrawal, excluding=people, quorum=quorum)
-            if len(approvers) < quorum.count:
-                return ApprovalNotRecorded(
-                    f"this withdrawal needs {quorum.count} approval(s) made through custody by eligible approvers; "
-                    f"{len(approvers)} recorded; nothing was signed",
-                    required=quorum.count, recorded=len(approvers),
-                )
+            return await _missing_approvals(session, withdrawal, quorum)
     if step == SigningStep.CANCEL and not await _recorded(session, withdrawal, "CANCEL"):
         return CancelNotRecorded("no cancellation made through custody is recorded for this withdrawal; nothing was signed")
     return None
+
+
+async def approval_refusal(session: AsyncSession, withdrawal: Withdrawal, quorum: ApprovalQuorum) -> CustodyError | None:
+    """The first attempt's approval check alone (the rest of `refusal_to_sign` already passed)."""
+    refusal = await _missing_approvals(session, withdrawal, quorum)
+    if refusal is not None:
+        metrics.ACCESS_SIGNING_REFUSED.labels(step=SigningStep.FIRST.value, code=refusal.code).inc()
+    return refusal
+
+
+async def _missing_approvals(session: AsyncSession, withdrawal: Withdrawal, quorum: ApprovalQuorum) -> CustodyError | None:
+    people = {withdrawal.owner, *([withdrawal.requested_by] if withdrawal.requested_by else [])}
+    approvers = await _approvers(session, withdrawal, excluding=people, quorum=quorum)
+    if len(approvers) >= quorum.count:
+        return None
+    return ApprovalNotRecorded(
+        f"this withdrawal needs {quorum.count} approval(s) made through custody by eligible approvers; "
+        f"{len(approvers)} recorded; nothing was signed",
+        required=quorum.count, recorded=len(approvers),
+    )
 
 
 async def _accepted(session: AsyncSession, withdrawal: Withdrawal, action: str) -> list[WithdrawalAction]:

@@ -1,7 +1,7 @@
 """The policy engine at work: each withdrawal is judged by the stored policy (core/policy_engine.py)
 in an activity, against the database, before its funds are held (DECIDE), and judged again right
-before its first signature (RECHECK). Both are recorded on the withdrawal (rule, version,
-outcome), in its history and in the audit log, in the transaction that decides.
+before its first signature (RECHECK). Both are recorded (policy_decisions; the withdrawal's own
+rule, version and outcome columns) and audited, in the transaction that decides.
 
 Rolling windows hold exactly: every DECIDE runs under one lock (an in-process lock, then a
 PostgreSQL advisory lock across workers) and writes the withdrawal's spend before the lock is
@@ -38,7 +38,7 @@ from db import audit
 from db import policy as store
 from db.engine import SessionFactory
 from models.access import User
-from models.db import Wallet, Withdrawal, WithdrawalEvent, utcnow
+from models.db import Wallet, Withdrawal, utcnow
 from models.payloads import PolicyVerdict
 from models.policy import PolicyDecision, PolicySpend
 from models.pools import PoolKey, PoolTier
@@ -237,7 +237,6 @@ class PolicyJudge:
         )
         session.add(decision)
         summary = {"stage": stage, "policy_version": str(judgement.version), "rule_id": judgement.rule_id, "outcome": judgement.outcome}
-        session.add(WithdrawalEvent(withdrawal_id=withdrawal.id, status="POLICY", detail=summary | {"reason": judgement.reason}))
         await session.flush()
         await audit.append(
             session, actor=POLICY_ACTOR, action=f"withdrawal.policy_{'decided' if stage == DECIDE else 'rechecked'}",

@@ -23,7 +23,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio import activity
 
-from activities.access import ONE_APPROVER, SigningStep, refusal_to_sign
+from activities.access import ONE_APPROVER, SigningStep, approval_refusal, refusal_to_sign
 from activities.alerts import record_withdrawal_alert
 from activities.channels import ChannelLeases
 from activities.locks import KeyedLocks, advisory_lock
@@ -252,16 +252,23 @@ class WithdrawalActivities:
             attempts = await self._attempts(session, withdrawal_id)
             if step == SigningStep.FIRST and attempts:
                 return None, attempts
+            # Blocks, freezes and holds first, at once (a pause placed after this point holds the
+            # withdrawal after its signature, before it is sent).
+            refusal = await refusal_to_sign(session, withdrawal, wallet, step)
+            if refusal is not None or step != SigningStep.FIRST:
+                return refusal, attempts
             pool_key = await session.get(PoolKey, wallet.id) if wallet.owner.startswith("pool:") else None
             quorum = ONE_APPROVER if self._needs_approval(withdrawal, pool_key) else None
-        recheck = await self._judge.recheck(withdrawal_id) if step == SigningStep.FIRST else None
+        recheck = await self._judge.recheck(withdrawal_id)
+        if recheck is not None:  # None: accepted before the policy engine, the threshold alone
+            if recheck.refusal is not None:
+                return recheck.refusal, attempts
+            quorum = recheck.quorum
+        if quorum is None:
+            return None, attempts
         async with self._sessions() as session:
-            withdrawal, wallet = await self._load(session, withdrawal_id)
-            if recheck is None:  # not judged by the policy engine (accepted before it): the threshold alone
-                return await refusal_to_sign(session, withdrawal, wallet, step, quorum=quorum), attempts
-            if recheck.refusal is not None:  # blocks, freezes and holds say so first
-                return await refusal_to_sign(session, withdrawal, wallet, step) or recheck.refusal, attempts
-            return await refusal_to_sign(session, withdrawal, wallet, step, quorum=recheck.quorum), attempts
+            withdrawal, _ = await self._load(session, withdrawal_id)
+            return await approval_refusal(session, withdrawal, quorum), attempts
 
     async def _held_back(self, withdrawal_id: str, step: SigningStep) -> PreparedAttempt | None:
         """For replacements and re-signs: a refusal comes back `blocked` (alerted by the
