@@ -21,6 +21,7 @@ from temporalio.client import (
     ScheduleSpec,
     ScheduleUpdate,
 )
+from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.worker import Worker
 
 import core.importlock  # noqa: F401  (Python 3.11: the sandbox's imports must survive re-entrant imports)
@@ -32,6 +33,7 @@ from activities.policy import PolicyActivities, PolicyJudge, PolicySettings
 from activities.pools import PoolActivities
 from activities.reconciliation import ReconciliationActivities
 from activities.wallets import WalletActivities
+from activities.webhooks import WebhookActivities
 from activities.withdrawals import WithdrawalActivities, WithdrawalPolicy
 from chains.registry import ChainRegistry
 from core.logs import configure_logging
@@ -42,12 +44,16 @@ from db.engine import SessionFactory, create_engine, create_session_factory
 from db.gauges import sample_forever
 from db.migrate import upgrade
 from signers.registry import SignerSet
-from models.payloads import RebalanceInput, ReconciliationInput
+from signers.kek import kek_from_settings
+from signers.secret_box import SecretBox
+from models.payloads import RebalanceInput, ReconciliationInput, WebhookDispatcherInput
 from workflows.channels import ChannelAccountsWorkflow
 from workflows.faucet import FaucetWorkflow
 from workflows.rebalance import RebalanceWorkflow
 from workflows.reconciliation import ReconciliationWorkflow
 from workflows.wallet_creation import WalletCreationWorkflow
+from workflows.webhook_delivery import WebhookDeliveryWorkflow
+from workflows.webhook_dispatcher import WebhookDispatcherWorkflow
 from workflows.withdrawal import WithdrawalWorkflow
 
 log = logging.getLogger("custody.worker")
@@ -59,6 +65,8 @@ WORKFLOWS: Sequence[type] = (
     RebalanceWorkflow,
     ChannelAccountsWorkflow,
     ReconciliationWorkflow,
+    WebhookDispatcherWorkflow,
+    WebhookDeliveryWorkflow,
 )
 
 
@@ -80,6 +88,7 @@ def build_activities(settings: Settings, sessions: SessionFactory) -> list[Any]:
     pools = PoolActivities(sessions, chains, signers, settings)
     channels = ChannelActivities(sessions, chains, settings)
     reconciliation = ReconciliationActivities(sessions, chains, settings.reconciliation)
+    webhooks = WebhookActivities(sessions, settings, SecretBox(kek_from_settings(settings)))
     return [
         withdrawals.record_status,
         withdrawals.record_control,
@@ -122,6 +131,11 @@ def build_activities(settings: Settings, sessions: SessionFactory) -> list[Any]:
         reconciliation.discover,
         reconciliation.verify_completed,
         reconciliation.report,
+        webhooks.claim,
+        webhooks.start,
+        webhooks.begin,
+        webhooks.attempt,
+        webhooks.give_up,
     ]
 
 
@@ -253,6 +267,21 @@ async def ensure_reconciliation_schedules(client: Client, settings: Settings) ->
     return ids
 
 
+def webhook_dispatcher_id(settings: Settings) -> str:
+    return f"webhook-dispatcher-{settings.task_queue}"
+
+
+async def ensure_webhook_dispatcher(client: Client, settings: Settings, rounds_per_run: int = 100) -> str:
+    """Start the dispatcher of this task queue, or join the one already running (one per queue:
+    several workers share it; a new worker after a crash finds it)."""
+    workflow_id = webhook_dispatcher_id(settings)
+    await client.start_workflow(
+        WebhookDispatcherWorkflow.run, WebhookDispatcherInput(rounds_per_run=rounds_per_run), id=workflow_id,
+        task_queue=settings.task_queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+    )
+    return workflow_id
+
+
 async def main() -> None:
     settings = Settings()
     configure_logging(settings.log_level, settings.log_json)
@@ -267,6 +296,8 @@ async def main() -> None:
     await ensure_rebalance_schedules(client, settings)
     await ensure_channel_schedules(client, settings)
     await ensure_reconciliation_schedules(client, settings)
+    if settings.webhooks.enabled:
+        await ensure_webhook_dispatcher(client, settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -56,6 +56,7 @@ from core.settings import DEV_INTENT_SEAL_KEY
 from db import audit
 from db import policy as policy_store
 from db.engine import SessionFactory
+from db.webhook_outbox import enqueue_withdrawal_event
 from models.db import (
     Reservation,
     SequenceClaim,
@@ -300,6 +301,7 @@ class WithdrawalActivities:
             session.add(
                 WithdrawalEvent(withdrawal_id=withdrawal.id, status=change.status.value, detail=change.detail)
             )
+            enqueue_withdrawal_event(session, withdrawal, change.status.value, change.detail)  # webhooks: one outbox row
             await audit.append(
                 session, actor=WORKFLOW_ACTOR, action=f"withdrawal.{change.status.value.lower()}",
                 object_type="withdrawal", object_id=withdrawal.id, details=change.detail,
@@ -992,6 +994,7 @@ class WithdrawalActivities:
             session.add(row)
             detail = {k: v for k, v in {"error_code": finish.error_code, "tx_hash": row.tx_hash}.items() if v}
             session.add(WithdrawalEvent(withdrawal_id=row.id, status=finish.status.value, detail=detail))
+            enqueue_withdrawal_event(session, row, finish.status.value, detail)  # webhooks: one outbox row
             await audit.append(
                 session, actor=WORKFLOW_ACTOR, action=f"withdrawal.{finish.status.value.lower()}", object_type="withdrawal",
                 object_id=row.id, details=detail | ({"fee_paid": str(row.fee_paid)} if row.fee_paid is not None else {}),

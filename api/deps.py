@@ -26,6 +26,7 @@ class AppState:
     chains: ChainRegistry
     limiter: Any = None  # api.ratelimit.RateLimiter
     oidc: Any = None  # api.oidc.OidcVerifier, when an issuer is configured
+    secret_box: Any = None  # signers.secret_box.SecretBox: seals webhook secrets under the keystore KEK
 
 
 def get_state(request: Request) -> AppState:

@@ -20,7 +20,7 @@ from api.edge import BodyGuard, CodecOnlyCors, SecurityHeaders
 from api.errors import install_error_handlers
 from api.oidc import OidcVerifier
 from api.ratelimit import RateLimiter
-from api.routes import access_admin, admin, audit, channels, codec, health, operations, pools, users, wallets, withdrawals
+from api.routes import access_admin, admin, audit, channels, codec, health, operations, pools, users, wallets, webhooks, withdrawals
 from api.routes import address_book, policy
 from chains.registry import ChainRegistry
 from core.logs import configure_logging
@@ -29,6 +29,8 @@ from core.settings import Settings
 from core.temporal import connect_temporal
 from db.access import active_dev_keys
 from db.engine import SessionFactory, create_engine, create_session_factory
+from signers.kek import kek_from_settings
+from signers.secret_box import SecretBox
 
 REQUEST_SECONDS = Histogram(
     "custody_api_request_duration_seconds", "API latency", ["method", "route", "status"]
@@ -58,6 +60,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
             chains=ChainRegistry.from_settings(settings),
             limiter=RateLimiter(redis, settings.rate_limits),
             oidc=oidc,
+            secret_box=SecretBox(kek_from_settings(settings)),  # KMS KEKs are reached on first use only
         )
         try:
             yield
@@ -103,6 +106,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     app.include_router(audit.router)
     app.include_router(policy.router)
     app.include_router(address_book.router)
+    app.include_router(webhooks.router)
     # Added last = outermost: headers on every answer, then the body guard before any parsing.
     app.add_middleware(CodecOnlyCors, ui_origin=settings.temporal_ui_url)
     app.add_middleware(BodyGuard, max_body_bytes=settings.http.max_body_bytes, max_json_depth=settings.http.max_json_depth)

@@ -73,6 +73,14 @@ PERMISSIONS: dict[str, str | tuple[Grant, ...]] = {
     "POST /v1/pools/{chain}/rebalance": (_OPERATE,),
     "GET /v1/channels/{chain}": (_OPERATE,),
     "POST /v1/channels/{chain}/sync": (_OPERATE,),
+    # webhooks: owners register endpoints; operators read anyone's deliveries and redeliver
+    "POST /v1/webhooks": (_WRITE_WALLETS,),
+    "GET /v1/webhooks": (_READ_OWN, _OPERATE),
+    "GET /v1/webhooks/{webhook_id}": (_READ_OWN, _OPERATE),
+    "DELETE /v1/webhooks/{webhook_id}": (_WRITE_WALLETS,),
+    "GET /v1/webhooks/{webhook_id}/deliveries": (_READ_OWN, _OPERATE),
+    "GET /v1/webhooks/deliveries/{delivery_id}": (_READ_OWN, _OPERATE),
+    "POST /v1/webhooks/deliveries/{delivery_id}/redeliver": (_WRITE_WALLETS, _OPERATE),
     # the audit log: administrators
     "GET /v1/audit": (_ADMIN,),
     "GET /v1/audit/verify": (_ADMIN,),

@@ -19,6 +19,8 @@ CUSTODY_API_KEY) and, for batch actions, to Temporal directly (CUSTODY_TEMPORAL_
     custody policy set --file policy.json | group <name> --member a --member b | allowlist-only --wallet <id>
     custody policy test --wallet <id> --to <address> --asset ETH --amount 1.5   (dry run: which rule and why)
     custody addresses list | add --chain anvil --address 0x... --label desk | remove <id> | approve <id>
+    custody webhooks create --url https://... [--event withdrawal.completed] | list | show <id> | delete <id>
+    custody webhooks deliveries <webhook id> [--state FAILED] | delivery <delivery id> | redeliver <delivery id>
     custody worker | custody api
 """
 
@@ -54,6 +56,8 @@ policy_cli = typer.Typer(help="the policy engine: ordered rules, quorums, limits
 app.add_typer(policy_cli, name="policy")
 addresses = typer.Typer(help="your address book: trusted destinations (usable after a cooling period or a quorum's approval)", no_args_is_help=True)
 app.add_typer(addresses, name="addresses")
+webhooks_cli = typer.Typer(help="webhook endpoints, their deliveries and redeliveries", no_args_is_help=True)
+app.add_typer(webhooks_cli, name="webhooks")
 
 ReasonOpt = Annotated[str, typer.Option("--reason", "-r", help="why (kept in the withdrawal's history)")]
 
@@ -755,6 +759,66 @@ def wallet_freeze(wallet_id: str, reason: ReasonOpt = "") -> None:
 def wallet_unfreeze(wallet_id: str) -> None:
     body = _call("POST", f"/v1/admin/wallets/{wallet_id}/unfreeze")
     typer.echo(f"unfreeze: {body['id']} is {body['status']}" + (" (frozen)" if body.get("frozen_at") else ""))
+
+
+# --- webhooks ----------------------------------------------------------------------------------
+WEBHOOK_COLUMNS = ["id", "url", "events", "status", "created_at"]
+DELIVERY_COLUMNS = ["id", "event_type", "event_id", "state", "attempts", "last_status_code", "last_error", "created_at"]
+
+
+@webhooks_cli.command("create")
+def webhook_create(
+    url: str = typer.Option(..., help="http(s) receiver"),
+    event: list[str] = typer.Option(["*"], "--event", help="an event type (repeat), e.g. withdrawal.completed; default: all"),
+    description: str = typer.Option(""),
+    secret: str | None = typer.Option(None, help="your own signing secret (24+ printable characters); default: a random one"),
+) -> None:
+    """Register an endpoint; its signing secret is printed this once."""
+    body: dict[str, Any] = {"url": url, "events": event, "description": description} | ({"secret": secret} if secret else {})
+    created = _call("POST", "/v1/webhooks", json=body)
+    typer.echo(f"webhook {created['id']} -> {created['url']} ({', '.join(created['events'])})")
+    typer.echo(created["secret"])
+    typer.echo("store the secret now: it is not shown again", err=True)
+
+
+@webhooks_cli.command("list")
+def webhook_list(include_deleted: bool = typer.Option(False, "--all", help="deleted endpoints too")) -> None:
+    rows = _call("GET", "/v1/webhooks", params={"include_deleted": include_deleted})["items"]
+    _table([{**r, "events": ",".join(r["events"])} for r in rows], WEBHOOK_COLUMNS)
+
+
+@webhooks_cli.command("show")
+def webhook_show(webhook_id: str) -> None:
+    _print(_call("GET", f"/v1/webhooks/{webhook_id}"))
+
+
+@webhooks_cli.command("delete")
+def webhook_delete(webhook_id: str) -> None:
+    """No new deliveries; the history stays readable."""
+    body = _call("DELETE", f"/v1/webhooks/{webhook_id}")
+    typer.echo(f"delete: webhook {body['id']} is {body['status']}")
+
+
+@webhooks_cli.command("deliveries")
+def webhook_deliveries(
+    webhook_id: str, state: str | None = typer.Option(None, help="PENDING, DELIVERED or FAILED"), limit: int = typer.Option(50),
+) -> None:
+    """The endpoint's deliveries, newest first."""
+    params = {"limit": limit} | ({"state": state.upper()} if state else {})
+    _table(_call("GET", f"/v1/webhooks/{webhook_id}/deliveries", params=params)["items"], DELIVERY_COLUMNS)
+
+
+@webhooks_cli.command("delivery")
+def webhook_delivery(delivery_id: str) -> None:
+    """One delivery: the event posted and every attempt (status code, latency, error)."""
+    _print(_call("GET", f"/v1/webhooks/deliveries/{delivery_id}"))
+
+
+@webhooks_cli.command("redeliver")
+def webhook_redeliver(delivery_id: str) -> None:
+    """Post the same event again (same event id) as a new delivery with its own retries."""
+    body = _call("POST", f"/v1/webhooks/deliveries/{delivery_id}/redeliver")
+    typer.echo(f"redeliver: {delivery_id} queued again as delivery {body['id']} ({body['state']})")
 
 
 # --- processes -------------------------------------------------------------------------------

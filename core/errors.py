@@ -321,6 +321,34 @@ class UnexpectedError(TransientError):
     code = "UNEXPECTED_ERROR"
 
 
+class InvalidWebhookUrl(ValidationFailed):
+    """A webhook receiver custody will not post to (scheme, form, or a local or metadata address)."""
+
+    code = "INVALID_WEBHOOK_URL"
+
+
+class WebhookNotFound(PermanentError):
+    code = "WEBHOOK_NOT_FOUND"
+    http_status = 404
+
+
+class WebhookDeliveryNotFound(PermanentError):
+    code = "WEBHOOK_DELIVERY_NOT_FOUND"
+    http_status = 404
+
+
+class WebhookDeliveryInProgress(PermanentError):
+    """A redelivery of a delivery still being attempted: it would post the same event twice at once."""
+
+    code = "WEBHOOK_DELIVERY_IN_PROGRESS"
+    http_status = 409
+
+
+class WebhookLimitReached(PermanentError):
+    code = "WEBHOOK_LIMIT_REACHED"
+    http_status = 409
+
+
 class FeeTooLow(PermanentError):
     """The node refused this attempt's fee; a replacement with a higher fee is needed."""
 

@@ -161,3 +161,25 @@ POLICY_DECISIONS = Counter(
     "Policy judgements of withdrawals: stage DECIDE (before funds are held) or RECHECK (before the first signature), by outcome",
     ["stage", "outcome"],
 )
+
+
+# --- webhooks (activities/webhooks.py) ------------------------------------------------------------
+WEBHOOK_DELIVERIES = Counter(
+    "custody_webhook_deliveries_total",
+    "Webhook deliveries by how they ended: delivered (a 2xx answer) or failed (retry period over, or endpoint deleted)",
+    ["result"],
+)
+WEBHOOK_ATTEMPTS = Counter(
+    "custody_webhook_attempts_total",
+    "Webhook POSTs by outcome: 2xx, 3xx, 4xx, 5xx, timeout, error (no answer) or refused (the receiver resolves to a forbidden address)",
+    ["outcome"],
+)
+WEBHOOK_ATTEMPT_SECONDS = Histogram(
+    "custody_webhook_attempt_duration_seconds",
+    "Time from sending a webhook POST to its answer (or to the failure)",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+WEBHOOK_OUTBOX_LAG_SECONDS = Gauge(
+    "custody_webhook_outbox_lag_seconds",
+    "Age of the oldest webhook event not yet turned into deliveries (sampled by the worker from PostgreSQL)",
+)

@@ -252,6 +252,30 @@ class ReconciliationSettings(BaseModel):
     reorg_depth_blocks: int = Field(default=64, ge=1)
 
 
+class WebhookSettings(BaseModel):
+    """Owners' webhook endpoints (README, Webhooks): each withdrawal status change is posted,
+    signed, by a WebhookDeliveryWorkflow that retries with exponential backoff (first_retry,
+    doubling, at most max_retry_interval) until retry_period after the event, then FAILED."""
+
+    # The worker runs the dispatcher (webhook-dispatcher-<task queue>) that turns outbox rows
+    # into deliveries; off: events wait in the outbox.
+    enabled: bool = True
+    retry_period_seconds: float = Field(default=86_400, gt=0)
+    first_retry_seconds: float = Field(default=10, gt=0)
+    max_retry_interval_seconds: float = Field(default=3_600, gt=0)
+    request_timeout_seconds: float = Field(default=10, gt=0, le=120)
+    # How often the dispatcher looks at the outbox, and how long one of its rounds (an activity,
+    # heartbeating) waits for work before it returns.
+    poll_interval_seconds: float = Field(default=0.5, gt=0)
+    idle_round_seconds: float = Field(default=60, gt=0, le=300)
+    # Loopback and private receivers (dev and tests post to 127.0.0.1). None: allowed except in
+    # production. Link-local and cloud metadata addresses are refused whatever this says.
+    allow_local_receivers: bool | None = None
+    max_endpoints_per_owner: int = Field(default=25, ge=1)
+    # Dispatched outbox rows are deleted after this long (deliveries keep the bodies).
+    outbox_retention_days: float = Field(default=7, gt=0)
+
+
 def _decoded(text: str) -> bytes | None:
     """The bytes a base64 setting stands for (whitespace and line breaks ignored); None if it
     is not base64 at all."""
@@ -421,6 +445,7 @@ class Settings(BaseSettings):
     # Key pools per chain name, e.g. {"anvil": {"min_available_explorers": 5}}; empty: no pools.
     pools: dict[str, PoolSettings] = Field(default_factory=dict)
     reconciliation: ReconciliationSettings = Field(default_factory=lambda: ReconciliationSettings())
+    webhooks: WebhookSettings = Field(default_factory=lambda: WebhookSettings())
 
     # Local keystore key-encryption key, one of: base64 of 32 random bytes (AES-256-GCM, held
     # in memory); "aws-kms:<key id, alias/name or ARN>" (a SYMMETRIC_DEFAULT key: data keys are
@@ -541,6 +566,11 @@ class Settings(BaseSettings):
             raise ValueError(f"CUSTODY_DEFAULT_WALLET_CHAINS names chains that are not configured: {unknown}")
         self.default_wallet_chains = [c.lower() for c in self.default_wallet_chains]
         return self
+
+    @property
+    def webhook_local_receivers_allowed(self) -> bool:
+        allowed = self.webhooks.allow_local_receivers
+        return self.environment != "production" if allowed is None else allowed
 
     @cached_property
     def intent_seal_key_bytes(self) -> bytes:

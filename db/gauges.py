@@ -13,6 +13,7 @@ from core import metrics
 from db.engine import SessionFactory
 from models.db import Withdrawal
 from models.payloads import FINAL_STATUSES
+from models.webhooks import WebhookOutboxEvent
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +43,21 @@ async def sample_open_withdrawals(sessions: SessionFactory) -> None:
         metrics.WITHDRAWAL_OLDEST_OPEN_SECONDS.labels(chain=chain, status=status).set(float(oldest or 0))
 
 
+async def sample_webhook_outbox(sessions: SessionFactory) -> None:
+    """Age of the oldest webhook event not dispatched yet (0: none waiting): it grows when the
+    dispatcher is not running or falls behind."""
+    table = WebhookOutboxEvent.__table__  # type: ignore[attr-defined]
+    query = sa.select(sa.func.extract("epoch", sa.func.now() - sa.func.min(table.c.occurred_at))).where(table.c.dispatched_at.is_(None))
+    async with sessions() as session:
+        oldest = (await session.exec(query)).one()[0]  # type: ignore[call-overload]
+    metrics.WEBHOOK_OUTBOX_LAG_SECONDS.set(float(oldest or 0))
+
+
 async def sample_forever(sessions: SessionFactory, every: float = SAMPLE_EVERY_SECONDS) -> None:
     while True:
         try:
             await sample_open_withdrawals(sessions)
+            await sample_webhook_outbox(sessions)
         except Exception:  # a sample missed is a gap in a graph, never a reason to stop the worker
             log.warning("could not sample open withdrawals", exc_info=True)
         await asyncio.sleep(every)

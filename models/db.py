@@ -209,3 +209,4 @@ class KeystoreKey(SQLModel, table=True):
 from models import pools as _pools  # noqa: E402,F401
 from models import access as _access  # noqa: E402,F401
 from models import policy as _policy  # noqa: E402,F401
+from models import webhooks as _webhooks  # noqa: E402,F401

@@ -364,3 +364,57 @@ class PolicyState:
 
     verdict: PolicyVerdict | None = None
     approvals: list[str] = field(default_factory=list)
+
+
+# --- webhooks ----------------------------------------------------------------------------------
+@dataclass
+class WebhookDispatcherInput:
+    # Rounds (one outbox claim each, plus the workflow starts it calls for) before the dispatcher
+    # continues as new, keeping its history bounded.
+    rounds_per_run: int = 100
+
+
+@dataclass
+class WebhookClaimResult:
+    events: int = 0  # outbox rows turned into deliveries in this round
+    deliveries: int = 0  # deliveries those rows made (one per subscribed endpoint)
+    unstarted: int = 0  # deliveries (these, earlier ones, redeliveries) whose workflow is not started yet
+
+
+@dataclass
+class WebhookStartResult:
+    started: int = 0
+    already_started: int = 0  # a workflow of that id exists: an earlier round started it
+
+
+@dataclass
+class WebhookDeliveryPlan:
+    delivery_id: str
+    state: str  # PENDING | DELIVERED | FAILED
+    attempts: int  # made so far (by an earlier run of this delivery's workflow, after a reset)
+    deadline: float  # Unix seconds: no attempt begins after it; the delivery is then FAILED
+    first_retry_seconds: float
+    max_retry_interval_seconds: float
+    request_timeout_seconds: float
+
+
+@dataclass
+class WebhookAttemptInput:
+    delivery_id: str
+    number: int
+
+
+@dataclass
+class WebhookAttemptResult:
+    number: int
+    delivered: bool
+    final: bool = False  # nothing more to try: delivered, or FAILED (its endpoint was deleted)
+    status_code: int | None = None
+    retry_after_seconds: float | None = None  # the receiver's Retry-After (429, 503)
+
+
+@dataclass
+class WebhookDeliveryResult:
+    delivery_id: str
+    state: str
+    attempts: int

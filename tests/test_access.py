@@ -60,6 +60,9 @@ EXPECTED: dict[str, object] = {
     "POST /v1/policy/test": {D, O},
     "GET /v1/address-book": {U, A, O}, "POST /v1/address-book": {U}, "DELETE /v1/address-book/{entry_id}": {U},
     "POST /v1/address-book/{entry_id}/approve": {A},
+    "POST /v1/webhooks": {U}, "GET /v1/webhooks": {U, O}, "GET /v1/webhooks/{webhook_id}": {U, O},
+    "DELETE /v1/webhooks/{webhook_id}": {U}, "GET /v1/webhooks/{webhook_id}/deliveries": {U, O},
+    "GET /v1/webhooks/deliveries/{delivery_id}": {U, O}, "POST /v1/webhooks/deliveries/{delivery_id}/redeliver": {U, O},
     "GET /v1/admin/api-keys": {D}, "POST /v1/admin/api-keys": {D}, "POST /v1/admin/api-keys/{key_id}/revoke": {D},
     "GET /v1/admin/users": {D}, "GET /v1/admin/users/{user_id}": {D}, "PUT /v1/admin/users/{user_id}": {D},
     "POST /v1/admin/users/{user_id}/block": {D}, "POST /v1/admin/users/{user_id}/unblock": {D},
@@ -80,7 +83,10 @@ def _concrete(path: str) -> str:
     return path.replace("{chain}", "nochain").replace("{wallet_id}", str(uuid.uuid4())).replace(
         "{withdrawal_id}", str(uuid.uuid4())
     ).replace("{lease_id}", str(uuid.uuid4())).replace("{key_id}", str(uuid.uuid4())).replace("{user_id}", f"x-{uuid.uuid4().hex[:8]}").replace(
-        "{version}", "999999").replace("{rule_id}", "r-none").replace("{entry_id}", str(uuid.uuid4()))
+        "{webhook_id}", str(uuid.uuid4())
+    ).replace("{delivery_id}", str(uuid.uuid4())).replace("{version}", "999999").replace("{rule_id}", "r-none").replace(
+        "{entry_id}", str(uuid.uuid4())
+    )
 
 
 async def test_every_route_answers_every_role_as_the_table_says(api, sessions):

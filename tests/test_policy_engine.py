@@ -12,7 +12,7 @@ import pytest
 from pydantic import ValidationError
 
 from core.policy import Counted, Per, PolicyDocument, Rule
-from core.policy_engine import Candidate, Judge, Outcome, Totals, Window, floor_units
+from core.policy_engine import Candidate, Judge, Outcome, Totals, Window
 
 ETH = 10**18
 
