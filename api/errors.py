@@ -8,8 +8,11 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from temporalio.client import RPCTimeoutOrCancelledError
+from temporalio.service import RPCError
 
-from core.errors import CustodyError
+from core.errors import CustodyError, TemporalUnavailable
+from core.temporal import temporal_unreachable
 
 log = logging.getLogger("custody.api")
 
@@ -37,6 +40,17 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(_: Request, e: StarletteHTTPException) -> JSONResponse:
         code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(e.status_code, "HTTP_ERROR")
         return error_response(e.status_code, code, str(e.detail))
+
+    async def _temporal(_: Request, e: Exception) -> JSONResponse:
+        """Temporal out of reach (e.g. starting a workflow while it restarts) is a 503: try again."""
+        if not temporal_unreachable(e):
+            log.error("unhandled Temporal error", exc_info=e)
+            return error_response(500, "INTERNAL_ERROR", "internal error")
+        log.warning("temporal unavailable", extra={"error": str(e)})
+        return error_response(TemporalUnavailable.http_status, TemporalUnavailable.code, "Temporal did not answer: try again")
+
+    app.add_exception_handler(RPCError, _temporal)
+    app.add_exception_handler(RPCTimeoutOrCancelledError, _temporal)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, e: Exception) -> JSONResponse:

@@ -259,3 +259,40 @@ async def test_a_withdrawal_paused_while_confirming_ends_unpaused(base_settings,
         body = await _until_recorded(api, accepted["id"], "PAUSED", "COMPLETED")
         assert body["paused"] is False and body["status"] == "COMPLETED", body
     await replay_and_record(client, done["workflow_id"], "WithdrawalWorkflow__v4_paused_while_confirming")
+
+
+async def test_operator_actions_while_temporal_is_unreachable_answer_503_to_try_again(api, settings, tmp_path):
+    """Found by `custody chaos`: a cancel sent while the Temporal server restarted was refused
+    409 WORKFLOW_NOT_RUNNING ("tcp connect error"), and then took effect. Temporal out of reach
+    says nothing about the workflow: 503 TEMPORAL_UNAVAILABLE, try again."""
+    from core.temporal import connect_temporal
+    from devnet import local
+
+    wallet = await create_wallet(api)
+    await fund(api, wallet, "3")
+    accepted = (await withdraw(api, wallet, random_address(), "1.5")).json()
+    await wait_for_status(api, accepted["id"], {"AWAITING_APPROVAL"})
+    port = local.free_port()
+    server = local.spawn(
+        "temporal-gone",
+        [local.temporal_path(), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port), "--headless", "--log-level", "error"],
+        tmp_path, lambda: local.port_open(port),
+    )
+    try:
+        gone = await connect_temporal(settings.model_copy(update={"temporal_address": f"127.0.0.1:{port}"}))
+    finally:
+        server.stop()
+    async with api_client(settings, gone) as offline:
+        for action in ("pause", "cancel"):
+            answer = await offline.post(f"/v1/withdrawals/{accepted['id']}/{action}", json={}, headers=OPS)
+            assert answer.status_code == 503 and answer.json()["error"]["code"] == "TEMPORAL_UNAVAILABLE", answer.text
+        # A new withdrawal: stored, its workflow not started: 503, and the same request again starts it.
+        key, to = uuid.uuid4().hex, random_address()
+        new = await withdraw(offline, wallet, to, "0.1", key=key)
+        assert new.status_code == 503 and new.json()["error"]["code"] == "TEMPORAL_UNAVAILABLE", new.text
+    again = await withdraw(api, wallet, to, "0.1", key=key)
+    assert again.status_code == 200, again.text
+    assert (await wait_for_status(api, again.json()["id"], {"COMPLETED", "FAILED", "CANCELLED"}))["status"] == "COMPLETED"
+    cancelled = await api.post(f"/v1/withdrawals/{accepted['id']}/cancel", json={}, headers=ALICE)
+    assert cancelled.status_code == 200, cancelled.text
+    assert (await wait_for_status(api, accepted["id"], {"COMPLETED", "FAILED", "CANCELLED"}))["status"] == "CANCELLED"

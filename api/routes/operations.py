@@ -19,7 +19,8 @@ from temporalio.service import RPCError
 from api.deps import OwnerDep, SessionDep, StateDep
 from api.routes.withdrawals import _public, ensure_started, visible_withdrawal
 from activities.transfers import attempts_of, may_still_land, released_slot, transfer_intent
-from core.errors import AttemptMayStillLand, OperationRefused, Unauthorized
+from core.errors import AttemptMayStillLand, OperationRefused, TemporalUnavailable, Unauthorized
+from core.temporal import temporal_unreachable
 from models.db import Wallet, Withdrawal, WithdrawalEvent
 from models.payloads import OnChainState, OperatorRequest, WithdrawalStatus
 from models.schemas import WithdrawalPublic
@@ -34,12 +35,20 @@ class OperatorAction(BaseModel):
     reason: str = Field(default="", max_length=500)
 
 
+def _not_delivered(error: RPCError) -> Exception:
+    """Temporal out of reach says nothing about the workflow (503: try again); an answer that
+    it is not there is WORKFLOW_NOT_RUNNING."""
+    if temporal_unreachable(error):
+        return TemporalUnavailable(f"Temporal did not answer ({error.message}): try again")
+    return OperationRefused("WORKFLOW_NOT_RUNNING", f"the withdrawal's workflow is not running: {error.message}")
+
+
 async def _signal(state: StateDep, withdrawal_id: str, name: str, request: OperatorRequest) -> None:
     handle = state.temporal.get_workflow_handle(f"withdrawal-{withdrawal_id}")
     try:
         await handle.signal(name, request)
     except RPCError as e:
-        raise OperationRefused("WORKFLOW_NOT_RUNNING", f"the withdrawal's workflow is not running: {e.message}") from e
+        raise _not_delivered(e) from e
 
 
 async def _update(state: StateDep, withdrawal_id: str, update, request: OperatorRequest) -> None:  # type: ignore[no-untyped-def]
@@ -52,7 +61,7 @@ async def _update(state: StateDep, withdrawal_id: str, update, request: Operator
             raise OperationRefused(cause.type or "OPERATION_REFUSED", cause.message) from e
         raise OperationRefused("OPERATION_REFUSED", str(cause or e)) from e
     except RPCError as e:
-        raise OperationRefused("WORKFLOW_NOT_RUNNING", f"the withdrawal's workflow is not running: {e.message}") from e
+        raise _not_delivered(e) from e
 
 
 def _refuse_if_final(status: str, code: str) -> None:
