@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import logging
 
+import asyncpg.exceptions
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.client import RPCTimeoutOrCancelledError
 from temporalio.service import RPCError
 
-from core.errors import CustodyError, TemporalUnavailable
+from core.errors import CustodyError, DatabaseUnavailable, TemporalUnavailable
 from core.temporal import temporal_unreachable
+from db.unavailable import database_unavailable
 
 log = logging.getLogger("custody.api")
 
@@ -51,6 +54,17 @@ def install_error_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(RPCError, _temporal)
     app.add_exception_handler(RPCTimeoutOrCancelledError, _temporal)
+
+    async def _database(_: Request, e: Exception) -> JSONResponse:
+        """PostgreSQL out of reach (restarting, failing over) is a 503: nothing changed, try again."""
+        if not database_unavailable(e):
+            log.error("unhandled error", exc_info=e)
+            return error_response(500, "INTERNAL_ERROR", "internal error")
+        log.warning("database unavailable", extra={"error": repr(e)})
+        return error_response(DatabaseUnavailable.http_status, DatabaseUnavailable.code, "the database is out of reach: try again")
+
+    for kind in (OSError, SQLAlchemyError, asyncpg.exceptions.PostgresError, asyncpg.exceptions.InterfaceError):
+        app.add_exception_handler(kind, _database)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, e: Exception) -> JSONResponse:
