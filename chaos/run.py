@@ -25,6 +25,9 @@ from chaos.workload import Workload, plan
 
 log = logging.getLogger("custody.chaos")
 SUPERVISE_EVERY = 1.0
+# A withdrawal still shown paused this long after the last operator action is resumed once
+# more, and counted: its resume reached it before its pause (never seen so far).
+LATE_RESUME_AFTER = 20.0
 
 
 async def _supervise(stack: ChaosStack, stop: asyncio.Event) -> None:
@@ -59,14 +62,20 @@ async def _open_count(database_url: str) -> int:
         await engine.dispose()
 
 
-async def _wait_all_final(stack: ChaosStack, deadline: float) -> None:
+async def _wait_all_final(stack: ChaosStack, workload: Workload, deadline: float) -> int:
+    """Until nothing is open or the deadline; returns how many withdrawals were found still
+    paused LATE_RESUME_AFTER seconds in (and resumed then)."""
+    late_resumes, resume_at = 0, time.monotonic() + LATE_RESUME_AFTER
     while time.monotonic() < deadline:
         try:
             if await _open_count(stack.postgres.url) == 0:
-                return
+                return late_resumes
         except Exception:  # the database restarting: ask again
             pass
+        if resume_at is not None and time.monotonic() >= resume_at:
+            late_resumes, resume_at = await workload.resume_left_paused(), None
         await asyncio.sleep(2)
+    return late_resumes
 
 
 async def _stellar_channels_ready(ops: ChaosClient, wanted: int, timeout: float = 90) -> None:
@@ -159,8 +168,7 @@ async def run_chaos(config: ChaosConfig) -> dict[str, Any]:
         await executor.clear()
         window_closed = time.monotonic()
         await submissions
-        late_resumes = await workload.resume_left_paused()
-        await _wait_all_final(stack, settle_deadline)
+        late_resumes = await _wait_all_final(stack, workload, settle_deadline)
         all_final = time.monotonic()
 
         observed = await _observe(stack, workload)

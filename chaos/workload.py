@@ -208,8 +208,8 @@ class Workload:
         return f"{action}:{code}{retried}: {message[:200]}"
 
     async def resume_left_paused(self) -> int:
-        """After the fault window: resume any withdrawal still paused (a resume sent while the
-        API was restarting may have reached the workflow before its pause did)."""
+        """Resume any withdrawal of the plan still paused well after its resume was answered
+        (one whose resume reached the workflow before its pause did)."""
         resumed = 0
         for p in self.planned:
             if p.withdrawal_id is None or p.pause_after is None:
