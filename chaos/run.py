@@ -28,6 +28,7 @@ SUPERVISE_EVERY = 1.0
 # A withdrawal still shown paused this long after the last operator action is resumed once
 # more, and counted: its resume reached it before its pause (never seen so far).
 LATE_RESUME_AFTER = 20.0
+RECONCILE_TIMEOUT = 300.0
 
 
 async def _supervise(stack: ChaosStack, stop: asyncio.Event) -> None:
@@ -88,27 +89,32 @@ async def _stellar_channels_ready(ops: ChaosClient, wanted: int, timeout: float 
     raise RuntimeError(f"Stellar channels not ready in {timeout:.0f} s: {body['sizes']}")
 
 
-async def _reconcile(ops: ChaosClient, chain: str) -> dict[str, Any]:
+async def _reconcile(ops: ChaosClient, chain: str, timeout: float = RECONCILE_TIMEOUT) -> dict[str, Any]:
+    """Run the chain's ReconciliationWorkflow now (as `custody reconcile` does) and its report."""
+    deadline = time.monotonic() + timeout
     try:
-        body = await ops.json("POST", f"/v1/admin/reconciliation/{chain}/runs", params={"wait_seconds": 120}, timeout=150)
-        report = body.get("report")
-        if report is None:
-            return {"error": f"still running: {body['workflow_id']}"}
-        return report
+        body = await ops.json("POST", f"/v1/admin/reconciliation/{chain}/runs", params={"wait_seconds": 30}, timeout=60)
+        while body.get("report") is None and time.monotonic() < deadline:
+            await asyncio.sleep(2)
+            answer = await ops.request("GET", f"/v1/admin/reconciliation/{chain}", params={"run": body["workflow_id"]})
+            if answer.status_code == 200:
+                body = {"report": answer.json()}
+        return body.get("report") or {"error": f"no report in {timeout:.0f} s: {body['workflow_id']}"}
     except Exception as e:
         return {"error": f"{type(e).__name__}: {e}"}
 
 
 async def _setup(stack: ChaosStack, workload: Workload, config: ChaosConfig) -> None:
     kms_wallets = 0 if config.kms_share <= 0 else max(1, round(config.wallets_per_chain * config.kms_share))
+    await workload.create_wallets(config.wallets_per_chain - kms_wallets, "local")
     if kms_wallets:
-        # Keys of these wallets are made in the AWS KMS devnet; then custody runs with the
-        # local keystore for new wallets (a wallet keeps the backend it was made with).
-        await workload.create_wallets(kms_wallets, "kms")
-        stack.signer_backend = "local"
+        # These wallets' keys are made in the AWS KMS devnet: custody restarted with it as the
+        # backend for new wallets (a wallet keeps the backend it was made with; the Stellar
+        # channels, made at the first start, stay in the local keystore).
+        stack.signer_backend = "aws-kms"
         await asyncio.to_thread(stack.stop_custody)
         await asyncio.to_thread(stack.start_custody)
-    await workload.create_wallets(config.wallets_per_chain - kms_wallets, "local")
+        await workload.create_wallets(kms_wallets, "kms")
     await workload.fund_wallets(stack.work_dir / "spl-mint-authority.json", stack.spl_mint, stack.node_url("solana"))
 
 
@@ -142,8 +148,6 @@ async def run_chaos(config: ChaosConfig) -> dict[str, Any]:
     work_dir = config.work_dir or Path(tempfile.mkdtemp(prefix="custody-chaos-"))
     work_dir.mkdir(parents=True, exist_ok=True)
     stack = ChaosStack(work_dir, config.seed, kms=config.kms_share > 0)
-    if config.kms_share > 0:
-        stack.signer_backend = "aws-kms"
     api, ops = ChaosClient(stack.api_url), ChaosClient(stack.api_url, OPS)
     stop_supervising = asyncio.Event()
     supervisor = None

@@ -35,7 +35,7 @@ SOLANA_SLOT_MS = 100  # finalized = 32 slots back: ~3 s; a blockhash lives ~15 s
 STELLAR_CLOSE_MS = 250
 # Stellar channel accounts: with all of them leased a wallet is its own transaction source and
 # its payments queue one per ledger, so enough for the payments in flight at once.
-CHANNELS = 24
+CHANNELS = 48
 
 
 @dataclass
@@ -146,17 +146,17 @@ class ChaosStack:
             "anvil": EvmChainSettings(
                 chain_id=31337, rpc_url=self.proxy_url("anvil"),
                 tokens={"TUSD": TokenSettings(address=self.token_address, decimals=TOKEN_DECIMALS)},
-                faucet_enabled=True, poll_interval_seconds=0.5, fee_bump_after_seconds=8,
+                faucet_enabled=True, fee_bump_after_seconds=8,
                 # finality "auto" (the default): anvil's finalized block, two blocks back here
             ),
             "solana": SolanaChainSettings(
                 rpc_url=self.proxy_url("solana"),
                 tokens={"TUSD": TokenSettings(address=self.spl_mint, decimals=TOKEN_DECIMALS)},
-                faucet_enabled=True, poll_interval_seconds=0.5,
+                faucet_enabled=True,
             ),
             "stellar": StellarChainSettings(
                 horizon_url=stellar_proxy, network_passphrase=STELLAR_PASSPHRASE,
-                friendbot_url=f"{stellar_proxy}/friendbot", faucet_enabled=True, poll_interval_seconds=0.5,
+                friendbot_url=f"{stellar_proxy}/friendbot", faucet_enabled=True,
                 # A payment not applied within a minute is re-signed (or, cancelled, ends):
                 # short enough for the settle window, long enough for a loaded machine.
                 fee_bump_after_seconds=3, timebounds_seconds=60,

@@ -136,7 +136,7 @@ class Workload:
 
         await asyncio.gather(*(one(c, n) for c in CHAINS for n in range(count_per_chain)))
         for chain in CHAINS:
-            self.wallets[chain].sort(key=lambda w: w["label"])
+            self.wallets[chain].sort(key=lambda w: (w["signer_backend"], w["label"]))
 
     async def fund_wallets(self, spl_authority: Path, spl_mint: str, solana_url: str) -> None:
         from chaos.solana_token import mint_to
