@@ -147,3 +147,31 @@ def reconciliation(reports: dict[str, dict[str, Any]]) -> list[str]:
         if report["status"] != "OK" and not violations:
             violations.append(f"{chain}: reconciliation status {report['status']}")
     return violations
+
+
+def evaluate(
+    planned: list[dict[str, Any]], database: dict[str, list[dict[str, Any]]], observed: dict[str, Any],
+    reports: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    """Every check of a run: the summaries for the report and the violations (empty: pass)."""
+    rows = {w["id"]: w for w in database["withdrawals"]}
+    histogram, transfer_violations = transfers_per_withdrawal(planned, rows, observed["balances"])
+    nonce_summary, nonce_violations = evm_nonces(
+        observed["senders"], observed["anvil"], [c for c in database["claims"] if c["chain"] == "anvil"],
+        [a for a in database["attempts"] if a["chain"] == "anvil"],
+    )
+    hold_counts, hold_violations = holds(database["withdrawals"], database["reservations"])
+    return {
+        "final_states": final_states(database["withdrawals"]),
+        "transfers": histogram,
+        "nonces": nonce_summary,
+        "holds": hold_counts,
+        "violations": {
+            "transfers": transfer_violations,
+            "nonces": nonce_violations,
+            "holds": hold_violations,
+            "reconciliation": reconciliation(reports),
+            "stuck": stuck(database["withdrawals"]),
+            "operator_view": operator_view(planned, rows),
+        },
+    }

@@ -28,7 +28,7 @@ SUPERVISE_EVERY = 1.0
 # A withdrawal still shown paused this long after the last operator action is resumed once
 # more, and counted: its resume reached it before its pause (never seen so far).
 LATE_RESUME_AFTER = 20.0
-RECONCILE_TIMEOUT = 300.0
+RECONCILE_TIMEOUT = 180.0
 
 
 async def _supervise(stack: ChaosStack, stop: asyncio.Event) -> None:
@@ -185,29 +185,15 @@ async def run_chaos(config: ChaosConfig) -> dict[str, Any]:
         supervisor = None
         checked = time.monotonic()
 
-        database = observed["database"]
-        rows = {w["id"]: w for w in database["withdrawals"]}
         planned_dicts = [p.as_dict() for p in planned]
-        histogram, transfer_violations = checks.transfers_per_withdrawal(planned_dicts, rows, observed["balances"])
-        nonce_summary, nonce_violations = checks.evm_nonces(
-            observed["senders"], observed["anvil"], [c for c in database["claims"] if c["chain"] == "anvil"],
-            [a for a in database["attempts"] if a["chain"] == "anvil"],
-        )
-        hold_counts, hold_violations = checks.holds(database["withdrawals"], database["reservations"])
-        violations = {
-            "transfers": transfer_violations,
-            "nonces": nonce_violations,
-            "holds": hold_violations,
-            "reconciliation": checks.reconciliation(reports),
-            "stuck": checks.stuck(database["withdrawals"]),
-            "operator_view": checks.operator_view(planned_dicts, rows),
-        }
+        verdict = checks.evaluate(planned_dicts, observed["database"], observed, reports)
+        rows = {w["id"]: w for w in observed["database"]["withdrawals"]}
         services = {
             s.name: {"starts": s.starts, "kills": s.kills, "unplanned_exits": s.unplanned_exits, "cpu_seconds": round(s.cpu_seconds, 1)}
             for s in stack.all_services()
         }
         return {
-            "ok": not any(violations.values()),
+            "ok": not any(verdict["violations"].values()),
             "config": config.as_dict(),
             "machine": machine(),
             "timings": {
@@ -238,16 +224,13 @@ async def run_chaos(config: ChaosConfig) -> dict[str, Any]:
                 "plan": [e.as_dict() for e in events],
                 "services": services,
             },
-            "final_states": checks.final_states(database["withdrawals"]),
-            "transfers": histogram,
-            "nonces": nonce_summary,
-            "holds": hold_counts,
+            **{k: verdict[k] for k in ("final_states", "transfers", "nonces", "holds")},
             "reconciliation": {
                 c: ({"error": r["error"]} if "error" in r else
                     {"status": r["status"], "rows": len(r["rows"]), "summary": r["summary"]})
                 for c, r in reports.items()
             },
-            "violations": violations,
+            "violations": verdict["violations"],
             "withdrawals": [
                 {**p.as_dict(), "status": rows.get(p.withdrawal_id or "", {}).get("status"),
                  "error_code": rows.get(p.withdrawal_id or "", {}).get("error_code")}
