@@ -35,9 +35,11 @@ from activities.withdrawals import WithdrawalActivities, WithdrawalPolicy
 from core.money import to_base_units
 from chains.registry import ChainRegistry
 from core.logs import configure_logging
+from core.redaction import register_settings
 from core.settings import Settings
-from core.temporal import connect_temporal, metrics_runtime
+from core.temporal import connect_temporal, metrics_runtime, worker_client
 from db.engine import SessionFactory, create_engine, create_session_factory
+from db.gauges import sample_forever
 from db.migrate import upgrade
 from signers.registry import SignerSet
 from models.payloads import RebalanceInput, ReconciliationInput
@@ -72,7 +74,8 @@ def withdrawal_policy(settings: Settings) -> WithdrawalPolicy:
         if chain.lower() in settings.chains
     }
     return WithdrawalPolicy(
-        thresholds, settings.approval_timeout_seconds, hodl_auto_approve, settings.confirmation_rounds_per_run
+        thresholds, settings.approval_timeout_seconds, hodl_auto_approve, settings.confirmation_rounds_per_run,
+        settings.intent_seal_key_bytes,
     )
 
 
@@ -129,8 +132,9 @@ def build_activities(settings: Settings, sessions: SessionFactory) -> list[Any]:
 
 
 def build_worker(client: Client, settings: Settings, sessions: SessionFactory, task_queue: str | None = None) -> Worker:
+    register_settings(settings)  # endpoint keys and secrets masked in errors and logs
     return Worker(
-        client,
+        worker_client(client, settings),  # refuses payloads not sealed with the payload keys
         task_queue=task_queue or settings.task_queue,
         workflows=list(WORKFLOWS),
         activities=build_activities(settings, sessions),
@@ -269,17 +273,21 @@ async def main() -> None:
     await ensure_rebalance_schedules(client, settings)
     await ensure_channel_schedules(client, settings)
     await ensure_reconciliation_schedules(client, settings)
-    log.info("worker started", extra={"task_queue": settings.task_queue, "chains": sorted(settings.chains)})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
+    # Said only once a SIGTERM would drain it (the handlers above), so a supervisor that stops
+    # the worker as soon as it reports ready never kills it mid-activity.
+    log.info("worker started", extra={"task_queue": settings.task_queue, "chains": sorted(settings.chains)})
+    sampler = asyncio.create_task(sample_forever(sessions))
     try:
         async with worker:
             await stop.wait()
             # Leaving the block stops polling and drains activities in flight (graceful timeout).
             log.info("worker draining", extra={"grace_seconds": settings.worker_shutdown_grace_seconds})
     finally:
+        sampler.cancel()
         await engine.dispose()
     log.info("worker stopped")
 

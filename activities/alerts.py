@@ -12,6 +12,7 @@ from sqlmodel import select
 
 from core import metrics
 from core.errors import WithdrawalNotFound
+from db import audit
 from db.engine import SessionFactory
 from models.db import Withdrawal, WithdrawalEvent
 
@@ -31,6 +32,10 @@ async def record_withdrawal_alert(sessions: SessionFactory, withdrawal_id: str, 
         if any(e.detail == detail for e in seen.all()):
             return False
         session.add(WithdrawalEvent(withdrawal_id=withdrawal_id, status="ALERT", detail=detail))
+        await audit.append(
+            session, actor="system:custody", action="withdrawal.alert", object_type="withdrawal", object_id=withdrawal_id,
+            details=detail,
+        )
         chain = withdrawal.chain
     metrics.WITHDRAWAL_ALERTS.labels(chain=chain, code=code).inc()
     log.error("withdrawal alert", extra={"withdrawal_id": withdrawal_id, "alert": code, "detail": message})

@@ -39,6 +39,7 @@ from core.settings import ChannelSettings, Settings
 from db.engine import SessionFactory
 from models.channels import ChannelAccount, ChannelState, channel_owner
 from models.db import Wallet, Withdrawal, WithdrawalEvent, utcnow
+from models.intent_seal import seal
 from models.payloads import ChannelPlan, ChannelSetResult, WithdrawalStatus
 
 log = logging.getLogger(__name__)
@@ -364,6 +365,7 @@ class ChannelActivities:
                 request_hash=hashlib.sha256(f"{key}|{channel.address}|{amount}".encode()).hexdigest(),
                 requested_by=f"channels:{chain}",
             )
+            seal(self._settings.intent_seal_key_bytes, existing)
             session.add(existing)
             await session.flush()
             session.add(

@@ -50,6 +50,7 @@ from core.money import to_base_units, to_decimal_string
 from core.settings import PoolSettings, Settings
 from db.engine import SessionFactory
 from models.db import Reservation, Wallet, Withdrawal, WithdrawalEvent, utcnow
+from models.intent_seal import seal
 from models.payloads import (
     CreatedKey,
     ExplorerLease,
@@ -246,6 +247,7 @@ async def lease_withdrawal(
     amount: int,
     memo_type: str | None = None,
     memo_value: str | None = None,
+    seal_key: bytes,
 ) -> tuple[Withdrawal, bool]:
     """The leaser's one withdrawal from the leased explorer: (row, created now?).
 
@@ -294,6 +296,7 @@ async def lease_withdrawal(
             request_hash=request_hash,
             requested_by=leaser,
         )
+        seal(seal_key, withdrawal)
         session.add(withdrawal)
         session.add(
             WithdrawalEvent(withdrawal_id=withdrawal.id, status="PENDING", detail={"lease_id": lease_id, "leased_by": leaser})
@@ -395,6 +398,7 @@ class PoolActivities:
             requested_by=f"rebalance:{run_key}",
             sweep=sweep,
         )
+        seal(self._settings.intent_seal_key_bytes, withdrawal)
         session.add(withdrawal)
         await session.flush()
         session.add(
@@ -861,6 +865,7 @@ class PoolActivities:
         withdrawal, _ = await lease_withdrawal(
             self._sessions, self._chains, chain=request.chain, lease_id=request.lease_id, leaser=request.leased_by,
             idempotency_key=request.idempotency_key, destination=request.to, asset=request.asset, amount=request.amount,
+            seal_key=self._settings.intent_seal_key_bytes,
         )
         return withdrawal.id
 

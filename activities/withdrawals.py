@@ -10,6 +10,7 @@ the same nonce.
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import time
 import uuid
@@ -19,11 +20,22 @@ from dataclasses import dataclass, field
 
 import sqlalchemy as sa
 from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio import activity
 
+from activities.access import SigningStep, refusal_to_sign
 from activities.alerts import record_withdrawal_alert
 from activities.channels import ChannelLeases
 from activities.locks import KeyedLocks, advisory_lock
+from activities.signing_guard import (
+    CANCEL,
+    SWEEP,
+    TRANSFER,
+    TRUSTLINE,
+    Expectation,
+    GuardedSigner,
+    require_seal,
+)
 from activities.transfers import as_signed, attempts_of, transfer_intent
 from chains.base import ChannelKey, SignedTransfer, TransferIntent
 from chains.registry import ChainRegistry
@@ -39,6 +51,8 @@ from core.errors import (
     WalletNotFound,
     WithdrawalNotFound,
 )
+from core.settings import DEV_INTENT_SEAL_KEY
+from db import audit
 from db.engine import SessionFactory
 from models.db import (
     Reservation,
@@ -49,22 +63,23 @@ from models.db import (
     WithdrawalEvent,
     utcnow,
 )
-from models.pools import PoolKey, PoolTier
+from models.intent_seal import seal
 from models.payloads import (
     AlertEvent,
     ConfirmationResult,
-    GapFill,
     ControlEvent,
-    ValidationResult,
+    GapFill,
     OnChainState,
     PreparedAttempt,
     StatusChange,
+    ValidationResult,
     WithdrawalStatus,
 )
+from models.pools import PoolKey, PoolTier
 from signers.registry import SignerSet
-from sqlmodel.ext.asyncio.session import AsyncSession
 
-
+# Actors of audit entries written by the system itself (people are named by their identity).
+WORKFLOW_ACTOR, SIGNER_ACTOR = "system:workflow", "system:signer"
 # A 0-value self-send that uses up a nonce no other transaction of ours will (see fill_sequence_gaps).
 GAP_FILL = "GAP_FILL"
 
@@ -112,6 +127,8 @@ class WithdrawalPolicy:
     hodl_auto_approve: dict[str, int] = field(default_factory=dict)
     # Confirmation rounds a WithdrawalWorkflow run makes before it continues as new.
     rounds_per_run: int = 100
+    # The key every withdrawal's intent is sealed with (models/intent_seal.py).
+    intent_seal_key: bytes = field(default_factory=lambda: base64.b64decode(DEV_INTENT_SEAL_KEY))
 
 
 def _prepared(attempts: list[TransferAttempt], blocked: FeeAboveCap | None = None) -> PreparedAttempt:
@@ -180,12 +197,6 @@ class WithdrawalActivities:
         async with self._locks.hold("sender", withdrawal.chain, owner.address or owner.id):
             yield channel
 
-    def _channel_key(self, channel: Wallet | None) -> ChannelKey | None:
-        if channel is None:
-            return None
-        assert channel.address is not None
-        return ChannelKey(address=channel.address, sign=self._signer_for(channel))
-
     def _intent(self, withdrawal: Withdrawal, wallet: Wallet) -> TransferIntent:
         return transfer_intent(self._chains.get(withdrawal.chain), withdrawal, wallet)
 
@@ -210,6 +221,39 @@ class WithdrawalActivities:
 
         return sign
 
+    def _needs_approval(self, withdrawal: Withdrawal, pool_key: PoolKey | None) -> bool:
+        """Four eyes: above the (chain, asset) threshold, or a HODL movement above its limit."""
+        threshold = self._policy.approval_thresholds.get((withdrawal.chain, withdrawal.asset))
+        needs_approval = threshold is not None and withdrawal.amount > threshold
+        if pool_key is not None and pool_key.tier == PoolTier.HODL:
+            hodl_limit = self._policy.hodl_auto_approve.get(withdrawal.chain)
+            needs_approval = needs_approval or hodl_limit is None or withdrawal.amount > hodl_limit
+        return needs_approval
+
+    async def _refusal_to_sign(self, withdrawal_id: str, step: SigningStep) -> tuple[CustodyError | None, list[TransferAttempt]]:
+        """The access re-check before a new signature (activities/access.py), from the database
+        alone; with the withdrawal's attempts so far. A first attempt already made is never
+        refused: the retry returns it (it may already be out)."""
+        async with self._sessions() as session:
+            withdrawal, wallet = await self._load(session, withdrawal_id)
+            attempts = await self._attempts(session, withdrawal_id)
+            if step == SigningStep.FIRST and attempts:
+                return None, attempts
+            pool_key = await session.get(PoolKey, wallet.id) if wallet.owner.startswith("pool:") else None
+            needs_approval = self._needs_approval(withdrawal, pool_key)
+            return await refusal_to_sign(session, withdrawal, wallet, step, needs_approval=needs_approval), attempts
+
+    async def _held_back(self, withdrawal_id: str, step: SigningStep) -> PreparedAttempt | None:
+        """For replacements and re-signs: a refusal comes back `blocked` (alerted by the
+        workflow, tried again next round) so the attempts already out keep being confirmed."""
+        refusal, attempts = await self._refusal_to_sign(withdrawal_id, step)
+        if refusal is None or not attempts:
+            return None
+        activity.logger.warning("signing refused by the access re-check", extra={"error_code": refusal.code, "step": step.value})
+        prepared = _prepared(attempts)
+        prepared.blocked, prepared.blocked_reason = refusal.code, refusal.message
+        return prepared
+
     # --- steps -----------------------------------------------------------------------------
     @activity.defn(name="record_withdrawal_status")
     async def record_status(self, change: StatusChange) -> None:
@@ -228,6 +272,10 @@ class WithdrawalActivities:
             session.add(withdrawal)
             session.add(
                 WithdrawalEvent(withdrawal_id=withdrawal.id, status=change.status.value, detail=change.detail)
+            )
+            await audit.append(
+                session, actor=WORKFLOW_ACTOR, action=f"withdrawal.{change.status.value.lower()}",
+                object_type="withdrawal", object_id=withdrawal.id, details=change.detail,
             )
 
     @activity.defn(name="record_operator_action")
@@ -252,6 +300,10 @@ class WithdrawalActivities:
                 WithdrawalEvent(
                     withdrawal_id=withdrawal.id, status=event.event, detail={"by": event.by, "reason": event.reason}
                 )
+            )
+            await audit.append(
+                session, actor=event.by, action=f"withdrawal.{event.event.lower()}", object_type="withdrawal",
+                object_id=withdrawal.id, details={"reason": event.reason},
             )
 
     @activity.defn(name="validate_withdrawal")
@@ -279,11 +331,7 @@ class WithdrawalActivities:
         elif intent.amount <= 0:
             raise PermanentError("amount must be positive")
         await chain.preflight(intent)
-        threshold = self._policy.approval_thresholds.get((withdrawal.chain, withdrawal.asset))
-        needs_approval = threshold is not None and withdrawal.amount > threshold
-        if pool_key is not None and pool_key.tier == PoolTier.HODL:
-            hodl_limit = self._policy.hodl_auto_approve.get(withdrawal.chain)
-            needs_approval = needs_approval or hodl_limit is None or withdrawal.amount > hodl_limit
+        needs_approval = self._needs_approval(withdrawal, pool_key)
         return ValidationResult(
             requested_by=withdrawal.requested_by or withdrawal.owner,
             needs_approval=needs_approval,
@@ -338,11 +386,11 @@ class WithdrawalActivities:
                 if existing is not None:
                     fill.fillers.append(existing.id)
                     continue
-                filler = Withdrawal(
+                filler = seal(self._policy.intent_seal_key, Withdrawal(
                     id=str(uuid.uuid4()), kind=GAP_FILL, owner=wallet.owner, wallet_id=wallet.id, chain=withdrawal.chain,
                     asset=native.symbol, destination=sender, amount=0, idempotency_key=key, request_hash=key,
                     requested_by="custody:gap-filler", nonce=sequence,
-                )
+                ))
                 session.add(filler)
                 session.add(WithdrawalEvent(withdrawal_id=filler.id, status="PENDING", detail={"fills_nonce": str(sequence), "stalled": withdrawal.id}))
                 await session.flush()
@@ -442,7 +490,11 @@ class WithdrawalActivities:
         """Claim a nonce and persist the signed transaction in one database transaction.
 
         A retry (or a reset of the workflow) returns the stored attempt; it never signs again.
+        Nothing is signed while the access re-check refuses (activities/access.py).
         """
+        refusal, _ = await self._refusal_to_sign(withdrawal_id, SigningStep.FIRST)
+        if refusal is not None:
+            raise refusal
         serialized = self._slot_serialized(withdrawal_id, with_channel=True)
         async with serialized as channel, self._sessions() as session, session.begin():
             withdrawal, wallet = await self._load(session, withdrawal_id)
@@ -455,20 +507,54 @@ class WithdrawalActivities:
                 return _prepared(attempts)
             sequence = await self._claim_sequence(session, withdrawal, slot_owner)
             chain = self._chains.get(withdrawal.chain)
-            signed = await chain.sign_transfer(
-                intent, sequence, self._signer_for(wallet), **self._channel_arg(channel)
-            )
+            sign, channel_arg = self._guarded(withdrawal, wallet, intent, sequence, channel)
+            signed = await chain.sign_transfer(intent, sequence, sign, **channel_arg)
             attempt = self._attempt_row(withdrawal, intent, signed)
             session.add(attempt)
             withdrawal.nonce = sequence
             session.add(withdrawal)
+            await self._audit_signed(session, withdrawal.id, signed)
             activity.logger.info("signed attempt persisted", extra={"tx_hash": signed.tx_hash, "nonce": sequence})
             return _prepared([attempt])
 
-    def _channel_arg(self, channel: Wallet | None) -> dict[str, ChannelKey]:
-        """`channel=` only where a channel is used: chains without channels take no such argument."""
-        key = self._channel_key(channel)
-        return {} if key is None else {"channel": key}
+    def _guarded(
+        self, withdrawal: Withdrawal, wallet: Wallet, intent: TransferIntent, sequence: int | None,
+        channel: Wallet | None = None, *, cancelling: bool = False,
+    ) -> tuple[GuardedSigner, dict[str, ChannelKey]]:
+        """The wallet's signer (and the channel's), each signing only the approved intent
+        (activities/signing_guard.py); the stored intent's seal is checked first."""
+        require_seal(self._policy.intent_seal_key, withdrawal)
+        if cancelling or withdrawal.kind == GAP_FILL:
+            purpose = CANCEL
+        elif withdrawal.sweep:
+            purpose = SWEEP
+        elif withdrawal.kind == "TRUSTLINE":
+            purpose = TRUSTLINE
+        else:
+            purpose = TRANSFER
+        expected = Expectation(
+            purpose=purpose,
+            wallet=intent.sender,
+            fee_payer=channel.address if channel is not None and channel.address else intent.sender,
+            sequence=sequence,
+            asset=intent.asset.contract,
+            destination=intent.destination,
+            amount=intent.amount,
+            memo=intent.memo,
+            sweep_total=intent.amount + intent.fee if intent.sweep and intent.fee is not None else None,
+        )
+        chain = self._chains.get(withdrawal.chain)
+
+        async def refused(reasons: str) -> None:
+            await record_withdrawal_alert(self._sessions, withdrawal.id, "POLICY_VIOLATION", reasons)
+
+        channel_arg: dict[str, ChannelKey] = {}
+        if channel is not None:
+            assert channel.address is not None
+            channel_arg["channel"] = ChannelKey(
+                address=channel.address, sign=GuardedSigner(self._signer_for(channel), chain, expected, refused)
+            )
+        return GuardedSigner(self._signer_for(wallet), chain, expected, refused), channel_arg
 
     async def _claim_sequence(self, session: AsyncSession, withdrawal: Withdrawal, slot_owner: str) -> int | None:
         """The next slot of `slot_owner`: the wallet, or the channel account the withdrawal leases."""
@@ -592,6 +678,9 @@ class WithdrawalActivities:
         A replacement the fee cap does not allow comes back `blocked` instead of failing: a
         transient FeeAboveCap retried inside this step would stop the workflow from reading
         receipts (the attempt may well be mined) and from acting on a cancellation."""
+        held_back = await self._held_back(bump.withdrawal_id, SigningStep.BUMP)
+        if held_back is not None:
+            return held_back
         async with self._slot_serialized(bump.withdrawal_id), self._sessions() as session, session.begin():
             withdrawal, wallet = await self._load(session, bump.withdrawal_id)
             intent = await self._signing_intent(session, withdrawal, wallet)
@@ -605,12 +694,12 @@ class WithdrawalActivities:
                 # Already bumped by an earlier try; or a chain where the same bytes are simply
                 # sent again (the caller re-broadcasts the latest attempt next).
                 return _prepared(attempts)
-            if latest.purpose == "CANCEL":
+            cancelling = latest.purpose == "CANCEL"
+            sign, _ = self._guarded(withdrawal, wallet, intent, latest.sequence, cancelling=cancelling)
+            if cancelling:
                 intent = self._cancel_intent(chain, intent)  # keep cancelling, never revive the transfer
             try:
-                signed = await chain.sign_transfer(
-                    intent, latest.sequence, self._signer_for(wallet), replacing=as_signed(latest)
-                )
+                signed = await chain.sign_transfer(intent, latest.sequence, sign, replacing=as_signed(latest))
             except FeeAboveCap as e:
                 return _prepared(attempts, blocked=e)
             if latest.purpose == "CANCEL":
@@ -621,11 +710,20 @@ class WithdrawalActivities:
             await self._grow_fee_hold(session, withdrawal, signed.max_fee)
             replacement = self._attempt_row(withdrawal, intent, signed)
             session.add(replacement)
+            await self._audit_signed(session, withdrawal.id, signed, replaces=latest.tx_hash)
             activity.logger.info(
                 "fee-bumped replacement persisted",
                 extra={"tx_hash": signed.tx_hash, "replaces": latest.tx_hash, "nonce": latest.sequence},
             )
             return _prepared([*attempts, replacement])
+
+    @staticmethod
+    async def _audit_signed(session: AsyncSession, withdrawal_id: str, signed: SignedTransfer, replaces: str | None = None) -> None:
+        details = {"tx_hash": signed.tx_hash, "slot": signed.sequence, "purpose": signed.purpose, "max_fee": str(signed.max_fee)}
+        await audit.append(
+            session, actor=SIGNER_ACTOR, action="withdrawal.signed", object_type="withdrawal", object_id=withdrawal_id,
+            details=details | ({"replaces": replaces} if replaces else {}),
+        )
 
     @staticmethod
     async def _grow_fee_hold(session: AsyncSession, withdrawal: Withdrawal, max_fee: int) -> None:
@@ -655,6 +753,9 @@ class WithdrawalActivities:
     async def cancel_by_replacement(self, cancel: BumpInput) -> PreparedAttempt:
         """Replace the broadcast transfer with a 0-value self-send in the same nonce and higher
         fees; whichever lands decides the outcome (receipt: CANCELLED or COMPLETED)."""
+        held_back = await self._held_back(cancel.withdrawal_id, SigningStep.CANCEL)
+        if held_back is not None:
+            return held_back
         async with self._slot_serialized(cancel.withdrawal_id), self._sessions() as session, session.begin():
             withdrawal, wallet = await self._load(session, cancel.withdrawal_id)
             intent = self._intent(withdrawal, wallet)
@@ -666,15 +767,17 @@ class WithdrawalActivities:
             if not attempts or any(a.purpose == "CANCEL" for a in attempts) or attempts[-1].tx_hash != cancel.replaces_tx_hash:
                 return _prepared(attempts)  # already cancelled (or superseded) by an earlier try
             latest = attempts[-1]
+            sign, _ = self._guarded(withdrawal, wallet, intent, latest.sequence, cancelling=True)
             try:
                 signed = await chain.sign_transfer(
-                    self._cancel_intent(chain, intent), latest.sequence, self._signer_for(wallet), replacing=as_signed(latest)
+                    self._cancel_intent(chain, intent), latest.sequence, sign, replacing=as_signed(latest)
                 )
             except FeeAboveCap as e:
                 return _prepared(attempts, blocked=e)
             await self._grow_fee_hold(session, withdrawal, signed.max_fee)
             replacement = self._attempt_row(withdrawal, intent, dataclasses.replace(signed, purpose="CANCEL"))
             session.add(replacement)
+            await self._audit_signed(session, withdrawal.id, dataclasses.replace(signed, purpose="CANCEL"), replaces=latest.tx_hash)
             activity.logger.info(
                 "cancellation replacement persisted",
                 extra={"tx_hash": signed.tx_hash, "replaces": latest.tx_hash, "nonce": latest.sequence},
@@ -684,6 +787,9 @@ class WithdrawalActivities:
     @activity.defn(name="resign_expired_transfer")
     async def resign_expired(self, resign: ResignInput) -> PreparedAttempt:
         """Sign anew in a fresh slot, only once the chain proves the latest attempt is dead."""
+        held_back = await self._held_back(resign.withdrawal_id, SigningStep.RESIGN)
+        if held_back is not None:
+            return held_back
         try:
             return await self._resign(resign)
         except _Blocked as blocked:  # rolled back: the dead attempt's claim stays as it was
@@ -715,14 +821,16 @@ class WithdrawalActivities:
             )
             await session.flush()
             sequence = await self._claim_sequence(session, withdrawal, slot_owner)
+            sign, channel_arg = self._guarded(withdrawal, wallet, intent, sequence, channel)
             try:
-                signed = await chain.sign_transfer(intent, sequence, self._signer_for(wallet), **self._channel_arg(channel))
+                signed = await chain.sign_transfer(intent, sequence, sign, **channel_arg)
             except FeeAboveCap as e:
                 raise _Blocked(e) from e
             attempt = self._attempt_row(withdrawal, intent, signed)
             session.add(attempt)
             withdrawal.nonce = sequence
             session.add(withdrawal)
+            await self._audit_signed(session, withdrawal.id, signed, replaces=resign.expired_tx_hash)
             activity.logger.info(
                 "expired attempt re-signed",
                 extra={"tx_hash": signed.tx_hash, "expired": resign.expired_tx_hash, "nonce": sequence},
@@ -767,11 +875,16 @@ class WithdrawalActivities:
             raise
         metrics.BROADCASTS.labels(chain=withdrawal.chain, result=result).inc()
         async with self._sessions() as session, session.begin():
-            await session.exec(
+            first_send = await session.exec(
                 sa.update(TransferAttempt)
                 .where(col(TransferAttempt.id) == latest.id, col(TransferAttempt.broadcast_at).is_(None))
                 .values(state="BROADCAST", broadcast_at=utcnow())
             )
+            if first_send.rowcount:  # type: ignore[attr-defined]
+                await audit.append(
+                    session, actor=WORKFLOW_ACTOR, action="withdrawal.broadcast", object_type="withdrawal",
+                    object_id=withdrawal_id, details={"tx_hash": latest.tx_hash, "result": result},
+                )
         activity.logger.info("broadcast", extra={"tx_hash": latest.tx_hash, "result": result})
         return _prepared(attempts)
 
@@ -854,6 +967,10 @@ class WithdrawalActivities:
             session.add(row)
             detail = {k: v for k, v in {"error_code": finish.error_code, "tx_hash": row.tx_hash}.items() if v}
             session.add(WithdrawalEvent(withdrawal_id=row.id, status=finish.status.value, detail=detail))
+            await audit.append(
+                session, actor=WORKFLOW_ACTOR, action=f"withdrawal.{finish.status.value.lower()}", object_type="withdrawal",
+                object_id=row.id, details=detail | ({"fee_paid": str(row.fee_paid)} if row.fee_paid is not None else {}),
+            )
             reservation = await session.get(Reservation, row.id, with_for_update=True)
             if reservation is not None and reservation.state == "HELD":
                 reservation.state = "SETTLED" if finish.status == WithdrawalStatus.COMPLETED else "RELEASED"

@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
 from redis.asyncio import Redis
 from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio.client import Client
 
+from api.auth import authorized
 from chains.registry import ChainRegistry
-from core.errors import Unauthorized
+from core.identity import Identity
 from core.settings import Settings
 
 
@@ -24,6 +24,8 @@ class AppState:
     temporal: Client
     redis: Redis
     chains: ChainRegistry
+    limiter: Any = None  # api.ratelimit.RateLimiter
+    oidc: Any = None  # api.oidc.OidcVerifier, when an issuer is configured
 
 
 def get_state(request: Request) -> AppState:
@@ -35,20 +37,14 @@ async def get_session(state: Annotated[AppState, Depends(get_state)]) -> AsyncIt
         yield session
 
 
-def get_owner(
-    state: Annotated[AppState, Depends(get_state)],
-    authorization: Annotated[str | None, Header()] = None,
-) -> str:
-    """The caller, from `Authorization: Bearer <api key>` (keys from settings for now)."""
-    scheme, _, token = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise Unauthorized("missing bearer API key")
-    for key, owner in state.settings.api_keys.items():
-        if hmac.compare_digest(key.encode(), token.encode()):
-            return owner
-    raise Unauthorized("unknown API key")
+def get_owner(caller: Annotated[Identity, Depends(authorized)]) -> str:
+    """The caller's user id (the owner of what they create), once the route's grants passed."""
+    return caller.id
 
 
 StateDep = Annotated[AppState, Depends(get_state)]
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
+# The caller, authenticated and allowed on this route (api/permissions.py); `any_owner` says
+# whether they act on anyone's objects or only their own.
+CallerDep = Annotated[Identity, Depends(authorized)]
 OwnerDep = Annotated[str, Depends(get_owner)]

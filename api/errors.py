@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.client import RPCTimeoutOrCancelledError
 from temporalio.service import RPCError
 
-from core.errors import CustodyError, DatabaseUnavailable, TemporalUnavailable
+from core.errors import CustodyError, DatabaseUnavailable, RateLimited, TemporalUnavailable
 from core.temporal import temporal_unreachable
 from db.unavailable import database_unavailable
 
@@ -29,7 +29,10 @@ def error_response(status: int, code: str, message: str, details: dict | None = 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(CustodyError)
     async def _custody(_: Request, e: CustodyError) -> JSONResponse:
-        return error_response(e.http_status, e.code, e.message, {k: str(v) for k, v in e.details.items()})
+        response = error_response(e.http_status, e.code, e.message, {k: str(v) for k, v in e.details.items()})
+        if isinstance(e, RateLimited) and "retry_after_seconds" in e.details:
+            response.headers["Retry-After"] = str(e.details["retry_after_seconds"])
+        return response
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, e: RequestValidationError) -> JSONResponse:

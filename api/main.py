@@ -10,19 +10,24 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
-from fastapi.middleware.cors import CORSMiddleware
-from prometheus_client import Histogram
+from fastapi_offline import FastAPIOffline
+from prometheus_client import Histogram, start_http_server
 from redis.asyncio import Redis
 from temporalio.client import Client
 
 from api.deps import AppState
+from api.edge import BodyGuard, CodecOnlyCors, SecurityHeaders
 from api.errors import install_error_handlers
-from api.routes import admin, channels, codec, health, operations, pools, wallets, withdrawals
+from api.oidc import OidcVerifier
+from api.ratelimit import RateLimiter
+from api.routes import access_admin, admin, audit, channels, codec, health, operations, pools, users, wallets, withdrawals
 from chains.registry import ChainRegistry
 from core.logs import configure_logging
+from core.redaction import register_settings
 from core.settings import Settings
 from core.temporal import connect_temporal
-from db.engine import create_engine, create_session_factory
+from db.access import active_dev_keys
+from db.engine import SessionFactory, create_engine, create_session_factory
 
 REQUEST_SECONDS = Histogram(
     "custody_api_request_duration_seconds", "API latency", ["method", "route", "status"]
@@ -32,28 +37,43 @@ REQUEST_SECONDS = Histogram(
 def create_app(settings: Settings | None = None, temporal: Client | None = None) -> FastAPI:
     settings = settings or Settings()
 
+    register_settings(settings)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         engine = create_engine(settings.database_url)
-        redis = Redis.from_url(settings.redis_url)
+        sessions = create_session_factory(engine)
+        if settings.environment == "production":
+            await _refuse_dev_keys(sessions)
+        # Short timeouts: a blackholed Redis must fail a rate-limit check, not hang requests.
+        redis = Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
         client = temporal or await connect_temporal(settings)
+        oidc = OidcVerifier(settings.oidc) if settings.oidc is not None else None
         app.state.custody = AppState(
             settings=settings,
-            sessions=create_session_factory(engine),
+            sessions=sessions,
             temporal=client,
             redis=redis,
             chains=ChainRegistry.from_settings(settings),
+            limiter=RateLimiter(redis, settings.rate_limits),
+            oidc=oidc,
         )
         try:
             yield
         finally:
+            if oidc is not None:
+                await oidc.aclose()
             await redis.aclose()
             await engine.dispose()
 
-    app = FastAPI(
+    # Swagger UI and ReDoc from the assets packaged with fastapi-offline, not a CDN: /docs works on
+    # a machine without internet (tests/test_docs_offline.py opens it in a real browser).
+    app = FastAPIOffline(
+        static_url="/docs/assets",
         title="custody",
         version="0.1.0",
-        description="Wallets and exactly-once withdrawals on Temporal. Authenticate with `Authorization: Bearer <api key>`.",
+        description="Wallets and exactly-once withdrawals on Temporal. Authenticate with `Authorization: Bearer <api key>` "
+        "(or an OIDC access token when an issuer is configured).",
         lifespan=lifespan,
     )
     install_error_handlers(app)
@@ -69,25 +89,37 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         return response
 
     app.include_router(health.router)
+    app.include_router(users.router)
     app.include_router(wallets.router)
     app.include_router(withdrawals.router)
     app.include_router(withdrawals.wallet_router)
     app.include_router(operations.router)
     app.include_router(codec.router)
     app.include_router(admin.router)
+    app.include_router(access_admin.router)
     app.include_router(pools.router)
     app.include_router(channels.router)
-    app.add_middleware(
-        CORSMiddleware,
-        allow_origins=[settings.temporal_ui_url.rstrip("/")],
-        allow_methods=["POST"],
-        allow_headers=["*"],
-        allow_credentials=True,
-    )
+    app.include_router(audit.router)
+    # Added last = outermost: headers on every answer, then the body guard before any parsing.
+    app.add_middleware(CodecOnlyCors, ui_origin=settings.temporal_ui_url)
+    app.add_middleware(BodyGuard, max_body_bytes=settings.http.max_body_bytes, max_json_depth=settings.http.max_json_depth)
+    app.add_middleware(SecurityHeaders, hsts=settings.environment == "production")
     return app
+
+
+async def _refuse_dev_keys(sessions: SessionFactory) -> None:
+    """Production never starts while a development key would authenticate (compared by hash)."""
+    found = await active_dev_keys(sessions)
+    if found:
+        raise RuntimeError(
+            f"development API keys are active in this database ({', '.join(found)}): revoke them "
+            "(custody apikeys revoke) before starting in production"
+        )
 
 
 def app_from_env() -> FastAPI:
     settings = Settings()
     configure_logging(settings.log_level, settings.log_json)
+    if settings.api_metrics_port:
+        start_http_server(settings.api_metrics_port, addr="127.0.0.1")
     return create_app(settings)

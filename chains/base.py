@@ -74,6 +74,49 @@ class DigestSigner(Protocol):
         ...
 
 
+# --- the signing guard: what a key is asked to sign, decoded by the chain's own library ---------
+@dataclass(frozen=True)
+class Movement:
+    """Value leaving `source` for `destination` (an owner address: a Solana token transfer is
+    resolved to the owner of its destination token account). `asset`: the contract, mint or
+    "CODE:ISSUER"; None for the native asset. `amount` None: everything the source holds (a
+    Stellar account_merge)."""
+
+    asset: str | None
+    source: str
+    destination: str
+    amount: int | None
+
+
+@dataclass(frozen=True)
+class SigningRequest:
+    """An unsigned transaction as the chain's library reads it, and the message a key must sign
+    for exactly those bytes (EVM: the keccak signing hash; Solana: the message itself; Stellar:
+    the network-bound transaction hash)."""
+
+    message: bytes
+    fee_payer: str  # whose sequence/nonce the transaction takes and who pays the fee
+    sequence: int | None
+    max_fee: int  # the most it can cost, native base units
+    fee_within_cap: bool  # the fee rate is within the chain's configured cap
+    movements: tuple[Movement, ...] = ()
+    memo: Memo | None = None
+    trustline: tuple[str, str] | None = None  # (asset, account) the account starts trusting (Stellar)
+    # What else it does that moves no value of ours out: ATA creation for the recipient, closing
+    # the sender's emptied token accounts, compute-budget settings. Anything not understood is
+    # refused by the chain's decoder instead of being listed here.
+    side_effects: tuple[str, ...] = ()
+
+
+async def approve_before_signing(sign: DigestSigner, message: bytes, unsigned: bytes) -> None:
+    """Adapters call this with the exact unsigned bytes before asking for a signature: a guarded
+    signer (activities/signing_guard.py) decodes and checks them, and it refuses to sign any
+    message it was not shown this way (fail closed). Plain signers have nothing to check."""
+    check = getattr(sign, "check", None)
+    if check is not None:
+        await check(message, unsigned)
+
+
 @dataclass(frozen=True)
 class ChannelKey:
     """A channel account: the transaction's source (its sequence number and its fee) while the
@@ -181,6 +224,11 @@ class Chain(Protocol):
 
     async def transfer_status(self, intent: TransferIntent, attempts: list[SignedTransfer]) -> TransferStatus:
         """Final outcome across every attempt of one withdrawal (all share one slot), or PENDING."""
+        ...
+
+    def describe_unsigned(self, unsigned: bytes) -> SigningRequest:
+        """Decode bytes about to be signed with the chain's own library. Raises PolicyViolation
+        for anything it does not fully understand (an unknown program, operation or field)."""
         ...
 
 

@@ -14,7 +14,11 @@ from typing import Any, ClassVar
 
 import aiohttp
 from eth_account._utils.legacy_transactions import encode_transaction, serializable_unsigned_transaction_from_dict
+import rlp
+from eth_account._utils.legacy_transactions import Transaction as LegacyTransaction
+from eth_account._utils.transaction_utils import transaction_rpc_to_rlp_structure
 from eth_account.typed_transactions import TypedTransaction
+from eth_account.typed_transactions.dynamic_fee_transaction import DynamicFeeTransaction
 from eth_utils import is_address, is_checksum_address, keccak, to_checksum_address
 from hexbytes import HexBytes
 from web3 import AsyncHTTPProvider, AsyncWeb3
@@ -27,7 +31,17 @@ from web3.exceptions import (
     Web3RPCError,
 )
 
-from chains.base import DigestSigner, Memo, SignedTransfer, SweepQuote, TransferIntent, TransferStatus
+from chains.base import (
+    DigestSigner,
+    Memo,
+    Movement,
+    SignedTransfer,
+    SigningRequest,
+    SweepQuote,
+    TransferIntent,
+    TransferStatus,
+    approve_before_signing,
+)
 from core.errors import (
     ChainUnavailable,
     CustodyError,
@@ -37,6 +51,7 @@ from core.errors import (
     InvalidMemo,
     InvalidRecipient,
     PermanentError,
+    PolicyViolation,
     SigningFailed,
     SubmissionFailed,
 )
@@ -91,6 +106,18 @@ def _message(error: Exception) -> str:
 
 def _bumped(previous: int, percent: int) -> int:
     return math.ceil(previous * (100 + percent) / 100)
+
+
+# A transfer of ours never needs more gas than this; a signing request asking for more is refused.
+MAX_GAS_PER_TRANSFER = 1_000_000
+ERC20_TRANSFER_SELECTOR = keccak(text="transfer(address,uint256)")[:4]
+
+
+def _unsigned_type2(unsigned: TypedTransaction) -> bytes:
+    """0x02 || rlp(unsigned fields): the bytes whose keccak an EIP-1559 signature covers."""
+    fields = {k: v for k, v in unsigned.transaction.dictionary.items() if k not in ("v", "r", "s")}
+    serializer = DynamicFeeTransaction._unsigned_transaction_serializer
+    return bytes([2]) + rlp.encode(serializer.from_dict(transaction_rpc_to_rlp_structure(fields)))
 
 
 class EvmChain:
@@ -254,6 +281,7 @@ class EvmChain:
             **self._call_fields(intent),
         }
         unsigned = TypedTransaction.from_dict(tx)
+        await approve_before_signing(sign, unsigned.hash(), _unsigned_type2(unsigned))
         signature = await sign(unsigned.hash())
         if len(signature) != 65:
             raise SigningFailed("secp256k1 signer returned a malformed signature")
@@ -301,6 +329,7 @@ class EvmChain:
             "data": b"",
         }
         unsigned = serializable_unsigned_transaction_from_dict(tx)
+        await approve_before_signing(sign, unsigned.hash(), rlp.encode(unsigned))
         signature = await sign(unsigned.hash())
         if len(signature) != 65:
             raise SigningFailed("secp256k1 signer returned a malformed signature")
@@ -323,6 +352,51 @@ class EvmChain:
         from eth_account import Account
 
         return Account.recover_transaction(raw)
+
+    def describe_unsigned(self, unsigned: bytes) -> SigningRequest:
+        """EIP-1559 (0x02) or legacy EIP-155 bytes, decoded with rlp and eth-account's own
+        serializers. The sender is whoever signs, so it is not in the bytes; the signing guard
+        knows which key it hands over. Native value to `to`, or an ERC-20 `transfer(to, amount)`
+        with no value; any other call data is refused."""
+        try:
+            if unsigned[:1] == b"\x02":
+                fields = rlp.decode(unsigned[1:], DynamicFeeTransaction._unsigned_transaction_serializer).as_dict()
+                if fields["accessList"]:
+                    raise PolicyViolation("an access list is never part of our transfers")
+                fee_rate, message = int(fields["maxFeePerGas"]), keccak(unsigned)
+                chain_id = int(fields["chainId"])
+            else:
+                legacy = rlp.decode(unsigned, LegacyTransaction)
+                fields = legacy.as_dict()
+                if int(fields["r"]) != 0 or int(fields["s"]) != 0:
+                    raise PolicyViolation("legacy transactions are signed only with EIP-155 replay protection")
+                fee_rate, message, chain_id = int(fields["gasPrice"]), keccak(unsigned), int(fields["v"])
+        except PolicyViolation:
+            raise
+        except Exception as e:  # rlp errors of any kind: bytes we did not build
+            raise PolicyViolation(f"not a transaction this chain signs: {type(e).__name__}") from e
+        if chain_id != self.settings.chain_id:
+            raise PolicyViolation(f"chain id {chain_id} is not {self.name}'s {self.settings.chain_id}")
+        gas, to, value, data = int(fields["gas"]), bytes(fields["to"]), int(fields["value"]), bytes(fields["data"])
+        if len(to) != 20:
+            raise PolicyViolation("contract creation is never part of our transfers")
+        if not data:
+            movement = Movement(asset=None, source="", destination=to_checksum_address(to), amount=value)
+        elif data[:4] == ERC20_TRANSFER_SELECTOR and len(data) == 4 + 64 and value == 0:
+            recipient, amount = data[4 + 12 : 4 + 32], int.from_bytes(data[4 + 32 :], "big")
+            if any(data[4 : 4 + 12]):
+                raise PolicyViolation("malformed ERC-20 transfer recipient")
+            movement = Movement(asset=to_checksum_address(to), source="", destination=to_checksum_address(recipient), amount=amount)
+        else:
+            raise PolicyViolation("call data other than an ERC-20 transfer is never part of our transfers")
+        return SigningRequest(
+            message=bytes(message),
+            fee_payer="",
+            sequence=int(fields["nonce"]),
+            max_fee=gas * fee_rate,
+            fee_within_cap=fee_rate <= self.settings.max_fee_per_gas_cap_wei and gas <= MAX_GAS_PER_TRANSFER,
+            movements=(movement,),
+        )
 
     # --- broadcast and outcome -------------------------------------------------------------
     async def broadcast(self, transfer: SignedTransfer) -> str:

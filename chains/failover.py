@@ -33,12 +33,12 @@ import typing
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
-from urllib.parse import parse_qsl, urlsplit
 
-from chains.base import Chain, DigestSigner, Memo, SignedTransfer, SweepQuote, TransferIntent, TransferStatus
+from chains.base import Chain, DigestSigner, Memo, SignedTransfer, SigningRequest, SweepQuote, TransferIntent, TransferStatus
 from chains.health import BreakerState, CircuitBreaker, Permit, endpoint_label, is_connectivity_failure
 from core import metrics
 from core.errors import ChainUnavailable, CustodyError
+from core.redaction import url_secrets
 from core.settings import AssetSpec, ChainSettingsBase
 from models.payloads import OnChainState
 
@@ -81,16 +81,6 @@ class _Outcome:
         return self.result
 
 
-def url_secrets(url: str) -> list[str]:
-    """The parts of an endpoint URL that must not reach an error message or a log line."""
-    parts = urlsplit(url)
-    found = [url, url.rstrip("/"), parts.query, parts.username or "", parts.password or ""]
-    if parts.path.strip("/"):
-        found += [parts.path, parts.path + (f"?{parts.query}" if parts.query else "")]
-    found += [value for _, value in parse_qsl(parts.query)]
-    return [s for s in found if len(s) >= 4]
-
-
 class FailoverChain:
     """A `Chain` over several endpoints of one network (see the module docstring)."""
 
@@ -124,6 +114,33 @@ class FailoverChain:
 
     def asset(self, symbol: str) -> AssetSpec:
         return self.settings.asset(symbol)
+
+    def describe_unsigned(self, unsigned: bytes) -> SigningRequest:
+        return self.endpoints[0].adapter.describe_unsigned(unsigned)
+
+    def account_of(self, destination: str) -> str:
+        return self.endpoints[0].adapter.account_of(destination)  # type: ignore[attr-defined]
+
+    # --- reconciliation history (chains.base.ChainHistory): the first healthy endpoint ---------
+    # A run reads everything after `history_point` from whichever endpoint answers; if that
+    # changes mid-run the report may show drift that the next run no longer has.
+    async def history_point(self) -> Any:
+        return await self._read(lambda c: c.history_point())  # type: ignore[attr-defined]
+
+    async def discover_transfers(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._read(lambda c: c.discover_transfers(*args, **kwargs), timed=False)  # type: ignore[attr-defined]
+
+    async def ledger_balance(self, *args: Any) -> Any:
+        return await self._read(lambda c: c.ledger_balance(*args))  # type: ignore[attr-defined]
+
+    async def recheck_landed(self, *args: Any) -> Any:
+        return await self._read(lambda c: c.recheck_landed(*args))  # type: ignore[attr-defined]
+
+    async def consumed_slots(self, *args: Any) -> Any:
+        return await self._read(lambda c: c.consumed_slots(*args))  # type: ignore[attr-defined]
+
+    async def side_costs(self, *args: Any) -> Any:
+        return await self._read(lambda c: c.side_costs(*args))  # type: ignore[attr-defined]
 
     def assets(self) -> list[AssetSpec]:
         return self.settings.assets()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from chains.base import Chain
 from core.errors import UnknownChain
+from core.redaction import register_urls
 from core.settings import ChainSettingsBase, EvmChainSettings, Settings, SolanaChainSettings, StellarChainSettings
 
 
@@ -28,6 +29,7 @@ def build_chain(name: str, chain_settings: ChainSettingsBase) -> Chain:
     """One endpoint: the adapter itself. Several (rpc_urls / horizon_urls): a FailoverChain over
     one adapter per endpoint."""
     urls = chain_settings.endpoint_urls()
+    register_urls(urls)  # their keys are masked in every error and log line from now on
     if len(urls) == 1:
         return build_adapter(name, chain_settings)
     from chains.failover import FailoverChain

@@ -26,6 +26,7 @@ from solana.rpc.async_api import AsyncClient
 from solana.rpc.commitment import Commitment, Confirmed, Finalized
 from solana.rpc.core import RPCException, RPCNoResultException
 from solana.rpc.models import TxOpts
+from solders.compute_budget import ID as COMPUTE_BUDGET_PROGRAM_ID
 from solders.compute_budget import set_compute_unit_limit, set_compute_unit_price
 from solders.hash import Hash
 from solders.instruction import AccountMeta, Instruction
@@ -51,7 +52,17 @@ from spl.token.instructions import (
 )
 from spl.token.models import CloseAccountParams, TransferCheckedParams
 
-from chains.base import DigestSigner, Memo, SignedTransfer, SweepQuote, TransferIntent, TransferStatus
+from chains.base import (
+    DigestSigner,
+    Memo,
+    Movement,
+    SignedTransfer,
+    SigningRequest,
+    SweepQuote,
+    TransferIntent,
+    TransferStatus,
+    approve_before_signing,
+)
 from core.errors import (
     ChainUnavailable,
     InsufficientFunds,
@@ -60,6 +71,7 @@ from core.errors import (
     PermanentError,
     SigningFailed,
     SubmissionFailed,
+    PolicyViolation,
 )
 from core.settings import AssetSpec, SolanaChainSettings
 from models.payloads import OnChainState
@@ -477,6 +489,7 @@ class SolanaChain:
         message = Message.new_with_blockhash(instructions, sender, blockhash)
         if message.header.num_required_signatures != 1:
             raise SigningFailed("a withdrawal must be signed by the wallet alone")
+        await approve_before_signing(sign, bytes(message), bytes(message))
         raw_signature = await sign(bytes(message))
         if len(raw_signature) != 64:
             raise SigningFailed("ed25519 signer returned a malformed signature")
@@ -503,6 +516,82 @@ class SolanaChain:
                 "compute_unit_limit": self.settings.compute_unit_limit,
                 "compute_unit_price_micro_lamports": self.settings.compute_unit_price_micro_lamports,
             },
+        )
+
+    def describe_unsigned(self, unsigned: bytes) -> SigningRequest:
+        """A legacy message decoded with solders: compute-budget settings, a system transfer,
+        SPL `transfer_checked` to a token account created idempotently in the same message (so
+        its owner is known and checked by derivation), closing an emptied token account back to
+        its owner, a memo. Any other program or instruction is refused."""
+        try:
+            message = Message.from_bytes(unsigned)
+        except Exception as e:
+            raise PolicyViolation(f"not a Solana message: {type(e).__name__}") from e
+        if bytes(message) != unsigned:
+            raise PolicyViolation("the message does not re-serialize to the same bytes")
+        keys = list(message.account_keys)
+        payer = str(keys[0])
+        signatures = message.header.num_required_signatures
+        cu_limit, cu_price = 200_000, 0
+        movements: list[Movement] = []
+        side_effects: list[str] = []
+        memo: Memo | None = None
+        token_account_owner: dict[str, str] = {}
+        transfers: list[tuple[str, str, str, int]] = []  # (mint, source authority, token account, amount)
+
+        def account(ix: Any, i: int) -> str:
+            if i >= len(ix.accounts):
+                raise PolicyViolation("an instruction is missing accounts")
+            return str(keys[ix.accounts[i]])
+
+        for ix in message.instructions:
+            program, data = keys[ix.program_id_index], bytes(ix.data)
+            if program == COMPUTE_BUDGET_PROGRAM_ID and data[:1] == b"\x02" and len(data) == 5:
+                cu_limit = int.from_bytes(data[1:5], "little")
+                side_effects.append(f"compute unit limit {cu_limit}")
+            elif program == COMPUTE_BUDGET_PROGRAM_ID and data[:1] == b"\x03" and len(data) == 9:
+                cu_price = int.from_bytes(data[1:9], "little")
+                side_effects.append(f"compute unit price {cu_price}")
+            elif program == SYSTEM_PROGRAM_ID and data[:4] == (2).to_bytes(4, "little") and len(data) == 12:
+                movements.append(Movement(None, account(ix, 0), account(ix, 1), int.from_bytes(data[4:12], "little")))
+            elif program == ASSOCIATED_TOKEN_PROGRAM_ID and data in (b"", b"\x01"):
+                funder, ata, owner, mint, token_program = (account(ix, i) for i in (0, 1, 2, 3, 5))
+                derived = get_associated_token_address(Pubkey.from_string(owner), Pubkey.from_string(mint), Pubkey.from_string(token_program))
+                if str(derived) != ata or funder != payer:
+                    raise PolicyViolation("a token account creation that is not the owner's associated account")
+                token_account_owner[ata] = owner
+                side_effects.append(f"create {owner}'s token account for {mint}")
+            elif program in TOKEN_PROGRAMS and data[:1] == b"\x0c" and len(data) == 10:
+                source, mint, destination, authority = (account(ix, i) for i in range(4))
+                transfers.append((mint, authority, destination, int.from_bytes(data[1:9], "little")))
+            elif program in TOKEN_PROGRAMS and data == b"\x09":
+                closed, rent_to, owner = (account(ix, i) for i in range(3))
+                if rent_to != owner:
+                    raise PolicyViolation("closing a token account sends its rent to someone else")
+                side_effects.append(f"close {owner}'s token account {closed}")
+            elif program == MEMO_PROGRAM_ID:
+                try:
+                    memo = Memo("text", data.decode("utf-8"))
+                except UnicodeDecodeError as e:
+                    raise PolicyViolation("a memo that is not UTF-8") from e
+            else:
+                raise PolicyViolation(f"an instruction of program {program} is never part of our transfers")
+        for mint, authority, destination, amount in transfers:
+            owner = token_account_owner.get(destination)
+            if owner is None:
+                raise PolicyViolation("a token transfer to an account whose owner the message does not prove")
+            movements.append(Movement(mint, authority, owner, amount))
+        max_fee = LAMPORTS_PER_SIGNATURE * signatures + math.ceil(cu_price * cu_limit / 1_000_000)
+        return SigningRequest(
+            message=unsigned,
+            fee_payer=payer,
+            sequence=None,
+            max_fee=max_fee,
+            fee_within_cap=cu_price <= self.settings.compute_unit_price_micro_lamports
+            and cu_limit <= self.settings.compute_unit_limit,
+            movements=tuple(movements),
+            memo=memo,
+            side_effects=tuple(side_effects),
         )
 
     # --- broadcast and outcome -------------------------------------------------------------

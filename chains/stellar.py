@@ -45,7 +45,18 @@ from stellar_sdk.exceptions import (
     raise_request_exception,
 )
 
-from chains.base import ChannelKey, DigestSigner, Memo, SignedTransfer, SweepQuote, TransferIntent, TransferStatus
+from chains.base import (
+    ChannelKey,
+    DigestSigner,
+    Memo,
+    Movement,
+    SignedTransfer,
+    SigningRequest,
+    SweepQuote,
+    TransferIntent,
+    TransferStatus,
+    approve_before_signing,
+)
 from core.errors import (
     ChainUnavailable,
     FeeAboveCap,
@@ -55,6 +66,7 @@ from core.errors import (
     InvalidRecipient,
     MemoRequired,
     PermanentError,
+    PolicyViolation,
     RecipientNoTrustline,
     SigningFailed,
     SubmissionFailed,
@@ -537,8 +549,9 @@ class StellarChain:
         signers = [(intent.sender, sign, "wallet")]
         if channel is not None:
             signers.insert(0, (channel.address, channel.sign, "channel account"))
+        unsigned = envelope.transaction.to_xdr_object().to_xdr_bytes()
         for account_id, signer, role in signers:
-            envelope.signatures.append(await self._verified_signature(tx_hash, account_id, signer, role))
+            envelope.signatures.append(await self._verified_signature(tx_hash, account_id, signer, role, unsigned))
         raw = envelope.to_xdr_object().to_xdr_bytes()
         fee_params: dict[str, Any] = {"max_time": max_time, "fee_per_op": fee_per_op, "operation": operation}
         if channel is not None:
@@ -552,7 +565,10 @@ class StellarChain:
         )
 
     @staticmethod
-    async def _verified_signature(tx_hash: bytes, account_id: str, sign: DigestSigner, role: str) -> DecoratedSignature:
+    async def _verified_signature(
+        tx_hash: bytes, account_id: str, sign: DigestSigner, role: str, unsigned: bytes
+    ) -> DecoratedSignature:
+        await approve_before_signing(sign, tx_hash, unsigned)
         signature = bytes(await sign(tx_hash))
         keypair = Keypair.from_public_key(account_id)
         if len(signature) != 64:
@@ -563,6 +579,70 @@ class StellarChain:
             # Never keep bytes that the account's own key did not sign.
             raise SigningFailed(f"signature does not verify against the {role}'s public key") from e
         return DecoratedSignature(keypair.signature_hint(), signature)
+
+    def describe_unsigned(self, unsigned: bytes) -> SigningRequest:
+        """A v1 transaction's XDR decoded with stellar-sdk; the message is its hash on this
+        network (sha256(networkId || ENVELOPE_TYPE_TX || tx)), so bytes meant for another network
+        never match. Operations: payment, create_account, change_trust, account_merge; anything
+        else (or preconditions beyond time bounds) is refused."""
+        from stellar_sdk import Transaction, TransactionEnvelope
+        from stellar_sdk.operation import AccountMerge, ChangeTrust, CreateAccount, Payment
+
+        try:
+            tx = Transaction.from_xdr_object(stellar_xdr.Transaction.from_xdr_bytes(unsigned), v1=True)
+            message = TransactionEnvelope(tx, self.settings.network_passphrase).hash()
+        except Exception as e:
+            raise PolicyViolation(f"not a Stellar transaction: {type(e).__name__}") from e
+        preconditions = tx.preconditions
+        if preconditions is not None and (
+            preconditions.ledger_bounds is not None
+            or preconditions.min_sequence_number is not None
+            or preconditions.min_sequence_age is not None
+            or preconditions.min_sequence_ledger_gap is not None
+            or preconditions.extra_signers
+        ):
+            raise PolicyViolation("preconditions other than time bounds are never part of our transfers")
+        source = tx.source.universal_account_id
+
+        def asset_of(asset: Asset) -> str | None:
+            return None if asset.is_native() else f"{asset.code}:{asset.issuer}"
+
+        movements: list[Movement] = []
+        trustline: tuple[str, str] | None = None
+        for operation in tx.operations:
+            op_source = operation.source.universal_account_id if operation.source is not None else source
+            if isinstance(operation, Payment):
+                movements.append(Movement(asset_of(operation.asset), op_source, operation.destination.universal_account_id, parse_stroops(operation.amount)))
+            elif isinstance(operation, CreateAccount):
+                movements.append(Movement(None, op_source, operation.destination, parse_stroops(operation.starting_balance)))
+            elif isinstance(operation, AccountMerge):
+                movements.append(Movement(None, op_source, operation.destination.universal_account_id, None))
+            elif isinstance(operation, ChangeTrust) and isinstance(operation.asset, Asset) and len(tx.operations) == 1:
+                asset = asset_of(operation.asset)
+                if asset is None:
+                    raise PolicyViolation("XLM needs no trustline")
+                trustline = (asset, op_source)
+            else:
+                raise PolicyViolation(f"a {type(operation).__name__} operation is never part of our transfers")
+        memo: Memo | None = None
+        if isinstance(tx.memo, TextMemo):
+            memo = Memo("text", tx.memo.memo_text.decode("utf-8", errors="replace"))
+        elif isinstance(tx.memo, IdMemo):
+            memo = Memo("id", str(tx.memo.memo_id))
+        elif isinstance(tx.memo, HashMemo):
+            memo = Memo("hash", tx.memo.memo_hash.hex())
+        elif type(tx.memo).__name__ != "NoneMemo":
+            raise PolicyViolation(f"a {type(tx.memo).__name__} is never part of our transfers")
+        return SigningRequest(
+            message=message,
+            fee_payer=source,
+            sequence=int(tx.sequence),
+            max_fee=int(tx.fee),
+            fee_within_cap=int(tx.fee) <= self.settings.base_fee_cap_stroops * max(len(tx.operations), 1),
+            movements=tuple(movements),
+            memo=memo,
+            trustline=trustline,
+        )
 
     # --- broadcast and outcome -------------------------------------------------------------
     async def broadcast(self, transfer: SignedTransfer) -> str:

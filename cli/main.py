@@ -12,6 +12,10 @@ CUSTODY_API_KEY) and, for batch actions, to Temporal directly (CUSTODY_TEMPORAL_
     custody channels show <chain> | sync <chain>           (Stellar channel accounts)
     custody reconcile --chain anvil                         (chain vs database, now; operators)
     custody chaos -n 200 --seed 1                           (exactly-once under faults, on a stack of its own)
+    custody apikeys create --owner alice --name laptop [--role USER] [--scope wallets:read] [--bootstrap]
+    custody apikeys list [--owner alice] | revoke <key id>  (admins)
+    custody users list | show <id> | set-roles <id> --role USER | block <id> -r "..." | unblock <id>
+    custody wallets freeze <id> -r "..." | unfreeze <id>   (admins)
     custody worker | custody api
 """
 
@@ -37,6 +41,12 @@ app.add_typer(withdrawals, name="withdrawals")
 app.add_typer(pools, name="pools")
 channels = typer.Typer(help="Stellar channel accounts: many payments in flight per wallet (operators)", no_args_is_help=True)
 app.add_typer(channels, name="channels")
+apikeys = typer.Typer(help="API keys: create (shown once), list, revoke (admins)", no_args_is_help=True)
+app.add_typer(apikeys, name="apikeys")
+users = typer.Typer(help="users: roles, blocks (admins)", no_args_is_help=True)
+app.add_typer(users, name="users")
+audit_cli = typer.Typer(help="the tamper-evident audit log (administrators)", no_args_is_help=True)
+app.add_typer(audit_cli, name="audit")
 
 ReasonOpt = Annotated[str, typer.Option("--reason", "-r", help="why (kept in the withdrawal's history)")]
 
@@ -174,57 +184,29 @@ def withdrawal_retry(withdrawal_id: str) -> None:
     typer.echo(f"retry: {withdrawal_id} resubmitted as {body['id']} ({body['status']})")
 
 
-async def _signal_all(signal: str, chain: str, reason: str, by: str, task_queue: str | None) -> int:
-    from core.settings import Settings
-    from core.temporal import connect_temporal
-    from models.payloads import OperatorRequest
-
-    client = await connect_temporal(Settings())  # CUSTODY_TEMPORAL_ADDRESS, payload keys
-    query = f"WorkflowType = 'WithdrawalWorkflow' AND ExecutionStatus = 'Running' AND CustodyChain = '{chain}'"
-    if task_queue:
-        query += f" AND TaskQueue = '{task_queue}'"
-    count = 0
-    async for execution in client.list_workflows(query):
-        await client.get_workflow_handle(execution.id).signal(signal, OperatorRequest(by=by, reason=reason))
-        count += 1
-    return count
-
-
-def _run_batch(signal: str, chain: str, reason: str, by: str, task_queue: str | None) -> int:
-    try:
-        return asyncio.run(_signal_all(signal, chain, reason, by, task_queue))
-    except RuntimeError as e:  # the Temporal client reports connection failures as RuntimeError
-        typer.echo(f"error: cannot reach Temporal: {e}", err=True)
-        raise typer.Exit(3) from e
-
-
-def _done_with_temporal(message: str) -> None:
-    """Print and leave without interpreter finalization: the Temporal client's native runtime
-    threads can abort a finalizing interpreter (PyGILState_Release), turning a finished batch
-    into a crash exit code. Everything was signalled and awaited before this point."""
-    typer.echo(message)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+def _chain_action(action: str, chain: str, reason: str, task_queue: str | None) -> int:
+    body = {"chain": chain, "reason": reason} | ({"task_queue": task_queue} if task_queue else {})
+    return int(_call("POST", f"/v1/withdrawals/{action}", json=body, timeout=120)["count"])
 
 
 @withdrawals.command("pause-all")
 def withdrawal_pause_all(
-    chain: str = typer.Option(...), reason: ReasonOpt = "", by: str = typer.Option("operator"),
+    chain: str = typer.Option(...), reason: ReasonOpt = "",
     task_queue: str | None = typer.Option(None, help="only this task queue's workflows"),
 ) -> None:
-    """Incident switch: pause every running withdrawal on one chain (by search attribute)."""
-    count = _run_batch("pause", chain.lower(), reason, by, task_queue)
-    _done_with_temporal(f"paused {count} withdrawal(s) on {chain}")
+    """Incident switch: pause every running withdrawal on one chain (operators; through the API,
+    which records an operator's hold on each: their owners cannot lift it)."""
+    count = _chain_action("pause-all", chain.lower(), reason, task_queue)
+    typer.echo(f"paused {count} withdrawal(s) on {chain}")
 
 
 @withdrawals.command("resume-all")
 def withdrawal_resume_all(
-    chain: str = typer.Option(...), reason: ReasonOpt = "", by: str = typer.Option("operator"),
+    chain: str = typer.Option(...), reason: ReasonOpt = "",
     task_queue: str | None = typer.Option(None, help="only this task queue's workflows"),
 ) -> None:
-    count = _run_batch("resume", chain.lower(), reason, by, task_queue)
-    _done_with_temporal(f"resumed {count} withdrawal(s) on {chain}")
+    count = _chain_action("resume-all", chain.lower(), reason, task_queue)
+    typer.echo(f"resumed {count} withdrawal(s) on {chain}")
 
 
 @app.command("stats")
@@ -341,6 +323,33 @@ def chaos(
     raise typer.Exit(0 if report["ok"] else 1)
 
 
+# --- audit log --------------------------------------------------------------------------------
+@audit_cli.command("verify")
+def audit_verify() -> None:
+    """Walk the hash chain; exit 1 and name the first broken entry if any was edited or removed."""
+    result = _call("GET", "/v1/audit/verify")
+    if result["ok"]:
+        typer.echo(f"audit log intact: {result['checked']} entries, every link holds")
+        return
+    typer.echo(
+        f"audit log BROKEN at entry {result['first_broken_id']} (after {result['checked']} good entries): {result['reason']}",
+        err=True,
+    )
+    raise typer.Exit(1)
+
+
+@audit_cli.command("list")
+def audit_list(
+    object_id: str | None = typer.Option(None, "--object", help="e.g. a withdrawal id"),
+    action: str | None = typer.Option(None, help="e.g. withdrawal.signed"),
+    actor: str | None = typer.Option(None),
+    limit: int = typer.Option(50),
+) -> None:
+    """Newest first."""
+    params = {k: v for k, v in {"object_id": object_id, "action": action, "actor": actor, "limit": limit}.items() if v is not None}
+    _table(_call("GET", "/v1/audit", params=params)["entries"], ["id", "at", "actor", "action", "object_id"])
+
+
 # --- key pools -------------------------------------------------------------------------------
 @pools.command("show")
 def pool_show(chain: str, as_json: bool = typer.Option(False, "--json", help="the whole answer as JSON")) -> None:
@@ -412,6 +421,147 @@ def pool_return(chain: str, lease_id: str) -> None:
     """Return a leased explorer key: it is retired and recovered by the next rebalance."""
     body = _call("POST", f"/v1/pools/{chain}/explorers/{lease_id}/return")
     typer.echo(f"return: lease {lease_id} is {body['state']}")
+
+
+# --- access (admins) ---------------------------------------------------------------------------
+KEY_COLUMNS = ["id", "prefix", "name", "owner", "scopes", "expires_at", "last_used_at", "revoked_at"]
+
+
+def _bootstrap(work: Any) -> Any:
+    """Run `work(session)` straight against PostgreSQL (CUSTODY_DATABASE_URL): for the first
+    admin key, or to revoke keys when no admin key is at hand. Whoever can write the database
+    is already trusted with everything; no API key is involved."""
+    from core.settings import Settings
+    from db.engine import create_engine, create_session_factory
+    from db.migrate import upgrade
+
+    async def run() -> Any:
+        engine = create_engine(Settings().database_url, pool_size=1)
+        try:
+            await upgrade(engine)
+            async with create_session_factory(engine)() as session, session.begin():
+                return await work(session)
+        finally:
+            await engine.dispose()
+
+    from core.errors import CustodyError
+
+    try:
+        return asyncio.run(run())
+    except CustodyError as e:
+        typer.echo(f"error: {e.code}: {e.message}", err=True)
+        raise typer.Exit(1) from e
+
+
+@apikeys.command("create")
+def apikey_create(
+    owner: str = typer.Option(..., help="the user the key acts as"),
+    name: str = typer.Option(..., help="what the key is for"),
+    role: list[str] = typer.Option([], "--role", help="set the owner's roles (creating the user): USER, APPROVER, OPERATOR, ADMIN"),
+    scope: list[str] = typer.Option([], "--scope", help="narrow the key (default: every scope the owner's roles allow)"),
+    ip: list[str] = typer.Option([], "--ip", help="allowed client network (CIDR); repeat; default: any"),
+    expires_in_days: int | None = typer.Option(None, help="the key stops working after this many days"),
+    bootstrap: bool = typer.Option(False, "--bootstrap", help="write to PostgreSQL directly (the first admin key)"),
+) -> None:
+    """Create an API key; it is printed once and stored only as its hash."""
+    if bootstrap:
+        from datetime import datetime, timedelta, timezone
+
+        from db.access import create_api_key, upsert_user
+
+        async def work(session: Any) -> Any:
+            await upsert_user(session, owner, role or None)
+            expires = None if expires_in_days is None else datetime.now(timezone.utc) + timedelta(days=expires_in_days)
+            row, key = await create_api_key(
+                session, owner=owner, name=name, created_by="cli-bootstrap", scopes=scope or None, ip_allowlist=ip, expires_at=expires
+            )
+            return {"id": row.id, "prefix": row.prefix, "owner": row.owner, "scopes": row.scopes, "key": key}
+
+        body = _bootstrap(work)
+    else:
+        if role:
+            _call("PUT", f"/v1/admin/users/{owner}", json={"roles": role})
+        request = {"owner": owner, "name": name, "ip_allowlist": ip} | ({"scopes": scope} if scope else {})
+        if expires_in_days is not None:
+            request["expires_in_days"] = expires_in_days
+        body = _call("POST", "/v1/admin/api-keys", json=request)
+    typer.echo(f"key {body['prefix']} (id {body['id']}) for {body['owner']}, scopes {', '.join(body['scopes'])}")
+    typer.echo(body["key"])
+    typer.echo("store it now: it is not shown again", err=True)
+
+
+@apikeys.command("list")
+def apikey_list(owner: str | None = typer.Option(None)) -> None:
+    rows = _call("GET", "/v1/admin/api-keys", params={"owner": owner} if owner else {})["items"]
+    _table([{**r, "scopes": ",".join(r["scopes"])} for r in rows], KEY_COLUMNS)
+
+
+@apikeys.command("revoke")
+def apikey_revoke(
+    key_id: str,
+    bootstrap: bool = typer.Option(False, "--bootstrap", help="write to PostgreSQL directly (no admin key needed)"),
+) -> None:
+    """Revoke a key at once (it answers 401 from then on)."""
+    if bootstrap:
+        from db.access import revoke_api_key
+
+        async def work(session: Any) -> Any:
+            row = await revoke_api_key(session, key_id, "cli-bootstrap")
+            return None if row is None else row.prefix
+
+        prefix = _bootstrap(work)
+        if prefix is None:
+            typer.echo(f"error: API_KEY_NOT_FOUND: no key {key_id}", err=True)
+            raise typer.Exit(1)
+    else:
+        prefix = _call("POST", f"/v1/admin/api-keys/{key_id}/revoke")["prefix"]
+    typer.echo(f"revoked {prefix} ({key_id})")
+
+
+USER_COLUMNS = ["id", "roles", "status", "blocked_by", "blocked_reason", "created_at"]
+
+
+@users.command("list")
+def user_list() -> None:
+    rows = _call("GET", "/v1/admin/users")["items"]
+    _table([{**r, "roles": ",".join(r["roles"])} for r in rows], USER_COLUMNS)
+
+
+@users.command("show")
+def user_show(user_id: str) -> None:
+    _print(_call("GET", f"/v1/admin/users/{user_id}"))
+
+
+@users.command("set-roles")
+def user_set_roles(user_id: str, role: list[str] = typer.Option(..., "--role")) -> None:
+    """Create the user or replace its roles."""
+    _print(_call("PUT", f"/v1/admin/users/{user_id}", json={"roles": role}))
+
+
+@users.command("block")
+def user_block(user_id: str, reason: ReasonOpt = "") -> None:
+    """Nothing new from this user; their in-flight withdrawals stop before signing (USER_BLOCKED)."""
+    body = _call("POST", f"/v1/admin/users/{user_id}/block", json={"reason": reason})
+    typer.echo(f"block: {body['id']} is {body['status']}")
+
+
+@users.command("unblock")
+def user_unblock(user_id: str) -> None:
+    body = _call("POST", f"/v1/admin/users/{user_id}/unblock")
+    typer.echo(f"unblock: {body['id']} is {body['status']}")
+
+
+@wallets.command("freeze")
+def wallet_freeze(wallet_id: str, reason: ReasonOpt = "") -> None:
+    """Admins: nothing is signed from the wallet until it is unfrozen (WALLET_FROZEN)."""
+    body = _call("POST", f"/v1/admin/wallets/{wallet_id}/freeze", json={"reason": reason})
+    typer.echo(f"freeze: {body['id']} frozen since {body['frozen_at']}")
+
+
+@wallets.command("unfreeze")
+def wallet_unfreeze(wallet_id: str) -> None:
+    body = _call("POST", f"/v1/admin/wallets/{wallet_id}/unfreeze")
+    typer.echo(f"unfreeze: {body['id']} is {body['status']}" + (" (frozen)" if body.get("frozen_at") else ""))
 
 
 # --- processes -------------------------------------------------------------------------------

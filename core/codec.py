@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import logging
 import os
 from collections.abc import Iterable, Sequence
 
@@ -18,18 +19,29 @@ import temporalio.converter
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from temporalio.api.common.v1 import Payload
 
+log = logging.getLogger("custody.codec")
+
 ENCODING = b"binary/encrypted"
 KEY_ID = "encryption-key-id"
+# What a worker makes of a payload that was not sealed with custody's keys: an encoding no
+# converter reads, so the signal carrying it is dropped, the update rejected, the input refused.
+REFUSED = b"binary/plaintext-refused"
 
 
 class EncryptionCodec(temporalio.converter.PayloadCodec):
-    def __init__(self, keys: dict[str, bytes], active_key_id: str) -> None:
+    """`refuse_plaintext` (the worker's): an unencrypted payload is never passed through, so
+    whoever reaches Temporal without the payload keys cannot signal, update or start anything
+    (the payload is replaced, not raised on: raising would fail the workflow task over and over
+    and wedge the withdrawal instead of ignoring the intruder)."""
+
+    def __init__(self, keys: dict[str, bytes], active_key_id: str, *, refuse_plaintext: bool = False) -> None:
         if active_key_id not in keys:
             raise ValueError(f"active payload key {active_key_id!r} is not among the keys")
         if any(len(k) != 32 for k in keys.values()):
             raise ValueError("payload keys must be 32 bytes (AES-256)")
         self._keys = {key_id: AESGCM(key) for key_id, key in keys.items()}
         self._active = active_key_id
+        self._refuse_plaintext = refuse_plaintext
 
     async def encode(self, payloads: Sequence[Payload]) -> list[Payload]:
         return [self._encrypt(p) for p in payloads]
@@ -45,6 +57,12 @@ class EncryptionCodec(temporalio.converter.PayloadCodec):
 
     def _decrypt(self, payload: Payload) -> Payload:
         if payload.metadata.get("encoding") != ENCODING:
+            if self._refuse_plaintext:
+                from core import metrics
+
+                metrics.PLAINTEXT_PAYLOADS_REFUSED.inc()
+                log.warning("unencrypted payload refused", extra={"encoding": payload.metadata.get("encoding", b"").decode(errors="replace")})
+                return Payload(metadata={"encoding": REFUSED})
             return payload  # written before encryption was on (or by another codec): pass through
         key_id = payload.metadata.get(KEY_ID, b"").decode()
         key = self._keys.get(key_id)
@@ -56,11 +74,11 @@ class EncryptionCodec(temporalio.converter.PayloadCodec):
         return decoded
 
 
-def codec_from_settings(settings) -> EncryptionCodec | None:  # type: ignore[no-untyped-def]
+def codec_from_settings(settings, *, refuse_plaintext: bool = False) -> EncryptionCodec | None:  # type: ignore[no-untyped-def]
     keys = {key_id: base64.b64decode(k.get_secret_value()) for key_id, k in settings.payload_keys.items()}
     if not keys:
         return None
-    return EncryptionCodec(keys, settings.payload_key_id)
+    return EncryptionCodec(keys, settings.payload_key_id, refuse_plaintext=refuse_plaintext)
 
 
 def data_converter(codec: temporalio.converter.PayloadCodec | None) -> temporalio.converter.DataConverter:

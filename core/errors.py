@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from core.redaction import redact, redact_value
+
 
 class CustodyError(Exception):
     """Base of every error custody raises on purpose."""
@@ -18,9 +20,12 @@ class CustodyError(Exception):
     permanent: ClassVar[bool] = True
 
     def __init__(self, message: str = "", **details: Any) -> None:
-        super().__init__(message or self.code)
-        self.message = message or self.code
-        self.details = details
+        # Messages often quote a client library's error, which may hold an RPC URL with its API
+        # key: they are redacted here, before reaching an API answer, a Temporal failure or a log.
+        message = redact(message or self.code)
+        super().__init__(message)
+        self.message = message
+        self.details = {k: redact_value(v) for k, v in details.items()}
 
 
 class TransientError(CustodyError):
@@ -138,6 +143,52 @@ class Unauthorized(PermanentError):
     http_status = 401
 
 
+class Forbidden(PermanentError):
+    """An identity without the role or scope the action needs (never for others' objects:
+    those answer 404, so ids do not leak)."""
+
+    code = "FORBIDDEN"
+    http_status = 403
+
+
+class UserBlocked(PermanentError):
+    """The user was blocked by an admin: nothing new, and nothing of theirs is signed."""
+
+    code = "USER_BLOCKED"
+    http_status = 403
+
+
+class WalletFrozen(PermanentError):
+    """An admin froze the wallet: nothing is signed from it until it is unfrozen."""
+
+    code = "WALLET_FROZEN"
+    http_status = 409
+
+
+class ApprovalNotRecorded(PermanentError):
+    """The withdrawal needs a second person, and no approval made through custody's API (by an
+    APPROVER who is not the requester) is recorded: a signal sent straight to Temporal approves
+    nothing."""
+
+    code = "APPROVAL_NOT_RECORDED"
+    http_status = 409
+
+
+class UserNotFound(PermanentError):
+    code = "USER_NOT_FOUND"
+    http_status = 404
+
+
+class ApiKeyNotFound(PermanentError):
+    code = "API_KEY_NOT_FOUND"
+    http_status = 404
+
+
+class PayloadTooLarge(PermanentError):
+    code = "PAYLOAD_TOO_LARGE"
+    http_status = 413
+
+
 class NotAvailable(PermanentError):
     """A feature that this deployment does not offer (e.g. faucets on a mainnet configuration)."""
 
@@ -158,6 +209,14 @@ class InsufficientFunds(PermanentError):
 class SigningFailed(PermanentError):
     code = "SIGNING_FAILED"
     http_status = 502
+
+
+class PolicyViolation(PermanentError):
+    """What a key was asked to sign is not the approved intent (or the stored intent was altered):
+    nothing is signed."""
+
+    code = "POLICY_VIOLATION"
+    http_status = 403
 
 
 class SubmissionFailed(PermanentError):
@@ -181,6 +240,21 @@ class SlotConsumedExternally(PermanentError):
 
 class ChainUnavailable(TransientError):
     code = "CHAIN_UNAVAILABLE"
+
+
+class OnHold(TransientError):
+    """A hold placed through the API is active: the signing step waits (retried) until it is
+    lifted through the API, whatever the workflow itself was told."""
+
+    code = "ON_HOLD"
+    http_status = 409
+
+
+class RateLimiterUnavailable(TransientError):
+    """Redis, which keeps the rate limits, cannot be reached: writes are refused (fail closed)."""
+
+    code = "RATE_LIMITER_UNAVAILABLE"
+    http_status = 503
 
 
 class FeeAboveCap(TransientError):

@@ -8,6 +8,8 @@ import sys
 from datetime import datetime, timezone
 from typing import Any
 
+from core.redaction import RedactingFilter
+
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 # Field names that must never reach a log line, whatever a caller passes in `extra`.
 _REDACTED = {"private_key", "secret", "kek", "keystore_kek", "api_key", "authorization", "raw_tx", "seed"}
@@ -33,8 +35,9 @@ class JsonFormatter(logging.Formatter):
             entry.setdefault("withdrawal_id", workflow_id.removeprefix("withdrawal-"))
         if isinstance(workflow_id, str) and workflow_id.startswith("wallet-"):
             entry.setdefault("wallet_id", workflow_id.removeprefix("wallet-"))
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+        if record.exc_text or record.exc_info:
+            # exc_text is the traceback as RedactingFilter left it (RPC URLs and secrets masked).
+            entry["exc"] = record.exc_text or self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
 
 
@@ -44,6 +47,7 @@ _TEMPORAL_FIELDS = {"workflow_id", "run_id", "workflow_type", "activity_type", "
 def configure_logging(level: str = "INFO", json_output: bool = True) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if json_output else logging.Formatter("%(levelname)s %(name)s %(message)s"))
+    handler.addFilter(RedactingFilter())  # the one redaction point for log lines (core/redaction.py)
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -24,6 +24,14 @@ BROADCASTS = Counter(
 ACTIVITY_ERRORS = Counter(
     "custody_activity_errors_total", "Activity failures by error code", ["activity", "code", "permanent"]
 )
+WITHDRAWALS_OPEN = Gauge(
+    "custody_withdrawals_open", "Withdrawals not yet final, by chain and status (sampled by the worker)", ["chain", "status"]
+)
+WITHDRAWAL_OLDEST_OPEN_SECONDS = Gauge(
+    "custody_withdrawal_oldest_open_seconds",
+    "Seconds since the last status change of the oldest withdrawal in each open status (sampled by the worker)",
+    ["chain", "status"],
+)
 WITHDRAWAL_ALERTS = Counter(
     "custody_withdrawal_alerts_total",
     "Conditions an operator must look at while a withdrawal goes on (STUCK_AT_FEE_CAP, REPLACEMENT_FAILED, ...)",
@@ -38,6 +46,11 @@ ACTIVITY_STUCK = Counter(
     "custody_activity_stuck_total",
     "Activities still failing with an unexpected error after the alert threshold of attempts",
     ["activity"],
+)
+SIGNING_REFUSED = Counter(
+    "custody_signing_refused_total",
+    "Signatures the signing guard refused: the bytes were not the approved intent (POLICY_VIOLATION)",
+    ["chain"],
 )
 KMS_ERRORS = Counter(
     "custody_kms_errors_total",
@@ -123,4 +136,20 @@ RPC_VERDICTS_HELD = Counter(
     "custody_rpc_verdicts_held_total",
     "SLOT_LOST / EXPIRED verdicts reported as PENDING: a second endpoint disagreed or was unreachable",
     ["chain", "state"],
+)
+# --- access (api/auth.py, api/ratelimit.py, core/codec.py, activities/access.py) ---------------
+AUTH_FAILURES = Counter(
+    "custody_auth_failures_total", "Requests refused for want of a valid identity (401) or of a role/scope (403)", ["reason"]
+)
+RATE_LIMITED = Counter("custody_rate_limited_total", "Requests answered 429, by bucket", ["bucket"])
+RATE_LIMIT_UNAVAILABLE = Counter(
+    "custody_rate_limiter_unavailable_total", "Requests that found Redis unreachable (writes refused, reads let through)", ["write"]
+)
+PLAINTEXT_PAYLOADS_REFUSED = Counter(
+    "custody_plaintext_payloads_refused_total", "Unencrypted payloads a worker refused (sent to Temporal without custody's keys)"
+)
+ACCESS_SIGNING_REFUSED = Counter(
+    "custody_access_signing_refused_total",
+    "Signing steps stopped by the access re-check (USER_BLOCKED, WALLET_FROZEN, WALLET_INACTIVE, ON_HOLD, APPROVAL_NOT_RECORDED, ...)",
+    ["step", "code"],
 )

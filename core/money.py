@@ -6,7 +6,10 @@ import re
 
 from core.errors import InvalidAmount
 
-_DECIMAL_STRING = re.compile(r"^(0|[1-9][0-9]*)(\.[0-9]+)?$")
+_DECIMAL_STRING = re.compile(r"(0|[1-9][0-9]*)(\.[0-9]+)?")
+# No chain custody speaks holds more than a uint256 (and the database column is NUMERIC(78, 0)).
+MAX_BASE_UNITS = 2**256 - 1
+MAX_AMOUNT_LENGTH = 100
 
 
 def to_base_units(amount: str, decimals: int) -> int:
@@ -15,8 +18,9 @@ def to_base_units(amount: str, decimals: int) -> int:
     Floats, exponents, signs, and more fractional digits than the asset has are rejected
     rather than rounded: silently rounding a withdrawal amount is a loss of money.
     """
-    if not isinstance(amount, str) or not _DECIMAL_STRING.match(amount):
-        raise InvalidAmount("amount must be a plain decimal string such as \"1.25\"", amount=str(amount))
+    # fullmatch, never match: `$` also matches before a trailing newline ("1.5\n").
+    if not isinstance(amount, str) or len(amount) > MAX_AMOUNT_LENGTH or not _DECIMAL_STRING.fullmatch(amount):
+        raise InvalidAmount("amount must be a plain decimal string such as \"1.25\"", amount=str(amount)[:MAX_AMOUNT_LENGTH])
     whole, _, fraction = amount.partition(".")
     if len(fraction) > decimals:
         raise InvalidAmount(
@@ -25,6 +29,8 @@ def to_base_units(amount: str, decimals: int) -> int:
     units = int(whole) * 10**decimals + int((fraction or "0").ljust(decimals, "0") or "0")
     if units <= 0:
         raise InvalidAmount("amount must be greater than zero", amount=amount)
+    if units > MAX_BASE_UNITS:
+        raise InvalidAmount("amount is larger than any chain can hold (2^256 - 1 base units)", amount=amount)
     return units
 
 

@@ -20,7 +20,7 @@ from core.errors import UnknownAsset, UnknownChain
 # Only for development and tests; refused when CUSTODY_ENVIRONMENT=production.
 DEV_KEYSTORE_KEK = base64.b64encode(b"custody-dev-only-kek-not-secret!").decode()
 DEV_PAYLOAD_KEY = base64.b64encode(b"custody-dev-only-payload-key-32b").decode()
-DEV_API_KEYS = {"dev-alice-key": "alice", "dev-bob-key": "bob", "dev-ops-key": "ops"}
+DEV_INTENT_SEAL_KEY = base64.b64encode(b"custody-dev-only-intent-seal-key").decode()
 
 GWEI = 10**9
 
@@ -252,6 +252,15 @@ class ReconciliationSettings(BaseModel):
     reorg_depth_blocks: int = Field(default=64, ge=1)
 
 
+def _decoded(text: str) -> bytes | None:
+    """The bytes a base64 setting stands for (whitespace and line breaks ignored); None if it
+    is not base64 at all."""
+    try:
+        return base64.b64decode("".join(text.split()), validate=True)
+    except ValueError:
+        return None
+
+
 def _family(value: object) -> str:
     if isinstance(value, dict):
         return str(value.get("family", "evm"))
@@ -287,6 +296,60 @@ class GcpKmsSettings(BaseModel):
     endpoint: str | None = None  # host:port of a local gRPC server (insecure); None: Google's
 
 
+class OidcSettings(BaseModel):
+    """Bearer JWTs from an OpenID Connect issuer (Keycloak, Auth0, Entra ID...), verified against
+    the issuer's JWKS: signature, `iss`, `aud`, `exp` (and `nbf`), with a small leeway."""
+
+    issuer: str
+    audience: str
+    # Where the signing keys are; unset: `jwks_uri` of {issuer}/.well-known/openid-configuration.
+    jwks_url: str | None = None
+    # Dotted path to the list of role names in the token (Keycloak: realm_access.roles).
+    roles_claim: str = "realm_access.roles"
+    # Role names in the token -> custody roles; names not listed map to themselves
+    # case-insensitively (USER, APPROVER, OPERATOR, ADMIN), anything else is ignored.
+    role_map: dict[str, str] = Field(default_factory=dict)
+    # The claim whose value is the custody user id (the owner of wallets, `by` of actions).
+    user_id_claim: str = "sub"
+    algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
+    leeway_seconds: int = Field(default=30, ge=0, le=300)
+    jwks_cache_seconds: int = Field(default=300, gt=0)
+
+
+class RateLimitSettings(BaseModel):
+    """Token buckets in Redis ("N/second|minute|hour|day": N requests per period, bursting up to
+    N). Per identity and per client IP on every request; stricter buckets for wallet creation
+    (each KMS key costs money) and failed authentication (per IP; when spent, that IP is refused
+    before its credentials are even checked). Redis down: reads go through, writes fail closed
+    (503 RATE_LIMITER_UNAVAILABLE)."""
+
+    enabled: bool = True
+    per_identity: str = "600/minute"
+    per_ip: str = "1200/minute"
+    wallet_creation: str = "20/hour"
+    failed_auth: str = "20/minute"
+
+
+class HttpEdgeSettings(BaseModel):
+    """Limits applied to every request before any parsing (api/edge.py)."""
+
+    max_body_bytes: int = Field(default=1_048_576, gt=0)
+    # `[[[[...` or `{"a":{"a":...` deeper than this is refused before json.loads sees it: web3's
+    # py_ecc raises the recursion limit to 100,000 at import, so the C JSON decoder would
+    # overflow the C stack (a segfault) on a deep enough body instead of raising RecursionError.
+    max_json_depth: int = Field(default=32, ge=2, le=1000)
+
+
+class TemporalTlsSettings(BaseModel):
+    """TLS to the Temporal frontend (Temporal Cloud, or a self-hosted cluster with TLS/mTLS).
+    Paths to PEM files; a client certificate and key together enable mTLS."""
+
+    server_root_ca_cert_path: str | None = None  # None: the system's roots
+    client_cert_path: str | None = None
+    client_private_key_path: str | None = None
+    domain: str | None = None  # server name to verify, when it differs from the address host
+
+
 def _default_chains() -> dict[str, ChainSettings]:
     return {
         "anvil": EvmChainSettings(
@@ -317,12 +380,23 @@ class Settings(BaseSettings):
     task_queue: str = "custody"
     temporal_ui_url: str = "http://127.0.0.1:8233"
 
+    # TLS (and mTLS) to the Temporal frontend, and Temporal Cloud's API-key auth.
+    temporal_tls: TemporalTlsSettings | None = None
+    temporal_api_key: SecretStr | None = None
+
     api_host: str = "127.0.0.1"
     api_port: int = 8000
-    # Bearer API key -> owner id. Real key management comes later; keys are compared in constant time.
-    api_keys: dict[str, str] = Field(default_factory=lambda: dict(DEV_API_KEYS))
-    # Identities with the operator role: see every withdrawal, pause/resume/cancel and approve.
-    operators: list[str] = Field(default_factory=lambda: ["ops"])
+    # Callers authenticate with API keys kept (hashed) in PostgreSQL (`custody apikeys create`),
+    # or with bearer JWTs from this OIDC issuer (None: API keys only).
+    oidc: OidcSettings | None = None
+    # Chains on which every user gets a wallet labelled "default" on their first
+    # `GET /v1/users/me` (invisible wallets: made before the user asks).
+    default_wallet_chains: list[str] = Field(default_factory=list)
+    rate_limits: RateLimitSettings = Field(default_factory=lambda: RateLimitSettings())
+    http: HttpEdgeSettings = Field(default_factory=lambda: HttpEdgeSettings())
+    # Prometheus /metrics of the API on 127.0.0.1:<port> without authentication (0 = off; on the
+    # public port /metrics and /health need the `operations` scope).
+    api_metrics_port: int = 0
     worker_metrics_port: int = 9464
     # Temporal SDK metrics (task latencies, poller and slot usage) in Prometheus form; 0 = off.
     temporal_metrics_port: int = 9465
@@ -361,6 +435,9 @@ class Settings(BaseSettings):
     # payloads use. Rotate by adding a key and switching payload_key_id; keep old keys to read.
     payload_keys: dict[str, SecretStr] = Field(default_factory=lambda: {"dev-1": SecretStr(DEV_PAYLOAD_KEY)})
     payload_key_id: str = "dev-1"
+    # Key of the HMAC that seals each withdrawal's requested intent (base64, 32 bytes); the signing
+    # guard refuses to sign for a row whose seal does not hold. Keep it in a secret store.
+    intent_seal_key: SecretStr = SecretStr(DEV_INTENT_SEAL_KEY)
     # Bearer token the Temporal UI must send to /codec/*; empty: no token (development only).
     codec_auth_token: SecretStr = SecretStr("")
 
@@ -409,6 +486,18 @@ class Settings(BaseSettings):
                 )
         return SecretStr(text)
 
+    @field_validator("intent_seal_key")
+    @classmethod
+    def _intent_seal_key_form(cls, value: SecretStr) -> SecretStr:
+        text = value.get_secret_value().strip()
+        try:
+            key = base64.b64decode(text, validate=True)
+        except ValueError:
+            key = b""
+        if len(key) < 32:
+            raise ValueError("CUSTODY_INTENT_SEAL_KEY must be base64 of at least 32 random bytes")
+        return SecretStr(text)
+
     @field_validator("chains")
     @classmethod
     def _lowercase_chain_names(cls, chains: dict[str, ChainSettings]) -> dict[str, ChainSettings]:
@@ -425,17 +514,34 @@ class Settings(BaseSettings):
                     "CUSTODY_KEYSTORE_KEK must be set to a real key in production "
                     "(base64 of 32 random bytes, aws-kms:<key> or gcp-kms:<crypto key name>)"
                 )
-            if set(self.api_keys) & set(DEV_API_KEYS):
-                raise ValueError("development API keys are not allowed in production")
-            if any(k.get_secret_value() == DEV_PAYLOAD_KEY for k in self.payload_keys.values()):
+            # Compared by value (the decoded bytes), so a re-encoding or stray whitespace
+            # around the dev key is still the dev key.
+            dev_payload_key = base64.b64decode(DEV_PAYLOAD_KEY)
+            if not self.payload_keys or any(
+                _decoded(k.get_secret_value()) == dev_payload_key for k in self.payload_keys.values()
+            ):
                 raise ValueError("CUSTODY_PAYLOAD_KEYS must hold real keys in production")
-            if not self.codec_auth_token.get_secret_value():
+            if not self.codec_auth_token.get_secret_value().strip():
                 raise ValueError("CUSTODY_CODEC_AUTH_TOKEN is required in production")
+            if self.intent_seal_key_bytes == base64.b64decode(DEV_INTENT_SEAL_KEY):
+                raise ValueError("CUSTODY_INTENT_SEAL_KEY must be set to a real key in production")
             if self.chaos_exit_after_activity:
                 raise ValueError("CUSTODY_CHAOS_EXIT_AFTER_ACTIVITY is for tests only")
             if any(getattr(c, "faucet_enabled", False) for c in self.chains.values()):
                 raise ValueError("faucets cannot be enabled in production")
         return self
+
+    @model_validator(mode="after")
+    def _known_default_chains(self) -> Settings:
+        unknown = [c for c in self.default_wallet_chains if c.lower() not in self.chains]
+        if unknown:
+            raise ValueError(f"CUSTODY_DEFAULT_WALLET_CHAINS names chains that are not configured: {unknown}")
+        self.default_wallet_chains = [c.lower() for c in self.default_wallet_chains]
+        return self
+
+    @cached_property
+    def intent_seal_key_bytes(self) -> bytes:
+        return base64.b64decode(self.intent_seal_key.get_secret_value().strip(), validate=True)
 
     @cached_property
     def keystore_kek_bytes(self) -> bytes:

@@ -2,24 +2,58 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from temporalio.client import Client, RPCTimeoutOrCancelledError
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
-from temporalio.service import RPCError, RPCStatusCode, ServiceClient
+from temporalio.service import RPCError, RPCStatusCode, ServiceClient, TLSConfig
 
 from core.codec import codec_from_settings, data_converter
 from core.settings import Settings
 
 
-def custody_data_converter(settings: Settings):  # type: ignore[no-untyped-def]
-    return data_converter(codec_from_settings(settings))
+def custody_data_converter(settings: Settings, *, refuse_plaintext: bool = False):  # type: ignore[no-untyped-def]
+    return data_converter(codec_from_settings(settings, refuse_plaintext=refuse_plaintext))
+
+
+def tls_config(settings: Settings) -> TLSConfig | bool:
+    """TLS (mTLS with a client certificate and key) to the frontend; False: plaintext."""
+    tls = settings.temporal_tls
+    if tls is None:
+        return False
+
+    def read(path: str | None) -> bytes | None:
+        return Path(path).read_bytes() if path else None
+
+    if bool(tls.client_cert_path) != bool(tls.client_private_key_path):
+        raise ValueError("CUSTODY_TEMPORAL_TLS: give client_cert_path and client_private_key_path together (mTLS)")
+    return TLSConfig(
+        server_root_ca_cert=read(tls.server_root_ca_cert_path),
+        client_cert=read(tls.client_cert_path),
+        client_private_key=read(tls.client_private_key_path),
+        domain=tls.domain,
+    )
 
 
 async def connect_temporal(settings: Settings, runtime: Runtime | None = None) -> Client:
+    api_key = settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None
     return await Client.connect(
         settings.temporal_address,
         namespace=settings.temporal_namespace,
         data_converter=custody_data_converter(settings),
         runtime=runtime,
+        tls=tls_config(settings),
+        api_key=api_key or None,
+    )
+
+
+def worker_client(client: Client, settings: Settings) -> Client:
+    """The worker's view of `client`'s connection: the same, except that payloads not sealed
+    with custody's keys are refused (core.codec.EncryptionCodec, refuse_plaintext)."""
+    return Client(
+        client.service_client,
+        namespace=client.namespace,
+        data_converter=custody_data_converter(settings, refuse_plaintext=True),
     )
 
 

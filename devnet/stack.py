@@ -1,8 +1,11 @@
 """`./dev up`: the whole local stack on 127.0.0.1, state kept under .data/ between runs.
 
-PostgreSQL (pgserver, unix socket), Redis, anvil (state file), the Temporal dev server with its
-Web UI (SQLite file), then the worker and the API. Ctrl-C stops everything in reverse order.
-Ports can be moved with CUSTODY_DEV_<NAME>_PORT (API, TEMPORAL, TEMPORAL_UI, ANVIL, REDIS).
+PostgreSQL (pgserver's binaries, unix socket), Redis, anvil (state file), the Solana and Stellar
+devnets (state directories), the Temporal dev server with its Web UI (SQLite file), then the
+worker and the API: the wiring only. devnet.supervisor owns the processes: one that exits is
+restarted with a backoff while the others keep running; Ctrl-C or SIGTERM stops them all, once,
+in reverse order. Ports can be moved with CUSTODY_DEV_<NAME>_PORT (API, TEMPORAL, TEMPORAL_UI,
+ANVIL, REDIS, SOLANA, STELLAR, WORKER_METRICS, TEMPORAL_METRICS).
 """
 
 from __future__ import annotations
@@ -13,8 +16,10 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 
 from devnet import local
+from devnet.supervisor import ChildProcess, ServiceFailed, StopRequested, Supervisor
 from models import search_attributes
 
 DATA = local.ROOT / ".data"
@@ -22,6 +27,11 @@ LOGS = DATA / "logs"
 TOKEN_FILE = DATA / "dev-token.json"
 DEV_API_KEY = "dev-alice-key"
 STELLAR_DEVNET_PASSPHRASE = "Custody Devnet ; 2026"  # devnet.stellar's default network
+ANVIL_STATE_INTERVAL = 1  # seconds between anvil's state-file writes (it otherwise writes only at a clean exit)
+# A block every second, and anvil's `finalized` block two behind the head (one slot per epoch):
+# COMPLETED (final, custody's default finality) comes about three seconds after the send, as on
+# a real chain with fast finality, instead of never on an auto-mining node with nothing to mine.
+ANVIL_BLOCK_SECONDS = 1
 
 
 def _port(name: str, default: int) -> int:
@@ -60,12 +70,144 @@ async def _dev_token(rpc_url: str) -> str:
 
 
 async def _migrate(database_url: str) -> None:
-    from db.engine import create_engine
+    from db.access import seed_dev_keys
+    from db.engine import create_engine, create_session_factory
     from db.migrate import upgrade
 
     engine = create_engine(database_url, pool_size=1)
     await upgrade(engine)
+    await seed_dev_keys(create_session_factory(engine))  # development only: dev-alice-key, dev-ops-key, ...
     await engine.dispose()
+
+
+def _chains(ports: dict[str, int], token: str) -> dict[str, dict]:
+    return {
+        "anvil": {
+            "family": "evm",
+            "chain_id": 31337,
+            "rpc_url": f"http://127.0.0.1:{ports['anvil']}",
+            "native_symbol": "ETH",
+            "tokens": {"TUSD": {"address": token, "decimals": 6}},
+            "faucet_enabled": True,
+            "fee_bump_after_seconds": 20,
+        },
+        "solana": {
+            "family": "solana",
+            "rpc_url": f"http://127.0.0.1:{ports['solana']}",
+            "faucet_enabled": True,
+        },
+        "stellar": {
+            "family": "stellar",
+            "horizon_url": f"http://127.0.0.1:{ports['stellar']}",
+            "network_passphrase": STELLAR_DEVNET_PASSPHRASE,
+            "faucet_enabled": True,
+            # Friendbot creates them at worker start: `custody channels show stellar`.
+            "channels": {"count": 4},
+        },
+    }
+
+
+def _start(supervisor: Supervisor, label: str, service: ChildProcess, ready_timeout: float = 60) -> None:
+    t = _step(label)
+    supervisor.start(service, ready_timeout=ready_timeout)
+    _done(t)
+
+
+def _port_ready(port: int) -> Callable[[ChildProcess], bool]:
+    return lambda _child: local.port_open(port)
+
+
+def _start_stack(supervisor: Supervisor, ports: dict[str, int]) -> None:
+    """Every service in dependency order, each supervised from the moment it answers."""
+    pgdata = DATA / "postgres"
+    t = _step("PostgreSQL 16 (pgserver)")
+    pg_argv, pg_user = local.postgres_foreground(pgdata)  # the first time: initdb
+    supervisor.start(ChildProcess(
+        "postgres", pg_argv, LOGS, ready=lambda child: local.postgres_ready(pgdata, child.pid), user=pg_user,
+        stop_signal=signal.SIGINT,  # "fast" shutdown: SIGTERM would wait for every client to leave
+        stop_timeout=30,
+    ))
+    _done(t)
+    database_url = f"postgresql+asyncpg://postgres@/postgres?host={pgdata.resolve()}"
+    _start(supervisor, f"Redis on :{ports['redis']}", ChildProcess(
+        "redis", local.redis_argv(ports["redis"], DATA / "redis"), LOGS, ready=_port_ready(ports["redis"]),
+    ))
+    _start(supervisor, f"anvil on :{ports['anvil']}", ChildProcess(
+        "anvil", local.anvil_argv(
+            ports["anvil"], DATA / "anvil-state.json", block_time=ANVIL_BLOCK_SECONDS, state_interval=ANVIL_STATE_INTERVAL,
+            extra_args=["--slots-in-an-epoch", "1"],
+        ),
+        LOGS, ready=_port_ready(ports["anvil"]),
+    ))
+    _start(supervisor, f"Solana devnet (LiteSVM) on :{ports['solana']}", ChildProcess(
+        "solana-devnet",
+        [sys.executable, "-m", "devnet.solana", "--host", "127.0.0.1", "--port", str(ports["solana"]),
+         "--state-dir", str(DATA / "solana"), "--log-level", "warning"],
+        LOGS, ready=_port_ready(ports["solana"]), cwd=local.ROOT,
+    ))
+    _start(supervisor, f"Stellar devnet (Horizon API) on :{ports['stellar']}", ChildProcess(
+        "stellar-devnet",
+        [sys.executable, "-m", "devnet.stellar", "--host", "127.0.0.1", "--port", str(ports["stellar"]),
+         "--state-dir", str(DATA / "stellar"), "--log-level", "warning"],
+        LOGS, ready=_port_ready(ports["stellar"]), cwd=local.ROOT,
+    ))
+    t = _step("TUSD test token")
+    token = asyncio.run(_dev_token(f"http://127.0.0.1:{ports['anvil']}"))
+    _done(t)
+    supervisor.raise_if_stopping()
+    temporal_argv = local.temporal_argv(
+        ports["temporal"], ports["temporal_ui"], DATA / "temporal.db",
+        {key.name: kind for key, kind in search_attributes.KINDS.items()},
+        ui_codec_endpoint=f"http://127.0.0.1:{ports['api']}/codec",
+    )
+    _start(
+        supervisor, f"Temporal dev server on :{ports['temporal']} with Web UI on :{ports['temporal_ui']}",
+        ChildProcess(
+            "temporal", temporal_argv, LOGS,
+            ready=lambda _child: local.port_open(ports["temporal"]) and local.port_open(ports["temporal_ui"]),
+        ),
+        ready_timeout=90,
+    )
+    t = _step("database migrations")
+    asyncio.run(_migrate(database_url))
+    _done(t)
+    supervisor.raise_if_stopping()
+
+    env = {
+        **os.environ,
+        "CUSTODY_ENVIRONMENT": "development",
+        "CUSTODY_DATABASE_URL": database_url,
+        "CUSTODY_REDIS_URL": f"redis://127.0.0.1:{ports['redis']}/0",
+        "CUSTODY_TEMPORAL_ADDRESS": f"127.0.0.1:{ports['temporal']}",
+        "CUSTODY_TEMPORAL_UI_URL": f"http://127.0.0.1:{ports['temporal_ui']}",
+        "CUSTODY_WORKER_METRICS_PORT": str(ports["worker_metrics"]),
+        "CUSTODY_TEMPORAL_METRICS_PORT": str(ports["temporal_metrics"]),
+        "CUSTODY_CHAINS": json.dumps(_chains(ports, token)),
+    }
+    _start(supervisor, "worker", ChildProcess(
+        "worker", [sys.executable, "worker.py"], LOGS, ready=_port_ready(ports["worker_metrics"]), env=env,
+        cwd=local.ROOT, stop_timeout=30,  # lets running activities finish
+    ))
+    _start(supervisor, f"API on :{ports['api']}", ChildProcess(
+        "api",
+        [sys.executable, "-m", "uvicorn", "api.main:app_from_env", "--factory",
+         "--host", "127.0.0.1", "--port", str(ports["api"]), "--no-access-log"],
+        LOGS, ready=_port_ready(ports["api"]), env=env, cwd=local.ROOT,
+    ))
+
+    api_url = f"http://127.0.0.1:{ports['api']}"
+    print(
+        f"\nReady.\n"
+        f"  API docs     {api_url}/docs\n"
+        f"  Temporal UI  http://127.0.0.1:{ports['temporal_ui']}/namespaces/default/workflows\n"
+        f"  anvil RPC    http://127.0.0.1:{ports['anvil']}   (TUSD token {token})\n"
+        f"  Solana RPC   http://127.0.0.1:{ports['solana']}   (LiteSVM devnet; state in .data/solana)\n"
+        f"  Horizon      http://127.0.0.1:{ports['stellar']}   (Stellar devnet; state in .data/stellar)\n"
+        f"  Dev API key  Authorization: Bearer {DEV_API_KEY}   (bob: dev-bob-key)\n"
+        f"  Logs         .data/logs/*.log\n\n"
+        f"A process that exits is restarted (a line here says so). Press Ctrl-C to stop.",
+        flush=True,
+    )
 
 
 def main() -> None:
@@ -83,135 +225,25 @@ def main() -> None:
     for name, port in ports.items():
         _require_free(name, port)
     DATA.mkdir(exist_ok=True)
-    started: list[local.ManagedProcess] = []
-    postgres = None
+    supervisor = Supervisor()
+    supervisor.install_signal_handlers()
+    failed = False
     print("custody dev stack (data in .data/, logs in .data/logs/)")
     try:
-        t = _step("PostgreSQL 16 (pgserver)")
-        postgres, database_url = local.start_postgres(DATA / "postgres")
-        _done(t)
-        t = _step(f"Redis on :{ports['redis']}")
-        redis = local.start_redis(ports["redis"], DATA / "redis", LOGS)
-        started.append(redis)
-        _done(t)
-        t = _step(f"anvil on :{ports['anvil']}")
-        anvil = local.start_anvil(ports["anvil"], LOGS, state_file=DATA / "anvil-state.json")
-        started.append(anvil)
-        _done(t)
-        t = _step(f"Solana devnet (LiteSVM) on :{ports['solana']}")
-        solana = local.spawn(
-            "solana-devnet",
-            [sys.executable, "-m", "devnet.solana", "--host", "127.0.0.1", "--port", str(ports["solana"]), "--log-level", "warning"],
-            LOGS, lambda: local.port_open(ports["solana"]),
-        )
-        started.append(solana)
-        _done(t)
-        t = _step(f"Stellar devnet (Horizon API) on :{ports['stellar']}")
-        stellar = local.spawn(
-            "stellar-devnet",
-            [sys.executable, "-m", "devnet.stellar", "--host", "127.0.0.1", "--port", str(ports["stellar"]), "--log-level", "warning"],
-            LOGS, lambda: local.port_open(ports["stellar"]),
-        )
-        started.append(stellar)
-        _done(t)
-        t = _step("TUSD test token")
-        token = asyncio.run(_dev_token(anvil.info["rpc_url"]))
-        _done(t)
-        t = _step(f"Temporal dev server on :{ports['temporal']} with Web UI on :{ports['temporal_ui']}")
-        temporal = local.start_temporal(
-            ports["temporal"],
-            ports["temporal_ui"],
-            DATA / "temporal.db",
-            LOGS,
-            {key.name: kind for key, kind in search_attributes.KINDS.items()},
-            ui_codec_endpoint=f"http://127.0.0.1:{ports['api']}/codec",
-        )
-        started.append(temporal)
-        _done(t)
-        t = _step("database migrations")
-        asyncio.run(_migrate(database_url))
-        _done(t)
-
-        env = {
-            **os.environ,
-            "CUSTODY_ENVIRONMENT": "development",
-            "CUSTODY_DATABASE_URL": database_url,
-            "CUSTODY_REDIS_URL": redis.info["url"],
-            "CUSTODY_TEMPORAL_ADDRESS": temporal.info["address"],
-            "CUSTODY_TEMPORAL_UI_URL": temporal.info["ui_url"],
-            "CUSTODY_WORKER_METRICS_PORT": str(ports["worker_metrics"]),
-            "CUSTODY_TEMPORAL_METRICS_PORT": str(ports["temporal_metrics"]),
-            "CUSTODY_CHAINS": json.dumps(
-                {
-                    "anvil": {
-                        "family": "evm",
-                        "chain_id": 31337,
-                        "rpc_url": anvil.info["rpc_url"],
-                        "native_symbol": "ETH",
-                        "tokens": {"TUSD": {"address": token, "decimals": 6}},
-                        "faucet_enabled": True,
-                        "fee_bump_after_seconds": 20,
-                    },
-                    "solana": {
-                        "family": "solana",
-                        "rpc_url": f"http://127.0.0.1:{ports['solana']}",
-                        "faucet_enabled": True,
-                    },
-                    "stellar": {
-                        "family": "stellar",
-                        "horizon_url": f"http://127.0.0.1:{ports['stellar']}",
-                        "network_passphrase": STELLAR_DEVNET_PASSPHRASE,
-                        "faucet_enabled": True,
-                        # Friendbot creates them at worker start: `custody channels show stellar`.
-                        "channels": {"count": 4},
-                    },
-                }
-            ),
-        }
-        t = _step("worker")
-        worker = local.spawn(
-            "worker", [sys.executable, "worker.py"], LOGS,
-            lambda: local.port_open(ports["worker_metrics"]), env=env,
-        )
-        started.append(worker)
-        _done(t)
-        t = _step(f"API on :{ports['api']}")
-        api = local.spawn(
-            "api",
-            [sys.executable, "-m", "uvicorn", "api.main:app_from_env", "--factory",
-             "--host", "127.0.0.1", "--port", str(ports["api"]), "--no-access-log"],
-            LOGS, lambda: local.port_open(ports["api"]), env=env,
-        )
-        started.append(api)
-        _done(t)
-
-        api_url = f"http://127.0.0.1:{ports['api']}"
-        print(
-            f"\nReady.\n"
-            f"  API docs     {api_url}/docs\n"
-            f"  Temporal UI  {temporal.info['ui_url']}/namespaces/default/workflows\n"
-            f"  anvil RPC    {anvil.info['rpc_url']}   (TUSD token {token})\n"
-            f"  Solana RPC   http://127.0.0.1:{ports['solana']}   (LiteSVM devnet; state is in memory)\n"
-            f"  Horizon      http://127.0.0.1:{ports['stellar']}   (Stellar devnet; state is in memory)\n"
-            f"  Dev API key  Authorization: Bearer {DEV_API_KEY}   (bob: dev-bob-key)\n"
-            f"  Logs         .data/logs/*.log\n\n"
-            f"Press Ctrl-C to stop.",
-            flush=True,
-        )
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-        while True:
-            for proc in started:
-                if proc.process.poll() is not None:
-                    raise SystemExit(f"{proc.name} exited with {proc.process.returncode}:\n{proc.tail()}")
-            time.sleep(1)
-    except KeyboardInterrupt:
-        print("\nstopping…", flush=True)
+        _start_stack(supervisor, ports)
+        supervisor.run()
+    except StopRequested:
+        pass
+    except ServiceFailed as exc:
+        failed = True
+        print(f"\n{exc}", flush=True)
     finally:
-        for proc in reversed(started):
-            proc.stop()
-        if postgres is not None:
-            postgres.cleanup()
+        print("\nstopping…", flush=True)
+        supervisor.stop_all()
+        supervisor.close()
         print("stopped.", flush=True)
+    if failed:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

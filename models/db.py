@@ -63,6 +63,11 @@ class Wallet(SQLModel, table=True):
     error_code: str | None = None
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
+    # Frozen by an admin: nothing is signed from it (new withdrawals refused, in-flight ones stop
+    # before signing with WALLET_FROZEN); independent of ACTIVE/INACTIVE, which owners control.
+    frozen_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
+    frozen_by: str | None = None
+    frozen_reason: str | None = None
 
 
 class Withdrawal(SQLModel, table=True):
@@ -105,6 +110,8 @@ class Withdrawal(SQLModel, table=True):
     nonce: int | None = Field(default=None, sa_type=sa.BigInteger)
     block_number: int | None = Field(default=None, sa_type=sa.BigInteger)
     fee_paid: int | None = Field(default=None, sa_type=BaseUnits)
+    # HMAC of the requested intent (models/intent_seal.py), checked by the signing guard.
+    intent_seal: str | None = None
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
     completed_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
@@ -196,3 +203,4 @@ class KeystoreKey(SQLModel, table=True):
 # Pool tables live in their own module; importing it here registers them on SQLModel.metadata
 # wherever the withdrawal tables are (Alembic, the API, the worker).
 from models import pools as _pools  # noqa: E402,F401
+from models import access as _access  # noqa: E402,F401

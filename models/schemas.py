@@ -24,6 +24,8 @@ class WalletPublic(BaseModel):
     address: str | None
     signer_backend: str
     error_code: str | None = None
+    frozen_at: datetime | None = Field(default=None, description="set while an admin keeps the wallet frozen: nothing is signed from it")
+    frozen_reason: str | None = None
     created_at: datetime
 
 

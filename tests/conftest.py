@@ -23,7 +23,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from core.settings import EvmChainSettings, Settings, TokenSettings
+from core.settings import EvmChainSettings, RateLimitSettings, Settings, TokenSettings
 from core.temporal import client_over
 from db.engine import SessionFactory, create_engine, create_session_factory
 from db.migrate import upgrade
@@ -109,6 +109,11 @@ async def base_settings(
         redis_url=redis_url,
         temporal_address=temporal_env.client.service_client.config.target_host,
         worker_shutdown_grace_seconds=1,  # a test's worker stops at its end; pollers need not drain long
+        # The whole session shares a few identities and one Redis: limits sized for production
+        # would throttle the suite (tests/test_access_edge.py tests the limits themselves).
+        rate_limits=RateLimitSettings(
+            per_identity="1000000/minute", per_ip="1000000/minute", wallet_creation="1000000/hour", failed_auth="1000000/minute"
+        ),
         chains={
             "anvil": EvmChainSettings(
                 chain_id=31337,
@@ -128,9 +133,13 @@ async def base_settings(
 
 @pytest.fixture(scope="session")
 async def sessions(base_settings: Settings) -> AsyncIterator[SessionFactory]:
+    from db.access import seed_dev_keys
+
     engine = create_engine(base_settings.database_url)
     await upgrade(engine)
-    yield create_session_factory(engine)
+    factory = create_session_factory(engine)
+    await seed_dev_keys(factory)  # the suite authenticates with the development keys
+    yield factory
     await engine.dispose()
 
 
@@ -170,11 +179,12 @@ def paused_anvil(tmp_path: Path):  # type: ignore[no-untyped-def]
 @asynccontextmanager
 async def mining_paused(
     base_settings: Settings, task_queue: str, client: Client, sessions: SessionFactory, anvil: local.ManagedProcess,
-    bump_after: float, **chain_settings: object,
+    bump_after: float, custody_rpc: str | None = None, **chain_settings: object,
 ) -> AsyncIterator[tuple[httpx.AsyncClient, object, dict]]:
     """A worker and API on their own anvil whose automatic mining is off, and a funded wallet
     (1 ETH): transactions wait in the mempool until the test mines. `chain_settings` override the
-    anvil chain's (e.g. a fee cap); `settings` keys prefixed `settings__` override the stack's."""
+    anvil chain's (e.g. a fee cap); `settings` keys prefixed `settings__` override the stack's.
+    `custody_rpc`: the URL custody uses (e.g. a fault proxy in front of the same anvil)."""
     from web3 import AsyncHTTPProvider, AsyncWeb3
 
     from worker import build_worker
@@ -183,7 +193,7 @@ async def mining_paused(
     overrides = {k.removeprefix("settings__"): v for k, v in chain_settings.items() if k.startswith("settings__")}
     fields = {k: v for k, v in chain_settings.items() if not k.startswith("settings__")}
     chain = EvmChainSettings(
-        chain_id=31337, rpc_url=rpc, poll_interval_seconds=0.2, fee_bump_after_seconds=bump_after,
+        chain_id=31337, rpc_url=custody_rpc or rpc, poll_interval_seconds=0.2, fee_bump_after_seconds=bump_after,
         finality="depth", confirmations=1, **fields,  # type: ignore[arg-type]
     )
     settings = base_settings.model_copy(update={"task_queue": task_queue, "chains": {"anvil": chain}, **overrides})
@@ -226,9 +236,15 @@ async def create_wallet(api: httpx.AsyncClient, headers: dict[str, str] = ALICE,
     response = await api.post(
         "/v1/wallets", json={"chain": "anvil", "label": label or f"w-{uuid.uuid4().hex[:8]}"}, headers=headers
     )
-    assert response.status_code == 201, response.text
+    assert response.status_code in (201, 202), response.text
     wallet = response.json()
-    assert wallet["status"] == "ACTIVE" and wallet["address"].startswith("0x")
+    # 202: the key is still being made (a slow KMS under load); the API says so and we wait.
+    for _ in range(300):
+        if wallet["status"] != "CREATING":
+            break
+        await asyncio.sleep(0.1)
+        wallet = (await api.get(f"/v1/wallets/{wallet['id']}", headers=headers)).json()
+    assert wallet["status"] == "ACTIVE" and wallet["address"].startswith("0x"), wallet
     return wallet
 
 

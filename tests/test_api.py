@@ -132,7 +132,7 @@ async def test_readiness_reports_each_dependency(api):
     response = await api.get("/ready")
     assert response.status_code == 200
     assert response.json()["checks"] == {"database": "ok", "redis": "ok", "temporal": "ok"}
-    metrics = await api.get("/metrics")
+    metrics = await api.get("/metrics", headers={"Authorization": "Bearer dev-ops-key"})  # the operations scope
     assert "custody_api_request_duration_seconds" in metrics.text
 
 
@@ -155,7 +155,7 @@ async def test_admin_stats_count_volumes_latency_and_failure_reasons(api, worker
     await wait_for_status(api, ok["id"], {"COMPLETED"})
     await wait_for_status(api, bad["id"], {"FAILED"})
     ops = {"Authorization": "Bearer dev-ops-key"}
-    assert (await api.get("/v1/admin/stats", headers=ALICE)).status_code == 401
+    assert (await api.get("/v1/admin/stats", headers=ALICE)).status_code == 403
     stats = (await api.get("/v1/admin/stats", headers=ops)).json()
     completed = next(s for s in stats["by_status"] if s["chain"] == "anvil" and s["asset"] == "ETH" and s["status"] == "COMPLETED")
     assert completed["count"] >= 1 and float(completed["volume"]) >= 0.125

@@ -343,41 +343,51 @@ async def test_a_replaced_sweep_records_the_amount_of_the_attempt_that_landed(
     original (not the replacement) is the one mined, the withdrawal records what really moved."""
     from temporalio.common import WorkflowIDReusePolicy
 
+    from devnet.faultproxy import FaultProxy
     from models.db import Reservation, TransferAttempt
+    from models.intent_seal import seal
     from models.payloads import WithdrawalInput
     from workflows.withdrawal import WithdrawalWorkflow
 
     # The cap admits exactly one replacement (3 gwei, then 3.45; 3.97 would exceed 3.5), so the
-    # attempts the test reads are all there will ever be.
-    async with mining_paused(
-        base_settings, task_queue, client, sessions, paused_anvil, bump_after=1, max_fee_per_gas_cap_wei=35 * GWEI // 10
-    ) as (api, web3, wallet):
-        destination = random_address()
-        sweep = Withdrawal(
-            id=str(uuid.uuid4()), owner="alice", wallet_id=wallet["id"], chain="anvil", asset="ETH",
-            destination=destination, amount=0, sweep=True, idempotency_key=uuid.uuid4().hex, request_hash="sweep",
-        )
-        async with sessions() as session, session.begin():
-            session.add(sweep)
-        await client.start_workflow(
-            WithdrawalWorkflow.run, WithdrawalInput(withdrawal_id=sweep.id, chain="anvil"), id=f"withdrawal-{sweep.id}",
-            task_queue=task_queue, id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
-        )
-        await _wait_until(api, sweep.id, "the one replacement out, and no more possible", lambda b: _sent(b) and any(a["code"] == "STUCK_AT_FEE_CAP" for a in _alerts(b)))
-        async with sessions() as session:
-            attempts = (await session.exec(select(TransferAttempt).where(TransferAttempt.withdrawal_id == sweep.id))).all()
-        original, replacement = sorted(attempts, key=lambda a: a.id)
-        assert int(replacement.fee_params["value"]) < int(original.fee_params["value"])
-        # Another node mined the original: the replacement leaves the pool, the original lands.
-        for attempt in attempts[1:]:
-            await web3.provider.make_request("anvil_dropTransaction", [attempt.tx_hash])
-        await web3.provider.make_request("eth_sendRawTransaction", ["0x" + original.raw_tx.removeprefix("0x")])
-        await web3.provider.make_request("evm_mine", [])
-        done = await wait_for_status(api, sweep.id, FINAL)
-        assert done["status"] == "COMPLETED" and done["tx_hash"] == original.tx_hash, done
-        moved = int(original.fee_params["value"])
-        assert int(done["amount_base_units"]) == moved == await web3.eth.get_balance(destination)
-        assert await web3.eth.get_balance(wallet["address"]) == 0
-        async with sessions() as session:
-            reservation = await session.get(Reservation, sweep.id)
-        assert reservation is not None and (reservation.state, reservation.amount) == ("SETTLED", moved)
+    # attempts the test reads are all there will ever be. Custody reaches anvil through a fault
+    # proxy, so the test can keep it from sending its replacement again while the original (as
+    # another node saw it) is mined.
+    with FaultProxy(paused_anvil.info["rpc_url"]) as proxy:
+        async with mining_paused(
+            base_settings, task_queue, client, sessions, paused_anvil, bump_after=1, custody_rpc=proxy.url,
+            max_fee_per_gas_cap_wei=35 * GWEI // 10,
+        ) as (api, web3, wallet):
+            destination = random_address()
+            sweep = Withdrawal(
+                id=str(uuid.uuid4()), owner="alice", wallet_id=wallet["id"], chain="anvil", asset="ETH",
+                destination=destination, amount=0, sweep=True, idempotency_key=uuid.uuid4().hex, request_hash="sweep",
+            )
+            seal(base_settings.intent_seal_key_bytes, sweep)
+            async with sessions() as session, session.begin():
+                session.add(sweep)
+            await client.start_workflow(
+                WithdrawalWorkflow.run, WithdrawalInput(withdrawal_id=sweep.id, chain="anvil"), id=f"withdrawal-{sweep.id}",
+                task_queue=task_queue, id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            )
+            await _wait_until(
+                api, sweep.id, "the one replacement out, and no more possible",
+                lambda b: _sent(b) and any(a["code"] == "STUCK_AT_FEE_CAP" for a in _alerts(b)),
+            )
+            async with sessions() as session:
+                attempts = (await session.exec(select(TransferAttempt).where(TransferAttempt.withdrawal_id == sweep.id))).all()
+            original, replacement = sorted(attempts, key=lambda a: a.id)
+            assert int(replacement.fee_params["value"]) < int(original.fee_params["value"])
+            # Another node mined the original: the replacement leaves the pool, the original lands.
+            proxy.add(action="respond", rpc_method="eth_sendRawTransaction", rpc_error={"code": -32000, "message": "already known"})
+            await web3.provider.make_request("anvil_dropTransaction", [replacement.tx_hash])
+            await web3.provider.make_request("eth_sendRawTransaction", ["0x" + original.raw_tx.removeprefix("0x")])
+            await web3.provider.make_request("evm_mine", [])
+            done = await wait_for_status(api, sweep.id, FINAL)
+            assert done["status"] == "COMPLETED" and done["tx_hash"] == original.tx_hash, done
+            moved = int(original.fee_params["value"])
+            assert int(done["amount_base_units"]) == moved == await web3.eth.get_balance(destination)
+            assert await web3.eth.get_balance(wallet["address"]) == 0
+            async with sessions() as session:
+                reservation = await session.get(Reservation, sweep.id)
+            assert reservation is not None and (reservation.state, reservation.amount) == ("SETTLED", moved)

@@ -67,7 +67,7 @@ async def test_operator_runbook_through_the_cli(api_url, settings):
     code, out, err = await custody(api_url, "withdrawals", "pause", withdrawal["id"], "--reason", "incident 7")
     assert code == 0 and "(paused)" in out, err
     code, _, err = await custody(api_url, "withdrawals", "approve", withdrawal["id"])
-    assert code == 1 and "UNAUTHORIZED" in err  # alice cannot approve her own withdrawal
+    assert code == 1 and "FORBIDDEN" in err  # alice cannot approve: no APPROVER role (403, was 401 before roles)
     code, out, err = await custody(api_url, "withdrawals", "approve", withdrawal["id"], key="dev-ops-key")
     assert code == 0, err
     code, out, _ = await custody(api_url, "withdrawals", "list", "--status", "AWAITING_APPROVAL")
@@ -95,7 +95,7 @@ async def test_pause_all_on_a_chain_holds_every_running_withdrawal(api_url, sett
         await _until(api_url, withdrawal_id, {"AWAITING_APPROVAL"})
     code, out, err = await custody(
         api_url, "withdrawals", "pause-all", "--chain", "anvil", "--reason", "rpc down",
-        "--task-queue", settings.task_queue, temporal=settings.temporal_address,
+        "--task-queue", settings.task_queue, key="dev-ops-key",  # an operator's action, through the API
     )
     assert code == 0 and "paused 2 withdrawal(s)" in out, err
     await asyncio.sleep(1)

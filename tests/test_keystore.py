@@ -366,6 +366,7 @@ def test_production_refuses_the_dev_kek_but_takes_a_kms_kek(monkeypatch) -> None
         "payload_keys": {"p1": base64.b64encode(os.urandom(32)).decode()},
         "payload_key_id": "p1",
         "codec_auth_token": "t",
+        "intent_seal_key": base64.b64encode(os.urandom(32)).decode(),
         "chains": {},
     }
     for dev in (DEV_KEYSTORE_KEK, f" {DEV_KEYSTORE_KEK} "):

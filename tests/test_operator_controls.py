@@ -51,7 +51,7 @@ async def test_large_withdrawal_waits_for_a_second_person_and_pause_holds_it(api
     assert held["attempts"] == []
 
     # The requester cannot approve, over HTTP (not an operator) nor straight to Temporal.
-    assert (await api.post(f"/v1/withdrawals/{accepted['id']}/approve", json={}, headers=ALICE)).status_code == 401
+    assert (await api.post(f"/v1/withdrawals/{accepted['id']}/approve", json={}, headers=ALICE)).status_code == 403
     handle = client.get_workflow_handle(f"withdrawal-{accepted['id']}")
     with pytest.raises(WorkflowUpdateFailedError) as refused:
         await handle.execute_update("approve", OperatorRequest(by="alice"))

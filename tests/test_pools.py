@@ -153,7 +153,7 @@ async def test_full_cycle_lease_use_return_recover_refill_and_approved_hodl_topu
         assert await web3.eth.get_balance(explorer["address"]) == ETH // 100
 
     # 4. Lease (operators only), use once, return.
-    assert (await api.post(f"/v1/pools/{chain}/explorers/lease", headers=ALICE)).status_code == 401
+    assert (await api.post(f"/v1/pools/{chain}/explorers/lease", headers=ALICE)).status_code == 403
     leased = await api.post(f"/v1/pools/{chain}/explorers/lease", headers=OPS)
     assert leased.status_code == 201, leased.text
     lease = leased.json()
@@ -258,7 +258,7 @@ async def test_concurrent_leases_never_share_a_key_and_expired_leases_are_reclai
     assert pool["sizes"]["explorer"] == {"leased": 11, "retired": 1}
     # Someone else's lease is not found; returning twice answers the same.
     other = await api.post(f"/v1/pools/{chain}/explorers/{granted[1]['lease_id']}/return", headers=ALICE)
-    assert other.status_code == 401
+    assert other.status_code == 403
     for _ in range(2):
         back = await api.post(f"/v1/pools/{chain}/explorers/{granted[1]['lease_id']}/return", headers=OPS)
         assert back.status_code == 200 and back.json()["state"] == "RETIRED"
@@ -385,7 +385,7 @@ async def test_cli_pools_rebalance_and_show(api_url, client, settings, chain):
     code, out, err = await custody(api_url, "pools", "show", chain, key="dev-ops-key")
     assert code == 0, err
     assert "hodl      active 1" in out and "bank      active 1" in out and f"last rebalance: {workflow_id} COMPLETED" in out
-    assert (await custody(api_url, "pools", "show", chain))[2].startswith("error: UNAUTHORIZED")  # alice: no operator
+    assert (await custody(api_url, "pools", "show", chain))[2].startswith("error: FORBIDDEN")  # alice: no operator
 
     # With the schedule in place, `rebalance` triggers it (overlap SKIP) instead.
     await ensure_rebalance_schedules(client, settings)

@@ -645,7 +645,7 @@ async def test_cli_reconcile_prints_the_table(api_url, names):
     assert "unexplained spends from custody keys: 0" in out
 
     code, _, err = await custody(api_url, "reconcile", "--chain", chain_name, key="dev-alice-key")
-    assert code == 1 and "UNAUTHORIZED" in err
+    assert code == 1 and "FORBIDDEN" in err
     code, _, err = await custody(api_url, "reconcile", "--chain", "nochain", key="dev-ops-key")
     assert code == 1 and "UNKNOWN_CHAIN" in err
 

@@ -122,7 +122,7 @@ async def test_channel_set_is_created_funded_and_kept(client, settings, sessions
 
 async def test_operators_read_and_sync_the_channel_set(api, client, settings, chain):  # type: ignore[no-untyped-def]
     ops = {"Authorization": "Bearer dev-ops-key"}
-    assert (await api.get(f"/v1/channels/{chain}", headers=ALICE)).status_code == 401
+    assert (await api.get(f"/v1/channels/{chain}", headers=ALICE)).status_code == 403
     not_stellar = await api.get("/v1/channels/anvil", headers=ops)
     assert not_stellar.status_code == 404 and not_stellar.json()["error"]["code"] == "NOT_AVAILABLE", not_stellar.text
     empty = (await api.get(f"/v1/channels/{chain}", headers=ops)).json()

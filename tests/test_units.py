@@ -46,9 +46,7 @@ def test_production_refuses_development_secrets_and_faucets(monkeypatch):
     with pytest.raises(ValidationError, match="KEYSTORE_KEK"):
         Settings()
     monkeypatch.setenv("CUSTODY_KEYSTORE_KEK", "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0LTMyYiE=")
-    with pytest.raises(ValidationError, match="API keys"):
-        Settings()
-    monkeypatch.setenv("CUSTODY_API_KEYS", '{"k-123": "desk"}')
+    # (Development API keys are refused by the API at start, from the database: test_access.py.)
     with pytest.raises(ValidationError, match="PAYLOAD_KEYS"):
         Settings()
     monkeypatch.setenv("CUSTODY_PAYLOAD_KEYS", '{"p1": "cGF5bG9hZC1rZXktcGF5bG9hZC1rZXktcGF5bG9hZDE="}')
@@ -56,6 +54,13 @@ def test_production_refuses_development_secrets_and_faucets(monkeypatch):
     with pytest.raises(ValidationError, match="CODEC_AUTH_TOKEN"):
         Settings()
     monkeypatch.setenv("CUSTODY_CODEC_AUTH_TOKEN", "ui-token")
+    with pytest.raises(ValidationError, match="INTENT_SEAL_KEY"):
+        Settings()
+    # The dev constant is refused by value, however it is written (padding, whitespace).
+    monkeypatch.setenv("CUSTODY_INTENT_SEAL_KEY", " Y3VzdG9keS1kZXYtb25seS1pbnRlbnQtc2VhbC1rZXk= \n")
+    with pytest.raises(ValidationError, match="INTENT_SEAL_KEY"):
+        Settings()
+    monkeypatch.setenv("CUSTODY_INTENT_SEAL_KEY", "aW50ZW50LXNlYWwta2V5LWludGVudC1zZWFsLWtleS0zMiE=")
     with pytest.raises(ValidationError, match="faucets"):
         Settings()
     monkeypatch.setenv("CUSTODY_CHAINS", '{"polygon": {"chain_id": 137, "rpc_url": "http://x", "native_symbol": "POL"}}')

@@ -17,7 +17,7 @@ from temporalio.client import WorkflowFailureError
 from temporalio.common import WorkflowIDReusePolicy
 
 from api.deps import OwnerDep, SessionDep, StateDep
-from core.errors import ChainUnavailable, NotAvailable, Unauthorized, UnknownAsset, UnknownChain
+from core.errors import ChainUnavailable, NotAvailable, UnknownAsset, UnknownChain
 from core.money import to_decimal_string
 from models.db import Withdrawal
 from models.payloads import ReconciliationInput
@@ -60,8 +60,6 @@ class Stats(BaseModel):
 async def stats(
     caller: OwnerDep, state: StateDep, session: SessionDep, days: Annotated[int, Query(ge=1, le=366)] = 30
 ) -> Stats:
-    if caller not in state.settings.operators:
-        raise Unauthorized("statistics are for operators")
     since = sa.func.now() - sa.func.make_interval(0, 0, 0, days)
     w = Withdrawal.__table__.c
     recent = w.created_at >= since
@@ -169,8 +167,7 @@ class ReconciliationRun(BaseModel):
 
 
 def _operator_chain(state: StateDep, caller: str, chain: str) -> str:
-    if caller not in state.settings.operators:
-        raise Unauthorized("reconciliation is for operators")
+    """The configured chain's name (callers were checked by the route's grants: operators)."""
     return state.chains.get(chain).name  # raises UNKNOWN_CHAIN
 
 

@@ -5,15 +5,36 @@ with CUSTODY_CODEC_AUTH_TOKEN set, the UI must send it as a bearer token."""
 from __future__ import annotations
 
 import hmac
-from typing import Annotated, Any
+from typing import Annotated
+
+import binascii
 
 from fastapi import APIRouter, Header
+from pydantic import BaseModel, Field
 
 from api.deps import StateDep
 from core.codec import codec_from_settings, payloads_from_json, payloads_to_json
 from core.errors import NotAvailable, Unauthorized, ValidationFailed
 
 router = APIRouter(prefix="/codec", tags=["codec"])
+
+
+class PayloadJson(BaseModel):
+    """One Temporal Payload in its JSON form: base64 metadata values and data."""
+
+    metadata: dict[str, str] = Field(default_factory=dict)
+    data: str = ""
+
+
+class Payloads(BaseModel):
+    payloads: list[PayloadJson] = Field(default_factory=list, max_length=1000)
+
+
+def _payloads(body: Payloads):  # type: ignore[no-untyped-def]
+    try:
+        return payloads_from_json(body.model_dump())
+    except (binascii.Error, ValueError) as e:
+        raise ValidationFailed("payloads must carry base64 metadata and data") from e
 
 
 def _codec(state: StateDep, authorization: str | None):  # type: ignore[no-untyped-def]
@@ -29,15 +50,16 @@ def _codec(state: StateDep, authorization: str | None):  # type: ignore[no-untyp
 
 
 @router.post("/encode")
-async def encode(body: dict[str, Any], state: StateDep, authorization: Annotated[str | None, Header()] = None) -> dict:
+async def encode(body: Payloads, state: StateDep, authorization: Annotated[str | None, Header()] = None) -> dict:
     codec = _codec(state, authorization)
-    return payloads_to_json(await codec.encode(payloads_from_json(body)))
+    return payloads_to_json(await codec.encode(_payloads(body)))
 
 
 @router.post("/decode")
-async def decode(body: dict[str, Any], state: StateDep, authorization: Annotated[str | None, Header()] = None) -> dict:
+async def decode(body: Payloads, state: StateDep, authorization: Annotated[str | None, Header()] = None) -> dict:
     codec = _codec(state, authorization)
+    payloads = _payloads(body)
     try:
-        return payloads_to_json(await codec.decode(payloads_from_json(body)))
+        return payloads_to_json(await codec.decode(payloads))
     except Exception as e:  # wrong key or tampered data: say so, never guess
         raise ValidationFailed("payloads cannot be decoded with the configured keys") from e

@@ -1,4 +1,8 @@
-"""Liveness, readiness (PostgreSQL, Redis, Temporal) and Prometheus metrics."""
+"""Liveness, readiness (PostgreSQL, Redis, Temporal) and Prometheus metrics.
+
+/live and /ready are open (probes) and say only ok/error per dependency; /health (with the
+errors, environment and chains) and /metrics need the `operations` scope, or are read on the
+internal metrics port (CUSTODY_API_METRICS_PORT)."""
 
 from __future__ import annotations
 
@@ -9,7 +13,8 @@ from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api.deps import StateDep
+from api.deps import CallerDep, StateDep
+from core.redaction import redact
 
 router = APIRouter(tags=["health"])
 
@@ -24,7 +29,7 @@ async def _check(name: str, probe) -> tuple[str, str]:  # type: ignore[no-untype
         await asyncio.wait_for(probe(), timeout=2)
         return name, "ok"
     except Exception as e:  # a readiness probe reports, it does not raise
-        return name, f"error: {type(e).__name__}: {e}"[:200]
+        return name, redact(f"error: {type(e).__name__}: {e}")[:200]
 
 
 async def _dependencies(state: StateDep) -> dict[str, str]:
@@ -44,13 +49,13 @@ async def _dependencies(state: StateDep) -> dict[str, str]:
 
 @router.get("/ready")
 async def ready(state: StateDep) -> JSONResponse:
-    checks = await _dependencies(state)
+    checks = {name: "ok" if value == "ok" else "error" for name, value in (await _dependencies(state)).items()}
     healthy = all(v == "ok" for v in checks.values())
     return JSONResponse(status_code=200 if healthy else 503, content={"status": "ok" if healthy else "unavailable", "checks": checks})
 
 
 @router.get("/health")
-async def health(state: StateDep) -> JSONResponse:
+async def health(state: StateDep, _: CallerDep) -> JSONResponse:
     checks = await _dependencies(state)
     healthy = all(v == "ok" for v in checks.values())
     return JSONResponse(
@@ -65,5 +70,5 @@ async def health(state: StateDep) -> JSONResponse:
 
 
 @router.get("/metrics", include_in_schema=False)
-async def metrics() -> Response:
+async def metrics(_: CallerDep) -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,27 +1,39 @@
-"""Operator controls over HTTP: pause, resume, cancel, approve. Each is a Temporal signal or
-update on `withdrawal-<id>`, the same as `custody withdrawals ...` and `temporal workflow ...`."""
+"""Operator controls over HTTP: pause, resume, cancel, approve (and pause-all / resume-all).
+Each is a Temporal signal or update on `withdrawal-<id>`, sent only after the API authorized it
+and recorded it in PostgreSQL with the identity that made it: holds in `withdrawal_holds`,
+approvals and cancellations in `withdrawal_actions`. Signing steps re-check those rows
+(activities/access.py), so a signal or update sent straight to Temporal approves nothing and
+lifts no hold. Only an operator lifts an operator's hold (a pause-all's too)."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Callable
 
-import uuid
-
 from fastapi import APIRouter, Response
+from pydantic import BaseModel, Field
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
-from pydantic import BaseModel, Field
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
-from api.deps import OwnerDep, SessionDep, StateDep
-from api.routes.withdrawals import _public, ensure_started, visible_withdrawal
-from activities.transfers import attempts_of, may_still_land, released_slot, transfer_intent
-from core.errors import AttemptMayStillLand, OperationRefused, TemporalUnavailable, Unauthorized
+from activities.transfers import (
+    attempts_of,
+    may_still_land,
+    released_slot,
+    transfer_intent,
+)
+from api.deps import CallerDep, SessionDep, StateDep
+from api.routes.withdrawals import _public, ensure_started, requested_details, visible_withdrawal
+from core.errors import AttemptMayStillLand, Forbidden, OperationRefused, TemporalUnavailable, UnknownChain
+from core.identity import Identity
 from core.temporal import temporal_unreachable
-from models.db import Wallet, Withdrawal, WithdrawalEvent
+from db import audit
+from models.access import WithdrawalAction, WithdrawalHold
+from models.db import Wallet, Withdrawal, WithdrawalEvent, utcnow
+from models.intent_seal import seal
 from models.payloads import OnChainState, OperatorRequest, WithdrawalStatus
 from models.schemas import WithdrawalPublic
 from workflows.withdrawal import WithdrawalWorkflow
@@ -69,46 +81,168 @@ def _refuse_if_final(status: str, code: str) -> None:
         raise OperationRefused(code, f"withdrawal is already {status}")
 
 
+def _placed_as(caller: Identity) -> str:
+    """OPERATOR when the caller acts with an operator's grant on this route, else OWNER."""
+    return "OPERATOR" if caller.any_owner else "OWNER"
+
+
+async def _active_holds(session: SessionDep, withdrawal_id: str) -> list[WithdrawalHold]:
+    rows = await session.exec(
+        select(WithdrawalHold).where(WithdrawalHold.withdrawal_id == withdrawal_id, WithdrawalHold.lifted_at == None)  # noqa: E711
+    )
+    return list(rows.all())
+
+
+def _lift(session: SessionDep, holds: list[WithdrawalHold], by: str) -> None:
+    now = utcnow()
+    for hold in holds:
+        hold.lifted_by, hold.lifted_at = by, now
+        session.add(hold)
+
+
+async def _record_action(session: SessionDep, withdrawal_id: str, action: str, caller: Identity, reason: str) -> WithdrawalAction:
+    row = WithdrawalAction(
+        withdrawal_id=withdrawal_id, action=action, actor=caller.id, actor_roles=caller.role_names, via=caller.via, reason=reason
+    )
+    session.add(row)
+    await session.commit()
+    return row
+
+
+async def _refused(session: SessionDep, row: WithdrawalAction) -> None:
+    """The workflow refused the action: it must count for nothing when signing is re-checked."""
+    row.state = "REFUSED"
+    session.add(row)
+    await session.commit()
+
+
 @router.post("/{withdrawal_id}/pause", response_model=WithdrawalPublic)
-async def pause(withdrawal_id: str, body: OperatorAction, caller: OwnerDep, state: StateDep, session: SessionDep) -> WithdrawalPublic:
+async def pause(withdrawal_id: str, body: OperatorAction, caller: CallerDep, state: StateDep, session: SessionDep) -> WithdrawalPublic:
+    """Hold the withdrawal before its next side-effecting step. The hold is recorded first:
+    until it is lifted through the API nothing is signed for it."""
     withdrawal = await visible_withdrawal(session, state, caller, withdrawal_id)
     _refuse_if_final(withdrawal.status, "ALREADY_FINAL")
-    await _signal(state, withdrawal_id, "pause", OperatorRequest(by=caller, reason=body.reason))
+    hold = WithdrawalHold(
+        withdrawal_id=withdrawal_id, placed_by=caller.id, placed_as=_placed_as(caller), via=caller.via, reason=body.reason
+    )
+    session.add(hold)
+    await session.commit()
+    try:
+        await _signal(state, withdrawal_id, "pause", OperatorRequest(by=caller.id, reason=body.reason))
+    except OperationRefused:
+        _lift(session, [hold], "custody: the workflow is not running")
+        await session.commit()
+        raise
     return await _refreshed(session, state, withdrawal_id, until=lambda w: w.paused or WithdrawalStatus(w.status).is_final)
 
 
 @router.post("/{withdrawal_id}/resume", response_model=WithdrawalPublic)
-async def resume(withdrawal_id: str, body: OperatorAction, caller: OwnerDep, state: StateDep, session: SessionDep) -> WithdrawalPublic:
+async def resume(withdrawal_id: str, body: OperatorAction, caller: CallerDep, state: StateDep, session: SessionDep) -> WithdrawalPublic:
+    """Lift the holds and let the withdrawal go on. An operator's hold (a pause-all's too) is
+    lifted only by an operator: the owner gets 403 and the withdrawal stays held."""
     withdrawal = await visible_withdrawal(session, state, caller, withdrawal_id)
     _refuse_if_final(withdrawal.status, "ALREADY_FINAL")
-    await _signal(state, withdrawal_id, "resume", OperatorRequest(by=caller, reason=body.reason))
+    holds = await _active_holds(session, withdrawal_id)
+    if any(h.placed_as == "OPERATOR" for h in holds) and not caller.any_owner:
+        raise Forbidden("an operator paused this withdrawal: only an operator resumes it", withdrawal_id=withdrawal_id)
+    _lift(session, holds, caller.id)
+    await session.commit()
+    await _signal(state, withdrawal_id, "resume", OperatorRequest(by=caller.id, reason=body.reason))
     return await _refreshed(session, state, withdrawal_id, until=lambda w: not w.paused)
 
 
 @router.post("/{withdrawal_id}/cancel", response_model=WithdrawalPublic)
-async def cancel(withdrawal_id: str, body: OperatorAction, caller: OwnerDep, state: StateDep, session: SessionDep) -> WithdrawalPublic:
+async def cancel(withdrawal_id: str, body: OperatorAction, caller: CallerDep, state: StateDep, session: SessionDep) -> WithdrawalPublic:
     """Accepted means the cancellation is under way; the final status says which side won."""
     withdrawal = await visible_withdrawal(session, state, caller, withdrawal_id)
     _refuse_if_final(withdrawal.status, "CANCEL_TOO_LATE")
-    await _update(state, withdrawal_id, WithdrawalWorkflow.cancel, OperatorRequest(by=caller, reason=body.reason))
+    action = await _record_action(session, withdrawal_id, "CANCEL", caller, body.reason)
+    try:
+        await _update(state, withdrawal_id, WithdrawalWorkflow.cancel, OperatorRequest(by=caller.id, reason=body.reason))
+    except OperationRefused:
+        await _refused(session, action)
+        raise
     return await _refreshed(session, state, withdrawal_id)
 
 
 @router.post("/{withdrawal_id}/approve", response_model=WithdrawalPublic)
-async def approve(withdrawal_id: str, body: OperatorAction, caller: OwnerDep, state: StateDep, session: SessionDep) -> WithdrawalPublic:
-    if caller not in state.settings.operators:
-        raise Unauthorized("only operators approve withdrawals")
+async def approve(withdrawal_id: str, body: OperatorAction, caller: CallerDep, state: StateDep, session: SessionDep) -> WithdrawalPublic:
+    """Four eyes: an APPROVER who is neither the owner nor the requester."""
     withdrawal = await visible_withdrawal(session, state, caller, withdrawal_id)
-    if withdrawal.owner == caller:
+    if caller.id in (withdrawal.owner, withdrawal.requested_by):
         raise OperationRefused("SELF_APPROVAL", "the requester cannot approve their own withdrawal")
     _refuse_if_final(withdrawal.status, "NOT_AWAITING_APPROVAL")
-    await _update(state, withdrawal_id, WithdrawalWorkflow.approve, OperatorRequest(by=caller, reason=body.reason))
+    action = await _record_action(session, withdrawal_id, "APPROVE", caller, body.reason)
+    try:
+        await _update(state, withdrawal_id, WithdrawalWorkflow.approve, OperatorRequest(by=caller.id, reason=body.reason))
+    except OperationRefused:
+        await _refused(session, action)
+        raise
     return await _refreshed(session, state, withdrawal_id)
+
+
+class ChainAction(BaseModel):
+    chain: str = Field(min_length=1, max_length=64)
+    reason: str = Field(default="", max_length=500)
+    task_queue: str | None = Field(default=None, max_length=200, description="only this task queue's workflows")
+
+
+class ChainActionResult(BaseModel):
+    chain: str
+    count: int
+    batch: str
+
+
+async def _running_on(state: StateDep, body: ChainAction) -> list[str]:
+    """Withdrawal ids of the running workflows on the chain (Temporal's visibility)."""
+    chain = state.chains.get(body.chain).name
+    query = f"WorkflowType = 'WithdrawalWorkflow' AND ExecutionStatus = 'Running' AND CustodyChain = '{chain}'"
+    if body.task_queue:
+        if "'" in body.task_queue:
+            raise UnknownChain("not a task queue name", task_queue=body.task_queue)
+        query += f" AND TaskQueue = '{body.task_queue}'"
+    return [e.id.removeprefix("withdrawal-") async for e in state.temporal.list_workflows(query)]
+
+
+@router.post("/pause-all", response_model=ChainActionResult)
+async def pause_all(body: ChainAction, caller: CallerDep, state: StateDep, session: SessionDep) -> ChainActionResult:
+    """Incident switch: hold every running withdrawal on a chain (operators). Each gets an
+    operator's hold, which its owner cannot lift."""
+    batch = f"pause-all-{uuid.uuid4().hex[:12]}"
+    count = 0
+    for withdrawal_id in await _running_on(state, body):
+        if await session.get(Withdrawal, withdrawal_id) is None:
+            continue
+        session.add(WithdrawalHold(
+            withdrawal_id=withdrawal_id, placed_by=caller.id, placed_as="OPERATOR", via=caller.via, reason=body.reason, batch=batch,
+        ))
+        await session.commit()
+        try:
+            await _signal(state, withdrawal_id, "pause", OperatorRequest(by=caller.id, reason=body.reason))
+        except OperationRefused:
+            continue  # ended meanwhile
+        count += 1
+    return ChainActionResult(chain=body.chain.lower(), count=count, batch=batch)
+
+
+@router.post("/resume-all", response_model=ChainActionResult)
+async def resume_all(body: ChainAction, caller: CallerDep, state: StateDep, session: SessionDep) -> ChainActionResult:
+    """Lift every hold of the chain's running withdrawals and let them go on (operators)."""
+    count = 0
+    for withdrawal_id in await _running_on(state, body):
+        _lift(session, await _active_holds(session, withdrawal_id), caller.id)
+        await session.commit()
+        try:
+            await _signal(state, withdrawal_id, "resume", OperatorRequest(by=caller.id, reason=body.reason))
+        except OperationRefused:
+            continue
+        count += 1
+    return ChainActionResult(chain=body.chain.lower(), count=count, batch="")
 
 
 @router.post("/{withdrawal_id}/retry", response_model=WithdrawalPublic, status_code=202)
 async def retry(
-    withdrawal_id: str, caller: OwnerDep, state: StateDep, session: SessionDep, response: Response
+    withdrawal_id: str, caller: CallerDep, state: StateDep, session: SessionDep, response: Response
 ) -> WithdrawalPublic:
     """Resubmit a FAILED withdrawal as a new one linked by `retry_of`, through every step again
     (validation, approval, funds, a fresh nonce). The failed one stays FAILED: by the time it
@@ -144,9 +278,15 @@ async def retry(
         request_hash=failed.request_hash,
         retry_of=failed.id,
     )
+    seal(state.settings.intent_seal_key_bytes, resubmission)
     session.add(resubmission)
-    session.add(WithdrawalEvent(withdrawal_id=resubmission.id, status="PENDING", detail={"retry_of": failed.id, "by": caller}))
+    session.add(WithdrawalEvent(withdrawal_id=resubmission.id, status="PENDING", detail={"retry_of": failed.id, "by": caller.id}))
     try:
+        await session.flush()
+        await audit.append(
+            session, actor=caller.id, action="withdrawal.requested", object_type="withdrawal", object_id=resubmission.id,
+            details=requested_details(resubmission),
+        )
         await session.commit()
     except IntegrityError:
         await session.rollback()  # a concurrent retry won

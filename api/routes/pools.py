@@ -1,5 +1,5 @@
 """Key pools (seed 004): read a chain's pool, lease / use / return single-use explorer keys,
-start a rebalance. Everything here needs the operator role (`CUSTODY_OPERATORS`): a lease is
+start a rebalance. Everything here needs the OPERATOR role with the `operations` scope (api/permissions.py): a lease is
 spending authority over pool funds.
 
 Spending with a leased explorer: `POST /v1/pools/{chain}/explorers/{lease_id}/withdrawals`, by
@@ -28,7 +28,6 @@ from api.deps import OwnerDep, SessionDep, StateDep
 from api.scheduling import RunStarted, run_now
 from api.routes.withdrawals import _public, ensure_started
 from chains.base import Memo
-from core.errors import Unauthorized
 from core.money import to_base_units
 from models.db import Wallet
 from models.payloads import ExplorerLease, LeaseRequest, LeaseReturn, RebalanceInput
@@ -78,11 +77,6 @@ class PoolPublic(BaseModel):
     last_rebalance: RebalanceRun | None
 
 
-def _operator(state: StateDep, caller: str) -> None:
-    if caller not in state.settings.operators:
-        raise Unauthorized("key pools need the operator role")
-
-
 async def _lease_public(session: SessionDep, lease: ExplorerLease) -> LeasePublic:
     wallet = await session.get(Wallet, lease.wallet_id)
     assert wallet is not None and wallet.address is not None
@@ -100,7 +94,6 @@ async def _lease_public(session: SessionDep, lease: ExplorerLease) -> LeasePubli
 @router.get("/{chain}", response_model=PoolPublic)
 async def show_pool(chain: str, caller: OwnerDep, state: StateDep, session: SessionDep) -> PoolPublic:
     """Keys by tier and state, on-chain balances, and the last rebalance's result."""
-    _operator(state, caller)
     chain = chain.lower()
     pool = pool_settings(state.settings, chain)
     snapshot = await pool_snapshot(state.sessions, state.chains, chain, with_balances=True)  # type: ignore[arg-type]
@@ -136,7 +129,6 @@ async def lease(
 ) -> LeasePublic:
     """Lease one available explorer key for one transaction (409 NO_EXPLORER_AVAILABLE when none).
     With an Idempotency-Key, repeating the request returns the same lease."""
-    _operator(state, caller)
     chain = chain.lower()
     lease_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"custody-lease:{caller}:{chain}:{idempotency_key}")) if idempotency_key else None
     if lease_id is not None and (await session.exec(select(PoolKey.wallet_id).where(PoolKey.lease_id == lease_id))).first():
@@ -159,7 +151,6 @@ async def lease_spend(
     idempotency_key: Annotated[str, Header(min_length=1, max_length=200)],
 ) -> WithdrawalPublic:
     """The leaser's one withdrawal from the leased explorer (single use)."""
-    _operator(state, caller)
     adapter = state.chains.get(chain)
     asset = adapter.asset(body.asset)
     memo = adapter.validate_memo(Memo(body.memo.type, body.memo.value)) if body.memo else None
@@ -175,6 +166,7 @@ async def lease_spend(
         amount=to_base_units(body.amount, asset.decimals),
         memo_type=memo.kind if memo else None,
         memo_value=memo.value if memo else None,
+        seal_key=state.settings.intent_seal_key_bytes,
     )
     if not created:
         response.status_code = status.HTTP_200_OK
@@ -185,7 +177,6 @@ async def lease_spend(
 @router.post("/{chain}/explorers/{lease_id}/return", response_model=LeasePublic)
 async def return_lease(chain: str, lease_id: str, caller: OwnerDep, state: StateDep, session: SessionDep) -> LeasePublic:
     """Retire the leased key after its one use; the next rebalance recovers its funds."""
-    _operator(state, caller)
     returned = await return_explorer(state.sessions, LeaseReturn(chain=chain, lease_id=lease_id, by=caller))  # type: ignore[arg-type]
     return await _lease_public(session, returned)
 
@@ -194,7 +185,6 @@ async def return_lease(chain: str, lease_id: str, caller: OwnerDep, state: State
 async def rebalance(chain: str, caller: OwnerDep, state: StateDep) -> RunStarted:
     """Run a rebalance now: trigger the chain's schedule (overlap SKIP: nothing if one runs);
     without a schedule, start a run with a unique id."""
-    _operator(state, caller)
     chain = chain.lower()
     pool_settings(state.settings, chain)
     return await run_now(

@@ -10,10 +10,14 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Response, status
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
-from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDReusePolicy,
+)
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from api.deps import OwnerDep, SessionDep, StateDep
+from api.deps import CallerDep, OwnerDep, SessionDep, StateDep
 from api.routes.wallets import owned_wallet
 from chains.base import Memo
 from core import metrics
@@ -22,12 +26,16 @@ from core.errors import (
     NotAvailable,
     RecipientNotFound,
     ValidationFailed,
+    WalletFrozen,
     WalletInactive,
     WithdrawalNotFound,
 )
+from core.identity import Identity
 from core.money import to_base_units, to_decimal_string
 from models import search_attributes
 from models.db import TransferAttempt, Wallet, Withdrawal, WithdrawalEvent
+from db import audit
+from models.intent_seal import seal
 from models.payloads import WithdrawalInput, WithdrawalStatus
 from models.schemas import (
     HandleRecipient,
@@ -225,13 +233,30 @@ async def _active_wallet(session: SessionDep, owner: str, wallet_id: str) -> Wal
     wallet = await owned_wallet(session, owner, wallet_id)
     if wallet.status != "ACTIVE" or wallet.address is None:
         raise WalletInactive("wallet is not active", wallet_id=wallet.id)
+    if wallet.frozen_at is not None:
+        raise WalletFrozen("wallet is frozen by an admin: nothing is signed from it", wallet_id=wallet.id)
     return wallet
 
 
+def requested_details(withdrawal: Withdrawal) -> dict[str, str]:
+    """What an audit entry records of a request: enough to know what was asked, in base units."""
+    details = {
+        "kind": withdrawal.kind, "wallet_id": withdrawal.wallet_id, "chain": withdrawal.chain, "asset": withdrawal.asset,
+        "amount": str(withdrawal.amount), "destination": withdrawal.destination,
+    }
+    return details | ({"retry_of": withdrawal.retry_of} if withdrawal.retry_of else {})
+
+
 async def _insert_and_start(state: StateDep, session: SessionDep, response: Response, withdrawal: Withdrawal) -> WithdrawalPublic:
+    seal(state.settings.intent_seal_key_bytes, withdrawal)
     session.add(withdrawal)
     session.add(WithdrawalEvent(withdrawal_id=withdrawal.id, status=WithdrawalStatus.PENDING.value))
     try:
+        await session.flush()  # a concurrent request with the same key fails here, before the audit lock
+        await audit.append(
+            session, actor=withdrawal.requested_by or withdrawal.owner, action="withdrawal.requested",
+            object_type="withdrawal", object_id=withdrawal.id, details=requested_details(withdrawal),
+        )
         await session.commit()
     except IntegrityError:
         await session.rollback()  # a concurrent request with the same key won the race
@@ -277,24 +302,25 @@ async def _replay(
     return await _public(session, state, existing, detail=False)
 
 
-async def visible_withdrawal(session: SessionDep, state: StateDep, caller: str | None, withdrawal_id: str) -> Withdrawal:
-    """The withdrawal if the caller owns it or is an operator (None: already authorized)."""
+async def visible_withdrawal(session: SessionDep, state: StateDep, caller: Identity | None, withdrawal_id: str) -> Withdrawal:
+    """The withdrawal if the caller owns it or acts on anyone's (an operator's or approver's
+    grant on this route); None: already authorized. Others' answer 404: ids do not leak."""
     withdrawal = await session.get(Withdrawal, withdrawal_id)
-    allowed = caller is None or (withdrawal is not None and (withdrawal.owner == caller or caller in state.settings.operators))
+    allowed = caller is None or (withdrawal is not None and (withdrawal.owner == caller.id or caller.any_owner))
     if withdrawal is None or not allowed:
         raise WithdrawalNotFound("withdrawal not found", withdrawal_id=withdrawal_id)
     return withdrawal
 
 
 @router.get("/{withdrawal_id}", response_model=WithdrawalPublic)
-async def get_withdrawal(withdrawal_id: str, owner: OwnerDep, state: StateDep, session: SessionDep) -> WithdrawalPublic:
-    withdrawal = await visible_withdrawal(session, state, owner, withdrawal_id)
+async def get_withdrawal(withdrawal_id: str, caller: CallerDep, state: StateDep, session: SessionDep) -> WithdrawalPublic:
+    withdrawal = await visible_withdrawal(session, state, caller, withdrawal_id)
     return await _public(session, state, withdrawal, detail=True)
 
 
 @router.get("", response_model=WithdrawalList)
 async def list_withdrawals(
-    owner: OwnerDep,
+    caller: CallerDep,
     state: StateDep,
     session: SessionDep,
     status_filter: Annotated[WithdrawalStatus | None, Query(alias="status")] = None,
@@ -304,8 +330,8 @@ async def list_withdrawals(
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> WithdrawalList:
     query = select(Withdrawal)
-    if owner not in state.settings.operators:
-        query = query.where(Withdrawal.owner == owner)
+    if not caller.any_owner:
+        query = query.where(Withdrawal.owner == caller.id)
     if status_filter:
         query = query.where(Withdrawal.status == status_filter.value)
     if wallet_id:

@@ -7,7 +7,8 @@ serialised by solders' own RPC response types.
 
 Launch::
 
-    python -m devnet.solana --host 127.0.0.1 --port 8899 [--ledger-slot-ms 400] [--finalization-depth 32]
+    python -m devnet.solana --host 127.0.0.1 --port 8899 [--ledger-slot-ms 400] [--finalization-depth 32] \
+        [--state-dir .data/solana]
 
     from devnet.solana import run_solana_devnet
     async with run_solana_devnet(host="127.0.0.1", port=0, slot_ms=0) as devnet:
@@ -15,6 +16,12 @@ Launch::
         await devnet.advance_slots(5)
 
     with SolanaDevnet(port=0) as devnet: ...          # synchronous form
+
+State
+    In memory unless a state directory is given (``--state-dir``, ``state_dir=``): then the chain is kept in
+    a SQLite file there (:mod:`devnet.solana.persistence`) and a restart continues it: accounts, token
+    accounts and mints, the faucet, transaction history and statuses, the recent blockhashes, slot and block
+    height (never going back, and never handing an old blockhash out again).
 
 Chain-time model
     One block per slot. Every slot (ticker, default 400 ms; ``slot_ms=0`` = only manual) rotates the blockhash,

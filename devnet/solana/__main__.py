@@ -1,8 +1,9 @@
-"""``python -m devnet.solana --host 127.0.0.1 --port 8899 [--ledger-slot-ms 400]``"""
+"""``python -m devnet.solana --host 127.0.0.1 --port 8899 [--ledger-slot-ms 400] [--state-dir DIR]``"""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import uvicorn
 
@@ -19,12 +20,17 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--finalization-depth", type=int, default=DEFAULT_FINALIZATION_DEPTH)
     parser.add_argument("--confirmation-depth", type=int, default=0)
+    parser.add_argument(
+        "--state-dir", type=Path, default=None,
+        help="keep the chain here and continue it at the next start (default: in memory only)",
+    )
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     app = build_app(
         slot_ms=args.ledger_slot_ms,
         finalization_depth=args.finalization_depth,
         confirmation_depth=args.confirmation_depth,
+        state_dir=args.state_dir,
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)
 

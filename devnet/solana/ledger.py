@@ -10,7 +10,9 @@ This module supplies what a validator's bank adds on top:
   is checked here instead, before the transaction reaches the SVM;
 * a status cache and transaction history, so an identical transaction never applies twice;
 * banks per commitment: ``processed`` = tip, ``confirmed`` = tip - confirmation_depth,
-  ``finalized`` = tip - finalization_depth (32). Account state is always read from the tip (see limits).
+  ``finalized`` = tip - finalization_depth (32). Account state is always read from the tip (see limits);
+* with a :class:`~devnet.solana.persistence.LedgerStore`, every new slot and every landed transaction is
+  saved before it is served, and a ledger built on the same store continues that chain (see ``_restore``).
 
 Everything here is synchronous and must be called from one thread (the server's event loop).
 """
@@ -41,6 +43,7 @@ from solders.transaction_metadata import (
 )
 from solders.transaction_status import TransactionErrorFieldless, UiTransactionTokenBalance
 
+from .persistence import Genesis, LedgerStore, SavedLedger, Tip, landed_fields, landed_record
 from .tokens import TOKEN_PROGRAMS, decode_mint, decode_token_account, ui_token_amount
 
 MAX_PROCESSING_AGE = 150
@@ -134,6 +137,7 @@ class Ledger:
         slot_ms: int = DEFAULT_SLOT_MS,
         finalization_depth: int = DEFAULT_FINALIZATION_DEPTH,
         confirmation_depth: int = 0,
+        store: LedgerStore | None = None,
     ) -> None:
         if finalization_depth < 1 or not 0 <= confirmation_depth <= finalization_depth:
             raise ValueError("need 0 <= confirmation_depth <= finalization_depth and finalization_depth >= 1")
@@ -144,18 +148,10 @@ class Ledger:
         self.finalization_depth = finalization_depth
         self.confirmation_depth = confirmation_depth
         self.slot_ms = slot_ms
-        clock = self.svm.get_clock()
-        self.genesis_slot = clock.slot
-        self.slot = clock.slot
-        # As on mainnet, block height trails the slot (skipped slots); afterwards both advance one per slot.
-        self.block_height = clock.slot - clock.slot // 20
-        self.genesis_unix = int(time.time())
-        self.genesis_hash = self.svm.latest_blockhash()
+        self.store = store
         self._hash_height: dict[Hash, int] = {}
         self._height_hash: dict[int, Hash] = {}
-        self._register_blockhash()
-        self.faucet = Keypair()
-        self.svm.set_account(self.faucet.pubkey(), Account(FAUCET_LAMPORTS, b"", SYSTEM_PROGRAM_ID, False, 2**64 - 1))
+        self._unsaved_blockhashes: list[tuple[int, Hash]] = []
         self.landed: dict[Signature, LandedTx] = {}
         self._by_address: dict[Pubkey, list[Signature]] = {}
         self._slot_tx_count: dict[int, int] = {}
@@ -167,17 +163,86 @@ class Ledger:
         self.held: list[VersionedTransaction] = []
         self.lost: list[Signature] = []
         self.dropped: list[tuple[Signature, str]] = []
+        saved = store.load() if store is not None else None
+        if saved is not None:
+            self._restore(saved)
+            return
+        clock = self.svm.get_clock()
+        self.genesis_slot = clock.slot
+        self.slot = clock.slot
+        # As on mainnet, block height trails the slot (skipped slots); afterwards both advance one per slot.
+        self.block_height = clock.slot - clock.slot // 20
+        self.genesis_unix = int(time.time())
+        self.genesis_hash = self.svm.latest_blockhash()
+        self.faucet = Keypair()
+        if store is not None:
+            store.start_over(Genesis(self.genesis_slot, self.genesis_unix, self.genesis_hash, bytes(self.faucet)))
+        self._register_blockhash()
+        self.set_account(self.faucet.pubkey(), Account(FAUCET_LAMPORTS, b"", SYSTEM_PROGRAM_ID, False, 2**64 - 1))
         # Start like a running cluster: enough history that the finalized bank exists.
         self.advance(finalization_depth + 1)
+
+    def _restore(self, saved: SavedLedger) -> None:
+        """Continue the saved chain: same genesis and faucet, same tip, recent blockhashes, accounts, history."""
+        genesis = saved.genesis
+        if self.svm.latest_blockhash() != genesis.hash:
+            raise RuntimeError(
+                f"{self.store.path if self.store else 'the state'} was written with another LiteSVM (its genesis "
+                "blockhash differs); remove it to start a new chain"
+            )
+        self.genesis_slot, self.genesis_unix, self.genesis_hash = genesis.slot, genesis.unix, genesis.hash
+        self.faucet = Keypair.from_bytes(genesis.faucet_secret)
+        # LiteSVM derives each blockhash from the previous one, from a constant genesis: a fresh SVM would issue
+        # the saved chain's blockhashes again, making long-expired transactions valid again. Replaying one
+        # rotation per slot puts it where the saved chain stopped, so new slots issue blockhashes never seen.
+        for _ in range(saved.tip.slot - genesis.slot):
+            self.svm.expire_blockhash()
+        self.slot, self.block_height = saved.tip.slot, saved.tip.block_height
+        if saved.blockhashes.get(self.block_height) != self.svm.latest_blockhash():
+            raise RuntimeError("the saved tip blockhash does not follow from the genesis blockhash; state is corrupt")
+        for height, blockhash in saved.blockhashes.items():
+            self._hash_height[blockhash] = height
+            self._height_hash[height] = blockhash
+        for pubkey, account in saved.accounts.items():
+            self.svm.set_account(pubkey, account)
+        for record in saved.landed:
+            self._remember(LandedTx(**landed_fields(record)))
+        self._prune()
+        self._sync_clock()
+
+    def _save(self, **changes: Any) -> None:
+        if self.store is not None:
+            self.store.commit(**changes)
+
+    def _account_states(self, keys: list[Pubkey]) -> list[tuple[Pubkey, Account | None]]:
+        """What to save of these accounts: their state now (None: gone). Programs are the SVM's own and stay."""
+        out: list[tuple[Pubkey, Account | None]] = []
+        for key in dict.fromkeys(keys):
+            account = self.svm.get_account(key)
+            if account is not None and account.executable:
+                continue
+            out.append((key, None if account is None or account.lamports == 0 else account))
+        return out
+
+    def set_account(self, pubkey: Pubkey, account: Account) -> None:
+        """Write an account directly (genesis faucet, ``devnet_setAccount``)."""
+        self.svm.set_account(pubkey, account)
+        self._save(accounts=[(pubkey, account)])
 
     # ----------------------------------------------------------------- time
     def _register_blockhash(self) -> None:
         bh = self.svm.latest_blockhash()
         self._hash_height[bh] = self.block_height
         self._height_hash[self.block_height] = bh
+        if self.store is not None:
+            self._unsaved_blockhashes.append((self.block_height, bh))
 
     def advance(self, count: int = 1) -> None:
-        """Produce ``count`` blocks: new slot, new block height, new blockhash, clock moved forward."""
+        """Produce ``count`` blocks: new slot, new block height, new blockhash, clock moved forward.
+
+        Saved before it returns, i.e. before any reader can see the new slot: a restarted devnet never
+        goes back to a slot, block height or blockhash window that was already served.
+        """
         for _ in range(count):
             self.slot += 1
             self.block_height += 1
@@ -185,6 +250,12 @@ class Ledger:
             self._register_blockhash()
         self._prune()
         self._sync_clock()
+        new, self._unsaved_blockhashes = self._unsaved_blockhashes, []
+        self._save(
+            tip=Tip(self.slot, self.block_height),
+            new_blockhashes=new,
+            forget_blockhashes_below=self._keep_blockhashes_from(),
+        )
 
     def expire_all_blockhashes(self) -> None:
         """Advance until every blockhash handed out so far is past its lastValidBlockHeight, even as seen by the
@@ -209,8 +280,11 @@ class Ledger:
             )
         )
 
+    def _keep_blockhashes_from(self) -> int:
+        return self.block_height - MAX_RECENT_BLOCKHASHES - self.finalization_depth
+
     def _prune(self) -> None:
-        keep_from = self.block_height - MAX_RECENT_BLOCKHASHES - self.finalization_depth
+        keep_from = self._keep_blockhashes_from()
         for height in [h for h in self._height_hash if h < keep_from]:
             self._hash_height.pop(self._height_hash.pop(height), None)
         fee_from = self.slot - PRIORITIZATION_FEE_CACHE_SLOTS - self.finalization_depth
@@ -472,16 +546,24 @@ class Ledger:
             post_token_balances=self.token_balances(keys),
             index_in_slot=index,
         )
-        self.landed[signature] = landed
-        self.transaction_count += 1
-        for key in dict.fromkeys(keys):
-            self._by_address.setdefault(key, []).append(signature)
-        price = self.compute_budget(tx.message).price_micro_lamports
-        fees = self._slot_fees.setdefault(self.slot, _SlotFees())
-        fees.min_fee = price if fees.min_fee is None else min(fees.min_fee, price)
-        for key in self.writable_keys(tx, loaded_writable):
-            fees.by_account[key] = min(fees.by_account.get(key, price), price)
+        self._remember(landed)
+        self._save(accounts=self._account_states(self.writable_keys(tx, loaded_writable)), landed=landed_record(landed))
         return landed
+
+    def _remember(self, landed: LandedTx) -> None:
+        """Index a landed transaction: status cache, history by address, per-slot count and fees."""
+        self.landed[landed.signature] = landed
+        self.transaction_count += 1
+        self._slot_tx_count[landed.slot] = max(self._slot_tx_count.get(landed.slot, 0), landed.index_in_slot + 1)
+        for key in dict.fromkeys(landed.account_keys):
+            self._by_address.setdefault(key, []).append(landed.signature)
+        if landed.slot < self.slot - PRIORITIZATION_FEE_CACHE_SLOTS - self.finalization_depth:
+            return  # older than the prioritization-fee cache (only when restoring)
+        price = self.compute_budget(landed.tx.message).price_micro_lamports
+        fees = self._slot_fees.setdefault(landed.slot, _SlotFees())
+        fees.min_fee = price if fees.min_fee is None else min(fees.min_fee, price)
+        for key in self.writable_keys(landed.tx, landed.loaded_writable):
+            fees.by_account[key] = min(fees.by_account.get(key, price), price)
 
     def airdrop(self, to: Pubkey, lamports: int) -> Signature:
         """A faucet transfer signed with the tip blockhash and sent without preflight, like the test validator's."""

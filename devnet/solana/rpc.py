@@ -919,5 +919,5 @@ class SolanaRpc:
         data = b64decode(_string(spec.get("data") or ""))
         owner = _pubkey(spec.get("owner") or "11111111111111111111111111111111")
         account = Account(_u64(spec.get("lamports")), data, owner, _bool(spec.get("executable")), 2**64 - 1)
-        self.ledger.svm.set_account(pubkey, account)
+        self.ledger.set_account(pubkey, account)
         return self._context_value(self.ledger.bank("processed"), self._ui_account(account, "base64", None))

@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,6 +23,7 @@ from starlette.routing import Route
 from . import errors
 from .errors import RpcError
 from .ledger import DEFAULT_FINALIZATION_DEPTH, DEFAULT_SLOT_MS, Ledger
+from .persistence import LedgerStore
 from .rpc import SolanaRpc
 
 log = logging.getLogger("devnet.solana")
@@ -85,8 +87,13 @@ def build_app(
     slot_ms: int = DEFAULT_SLOT_MS,
     finalization_depth: int = DEFAULT_FINALIZATION_DEPTH,
     confirmation_depth: int = 0,
+    state_dir: Path | None = None,
 ) -> Starlette:
-    """The ASGI app. The ledger is created in the lifespan, i.e. on the thread and loop that serve it."""
+    """The ASGI app. The ledger is created in the lifespan, i.e. on the thread and loop that serve it.
+
+    With ``state_dir`` the chain is saved there as it goes and continued from there at the next start
+    (:mod:`devnet.solana.persistence`); without it, it lives in memory only.
+    """
     state: dict[str, Any] = {}
 
     def handle_one(request: Any) -> dict[str, Any] | None:
@@ -133,14 +140,22 @@ def build_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        ledger = Ledger(slot_ms=slot_ms, finalization_depth=finalization_depth, confirmation_depth=confirmation_depth)
-        ticker = SlotTicker(ledger, slot_ms)
-        state["ledger"], state["ticker"], state["rpc"] = ledger, ticker, SolanaRpc(ledger, ticker)
-        ticker.start()
+        store = LedgerStore(state_dir) if state_dir is not None else None
         try:
-            yield
+            ledger = Ledger(
+                slot_ms=slot_ms, finalization_depth=finalization_depth, confirmation_depth=confirmation_depth,
+                store=store,
+            )
+            ticker = SlotTicker(ledger, slot_ms)
+            state["ledger"], state["ticker"], state["rpc"] = ledger, ticker, SolanaRpc(ledger, ticker)
+            ticker.start()
+            try:
+                yield
+            finally:
+                await ticker.stop()
         finally:
-            await ticker.stop()
+            if store is not None:
+                store.close()
 
     return Starlette(
         routes=[Route("/", rpc_endpoint, methods=["POST"]), Route("/health", health, methods=["GET"])],
@@ -162,12 +177,14 @@ class SolanaDevnet:
         slot_ms: int = DEFAULT_SLOT_MS,
         finalization_depth: int = DEFAULT_FINALIZATION_DEPTH,
         confirmation_depth: int = 0,
+        state_dir: Path | None = None,
         log_level: str = "warning",
     ) -> None:
         self.host = host
         self.port = port
         self.app = build_app(
-            slot_ms=slot_ms, finalization_depth=finalization_depth, confirmation_depth=confirmation_depth
+            slot_ms=slot_ms, finalization_depth=finalization_depth, confirmation_depth=confirmation_depth,
+            state_dir=state_dir,
         )
         self._config = uvicorn.Config(self.app, log_level=log_level, lifespan="on", access_log=False)
         self._server = uvicorn.Server(self._config)
@@ -271,6 +288,7 @@ async def run_solana_devnet(
     slot_ms: int = DEFAULT_SLOT_MS,
     finalization_depth: int = DEFAULT_FINALIZATION_DEPTH,
     confirmation_depth: int = 0,
+    state_dir: Path | None = None,
     log_level: str = "warning",
 ) -> AsyncIterator[SolanaDevnet]:
     """``async with run_solana_devnet(port=0, slot_ms=0) as devnet: AsyncClient(devnet.url)``.
@@ -283,6 +301,7 @@ async def run_solana_devnet(
         slot_ms=slot_ms,
         finalization_depth=finalization_depth,
         confirmation_depth=confirmation_depth,
+        state_dir=state_dir,
         log_level=log_level,
     )
     await asyncio.to_thread(devnet.start)

@@ -14,7 +14,14 @@ Usage::
         devnet.network_passphrase     # "Custody Devnet ; 2026" unless configured
         devnet.friendbot_url          # GET ?addr=G... funds 10,000 XLM
 
-    python -m devnet.stellar --host 127.0.0.1 --port 8000 [--close-interval-ms 1000]
+    python -m devnet.stellar --host 127.0.0.1 --port 8000 [--close-interval-ms 1000] \
+        [--state-dir .data/stellar]
+
+State: in memory unless a state directory is given (``--state-dir``, ``state_dir=``): then every
+ledger close is saved to a SQLite file there (:mod:`devnet.stellar.persistence`) before the
+ledger is visible, and a restart continues the network: accounts, sequence numbers, trustlines,
+data entries, closed ledgers (numbers only go forward), transaction history and results, the
+fee pool, clock offset and base fee. Only the open ledger's transactions can be lost (SIGKILL).
 
 Ledger rules (stellar-core semantics):
   * tx seq must be account seq + 1 (or satisfy PreconditionsV2 minSeqNum); new accounts start at
@@ -93,7 +100,7 @@ sponsorship, liquidity pools, clawback or Soroban; no surge pricing (a tx with e
 gets into the next ledger; the queue limit is one tx per account, with no fee-based
 replacement); no effects,
 trades or streaming (SSE); ledger close times are whole seconds and may repeat with sub-second
-close intervals; history lives in memory only.
+close intervals; history lives in memory unless a state directory is given.
 """
 
 from .app import DevnetNode, create_app

@@ -1,13 +1,15 @@
-"""``python -m devnet.stellar --host 127.0.0.1 --port 8000 [--close-interval-ms 1000]``"""
+"""``python -m devnet.stellar --host 127.0.0.1 --port 8000 [--close-interval-ms 1000] [--state-dir DIR]``"""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import uvicorn
 
 from .app import DEFAULT_FRIENDBOT_XLM, create_app
 from .ledger import DEFAULT_BASE_FEE, DEFAULT_BASE_RESERVE, DEFAULT_NETWORK_PASSPHRASE, StellarLedger
+from .persistence import LedgerStore
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -27,11 +29,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--base-reserve", type=int, default=DEFAULT_BASE_RESERVE, help="stroops")
     parser.add_argument("--friendbot-xlm", type=int, default=DEFAULT_FRIENDBOT_XLM)
     parser.add_argument("--submission-timeout", type=float, default=30.0, help="seconds")
+    parser.add_argument(
+        "--state-dir", type=Path, default=None,
+        help="keep the network here and continue it at the next start (default: in memory only)",
+    )
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
 
     ledger = StellarLedger(
-        args.network_passphrase, base_fee=args.base_fee, base_reserve=args.base_reserve
+        args.network_passphrase,
+        base_fee=args.base_fee,
+        base_reserve=args.base_reserve,
+        store=LedgerStore(args.state_dir) if args.state_dir is not None else None,
     )
     app = create_app(
         ledger,

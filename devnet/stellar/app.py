@@ -633,6 +633,7 @@ def create_app(
             yield
         finally:
             await node.stop()
+            ledger.close()  # a saved ledger: keeps what the open ledger applied, closes its store
 
     routes = [
         Route("/", root),

@@ -8,12 +8,14 @@ import socket
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import uvicorn
 from stellar_sdk import Keypair
 
 from .app import DEFAULT_FRIENDBOT_XLM, create_app
 from .ledger import DEFAULT_BASE_FEE, DEFAULT_BASE_RESERVE, DEFAULT_NETWORK_PASSPHRASE, StellarLedger
+from .persistence import LedgerStore
 
 
 class StellarDevnet:
@@ -30,11 +32,15 @@ class StellarDevnet:
         base_reserve: int = DEFAULT_BASE_RESERVE,
         friendbot_xlm: int = DEFAULT_FRIENDBOT_XLM,
         submission_timeout: float = 30.0,
+        state_dir: Path | None = None,
         log_level: str = "warning",
     ) -> None:
         self.host = host
         self.port = port
-        self.ledger = StellarLedger(network_passphrase, base_fee=base_fee, base_reserve=base_reserve)
+        self.ledger = StellarLedger(
+            network_passphrase, base_fee=base_fee, base_reserve=base_reserve,
+            store=LedgerStore(state_dir) if state_dir is not None else None,
+        )
         self.app = create_app(
             self.ledger,
             close_interval_ms=close_interval_ms,
@@ -138,6 +144,7 @@ async def run_stellar_devnet(
     base_reserve: int = DEFAULT_BASE_RESERVE,
     friendbot_xlm: int = DEFAULT_FRIENDBOT_XLM,
     submission_timeout: float = 30.0,
+    state_dir: Path | None = None,
     log_level: str = "warning",
 ) -> AsyncIterator[StellarDevnet]:
     """``async with run_stellar_devnet(port=0) as devnet: ServerAsync(devnet.url, ...)``."""
@@ -150,6 +157,7 @@ async def run_stellar_devnet(
         base_reserve=base_reserve,
         friendbot_xlm=friendbot_xlm,
         submission_timeout=submission_timeout,
+        state_dir=state_dir,
         log_level=log_level,
     )
     async with devnet:

@@ -18,6 +18,9 @@ behind a muxed source) is also a source of the new submission, that submission i
 ``try_again_later`` (core's TRY_AGAIN_LATER) and nothing changes; once the ledger closes the
 same envelope can be submitted again. ``submit(..., queue_limit=False)`` skips the rule
 (friendbot, which on a real network signs from its own channel accounts).
+
+With a :class:`~devnet.stellar.persistence.LedgerStore`, each close is saved before the closed
+ledger is visible, and a ledger built on the same store continues that network (``_restore``).
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ from .codec import (
     str_to_signer_key,
     toid,
 )
+from .persistence import LedgerStore, Network, SavedLedger
 from .results import (
     SUPPORTED_OPS,
     TX_CODE_NAMES,
@@ -78,6 +82,7 @@ from .state import (
     account_key,
     changes_xdr,
     data_key,
+    key_of,
     trustline_key,
 )
 
@@ -361,7 +366,10 @@ class StellarLedger:
         protocol_version: int = PROTOCOL_VERSION,
         max_tx_set_size: int = 1000,
         clock: Callable[[], float] = time.time,
+        store: LedgerStore | None = None,
     ) -> None:
+        """With ``store``, a saved network is continued (its settings and counters win over the
+        arguments; a different passphrase is refused), and every close is saved."""
         self.network_passphrase = network_passphrase
         self.network_id = sha256(network_passphrase.encode())
         # stellar-core's root account: its seed is the network id.
@@ -386,13 +394,85 @@ class StellarLedger:
         self._rejections: dict[str, int] = {}
         self._ledgers: list[LedgerRecord] = []
 
+        self._store = store
+        saved = store.load() if store is not None else None
+        if saved is not None:
+            self._restore(saved)
+            return
         genesis_time = int(self._clock())
         root = Account(self.root_keypair.public_key, TOTAL_COINS, 0, last_modified=1)
-        for store in (self._working, self._closed):
-            store.set(account_key(root.account_id), root)
+        for entries in (self._working, self._closed):
+            entries.set(account_key(root.account_id), root)
         self._last_close_time = genesis_time
-        self._append_ledger(1, genesis_time, [])
+        genesis = self._append_ledger(1, genesis_time, [])
         self._open_seq = 2
+        if store is not None:
+            store.start_over()
+            self._save(entries=[(account_key(root.account_id), root)], ledger=genesis)
+
+    # ------------------------------------------------------------ persistence
+
+    def _network(self) -> Network:
+        return Network(self.network_passphrase, self.base_fee, self.base_reserve, self._fee_pool, self._offset)
+
+    def _save(self, **changes: object) -> None:
+        if self._store is not None:
+            self._store.commit(network=self._network(), **changes)  # type: ignore[arg-type]
+
+    def _restore(self, saved: SavedLedger) -> None:
+        """Continue the saved network: entries, closed ledgers, transaction history, counters."""
+        network = saved.network
+        if network.network_passphrase != self.network_passphrase:
+            raise RuntimeError(
+                f"{self._store.path if self._store else 'the state'} holds the network "
+                f"{network.network_passphrase!r}, not {self.network_passphrase!r}"
+            )
+        self.base_fee, self.base_reserve = network.base_fee, network.base_reserve
+        self._fee_pool, self._offset = network.fee_pool, network.clock_offset
+        for entry in saved.entries:
+            for entries in (self._working, self._closed):
+                entries.set(key_of(entry), entry)
+        by_ledger: dict[int, list[TxRecord]] = {}
+        for data in saved.transactions:
+            parsed = parse_envelope(data["envelope_xdr"], self.network_id)
+            record = TxRecord(
+                parsed=parsed,
+                ledger=data["ledger"],
+                order=data["order"],
+                result=x.TransactionResult.from_xdr(data["result_xdr"]),
+                result_xdr=data["result_xdr"],
+                meta_xdr=data["meta_xdr"],
+                fee_meta_xdr=data["fee_meta_xdr"],
+                fee_charged=data["fee_charged"],
+                successful=data["successful"],
+                participants=set(data["participants"]),
+                op_participants=[set(p) for p in data["op_participants"]],
+                closed_at=data["closed_at"],
+            )
+            by_ledger.setdefault(record.ledger, []).append(record)
+            self._history.append(record)
+            self._by_hash[parsed.hash_hex] = record
+            if parsed.fee_bump is not None:
+                self._by_hash.setdefault(parsed.tx_hash.hex(), record)
+        for row in saved.ledgers:
+            if row["seq"] != len(self._ledgers) + 1:
+                raise RuntimeError(f"ledger {len(self._ledgers) + 1} is missing from the saved state")
+            self._ledgers.append(
+                LedgerRecord(**{**row, "hash": bytes(row["hash"]), "prev_hash": bytes(row["prev_hash"]),
+                                "txs": by_ledger.get(row["seq"], [])})
+            )
+        self._last_close_time = self._ledgers[-1].close_time
+        self._open_seq = self._ledgers[-1].seq + 1
+
+    def close(self) -> None:
+        """Clean stop: close the open ledger if it holds transactions (so they are kept), then the store."""
+        with self._lock:
+            if self._store is None:
+                return
+            if self._open_txs:
+                self.close_ledger()
+            self._store.close()
+            self._store = None
 
     # ------------------------------------------------------------ clock & config
 
@@ -408,18 +488,21 @@ class StellarLedger:
                     f"time cannot go back before the last ledger close ({self._last_close_time})"
                 )
             self._offset = unix - self._clock()
+            self._save()
 
     def advance_time(self, seconds: float) -> None:
         with self._lock:
             if seconds < 0:
                 raise ValueError("seconds must be >= 0")
             self._offset += seconds
+            self._save()
 
     def set_base_fee(self, stroops: int) -> None:
         with self._lock:
             if stroops < 1:
                 raise ValueError("base fee must be >= 1 stroop")
             self.base_fee = stroops
+            self._save()
 
     # ------------------------------------------------------------ reads (closed state)
 
@@ -490,8 +573,9 @@ class StellarLedger:
     def close_ledger(self) -> LedgerRecord:
         with self._lock:
             close_time = self.now()
-            for key in self._dirty:
-                self._closed.set(key, self._working.get(key))
+            changed = [(key, self._working.get(key)) for key in self._dirty]
+            for key, entry in changed:
+                self._closed.set(key, entry)
             self._dirty.clear()
             txs, self._open_txs = self._open_txs, []
             self._open_sources = set()
@@ -501,6 +585,8 @@ class StellarLedger:
             self._history.extend(txs)
             self._last_close_time = close_time
             self._open_seq += 1
+            # Saved before the lock is released, i.e. before anyone can read the closed ledger.
+            self._save(entries=changed, ledger=record)
             return record
 
     def _append_ledger(self, seq: int, close_time: int, txs: list[TxRecord]) -> LedgerRecord:

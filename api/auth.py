@@ -1,0 +1,144 @@
+"""Authentication (who is calling) and authorization (may they call this route), as one FastAPI
+dependency used by every route that takes an identity.
+
+Order per request: the client IP's bucket; 429 at once if that IP spent its failed-auth bucket;
+the credential (API key from PostgreSQL, or an OIDC JWT); the identity's bucket; the route's
+grants (api/permissions.py); a blocked user may only read; the route's stricter bucket.
+401 UNAUTHORIZED: no valid identity (missing, unknown, expired, revoked). 403 FORBIDDEN: an
+identity without the role or scope (or calling from outside its key's IP allowlist).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from datetime import datetime, timedelta, timezone
+
+from fastapi import Request
+from sqlmodel import select
+
+from api.oidc import looks_like_jwt
+from api.permissions import EXTRA_BUCKETS, PERMISSIONS, PUBLIC, SIGNED_IN, Grant
+from db import audit
+from core import metrics
+from core.errors import Forbidden, Unauthorized, UserBlocked
+from core.identity import Identity, Scope, parse_roles, scopes_of
+from db.access import find_api_key, ip_allowed, touch_api_key
+from models.access import User
+
+log = logging.getLogger("custody.api.auth")
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+LAST_USED_EVERY = timedelta(seconds=60)
+
+
+def route_key(request: Request) -> str:
+    route = request.scope.get("route")
+    return f"{request.method} {getattr(route, 'path', request.url.path)}"
+
+
+def client_ip(request: Request) -> str | None:
+    """The peer address (behind a load balancer, run uvicorn with --forwarded-allow-ips so this
+    is the client's, from X-Forwarded-For, and not the balancer's)."""
+    return request.client.host if request.client else None
+
+
+async def authorized(request: Request) -> Identity:
+    state = request.app.state.custody
+    key = route_key(request)
+    rule = PERMISSIONS.get(key)
+    write = request.method not in SAFE_METHODS
+    ip = client_ip(request)
+    limiter = state.limiter
+    await limiter.take("per_ip", ip or "unknown", write=write)
+    await limiter.refuse_if_spent("failed_auth", ip or "unknown", write=write)
+    try:
+        identity = await _authenticate(request, state, ip)
+    except (Unauthorized, Forbidden) as e:
+        metrics.AUTH_FAILURES.labels(reason=e.code.lower()).inc()
+        log.warning("authentication refused", extra={"route": key, "ip": ip, "error": e.message})
+        await limiter.take("failed_auth", ip or "unknown", write=write)  # bounds the audit entries below too
+        async with state.sessions() as session, session.begin():
+            await audit.append(
+                session, actor=f"ip:{ip or 'unknown'}", action="auth.failed", object_type="route", object_id=key,
+                details={"code": e.code, "reason": e.message},
+            )
+        raise
+    await limiter.take("per_identity", identity.id, write=write)
+    if rule is None:
+        raise Forbidden("this route has no permission rule: refused for everyone", route=key)
+    if rule == PUBLIC or rule == SIGNED_IN:
+        return identity
+    assert isinstance(rule, tuple)
+    granted = [g for g in rule if identity.can(g.scope, g.role)]
+    if not granted:
+        metrics.AUTH_FAILURES.labels(reason="forbidden").inc()
+        raise Forbidden(f"needs {_describe(rule)}", needs=[f"{g.role.value}+{g.scope.value}" for g in rule])
+    if identity.blocked and write:
+        raise UserBlocked("this user is blocked: nothing new can be done until an admin unblocks it", user=identity.id)
+    bucket = EXTRA_BUCKETS.get(key)
+    if bucket is not None:
+        await limiter.take(bucket, identity.id, write=write)
+    return dataclasses.replace(identity, any_owner=any(g.any_owner for g in granted))
+
+
+def _describe(rule: tuple[Grant, ...]) -> str:
+    return " or ".join(f"role {g.role.value} with scope {g.scope.value}" for g in rule)
+
+
+async def _authenticate(request: Request, state, ip: str | None) -> Identity:  # type: ignore[no-untyped-def]
+    scheme, _, token = (request.headers.get("authorization") or "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized("missing bearer credential (an API key or an OIDC token)")
+    if len(token) > 8192:
+        raise Unauthorized("bearer credential too long")
+    if state.oidc is not None and looks_like_jwt(token):
+        return await _oidc_identity(state, token, ip)
+    return await _api_key_identity(state, token, ip)
+
+
+async def _api_key_identity(state, token: str, ip: str | None) -> Identity:  # type: ignore[no-untyped-def]
+    async with state.sessions() as session:
+        found = await find_api_key(session, token)
+    if found is None:
+        raise Unauthorized("unknown API key")
+    key, user = found
+    if key.revoked_at is not None:
+        raise Unauthorized("API key revoked", key=key.prefix)
+    if key.expires_at is not None and key.expires_at <= datetime.now(timezone.utc):
+        raise Unauthorized("API key expired", key=key.prefix)
+    if not ip_allowed(key.ip_allowlist, ip):
+        raise Forbidden("this API key may not be used from this address", key=key.prefix)
+    if key.last_used_at is None or datetime.now(timezone.utc) - key.last_used_at > LAST_USED_EVERY:
+        await touch_api_key(state.sessions, key.id, ip)  # a write at most once a minute per key
+    roles = parse_roles(user.roles)
+    return Identity(
+        id=user.id,
+        roles=roles,
+        scopes=frozenset(Scope(s) for s in key.scopes if s in Scope._value2member_map_),
+        via=f"api_key:{key.prefix}",
+        subject=key.id,
+        ip=ip,
+        blocked=user.status == "BLOCKED",
+    )
+
+
+async def _oidc_identity(state, token: str, ip: str | None) -> Identity:  # type: ignore[no-untyped-def]
+    verifier = state.oidc
+    claims = await verifier.verify(token)
+    user_id = verifier.user_id(claims)
+    async with state.sessions() as session:
+        user = (await session.exec(select(User).where(User.id == user_id))).first()
+    if user is not None and user.oidc_subject is not None and (user.oidc_issuer, user.oidc_subject) != (claims["iss"], claims["sub"]):
+        raise Unauthorized("this user id belongs to another identity")
+    roles = verifier.roles(claims)
+    return Identity(
+        id=user_id,
+        roles=roles,
+        scopes=scopes_of(roles),
+        via=f"oidc:{claims['iss']}",
+        subject=claims["sub"],
+        ip=ip,
+        blocked=user is not None and user.status == "BLOCKED",
+    )

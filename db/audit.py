@@ -1,0 +1,102 @@
+"""Append to and verify the tamper-evident audit log (models/audit.py).
+
+Each entry's hash is SHA-256 over its canonical content and the previous entry's hash, so editing,
+deleting or reordering any entry breaks every link after it; `verify` walks the chain and names the
+first broken one. Appends happen inside the transaction that makes the change (the change and its
+entry commit together or not at all) and are serialized by an advisory lock, so the chain has one
+order. The table itself refuses UPDATE, DELETE and TRUNCATE (a trigger), so breaking it takes a
+superuser disabling the trigger: exactly what `verify` is there to catch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from models.audit import AuditEntry
+from models.db import utcnow
+
+GENESIS = "0" * 64
+VERIFY_BATCH = 1000
+
+
+def entry_hash(prev_hash: str, at: datetime, actor: str, action: str, object_type: str, object_id: str, details: dict[str, Any]) -> str:
+    content = json.dumps(
+        [prev_hash, at.isoformat(timespec="microseconds"), actor, action, object_type, object_id, details],
+        sort_keys=True, separators=(",", ":"), default=str,
+    )
+    return hashlib.sha256(content.encode()).hexdigest()
+
+
+async def append(
+    session: AsyncSession, *, actor: str, action: str, object_type: str, object_id: str, details: dict[str, Any] | None = None
+) -> AuditEntry:
+    """Add one entry in the caller's transaction (which must be open: its commit makes it)."""
+    # One chain, one order: appends serialize until their transaction ends.
+    await session.exec(select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended("audit_log", 0))))  # type: ignore[call-overload]
+    last = (await session.exec(select(AuditEntry.hash).order_by(col(AuditEntry.id).desc()).limit(1))).first()
+    prev = last or GENESIS
+    at = utcnow()
+    clean = json.loads(json.dumps(details or {}, default=str))  # what JSONB will give back
+    entry = AuditEntry(
+        at=at, actor=actor, action=action, object_type=object_type, object_id=object_id, details=clean, prev_hash=prev,
+        hash=entry_hash(prev, at, actor, action, object_type, object_id, clean),
+    )
+    session.add(entry)
+    await session.flush()
+    return entry
+
+
+@dataclass
+class Verification:
+    ok: bool
+    checked: int
+    first_broken_id: int | None = None
+    reason: str = ""
+
+
+async def verify(session: AsyncSession) -> Verification:
+    """Walk the whole chain in order; the first entry whose link or content does not hold."""
+    prev, checked, after = GENESIS, 0, 0
+    while True:
+        rows = (
+            await session.exec(
+                select(AuditEntry).where(col(AuditEntry.id) > after).order_by(col(AuditEntry.id)).limit(VERIFY_BATCH)
+            )
+        ).all()
+        if not rows:
+            return Verification(ok=True, checked=checked)
+        for entry in rows:
+            assert entry.id is not None
+            if entry.prev_hash != prev:
+                return Verification(False, checked, entry.id, "its link to the previous entry is broken (an entry was removed or reordered)")
+            expected = entry_hash(prev, entry.at, entry.actor, entry.action, entry.object_type, entry.object_id, entry.details)
+            if entry.hash != expected:
+                return Verification(False, checked, entry.id, "its content no longer matches its hash (it was edited)")
+            prev, checked, after = entry.hash, checked + 1, entry.id
+
+
+async def entries(
+    session: AsyncSession, *, object_id: str | None = None, action: str | None = None, actor: str | None = None,
+    limit: int = 100, before_id: int | None = None,
+) -> list[AuditEntry]:
+    query = select(AuditEntry).order_by(col(AuditEntry.id).desc()).limit(limit)
+    if object_id is not None:
+        query = query.where(AuditEntry.object_id == object_id)
+    if action is not None:
+        query = query.where(AuditEntry.action == action)
+    if actor is not None:
+        query = query.where(AuditEntry.actor == actor)
+    if before_id is not None:
+        query = query.where(col(AuditEntry.id) < before_id)
+    return list((await session.exec(query)).all())
+
+
+__all__ = ["GENESIS", "Verification", "append", "entries", "entry_hash", "verify"]

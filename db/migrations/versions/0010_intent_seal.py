@@ -1,0 +1,20 @@
+"""withdrawals.intent_seal: HMAC of the requested intent, checked before any key signs
+
+Revision ID: 0010
+Revises: 0009
+"""
+from alembic import op
+import sqlalchemy as sa
+
+revision = "0010"
+down_revision = "0009"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    op.add_column("withdrawals", sa.Column("intent_seal", sa.String(), nullable=True))
+
+
+def downgrade() -> None:
+    op.drop_column("withdrawals", "intent_seal")

@@ -1,0 +1,61 @@
+"""/docs and /redoc render in a real browser with no internet: every asset comes from the API
+itself (fastapi-offline's packaged Swagger UI and ReDoc), and the page lists custody's operations.
+Debian's chromium, driven by Playwright's Python package (`./dev test` installs the browser)."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+
+import pytest
+import uvicorn
+
+from api.main import create_app
+from devnet.local import free_port
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# The flags a sandboxed CI machine needs; background networking off so nothing but the page loads.
+BROWSER_ARGS = [
+    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+# ReDoc's footer badge is an <img> that hides itself when it cannot load: the only request the
+# bundle makes elsewhere, and nothing the page needs.
+BADGES = {"https://cdn.redoc.ly/redoc/logo-mini.svg"}
+
+
+@pytest.fixture
+async def served(settings, client):  # type: ignore[no-untyped-def]
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, temporal=client), host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.05)
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    await task
+
+
+@pytest.mark.parametrize("page_path, rendered", [("/docs", ".opblock"), ("/redoc", "[data-section-id]")])
+async def test_the_api_docs_render_offline_in_a_real_browser(served, page_path, rendered):
+    from playwright.async_api import async_playwright
+
+    assert shutil.which("chromium") or CHROMIUM, "chromium is missing: ./dev test installs it (apt-get install chromium)"
+    requested: list[str] = []
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        try:
+            page = await browser.new_page()
+            page.on("request", lambda request: requested.append(request.url))
+            # Anything not served by the API is refused, as on a machine without internet.
+            await page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(served) else route.abort())
+            await page.goto(served + page_path)
+            await page.wait_for_selector(rendered, timeout=20_000)
+            text = await page.inner_text("body")
+        finally:
+            await browser.close()
+    assert "/v1/withdrawals" in text and "custody" in text
+    outside = sorted({u for u in requested if not u.startswith(served) and not u.startswith("data:") and u not in BADGES})
+    assert outside == [], f"the page asked for assets elsewhere: {outside}"
