@@ -228,13 +228,15 @@ class ChaosStack:
 
     async def _prepare_chains_and_database(self) -> None:
         from chaos.solana_token import create_mint
-        from db.engine import create_engine
+        from db.access import seed_dev_keys
+        from db.engine import create_engine, create_session_factory
         from db.migrate import upgrade
 
         self.token_address = await local.deploy_test_token(self.node_url("anvil"), "Test USD", "TUSD", TOKEN_DECIMALS)
         self.spl_mint = await create_mint(self.node_url("solana"), self.work_dir / "spl-mint-authority.json", TOKEN_DECIMALS)
         engine = create_engine(self.postgres.url, pool_size=1)
         await upgrade(engine)
+        await seed_dev_keys(create_session_factory(engine))  # the run acts as dev-alice-key and dev-ops-key
         await engine.dispose()
 
     def stop(self) -> None:
