@@ -113,7 +113,9 @@ class WithdrawalWorkflow:
         )
 
     # --- operator controls -----------------------------------------------------------------
-    @workflow.signal(name="pause")
+    # A pause or resume arriving as the withdrawal ends may still be recording when it does: its
+    # record is best effort then (a final withdrawal is never paused, whatever lands last).
+    @workflow.signal(name="pause", unfinished_policy=workflow.HandlerUnfinishedPolicy.ABANDON)
     async def pause(self, request: OperatorRequest) -> None:
         if self._status.is_final or self._paused is not None:
             return
@@ -121,7 +123,7 @@ class WithdrawalWorkflow:
         workflow.upsert_search_attributes([search_attributes.PAUSED.value_set(True)])
         await self._record_pause(ControlEvent(self._wid(), "PAUSED", request.by, request.reason))
 
-    @workflow.signal(name="resume")
+    @workflow.signal(name="resume", unfinished_policy=workflow.HandlerUnfinishedPolicy.ABANDON)
     async def resume(self, request: OperatorRequest) -> None:
         if self._paused is None:
             return
