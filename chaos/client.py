@@ -1,7 +1,8 @@
 """The harness's HTTP client of the custody API, behaving as a careful integrator would while
 the API is killed and its dependencies restart: a request that got no answer (refused, reset,
-timed out) or a 5xx is sent again, the same Idempotency-Key with the same body, until it is
-answered or the caller's deadline passes. 4xx answers are returned as they are."""
+timed out), a 5xx or a 429 (after its Retry-After) is sent again, the same Idempotency-Key with
+the same body, until it is answered or the caller's deadline passes. Other 4xx answers are
+returned as they are."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ class ChaosClient:
             limits=httpx.Limits(max_connections=50, max_keepalive_connections=20),
         )
         self.retries = 0  # requests sent again (no answer, or a 5xx)
-        self.server_errors: dict[str, int] = {}  # 5xx answers by route and code, for the report
+        self.server_errors: dict[str, int] = {}  # 5xx and 429 answers by route and code, for the report
 
     async def close(self) -> None:
         await self._http.aclose()
@@ -42,16 +43,18 @@ class ChaosClient:
             try:
                 response = await self._http.request(method, path, **kwargs)
                 response.extensions["chaos_tries"] = tries
-                if response.status_code < 500:
+                if response.status_code < 500 and response.status_code != 429:
                     return response
                 key = f"{method} {_route(path)} {response.status_code}"
                 self.server_errors[key] = self.server_errors.get(key, 0) + 1
+                wait = float(response.headers.get("Retry-After") or 0) if response.status_code == 429 else 0.0
             except httpx.TransportError:
-                pass  # refused, reset or timed out: the API may be restarting
-            if time.monotonic() + pause > give_up:
+                wait = 0.0  # refused, reset or timed out: the API may be restarting
+            wait = max(wait, pause)
+            if time.monotonic() + wait > give_up:
                 raise GaveUp(f"{method} {path}: no answer in {deadline:.0f} s")
             self.retries += 1
-            await asyncio.sleep(pause)
+            await asyncio.sleep(wait)
             pause = min(pause * 1.5, 2.0)
 
     async def json(self, method: str, path: str, *, expect: tuple[int, ...] = (200, 201, 202), **kwargs: Any) -> Any:

@@ -215,7 +215,7 @@ async def run_chaos(config: ChaosConfig) -> dict[str, Any]:
                 "resumes": _actions(workload, "resume"),
                 "late_resumes": late_resumes,
                 "api_retries": api.retries + ops.retries,
-                "api_5xx": {**api.server_errors, **{f"ops {k}": v for k, v in ops.server_errors.items()}},
+                "api_answers_retried": {**api.server_errors, **{f"ops {k}": v for k, v in ops.server_errors.items()}},
                 "wallets": {c: [{"id": w["id"], "address": w["address"], "signer_backend": w["signer_backend"]} for w in ws]
                             for c, ws in workload.wallets.items()},
             },
