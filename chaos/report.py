@@ -82,6 +82,8 @@ def render(report: dict[str, Any]) -> str:
     lines.append(f"wire faults injected ({faults['wire_episodes']} episodes): {wire}")
     if faults["failed_to_inject"]:
         lines.append(f"faults that could not be made: {len(faults['failed_to_inject'])}")
+    if faults.get("restarts_left_to_supervisor"):
+        lines.append(f"planned restarts that failed and were left to the supervisor: {len(faults['restarts_left_to_supervisor'])}")
     if faults["unplanned_exits"]:
         lines.append(f"processes that exited unasked (restarted): {faults['unplanned_exits']}")
     w = report["workload"]

@@ -223,6 +223,7 @@ async def run_chaos(config: ChaosConfig) -> dict[str, Any]:
                 **fault_summary([e.as_dict() for e in events], wire, services, stack.postgres.restarts),
                 "plan": [e.as_dict() for e in events],
                 "services": services,
+                "restarts_left_to_supervisor": executor.slow_restarts,
             },
             **{k: verdict[k] for k in ("final_states", "transfers", "nonces", "holds")},
             "reconciliation": {

@@ -27,6 +27,7 @@ class Service:
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
     kills: int = 0
+    wanted: bool = False  # should be running: started, and not killed or stopped on purpose since
     unplanned_exits: list[str] = field(default_factory=list)
     cpu_seconds: float = 0.0  # of every process this service ran, sampled (see sample_cpu)
     _cpu_seen: dict[int, float] = field(default_factory=dict, repr=False)
@@ -43,6 +44,7 @@ class Service:
         """Start and wait until ready; a child that exits while starting (its dependencies
         are restarting too) is started again with a growing pause, as a supervisor would."""
         with self._lock:
+            self.wanted = True  # if this start fails, the supervisor tries again
             if self.alive():
                 return  # started by an overlapping fault's restart already
             deadline = time.monotonic() + self.start_timeout
@@ -70,13 +72,14 @@ class Service:
             except ProcessLookupError:
                 pass
             self.process.wait(10)
-            self.process = None  # down on purpose until start()
+            self.process, self.wanted = None, False  # down on purpose until start()
             self.kills += 1
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM, then SIGKILL after `timeout`."""
         with self._lock:
             process = self.process
+            self.wanted = False
             if process is None or process.poll() is not None:
                 self.process = None
                 return
@@ -86,13 +89,15 @@ class Service:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(5)
-            self.process = None  # down on purpose until start()
+            self.process = None
 
     def check(self) -> bool:
-        """True if the child is running; a child that died unasked is recorded (then restarted
-        by the caller)."""
-        if self._lock.locked() or self.process is None:
-            return True  # being started or stopped right now, or killed on purpose
+        """False when the child should be running and is not (the caller starts it again): it
+        died unasked (recorded), or a planned restart failed."""
+        if self._lock.locked():
+            return True  # being started, killed or stopped right now
+        if self.process is None:
+            return not self.wanted
         code = self.process.poll()
         if code is None:
             return True

@@ -250,6 +250,9 @@ class ChaosStack:
     def supervise(self) -> list[str]:
         """Start again any part that died when nobody killed it; what was restarted."""
         restarted = []
+        if self.postgres.down_unplanned():
+            self.postgres.resume()
+            restarted.append("postgres")
         for service in self.all_services():
             service.sample_cpu()
             if not service.check():
