@@ -31,7 +31,6 @@ SEND_RULE = {
     "stellar": {"http": "POST /transactions"},
 }
 WIRE_ACTIONS = ("error", "reset", "hang", "delay", "drop_response", "timeout")
-COUNTED = ("drop_response", "timeout")  # on for the next few matching requests, not for a time
 # anvil with one slot per epoch finalizes the block two behind the head: a reorg of one or two
 # blocks takes back only blocks that are not final yet, as on a real chain.
 MAX_REORG_DEPTH = 2
@@ -83,9 +82,8 @@ def plan_faults(config: ChaosConfig, rng: random.Random) -> list[FaultEvent]:
         rng.shuffle(actions)  # every kind of wire fault on every node at least once
         for i in range(max(_count(rates.wire_episodes, n), len(actions))):
             action = actions[i] if i < len(actions) else rng.choice(WIRE_ACTIONS)
-            # Rules for the next few requests go on while submissions still come, so they meet some.
-            at = moment(config.submit_seconds - 3) if action in COUNTED else moment()
-            events.append(FaultEvent(at, "wire", {"chain": chain, **_wire_rule(action, chain, rng)}))
+            # While submissions still come, so every episode meets traffic.
+            events.append(FaultEvent(moment(config.submit_seconds - 3), "wire", {"chain": chain, **_wire_rule(action, chain, rng)}))
     events.sort(key=lambda e: e.at)
     return events
 

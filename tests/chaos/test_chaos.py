@@ -52,6 +52,8 @@ def test_chaos_run_of_200_withdrawals_on_three_chains_holds_every_promise() -> N
         assert faults[kind] >= 1, kind
     for chain in ("anvil", "solana", "stellar"):
         injected = faults["wire_injected"][chain]
-        assert injected.get("drop_response", 0) >= 1, (chain, injected)
-        assert len([a for a, n in injected.items() if n]) >= 4, (chain, injected)
+        assert injected.get("drop_response", 0) >= 1, (chain, injected)  # accepted, answer lost
+        assert len([a for a, n in injected.items() if n]) >= 3, (chain, injected)
+    for action in ("error", "reset", "hang", "delay", "drop_response"):
+        assert sum(faults["wire_injected"][c].get(action, 0) for c in faults["wire_injected"]) >= 1, action
     assert all(r.get("status") == "OK" for r in report["reconciliation"].values())
