@@ -151,6 +151,7 @@ async def run_chaos(config: ChaosConfig) -> dict[str, Any]:
     api, ops = ChaosClient(stack.api_url), ChaosClient(stack.api_url, OPS)
     stop_supervising = asyncio.Event()
     supervisor = None
+    tasks: list[asyncio.Task[Any]] = []  # cancelled if the run stops early (Ctrl-C, an error)
     try:
         await asyncio.to_thread(stack.start)
         stack_started = time.monotonic()
@@ -167,7 +168,9 @@ async def run_chaos(config: ChaosConfig) -> dict[str, Any]:
         window_end = window_started + config.fault_window_seconds
         settle_deadline = window_end + config.settle_seconds
         submissions = asyncio.create_task(workload.run(planned, window_started, settle_deadline))
-        await executor.run(window_started)
+        faults = asyncio.create_task(executor.run(window_started))
+        tasks += [submissions, faults]
+        await faults
         await asyncio.sleep(max(0.0, window_end - time.monotonic()))
         await executor.clear()
         window_closed = time.monotonic()
@@ -240,6 +243,9 @@ async def run_chaos(config: ChaosConfig) -> dict[str, Any]:
             "work_dir": str(work_dir) if config.keep else None,
         }
     finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         stop_supervising.set()
         if supervisor is not None:
             await supervisor
