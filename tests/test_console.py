@@ -96,6 +96,9 @@ async def test_two_approvers_release_a_held_withdrawal_and_an_operator_pauses_an
 
     # An operator pauses and resumes it from its detail page (the buttons the role allows).
     ops = await signed_in(browser, served, "dev-ops-key")
+    # An operator starts on the dashboard: GET /v1/admin/stats's numbers, as tables.
+    assert ops.url.endswith("/console/dashboard")
+    assert "AWAITING_APPROVAL" in await ops.inner_text("#by-status") and "anvil" in await ops.inner_text("#by-day")
     await ops.goto(f"{served}/console/withdrawals/{held['id']}")
     assert await ops.inner_text("#amount") == "0.25 ETH (250000000000000000 base units)"
     assert "2 of 2 from" in await ops.inner_text("#policy")
@@ -173,3 +176,13 @@ async def test_a_wrong_key_is_refused_at_sign_in(served, browser):
     await page.wait_for_selector("#sign-in-error")
     assert "unknown API key" in await page.inner_text("#sign-in-error")
     assert not [c for c in await context.cookies() if c["name"] == "custody_console"]
+
+
+def test_every_console_page_and_action_stands_for_a_route_of_the_permission_table():
+    """The console asks api/permissions.py under these API routes: a renamed route must not
+    leave a console page refused for everyone (or worse, checked against nothing)."""
+    from api.console import routes
+    from api.permissions import PERMISSIONS
+
+    used = {routes.APPROVE, routes.LIST, routes.DETAIL, routes.STATS, *routes.ACTIONS.values()}
+    assert used <= set(PERMISSIONS), used - set(PERMISSIONS)
