@@ -8,9 +8,11 @@ form posted without its CSRF token is refused (403) while the same form with it 
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import shutil
 import uuid
+from pathlib import Path
 
 import pytest
 import uvicorn
@@ -25,6 +27,13 @@ from tests.test_policy import add_rule, change_policy, policy_put_back  # noqa: 
 
 FINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 TIMEOUT_MS = 20_000
+# Set to a folder (docs/console) to save the README's screenshots of the queue and a detail page.
+SCREENSHOTS = os.environ.get("CUSTODY_CONSOLE_SCREENSHOTS")
+
+
+async def screenshot(page, name: str) -> None:  # type: ignore[no-untyped-def]
+    if SCREENSHOTS:
+        await page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"), full_page=True)
 
 
 @pytest.fixture
@@ -121,6 +130,7 @@ async def test_two_approvers_release_a_held_withdrawal_and_an_operator_pauses_an
     await page.click(f"{row} button")
     await page.wait_for_url(re.compile(r"/console/approvals$"))
     assert "1 of 2" in await page.inner_text(row) and "you approved" in await page.inner_text(row)
+    await screenshot(page, "approvals")
     assert (await wait_for_status(api, held["id"], {"AWAITING_APPROVAL"}))["approvals"] == [first_id]
 
     # The second approver releases it; its detail page refreshes itself until COMPLETED.
@@ -136,6 +146,9 @@ async def test_two_approvers_release_a_held_withdrawal_and_an_operator_pauses_an
     assert done["status"] == "COMPLETED" and done["approvals"] == [first_id, second_id]
     # The reload on turning final brought the rest of the page up to date too.
     assert "COMPLETED" in await page.inner_text("#history")
+    fee = int(done["fee_paid_base_units"])
+    assert await page.inner_text("#fee") == f"{fee // 10**18}.{fee % 10**18:018d}".rstrip("0").rstrip(".") + " ETH"
+    await screenshot(page, "withdrawal")
     assert done["tx_hash"] in await page.inner_text("#attempts") and done["tx_hash"] in await page.inner_text("#tx-hash")
 
 

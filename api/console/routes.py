@@ -23,6 +23,7 @@ from api.routes import admin, operations, withdrawals
 from api.routes.operations import OperatorAction
 from core.errors import CsrfFailed, CustodyError, Unauthorized, ValidationFailed
 from core.identity import Identity
+from core.money import to_decimal_string
 from db import audit
 from models.access import WithdrawalAction
 from models.db import Withdrawal
@@ -271,7 +272,17 @@ async def _detail_context(request: Request, me: Viewer, withdrawal_id: str) -> d
         "approve": status == WithdrawalStatus.AWAITING_APPROVAL and me.identity.id != w.owner,
     }
     actions = [name for name, shown in offered.items() if shown and me.may(ACTIONS[name])]
-    return {"w": w, "final": status.is_final, "actions": actions}
+    return {"w": w, "final": status.is_final, "actions": actions, "fee": _fee(state, w.chain, w.fee_paid_base_units)}
+
+
+def _fee(state, chain: str, base_units: str | None) -> str | None:  # type: ignore[no-untyped-def]
+    """The fee paid in the chain's native asset, as a decimal (base units if the chain is gone)."""
+    if base_units is None:
+        return None
+    config = state.settings.chains.get(chain)
+    if config is None:
+        return f"{base_units} (native base units)"
+    return f"{to_decimal_string(int(base_units), config.native_decimals)} {config.native_symbol}"
 
 
 @router.get("/withdrawals/{withdrawal_id}")
