@@ -199,3 +199,35 @@ def test_every_console_page_and_action_stands_for_a_route_of_the_permission_tabl
 
     used = {routes.APPROVE, routes.LIST, routes.DETAIL, routes.STATS, *routes.ACTIONS.values()}
     assert used <= set(PERMISSIONS), used - set(PERMISSIONS)
+
+
+async def test_a_session_ends_when_its_api_key_is_revoked_or_its_user_loses_the_role(api):
+    """A console session holds its key's id and is re-checked on every request: revoking the
+    key, or taking the role away, counts on the next page (no browser needed: plain HTTP)."""
+    from db.access import find_api_key, revoke_api_key, upsert_user
+
+    sessions = api._transport.app.state.custody.sessions
+    headers, user_id = await new_identity(sessions, Role.APPROVER)
+
+    async def sign_in() -> None:
+        form = await api.get("/console/sign-in")
+        token = re.search(r'name="csrf" value="([^"]+)"', form.text)
+        assert token is not None
+        signed = await api.post("/console/sign-in", data={"api_key": key_of(headers), "csrf": token.group(1)})
+        assert signed.status_code == 303, signed.text
+
+    await sign_in()
+    assert (await api.get("/console/approvals")).status_code == 200
+    async with sessions() as session, session.begin():
+        await upsert_user(session, user_id, [Role.USER.value])
+    assert (await api.get("/console/approvals")).status_code == 403  # the role is gone at once
+    async with sessions() as session, session.begin():
+        await upsert_user(session, user_id, [Role.APPROVER.value])
+    assert (await api.get("/console/approvals")).status_code == 200
+    async with sessions() as session, session.begin():
+        found = await find_api_key(session, key_of(headers))
+        assert found is not None
+        await revoke_api_key(session, found[0].id, by="test")
+    gone = await api.get("/console/approvals")
+    assert gone.status_code == 303 and gone.headers["location"] == "/console/sign-in"
+    api.cookies.clear()
