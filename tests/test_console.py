@@ -121,6 +121,15 @@ async def test_two_approvers_release_a_held_withdrawal_and_an_operator_pauses_an
     assert await ops.query_selector("#paused") is None
     assert (await wait_for_status(api, held["id"], {"AWAITING_APPROVAL"}))["paused"] is False
 
+    # The withdrawals list finds it by every filter, and not under another status.
+    listed = f"#withdrawals tr[data-withdrawal='{held['id']}']"
+    await ops.goto(f"{served}/console/withdrawals?status=AWAITING_APPROVAL&chain=anvil&asset=eth&owner=alice&wallet={held['wallet_id']}")
+    assert "0.25 ETH" in await ops.inner_text(listed)
+    await ops.goto(f"{served}/console/withdrawals?status=COMPLETED&wallet={held['wallet_id']}")
+    assert await ops.query_selector(listed) is None
+    unknown = await ops.goto(f"{served}/console/withdrawals?status=NOPE")
+    assert unknown is not None and unknown.status == 422 and await ops.inner_text("#error-code") == "VALIDATION_ERROR"
+
     # The first approver: the queue shows the amount, the rule and 0 of 2; after approving, 1 of 2.
     page = await signed_in(browser, served, key_of(first))
     await page.goto(served + "/console/approvals")
