@@ -130,6 +130,12 @@ async def test_two_approvers_release_a_held_withdrawal_and_an_operator_pauses_an
     unknown = await ops.goto(f"{served}/console/withdrawals?status=NOPE")
     assert unknown is not None and unknown.status == 422 and await ops.inner_text("#error-code") == "VALIDATION_ERROR"
 
+    # Held in one step: on the stuck page once the threshold is below its time there, not before.
+    await ops.goto(f"{served}/console/stuck?seconds=0")
+    assert "AWAITING_APPROVAL" in await ops.inner_text(f"#stuck tr[data-withdrawal='{held['id']}']")
+    await ops.goto(f"{served}/console/stuck?seconds=3600")
+    assert await ops.query_selector(f"#stuck tr[data-withdrawal='{held['id']}']") is None
+
     # The first approver: the queue shows the amount, the rule and 0 of 2; after approving, 1 of 2.
     page = await signed_in(browser, served, key_of(first))
     await page.goto(served + "/console/approvals")
@@ -169,6 +175,7 @@ async def test_a_user_is_refused_the_queue_and_a_form_without_its_csrf_token_is_
     refused = await page.goto(served + "/console/approvals")
     assert refused is not None and refused.status == 403
     assert await page.inner_text("#error-code") == "FORBIDDEN"
+    assert (await page.goto(served + "/console/stuck")).status == 403  # type: ignore[union-attr]
 
     # The session cookie rides along, but without the form's token the action is refused...
     url = f"{served}/console/withdrawals/{uuid.uuid4()}/pause"

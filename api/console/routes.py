@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
+import sqlalchemy as sa
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
@@ -26,8 +27,8 @@ from core.identity import Identity
 from core.money import to_decimal_string
 from db import audit
 from models.access import WithdrawalAction
-from models.db import Withdrawal
-from models.payloads import WithdrawalStatus
+from models.db import Withdrawal, WithdrawalEvent
+from models.payloads import FINAL_STATUSES, WithdrawalStatus
 from models.policy import AddressBookEntry, PolicyDecision
 
 HERE = Path(__file__).parent
@@ -332,6 +333,37 @@ async def dashboard(request: Request) -> Response:
     async with state.sessions() as db:
         numbers = await admin.stats(me.identity.id, state, db, int(days))
     return render(request, "dashboard.html", me, stats=numbers, days=int(days))
+
+
+STUCK_AFTER_SECONDS = 600
+
+
+@router.get("/stuck")
+@console_page
+async def stuck(request: Request) -> Response:
+    """Withdrawals not final whose last step began longer ago than a threshold (operators, as
+    the statistics: GET /v1/admin/stats's grant), the oldest first."""
+    me = await viewer(request, STATS)
+    state = request.app.state.custody
+    seconds = request.query_params.get("seconds", str(STUCK_AFTER_SECONDS))
+    if not seconds.isdigit() or int(seconds) > 30 * 86400:
+        raise ValidationFailed("seconds is a whole number up to 30 days", field="seconds")
+    last_step = sa.func.max(WithdrawalEvent.at).label("since")
+    steps = (
+        select(WithdrawalEvent.withdrawal_id, last_step).group_by(col(WithdrawalEvent.withdrawal_id)).subquery()
+    )
+    query = (
+        select(Withdrawal, steps.c.since)
+        .join(steps, steps.c.withdrawal_id == Withdrawal.id)
+        .where(col(Withdrawal.status).not_in([s.value for s in FINAL_STATUSES]))
+        .where(steps.c.since < sa.func.now() - sa.func.make_interval(0, 0, 0, 0, 0, 0, int(seconds)))
+        .order_by(steps.c.since)
+        .limit(LIST_LIMIT)
+    )
+    async with state.sessions() as db:
+        found = (await db.exec(query)).all()
+        rows = [{"w": await withdrawals._public(db, state, w, detail=False), "since": since} for w, since in found]
+    return render(request, "stuck.html", me, rows=rows, seconds=int(seconds))
 
 
 def install(app: FastAPI) -> None:
