@@ -97,6 +97,10 @@ class Withdrawal(SQLModel, table=True):
     fee_paid: int | None = Field(default=None, sa_type=BaseUnits)
     # HMAC of the requested intent (models/intent_seal.py), checked by the signing guard.
     intent_seal: str | None = None
+    # The policy decision it was judged by before funds were held (history: policy_decisions).
+    policy_version: int | None = None
+    policy_rule_id: str | None = None
+    policy_outcome: str | None = None
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
     completed_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
@@ -189,4 +193,5 @@ class KeystoreKey(SQLModel, table=True):
 # wherever the withdrawal tables are (Alembic, the API, the worker).
 from models import pools as _pools  # noqa: E402,F401
 from models import access as _access  # noqa: E402,F401
+from models import policy as _policy  # noqa: E402,F401
 from models import webhooks as _webhooks  # noqa: E402,F401

@@ -28,7 +28,8 @@ async def test_a_withdrawal_s_life_is_in_the_audit_log_in_order(api, sessions):
     page = (await api.get("/v1/audit", params={"object_id": accepted["id"]}, headers=ADMIN)).json()
     actions = [e["action"] for e in reversed(page["entries"])]
     assert actions == [
-        "withdrawal.requested", "withdrawal.validating", "withdrawal.signing", "withdrawal.signed",
+        "withdrawal.requested", "withdrawal.validating", "withdrawal.policy_decided", "withdrawal.signing",
+        "withdrawal.policy_rechecked", "withdrawal.signed",
         "withdrawal.broadcasting", "withdrawal.broadcast", "withdrawal.confirming", "withdrawal.completed",
     ], actions
     requested, signed = page["entries"][-1], next(e for e in page["entries"] if e["action"] == "withdrawal.signed")
