@@ -191,6 +191,7 @@ class KeystoreKey(SQLModel, table=True):
 
 # Pool tables live in their own module; importing it here registers them on SQLModel.metadata
 # wherever the withdrawal tables are (Alembic, the API, the worker).
+# They take their column helpers from models.columns, never from here (tests/test_import_graph.py).
 from models import pools as _pools  # noqa: E402,F401
 from models import access as _access  # noqa: E402,F401
 from models import policy as _policy  # noqa: E402,F401
