@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("activities", "api", "chains", "cli", "core", "db", "devnet", "models", "signers", "workflows")
+PACKAGES = ("activities", "api", "chains", "chaos", "cli", "core", "db", "devnet", "models", "signers", "workflows")
 
 
 def _modules() -> dict[str, Path]:
