@@ -2,7 +2,9 @@
 
 One class, run once per family through the parametrized `adapter` fixture (tests/chains/
 conftest.py), as web3.py runs one test class against every backend: what one chain promises,
-each chain keeps. Chain-specific depth stays in tests/test_chain_<family>.py.
+each chain keeps, on its own adapter and behind the FailoverChain that several endpoints make.
+Chain-specific depth stays in tests/test_chain_<family>.py. A new family fails
+`test_every_configured_family_has_a_harness` until it has a harness here and passes the class.
 """
 
 from __future__ import annotations
@@ -212,6 +214,13 @@ class TestChainConformance:
         received = await chain.balance(bank.address, adapter.native) - bank_before
         # Stellar's merge also frees the bank nothing of its reserve: it receives the whole quote
         assert received == quote.amount
+
+
+def test_every_configured_family_has_a_harness() -> None:
+    from core.settings import ChainSettingsBase
+
+    families = {cls.model_fields["family"].default for cls in ChainSettingsBase.__subclasses__()}
+    assert families == set(KEYS), f"families without a conformance harness: {families - set(KEYS)}"
 
 
 def _memo(kind: str, value: str):  # type: ignore[no-untyped-def]
