@@ -22,6 +22,7 @@ from chains.base import TransferIntent
 from core import metrics
 from core.errors import PermanentError
 from core.money import to_decimal_string
+from db import audit
 from models.db import Wallet, Withdrawal, WithdrawalEvent, utcnow
 from models.intent_seal import seal
 from models.payloads import PoolPlan, PoolStepInput, PoolTransfer, PoolWalletRef, RebalanceResult, WithdrawalStatus
@@ -102,6 +103,10 @@ class PoolPlanning(PoolActivitiesBase):
             WithdrawalEvent(
                 withdrawal_id=withdrawal.id, status="PENDING", detail={"rebalance": run_key, "step": step, "to_wallet": destination.id}
             )
+        )
+        await audit.append(
+            session, actor=f"rebalance:{run_key}", action="pool.move_requested", object_type="withdrawal", object_id=withdrawal.id,
+            details={"chain": chain, "step": step, "from_wallet": source.id, "to_wallet": destination.id, "amount": str(amount), "sweep": sweep},
         )
         metrics.WITHDRAWALS_REQUESTED.labels(chain=chain, asset=native.symbol).inc()
         return withdrawal
