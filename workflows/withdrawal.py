@@ -76,6 +76,9 @@ CHAIN_FAULTS_PATCH = "exactly-once-under-chain-faults"
 POLICY_PATCH = "policy-engine"
 # Marker: PAUSED / RESUMED are recorded one after the other, and a final withdrawal is unpaused.
 ORDERED_CONTROLS_PATCH = "pause-records-in-order"
+# Marker: a run ends only after its update handlers finished (a cancel that ends the withdrawal
+# answers its caller instead of "the workflow completed before the update completed").
+HANDLERS_FINISH_PATCH = "handlers-finish-before-end"
 
 FAILURE_OF_OUTCOME = {
     OnChainState.REVERTED: ("TRANSACTION_REVERTED", "the transaction was mined but reverted; its fee is spent"),
@@ -531,4 +534,6 @@ class WithdrawalWorkflow:
         workflow.upsert_search_attributes([search_attributes.STATUS.value_set(status.value)])
         if code:
             workflow.logger.warning("withdrawal ended: %s %s", code, message)
+        if workflow.patched(HANDLERS_FINISH_PATCH):
+            await workflow.wait_condition(workflow.all_handlers_finished)
         return WithdrawalResult(wid, status, self._tx_hash, code, message)
