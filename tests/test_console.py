@@ -99,6 +99,36 @@ async def held_for_two_approvers(api) -> tuple[dict, list[tuple[dict, str]]]:  #
     return held, approvers
 
 
+async def alerts_drift_and_failing_webhooks(api, ops, served: str, held: dict) -> None:  # type: ignore[no-untyped-def]
+    """The stuck page's other parts: an alert recorded on the held withdrawal (activities/alerts.py's
+    own function), the anvil reconciliation report (a run through the API) and a FAILED delivery
+    to alice's new webhook endpoint."""
+    from activities.alerts import record_withdrawal_alert
+    from models.webhooks import WebhookDelivery
+    from tests.conftest import ALICE
+    from tests.test_access import OPS
+
+    sessions = api._transport.app.state.custody.sessions
+    await record_withdrawal_alert(sessions, held["id"], "STUCK_AT_FEE_CAP", "the fee cap refuses a replacement")
+    ran = await api.post("/v1/admin/reconciliation/anvil/runs", params={"wait_seconds": 55}, headers=OPS)
+    assert ran.status_code == 200 and ran.json()["state"] == "COMPLETED", ran.text
+    hook = await api.post("/v1/webhooks", json={"url": "https://hooks.example.com/custody", "events": ["withdrawal.completed"]}, headers=ALICE)
+    assert hook.status_code == 201, hook.text
+    delivery = f"whd_{uuid.uuid4().hex}"
+    async with sessions() as session, session.begin():
+        session.add(WebhookDelivery(
+            id=delivery, endpoint_id=hook.json()["id"], owner="alice", event_id=f"evt_{uuid.uuid4().hex}",
+            event_type="withdrawal.completed", body="{}", requested_by="system:dispatcher", state="FAILED", attempts=3,
+            last_status_code=503, last_error="503 Service Unavailable",
+        ))
+    await ops.goto(f"{served}/console/stuck")
+    alert = await ops.inner_text(f"#alerts tr[data-withdrawal='{held['id']}']")
+    assert "STUCK_AT_FEE_CAP" in alert and "the fee cap refuses a replacement" in alert, alert
+    assert "anvil" in await ops.inner_text("#drift tr[data-chain='anvil']")
+    failing = await ops.inner_text(f"#failing-webhooks tr[data-delivery='{delivery}']")
+    assert "FAILED" in failing and "503 Service Unavailable" in failing, failing
+
+
 async def test_two_approvers_release_a_held_withdrawal_and_an_operator_pauses_and_resumes_it(api, served, browser):
     held, ((first, first_id), (second, second_id)) = await held_for_two_approvers(api)
     row = f"#approvals tr[data-withdrawal='{held['id']}']"
@@ -135,6 +165,9 @@ async def test_two_approvers_release_a_held_withdrawal_and_an_operator_pauses_an
     assert "AWAITING_APPROVAL" in await ops.inner_text(f"#stuck tr[data-withdrawal='{held['id']}']")
     await ops.goto(f"{served}/console/stuck?seconds=3600")
     assert await ops.query_selector(f"#stuck tr[data-withdrawal='{held['id']}']") is None
+
+    # Alerts, balance drift and failing webhook deliveries, each from a real record of its own kind.
+    await alerts_drift_and_failing_webhooks(api, ops, served, held)
 
     # The first approver: the queue shows the amount, the rule and 0 of 2; after approving, 1 of 2.
     page = await signed_in(browser, served, key_of(first))

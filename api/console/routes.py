@@ -22,7 +22,7 @@ from api.console import session as sessions
 from api.console.session import ConsoleSession
 from api.routes import admin, operations, withdrawals
 from api.routes.operations import OperatorAction
-from core.errors import CsrfFailed, CustodyError, Unauthorized, ValidationFailed
+from core.errors import CsrfFailed, CustodyError, NotAvailable, Unauthorized, ValidationFailed
 from core.identity import Identity
 from core.money import to_decimal_string
 from db import audit
@@ -30,6 +30,7 @@ from models.access import WithdrawalAction
 from models.db import Withdrawal, WithdrawalEvent
 from models.payloads import FINAL_STATUSES, WithdrawalStatus
 from models.policy import AddressBookEntry, PolicyDecision
+from models.webhooks import WebhookDelivery
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -40,6 +41,7 @@ APPROVE = "POST /v1/withdrawals/{withdrawal_id}/approve"
 LIST = "GET /v1/withdrawals"
 DETAIL = "GET /v1/withdrawals/{withdrawal_id}"
 STATS = "GET /v1/admin/stats"
+RECONCILIATION = "GET /v1/admin/reconciliation/{chain}"
 ACTIONS: dict[str, str] = {
     "pause": "POST /v1/withdrawals/{withdrawal_id}/pause",
     "resume": "POST /v1/withdrawals/{withdrawal_id}/resume",
@@ -363,7 +365,49 @@ async def stuck(request: Request) -> Response:
     async with state.sessions() as db:
         found = (await db.exec(query)).all()
         rows = [{"w": await withdrawals._public(db, state, w, detail=False), "since": since} for w, since in found]
-    return render(request, "stuck.html", me, rows=rows, seconds=int(seconds))
+        alerts = await _open_alerts(db)
+        drift = await _drift(me, state, db)
+        failing = await _failing_deliveries(db)
+    return render(request, "stuck.html", me, rows=rows, seconds=int(seconds), alerts=alerts, drift=drift, failing=failing)
+
+
+async def _open_alerts(db) -> list[tuple[WithdrawalEvent, Withdrawal]]:  # type: ignore[no-untyped-def]
+    """Alerts (activities/alerts.py: ALERT events, e.g. STUCK_AT_FEE_CAP, NONCE_GAP) on withdrawals
+    not yet final: the newest first."""
+    query = (
+        select(WithdrawalEvent, Withdrawal)
+        .join(Withdrawal, col(Withdrawal.id) == col(WithdrawalEvent.withdrawal_id))
+        .where(WithdrawalEvent.status == "ALERT", col(Withdrawal.status).not_in([s.value for s in FINAL_STATUSES]))
+        .order_by(col(WithdrawalEvent.at).desc())
+        .limit(LIST_LIMIT)
+    )
+    return list((await db.exec(query)).all())
+
+
+async def _drift(me: Viewer, state, db) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    """Each chain's latest reconciliation report, read through GET /v1/admin/reconciliation/{chain}'s
+    own function, with its drifting rows (none when the viewer may not read reports)."""
+    if not me.may(RECONCILIATION):
+        return []
+    reports = []
+    for chain in sorted(state.settings.chains):
+        try:
+            report = await admin.latest_reconciliation(chain, me.identity.id, state, db, None)
+        except NotAvailable:
+            continue
+        reports.append({"report": report, "drifting": [r for r in report.rows if r.status == "DRIFT"]})
+    return reports
+
+
+async def _failing_deliveries(db) -> list[WebhookDelivery]:  # type: ignore[no-untyped-def]
+    """Webhook deliveries that gave up (FAILED) or whose last attempt failed and are still retried."""
+    query = (
+        select(WebhookDelivery)
+        .where(sa.or_(WebhookDelivery.state == "FAILED", sa.and_(WebhookDelivery.state == "PENDING", col(WebhookDelivery.attempts) > 0)))
+        .order_by(col(WebhookDelivery.created_at).desc())
+        .limit(LIST_LIMIT)
+    )
+    return list((await db.exec(query)).all())
 
 
 def install(app: FastAPI) -> None:
