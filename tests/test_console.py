@@ -129,6 +129,36 @@ async def alerts_drift_and_failing_webhooks(api, ops, served: str, held: dict) -
     assert "FAILED" in failing and "503 Service Unavailable" in failing, failing
 
 
+@pytest.fixture
+def settings(base_settings, task_queue):  # type: ignore[no-untyped-def]
+    """The suite's settings with a key pool on an alias of the session's anvil (the wallets page)."""
+    from tests.test_pools import pool_settings, with_pool
+
+    return with_pool(base_settings, task_queue, f"pool{uuid.uuid4().hex[:8]}", pool_settings())
+
+
+async def holds_and_a_rebalance(api, ops, served: str, held: dict) -> None:  # type: ignore[no-untyped-def]
+    """The wallets page: the held withdrawal's reservation under its wallet; the pool's first
+    rebalance (started by the button) makes its HODL and Bank keys, shown against the targets."""
+    [chain] = api._transport.app.state.custody.settings.pools
+    await ops.click("#nav-wallets")
+    await ops.wait_for_url(re.compile(r"/console/wallets$"))
+    hold = await ops.inner_text(f"#holds tr[data-wallet='{held['wallet_id']}'][data-asset='ETH']")
+    assert "0.25" in hold and "alice" in hold, hold
+    pool = f"#pool-{chain}"
+    assert "never" in await ops.inner_text(f"{pool} .last-rebalance")
+    await ops.click(f"{pool} form.rebalance button")
+    await ops.wait_for_selector("#rebalance-started")
+    for _ in range(200):  # the run makes keys on anvil: poll the page until it reports the run done
+        if "COMPLETED" in await ops.inner_text(f"{pool} .last-rebalance"):
+            break
+        await asyncio.sleep(0.1)
+        await ops.reload()
+    assert "COMPLETED" in await ops.inner_text(f"{pool} .last-rebalance")
+    assert "1 active" in await ops.inner_text(f"{pool} tr[data-tier='bank']")
+    assert "1 keys at 0.1 each" in await ops.inner_text(f"{pool} tr[data-tier='bank']")
+
+
 async def test_two_approvers_release_a_held_withdrawal_and_an_operator_pauses_and_resumes_it(api, served, browser):
     held, ((first, first_id), (second, second_id)) = await held_for_two_approvers(api)
     row = f"#approvals tr[data-withdrawal='{held['id']}']"
@@ -168,6 +198,9 @@ async def test_two_approvers_release_a_held_withdrawal_and_an_operator_pauses_an
 
     # Alerts, balance drift and failing webhook deliveries, each from a real record of its own kind.
     await alerts_drift_and_failing_webhooks(api, ops, served, held)
+
+    # What its wallet holds for it, and the pool's tiers against targets after "Rebalance now".
+    await holds_and_a_rebalance(api, ops, served, held)
 
     # The first approver: the queue shows the amount, the rule and 0 of 2; after approving, 1 of 2.
     page = await signed_in(browser, served, key_of(first))
@@ -209,6 +242,11 @@ async def test_a_user_is_refused_the_queue_and_a_form_without_its_csrf_token_is_
     assert refused is not None and refused.status == 403
     assert await page.inner_text("#error-code") == "FORBIDDEN"
     assert (await page.goto(served + "/console/stuck")).status == 403  # type: ignore[union-attr]
+    assert (await page.goto(served + "/console/wallets")).status == 403  # type: ignore[union-attr]
+    assert await page.query_selector("#nav-wallets") is None
+    await page.goto(served + "/console/withdrawals")
+    rebalance = await page.request.post(f"{served}/console/pools/anvil/rebalance", form={"csrf": await page.get_attribute("input[name=csrf]", "value") or ""})
+    assert rebalance.status == 403 and "FORBIDDEN" in await rebalance.text()
 
     # The session cookie rides along, but without the form's token the action is refused...
     url = f"{served}/console/withdrawals/{uuid.uuid4()}/pause"
@@ -246,7 +284,10 @@ def test_every_console_page_and_action_stands_for_a_route_of_the_permission_tabl
     from api.console import routes
     from api.permissions import PERMISSIONS
 
-    used = {routes.APPROVE, routes.LIST, routes.DETAIL, routes.STATS, *routes.ACTIONS.values()}
+    used = {
+        routes.APPROVE, routes.LIST, routes.DETAIL, routes.STATS, routes.RECONCILIATION, routes.POOLS, routes.CHANNELS,
+        routes.REBALANCE, *routes.ACTIONS.values(),
+    }
     assert used <= set(PERMISSIONS), used - set(PERMISSIONS)
 
 

@@ -20,14 +20,14 @@ from sqlmodel import col, select
 from api.auth import api_key_identity, api_key_identity_by_id, authenticated, client_ip, may, permitted
 from api.console import session as sessions
 from api.console.session import ConsoleSession
-from api.routes import admin, operations, withdrawals
+from api.routes import admin, channels, operations, pools, withdrawals
 from api.routes.operations import OperatorAction
 from core.errors import CsrfFailed, CustodyError, NotAvailable, Unauthorized, ValidationFailed
 from core.identity import Identity
 from core.money import to_decimal_string
 from db import audit
 from models.access import WithdrawalAction
-from models.db import Withdrawal, WithdrawalEvent
+from models.db import Reservation, Wallet, Withdrawal, WithdrawalEvent
 from models.payloads import FINAL_STATUSES, WithdrawalStatus
 from models.policy import AddressBookEntry, PolicyDecision
 from models.webhooks import WebhookDelivery
@@ -42,6 +42,9 @@ LIST = "GET /v1/withdrawals"
 DETAIL = "GET /v1/withdrawals/{withdrawal_id}"
 STATS = "GET /v1/admin/stats"
 RECONCILIATION = "GET /v1/admin/reconciliation/{chain}"
+POOLS = "GET /v1/pools/{chain}"
+CHANNELS = "GET /v1/channels/{chain}"
+REBALANCE = "POST /v1/pools/{chain}/rebalance"
 ACTIONS: dict[str, str] = {
     "pause": "POST /v1/withdrawals/{withdrawal_id}/pause",
     "resume": "POST /v1/withdrawals/{withdrawal_id}/resume",
@@ -97,7 +100,10 @@ async def _form(request: Request) -> dict[str, str]:
 def render(request: Request, template: str, viewer: Viewer | None, status_code: int = 200, **context: Any) -> HTMLResponse:
     nav = {}
     if viewer is not None:
-        nav = {"approvals": viewer.may(APPROVE), "withdrawals": viewer.may(LIST), "dashboard": viewer.may(STATS)}
+        nav = {
+            "approvals": viewer.may(APPROVE), "withdrawals": viewer.may(LIST), "dashboard": viewer.may(STATS),
+            "wallets": viewer.may(POOLS),
+        }
     return templates.TemplateResponse(
         request, template, {"viewer": viewer, "nav": nav, "csrf": viewer.session.csrf if viewer else "", **context},
         status_code=status_code,
@@ -408,6 +414,78 @@ async def _failing_deliveries(db) -> list[WebhookDelivery]:  # type: ignore[no-u
         .limit(LIST_LIMIT)
     )
     return list((await db.exec(query)).all())
+
+
+@router.get("/wallets")
+@console_page
+async def wallets_and_pools(request: Request) -> Response:
+    """Operators: what each wallet holds for withdrawals in flight, each key pool's tiers against
+    their targets (GET /v1/pools/{chain}'s own function), each chain's Stellar channels (GET
+    /v1/channels/{chain}'s), and a button that runs POST /v1/pools/{chain}/rebalance's."""
+    me = await viewer(request, POOLS)
+    state = request.app.state.custody
+    async with state.sessions() as db:
+        holds = await _holds(state, db)
+        pool_views = [
+            {"pool": pool, "targets": _pool_targets(pool.settings)}
+            for pool in [await pools.show_pool(chain, me.identity.id, state, db) for chain in sorted(state.settings.pools)]
+        ]
+        channel_sets = []
+        if me.may(CHANNELS):
+            for chain, config in sorted(state.settings.chains.items()):
+                if getattr(config, "channels", None) is not None:
+                    channel_sets.append(await channels.show_channels(chain, me.identity.id, state, db))
+    return render(
+        request, "wallets.html", me, holds=holds, pools=pool_views, channel_sets=channel_sets,
+        may_rebalance=me.may(REBALANCE), started=request.query_params.get("rebalance", ""),
+    )
+
+
+async def _holds(state, db) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    """Per wallet and asset: what withdrawals in flight hold (HELD reservations; their fees in the
+    chain's native asset), as decimals, the largest count first."""
+    rows = (
+        await db.exec(
+            select(Reservation, Wallet).join(Wallet, col(Wallet.id) == col(Reservation.wallet_id)).where(Reservation.state == "HELD")
+        )
+    ).all()
+    held: dict[tuple[str, str], dict[str, Any]] = {}
+    for r, wallet in rows:
+        config = state.settings.chains.get(wallet.chain)
+        native = config.native_symbol if config is not None else "native"
+        for asset, amount in ((r.asset, r.amount), (native, r.fee_amount)):
+            entry = held.setdefault(
+                (wallet.id, asset),
+                {"wallet": wallet, "asset": asset, "base_units": 0, "withdrawals": set()},
+            )
+            entry["base_units"] += amount
+            entry["withdrawals"].add(r.withdrawal_id)
+    shown = []
+    for entry in held.values():
+        try:
+            amount = to_decimal_string(entry["base_units"], state.chains.get(entry["wallet"].chain).asset(entry["asset"]).decimals)
+        except CustodyError:  # a chain or asset no longer configured
+            amount = f"{entry['base_units']} base units"
+        shown.append({**entry, "amount": amount, "withdrawals": len(entry["withdrawals"])})
+    return sorted(shown, key=lambda e: (-e["withdrawals"], e["wallet"].id, e["asset"]))
+
+
+def _pool_targets(settings: dict[str, Any]) -> dict[str, str]:
+    """What the rebalance keeps each tier at (core.settings.PoolSettings), in words."""
+    return {
+        "hodl": f"cold funds; moves above {settings['hodl_auto_approve_up_to']} need an operator's approval",
+        "bank": f"{settings['bank_count']} keys at {settings['bank_target_balance']} each",
+        "explorer": f"at least {settings['min_available_explorers']} available at {settings['explorer_target_balance']} each",
+    }
+
+
+@router.post("/pools/{chain}/rebalance")
+@console_page
+async def rebalance_pool(request: Request, chain: str) -> Response:
+    """Rebalance now, through POST /v1/pools/{chain}/rebalance's own function."""
+    me = await viewer(request, REBALANCE, write=True)
+    started = await pools.rebalance(chain, me.identity.id, request.app.state.custody)
+    return RedirectResponse(f"/console/wallets?{urlencode({'rebalance': started.workflow_id or started.schedule_id or ''})}#pool-{chain.lower()}", status_code=303)
 
 
 def install(app: FastAPI) -> None:
