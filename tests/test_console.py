@@ -278,6 +278,55 @@ async def test_a_wrong_key_is_refused_at_sign_in(served, browser):
     assert not [c for c in await context.cookies() if c["name"] == "custody_console"]
 
 
+async def test_policy_versions_address_book_and_audit_log_as_the_permission_table_allows(api, served, browser):
+    """An admin reads the rules (now and at the version before), the versions and the audit log
+    with its verification; an operator (who may read the policy and anyone's address book, not the
+    audit log) sees a new entry cooling; a USER gets neither page."""
+    from tests.conftest import ALICE
+    from tests.test_access import OPS
+
+    before = (await change_policy(api, lambda d: None, summary="console: the version before"))["version"]
+    rule_id, version = await add_rule(api, {"name": f"console block {uuid.uuid4().hex[:6]}", "match": {"assets": ["TUSD"]}, "action": "BLOCK"})
+    added = await api.post("/v1/address-book", json={"chain": "anvil", "address": random_address(), "label": "console desk"}, headers=ALICE)
+    assert added.status_code == 201, added.text
+    entry = added.json()
+
+    admin = await signed_in(browser, served, "dev-admin-key")
+    await admin.click("#nav-policy")
+    await admin.wait_for_url(re.compile(r"/console/policy$"))
+    assert "BLOCK" in await admin.inner_text(f"#rules tr[data-rule='{rule_id}']")
+    assert "(current)" in await admin.inner_text("#policy-version")
+    assert "console block" in await admin.inner_text(f"#versions tr[data-version='{version}']")
+    assert version == before + 1
+    await admin.click(f"#versions tr[data-version='{before}'] a")
+    await admin.wait_for_selector(f"#versions tr.shown[data-version='{before}']")
+    assert await admin.query_selector(f"#rules tr[data-rule='{rule_id}']") is None
+    assert await admin.query_selector("#address-book") is None  # an ADMIN alone may not read address books (the API's table)
+    await admin.click("#nav-audit")
+    await admin.wait_for_url(re.compile(r"/console/audit$"))
+    assert "Chain verified" in await admin.inner_text("#audit-verify")
+    await admin.fill("input[name=object_id]", entry["id"])
+    await admin.click("form.filters button")
+    await admin.wait_for_url(re.compile(r"object_id="))
+    rows = await admin.query_selector_all("#audit tbody tr")
+    assert len(rows) == 1 and "address_book.added" in await rows[0].inner_text()
+    filtered = await admin.goto(f"{served}/console/audit?actor=alice&action=address_book.added")
+    assert filtered is not None and filtered.status == 200
+    assert entry["id"] in await admin.inner_text("#audit")
+    assert (await admin.goto(f"{served}/console/audit?before_id=x")).status == 422  # type: ignore[union-attr]
+
+    ops = await signed_in(browser, served, key_of(OPS))
+    await ops.goto(f"{served}/console/policy?owner=alice")
+    cooling = await ops.inner_text(f"#address-book tr[data-entry='{entry['id']}']")
+    assert "console desk" in cooling and "cooling until" in cooling and "0 of 2" in cooling, cooling
+    assert (await ops.goto(f"{served}/console/audit")).status == 403  # type: ignore[union-attr]
+
+    alice = await signed_in(browser, served, "dev-alice-key")
+    assert await alice.query_selector("#nav-policy") is None and await alice.query_selector("#nav-audit") is None
+    assert (await alice.goto(f"{served}/console/policy")).status == 403  # type: ignore[union-attr]
+    assert (await alice.goto(f"{served}/console/audit")).status == 403  # type: ignore[union-attr]
+
+
 def test_every_console_page_and_action_stands_for_a_route_of_the_permission_table():
     """The console asks api/permissions.py under these API routes: a renamed route must not
     leave a console page refused for everyone (or worse, checked against nothing)."""
@@ -286,7 +335,8 @@ def test_every_console_page_and_action_stands_for_a_route_of_the_permission_tabl
 
     used = {
         routes.APPROVE, routes.LIST, routes.DETAIL, routes.STATS, routes.RECONCILIATION, routes.POOLS, routes.CHANNELS,
-        routes.REBALANCE, *routes.ACTIONS.values(),
+        routes.REBALANCE, routes.POLICY, routes.POLICY_VERSIONS, routes.POLICY_VERSION, routes.ADDRESS_BOOK, routes.AUDIT,
+        routes.AUDIT_VERIFY, *routes.ACTIONS.values(),
     }
     assert used <= set(PERMISSIONS), used - set(PERMISSIONS)
 

@@ -20,7 +20,8 @@ from sqlmodel import col, select
 from api.auth import api_key_identity, api_key_identity_by_id, authenticated, client_ip, may, permitted
 from api.console import session as sessions
 from api.console.session import ConsoleSession
-from api.routes import admin, channels, operations, pools, withdrawals
+from api.routes import address_book, admin, channels, operations, policy, pools, withdrawals
+from api.routes import audit as audit_routes
 from api.routes.operations import OperatorAction
 from core.errors import CsrfFailed, CustodyError, NotAvailable, Unauthorized, ValidationFailed
 from core.identity import Identity
@@ -45,6 +46,13 @@ RECONCILIATION = "GET /v1/admin/reconciliation/{chain}"
 POOLS = "GET /v1/pools/{chain}"
 CHANNELS = "GET /v1/channels/{chain}"
 REBALANCE = "POST /v1/pools/{chain}/rebalance"
+POLICY = "GET /v1/policy"
+POLICY_VERSIONS = "GET /v1/policy/versions"
+POLICY_VERSION = "GET /v1/policy/versions/{version}"
+ADDRESS_BOOK = "GET /v1/address-book"
+AUDIT = "GET /v1/audit"
+AUDIT_VERIFY = "GET /v1/audit/verify"
+AUDIT_FILTERS = ("object_id", "action", "actor", "before_id")
 ACTIONS: dict[str, str] = {
     "pause": "POST /v1/withdrawals/{withdrawal_id}/pause",
     "resume": "POST /v1/withdrawals/{withdrawal_id}/resume",
@@ -102,7 +110,7 @@ def render(request: Request, template: str, viewer: Viewer | None, status_code: 
     if viewer is not None:
         nav = {
             "approvals": viewer.may(APPROVE), "withdrawals": viewer.may(LIST), "dashboard": viewer.may(STATS),
-            "wallets": viewer.may(POOLS),
+            "wallets": viewer.may(POOLS), "policy": viewer.may(POLICY), "audit": viewer.may(AUDIT),
         }
     return templates.TemplateResponse(
         request, template, {"viewer": viewer, "nav": nav, "csrf": viewer.session.csrf if viewer else "", **context},
@@ -486,6 +494,51 @@ async def rebalance_pool(request: Request, chain: str) -> Response:
     me = await viewer(request, REBALANCE, write=True)
     started = await pools.rebalance(chain, me.identity.id, request.app.state.custody)
     return RedirectResponse(f"/console/wallets?{urlencode({'rebalance': started.workflow_id or started.schedule_id or ''})}#pool-{chain.lower()}", status_code=303)
+
+
+@router.get("/policy")
+@console_page
+async def policy_page(request: Request) -> Response:
+    """The policy's rules (the current version, or `?version=`), its versions, and the address
+    book with each entry's cooling period, through the /v1/policy and /v1/address-book routes' own
+    functions."""
+    me = await viewer(request, POLICY)
+    state = request.app.state.custody
+    asked = request.query_params.get("version", "").strip()
+    owner = request.query_params.get("owner", "").strip() or None
+    if asked and (not asked.isdigit() or int(asked) > 2**31 - 1):
+        raise ValidationFailed("version is a whole number", field="version")
+    async with state.sessions() as db:
+        current = await policy.current_policy(me.identity, db)
+        shown = current
+        if asked and me.may(POLICY_VERSION):
+            shown = await policy.get_version(int(asked), me.identity, db)
+        versions = (await policy.list_versions(me.identity, db, 50, None)).items if me.may(POLICY_VERSIONS) else []
+        entries = (
+            (await address_book.list_entries(me.identity, db, owner, None, False)).items if me.may(ADDRESS_BOOK) else None
+        )
+    return render(
+        request, "policy.html", me, current=current, shown=shown, versions=versions, entries=entries, owner=owner or "",
+    )
+
+
+@router.get("/audit")
+@console_page
+async def audit_page(request: Request) -> Response:
+    """The audit log, newest first, filtered by object, action or actor (GET /v1/audit's own
+    function), with the whole chain's verification (GET /v1/audit/verify's)."""
+    me = await viewer(request, AUDIT)
+    chosen = {k: request.query_params.get(k, "").strip() for k in AUDIT_FILTERS}
+    if chosen["before_id"] and not chosen["before_id"].isdigit():
+        raise ValidationFailed("before_id is a whole number", field="before_id")
+    async with request.app.state.custody.sessions() as db:
+        page = await audit_routes.list_entries(
+            me.identity.id, db, chosen["object_id"] or None, chosen["action"] or None, chosen["actor"] or None,
+            int(chosen["before_id"]) if chosen["before_id"] else None, LIST_LIMIT,
+        )
+        verified = await audit_routes.verify(me.identity.id, db) if me.may(AUDIT_VERIFY) else None
+    older = {**chosen, "before_id": str(page.next_before_id)} if page.next_before_id else None
+    return render(request, "audit.html", me, page=page, chosen=chosen, verified=verified, older=older)
 
 
 def install(app: FastAPI) -> None:
