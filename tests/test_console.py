@@ -101,32 +101,41 @@ async def held_for_two_approvers(api) -> tuple[dict, list[tuple[dict, str]]]:  #
 
 async def alerts_drift_and_failing_webhooks(api, ops, served: str, held: dict) -> None:  # type: ignore[no-untyped-def]
     """The stuck page's other parts: an alert recorded on the held withdrawal (activities/alerts.py's
-    own function), the anvil reconciliation report (a run through the API) and a FAILED delivery
-    to alice's new webhook endpoint."""
+    own function), the anvil reconciliation report (a run through the API), and that alert's
+    webhook delivery to alice's endpoint where nothing listens, failing and retried."""
+    from sqlmodel import select
+
     from activities.alerts import record_withdrawal_alert
     from models.webhooks import WebhookDelivery
     from tests.conftest import ALICE
     from tests.test_access import OPS
+    from worker import ensure_webhook_dispatcher
 
-    sessions = api._transport.app.state.custody.sessions
-    await record_withdrawal_alert(sessions, held["id"], "STUCK_AT_FEE_CAP", "the fee cap refuses a replacement")
+    state = api._transport.app.state.custody
+    down = f"http://127.0.0.1:{free_port()}/custody"
+    hook = await api.post("/v1/webhooks", json={"url": down, "events": ["withdrawal.alert"]}, headers=ALICE)
+    assert hook.status_code == 201, hook.text
+    await ensure_webhook_dispatcher(state.temporal, state.settings)
+    await record_withdrawal_alert(state.sessions, held["id"], "STUCK_AT_FEE_CAP", "the fee cap refuses a replacement")
     ran = await api.post("/v1/admin/reconciliation/anvil/runs", params={"wait_seconds": 55}, headers=OPS)
     assert ran.status_code == 200 and ran.json()["state"] == "COMPLETED", ran.text
-    hook = await api.post("/v1/webhooks", json={"url": "https://hooks.example.com/custody", "events": ["withdrawal.completed"]}, headers=ALICE)
-    assert hook.status_code == 201, hook.text
-    delivery = f"whd_{uuid.uuid4().hex}"
-    async with sessions() as session, session.begin():
-        session.add(WebhookDelivery(
-            id=delivery, endpoint_id=hook.json()["id"], owner="alice", event_id=f"evt_{uuid.uuid4().hex}",
-            event_type="withdrawal.completed", body="{}", requested_by="system:dispatcher", state="FAILED", attempts=3,
-            last_status_code=503, last_error="503 Service Unavailable",
-        ))
+
+    async def failed_once() -> WebhookDelivery | None:
+        async with state.sessions() as session:
+            rows = (await session.exec(select(WebhookDelivery).where(WebhookDelivery.endpoint_id == hook.json()["id"]))).all()
+        return next((r for r in rows if r.attempts >= 1 and r.last_error), None)
+
+    for _ in range(300):  # the dispatcher's first attempt meets a closed port
+        if (delivery := await failed_once()) is not None:
+            break
+        await asyncio.sleep(0.1)
+    assert delivery is not None, "the alert's webhook delivery was never attempted"
     await ops.goto(f"{served}/console/stuck")
     alert = await ops.inner_text(f"#alerts tr[data-withdrawal='{held['id']}']")
     assert "STUCK_AT_FEE_CAP" in alert and "the fee cap refuses a replacement" in alert, alert
     assert "anvil" in await ops.inner_text("#drift tr[data-chain='anvil']")
-    failing = await ops.inner_text(f"#failing-webhooks tr[data-delivery='{delivery}']")
-    assert "FAILED" in failing and "503 Service Unavailable" in failing, failing
+    failing = await ops.inner_text(f"#failing-webhooks tr[data-delivery='{delivery.id}']")
+    assert "withdrawal.alert" in failing and "alice" in failing and delivery.last_error[:20] in failing, failing
 
 
 @pytest.fixture
