@@ -108,6 +108,7 @@ def build_activities(settings: Settings, sessions: SessionFactory) -> list[Any]:
         wallets.activate,
         wallets.mark_failed,
         FaucetActivities(chains).transfer,
+        FaucetActivities(chains).fund,
         pools.begin,
         pools.create_key,
         pools.activate_key,

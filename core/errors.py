@@ -61,6 +61,13 @@ class InvalidMemo(ValidationFailed):
     code = "INVALID_MEMO"
 
 
+class BelowAccountMinimum(InvalidAmount):
+    """The destination account does not exist yet, and a first payment smaller than what
+    creates it would fail on chain (Solana: the rent-exempt minimum; Stellar: 1 XLM)."""
+
+    code = "BELOW_ACCOUNT_MINIMUM"
+
+
 class UnknownAsset(ValidationFailed):
     code = "UNKNOWN_ASSET"
 
@@ -194,6 +201,14 @@ class NotAvailable(PermanentError):
 
     code = "NOT_AVAILABLE"
     http_status = 404
+
+
+class AlreadyFunded(PermanentError):
+    """A faucet that only creates accounts (Stellar's friendbot) was asked to fund one that
+    exists: nothing was paid."""
+
+    code = "ALREADY_FUNDED"
+    http_status = 409
 
 
 class RateLimited(PermanentError):

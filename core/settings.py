@@ -178,6 +178,9 @@ class StellarChainSettings(ChainSettingsBase):
     timebounds_seconds: int = Field(default=300, gt=0)
     friendbot_url: str | None = None
     channels: ChannelSettings = Field(default_factory=ChannelSettings)
+    # Test networks only: the secret seed (S...) of the configured credit assets' issuer, so
+    # `fund` can pay them to a wallet that trusts them. None: credit assets cannot be funded.
+    faucet_token_authority: SecretStr | None = None
 
     @model_validator(mode="after")
     def _endpoints(self) -> StellarChainSettings:
@@ -208,6 +211,9 @@ class SolanaChainSettings(ChainSettingsBase):
     # (e.g. paying a program vault). Token withdrawals always need an on-curve owner.
     allow_off_curve_sol_destinations: bool = False
     fee_bump_after_seconds: float = Field(default=2.0, gt=0)
+    # Test networks only: the mint authority of the configured test tokens (base58 of its 64-byte
+    # keypair), so `fund` can mint them. None: tokens cannot be funded.
+    faucet_token_authority: SecretStr | None = None
 
     @model_validator(mode="after")
     def _endpoints(self) -> SolanaChainSettings:

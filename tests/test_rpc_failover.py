@@ -756,7 +756,7 @@ def stellar_signer(kp: StellarKeypair) -> Callable[[bytes], Any]:
 async def stellar_transfer(chain: Chain, amount: int = 5 * XLM) -> tuple[StellarKeypair, TransferIntent, SignedTransfer]:
     sender, receiver = StellarKeypair.random(), StellarKeypair.random()
     for kp in (sender, receiver):
-        await chain.faucet(kp.public_key, chain.asset("XLM"), 0)
+        await chain.faucet(kp.public_key, chain.asset("XLM"), None)
     intent = TransferIntent(sender.public_key, receiver.public_key, chain.asset("XLM"), amount)
     sequence = await chain.next_sequence(sender.public_key, None)
     return sender, intent, await chain.sign_transfer(intent, sequence, stellar_signer(sender))
