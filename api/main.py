@@ -17,6 +17,7 @@ from temporalio.client import Client
 
 from api.deps import AppState
 from api.edge import BodyGuard, CodecOnlyCors, SecurityHeaders
+from api.error_docs import document_errors
 from api.errors import install_error_handlers
 from api.oidc import OidcVerifier
 from api.ratelimit import RateLimiter
@@ -81,6 +82,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    document_errors(app)  # each route's error answers, from the code (api/error_docs.py)
 
     @app.middleware("http")
     async def _timing(request: Request, call_next) -> Response:  # type: ignore[no-untyped-def]

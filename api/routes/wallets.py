@@ -18,9 +18,11 @@ from activities.faucet import FaucetInput
 from api.deps import OwnerDep, SessionDep, StateDep
 from core.errors import (
     ERROR_CODES,
+    AlreadyFunded,
     CustodyError,
+    InvalidAmount,
     NotAvailable,
-    OperationRefused,
+    RecipientNoTrustline,
     RateLimited,
     SubmissionFailed,
     WalletInactive,
@@ -259,14 +261,18 @@ async def fund_wallet(
     )
 
 
+# What a faucet refuses with (Chain.faucet): answered with its own code and status.
+FAUCET_REFUSALS = (InvalidAmount, AlreadyFunded, NotAvailable, RecipientNoTrustline)
+
+
 def _funding_refusal(e: WorkflowFailureError) -> CustodyError:
-    """The faucet's own refusal with its code and status (INVALID_AMOUNT, ALREADY_FUNDED,
-    RECIPIENT_NO_TRUSTLINE, NOT_AVAILABLE...); anything else is a failed submission (502)."""
+    """The faucet's own refusal with its code and status (FAUCET_REFUSALS); anything else is a
+    failed submission (502)."""
     cause = e.cause
     while cause is not None:  # workflow -> activity -> the ApplicationError with custody's code
         error = ERROR_CODES.get(cause.type or "") if isinstance(cause, ApplicationError) else None
         if error is not None:
-            if error.http_status < 500 and error is not OperationRefused:
+            if error in FAUCET_REFUSALS:
                 return error(cause.message)
             break
         cause = getattr(cause, "cause", None)
