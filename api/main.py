@@ -28,6 +28,7 @@ from core.logs import configure_logging
 from core.redaction import register_settings
 from core.settings import Settings
 from core.temporal import connect_temporal
+from core.tracing import configure_tracing
 from db.access import active_dev_keys
 from db.engine import SessionFactory, create_engine, create_session_factory
 from signers.kek import kek_from_settings
@@ -129,6 +130,7 @@ async def _refuse_dev_keys(sessions: SessionFactory) -> None:
 def app_from_env() -> FastAPI:
     settings = Settings()
     configure_logging(settings.log_level, settings.log_json)
+    configure_tracing(settings, "custody-api")
     if settings.api_metrics_port:
         start_http_server(settings.api_metrics_port, addr="127.0.0.1")
     return create_app(settings)

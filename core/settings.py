@@ -434,6 +434,9 @@ class Settings(BaseSettings):
     # quotas: excess work waits in Temporal instead of failing). 0 = unlimited.
     activities_per_second: float = Field(default=0, ge=0)
     faucet_daily_limit: int = Field(default=3, ge=0)
+    # OpenTelemetry traces (API request -> workflow -> activities) to the OTLP endpoint of the
+    # standard OTEL_EXPORTER_OTLP_* variables; off by default (core/tracing.py).
+    tracing: bool = False
     # Four-eyes approval above a per-asset amount: {"anvil:ETH": "5"} (decimal, in the asset's unit).
     approval_thresholds: dict[str, str] = Field(default_factory=dict)
     # The threshold counts what the wallet sent without approval in this rolling window (so a
