@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from models.payloads import WithdrawalResult
-from tests.conftest import ALICE, create_wallet, fund, random_address, wait_for_status, withdraw
+from tests.conftest import ALICE, create_wallet, fund, mining_paused, random_address, wait_for_status, withdraw
 
 OPS = {"Authorization": "Bearer dev-ops-key"}
 FINAL = {"COMPLETED", "FAILED", "CANCELLED"}
@@ -71,3 +71,19 @@ async def test_a_cancelled_withdrawal_is_not_left_paused(api, client) -> None:  
     assert done["paused"] is False and done["paused_by"] is None and done["paused_reason"] is None, done
     result = await client.get_workflow_handle(f"withdrawal-{accepted['id']}", result_type=WithdrawalResult).result()
     assert result.tx_hash is None and done["tx_hash"] is None
+
+
+async def test_a_withdrawal_paused_while_confirming_completes_unpaused(  # type: ignore[no-untyped-def]
+    base_settings, task_queue, client, sessions, paused_anvil
+) -> None:
+    async with mining_paused(base_settings, task_queue, client, sessions, paused_anvil, bump_after=120) as (api, web3, wallet):
+        accepted = (await withdraw(api, wallet, random_address(), "0.5")).json()
+        await wait_for_status(api, accepted["id"], {"CONFIRMING"})
+        paused = await api.post(f"/v1/withdrawals/{accepted['id']}/pause", json={"reason": "checking"}, headers=OPS)
+        assert paused.status_code == 200, paused.text
+        assert (await api.get(f"/v1/withdrawals/{accepted['id']}", headers=ALICE)).json()["paused"] is True
+        await web3.provider.make_request("evm_mine", [])  # the signed transfer lands all the same
+        done = await wait_for_status(api, accepted["id"], FINAL)
+        assert done["status"] == "COMPLETED", done
+        assert done["paused"] is False and done["paused_by"] is None and done["paused_reason"] is None, done
+        assert [a["state"] for a in done["attempts"]] == ["LANDED"]
