@@ -329,10 +329,9 @@ class WithdrawalActivities:
             withdrawal = await session.get(Withdrawal, event.withdrawal_id, with_for_update=True)
             if withdrawal is None:
                 raise WithdrawalNotFound("no such withdrawal", withdrawal_id=event.withdrawal_id)
-            if event.event in ("PAUSED", "RESUMED") and WithdrawalStatus(withdrawal.status).is_final:
-                pass  # a pause recorded after the end holds nothing: a final withdrawal is never paused
-            elif event.event in ("PAUSED", "RESUMED"):
-                withdrawal.paused = event.event == "PAUSED"
+            if event.event in ("PAUSED", "RESUMED"):
+                # A final withdrawal is never paused (a PAUSED recorded after `finish` changes nothing).
+                withdrawal.paused = event.event == "PAUSED" and not WithdrawalStatus(withdrawal.status).is_final
                 withdrawal.paused_by = event.by if withdrawal.paused else None
                 withdrawal.paused_reason = event.reason if withdrawal.paused else None
             elif event.event == "CANCEL_REQUESTED":
@@ -992,6 +991,7 @@ class WithdrawalActivities:
                 return
             now = utcnow()
             row.status = finish.status.value
+            row.paused, row.paused_by, row.paused_reason = False, None, None  # nothing left to hold
             row.error_code = finish.error_code
             row.error_message = finish.error_message
             row.updated_at = row.completed_at = now

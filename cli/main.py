@@ -11,6 +11,7 @@ CUSTODY_API_KEY) and, for batch actions, to Temporal directly (CUSTODY_TEMPORAL_
     custody pools show <chain> | rebalance <chain> | lease <chain> | return <chain> <lease id>
     custody channels show <chain> | sync <chain>           (Stellar channel accounts)
     custody reconcile --chain anvil                         (chain vs database, now; operators)
+    custody chaos -n 200 --seed 1                           (exactly-once under faults, on a stack of its own)
     custody apikeys create --owner alice --name laptop [--role USER] [--scope wallets:read] [--bootstrap]
     custody apikeys list [--owner alice] | revoke <key id>  (admins)
     custody users list | show <id> | set-roles <id> --role USER | block <id> -r "..." | unblock <id>
@@ -328,6 +329,38 @@ def reconcile(
         _print(report)
     else:
         _print_reconciliation(report)
+
+
+# --- chaos -----------------------------------------------------------------------------------
+@app.command("chaos")
+def chaos(
+    withdrawals: int = typer.Option(200, "--withdrawals", "-n", min=1, help="withdrawals across the three chains"),
+    seed: int = typer.Option(1, help="seed of every random choice: the withdrawals and the fault plan"),
+    fault_window: float | None = typer.Option(None, help="seconds of faults (default: submissions + 20 s)"),
+    submit_seconds: float | None = typer.Option(None, help="seconds the submissions are spread over (default: n / 5, at least 20)"),
+    settle: float = typer.Option(150, help="seconds after the fault window within which everything must be final"),
+    kms_share: float = typer.Option(0.0, min=0, max=1, help="share of wallets whose keys are in the AWS KMS devnet"),
+    work_dir: str | None = typer.Option(None, help="keep the stack's files here (default: a temporary directory)"),
+    keep: bool = typer.Option(False, help="keep the work directory (logs, databases) afterwards"),
+    as_json: bool = typer.Option(False, "--json", help="print the whole report as JSON instead of the table"),
+) -> None:
+    """Start a stack of its own, run N withdrawals through worker, API, Temporal and PostgreSQL
+    kills and restarts, wire faults and reorgs, then check exactly-once: exit 1 on any violation."""
+    from pathlib import Path
+
+    from chaos.config import ChaosConfig
+    from chaos.report import render
+    from chaos.run import run_chaos
+
+    submit = submit_seconds if submit_seconds is not None else max(20.0, withdrawals / 5)
+    config = ChaosConfig(
+        withdrawals=withdrawals, seed=seed, submit_seconds=submit,
+        fault_window_seconds=fault_window if fault_window is not None else submit + 20, settle_seconds=settle,
+        kms_share=kms_share, work_dir=Path(work_dir) if work_dir else None, keep=keep or work_dir is not None,
+    )
+    report = asyncio.run(run_chaos(config))
+    typer.echo(json.dumps(report, indent=2, default=str) if as_json else render(report))
+    raise typer.Exit(0 if report["ok"] else 1)
 
 
 # --- audit log --------------------------------------------------------------------------------

@@ -377,6 +377,19 @@ class SignerUnavailable(TransientError):
     code = "SIGNER_UNAVAILABLE"
 
 
+class TemporalUnavailable(TransientError):
+    """Temporal did not answer (restarting, unreachable, timed out): whether the request reached
+    the workflow is unknown; sending it again is safe, and its answer tells."""
+
+    code = "TEMPORAL_UNAVAILABLE"
+
+
+class DatabaseUnavailable(TransientError):
+    """PostgreSQL is out of reach (restarting, failing over): nothing was changed; try again."""
+
+    code = "DATABASE_UNAVAILABLE"
+
+
 class UnexpectedError(TransientError):
     """An exception custody did not foresee (a bug, an unmapped RPC answer): retried, counted,
     and alerted after a few attempts rather than retried in silence."""

@@ -43,6 +43,14 @@ async def test_a_withdrawal_s_life_is_in_the_audit_log_in_order(api, sessions):
     assert (await api.get("/v1/audit", headers={"Authorization": "Bearer dev-ops-key"})).status_code == 403
 
 
+async def test_a_wallet_s_creation_is_in_the_audit_log_once(api):
+    wallet = await create_wallet(api)
+    page = (await api.get("/v1/audit", params={"object_id": wallet["id"]}, headers=ADMIN)).json()
+    assert [e["action"] for e in page["entries"]] == ["wallet.created"]
+    created = page["entries"][0]
+    assert created["details"]["address"] == wallet["address"] and created["details"]["owner"] == "alice"
+
+
 async def test_access_changes_and_failed_logins_are_audited(api):
     created = await api.post("/v1/admin/api-keys", json={"owner": "alice", "name": f"k-{uuid.uuid4().hex[:6]}", "scopes": ["wallets:read"]}, headers=ADMIN)
     assert created.status_code == 201, created.text

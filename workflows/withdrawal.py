@@ -75,6 +75,8 @@ SENT = (WithdrawalStatus.BROADCASTING, WithdrawalStatus.CONFIRMING)
 CHAIN_FAULTS_PATCH = "exactly-once-under-chain-faults"
 # Marker of the policy engine's decision and quorum approvals; runs without it keep the threshold.
 POLICY_PATCH = "policy-engine"
+# Marker: PAUSED / RESUMED are recorded one after the other, and a final withdrawal is unpaused.
+ORDERED_CONTROLS_PATCH = "pause-records-in-order"
 
 FAILURE_OF_OUTCOME = {
     OnChainState.REVERTED: ("TRANSACTION_REVERTED", "the transaction was mined but reverted; its fee is spent"),
@@ -106,6 +108,7 @@ class WithdrawalWorkflow:
         self._alerts: list[str] = []
         self._run_number = 1
         self._chain = ""
+        self._pause_records = asyncio.Lock()
 
     # --- reads -----------------------------------------------------------------------------
     @workflow.query(name="state")
@@ -129,21 +132,32 @@ class WithdrawalWorkflow:
         return PolicyState(verdict=self._verdict, approvals=[a.by for a in self._approvals])
 
     # --- operator controls -----------------------------------------------------------------
-    @workflow.signal(name="pause")
+    # A pause or resume arriving as the withdrawal ends may still be recording when it does: its
+    # record is best effort then (a final withdrawal is never paused, whatever lands last).
+    @workflow.signal(name="pause", unfinished_policy=workflow.HandlerUnfinishedPolicy.ABANDON)
     async def pause(self, request: OperatorRequest) -> None:
         if self._status.is_final or self._paused is not None:
             return
         self._paused = request
         workflow.upsert_search_attributes([search_attributes.PAUSED.value_set(True)])
-        await self._record(ControlEvent(self._wid(), "PAUSED", request.by, request.reason))
+        await self._record_pause(ControlEvent(self._wid(), "PAUSED", request.by, request.reason))
 
-    @workflow.signal(name="resume")
+    @workflow.signal(name="resume", unfinished_policy=workflow.HandlerUnfinishedPolicy.ABANDON)
     async def resume(self, request: OperatorRequest) -> None:
         if self._paused is None:
             return
         self._paused = None
         workflow.upsert_search_attributes([search_attributes.PAUSED.value_set(False)])
-        await self._record(ControlEvent(self._wid(), "RESUMED", request.by, request.reason))
+        await self._record_pause(ControlEvent(self._wid(), "RESUMED", request.by, request.reason))
+
+    async def _record_pause(self, event: ControlEvent) -> None:
+        """Record PAUSED / RESUMED in the order they were applied: recorded side by side, a slow
+        or retried PAUSED could land after its RESUMED and leave the withdrawal shown paused."""
+        if not workflow.patched(ORDERED_CONTROLS_PATCH):
+            await self._record(event)
+            return
+        async with self._pause_records:
+            await self._record(event)
 
     @workflow.update(name="cancel")
     async def cancel(self, request: OperatorRequest) -> WithdrawalState:
@@ -507,6 +521,9 @@ class WithdrawalWorkflow:
     ) -> WithdrawalResult:
         if outcome is not None and outcome.tx_hash:
             self._tx_hash = outcome.tx_hash
+        if self._paused is not None and workflow.patched(ORDERED_CONTROLS_PATCH):
+            self._paused = None  # nothing is left to hold: a final withdrawal is not paused
+            workflow.upsert_search_attributes([search_attributes.PAUSED.value_set(False)])
         await self._step(
             WithdrawalActivities.finish,
             FinishInput(wid, status, outcome, error_code=code, error_message=message),

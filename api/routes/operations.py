@@ -27,8 +27,16 @@ from activities.transfers import (
 )
 from api.deps import CallerDep, SessionDep, StateDep
 from api.routes.withdrawals import _public, ensure_started, requested_details, visible_withdrawal
-from core.errors import AttemptMayStillLand, Forbidden, NotAnApprover, OperationRefused, UnknownChain
+from core.errors import (
+    AttemptMayStillLand,
+    Forbidden,
+    NotAnApprover,
+    OperationRefused,
+    TemporalUnavailable,
+    UnknownChain,
+)
 from core.identity import Identity
+from core.temporal import temporal_unreachable
 from db import audit
 from models.access import WithdrawalAction, WithdrawalHold
 from models.db import Wallet, Withdrawal, WithdrawalEvent, utcnow
@@ -47,12 +55,20 @@ class OperatorAction(BaseModel):
     reason: str = Field(default="", max_length=500)
 
 
+def _not_delivered(error: RPCError) -> Exception:
+    """Temporal out of reach says nothing about the workflow (503: try again); an answer that
+    it is not there is WORKFLOW_NOT_RUNNING."""
+    if temporal_unreachable(error):
+        return TemporalUnavailable(f"Temporal did not answer ({error.message}): try again")
+    return OperationRefused("WORKFLOW_NOT_RUNNING", f"the withdrawal's workflow is not running: {error.message}")
+
+
 async def _signal(state: StateDep, withdrawal_id: str, name: str, request: OperatorRequest) -> None:
     handle = state.temporal.get_workflow_handle(f"withdrawal-{withdrawal_id}")
     try:
         await handle.signal(name, request)
     except RPCError as e:
-        raise OperationRefused("WORKFLOW_NOT_RUNNING", f"the withdrawal's workflow is not running: {e.message}") from e
+        raise _not_delivered(e) from e
 
 
 async def _update(state: StateDep, withdrawal_id: str, update, request: OperatorRequest) -> None:  # type: ignore[no-untyped-def]
@@ -65,7 +81,7 @@ async def _update(state: StateDep, withdrawal_id: str, update, request: Operator
             raise OperationRefused(cause.type or "OPERATION_REFUSED", cause.message) from e
         raise OperationRefused("OPERATION_REFUSED", str(cause or e)) from e
     except RPCError as e:
-        raise OperationRefused("WORKFLOW_NOT_RUNNING", f"the withdrawal's workflow is not running: {e.message}") from e
+        raise _not_delivered(e) from e
 
 
 def _refuse_if_final(status: str, code: str) -> None:
