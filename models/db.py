@@ -6,33 +6,18 @@ uint256 fits, and read back as ``int`` (never float, never Decimal).
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+from models.columns import BaseUnits, timestamp_field, utcnow  # noqa: F401  (utcnow: models.db.utcnow is used widely)
 
 
-class BaseUnits(sa.types.TypeDecorator):
-    """uint256-capable integer column: NUMERIC(78, 0) in PostgreSQL, ``int`` in Python."""
-
-    impl = sa.Numeric(78, 0)
-    cache_ok = True
-
-    def process_bind_param(self, value: Any, dialect: Any) -> Any:
-        return None if value is None else int(value)
-
-    def process_result_value(self, value: Any, dialect: Any) -> Any:
-        return None if value is None else int(value)
-
-
-def _ts(**kw: Any) -> Any:
-    return Field(default_factory=utcnow, sa_type=sa.DateTime(timezone=True), **kw)
+# The shared timestamp column under the name the tables below have always used.
+_ts = timestamp_field
 
 
 class Wallet(SQLModel, table=True):
@@ -206,6 +191,7 @@ class KeystoreKey(SQLModel, table=True):
 
 # Pool tables live in their own module; importing it here registers them on SQLModel.metadata
 # wherever the withdrawal tables are (Alembic, the API, the worker).
+# They take their column helpers from models.columns, never from here (tests/test_import_graph.py).
 from models import pools as _pools  # noqa: E402,F401
 from models import access as _access  # noqa: E402,F401
 from models import policy as _policy  # noqa: E402,F401

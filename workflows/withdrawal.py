@@ -77,6 +77,9 @@ CHAIN_FAULTS_PATCH = "exactly-once-under-chain-faults"
 POLICY_PATCH = "policy-engine"
 # Marker: PAUSED / RESUMED are recorded one after the other, and a final withdrawal is unpaused.
 ORDERED_CONTROLS_PATCH = "pause-records-in-order"
+# Marker: a run ends only after its update handlers finished (a cancel that ends the withdrawal
+# answers its caller instead of "the workflow completed before the update completed").
+HANDLERS_FINISH_PATCH = "handlers-finish-before-end"
 
 FAILURE_OF_OUTCOME = {
     OnChainState.REVERTED: ("TRANSACTION_REVERTED", "the transaction was mined but reverted; its fee is spent"),
@@ -532,6 +535,8 @@ class WithdrawalWorkflow:
         workflow.upsert_search_attributes([search_attributes.STATUS.value_set(status.value)])
         if code:
             workflow.logger.warning("withdrawal ended: %s %s", code, message)
+        if workflow.patched(HANDLERS_FINISH_PATCH):
+            await workflow.wait_condition(workflow.all_handlers_finished)
         # The result's tx_hash is the withdrawal's (finish_withdrawal): a transaction of ours on
         # chain, never an attempt that was signed but did not land.
         landed = outcome.tx_hash if outcome is not None and outcome.state in LANDED_OUTCOMES else None

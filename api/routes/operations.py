@@ -77,6 +77,10 @@ async def _update(state: StateDep, withdrawal_id: str, update, request: Operator
         await handle.execute_update(update, request)
     except WorkflowUpdateFailedError as e:
         cause = e.cause
+        if isinstance(cause, ApplicationError) and cause.type == "AcceptedUpdateCompletedWorkflow":
+            # Accepted, then the run ended before the handler returned (a run of a version
+            # before "handlers-finish-before-end"): the action took effect; the state tells the rest.
+            return
         if isinstance(cause, ApplicationError):
             raise OperationRefused(cause.type or "OPERATION_REFUSED", cause.message) from e
         raise OperationRefused("OPERATION_REFUSED", str(cause or e)) from e
