@@ -18,14 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from devnet import local
-from devnet.stack import DEV_API_KEY, _migrate
+from devnet.stack import DEV_API_KEY, TEMPORAL_SQLITE_PRAGMAS, _migrate
 from devnet.supervisor import ChildProcess, Supervisor
 from models import search_attributes
-
-# `./dev up` starts the dev server with these (devnet/stack.py): WAL lets readers run beside the
-# one writer, synchronous=normal drops an fsync per commit (a crash may lose the last commits of a
-# dev server's history, never corrupt it).
-TEMPORAL_SQLITE_PRAGMAS = ("journal_mode=wal", "synchronous=normal")
 
 
 @dataclass
