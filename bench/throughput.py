@@ -95,10 +95,19 @@ CUSTODY_PROCESSES = ("worker", "api", "temporal", "postgres", "redis")
 
 class CpuMeter:
     """CPU seconds (user + system) used by each named process and what it spawned (PostgreSQL's
-    backends, uvicorn's workers), read from /proc before and after a measured stretch."""
+    backends), read from /proc before and after a measured stretch. A child that exited is still
+    counted: its parent reaped it, and the kernel adds its time to the parent's children_* times."""
 
     def __init__(self, pids: dict[str, int]) -> None:
         self.pids = {**pids, "bench": os.getpid()}
+
+    @staticmethod
+    def _seconds(process: psutil.Process, with_reaped_children: bool) -> float:
+        times = process.cpu_times()
+        total = times.user + times.system
+        if with_reaped_children:
+            total += times.children_user + times.children_system
+        return total
 
     def _tree_seconds(self, pid: int) -> float:
         try:
@@ -109,20 +118,16 @@ class CpuMeter:
         total = 0.0
         for process in processes:
             try:
-                times = process.cpu_times()
-                total += times.user + times.system
-                if process.pid == os.getpid():
-                    break  # the bench itself: only its own process, not the stack below it
+                total += self._seconds(process, with_reaped_children=True)
             except psutil.NoSuchProcess:
-                pass
+                pass  # exited between the listing and the read: its parent's children_* has it next time
         return total
 
     def sample(self) -> dict[str, float]:
         samples = {}
         for name, pid in self.pids.items():
-            if name == "bench":
-                times = psutil.Process(pid).cpu_times()
-                samples[name] = times.user + times.system
+            if name == "bench":  # the load generator only, not the stack it started (its children)
+                samples[name] = self._seconds(psutil.Process(pid), with_reaped_children=False)
             else:
                 samples[name] = self._tree_seconds(pid)
         return samples
