@@ -392,6 +392,34 @@ def table(result: dict[str, Any]) -> Table:
     return t
 
 
+def markdown(result: dict[str, Any]) -> str:
+    """The table as Markdown, for README."""
+    lines = [
+        "| in flight | withdrawals/s | % of ceiling | x Temporal baseline | POST p50 / p99 ms | → broadcast p50 / p95 / p99 ms | → COMPLETED p50 / p95 / p99 ms | CPU ms per withdrawal: worker / API / Temporal / PostgreSQL / total |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for level in result["levels"]:
+        lat, cpu = level["latency_ms"], level["cpu_seconds_per_withdrawal"]
+        lines.append(
+            f"| {level['in_flight']} | {level['per_second']:.2f} | {100 * level['ratio_to_ceiling']:.1f} % | {level['ratio_to_baseline']:.2f} "
+            f"| {_ms(lat['api_accepted']['p50'])} / {_ms(lat['api_accepted']['p99'])} "
+            f"| {' / '.join(_ms(lat['to_broadcast'][q]) for q in ('p50', 'p95', 'p99'))} "
+            f"| {' / '.join(_ms(lat['to_completed'][q]) for q in ('p50', 'p95', 'p99'))} "
+            f"| {' / '.join(f'{1000 * cpu[k]:.0f}' for k in ('worker', 'api', 'temporal', 'postgres', 'total'))} |"
+        )
+    c, b, h, m = result["ceiling"], result["baseline"], result["history"] or {}, result["run"]["machine"]
+    lines += [
+        "",
+        f"Ceiling (plain web3 sign + send + receipt, {c['senders']} senders, same anvil): {c['per_second']:.0f} transfers/s. "
+        f"Temporal baseline (one no-op activity, {b['in_flight']} in flight, same server): {b['per_second']:.1f} workflows/s, "
+        f"{1000 * b['cpu_seconds_per_workflow']['total']:.0f} ms CPU each. One withdrawal: {h.get('history_events', '-')} history events, "
+        f"{h.get('billable_actions', '-')} billable actions, {h.get('activities', '-')} activities.",
+        f"Machine: {m['nproc']} CPUs ({m['cpu_model']}), {m['ram_gb']} GB RAM, load average at start "
+        f"{', '.join(f'{x:.1f}' for x in m['load_avg_at_start'])}; shared with other processes during the run.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def chart(result: dict[str, Any], path: Path) -> bool:
     try:
         import matplotlib
@@ -413,7 +441,7 @@ def chart(result: dict[str, Any], path: Path) -> bool:
     left.legend(fontsize=8)
     for name in ("to_broadcast", "to_completed"):
         for q, style in (("p50", "o-"), ("p99", "x--")):
-            right.plot(levels, [level["latency_ms"][name][q] or 0 for level in result["levels"]], style, label=f"request {name[3:]} {q}")
+            right.plot(levels, [level["latency_ms"][name][q] or 0 for level in result["levels"]], style, label=f"request → {name[3:]} {q}")
     right.set_xscale("log", base=2)
     right.set_yscale("log")
     right.set_xlabel("in flight")
@@ -448,6 +476,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
 
     args = parse_args(argv)
     started_at = datetime.now(timezone.utc).isoformat()
+    host = machine()
     console.print("starting the stack (PostgreSQL, Redis, anvil, Temporal with SQLite file, worker, API)…")
     stack = bench_stack.start(block_time=args.block_time, sqlite_pragmas=not args.no_sqlite_pragmas)
     try:
@@ -455,12 +484,13 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     finally:
         stack.stop()
     result["run"] = {
-        "started_at": started_at, "machine": machine(), "levels": args.levels, "senders": args.senders,
+        "started_at": started_at, "machine": host, "levels": args.levels, "senders": args.senders,
         "block_time": args.block_time, "temporal_sqlite_pragmas": not args.no_sqlite_pragmas,
         "note": "the machine may be shared with other processes during the run",
     }
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(result, indent=2, default=str))
+    (args.out / "results.md").write_text(markdown(result))
     charted = chart(result, args.out / "results.png")
     Console(width=max(Console().width, 160)).print(table(result))
     console.print(f"wrote {args.out / 'results.json'}" + (f" and {args.out / 'results.png'}" if charted else ""))

@@ -27,6 +27,7 @@ def test_bench_runs_at_tiny_size_and_reports_every_figure(tmp_path: Path) -> Non
     result = json.loads((tmp_path / "results.json").read_text())
     assert (tmp_path / "results.png").stat().st_size > 0
     assert "withdrawals/s" in run.stdout  # the table
+    assert (tmp_path / "results.md").read_text().count("\n| ") == 2  # a Markdown row per level
 
     assert result["ceiling"]["transfers"] == 6 and result["ceiling"]["per_second"] > 0
     assert result["baseline"]["workflows"] == 3 and result["baseline"]["per_second"] > 0
