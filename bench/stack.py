@@ -14,6 +14,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,6 +32,7 @@ class BenchStack:
     database_url: str
     chain: dict
     pids: dict[str, int] = field(default_factory=dict)
+    worker: ChildProcess | None = None
 
     @property
     def api_url(self) -> str:
@@ -47,6 +49,15 @@ class BenchStack:
     @property
     def api_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {DEV_API_KEY}"}
+
+    def stop_worker(self) -> None:
+        """Stop the worker alone (the API is then measured alone; nothing restarts it: the
+        supervisor's watch loop does not run under the bench). Waits until it has exited."""
+        if self.worker is None:
+            return
+        self.worker.kill()
+        while self.worker.exit_code() is None:
+            time.sleep(0.05)
 
     def stop(self) -> None:
         self.supervisor.stop_all()
@@ -116,10 +127,11 @@ def start(
             "CUSTODY_FAUCET_DAILY_LIMIT": "100000",
             "CUSTODY_CHAINS": json.dumps({"anvil": chain}),
         }
-        stack.pids["worker"] = supervisor.start(ChildProcess(
+        stack.worker = supervisor.start(ChildProcess(
             "worker", [sys.executable, "worker.py"], logs, ready=_port_ready(ports["worker_metrics"]), env=env,
             cwd=local.ROOT, stop_timeout=5,  # the measurement is over: nothing to let finish
-        )).pid  # type: ignore[attr-defined]
+        ))  # type: ignore[assignment]
+        stack.pids["worker"] = stack.worker.pid  # type: ignore[assignment]
         stack.pids["api"] = supervisor.start(ChildProcess(
             "api",
             [sys.executable, "-m", "uvicorn", "api.main:app_from_env", "--factory", "--host", "127.0.0.1",

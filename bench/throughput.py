@@ -306,6 +306,41 @@ class Custody:
         await self.engine.dispose()
 
 
+async def measure_api(api: httpx.AsyncClient, wallets: list[str], rate: float, seconds: float, progress: Progress) -> dict[str, Any]:
+    """POST /v1/withdrawals alone at a fixed rate (open loop: request i is sent at i / rate s,
+    whether or not the earlier ones answered), the worker stopped so only the API and what it
+    calls (PostgreSQL, Temporal's start) work. The rate reached is reported: on a small machine
+    the client itself may not keep up."""
+    total = int(rate * seconds)
+    task = progress.add_task(f"API alone: POST at {rate:.0f}/s for {seconds:.0f} s", total=total)
+    latencies: list[float] = []
+    errors: list[str] = []
+
+    async def one(i: int, at: float) -> None:
+        await asyncio.sleep(max(0.0, at - time.perf_counter()))
+        t = time.perf_counter()
+        try:
+            response = await api.post(
+                "/v1/withdrawals",
+                json={"wallet_id": wallets[i % len(wallets)], "to": "0x" + os.urandom(20).hex(), "asset": "ETH", "amount": WITHDRAWAL_AMOUNT},
+                headers={"Idempotency-Key": uuid.uuid4().hex},
+            )
+            if response.status_code >= 300:
+                errors.append(f"{response.status_code}: {response.text[:120]}")
+        except httpx.HTTPError as e:
+            errors.append(repr(e))
+        latencies.append((time.perf_counter() - t) * 1000)
+        progress.advance(task)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(one(i, started + i / rate) for i in range(total)))
+    elapsed = time.perf_counter() - started
+    return {
+        "target_rate": rate, "seconds": elapsed, "requests": total, "achieved_rate": total / elapsed,
+        "errors": len(errors), "first_errors": errors[:5], "latency_ms": summary(latencies),
+    }
+
+
 async def workflow_cost(temporal_address: str, workflow_id: str) -> dict[str, Any]:
     """History events and billable actions (Temporal Cloud's counting) of one finished workflow."""
     from temporalio.client import Client
@@ -345,13 +380,20 @@ async def measure(stack: Any, args: argparse.Namespace) -> dict[str, Any]:
                     measured = await custody.run_level(wallets, level, total, progress)
                     measured["cpu_seconds_per_withdrawal"] = CpuMeter.per_item(before, meter.sample(), measured["completed"])
                     result["levels"].append(measured)
+                top = max(args.levels)
+                before = meter.sample()
+                baseline = await measure_baseline(stack.temporal_address, top, max(args.min_per_level, args.per_level * top), progress)
+                baseline["cpu_seconds_per_workflow"] = CpuMeter.per_item(before, meter.sample(), baseline["workflows"])
+                result["baseline"] = baseline
+                # Last: the withdrawals it accepts are never run (the worker is stopped).
+                if args.api_rate > 0:
+                    await asyncio.to_thread(stack.stop_worker)
+                    before = meter.sample()
+                    api_alone = await measure_api(api, wallets, args.api_rate, args.api_seconds, progress)
+                    api_alone["cpu_seconds_per_request"] = CpuMeter.per_item(before, meter.sample(), api_alone["requests"])
+                    result["api_alone"] = api_alone
             finally:
                 await custody.close()
-        top = max(args.levels)
-        before = meter.sample()
-        baseline = await measure_baseline(stack.temporal_address, top, max(args.min_per_level, args.per_level * top), progress)
-        baseline["cpu_seconds_per_workflow"] = CpuMeter.per_item(before, meter.sample(), baseline["workflows"])
-        result["baseline"] = baseline
     finished = next((i for level in result["levels"] for i in level["ids"]), None)
     result["history"] = await workflow_cost(stack.temporal_address, f"withdrawal-{finished}") if finished else None
     for level in result["levels"]:
@@ -388,6 +430,8 @@ def table(result: dict[str, Any]) -> Table:
         f"{1000 * b['cpu_seconds_per_workflow']['total']:.0f} ms CPU each · "
         f"one withdrawal: {h.get('history_events', '-')} history events, {h.get('billable_actions', '-')} billable actions, "
         f"{h.get('activities', '-')} activities"
+        + (f" · API alone: POST at {a['achieved_rate']:.0f}/s (asked {a['target_rate']:.0f}/s) p50 {_ms(a['latency_ms']['p50'])} ms, "
+           f"p99 {_ms(a['latency_ms']['p99'])} ms, {a['errors']} errors" if (a := result.get("api_alone")) else "")
     )
     return t
 
@@ -413,7 +457,10 @@ def markdown(result: dict[str, Any]) -> str:
         f"Ceiling (plain web3 sign + send + receipt, {c['senders']} senders, same anvil): {c['per_second']:.0f} transfers/s. "
         f"Temporal baseline (one no-op activity, {b['in_flight']} in flight, same server): {b['per_second']:.1f} workflows/s, "
         f"{1000 * b['cpu_seconds_per_workflow']['total']:.0f} ms CPU each. One withdrawal: {h.get('history_events', '-')} history events, "
-        f"{h.get('billable_actions', '-')} billable actions, {h.get('activities', '-')} activities.",
+        f"{h.get('billable_actions', '-')} billable actions, {h.get('activities', '-')} activities."
+        + (f" API alone (worker stopped): POST /v1/withdrawals at {a['achieved_rate']:.0f}/s (asked {a['target_rate']:.0f}/s) "
+           f"for {a['seconds']:.0f} s: p50 {_ms(a['latency_ms']['p50'])} ms, p99 {_ms(a['latency_ms']['p99'])} ms, {a['errors']} errors, "
+           f"{1000 * a['cpu_seconds_per_request']['api']:.1f} ms API CPU per request." if (a := result.get("api_alone")) else ""),
         f"Machine: {m['nproc']} CPUs ({m['cpu_model']}), {m['ram_gb']} GB RAM, load average at start "
         f"{', '.join(f'{x:.1f}' for x in m['load_avg_at_start'])}; shared with other processes during the run.",
     ]
@@ -461,6 +508,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--senders", type=int, default=8, help="wallets the withdrawals are spread over")
     parser.add_argument("--ceiling-senders", type=int, default=16)
     parser.add_argument("--ceiling-per-sender", type=int, default=25)
+    parser.add_argument("--api-rate", type=float, default=200, help="POST /v1/withdrawals per second for the API-alone test (0: skip it)")
+    parser.add_argument("--api-seconds", type=float, default=10)
     parser.add_argument("--block-time", type=float, default=None, help="anvil block time in s (default: instant blocks)")
     parser.add_argument("--no-sqlite-pragmas", action="store_true", help="start Temporal without WAL / synchronous=normal (to compare)")
     parser.add_argument("--out", type=Path, default=Path(".data/bench"), help="directory for results.json and results.png")

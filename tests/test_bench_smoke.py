@@ -20,7 +20,8 @@ def _ordered(summary: dict) -> bool:
 def test_bench_runs_at_tiny_size_and_reports_every_figure(tmp_path: Path) -> None:
     run = subprocess.run(
         [sys.executable, "-m", "bench", "--levels", "1,2", "--min-per-level", "3", "--per-level", "1",
-         "--senders", "2", "--ceiling-senders", "2", "--ceiling-per-sender", "3", "--out", str(tmp_path)],
+         "--senders", "2", "--ceiling-senders", "2", "--ceiling-per-sender", "3", "--api-rate", "10", "--api-seconds", "1",
+         "--out", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=240,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -56,3 +57,7 @@ def test_bench_runs_at_tiny_size_and_reports_every_figure(tmp_path: Path) -> Non
     assert 0 < history["activities"] and 0 < history["billable_actions"] < history["history_events"]
     machine = result["run"]["machine"]
     assert machine["nproc"] >= 1 and machine["ram_gb"] > 0 and machine["cpu_model"]
+    api_alone = result["api_alone"]
+    assert api_alone["requests"] == 10 and api_alone["errors"] == 0, api_alone["first_errors"]
+    assert _ordered(api_alone["latency_ms"]) and api_alone["latency_ms"]["n"] == 10
+    assert api_alone["achieved_rate"] > 0 and api_alone["cpu_seconds_per_request"]["api"] > 0
