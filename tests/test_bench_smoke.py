@@ -60,4 +60,5 @@ def test_bench_runs_at_tiny_size_and_reports_every_figure(tmp_path: Path) -> Non
     api_alone = result["api_alone"]
     assert api_alone["requests"] == 10 and api_alone["errors"] == 0, api_alone["first_errors"]
     assert _ordered(api_alone["latency_ms"]) and api_alone["latency_ms"]["n"] == 10
+    assert _ordered(api_alone["service_ms"]) and api_alone["service_ms"]["p50"] <= api_alone["latency_ms"]["p99"]
     assert api_alone["achieved_rate"] > 0 and api_alone["cpu_seconds_per_request"]["api"] > 0
