@@ -29,12 +29,12 @@ from activities.alerts import record_withdrawal_alert
 from activities.channels import ChannelActivities, channel_settings
 from activities.errors import CustodyWorkerInterceptor
 from activities.faucet import FaucetActivities
-from activities.pools import PoolActivities, units
+from activities.policy import PolicyActivities, PolicyJudge, PolicySettings
+from activities.pools import PoolActivities
 from activities.reconciliation import ReconciliationActivities
 from activities.wallets import WalletActivities
 from activities.webhooks import WebhookActivities
 from activities.withdrawals import WithdrawalActivities, WithdrawalPolicy
-from core.money import to_base_units
 from chains.registry import ChainRegistry
 from core.logs import configure_logging
 from core.redaction import register_settings
@@ -71,26 +71,19 @@ WORKFLOWS: Sequence[type] = (
 
 
 def withdrawal_policy(settings: Settings) -> WithdrawalPolicy:
-    thresholds: dict[tuple[str, str], int] = {}
-    for key, amount in settings.approval_thresholds.items():
-        chain, _, asset = key.partition(":")
-        decimals = settings.chain(chain).asset(asset).decimals
-        thresholds[(chain.lower(), asset)] = to_base_units(amount, decimals)
-    hodl_auto_approve = {
-        chain.lower(): units(pool.hodl_auto_approve_up_to, settings.chain(chain).native_decimals)
-        for chain, pool in settings.pools.items()
-        if chain.lower() in settings.chains
-    }
+    rules = PolicySettings.from_settings(settings)
     return WithdrawalPolicy(
-        thresholds, settings.approval_timeout_seconds, hodl_auto_approve, settings.confirmation_rounds_per_run,
-        settings.intent_seal_key_bytes,
+        rules.approval_thresholds, settings.approval_timeout_seconds, rules.hodl_auto_approve, settings.confirmation_rounds_per_run,
+        settings.intent_seal_key_bytes, approval_threshold_window_seconds=settings.approval_threshold_window_seconds,
     )
 
 
 def build_activities(settings: Settings, sessions: SessionFactory) -> list[Any]:
     chains = ChainRegistry.from_settings(settings)
     signers = SignerSet(settings, sessions)
-    withdrawals = WithdrawalActivities(sessions, chains, signers, withdrawal_policy(settings))
+    policy = withdrawal_policy(settings)
+    judge = PolicyJudge(sessions, chains, policy.policy_settings())
+    withdrawals = WithdrawalActivities(sessions, chains, signers, policy, judge=judge)
     wallets = WalletActivities(sessions, chains, signers)
     pools = PoolActivities(sessions, chains, signers, settings)
     channels = ChannelActivities(sessions, chains, settings)
@@ -110,6 +103,7 @@ def build_activities(settings: Settings, sessions: SessionFactory) -> list[Any]:
         withdrawals.finish,
         withdrawals.record_alert,
         withdrawals.fill_sequence_gaps,
+        PolicyActivities(judge).decide,
         wallets.create_key,
         wallets.activate,
         wallets.mark_failed,

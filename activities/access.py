@@ -4,8 +4,9 @@ a re-sign after expiry), against PostgreSQL only, never against what the workflo
 - the owner (and the requester, when another) is not blocked: USER_BLOCKED;
 - the wallet is not frozen (WALLET_FROZEN) and still active (WALLET_INACTIVE);
 - first attempt: no hold placed through the API is active (ON_HOLD, retried until an operator or
-  the owner lifts it through the API), and when the withdrawal needs a second person, an
-  approval is recorded by an APPROVER who is neither owner nor requester (APPROVAL_NOT_RECORDED);
+  the owner lifts it through the API), and when the withdrawal needs approval, its quorum of
+  distinct approvals is recorded, by approvers with the quorum's role (or in its group) who are
+  neither owner nor requester (APPROVAL_NOT_RECORDED);
 - a cancellation replacement: the cancellation was recorded by the API (CANCEL_NOT_RECORDED).
 
 A signal or update sent straight to Temporal therefore lifts no hold and approves nothing.
@@ -13,6 +14,7 @@ A signal or update sent straight to Temporal therefore lifts no hold and approve
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import Enum
 
 from sqlmodel import col, select
@@ -29,6 +31,25 @@ class CancelNotRecorded(PermanentError):
     http_status = 409
 
 
+@dataclass(frozen=True)
+class ApprovalQuorum:
+    """How many distinct approvals must be recorded, and whose count: holders of `role`, or,
+    when `members` is given, those members (a policy group)."""
+
+    count: int = 1
+    role: str | None = "APPROVER"
+    members: frozenset[str] | None = None
+
+    def counts(self, actor: str, actor_roles: list[str]) -> bool:
+        if self.members is not None:
+            return actor in self.members
+        return self.role is None or self.role in actor_roles
+
+
+# Before the policy engine: one APPROVER (custody's approval threshold and HODL movements).
+ONE_APPROVER = ApprovalQuorum()
+
+
 class SigningStep(str, Enum):
     FIRST = "sign_transfer"
     BUMP = "bump_fee"
@@ -37,17 +58,18 @@ class SigningStep(str, Enum):
 
 
 async def refusal_to_sign(
-    session: AsyncSession, withdrawal: Withdrawal, wallet: Wallet, step: SigningStep, *, needs_approval: bool = False
+    session: AsyncSession, withdrawal: Withdrawal, wallet: Wallet, step: SigningStep, *, quorum: ApprovalQuorum | None = None
 ) -> CustodyError | None:
-    """Why nothing may be signed for `withdrawal` now (None: it may)."""
-    refusal = await _refusal(session, withdrawal, wallet, step, needs_approval)
+    """Why nothing may be signed for `withdrawal` now (None: it may). `quorum`: the approvals
+    a first attempt needs (None: none)."""
+    refusal = await _refusal(session, withdrawal, wallet, step, quorum)
     if refusal is not None:
         metrics.ACCESS_SIGNING_REFUSED.labels(step=step.value, code=refusal.code).inc()
     return refusal
 
 
 async def _refusal(
-    session: AsyncSession, withdrawal: Withdrawal, wallet: Wallet, step: SigningStep, needs_approval: bool
+    session: AsyncSession, withdrawal: Withdrawal, wallet: Wallet, step: SigningStep, quorum: ApprovalQuorum | None
 ) -> CustodyError | None:
     people = {withdrawal.owner, *([withdrawal.requested_by] if withdrawal.requested_by else [])}
     blocked = (
@@ -70,21 +92,49 @@ async def _refusal(
                 f"held by {hold.placed_by} ({hold.placed_as}): signing waits until the hold is lifted through the API",
                 placed_by=hold.placed_by, placed_as=hold.placed_as,
             )
-        if needs_approval and not await _recorded(session, withdrawal, "APPROVE", excluding=people, role="APPROVER"):
-            return ApprovalNotRecorded(
-                "this withdrawal needs a second person and no approval made through custody is recorded; nothing was signed"
-            )
+        if quorum is not None:
+            return await _missing_approvals(session, withdrawal, quorum)
     if step == SigningStep.CANCEL and not await _recorded(session, withdrawal, "CANCEL"):
         return CancelNotRecorded("no cancellation made through custody is recorded for this withdrawal; nothing was signed")
     return None
 
 
-async def _recorded(
-    session: AsyncSession, withdrawal: Withdrawal, action: str, *, excluding: set[str] = frozenset(), role: str | None = None  # type: ignore[assignment]
-) -> bool:
+async def approval_refusal(session: AsyncSession, withdrawal: Withdrawal, quorum: ApprovalQuorum) -> CustodyError | None:
+    """The first attempt's approval check alone (the rest of `refusal_to_sign` already passed)."""
+    refusal = await _missing_approvals(session, withdrawal, quorum)
+    if refusal is not None:
+        metrics.ACCESS_SIGNING_REFUSED.labels(step=SigningStep.FIRST.value, code=refusal.code).inc()
+    return refusal
+
+
+async def _missing_approvals(session: AsyncSession, withdrawal: Withdrawal, quorum: ApprovalQuorum) -> CustodyError | None:
+    people = {withdrawal.owner, *([withdrawal.requested_by] if withdrawal.requested_by else [])}
+    approvers = await _approvers(session, withdrawal, excluding=people, quorum=quorum)
+    if len(approvers) >= quorum.count:
+        return None
+    return ApprovalNotRecorded(
+        f"this withdrawal needs {quorum.count} approval(s) made through custody by eligible approvers; "
+        f"{len(approvers)} recorded; nothing was signed",
+        required=quorum.count, recorded=len(approvers),
+    )
+
+
+async def _accepted(session: AsyncSession, withdrawal: Withdrawal, action: str) -> list[WithdrawalAction]:
     rows = await session.exec(
         select(WithdrawalAction).where(
             WithdrawalAction.withdrawal_id == withdrawal.id, WithdrawalAction.action == action, WithdrawalAction.state == "ACCEPTED"
         )
     )
-    return any(a.actor not in excluding and (role is None or role in a.actor_roles) for a in rows.all())
+    return list(rows.all())
+
+
+async def _recorded(session: AsyncSession, withdrawal: Withdrawal, action: str) -> bool:
+    return bool(await _accepted(session, withdrawal, action))
+
+
+async def _approvers(session: AsyncSession, withdrawal: Withdrawal, *, excluding: set[str], quorum: ApprovalQuorum) -> set[str]:
+    """The distinct identities whose recorded approvals count for `quorum` (the owner and the
+    requester never do)."""
+    return {
+        a.actor for a in await _accepted(session, withdrawal, "APPROVE") if a.actor not in excluding and quorum.counts(a.actor, a.actor_roles)
+    }

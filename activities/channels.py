@@ -36,6 +36,7 @@ from chains.registry import ChainRegistry
 from core import metrics
 from core.errors import NotAvailable, PermanentError, SubmissionFailed, WalletNotFound
 from core.settings import ChannelSettings, Settings
+from db import audit
 from db.engine import SessionFactory
 from models.channels import ChannelAccount, ChannelState, channel_owner
 from models.db import Wallet, Withdrawal, WithdrawalEvent, utcnow
@@ -370,6 +371,10 @@ class ChannelActivities:
             await session.flush()
             session.add(
                 WithdrawalEvent(withdrawal_id=existing.id, status="PENDING", detail={"channel": channel.id, "position": row.position})
+            )
+            await audit.append(
+                session, actor=f"channels:{chain}", action="channel.funding_requested", object_type="withdrawal", object_id=existing.id,
+                details={"chain": chain, "channel_wallet": channel.id, "position": row.position, "from_wallet": funder.id, "amount": str(amount)},
             )
             metrics.WITHDRAWALS_REQUESTED.labels(chain=chain, asset=asset).inc()
         row.funding_withdrawal_id = existing.id

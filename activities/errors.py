@@ -16,7 +16,8 @@ from temporalio.worker import (
 )
 
 from core import metrics
-from core.errors import CustodyError, UnexpectedError
+from core.errors import CustodyError, DatabaseUnavailable, UnexpectedError
+from db.unavailable import database_unavailable
 
 # Called once an activity has failed with an unexpected error `alert_after` times:
 # (workflow id, activity name, message). It keeps being retried all the same: a fix deployed to
@@ -46,6 +47,15 @@ class _ActivityInbound(ActivityInboundInterceptor):
                 e.message, e.details or None, type=e.code, non_retryable=e.permanent
             ) from e
         except Exception as e:
+            if database_unavailable(e):
+                # Foreseen: PostgreSQL restarting or failing over. Retried until it is back.
+                metrics.ACTIVITY_ERRORS.labels(activity=name, code=DatabaseUnavailable.code, permanent="False").inc()
+                activity.logger.warning(
+                    "activity failed: database unavailable", extra={"error_code": DatabaseUnavailable.code, "error": repr(e)}
+                )
+                raise ApplicationError(
+                    f"PostgreSQL is out of reach ({type(e).__name__}): retried", type=DatabaseUnavailable.code
+                ) from None
             failure = self._unexpected(name, e)
             if activity.info().attempt == self._alert_after and self._on_stuck is not None:
                 try:

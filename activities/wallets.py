@@ -9,6 +9,7 @@ from temporalio import activity
 from chains.registry import ChainRegistry
 from core import metrics
 from core.errors import WalletNotFound
+from db import audit
 from db.engine import SessionFactory
 from models.db import Wallet, utcnow
 from models.payloads import CreatedKey, WalletCreationResult
@@ -65,6 +66,12 @@ class WalletActivities:
                 wallet.status = "ACTIVE"
                 wallet.updated_at = utcnow()
                 session.add(wallet)
+                # In the activation's transaction: a wallet is ACTIVE exactly when its creation is
+                # in the audit log (API wallets, invisible user wallets, pool keys, channels alike).
+                await audit.append(
+                    session, actor="system:workflow", action="wallet.created", object_type="wallet", object_id=wallet.id,
+                    details={"owner": wallet.owner, "chain": wallet.chain, "address": wallet.address, "backend": wallet.signer_backend},
+                )
                 metrics.WALLETS_CREATED.labels(chain=wallet.chain, backend=wallet.signer_backend).inc()
             return WalletCreationResult(wallet_id=wallet.id, status=wallet.status, address=wallet.address)
 

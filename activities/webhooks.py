@@ -131,8 +131,15 @@ class WebhookActivities:
                 if not result.events and not result.unstarted:
                     await self._prune_outbox()
                 return result
+            # A draining worker ends its idle wait at once: the next round runs on a live worker,
+            # and a deploy does not sit out its whole grace period behind an empty outbox.
+            if activity.is_worker_shutdown():
+                return result
             activity.heartbeat()
-            await asyncio.sleep(self._hooks.poll_interval_seconds)
+            try:
+                await asyncio.wait_for(activity.wait_for_worker_shutdown(), timeout=self._hooks.poll_interval_seconds)
+            except asyncio.TimeoutError:
+                pass
 
     async def _claim_batch(self) -> WebhookClaimResult:
         result = WebhookClaimResult()

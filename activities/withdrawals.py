@@ -23,10 +23,11 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio import activity
 
-from activities.access import SigningStep, refusal_to_sign
+from activities.access import ONE_APPROVER, SigningStep, approval_refusal, refusal_to_sign
 from activities.alerts import record_withdrawal_alert
 from activities.channels import ChannelLeases
 from activities.locks import KeyedLocks, advisory_lock
+from activities.policy import PolicyJudge, PolicySettings
 from activities.signing_guard import (
     CANCEL,
     SWEEP,
@@ -53,6 +54,7 @@ from core.errors import (
 )
 from core.settings import DEV_INTENT_SEAL_KEY
 from db import audit
+from db import policy as policy_store
 from db.engine import SessionFactory
 from db.webhook_outbox import enqueue_withdrawal_event
 from models.db import (
@@ -118,8 +120,10 @@ class FinishInput:
 
 @dataclass(frozen=True)
 class WithdrawalPolicy:
-    """Approval rules: above `approval_thresholds[(chain, asset)]` base units, a second person
-    must approve within `approval_timeout_seconds`."""
+    """Approval rules: above `approval_thresholds[(chain, asset)]` base units (counting what the
+    wallet sent without approval in the last `approval_threshold_window_seconds`: a rule of the
+    policy engine, activities/policy.py), a second person must approve within
+    `approval_timeout_seconds`."""
 
     approval_thresholds: dict[tuple[str, str], int]
     approval_timeout_seconds: int = 86_400
@@ -130,6 +134,10 @@ class WithdrawalPolicy:
     rounds_per_run: int = 100
     # The key every withdrawal's intent is sealed with (models/intent_seal.py).
     intent_seal_key: bytes = field(default_factory=lambda: base64.b64decode(DEV_INTENT_SEAL_KEY))
+    approval_threshold_window_seconds: int = 86_400
+
+    def policy_settings(self) -> PolicySettings:
+        return PolicySettings(self.approval_thresholds, self.approval_threshold_window_seconds, self.hodl_auto_approve)
 
 
 def _prepared(attempts: list[TransferAttempt], blocked: FeeAboveCap | None = None) -> PreparedAttempt:
@@ -144,7 +152,8 @@ def _prepared(attempts: list[TransferAttempt], blocked: FeeAboveCap | None = Non
 
 class WithdrawalActivities:
     def __init__(
-        self, sessions: SessionFactory, chains: ChainRegistry, signers: SignerSet, policy: WithdrawalPolicy | None = None
+        self, sessions: SessionFactory, chains: ChainRegistry, signers: SignerSet, policy: WithdrawalPolicy | None = None,
+        judge: PolicyJudge | None = None,
     ) -> None:
         self._sessions = sessions
         self._chains = chains
@@ -152,6 +161,8 @@ class WithdrawalActivities:
         self._locks = KeyedLocks()
         self._channels = ChannelLeases(sessions, chains)
         self._policy = policy or WithdrawalPolicy(approval_thresholds={})
+        # The policy engine: its re-check right before a first signature.
+        self._judge = judge or PolicyJudge(sessions, chains, self._policy.policy_settings())
 
     # --- loading ---------------------------------------------------------------------------
     async def _load(self, session: AsyncSession, withdrawal_id: str) -> tuple[Withdrawal, Wallet]:
@@ -234,15 +245,31 @@ class WithdrawalActivities:
     async def _refusal_to_sign(self, withdrawal_id: str, step: SigningStep) -> tuple[CustodyError | None, list[TransferAttempt]]:
         """The access re-check before a new signature (activities/access.py), from the database
         alone; with the withdrawal's attempts so far. A first attempt already made is never
-        refused: the retry returns it (it may already be out)."""
+        refused: the retry returns it (it may already be out). Before a first attempt the policy
+        judges the withdrawal again (activities/policy.py): a rule that now blocks it or a limit
+        it now exceeds refuses, and the approvals checked are the ones the policy asks for now."""
         async with self._sessions() as session:
             withdrawal, wallet = await self._load(session, withdrawal_id)
             attempts = await self._attempts(session, withdrawal_id)
             if step == SigningStep.FIRST and attempts:
                 return None, attempts
+            # Blocks, freezes and holds first, at once (a pause placed after this point holds the
+            # withdrawal after its signature, before it is sent).
+            refusal = await refusal_to_sign(session, withdrawal, wallet, step)
+            if refusal is not None or step != SigningStep.FIRST:
+                return refusal, attempts
             pool_key = await session.get(PoolKey, wallet.id) if wallet.owner.startswith("pool:") else None
-            needs_approval = self._needs_approval(withdrawal, pool_key)
-            return await refusal_to_sign(session, withdrawal, wallet, step, needs_approval=needs_approval), attempts
+            quorum = ONE_APPROVER if self._needs_approval(withdrawal, pool_key) else None
+        recheck = await self._judge.recheck(withdrawal_id)
+        if recheck is not None:  # None: accepted before the policy engine, the threshold alone
+            if recheck.refusal is not None:
+                return recheck.refusal, attempts
+            quorum = recheck.quorum
+        if quorum is None:
+            return None, attempts
+        async with self._sessions() as session:
+            withdrawal, _ = await self._load(session, withdrawal_id)
+            return await approval_refusal(session, withdrawal, quorum), attempts
 
     async def _held_back(self, withdrawal_id: str, step: SigningStep) -> PreparedAttempt | None:
         """For replacements and re-signs: a refusal comes back `blocked` (alerted by the
@@ -288,7 +315,8 @@ class WithdrawalActivities:
             if withdrawal is None:
                 raise WithdrawalNotFound("no such withdrawal", withdrawal_id=event.withdrawal_id)
             if event.event in ("PAUSED", "RESUMED"):
-                withdrawal.paused = event.event == "PAUSED"
+                # A final withdrawal is never paused (a PAUSED recorded after `finish` changes nothing).
+                withdrawal.paused = event.event == "PAUSED" and not WithdrawalStatus(withdrawal.status).is_final
                 withdrawal.paused_by = event.by if withdrawal.paused else None
                 withdrawal.paused_reason = event.reason if withdrawal.paused else None
             elif event.event == "CANCEL_REQUESTED":
@@ -952,6 +980,7 @@ class WithdrawalActivities:
                 return
             now = utcnow()
             row.status = finish.status.value
+            row.paused, row.paused_by, row.paused_reason = False, None, None  # nothing left to hold
             row.error_code = finish.error_code
             row.error_message = finish.error_message
             row.updated_at = row.completed_at = now
@@ -972,6 +1001,8 @@ class WithdrawalActivities:
                 session, actor=WORKFLOW_ACTOR, action=f"withdrawal.{finish.status.value.lower()}", object_type="withdrawal",
                 object_id=row.id, details=detail | ({"fee_paid": str(row.fee_paid)} if row.fee_paid is not None else {}),
             )
+            if finish.status != WithdrawalStatus.COMPLETED:
+                await policy_store.release_spend(session, row.id)  # paid nothing: frees its share of rolling windows
             reservation = await session.get(Reservation, row.id, with_for_update=True)
             if reservation is not None and reservation.state == "HELD":
                 reservation.state = "SETTLED" if finish.status == WithdrawalStatus.COMPLETED else "RELEASED"

@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import logging
 
+import asyncpg.exceptions
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from temporalio.client import RPCTimeoutOrCancelledError
+from temporalio.service import RPCError
 
-from core.errors import CustodyError, RateLimited
+from core.errors import CustodyError, DatabaseUnavailable, RateLimited, TemporalUnavailable
+from core.temporal import temporal_unreachable
+from db.unavailable import database_unavailable
 
 log = logging.getLogger("custody.api")
 
@@ -40,6 +46,28 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _http(_: Request, e: StarletteHTTPException) -> JSONResponse:
         code = {404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}.get(e.status_code, "HTTP_ERROR")
         return error_response(e.status_code, code, str(e.detail))
+
+    async def _temporal(_: Request, e: Exception) -> JSONResponse:
+        """Temporal out of reach (e.g. starting a workflow while it restarts) is a 503: try again."""
+        if not temporal_unreachable(e):
+            log.error("unhandled Temporal error", exc_info=e)
+            return error_response(500, "INTERNAL_ERROR", "internal error")
+        log.warning("temporal unavailable", extra={"error": str(e)})
+        return error_response(TemporalUnavailable.http_status, TemporalUnavailable.code, "Temporal did not answer: try again")
+
+    app.add_exception_handler(RPCError, _temporal)
+    app.add_exception_handler(RPCTimeoutOrCancelledError, _temporal)
+
+    async def _database(_: Request, e: Exception) -> JSONResponse:
+        """PostgreSQL out of reach (restarting, failing over) is a 503: nothing changed, try again."""
+        if not database_unavailable(e):
+            log.error("unhandled error", exc_info=e)
+            return error_response(500, "INTERNAL_ERROR", "internal error")
+        log.warning("database unavailable", extra={"error": repr(e)})
+        return error_response(DatabaseUnavailable.http_status, DatabaseUnavailable.code, "the database is out of reach: try again")
+
+    for kind in (OSError, SQLAlchemyError, asyncpg.exceptions.PostgresError, asyncpg.exceptions.InterfaceError):
+        app.add_exception_handler(kind, _database)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, e: Exception) -> JSONResponse:

@@ -21,6 +21,7 @@ from api.errors import install_error_handlers
 from api.oidc import OidcVerifier
 from api.ratelimit import RateLimiter
 from api.routes import access_admin, admin, audit, channels, codec, health, operations, pools, users, wallets, webhooks, withdrawals
+from api.routes import address_book, policy
 from chains.registry import ChainRegistry
 from core.logs import configure_logging
 from core.redaction import register_settings
@@ -103,6 +104,8 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     app.include_router(pools.router)
     app.include_router(channels.router)
     app.include_router(audit.router)
+    app.include_router(policy.router)
+    app.include_router(address_book.router)
     app.include_router(webhooks.router)
     # Added last = outermost: headers on every answer, then the body guard before any parsing.
     app.add_middleware(CodecOnlyCors, ui_origin=settings.temporal_ui_url)

@@ -84,6 +84,20 @@ PERMISSIONS: dict[str, str | tuple[Grant, ...]] = {
     # the audit log: administrators
     "GET /v1/audit": (_ADMIN,),
     "GET /v1/audit/verify": (_ADMIN,),
+    # the policy engine: admins change it; operators read it and dry-run it
+    "GET /v1/policy": (_ADMIN, _OPERATE),
+    "PUT /v1/policy": (_ADMIN,),
+    "GET /v1/policy/versions": (_ADMIN, _OPERATE),
+    "GET /v1/policy/versions/{version}": (_ADMIN, _OPERATE),
+    "POST /v1/policy/rules": (_ADMIN,),
+    "PUT /v1/policy/rules/{rule_id}": (_ADMIN,),
+    "DELETE /v1/policy/rules/{rule_id}": (_ADMIN,),
+    "POST /v1/policy/test": (_ADMIN, _OPERATE),
+    # address books: owners keep theirs; approvers (and operators) read anyone's, approvers approve
+    "GET /v1/address-book": (_READ_OWN, *_READ_ANY),
+    "POST /v1/address-book": (_WRITE_WALLETS,),
+    "DELETE /v1/address-book/{entry_id}": (_WRITE_WALLETS,),
+    "POST /v1/address-book/{entry_id}/approve": (_APPROVE,),
     # admins
     "GET /v1/admin/api-keys": (_ADMIN,),
     "POST /v1/admin/api-keys": (_ADMIN,),

@@ -641,16 +641,18 @@ class SolanaChain:
         wanted = TransactionConfirmationStatus.Finalized if self.settings.commitment == "finalized" else TransactionConfirmationStatus.Confirmed
         return _rank(level) >= _rank(wanted)
 
-    async def _fee_paid(self, signature: Signature) -> int | None:
-        try:
-            resp = await self._call(
-                self._rpc().get_transaction(signature, commitment=self.commitment, max_supported_transaction_version=0)
-            )
-        except ChainUnavailable:
-            return None
+    async def _fee_paid(self, signature: Signature) -> int:
+        """The fee a landed transaction paid. Not readable now (the node failing, or not serving
+        the transaction yet) is ChainUnavailable: a withdrawal never completes without its fee,
+        which reconciliation would otherwise see as drift."""
+        resp = await self._call(
+            self._rpc().get_transaction(signature, commitment=self.commitment, max_supported_transaction_version=0)
+        )
         value = resp.value
         meta = value.transaction.meta if value is not None else None
-        return int(meta.fee) if meta is not None else None
+        if meta is None:
+            raise ChainUnavailable("the landed transaction's details are not served yet", chain=self.name)
+        return int(meta.fee)
 
     async def transfer_status(self, intent: TransferIntent, attempts: list[SignedTransfer]) -> TransferStatus:
         if not attempts:

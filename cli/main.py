@@ -11,10 +11,15 @@ CUSTODY_API_KEY) and, for batch actions, to Temporal directly (CUSTODY_TEMPORAL_
     custody pools show <chain> | rebalance <chain> | lease <chain> | return <chain> <lease id>
     custody channels show <chain> | sync <chain>           (Stellar channel accounts)
     custody reconcile --chain anvil                         (chain vs database, now; operators)
+    custody chaos -n 200 --seed 1                           (exactly-once under faults, on a stack of its own)
     custody apikeys create --owner alice --name laptop [--role USER] [--scope wallets:read] [--bootstrap]
     custody apikeys list [--owner alice] | revoke <key id>  (admins)
     custody users list | show <id> | set-roles <id> --role USER | block <id> -r "..." | unblock <id>
     custody wallets freeze <id> -r "..." | unfreeze <id>   (admins)
+    custody policy show | versions | add-rule --json '{...}' | update-rule <id> --json '{...}' | remove-rule <id>
+    custody policy set --file policy.json | group <name> --member a --member b | allowlist-only --wallet <id>
+    custody policy test --wallet <id> --to <address> --asset ETH --amount 1.5   (dry run: which rule and why)
+    custody addresses list | add --chain anvil --address 0x... --label desk | remove <id> | approve <id>
     custody webhooks create --url https://... [--event withdrawal.completed] | list | show <id> | delete <id>
     custody webhooks deliveries <webhook id> [--state FAILED] | delivery <delivery id> | redeliver <delivery id>
     custody worker | custody api
@@ -48,6 +53,10 @@ users = typer.Typer(help="users: roles, blocks (admins)", no_args_is_help=True)
 app.add_typer(users, name="users")
 audit_cli = typer.Typer(help="the tamper-evident audit log (administrators)", no_args_is_help=True)
 app.add_typer(audit_cli, name="audit")
+policy_cli = typer.Typer(help="the policy engine: ordered rules, quorums, limits (admins change it; operators read and test it)", no_args_is_help=True)
+app.add_typer(policy_cli, name="policy")
+addresses = typer.Typer(help="your address book: trusted destinations (usable after a cooling period or a quorum's approval)", no_args_is_help=True)
+app.add_typer(addresses, name="addresses")
 webhooks_cli = typer.Typer(help="webhook endpoints, their deliveries and redeliveries", no_args_is_help=True)
 app.add_typer(webhooks_cli, name="webhooks")
 
@@ -294,6 +303,38 @@ def reconcile(
         _print_reconciliation(report)
 
 
+# --- chaos -----------------------------------------------------------------------------------
+@app.command("chaos")
+def chaos(
+    withdrawals: int = typer.Option(200, "--withdrawals", "-n", min=1, help="withdrawals across the three chains"),
+    seed: int = typer.Option(1, help="seed of every random choice: the withdrawals and the fault plan"),
+    fault_window: float | None = typer.Option(None, help="seconds of faults (default: submissions + 20 s)"),
+    submit_seconds: float | None = typer.Option(None, help="seconds the submissions are spread over (default: n / 5, at least 20)"),
+    settle: float = typer.Option(150, help="seconds after the fault window within which everything must be final"),
+    kms_share: float = typer.Option(0.0, min=0, max=1, help="share of wallets whose keys are in the AWS KMS devnet"),
+    work_dir: str | None = typer.Option(None, help="keep the stack's files here (default: a temporary directory)"),
+    keep: bool = typer.Option(False, help="keep the work directory (logs, databases) afterwards"),
+    as_json: bool = typer.Option(False, "--json", help="print the whole report as JSON instead of the table"),
+) -> None:
+    """Start a stack of its own, run N withdrawals through worker, API, Temporal and PostgreSQL
+    kills and restarts, wire faults and reorgs, then check exactly-once: exit 1 on any violation."""
+    from pathlib import Path
+
+    from chaos.config import ChaosConfig
+    from chaos.report import render
+    from chaos.run import run_chaos
+
+    submit = submit_seconds if submit_seconds is not None else max(20.0, withdrawals / 5)
+    config = ChaosConfig(
+        withdrawals=withdrawals, seed=seed, submit_seconds=submit,
+        fault_window_seconds=fault_window if fault_window is not None else submit + 20, settle_seconds=settle,
+        kms_share=kms_share, work_dir=Path(work_dir) if work_dir else None, keep=keep or work_dir is not None,
+    )
+    report = asyncio.run(run_chaos(config))
+    typer.echo(json.dumps(report, indent=2, default=str) if as_json else render(report))
+    raise typer.Exit(0 if report["ok"] else 1)
+
+
 # --- audit log --------------------------------------------------------------------------------
 @audit_cli.command("verify")
 def audit_verify() -> None:
@@ -319,6 +360,224 @@ def audit_list(
     """Newest first."""
     params = {k: v for k, v in {"object_id": object_id, "action": action, "actor": actor, "limit": limit}.items() if v is not None}
     _table(_call("GET", "/v1/audit", params=params)["entries"], ["id", "at", "actor", "action", "object_id"])
+
+
+# --- policy ----------------------------------------------------------------------------------
+def _json_arg(text: str | None, file: str | None) -> Any:
+    if (text is None) == (file is None):
+        typer.echo("error: give exactly one of --json and --file", err=True)
+        raise typer.Exit(2)
+    try:
+        return json.loads(text if text is not None else open(file or "").read())
+    except (OSError, ValueError) as e:
+        typer.echo(f"error: not readable JSON: {e}", err=True)
+        raise typer.Exit(2) from e
+
+
+def _compact(value: Any) -> Any:
+    """Without nulls and empty lists or objects (what a rule leaves unsaid matches anything)."""
+    if isinstance(value, dict):
+        kept = {k: _compact(v) for k, v in value.items()}
+        return {k: v for k, v in kept.items() if v not in (None, [], {})}
+    return value
+
+
+def _print_policy(body: dict[str, Any]) -> None:
+    doc = body["document"]
+    typer.echo(f"policy v{body['version']} by {body['author']} at {body['created_at']}: {body['summary']}")
+    typer.echo(f"default action: {doc['default_action']}")
+    listed = doc["allowlist_only"]
+    if listed["owners"] or listed["wallets"]:
+        typer.echo(f"allowlist-only: owners {listed['owners']}, wallets {listed['wallets']}")
+    book = doc["address_book"]
+    typer.echo(f"address book: cooling {book['cooling_seconds']} s, or approved by {json.dumps(_compact(book['quorum']))}")
+    for name, members in doc["groups"].items():
+        typer.echo(f"group {name}: {', '.join(members)}")
+    typer.echo("")
+    rows = []
+    for position, rule in enumerate(doc["rules"]):
+        match = _compact(rule["match"])
+        if match.get("destination") == "ANY":
+            del match["destination"]
+        amount = match.get("amount", {})
+        if "window_seconds" not in amount:  # per / counted say nothing without a window
+            amount.pop("per", None), amount.pop("counted", None)
+        action = rule["action"] + (f" {json.dumps(_compact(rule['quorum']))}" if rule.get("quorum") else "")
+        extras = [f"max {rule['max_per_transaction']}/tx"] if rule.get("max_per_transaction") else []
+        extras += [f"{l['per']} {l['window_seconds']}s: {l.get('max_amount') or ''} {('x' + str(l['max_count'])) if l.get('max_count') else ''}".strip() for l in rule["limits"]]
+        rows.append({"#": position, "id": rule["id"], "name": rule["name"], "on": "yes" if rule["enabled"] else "no",
+                     "match": json.dumps(match), "action": action, "limits": "; ".join(extras)})
+    if rows:
+        _table(rows, ["#", "id", "name", "on", "match", "action", "limits"])
+    else:
+        typer.echo("no rules (every withdrawal gets the default action; settings' thresholds still apply)")
+
+
+@policy_cli.command("show")
+def policy_show(version: int | None = typer.Option(None, help="a past version"), as_json: bool = typer.Option(False, "--json")) -> None:
+    """The current policy (or a past version): rules in the order they are tried."""
+    body = _call("GET", "/v1/policy" if version is None else f"/v1/policy/versions/{version}")
+    if as_json:
+        _print(body)
+    else:
+        _print_policy(body)
+
+
+@policy_cli.command("versions")
+def policy_versions(limit: int = typer.Option(20)) -> None:
+    """Every change: version, author, time, summary."""
+    _table(_call("GET", "/v1/policy/versions", params={"limit": limit})["items"], ["version", "author", "created_at", "summary"])
+
+
+def _changed(body: dict[str, Any]) -> None:
+    typer.echo(f"policy is now v{body['version']}: {body['summary']}")
+
+
+@policy_cli.command("set")
+def policy_set(
+    file: str = typer.Option(..., help="a JSON policy document (rules, groups, allowlist_only, address_book, default_action)"),
+    summary: str = typer.Option("", help="why (kept with the version)"),
+    base_version: int | None = typer.Option(None, help="refuse if the policy moved past this version"),
+) -> None:
+    """Replace the whole policy with a document (a new version)."""
+    document = _json_arg(None, file)
+    _changed(_call("PUT", "/v1/policy", json={"document": document, "summary": summary, "base_version": base_version}))
+
+
+@policy_cli.command("add-rule")
+def policy_add_rule(
+    rule_json: str | None = typer.Option(None, "--json", help='e.g. {"name": "...", "match": {...}, "action": "BLOCK"}'),
+    file: str | None = typer.Option(None, help="the rule as a JSON file"),
+    position: int | None = typer.Option(None, help="0 = tried first; default: last"),
+    summary: str = typer.Option(""),
+) -> None:
+    """Add a rule (a new version); rules are tried in order and the first match decides."""
+    body = {"rule": _json_arg(rule_json, file), "position": position, "summary": summary}
+    _changed(_call("POST", "/v1/policy/rules", json=body))
+
+
+@policy_cli.command("update-rule")
+def policy_update_rule(
+    rule_id: str,
+    rule_json: str | None = typer.Option(None, "--json"),
+    file: str | None = typer.Option(None),
+    position: int | None = typer.Option(None, help="move it there"),
+    summary: str = typer.Option(""),
+) -> None:
+    """Replace a rule (same id), optionally moving it."""
+    _changed(_call("PUT", f"/v1/policy/rules/{rule_id}", json={"rule": _json_arg(rule_json, file), "position": position, "summary": summary}))
+
+
+@policy_cli.command("remove-rule")
+def policy_remove_rule(rule_id: str) -> None:
+    """Remove a rule (a new version; withdrawals judged by it keep naming it and its version)."""
+    _changed(_call("DELETE", f"/v1/policy/rules/{rule_id}"))
+
+
+def _edit_document(change: Any, summary: str) -> None:
+    """Read the current document, change it, publish it based on the version read (a
+    concurrent change makes this fail with POLICY_VERSION_CONFLICT rather than be undone)."""
+    current = _call("GET", "/v1/policy")
+    document = current["document"]
+    change(document)
+    _changed(_call("PUT", "/v1/policy", json={"document": document, "summary": summary, "base_version": current["version"]}))
+
+
+@policy_cli.command("group")
+def policy_group(
+    name: str,
+    member: list[str] = typer.Option([], "--member", help="a user id; repeat (the group's members replace the old ones)"),
+    remove: bool = typer.Option(False, "--remove", help="delete the group"),
+) -> None:
+    """Set (or delete) a named approver group, for quorums like 2 of group treasury."""
+    def change(document: dict[str, Any]) -> None:
+        if remove:
+            document["groups"].pop(name, None)
+        else:
+            document["groups"][name] = member
+
+    _edit_document(change, f"group {name} {'removed' if remove else 'set to ' + ', '.join(member)}")
+
+
+@policy_cli.command("allowlist-only")
+def policy_allowlist_only(
+    wallet: list[str] = typer.Option([], "--wallet", help="a wallet id; repeat"),
+    owner: list[str] = typer.Option([], "--owner", help="a user id (all their wallets); repeat"),
+    off: bool = typer.Option(False, "--off", help="take them out of allowlist-only mode"),
+) -> None:
+    """Sources that may pay only usable entries of their owner's address book."""
+    def change(document: dict[str, Any]) -> None:
+        listed = document["allowlist_only"]
+        for key, values in (("wallets", wallet), ("owners", owner)):
+            current = [v for v in listed[key] if v not in values]
+            listed[key] = current if off else current + list(values)
+
+    _edit_document(change, f"allowlist-only {'off' if off else 'on'} for {', '.join([*wallet, *owner])}")
+
+
+@policy_cli.command("test")
+def policy_test(
+    wallet: str = typer.Option(..., help="the source wallet id"),
+    to: str = typer.Option(..., help="destination address"),
+    asset: str = typer.Option(...),
+    amount: str = typer.Option(..., help="decimal, in the asset's unit"),
+    initiator: str | None = typer.Option(None, help="who asks (default: the wallet's owner)"),
+    version: int | None = typer.Option(None, help="judge by a past version"),
+    as_json: bool = typer.Option(False, "--json"),
+) -> None:
+    """Dry run: which rule matches this hypothetical withdrawal, why, and what it would decide.
+    Exit 1 when it would be refused (POLICY_BLOCKED, LIMIT_EXCEEDED)."""
+    body = {"wallet_id": wallet, "to": to, "asset": asset, "amount": amount, "initiator": initiator, "version": version}
+    result = _call("POST", "/v1/policy/test", json={k: v for k, v in body.items() if v is not None})
+    if as_json:
+        _print(result)
+    else:
+        facts = result["withdrawal"]
+        typer.echo(
+            f"{facts['amount']} {facts['asset']} from wallet {facts['wallet_id']} (owner {facts['owner']}) to {facts['destination']}, "
+            f"initiated by {facts['initiator']} {facts['initiator_roles']}; destination {facts['address_book']}"
+        )
+        typer.echo(f"judged by policy v{result['version']}:")
+        for step in result["trace"]:
+            typer.echo(f"  {'MATCH' if step['matched'] else 'skip '}  {step['rule_id']:<28} {step['name']}: {step['why']}")
+        code = f" ({result['error_code']})" if result["error_code"] not in (None, result["outcome"]) else ""
+        typer.echo(f"=> {result['outcome']}{code}: {result['reason']}")
+        if result["quorum"]:
+            typer.echo(f"   quorum: {json.dumps(result['quorum'])}")
+        for key, value in result["details"].items():
+            typer.echo(f"   {key}: {value}")
+    if result["error_code"]:
+        raise typer.Exit(1)
+
+
+# --- address book ------------------------------------------------------------------------------
+ENTRY_COLUMNS = ["id", "owner", "chain", "address", "label", "usable", "status", "approvals"]
+
+
+@addresses.command("list")
+def address_list(owner: str | None = typer.Option(None, help="approvers: someone else's"), chain: str | None = typer.Option(None)) -> None:
+    params = {k: v for k, v in {"owner": owner, "chain": chain}.items() if v}
+    rows = _call("GET", "/v1/address-book", params=params)["items"]
+    _table([{**r, "approvals": ",".join(r["approvals"])} for r in rows], ENTRY_COLUMNS)
+
+
+@addresses.command("add")
+def address_add(chain: str = typer.Option(...), address: str = typer.Option(...), label: str = typer.Option("")) -> None:
+    """Add a trusted destination: usable after the cooling period, or once a quorum approves."""
+    _print(_call("POST", "/v1/address-book", json={"chain": chain, "address": address, "label": label}))
+
+
+@addresses.command("remove")
+def address_remove(entry_id: str) -> None:
+    body = _call("DELETE", f"/v1/address-book/{entry_id}")
+    typer.echo(f"removed {body['address']} ({body['chain']}) from {body['owner']}'s address book")
+
+
+@addresses.command("approve")
+def address_approve(entry_id: str) -> None:
+    """Approvers: one approval of the address-book quorum (the owner's own never counts)."""
+    body = _call("POST", f"/v1/address-book/{entry_id}/approve")
+    typer.echo(f"approved: {body['address']} now {'usable' if body['usable'] else 'not usable yet'} ({body['status']}); approvals {body['approvals']}")
 
 
 # --- key pools -------------------------------------------------------------------------------

@@ -219,6 +219,53 @@ class PolicyViolation(PermanentError):
     http_status = 403
 
 
+class PolicyBlocked(PermanentError):
+    """A policy rule (or an allowlist-only source) refuses this withdrawal; details name the
+    rule and the policy version."""
+
+    code = "POLICY_BLOCKED"
+    http_status = 403
+
+
+class LimitExceeded(PermanentError):
+    """A velocity limit or per-transaction maximum of the matching rule would be exceeded;
+    details say which and what remains."""
+
+    code = "LIMIT_EXCEEDED"
+    http_status = 409
+
+
+class InvalidPolicy(ValidationFailed):
+    code = "INVALID_POLICY"
+
+
+class PolicyVersionConflict(PermanentError):
+    """The policy changed since the version the change was based on: re-read it and try again."""
+
+    code = "POLICY_VERSION_CONFLICT"
+    http_status = 409
+
+
+class PolicyNotFound(PermanentError):
+    """No such policy version or rule."""
+
+    code = "POLICY_NOT_FOUND"
+    http_status = 404
+
+
+class NotAnApprover(PermanentError):
+    """The caller is not among the approvers the withdrawal's (or address-book entry's) quorum
+    counts: another role or group, the owner or requester, or one who approved already."""
+
+    code = "NOT_AN_APPROVER"
+    http_status = 403
+
+
+class AddressBookEntryNotFound(PermanentError):
+    code = "ADDRESS_BOOK_ENTRY_NOT_FOUND"
+    http_status = 404
+
+
 class SubmissionFailed(PermanentError):
     code = "SUBMISSION_FAILED"
     http_status = 502
@@ -265,6 +312,19 @@ class FeeAboveCap(TransientError):
 
 class SignerUnavailable(TransientError):
     code = "SIGNER_UNAVAILABLE"
+
+
+class TemporalUnavailable(TransientError):
+    """Temporal did not answer (restarting, unreachable, timed out): whether the request reached
+    the workflow is unknown; sending it again is safe, and its answer tells."""
+
+    code = "TEMPORAL_UNAVAILABLE"
+
+
+class DatabaseUnavailable(TransientError):
+    """PostgreSQL is out of reach (restarting, failing over): nothing was changed; try again."""
+
+    code = "DATABASE_UNAVAILABLE"
 
 
 class UnexpectedError(TransientError):

@@ -153,6 +153,16 @@ ACCESS_SIGNING_REFUSED = Counter(
     "Signing steps stopped by the access re-check (USER_BLOCKED, WALLET_FROZEN, WALLET_INACTIVE, ON_HOLD, APPROVAL_NOT_RECORDED, ...)",
     ["step", "code"],
 )
+
+
+# --- policy engine (activities/policy.py) --------------------------------------------------------
+POLICY_DECISIONS = Counter(
+    "custody_policy_decisions_total",
+    "Policy judgements of withdrawals: stage DECIDE (before funds are held) or RECHECK (before the first signature), by outcome",
+    ["stage", "outcome"],
+)
+
+
 # --- webhooks (activities/webhooks.py) ------------------------------------------------------------
 WEBHOOK_DELIVERIES = Counter(
     "custody_webhook_deliveries_total",

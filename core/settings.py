@@ -430,6 +430,9 @@ class Settings(BaseSettings):
     faucet_daily_limit: int = Field(default=3, ge=0)
     # Four-eyes approval above a per-asset amount: {"anvil:ETH": "5"} (decimal, in the asset's unit).
     approval_thresholds: dict[str, str] = Field(default_factory=dict)
+    # The threshold counts what the wallet sent without approval in this rolling window (so a
+    # split withdrawal does not slip under it); 0: each withdrawal alone.
+    approval_threshold_window_seconds: int = Field(default=86_400, ge=0)
     approval_timeout_seconds: int = Field(default=86_400, gt=0)
     # Confirmation rounds (one bump delay each) a withdrawal's run makes before it continues as
     # new, keeping each run's history bounded however long a transaction waits.

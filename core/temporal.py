@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from temporalio.client import Client
-from temporalio.service import TLSConfig
+from temporalio.client import Client, RPCTimeoutOrCancelledError
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
-from temporalio.service import ServiceClient
+from temporalio.service import RPCError, RPCStatusCode, ServiceClient, TLSConfig
 
 from core.codec import codec_from_settings, data_converter
 from core.settings import Settings
@@ -66,3 +65,18 @@ def metrics_runtime(port: int) -> Runtime:
 def client_over(service_client: ServiceClient, settings: Settings) -> Client:
     """A custody client sharing an existing connection (tests, embedded servers)."""
     return Client(service_client, namespace=settings.temporal_namespace, data_converter=custody_data_converter(settings))
+
+
+# Answers that say nothing about the workflow, only that Temporal could not be asked now.
+_UNREACHABLE = frozenset({
+    RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED,
+    RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.ABORTED, RPCStatusCode.UNKNOWN, RPCStatusCode.INTERNAL,
+})
+
+
+def temporal_unreachable(error: BaseException) -> bool:
+    """True when a client call failed because Temporal did not answer (restarting, down, timed
+    out), so the call may or may not have taken effect: the caller should try again."""
+    if isinstance(error, RPCTimeoutOrCancelledError):
+        return True
+    return isinstance(error, RPCError) and error.status in _UNREACHABLE

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
-from models.db import _ts
+from models.columns import timestamp_field as _ts
 
 
 class User(SQLModel, table=True):

@@ -6,33 +6,18 @@ uint256 fits, and read back as ``int`` (never float, never Decimal).
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+from models.columns import BaseUnits, timestamp_field, utcnow  # noqa: F401  (utcnow: models.db.utcnow is used widely)
 
 
-class BaseUnits(sa.types.TypeDecorator):
-    """uint256-capable integer column: NUMERIC(78, 0) in PostgreSQL, ``int`` in Python."""
-
-    impl = sa.Numeric(78, 0)
-    cache_ok = True
-
-    def process_bind_param(self, value: Any, dialect: Any) -> Any:
-        return None if value is None else int(value)
-
-    def process_result_value(self, value: Any, dialect: Any) -> Any:
-        return None if value is None else int(value)
-
-
-def _ts(**kw: Any) -> Any:
-    return Field(default_factory=utcnow, sa_type=sa.DateTime(timezone=True), **kw)
+# The shared timestamp column under the name the tables below have always used.
+_ts = timestamp_field
 
 
 class Wallet(SQLModel, table=True):
@@ -112,6 +97,10 @@ class Withdrawal(SQLModel, table=True):
     fee_paid: int | None = Field(default=None, sa_type=BaseUnits)
     # HMAC of the requested intent (models/intent_seal.py), checked by the signing guard.
     intent_seal: str | None = None
+    # The policy decision it was judged by before funds were held (history: policy_decisions).
+    policy_version: int | None = None
+    policy_rule_id: str | None = None
+    policy_outcome: str | None = None
     created_at: datetime = _ts()
     updated_at: datetime = _ts()
     completed_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
@@ -202,6 +191,8 @@ class KeystoreKey(SQLModel, table=True):
 
 # Pool tables live in their own module; importing it here registers them on SQLModel.metadata
 # wherever the withdrawal tables are (Alembic, the API, the worker).
+# They take their column helpers from models.columns, never from here (tests/test_import_graph.py).
 from models import pools as _pools  # noqa: E402,F401
 from models import access as _access  # noqa: E402,F401
+from models import policy as _policy  # noqa: E402,F401
 from models import webhooks as _webhooks  # noqa: E402,F401

@@ -338,6 +338,34 @@ class ReconciliationResult:
     unexplained: int = 0
 
 
+# --- policy ------------------------------------------------------------------------------------
+@dataclass
+class PolicyVerdict:
+    """The policy's decision on a withdrawal (activities/policy.py), before funds are held.
+    BLOCK and LIMIT_EXCEEDED carry `error_code` (POLICY_BLOCKED, LIMIT_EXCEEDED): the withdrawal
+    fails with it; REQUIRE_APPROVAL waits for `approvals_required` distinct approvers."""
+
+    outcome: str  # ALLOW | REQUIRE_APPROVAL | BLOCK | LIMIT_EXCEEDED | EXEMPT
+    policy_version: int
+    rule_id: str
+    rule_name: str = ""
+    reason: str = ""
+    error_code: str | None = None
+    approvals_required: int = 0
+    approver_role: str | None = None
+    approver_group: str | None = None
+    approvers: list[str] = field(default_factory=list)  # the group's members (empty: anyone with the role)
+
+
+@dataclass
+class PolicyState:
+    """WithdrawalWorkflow's `policy` query: its decision (None before it, or for runs started
+    before the policy engine) and who approved so far."""
+
+    verdict: PolicyVerdict | None = None
+    approvals: list[str] = field(default_factory=list)
+
+
 # --- webhooks ----------------------------------------------------------------------------------
 @dataclass
 class WebhookDispatcherInput:

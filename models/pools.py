@@ -19,7 +19,8 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
-from models.db import BaseUnits, _ts
+from models.columns import BaseUnits
+from models.columns import timestamp_field as _ts
 
 
 class PoolTier:

@@ -117,6 +117,20 @@ class TransferAttemptPublic(BaseModel):
     broadcast_at: datetime | None
 
 
+class PolicyDecisionPublic(BaseModel):
+    """One judgement by the policy engine: DECIDE before funds were held, RECHECK before signing."""
+
+    stage: str
+    policy_version: int
+    rule_id: str
+    rule_name: str
+    outcome: str
+    reason: str
+    quorum: dict[str, Any] | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+    at: datetime
+
+
 class WithdrawalPublic(BaseModel):
     id: str
     kind: str = Field(default="TRANSFER", description="TRANSFER, or TRUSTLINE (the wallet's own change_trust)")
@@ -148,6 +162,13 @@ class WithdrawalPublic(BaseModel):
     completed_at: datetime | None
     history: list[WithdrawalEventPublic] = Field(default_factory=list)
     attempts: list[TransferAttemptPublic] = Field(default_factory=list)
+    # The policy decision it was judged by (the rule, the policy version, the outcome); the
+    # detail view adds every decision and the approvals recorded so far.
+    policy_version: int | None = None
+    policy_rule_id: str | None = None
+    policy_outcome: str | None = None
+    policy_decisions: list[PolicyDecisionPublic] = Field(default_factory=list)
+    approvals: list[str] = Field(default_factory=list)
 
 
 class WithdrawalList(BaseModel):

@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
-from models.db import _ts
+from models.columns import timestamp_field as _ts
 from models.payloads import WithdrawalStatus
 
 # What an endpoint can subscribe to: every withdrawal status a workflow records, and its alerts.

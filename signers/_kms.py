@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.serialization import (
 
 from core.errors import SigningFailed
 from signers.base import KeyScheme
-from signers.local import SECP256K1_N, verify_signature
+from signers.signatures import SECP256K1_N, verify_signature
 
 
 def public_key_bytes(scheme: KeyScheme, encoded: bytes, *, pem: bool = False) -> bytes:

@@ -19,8 +19,7 @@ import os
 from typing import ClassVar
 
 import coincurve
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from sqlalchemy.dialects.postgresql import insert
@@ -30,6 +29,7 @@ from db.engine import SessionFactory
 from models.db import KeystoreKey
 from signers.base import KeyInfo, KeyScheme
 from signers.kek import DEK_BYTES, KeyEncryptionKey
+from signers.signatures import SECP256K1_N, verify_signature  # noqa: F401  (SECP256K1_N: importable from here as before)
 
 
 def _generate(scheme: KeyScheme) -> tuple[bytes, bytes]:
@@ -41,23 +41,6 @@ def _generate(scheme: KeyScheme) -> tuple[bytes, bytes]:
         secret = key.private_bytes_raw()
         return secret, key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
     raise SigningFailed(f"unsupported key scheme {scheme!r}")
-
-
-def verify_signature(scheme: KeyScheme, public_key: bytes, message: bytes, signature: bytes) -> None:
-    """Raise SigningFailed unless `signature` is valid for `message` under `public_key`."""
-    try:
-        if scheme == "secp256k1":
-            recovered = coincurve.PublicKey.from_signature_and_message(signature, message, hasher=None)
-            s = int.from_bytes(signature[32:64], "big")
-            if recovered.format(compressed=False) != public_key or s > SECP256K1_N // 2:
-                raise SigningFailed("secp256k1 signature does not match the key (or has high s)")
-        else:
-            Ed25519PublicKey.from_public_bytes(public_key).verify(signature, message)
-    except (InvalidSignature, ValueError) as e:
-        raise SigningFailed(f"{scheme} signature failed verification") from e
-
-
-SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 
 class LocalKeystoreSigner:

@@ -55,6 +55,11 @@ EXPECTED: dict[str, object] = {
     "POST /v1/pools/{chain}/explorers/{lease_id}/withdrawals": {O}, "POST /v1/pools/{chain}/explorers/{lease_id}/return": {O},
     "POST /v1/pools/{chain}/rebalance": {O}, "GET /v1/channels/{chain}": {O}, "POST /v1/channels/{chain}/sync": {O},
     "GET /v1/audit": {D}, "GET /v1/audit/verify": {D},
+    "GET /v1/policy": {D, O}, "PUT /v1/policy": {D}, "GET /v1/policy/versions": {D, O}, "GET /v1/policy/versions/{version}": {D, O},
+    "POST /v1/policy/rules": {D}, "PUT /v1/policy/rules/{rule_id}": {D}, "DELETE /v1/policy/rules/{rule_id}": {D},
+    "POST /v1/policy/test": {D, O},
+    "GET /v1/address-book": {U, A, O}, "POST /v1/address-book": {U}, "DELETE /v1/address-book/{entry_id}": {U},
+    "POST /v1/address-book/{entry_id}/approve": {A},
     "POST /v1/webhooks": {U}, "GET /v1/webhooks": {U, O}, "GET /v1/webhooks/{webhook_id}": {U, O},
     "DELETE /v1/webhooks/{webhook_id}": {U}, "GET /v1/webhooks/{webhook_id}/deliveries": {U, O},
     "GET /v1/webhooks/deliveries/{delivery_id}": {U, O}, "POST /v1/webhooks/deliveries/{delivery_id}/redeliver": {U, O},
@@ -79,7 +84,9 @@ def _concrete(path: str) -> str:
         "{withdrawal_id}", str(uuid.uuid4())
     ).replace("{lease_id}", str(uuid.uuid4())).replace("{key_id}", str(uuid.uuid4())).replace("{user_id}", f"x-{uuid.uuid4().hex[:8]}").replace(
         "{webhook_id}", str(uuid.uuid4())
-    ).replace("{delivery_id}", str(uuid.uuid4()))
+    ).replace("{delivery_id}", str(uuid.uuid4())).replace("{version}", "999999").replace("{rule_id}", "r-none").replace(
+        "{entry_id}", str(uuid.uuid4())
+    )
 
 
 async def test_every_route_answers_every_role_as_the_table_says(api, sessions):

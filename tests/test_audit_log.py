@@ -28,7 +28,8 @@ async def test_a_withdrawal_s_life_is_in_the_audit_log_in_order(api, sessions):
     page = (await api.get("/v1/audit", params={"object_id": accepted["id"]}, headers=ADMIN)).json()
     actions = [e["action"] for e in reversed(page["entries"])]
     assert actions == [
-        "withdrawal.requested", "withdrawal.validating", "withdrawal.signing", "withdrawal.signed",
+        "withdrawal.requested", "withdrawal.validating", "withdrawal.policy_decided", "withdrawal.signing",
+        "withdrawal.policy_rechecked", "withdrawal.signed",
         "withdrawal.broadcasting", "withdrawal.broadcast", "withdrawal.confirming", "withdrawal.completed",
     ], actions
     requested, signed = page["entries"][-1], next(e for e in page["entries"] if e["action"] == "withdrawal.signed")
@@ -40,6 +41,14 @@ async def test_a_withdrawal_s_life_is_in_the_audit_log_in_order(api, sessions):
     assert verified["ok"] and verified["checked"] >= len(actions)
     assert (await api.get("/v1/audit", headers=ALICE)).status_code == 403  # administrators only
     assert (await api.get("/v1/audit", headers={"Authorization": "Bearer dev-ops-key"})).status_code == 403
+
+
+async def test_a_wallet_s_creation_is_in_the_audit_log_once(api):
+    wallet = await create_wallet(api)
+    page = (await api.get("/v1/audit", params={"object_id": wallet["id"]}, headers=ADMIN)).json()
+    assert [e["action"] for e in page["entries"]] == ["wallet.created"]
+    created = page["entries"][0]
+    assert created["details"]["address"] == wallet["address"] and created["details"]["owner"] == "alice"
 
 
 async def test_access_changes_and_failed_logins_are_audited(api):

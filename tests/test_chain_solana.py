@@ -29,8 +29,9 @@ from spl.token.models import InitializeMint2Params, MintToCheckedParams
 
 from chains.base import Memo, SignedTransfer, TransferIntent
 from chains.solana import SolanaChain
-from core.errors import InsufficientFunds, InvalidMemo, InvalidRecipient, SigningFailed, SubmissionFailed
+from core.errors import ChainUnavailable, InsufficientFunds, InvalidMemo, InvalidRecipient, SigningFailed, SubmissionFailed
 from core.settings import AssetSpec, SolanaChainSettings, TokenSettings
+from devnet.faultproxy import FaultProxy
 from devnet.solana import SolanaDevnet, run_solana_devnet
 from models.payloads import OnChainState
 
@@ -393,6 +394,32 @@ async def test_a_transfer_that_fails_on_chain_is_reverted(chain: SolanaChain, rp
     status = await chain.transfer_status(transfer, [signed])
     assert status.state == OnChainState.REVERTED and status.fee_paid == 5_000 + PRIORITY
     assert "InstructionError" in status.detail
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [{"action": "error", "status": 503}, {"action": "respond", "rpc_result": None}],
+    ids=["getTransaction-fails", "getTransaction-null"],
+)
+async def test_a_landed_transfer_whose_fee_cannot_be_read_now_is_read_again_not_completed_without_its_fee(
+    devnet: SolanaDevnet, rpc: AsyncClient, fault: dict
+) -> None:
+    """Found by `custody chaos`: getTransaction failing on the wire (or answering null) just as
+    the status turned final made transfer_status answer CONFIRMED with no fee, so the withdrawal
+    completed with fee_paid unset and reconciliation showed the fee as drift. A fee that cannot
+    be read yet is a transient error: the confirmation is simply read again."""
+    async with FaultProxy(devnet.url) as proxy:
+        chain = make_chain(devnet, rpc_url=proxy.url)
+        sender = await funded(chain)
+        transfer = intent(sender, Keypair().pubkey(), SOL, chain.asset("SOL"))
+        signed = await chain.sign_transfer(transfer, None, signer(sender))
+        assert await chain.broadcast(signed) == "accepted"
+        proxy.add(rpc_method="getTransaction", count=1, **fault)
+        with pytest.raises(ChainUnavailable):
+            await chain.transfer_status(transfer, [signed])
+        assert proxy.injected() == 1
+        status = await chain.transfer_status(transfer, [signed])
+        assert status.state == OnChainState.CONFIRMED and status.fee_paid == 5_000 + PRIORITY
 
 
 # ----------------------------------------------------------------------------- SPL

@@ -13,7 +13,7 @@ from web3 import AsyncHTTPProvider, AsyncWeb3
 from sqlmodel import select
 
 from models.db import TransferAttempt
-from models.payloads import OperatorRequest
+from models.payloads import ControlEvent, OperatorRequest, WithdrawalState
 from tests.conftest import (
     ALICE,
     api_client,
@@ -177,3 +177,122 @@ async def test_stuck_transfer_is_replaced_in_the_same_nonce_with_higher_fees(
         assert done["tx_hash"] in [a["tx_hash"] for a in done["attempts"][1:]]
         assert await web3.eth.get_balance(destination) == 25 * 10**16
         assert await web3.eth.get_transaction_count(wallet["address"]) == 1
+
+
+def _worker_with_a_slow_pause_record(client, settings, sessions, delay: float):  # type: ignore[no-untyped-def]
+    """The real worker, except that recording a PAUSED takes `delay` seconds longer (a slow or
+    restarted worker): the real activity still does the recording."""
+    from temporalio import activity
+    from temporalio.worker import Worker
+
+    from activities.errors import CustodyWorkerInterceptor
+    from worker import WORKFLOWS, build_activities
+
+    activities = build_activities(settings, sessions)
+    real = next(a for a in activities if getattr(a, "__name__", "") == "record_control")
+
+    @activity.defn(name="record_operator_action")
+    async def slow_pause_record(event: ControlEvent) -> None:
+        if event.event == "PAUSED":
+            await asyncio.sleep(delay)
+        await real(event)
+
+    activities = [slow_pause_record if a is real else a for a in activities]
+    return Worker(client, task_queue=settings.task_queue, workflows=list(WORKFLOWS), activities=activities,
+                  interceptors=[CustodyWorkerInterceptor(None)])
+
+
+async def _until_recorded(api, withdrawal_id: str, *events: str) -> dict:  # type: ignore[no-untyped-def]
+    for _ in range(200):
+        body = await _status_of(api, withdrawal_id)
+        if all(e in [h["status"] for h in body["history"]] for e in events):
+            return body
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{events} not recorded: {body['history']}")
+
+
+async def test_pause_then_resume_at_once_is_recorded_in_that_order_and_shown_unpaused(settings, client, sessions):
+    """Found by `custody chaos`: PAUSED and RESUMED were recorded by two activities side by side;
+    when the PAUSED one ran last, the running withdrawal stayed shown paused (`paused: true`)."""
+    async with _worker_with_a_slow_pause_record(client, settings, sessions, delay=2), api_client(settings, client) as api:
+        wallet = await create_wallet(api)
+        await fund(api, wallet, "3")
+        accepted = (await withdraw(api, wallet, random_address(), "1.5")).json()
+        await wait_for_status(api, accepted["id"], {"AWAITING_APPROVAL"})
+        handle = client.get_workflow_handle(f"withdrawal-{accepted['id']}")
+        await handle.signal("pause", OperatorRequest(by="ops", reason="look"))
+        await handle.signal("resume", OperatorRequest(by="ops", reason="fine"))
+        body = await _until_recorded(api, accepted["id"], "PAUSED", "RESUMED")
+        await asyncio.sleep(2.5)  # past the slow PAUSED record, whichever order they ran in
+        body = await _status_of(api, accepted["id"])
+        assert body["paused"] is False, body
+        assert (await handle.query("state", result_type=WithdrawalState)).paused is False
+        events = [h["status"] for h in body["history"]]
+        assert events.index("PAUSED") < events.index("RESUMED")
+        approved = await api.post(f"/v1/withdrawals/{accepted['id']}/approve", json={}, headers=OPS)
+        assert approved.status_code == 200, approved.text
+        done = await wait_for_status(api, accepted["id"], {"COMPLETED", "FAILED", "CANCELLED"})
+        assert done["status"] == "COMPLETED" and done["paused"] is False
+    await replay_and_record(client, done["workflow_id"], "WithdrawalWorkflow__v4_paused_and_resumed_in_order")
+
+
+async def test_a_withdrawal_paused_while_confirming_ends_unpaused(base_settings, task_queue, client, sessions, paused_anvil):
+    """Found by `custody chaos`: a pause that reached a withdrawal already out on chain (only
+    the chain ends it) left it COMPLETED and shown paused for good, its PAUSED record landing
+    even after the final one. A final withdrawal is never paused."""
+    from core.settings import EvmChainSettings
+
+    chain = EvmChainSettings(chain_id=31337, rpc_url=paused_anvil.info["rpc_url"], poll_interval_seconds=0.2,
+                             fee_bump_after_seconds=120, finality="depth", confirmations=1)
+    settings = base_settings.model_copy(update={"task_queue": task_queue, "chains": {"anvil": chain}})
+    web3 = AsyncWeb3(AsyncHTTPProvider(chain.rpc_url))
+    async with _worker_with_a_slow_pause_record(client, settings, sessions, delay=3), api_client(settings, client) as api:
+        wallet = await create_wallet(api)
+        await web3.provider.make_request("anvil_setBalance", [wallet["address"], hex(10**18)])
+        await web3.provider.make_request("evm_setAutomine", [False])
+        accepted = (await withdraw(api, wallet, random_address(), "0.1")).json()
+        await wait_for_status(api, accepted["id"], {"CONFIRMING"})
+        await client.get_workflow_handle(f"withdrawal-{accepted['id']}").signal("pause", OperatorRequest(by="ops"))
+        await web3.provider.make_request("evm_mine", [])
+        done = await wait_for_status(api, accepted["id"], {"COMPLETED", "FAILED", "CANCELLED"})
+        assert done["status"] == "COMPLETED"
+        body = await _until_recorded(api, accepted["id"], "PAUSED", "COMPLETED")
+        assert body["paused"] is False and body["status"] == "COMPLETED", body
+    await replay_and_record(client, done["workflow_id"], "WithdrawalWorkflow__v4_paused_while_confirming")
+
+
+async def test_operator_actions_while_temporal_is_unreachable_answer_503_to_try_again(api, settings, tmp_path):
+    """Found by `custody chaos`: a cancel sent while the Temporal server restarted was refused
+    409 WORKFLOW_NOT_RUNNING ("tcp connect error"), and then took effect. Temporal out of reach
+    says nothing about the workflow: 503 TEMPORAL_UNAVAILABLE, try again."""
+    from core.temporal import connect_temporal
+    from devnet import local
+
+    wallet = await create_wallet(api)
+    await fund(api, wallet, "3")
+    accepted = (await withdraw(api, wallet, random_address(), "1.5")).json()
+    await wait_for_status(api, accepted["id"], {"AWAITING_APPROVAL"})
+    port = local.free_port()
+    server = local.spawn(
+        "temporal-gone",
+        [local.temporal_path(), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port), "--headless", "--log-level", "error"],
+        tmp_path, lambda: local.port_open(port),
+    )
+    try:
+        gone = await connect_temporal(settings.model_copy(update={"temporal_address": f"127.0.0.1:{port}"}))
+    finally:
+        server.stop()
+    async with api_client(settings, gone) as offline:
+        for action in ("pause", "cancel"):
+            answer = await offline.post(f"/v1/withdrawals/{accepted['id']}/{action}", json={}, headers=OPS)
+            assert answer.status_code == 503 and answer.json()["error"]["code"] == "TEMPORAL_UNAVAILABLE", answer.text
+        # A new withdrawal: stored, its workflow not started: 503, and the same request again starts it.
+        key, to = uuid.uuid4().hex, random_address()
+        new = await withdraw(offline, wallet, to, "0.1", key=key)
+        assert new.status_code == 503 and new.json()["error"]["code"] == "TEMPORAL_UNAVAILABLE", new.text
+    again = await withdraw(api, wallet, to, "0.1", key=key)
+    assert again.status_code == 200, again.text
+    assert (await wait_for_status(api, again.json()["id"], {"COMPLETED", "FAILED", "CANCELLED"}))["status"] == "COMPLETED"
+    cancelled = await api.post(f"/v1/withdrawals/{accepted['id']}/cancel", json={}, headers=ALICE)
+    assert cancelled.status_code == 200, cancelled.text
+    assert (await wait_for_status(api, accepted["id"], {"COMPLETED", "FAILED", "CANCELLED"}))["status"] == "CANCELLED"

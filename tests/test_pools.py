@@ -132,6 +132,9 @@ async def test_full_cycle_lease_use_return_recover_refill_and_approved_hodl_topu
     assert held["owner"] == pool_owner(chain) and held["amount"] == "0.1" and held["attempts"] == []
     await asyncio.sleep(1)
     assert (await withdrawal(api, topup_id))["status"] == "AWAITING_APPROVAL"
+    moves = (await api.get("/v1/audit", params={"object_id": topup_id}, headers={"Authorization": "Bearer dev-admin-key"})).json()
+    requested = [e for e in moves["entries"] if e["action"] == "pool.move_requested"]
+    assert len(requested) == 1 and requested[0]["details"]["to_wallet"] == bank["wallet_id"], moves  # pool moves are audited
     assert await web3.eth.get_transaction_count(hodl["address"]) == 0
     assert await web3.eth.get_balance(bank["address"]) == 0
     assert second.explorers_created == 0 and any("banks can fund 0" in n for n in second.notes)

@@ -80,6 +80,9 @@ async def test_fresh_runs_replay_and_are_recorded_on_request(api, client):
         "WithdrawalWorkflow__v2_paused_approved_resumed": f"withdrawal-{approved['id']}",
         "WithdrawalWorkflow__v2_cancelled_awaiting_approval": f"withdrawal-{cancelled['id']}",
         "WithdrawalWorkflow__v2_completed": f"withdrawal-{completed['id']}",
+        # handlers-finish-before-end: the cancel's handler returns before the run ends
+        "WithdrawalWorkflow__v5_cancelled_awaiting_approval": f"withdrawal-{cancelled['id']}",
+        "WithdrawalWorkflow__v5_completed": f"withdrawal-{completed['id']}",
         "WalletCreationWorkflow__created": f"wallet-{wallet['id']}",
     }
     async for execution in client.list_workflows(f"WorkflowType = 'FaucetWorkflow' AND WorkflowId STARTS_WITH 'fund-{wallet['id']}'"):

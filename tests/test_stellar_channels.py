@@ -24,6 +24,7 @@ from core.settings import ChannelSettings, Settings, StellarChainSettings
 from core.temporal import custody_data_converter
 from db.engine import SessionFactory
 from devnet.stellar import StellarDevnet
+from models.audit import AuditEntry
 from models.channels import ChannelAccount, ChannelState, channel_owner
 from models.db import SequenceClaim, Wallet
 from models.payloads import ChannelSetResult
@@ -244,6 +245,10 @@ async def test_channels_funded_by_a_custody_wallet(client, base_settings, task_q
         assert await balance(horizon, wallet.address) == 5 * XLM  # created with exactly the starting balance
         assert row.funding_withdrawal_id is not None
     assert await balance(horizon, funder["address"]) == funder_before - 2 * 5 * XLM - 2 * 100  # once each, plus fees
+    async with sessions() as session:  # each funding is in the audit log once
+        funded = (await session.exec(select(AuditEntry).where(AuditEntry.action == "channel.funding_requested"))).all()
+    mine = sorted(e.object_id for e in funded if e.details.get("from_wallet") == funder["id"])
+    assert mine == sorted(row.funding_withdrawal_id for row, _ in rows), mine
     history = await client.get_workflow_handle(workflow_id).fetch_history()
     await Replayer(workflows=list(WORKFLOWS), data_converter=custody_data_converter(Settings())).replay_workflow(history)
     name = "ChannelAccountsWorkflow__funded_by_wallet"

@@ -12,8 +12,14 @@ Operator controls (CLI, API, or `temporal workflow signal/update`):
   chain that can replace inside the slot (EVM) a 0-value self-send takes the same nonce and the
   receipt decides CANCELLED or COMPLETED; elsewhere (Solana, Stellar) the bytes stop being
   re-sent and the chain decides: expired ⇒ CANCELLED, landed ⇒ COMPLETED. Refused once final.
-- update ``approve`` ({"by"}): releases a withdrawal held in AWAITING_APPROVAL; the approver must
-  not be the requester.
+- update ``approve`` ({"by"}): releases a withdrawal held in AWAITING_APPROVAL once its quorum
+  of distinct approvers approved (the policy's rule: N approvers with a role, or N members of a
+  group); an approver must not be the requester, nor approve twice.
+
+Before funds are held the policy engine judges the withdrawal (`decide_withdrawal_policy`):
+BLOCK and LIMIT_EXCEEDED end it FAILED (POLICY_BLOCKED, LIMIT_EXCEEDED) with nothing held or
+sent; REQUIRE_APPROVAL holds it for its quorum. Runs started before the engine (no
+`policy-engine` marker) keep the single threshold from `validate_withdrawal`.
 
 Once an attempt is out (broadcast), only the chain ends the withdrawal: it lands (COMPLETED), our
 cancellation lands (CANCELLED), it reverts or its slot is used by something else (FAILED), or every
@@ -36,6 +42,7 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.policy import PolicyActivities
     from activities.withdrawals import BumpInput, FinishInput, ResignInput, WithdrawalActivities
     from models import search_attributes
     from models.payloads import (
@@ -47,6 +54,8 @@ with workflow.unsafe.imports_passed_through():
         PreparedAttempt,
         OnChainState,
         OperatorRequest,
+        PolicyState,
+        PolicyVerdict,
         StatusChange,
         ValidationResult,
         WithdrawalInput,
@@ -63,6 +72,13 @@ CONFIRMATION_RETRY = timedelta(seconds=30)
 SENT = (WithdrawalStatus.BROADCASTING, WithdrawalStatus.CONFIRMING)
 # Marker of the rules above (see the module docstring); runs without it keep the earlier steps.
 CHAIN_FAULTS_PATCH = "exactly-once-under-chain-faults"
+# Marker of the policy engine's decision and quorum approvals; runs without it keep the threshold.
+POLICY_PATCH = "policy-engine"
+# Marker: PAUSED / RESUMED are recorded one after the other, and a final withdrawal is unpaused.
+ORDERED_CONTROLS_PATCH = "pause-records-in-order"
+# Marker: a run ends only after its update handlers finished (a cancel that ends the withdrawal
+# answers its caller instead of "the workflow completed before the update completed").
+HANDLERS_FINISH_PATCH = "handlers-finish-before-end"
 
 FAILURE_OF_OUTCOME = {
     OnChainState.REVERTED: ("TRANSACTION_REVERTED", "the transaction was mined but reverted; its fee is spent"),
@@ -84,6 +100,8 @@ class WithdrawalWorkflow:
         self._paused: OperatorRequest | None = None
         self._cancel: OperatorRequest | None = None
         self._approved: OperatorRequest | None = None
+        self._approvals: list[OperatorRequest] = []  # distinct approvers, in order
+        self._verdict: PolicyVerdict | None = None  # the policy's decision (runs with the marker)
         self._validation: ValidationResult | None = None
         self._withdrawal_id = ""
         self._rules_v3 = False  # the exactly-once-under-chain-faults rules (see module docstring)
@@ -92,6 +110,7 @@ class WithdrawalWorkflow:
         self._alerts: list[str] = []
         self._run_number = 1
         self._chain = ""
+        self._pause_records = asyncio.Lock()
 
     # --- reads -----------------------------------------------------------------------------
     @workflow.query(name="state")
@@ -109,22 +128,38 @@ class WithdrawalWorkflow:
             alerts=list(self._alerts),
         )
 
+    @workflow.query(name="policy")
+    def policy(self) -> PolicyState:
+        """The policy's decision and the approvals so far (shown in the Temporal UI's queries)."""
+        return PolicyState(verdict=self._verdict, approvals=[a.by for a in self._approvals])
+
     # --- operator controls -----------------------------------------------------------------
-    @workflow.signal(name="pause")
+    # A pause or resume arriving as the withdrawal ends may still be recording when it does: its
+    # record is best effort then (a final withdrawal is never paused, whatever lands last).
+    @workflow.signal(name="pause", unfinished_policy=workflow.HandlerUnfinishedPolicy.ABANDON)
     async def pause(self, request: OperatorRequest) -> None:
         if self._status.is_final or self._paused is not None:
             return
         self._paused = request
         workflow.upsert_search_attributes([search_attributes.PAUSED.value_set(True)])
-        await self._record(ControlEvent(self._wid(), "PAUSED", request.by, request.reason))
+        await self._record_pause(ControlEvent(self._wid(), "PAUSED", request.by, request.reason))
 
-    @workflow.signal(name="resume")
+    @workflow.signal(name="resume", unfinished_policy=workflow.HandlerUnfinishedPolicy.ABANDON)
     async def resume(self, request: OperatorRequest) -> None:
         if self._paused is None:
             return
         self._paused = None
         workflow.upsert_search_attributes([search_attributes.PAUSED.value_set(False)])
-        await self._record(ControlEvent(self._wid(), "RESUMED", request.by, request.reason))
+        await self._record_pause(ControlEvent(self._wid(), "RESUMED", request.by, request.reason))
+
+    async def _record_pause(self, event: ControlEvent) -> None:
+        """Record PAUSED / RESUMED in the order they were applied: recorded side by side, a slow
+        or retried PAUSED could land after its RESUMED and leave the withdrawal shown paused."""
+        if not workflow.patched(ORDERED_CONTROLS_PATCH):
+            await self._record(event)
+            return
+        async with self._pause_records:
+            await self._record(event)
 
     @workflow.update(name="cancel")
     async def cancel(self, request: OperatorRequest) -> WithdrawalState:
@@ -144,6 +179,8 @@ class WithdrawalWorkflow:
     @workflow.update(name="approve")
     async def approve(self, request: OperatorRequest) -> WithdrawalState:
         self._approved = request
+        if all(a.by != request.by for a in self._approvals):
+            self._approvals.append(request)
         await self._record(ControlEvent(self._wid(), "APPROVED", request.by, request.reason))
         return self.state()
 
@@ -155,6 +192,14 @@ class WithdrawalWorkflow:
             raise ValueError("approve needs `by`: who approves")
         if self._validation is not None and request.by == self._validation.requested_by:
             raise ApplicationError("the requester cannot approve their own withdrawal", type="SELF_APPROVAL")
+        if self._verdict is not None:
+            if any(a.by == request.by for a in self._approvals):
+                raise ApplicationError(f"{request.by} approved already: a quorum needs distinct approvers", type="ALREADY_APPROVED")
+            if self._verdict.approvers and request.by not in self._verdict.approvers:
+                raise ApplicationError(
+                    f"{request.by} is not in group {self._verdict.approver_group}, whose approvals this withdrawal needs",
+                    type="NOT_AN_APPROVER",
+                )
 
     # --- the process -----------------------------------------------------------------------
     @workflow.run
@@ -164,14 +209,20 @@ class WithdrawalWorkflow:
         if request.resume is not None:
             return await self._resume(wid, request.resume)
         self._rules_v3 = workflow.patched(CHAIN_FAULTS_PATCH)
+        judged_by_policy = workflow.patched(POLICY_PATCH)
         try:
             await self._checkpoint()
             await self._set_status(wid, WithdrawalStatus.VALIDATING)
             self._validation = await self._step(WithdrawalActivities.validate, wid)
+            if judged_by_policy:
+                # Judged before anything is held: a refusal holds and sends nothing.
+                self._verdict = await self._step(PolicyActivities.decide, wid)
+                if self._verdict.error_code:
+                    return await self._finish(wid, WithdrawalStatus.FAILED, None, self._verdict.error_code, self._verdict.reason)
             await self._checkpoint()
             # Funds are held before an approver looks, so what they approve can be paid.
             await self._step(WithdrawalActivities.reserve, wid)
-            if self._validation is not None and self._validation.needs_approval:
+            if self._needs_approval():
                 if not await self._await_approval(wid, self._validation):
                     return await self._finish(
                         wid, WithdrawalStatus.FAILED, None, "APPROVAL_TIMEOUT", "not approved in time; nothing was sent"
@@ -229,11 +280,22 @@ class WithdrawalWorkflow:
         if self._cancel is not None:
             raise _Cancelled()
 
-    async def _await_approval(self, wid: str, validation: ValidationResult) -> bool:
+    def _needs_approval(self) -> bool:
+        if self._verdict is not None:
+            return self._verdict.approvals_required > 0
+        return self._validation is not None and self._validation.needs_approval
+
+    def _approved_enough(self) -> bool:
+        if self._verdict is None:
+            return self._approved is not None
+        return len(self._approvals) >= self._verdict.approvals_required
+
+    async def _await_approval(self, wid: str, validation: ValidationResult | None) -> bool:
+        assert validation is not None
         await self._set_status(wid, WithdrawalStatus.AWAITING_APPROVAL)
         try:
             await workflow.wait_condition(
-                lambda: self._approved is not None or self._cancel is not None,
+                lambda: self._approved_enough() or self._cancel is not None,
                 timeout=timedelta(seconds=validation.approval_timeout_seconds),
             )
         except asyncio.TimeoutError:
@@ -461,6 +523,9 @@ class WithdrawalWorkflow:
     ) -> WithdrawalResult:
         if outcome is not None and outcome.tx_hash:
             self._tx_hash = outcome.tx_hash
+        if self._paused is not None and workflow.patched(ORDERED_CONTROLS_PATCH):
+            self._paused = None  # nothing is left to hold: a final withdrawal is not paused
+            workflow.upsert_search_attributes([search_attributes.PAUSED.value_set(False)])
         await self._step(
             WithdrawalActivities.finish,
             FinishInput(wid, status, outcome, error_code=code, error_message=message),
@@ -469,4 +534,6 @@ class WithdrawalWorkflow:
         workflow.upsert_search_attributes([search_attributes.STATUS.value_set(status.value)])
         if code:
             workflow.logger.warning("withdrawal ended: %s %s", code, message)
+        if workflow.patched(HANDLERS_FINISH_PATCH):
+            await workflow.wait_condition(workflow.all_handlers_finished)
         return WithdrawalResult(wid, status, self._tx_hash, code, message)

@@ -27,12 +27,21 @@ from activities.transfers import (
 )
 from api.deps import CallerDep, SessionDep, StateDep
 from api.routes.withdrawals import _public, ensure_started, requested_details, visible_withdrawal
-from core.errors import AttemptMayStillLand, Forbidden, OperationRefused, UnknownChain
+from core.errors import (
+    AttemptMayStillLand,
+    Forbidden,
+    NotAnApprover,
+    OperationRefused,
+    TemporalUnavailable,
+    UnknownChain,
+)
 from core.identity import Identity
+from core.temporal import temporal_unreachable
 from db import audit
 from models.access import WithdrawalAction, WithdrawalHold
 from models.db import Wallet, Withdrawal, WithdrawalEvent, utcnow
 from models.intent_seal import seal
+from models.policy import PolicyDecision
 from models.payloads import OnChainState, OperatorRequest, WithdrawalStatus
 from models.schemas import WithdrawalPublic
 from workflows.withdrawal import WithdrawalWorkflow
@@ -46,12 +55,20 @@ class OperatorAction(BaseModel):
     reason: str = Field(default="", max_length=500)
 
 
+def _not_delivered(error: RPCError) -> Exception:
+    """Temporal out of reach says nothing about the workflow (503: try again); an answer that
+    it is not there is WORKFLOW_NOT_RUNNING."""
+    if temporal_unreachable(error):
+        return TemporalUnavailable(f"Temporal did not answer ({error.message}): try again")
+    return OperationRefused("WORKFLOW_NOT_RUNNING", f"the withdrawal's workflow is not running: {error.message}")
+
+
 async def _signal(state: StateDep, withdrawal_id: str, name: str, request: OperatorRequest) -> None:
     handle = state.temporal.get_workflow_handle(f"withdrawal-{withdrawal_id}")
     try:
         await handle.signal(name, request)
     except RPCError as e:
-        raise OperationRefused("WORKFLOW_NOT_RUNNING", f"the withdrawal's workflow is not running: {e.message}") from e
+        raise _not_delivered(e) from e
 
 
 async def _update(state: StateDep, withdrawal_id: str, update, request: OperatorRequest) -> None:  # type: ignore[no-untyped-def]
@@ -60,11 +77,15 @@ async def _update(state: StateDep, withdrawal_id: str, update, request: Operator
         await handle.execute_update(update, request)
     except WorkflowUpdateFailedError as e:
         cause = e.cause
+        if isinstance(cause, ApplicationError) and cause.type == "AcceptedUpdateCompletedWorkflow":
+            # Accepted, then the run ended before the handler returned (a run of a version
+            # before "handlers-finish-before-end"): the action took effect; the state tells the rest.
+            return
         if isinstance(cause, ApplicationError):
             raise OperationRefused(cause.type or "OPERATION_REFUSED", cause.message) from e
         raise OperationRefused("OPERATION_REFUSED", str(cause or e)) from e
     except RPCError as e:
-        raise OperationRefused("WORKFLOW_NOT_RUNNING", f"the withdrawal's workflow is not running: {e.message}") from e
+        raise _not_delivered(e) from e
 
 
 def _refuse_if_final(status: str, code: str) -> None:
@@ -158,11 +179,13 @@ async def cancel(withdrawal_id: str, body: OperatorAction, caller: CallerDep, st
 
 @router.post("/{withdrawal_id}/approve", response_model=WithdrawalPublic)
 async def approve(withdrawal_id: str, body: OperatorAction, caller: CallerDep, state: StateDep, session: SessionDep) -> WithdrawalPublic:
-    """Four eyes: an APPROVER who is neither the owner nor the requester."""
+    """Four eyes: an APPROVER who is neither the owner nor the requester; with a policy quorum,
+    one of its role's holders or its group's members, once (N distinct approvals release it)."""
     withdrawal = await visible_withdrawal(session, state, caller, withdrawal_id)
     if caller.id in (withdrawal.owner, withdrawal.requested_by):
         raise OperationRefused("SELF_APPROVAL", "the requester cannot approve their own withdrawal")
     _refuse_if_final(withdrawal.status, "NOT_AWAITING_APPROVAL")
+    await _refuse_ineligible_approver(session, withdrawal, caller)
     action = await _record_action(session, withdrawal_id, "APPROVE", caller, body.reason)
     try:
         await _update(state, withdrawal_id, WithdrawalWorkflow.approve, OperatorRequest(by=caller.id, reason=body.reason))
@@ -170,6 +193,26 @@ async def approve(withdrawal_id: str, body: OperatorAction, caller: CallerDep, s
         await _refused(session, action)
         raise
     return await _refreshed(session, state, withdrawal_id)
+
+
+async def _refuse_ineligible_approver(session: SessionDep, withdrawal: Withdrawal, caller: Identity) -> None:
+    """The quorum the policy asked for counts its role's holders or its group's members, each once."""
+    decision = (
+        await session.exec(select(PolicyDecision).where(PolicyDecision.withdrawal_id == withdrawal.id, PolicyDecision.stage == "DECIDE"))
+    ).first()
+    quorum = (decision.quorum or {}) if decision is not None else {}
+    if quorum.get("group") and caller.id not in quorum.get("approvers", []):
+        raise NotAnApprover(f"only members of group {quorum['group']} approve this withdrawal", withdrawal_id=withdrawal.id)
+    if not quorum.get("group") and quorum.get("role") and quorum["role"] not in caller.role_names:
+        raise NotAnApprover(f"only holders of role {quorum['role']} approve this withdrawal", withdrawal_id=withdrawal.id)
+    earlier = await session.exec(
+        select(WithdrawalAction).where(
+            WithdrawalAction.withdrawal_id == withdrawal.id, WithdrawalAction.action == "APPROVE",
+            WithdrawalAction.state == "ACCEPTED", WithdrawalAction.actor == caller.id,
+        )
+    )
+    if earlier.first() is not None:
+        raise OperationRefused("ALREADY_APPROVED", f"{caller.id} approved this withdrawal already: a quorum needs distinct approvers")
 
 
 class ChainAction(BaseModel):

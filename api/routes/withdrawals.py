@@ -33,13 +33,16 @@ from core.errors import (
 from core.identity import Identity
 from core.money import to_base_units, to_decimal_string
 from models import search_attributes
+from models.access import WithdrawalAction
 from models.db import TransferAttempt, Wallet, Withdrawal, WithdrawalEvent
+from models.policy import PolicyDecision
 from db import audit
 from models.intent_seal import seal
 from models.payloads import WithdrawalInput, WithdrawalStatus
 from models.schemas import (
     HandleRecipient,
     MemoIn,
+    PolicyDecisionPublic,
     TransferAttemptPublic,
     TrustlineCreate,
     WithdrawalCreate,
@@ -86,6 +89,9 @@ async def _public(session: SessionDep, state: StateDep, w: Withdrawal, *, detail
         block_number=w.block_number,
         fee_paid_base_units=None if w.fee_paid is None else str(w.fee_paid),
         workflow_id=f"withdrawal-{w.id}",
+        policy_version=w.policy_version,
+        policy_rule_id=w.policy_rule_id,
+        policy_outcome=w.policy_outcome,
         created_at=w.created_at,
         updated_at=w.updated_at,
         completed_at=w.completed_at,
@@ -105,6 +111,16 @@ async def _public(session: SessionDep, state: StateDep, w: Withdrawal, *, detail
             )
             for a in attempts.all()
         ]
+        decisions = await session.exec(
+            select(PolicyDecision).where(PolicyDecision.withdrawal_id == w.id).order_by(col(PolicyDecision.id))
+        )
+        public.policy_decisions = [PolicyDecisionPublic.model_validate(d, from_attributes=True) for d in decisions.all()]
+        approvals = await session.exec(
+            select(WithdrawalAction.actor)
+            .where(WithdrawalAction.withdrawal_id == w.id, WithdrawalAction.action == "APPROVE", WithdrawalAction.state == "ACCEPTED")
+            .order_by(col(WithdrawalAction.id))
+        )
+        public.approvals = list(dict.fromkeys(approvals.all()))
     return public
 
 
