@@ -174,7 +174,10 @@ async def measure_ceiling(rpc_url: str, senders: int, per_sender: int, progress:
             progress.advance(task)
 
     started = time.perf_counter()
-    await asyncio.gather(*(sender(a) for a in accounts))
+    try:
+        await asyncio.gather(*(sender(a) for a in accounts))
+    finally:
+        await web3.provider.disconnect()
     elapsed = time.perf_counter() - started
     total = senders * per_sender
     return {"senders": senders, "transfers": total, "seconds": elapsed, "per_second": total / elapsed}
