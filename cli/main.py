@@ -874,14 +874,8 @@ def run_api(host: str = "127.0.0.1", port: int = 8000) -> None:
 @app.command("bench", context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
 def run_bench(ctx: typer.Context) -> None:
     """The throughput benchmark on a fresh local stack (`custody bench --help`; same as `python -m bench`)."""
-    checkout = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if checkout not in sys.path:
-        sys.path.append(checkout)
-    try:
-        from bench.throughput import main as bench_main
-    except ImportError as e:  # the bench ships with the source tree, not the wheel
-        typer.echo(f"error: the benchmark runs from a source checkout (python -m bench): {e}", err=True)
-        raise typer.Exit(2) from e
+    from bench.throughput import main as bench_main
+
     bench_main(list(ctx.args))
 
 
