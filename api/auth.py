@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta, timezone
 
 from fastapi import Request
@@ -24,7 +25,7 @@ from core import metrics
 from core.errors import Forbidden, Unauthorized, UserBlocked
 from core.identity import Identity, Scope, parse_roles, scopes_of
 from db.access import find_api_key, ip_allowed, touch_api_key
-from models.access import User
+from models.access import ApiKey, User
 
 log = logging.getLogger("custody.api.auth")
 
@@ -46,40 +47,72 @@ def client_ip(request: Request) -> str | None:
 async def authorized(request: Request) -> Identity:
     state = request.app.state.custody
     key = route_key(request)
-    rule = PERMISSIONS.get(key)
     write = request.method not in SAFE_METHODS
     ip = client_ip(request)
+    identity = await authenticated(state, key, ip, write, lambda: _authenticate(request, state, ip))
+    return await permitted(state, identity, key, write)
+
+
+async def authenticated(
+    state, route: str, ip: str | None, write: bool, credential: Callable[[], Awaitable[Identity]]
+) -> Identity:  # type: ignore[no-untyped-def]
+    """The caller `credential()` proves, under the per-IP and failed-auth buckets; a refusal is
+    counted, logged and audited. Shared by the API (a bearer credential) and the console (its
+    sign-in form and its session cookie)."""
     limiter = state.limiter
     await limiter.take("per_ip", ip or "unknown", write=write)
     await limiter.refuse_if_spent("failed_auth", ip or "unknown", write=write)
     try:
-        identity = await _authenticate(request, state, ip)
+        return await credential()
     except (Unauthorized, Forbidden) as e:
         metrics.AUTH_FAILURES.labels(reason=e.code.lower()).inc()
-        log.warning("authentication refused", extra={"route": key, "ip": ip, "error": e.message})
+        log.warning("authentication refused", extra={"route": route, "ip": ip, "error": e.message})
         await limiter.take("failed_auth", ip or "unknown", write=write)  # bounds the audit entries below too
         async with state.sessions() as session, session.begin():
             await audit.append(
-                session, actor=f"ip:{ip or 'unknown'}", action="auth.failed", object_type="route", object_id=key,
+                session, actor=f"ip:{ip or 'unknown'}", action="auth.failed", object_type="route", object_id=route,
                 details={"code": e.code, "reason": e.message},
             )
         raise
-    await limiter.take("per_identity", identity.id, write=write)
+
+
+async def permitted(state, identity: Identity, route: str, write: bool) -> Identity:  # type: ignore[no-untyped-def]
+    """`identity` allowed on `route` ("METHOD /path" of api/permissions.py), with `any_owner` set
+    from the grants that allowed it; 403 otherwise. The console asks this with the API route
+    each of its pages and actions stands for, so both answer to one table."""
+    await state.limiter.take("per_identity", identity.id, write=write)
+    rule = PERMISSIONS.get(route)
     if rule is None:
-        raise Forbidden("this route has no permission rule: refused for everyone", route=key)
+        raise Forbidden("this route has no permission rule: refused for everyone", route=route)
     if rule == PUBLIC or rule == SIGNED_IN:
         return identity
     assert isinstance(rule, tuple)
-    granted = [g for g in rule if identity.can(g.scope, g.role)]
+    granted = _granted(identity, rule)
     if not granted:
         metrics.AUTH_FAILURES.labels(reason="forbidden").inc()
         raise Forbidden(f"needs {_describe(rule)}", needs=[f"{g.role.value}+{g.scope.value}" for g in rule])
     if identity.blocked and write:
         raise UserBlocked("this user is blocked: nothing new can be done until an admin unblocks it", user=identity.id)
-    bucket = EXTRA_BUCKETS.get(key)
+    bucket = EXTRA_BUCKETS.get(route)
     if bucket is not None:
-        await limiter.take(bucket, identity.id, write=write)
+        await state.limiter.take(bucket, identity.id, write=write)
     return dataclasses.replace(identity, any_owner=any(g.any_owner for g in granted))
+
+
+def _granted(identity: Identity, rule: tuple[Grant, ...]) -> list[Grant]:
+    return [g for g in rule if identity.can(g.scope, g.role)]
+
+
+def may(identity: Identity, route: str) -> bool:
+    """Whether `permitted` would let `identity` on `route` (no bucket taken): what the console
+    uses to show only the links and buttons the viewer's role allows."""
+    rule = PERMISSIONS.get(route)
+    if rule is None:
+        return False
+    if rule == PUBLIC or rule == SIGNED_IN:
+        return True
+    assert isinstance(rule, tuple)
+    return bool(_granted(identity, rule)) and not (identity.blocked and not route.startswith("GET "))
 
 
 def _describe(rule: tuple[Grant, ...]) -> str:
@@ -103,7 +136,26 @@ async def _api_key_identity(state, token: str, ip: str | None) -> Identity:  # t
         found = await find_api_key(session, token)
     if found is None:
         raise Unauthorized("unknown API key")
-    key, user = found
+    return await _identity_of_key(state, *found, ip)
+
+
+async def api_key_identity(state, token: str, ip: str | None) -> Identity:  # type: ignore[no-untyped-def]
+    """The identity an API key proves (the console's sign-in form takes one)."""
+    return await _api_key_identity(state, token, ip)
+
+
+async def api_key_identity_by_id(state, key_id: str, ip: str | None) -> Identity:  # type: ignore[no-untyped-def]
+    """The identity of a key found by id: a console session holds its key's id, never the key,
+    and is re-checked on every request, so a revoked key or a changed role counts at once."""
+    async with state.sessions() as session:
+        key = await session.get(ApiKey, key_id)
+        user = None if key is None else await session.get(User, key.owner)
+    if key is None or user is None:
+        raise Unauthorized("unknown API key")
+    return await _identity_of_key(state, key, user, ip)
+
+
+async def _identity_of_key(state, key: ApiKey, user: User, ip: str | None) -> Identity:  # type: ignore[no-untyped-def]
     if key.revoked_at is not None:
         raise Unauthorized("API key revoked", key=key.prefix)
     if key.expires_at is not None and key.expires_at <= datetime.now(timezone.utc):

@@ -26,6 +26,10 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 DOCS_PATHS = ("/docs", "/redoc", "/openapi.json")
+CONSOLE_CSP = (
+    b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    b"form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
 
 
 async def _error(send: Send, status: int, code: str, message: str) -> None:
@@ -122,6 +126,7 @@ class SecurityHeaders:
             await self.app(scope, receive, send)
             return
         docs = scope["path"].startswith(DOCS_PATHS)
+        console = scope["path"] == "/console" or scope["path"].startswith("/console/")
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -134,7 +139,9 @@ class SecurityHeaders:
                 ]
                 if b"cache-control" not in present:
                     extra.append((b"cache-control", b"no-store"))
-                if not docs:
+                if console:  # its own pages, script and style only: no inline code, nothing from elsewhere
+                    extra.append((b"content-security-policy", CONSOLE_CSP))
+                elif not docs:
                     extra.append((b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"))
                 if self.hsts:
                     extra.append((b"strict-transport-security", b"max-age=63072000; includeSubDomains"))

@@ -22,6 +22,7 @@ from api.oidc import OidcVerifier
 from api.ratelimit import RateLimiter
 from api.routes import access_admin, admin, audit, channels, codec, health, operations, pools, users, wallets, webhooks, withdrawals
 from api.routes import address_book, policy
+from api.console import routes as console
 from chains.registry import ChainRegistry
 from core.logs import configure_logging
 from core.redaction import register_settings
@@ -107,6 +108,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
     app.include_router(policy.router)
     app.include_router(address_book.router)
     app.include_router(webhooks.router)
+    console.install(app)  # /console: the operations console (server-rendered pages)
     # Added last = outermost: headers on every answer, then the body guard before any parsing.
     app.add_middleware(CodecOnlyCors, ui_origin=settings.temporal_ui_url)
     app.add_middleware(BodyGuard, max_body_bytes=settings.http.max_body_bytes, max_json_depth=settings.http.max_json_depth)

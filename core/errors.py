@@ -151,6 +151,12 @@ class Forbidden(PermanentError):
     http_status = 403
 
 
+class CsrfFailed(Forbidden):
+    """A console form without its session's CSRF token (or with a wrong one): not from our page."""
+
+    code = "CSRF_FAILED"
+
+
 class UserBlocked(PermanentError):
     """The user was blocked by an admin: nothing new, and nothing of theirs is signed."""
 

@@ -91,6 +91,11 @@ async def test_a_non_editable_install_outside_the_repository_works(tmp_path, api
                 except httpx.TransportError:
                     await asyncio.sleep(0.1)
             assert live.status_code == 200, live.text
+            # The console's templates and static files are package data: rendered from the wheel.
+            signin = await http.get(f"http://127.0.0.1:{port}/console/sign-in")
+            assert signin.status_code == 200 and 'name="api_key"' in signin.text, signin.text[-500:]
+            script = await http.get(f"http://127.0.0.1:{port}/console/static/console.js")
+            assert script.status_code == 200 and "data-refresh-url" in script.text
     finally:
         api.terminate()
         await asyncio.to_thread(api.wait, 30)
