@@ -899,5 +899,13 @@ def run_api(host: str = "127.0.0.1", port: int = 8000) -> None:
     uvicorn.run("api.main:app_from_env", factory=True, host=host, port=port)
 
 
+@app.command("bench", context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
+def run_bench(ctx: typer.Context) -> None:
+    """The throughput benchmark on a fresh local stack (`custody bench --help`; same as `python -m bench`)."""
+    from bench.throughput import main as bench_main
+
+    bench_main(list(ctx.args))
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

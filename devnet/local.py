@@ -159,7 +159,7 @@ def start_redis(port: int, data_dir: Path, log_dir: Path) -> ManagedProcess:
 
 def temporal_argv(
     port: int, ui_port: int, db_file: Path | None, search_attributes: dict[str, str],
-    ui_codec_endpoint: str | None = None,
+    ui_codec_endpoint: str | None = None, sqlite_pragmas: Sequence[str] = (),
 ) -> list[str]:
     argv = [temporal_path(), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port),
             "--ui-port", str(ui_port), "--log-level", "warn", "--ui-disable-news-fetch"]
@@ -170,6 +170,8 @@ def temporal_argv(
         argv += ["--search-attribute", f"{name}={kind}"]
     if ui_codec_endpoint:
         argv += ["--ui-codec-endpoint", ui_codec_endpoint]
+    for pragma in sqlite_pragmas:
+        argv += ["--sqlite-pragma", pragma]
     return argv
 
 

@@ -38,6 +38,10 @@ ANVIL_STATE_INTERVAL = 1  # seconds between anvil's state-file writes (it otherw
 # COMPLETED (final, custody's default finality) comes about three seconds after the send, as on
 # a real chain with fast finality, instead of never on an auto-mining node with nothing to mine.
 ANVIL_BLOCK_SECONDS = 1
+# The Temporal dev server's SQLite file: WAL lets readers run beside the one writer, and
+# synchronous=normal drops the fsync of every commit (a crash of the machine may lose the last
+# commits of the dev server's history, never corrupt the file). Measured with `python -m bench`.
+TEMPORAL_SQLITE_PRAGMAS = ("journal_mode=wal", "synchronous=normal")
 DEV_APPROVAL_THRESHOLDS = '{"anvil:ETH": "1"}'
 
 
@@ -215,7 +219,7 @@ def _start_stack(supervisor: Supervisor, ports: dict[str, int]) -> None:
     temporal_argv = local.temporal_argv(
         ports["temporal"], ports["temporal_ui"], DATA / "temporal.db",
         {key.name: kind for key, kind in search_attributes.KINDS.items()},
-        ui_codec_endpoint=f"http://127.0.0.1:{ports['api']}/codec",
+        ui_codec_endpoint=f"http://127.0.0.1:{ports['api']}/codec", sqlite_pragmas=TEMPORAL_SQLITE_PRAGMAS,
     )
     _start(
         supervisor, f"Temporal dev server on :{ports['temporal']} with Web UI on :{ports['temporal_ui']}",
