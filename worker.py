@@ -40,6 +40,7 @@ from core.logs import configure_logging
 from core.redaction import register_settings
 from core.settings import Settings
 from core.temporal import connect_temporal, metrics_runtime, worker_client
+from core.tracing import configure_tracing, tracing_interceptors
 from db.engine import SessionFactory, create_engine, create_session_factory
 from db.gauges import sample_forever
 from db.migrate import upgrade
@@ -108,6 +109,7 @@ def build_activities(settings: Settings, sessions: SessionFactory) -> list[Any]:
         wallets.activate,
         wallets.mark_failed,
         FaucetActivities(chains).transfer,
+        FaucetActivities(chains).fund,
         pools.begin,
         pools.create_key,
         pools.activate_key,
@@ -151,7 +153,8 @@ def build_worker(client: Client, settings: Settings, sessions: SessionFactory, t
                 settings.chaos_exit_after_activity,
                 alert_after_attempts=settings.unexpected_error_alert_after_attempts,
                 on_stuck=_stuck_alert(sessions),
-            )
+            ),
+            *tracing_interceptors(settings),  # OpenTelemetry spans per workflow and activity, if on
         ],
         max_concurrent_activities=100,
         max_task_queue_activities_per_second=settings.activities_per_second or None,
@@ -285,6 +288,7 @@ async def ensure_webhook_dispatcher(client: Client, settings: Settings, rounds_p
 async def main() -> None:
     settings = Settings()
     configure_logging(settings.log_level, settings.log_json)
+    configure_tracing(settings, "custody-worker")
     engine = create_engine(settings.database_url)
     await upgrade(engine)
     sessions = create_session_factory(engine)

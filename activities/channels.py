@@ -34,7 +34,7 @@ from activities.locks import advisory_lock
 from activities.pools import units
 from chains.registry import ChainRegistry
 from core import metrics
-from core.errors import NotAvailable, PermanentError, SubmissionFailed, WalletNotFound
+from core.errors import AlreadyFunded, NotAvailable, PermanentError, SubmissionFailed, WalletNotFound
 from core.settings import ChannelSettings, Settings
 from db import audit
 from db.engine import SessionFactory
@@ -238,10 +238,10 @@ class ChannelActivities:
         native = adapter.asset(adapter.settings.native_symbol)
         if await adapter.balance(wallet.address, native) > 0:
             return "already funded"
-        channels = self._channels(wallet.chain)
         try:
-            return await adapter.faucet(wallet.address, native, units(channels.starting_balance, native.decimals))
-        except SubmissionFailed:
+            # Friendbot funds its own fixed amount (10,000 XLM on testnet), not starting_balance.
+            return (await adapter.faucet(wallet.address, native, None)).tx_hash
+        except (AlreadyFunded, SubmissionFailed):
             # Friendbot refuses an account that exists: an earlier try (lost response) made it.
             if await adapter.balance(wallet.address, native) > 0:
                 return "already funded"

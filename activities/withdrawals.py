@@ -71,6 +71,7 @@ from models.payloads import (
     AlertEvent,
     ConfirmationResult,
     ControlEvent,
+    LANDED_OUTCOMES,
     GapFill,
     OnChainState,
     PreparedAttempt,
@@ -138,6 +139,20 @@ class WithdrawalPolicy:
 
     def policy_settings(self) -> PolicySettings:
         return PolicySettings(self.approval_thresholds, self.approval_threshold_window_seconds, self.hodl_auto_approve)
+
+
+async def _settle_attempt_states(session: AsyncSession, withdrawal_id: str, landed: ConfirmationResult | None) -> None:
+    """A final withdrawal's attempts end LANDED (the transfer, or our cancellation), REVERTED (on
+    chain, transfer undone) or NOT_LANDED (replaced, expired, or never sent)."""
+    await session.exec(
+        sa.update(TransferAttempt).where(col(TransferAttempt.withdrawal_id) == withdrawal_id).values(state="NOT_LANDED")
+    )
+    if landed is not None and landed.tx_hash:
+        await session.exec(
+            sa.update(TransferAttempt)
+            .where(col(TransferAttempt.withdrawal_id) == withdrawal_id, col(TransferAttempt.tx_hash) == landed.tx_hash)
+            .values(state="REVERTED" if landed.state == OnChainState.REVERTED else "LANDED")
+        )
 
 
 def _prepared(attempts: list[TransferAttempt], blocked: FeeAboveCap | None = None) -> PreparedAttempt:
@@ -965,11 +980,7 @@ class WithdrawalActivities:
             attempts = await self._attempts(session, finish.withdrawal_id)
         chain = self._chains.get(withdrawal.chain)
         outcome = finish.outcome
-        landed = outcome is not None and outcome.state in (
-            OnChainState.CONFIRMED,
-            OnChainState.REVERTED,
-            OnChainState.CANCELLED,
-        )
+        landed = outcome is not None and outcome.state in LANDED_OUTCOMES
         # A nonce goes back to the pool only if no attempt of ours can still land with it.
         release_slot = not landed and not any([await chain.is_known(a.tx_hash) for a in attempts])
 
@@ -985,9 +996,13 @@ class WithdrawalActivities:
             row.error_message = finish.error_message
             row.updated_at = row.completed_at = now
             if outcome is not None:
-                row.tx_hash = outcome.tx_hash or row.tx_hash
+                # Only a transaction of ours that is on chain is the withdrawal's tx_hash (an
+                # expired attempt is not); the workflow's result says the same.
+                row.tx_hash = (outcome.tx_hash or row.tx_hash) if landed else None
                 row.block_number = outcome.block_number
                 row.fee_paid = outcome.fee_paid
+            row.paused, row.paused_by, row.paused_reason = False, None, None  # nothing is left to hold
+            await _settle_attempt_states(session, row.id, outcome if landed else None)
             landed_attempt = next((a for a in attempts if outcome is not None and a.tx_hash == outcome.tx_hash), None)
             if row.sweep and landed_attempt is not None and "value" in (landed_attempt.fee_params or {}):
                 # Each replacement of a sweep moves a little less (it pays more fee out of the

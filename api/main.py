@@ -17,6 +17,7 @@ from temporalio.client import Client
 
 from api.deps import AppState
 from api.edge import BodyGuard, CodecOnlyCors, SecurityHeaders
+from api.error_docs import document_errors
 from api.errors import install_error_handlers
 from api.oidc import OidcVerifier
 from api.ratelimit import RateLimiter
@@ -28,6 +29,7 @@ from core.logs import configure_logging
 from core.redaction import register_settings
 from core.settings import Settings
 from core.temporal import connect_temporal
+from core.tracing import configure_tracing
 from db.access import active_dev_keys
 from db.engine import SessionFactory, create_engine, create_session_factory
 from signers.kek import kek_from_settings
@@ -82,6 +84,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         lifespan=lifespan,
     )
     install_error_handlers(app)
+    document_errors(app)  # each route's error answers, from the code (api/error_docs.py)
 
     @app.middleware("http")
     async def _timing(request: Request, call_next) -> Response:  # type: ignore[no-untyped-def]
@@ -129,6 +132,7 @@ async def _refuse_dev_keys(sessions: SessionFactory) -> None:
 def app_from_env() -> FastAPI:
     settings = Settings()
     configure_logging(settings.log_level, settings.log_json)
+    configure_tracing(settings, "custody-api")
     if settings.api_metrics_port:
         start_http_server(settings.api_metrics_port, addr="127.0.0.1")
     return create_app(settings)

@@ -76,6 +76,15 @@ class DigestSigner(Protocol):
 
 # --- the signing guard: what a key is asked to sign, decoded by the chain's own library ---------
 @dataclass(frozen=True)
+class Funding:
+    """What a test network's faucet paid: the transaction and the amount (base units), which
+    is the faucet's own where it funds a fixed amount (Stellar's friendbot)."""
+
+    tx_hash: str
+    amount: int
+
+
+@dataclass(frozen=True)
 class Movement:
     """Value leaving `source` for `destination` (an owner address: a Solana token transfer is
     resolved to the owner of its destination token account). `asset`: the contract, mint or
@@ -167,8 +176,16 @@ class Chain(Protocol):
         Raises RecipientNoTrustline, MemoRequired, InvalidRecipient, ChainUnavailable."""
         ...
 
-    async def faucet(self, address: str, asset: AssetSpec, amount: int) -> str:
-        """Test networks only: fund `address`; returns the funding transaction's id."""
+    async def check_account_minimum(self, destination: str, asset: AssetSpec, amount: int) -> None:
+        """A read the API may make before accepting a withdrawal: a first payment to an account
+        that does not exist yet must be at least what creates it (Solana: rent-exempt minimum,
+        Stellar: 1 XLM; EVM: none). Raises BelowAccountMinimum, ChainUnavailable."""
+        ...
+
+    async def faucet(self, address: str, asset: AssetSpec, amount: int | None) -> Funding:
+        """Test networks only: fund `address` with `amount` (None: where the faucet funds a fixed
+        amount, which it then must be). Raises InvalidAmount, AlreadyFunded, NotAvailable,
+        RecipientNoTrustline, SubmissionFailed, ChainUnavailable."""
         ...
 
     async def account_exists(self, address: str) -> bool:

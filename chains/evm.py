@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import string
 from typing import Any, ClassVar
 
 import aiohttp
@@ -33,6 +34,7 @@ from web3.exceptions import (
 
 from chains.base import (
     DigestSigner,
+    Funding,
     Memo,
     Movement,
     SignedTransfer,
@@ -43,6 +45,7 @@ from chains.base import (
     approve_before_signing,
 )
 from core.errors import (
+    InvalidAmount,
     ChainUnavailable,
     CustodyError,
     FeeAboveCap,
@@ -137,7 +140,9 @@ class EvmChain:
 
     # --- addresses and assets -------------------------------------------------------------
     def normalize_address(self, address: str) -> str:
-        if not isinstance(address, str) or not is_address(address):
+        if isinstance(address, str) and len(address) == 40 and all(c in string.hexdigits for c in address):
+            raise InvalidRecipient("an EVM address starts with 0x: 0x + 40 hex digits", address=address)
+        if not isinstance(address, str) or not address.lower().startswith("0x") or not is_address(address):
             raise InvalidRecipient("not an EVM address (0x + 40 hex digits)", address=str(address)[:64])
         if address != address.lower() and address[2:] != address[2:].upper() and not is_checksum_address(address):
             raise InvalidRecipient("EIP-55 checksum mismatch", address=address)
@@ -165,6 +170,9 @@ class EvmChain:
     # --- reads -----------------------------------------------------------------------------
     async def preflight(self, intent: TransferIntent) -> None:
         """Any EVM address can receive ETH and ERC-20 tokens: nothing to check."""
+
+    async def check_account_minimum(self, destination: str, asset: AssetSpec, amount: int) -> None:
+        """Every EVM address exists: any amount can be its first."""
 
     async def _call(self, awaitable: Any) -> Any:
         try:
@@ -529,8 +537,11 @@ class EvmChain:
         return TransferStatus(OnChainState.PENDING, detail="not mined yet")
 
     # --- test networks only ---------------------------------------------------------------
-    async def faucet(self, address: str, asset: AssetSpec, amount: int) -> str:
-        """Pay from the node's first unlocked dev account (anvil/hardhat). Test networks only."""
+    async def faucet(self, address: str, asset: AssetSpec, amount: int | None) -> Funding:
+        """Pay from the node's first unlocked dev account (anvil/hardhat); a test token is minted
+        (the TestToken contract's open mint). Test networks only."""
+        if amount is None:
+            raise InvalidAmount("amount is required: how much to fund", asset=asset.symbol)
         accounts = await self._call(self.web3.eth.accounts)
         if not accounts:
             raise SubmissionFailed("this node has no unlocked dev account to fund from")
@@ -549,7 +560,7 @@ class EvmChain:
             raise SubmissionFailed(f"faucet transfer failed: {_message(e)}") from e
         if int(receipt["status"]) != 1:
             raise SubmissionFailed("faucet transfer reverted")
-        return "0x" + HexBytes(tx_hash).hex().removeprefix("0x")
+        return Funding("0x" + HexBytes(tx_hash).hex().removeprefix("0x"), amount)
 
     # --- reconciliation (chains.base.ChainHistory) ------------------------------------------
     async def history_point(self) -> HistoryPoint:

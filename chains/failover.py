@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-from chains.base import Chain, DigestSigner, Memo, SignedTransfer, SigningRequest, SweepQuote, TransferIntent, TransferStatus
+from chains.base import Chain, DigestSigner, Funding, Memo, SignedTransfer, SigningRequest, SweepQuote, TransferIntent, TransferStatus
 from chains.health import BreakerState, CircuitBreaker, Permit, endpoint_label, is_connectivity_failure
 from core import metrics
 from core.errors import ChainUnavailable, CustodyError
@@ -149,6 +149,9 @@ class FailoverChain:
     async def preflight(self, intent: TransferIntent) -> None:
         await self._read(lambda c: c.preflight(intent))
 
+    async def check_account_minimum(self, destination: str, asset: AssetSpec, amount: int) -> None:
+        await self._read(lambda c: c.check_account_minimum(destination, asset, amount))
+
     async def account_exists(self, address: str) -> bool:
         return await self._read(lambda c: c.account_exists(address))
 
@@ -181,7 +184,7 @@ class FailoverChain:
         timeout: a KMS signature may legitimately take its time."""
         return await self._read(lambda c: c.sign_transfer(intent, sequence, sign, replacing=replacing, **kwargs), timed=False)
 
-    async def faucet(self, address: str, asset: AssetSpec, amount: int) -> str:
+    async def faucet(self, address: str, asset: AssetSpec, amount: int | None) -> Funding:
         """Test networks only; waits for the funding to land (the adapters' own timeouts)."""
         return await self._read(lambda c: c.faucet(address, asset, amount), timed=False)
 

@@ -30,6 +30,7 @@ from solders.compute_budget import ID as COMPUTE_BUDGET_PROGRAM_ID
 from solders.compute_budget import set_compute_unit_limit, set_compute_unit_price
 from solders.hash import Hash
 from solders.instruction import AccountMeta, Instruction
+from solders.keypair import Keypair
 from solders.message import Message
 from solders.pubkey import Pubkey
 from solders.signature import Signature
@@ -48,12 +49,14 @@ from spl.token.instructions import (
     close_account,
     create_idempotent_associated_token_account,
     get_associated_token_address,
+    mint_to_checked,
     transfer_checked,
 )
-from spl.token.models import CloseAccountParams, TransferCheckedParams
+from spl.token.models import CloseAccountParams, MintToCheckedParams, TransferCheckedParams
 
 from chains.base import (
     DigestSigner,
+    Funding,
     Memo,
     Movement,
     SignedTransfer,
@@ -64,15 +67,19 @@ from chains.base import (
     approve_before_signing,
 )
 from core.errors import (
+    BelowAccountMinimum,
     ChainUnavailable,
     InsufficientFunds,
+    InvalidAmount,
     InvalidMemo,
     InvalidRecipient,
+    NotAvailable,
     PermanentError,
     SigningFailed,
     SubmissionFailed,
     PolicyViolation,
 )
+from core.money import to_decimal_string
 from core.settings import AssetSpec, SolanaChainSettings
 from models.payloads import OnChainState
 
@@ -310,18 +317,26 @@ class SolanaChain:
                     address=intent.destination,
                 )
         if intent.asset.is_native:
-            account = await self._account(destination)
-            if account is None or account.lamports == 0:
-                minimum = await self._rent_exempt(0)
-                if intent.amount < minimum:
-                    raise InvalidRecipient(
-                        f"the destination account does not exist yet: the first transfer must be at least "
-                        f"the rent-exempt minimum of {minimum} lamports",
-                        address=intent.destination,
-                        minimum=str(minimum),
-                    )
+            await self.check_account_minimum(intent.destination, intent.asset, intent.amount)
             return
         await self._mint(intent.asset)
+
+    async def check_account_minimum(self, destination: str, asset: AssetSpec, amount: int) -> None:
+        """SOL to an account without lamports creates it: below the rent-exempt minimum the
+        runtime refuses the transfer (InsufficientFundsForRent). Tokens go to an associated
+        token account the sender pays for: no minimum."""
+        if not asset.is_native:
+            return
+        account = await self._account(self._pubkey(destination))
+        if account is None or account.lamports == 0:
+            minimum = await self._rent_exempt(0)
+            if amount < minimum:
+                raise BelowAccountMinimum(
+                    f"the destination account does not exist yet: the first transfer must be at least "
+                    f"the rent-exempt minimum of {minimum} lamports ({to_decimal_string(minimum, 9)} SOL)",
+                    address=destination,
+                    minimum=str(minimum),
+                )
 
     async def account_exists(self, address: str) -> bool:
         return await self._account(Pubkey.from_string(address)) is not None
@@ -713,28 +728,66 @@ class SolanaChain:
         return TransferStatus(OnChainState.PENDING, detail="not landed yet")
 
     # --- test networks only ---------------------------------------------------------------
-    async def faucet(self, address: str, asset: AssetSpec, amount: int) -> str:
-        if not asset.is_native:
-            raise SubmissionFailed("only SOL can be airdropped", asset=asset.symbol)
+    async def faucet(self, address: str, asset: AssetSpec, amount: int | None) -> Funding:
+        """SOL by airdrop; a configured test token minted by its mint authority
+        (`faucet_token_authority`) into the owner's associated token account."""
+        if amount is None:
+            raise InvalidAmount("amount is required: how much to fund", asset=asset.symbol)
         owner = Pubkey.from_string(address)
+        if asset.is_native:
+            try:
+                signature = (
+                    await self._call(self._rpc().request_airdrop(owner, amount, self.commitment), rpc_errors=True)
+                ).value
+            except RPCException as e:
+                raise SubmissionFailed(f"airdrop refused: {_rpc_error(e)[0]}", chain=self.name) from e
+        else:
+            signature = await self._mint_test_tokens(owner, asset, amount)
+        await self._await_faucet(signature)
+        return Funding(str(signature), amount)
+
+    async def _mint_test_tokens(self, owner: Pubkey, asset: AssetSpec, amount: int) -> Signature:
+        secret = self.settings.faucet_token_authority
+        if secret is None:
+            raise NotAvailable(f"no mint authority is configured for {asset.symbol} on {self.name}", asset=asset.symbol)
         try:
-            signature = (
-                await self._call(self._rpc().request_airdrop(owner, amount, self.commitment), rpc_errors=True)
+            authority = Keypair.from_base58_string(secret.get_secret_value())
+        except ValueError as e:
+            raise NotAvailable("faucet_token_authority is not a base58 keypair", chain=self.name) from e
+        program, decimals, _ = await self._mint(asset)
+        assert asset.contract is not None
+        mint = Pubkey.from_string(asset.contract)
+        instructions = [
+            create_idempotent_associated_token_account(authority.pubkey(), owner, mint, program),
+            mint_to_checked(
+                MintToCheckedParams(
+                    program_id=program, mint=mint, dest=get_associated_token_address(owner, mint, program),
+                    mint_authority=authority.pubkey(), amount=amount, decimals=decimals,
+                )
+            ),
+        ]
+        latest = (await self._call(self._rpc().get_latest_blockhash(self.commitment))).value
+        tx = Transaction.new_signed_with_payer(instructions, authority.pubkey(), [authority], latest.blockhash)
+        try:
+            return (
+                await self._call(self._rpc().send_raw_transaction(bytes(tx), TxOpts(preflight_commitment=self.commitment)), rpc_errors=True)
             ).value
         except RPCException as e:
-            raise SubmissionFailed(f"airdrop refused: {_rpc_error(e)[0]}", chain=self.name) from e
+            raise SubmissionFailed(f"minting {asset.symbol} refused: {_rpc_error(e)[0]}", chain=self.name) from e
+
+    async def _await_faucet(self, signature: Signature) -> None:
         deadline = time.monotonic() + 30
         while True:
             st = (await self._statuses([signature]))[0]
             if st is not None and st.err is not None:
-                raise SubmissionFailed(f"airdrop failed on chain: {st.err}", chain=self.name)
+                raise SubmissionFailed(f"funding failed on chain: {st.err}", chain=self.name)
             if st is not None and (
                 st.confirmation_status in (TransactionConfirmationStatus.Confirmed, TransactionConfirmationStatus.Finalized)
                 or (st.confirmation_status is None and st.confirmations is None)
             ):
-                return str(signature)
+                return
             if time.monotonic() > deadline:
-                raise ChainUnavailable("airdrop not confirmed within 30 s", chain=self.name, tx_hash=str(signature))
+                raise ChainUnavailable("funding not confirmed within 30 s", chain=self.name, tx_hash=str(signature))
             await asyncio.sleep(min(self.settings.poll_interval_seconds, 0.5))
 
     # --- reconciliation (chains.base.ChainHistory) ------------------------------------------

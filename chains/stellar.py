@@ -22,6 +22,7 @@ from typing import Any, ClassVar
 from stellar_sdk import (
     Account,
     Asset,
+    CreateAccount,
     HashMemo,
     IdMemo,
     Keypair,
@@ -30,6 +31,7 @@ from stellar_sdk import (
     StrKey,
     TextMemo,
     TransactionBuilder,
+    TransactionEnvelope,
 )
 from stellar_sdk import xdr as stellar_xdr
 from stellar_sdk.client.aiohttp_client import AiohttpClient
@@ -48,6 +50,7 @@ from stellar_sdk.exceptions import (
 from chains.base import (
     ChannelKey,
     DigestSigner,
+    Funding,
     Memo,
     Movement,
     SignedTransfer,
@@ -58,19 +61,24 @@ from chains.base import (
     approve_before_signing,
 )
 from core.errors import (
+    AlreadyFunded,
+    BelowAccountMinimum,
     ChainUnavailable,
     FeeAboveCap,
     FeeTooLow,
     InsufficientFunds,
+    InvalidAmount,
     InvalidMemo,
     InvalidRecipient,
     MemoRequired,
+    NotAvailable,
     PermanentError,
     PolicyViolation,
     RecipientNoTrustline,
     SigningFailed,
     SubmissionFailed,
 )
+from core.money import to_decimal_string
 from core.settings import AssetSpec, StellarChainSettings
 from models.payloads import OnChainState
 
@@ -381,10 +389,22 @@ class StellarChain:
                 "destination is unfunded and a muxed (M...) address cannot be created; pay its G account",
                 destination=intent.destination,
             )
-        if intent.amount < await self._min_create_amount():
-            raise InvalidRecipient(
-                "destination is unfunded; the first payment must be at least 1 XLM",
-                destination=intent.destination,
+        await self.check_account_minimum(intent.destination, intent.asset, intent.amount)
+
+    async def check_account_minimum(self, destination: str, asset: AssetSpec, amount: int) -> None:
+        """XLM to an account that does not exist is a create_account: below twice the base
+        reserve (1 XLM) it fails (op_low_reserve). Credit assets need a trustline (preflight)."""
+        if not asset.is_native or destination.startswith("M"):
+            return  # an unfunded muxed address cannot be created at all: preflight says so
+        if await self._account(destination) is not None:
+            return
+        minimum = await self._min_create_amount()
+        if amount < minimum:
+            raise BelowAccountMinimum(
+                f"the destination account does not exist yet: the first payment creates it and must be at least "
+                f"{to_decimal_string(minimum, DECIMALS)} XLM",
+                destination=destination,
+                minimum=str(minimum),
             )
 
     async def account_exists(self, address: str) -> bool:
@@ -769,14 +789,27 @@ class StellarChain:
         return str((attempt.fee_params or {}).get("source") or intent.sender)
 
     # --- test networks only ---------------------------------------------------------------
-    async def faucet(self, address: str, asset: AssetSpec, amount: int) -> str:
-        """Friendbot creates (and funds with its fixed amount) an account that does not exist yet."""
+    async def faucet(self, address: str, asset: AssetSpec, amount: int | None) -> Funding:
+        """XLM: friendbot creates the account with its own fixed amount (said in the answer), and
+        only once. A configured credit asset: a payment from its issuer (`faucet_token_authority`)
+        to an account that trusts it."""
         if not asset.is_native:
-            raise SubmissionFailed("only XLM can be funded", asset=asset.symbol)
+            if amount is None:
+                raise InvalidAmount("amount is required: how much to fund", asset=asset.symbol)
+            return await self._pay_test_tokens(address, asset, amount)
+        if amount is not None:
+            raise InvalidAmount(
+                "friendbot funds a new account with its own fixed amount: leave amount out", asset=asset.symbol
+            )
+        account_id = self._base_account(address)
+        if await self.account_exists(account_id):
+            raise AlreadyFunded(
+                "friendbot only creates accounts, and this one exists: pay it XLM from another wallet", address=address
+            )
         url = self.settings.friendbot_url or self.settings.horizon_url.rstrip("/") + "/friendbot"
         client = self._horizon()._client
         try:
-            response = await client.get(url, params={"addr": self._base_account(address)})
+            response = await client.get(url, params={"addr": account_id})
         except (HorizonConnectionError, asyncio.TimeoutError, OSError) as e:
             raise ChainUnavailable(f"friendbot unreachable: {e}", chain=self.name) from e
         try:
@@ -786,13 +819,69 @@ class StellarChain:
         if response.status_code >= 500:
             raise ChainUnavailable(f"friendbot answered {response.status_code}", chain=self.name)
         if response.status_code != 200:
+            if await self.account_exists(account_id):  # funded meanwhile (two requests raced)
+                raise AlreadyFunded("friendbot only creates accounts, and this one exists", address=address)
             detail = body.get("detail") or body.get("title") or response.text[:200]
             raise SubmissionFailed(f"friendbot refused: {detail}", chain=self.name)
         tx_hash = body.get("hash") or body.get("id")
         if not tx_hash:
             raise SubmissionFailed("friendbot answered without a transaction hash", chain=self.name)
-        return str(tx_hash)
+        return Funding(str(tx_hash), await self._created_with(account_id, body))
 
+    async def _created_with(self, account_id: str, friendbot_answer: dict[str, Any]) -> int:
+        """The starting balance friendbot's create_account gave `account_id` (its envelope), else
+        the new account's balance (nothing else can have paid it in the same moment)."""
+        try:
+            envelope = TransactionEnvelope.from_xdr(friendbot_answer["envelope_xdr"], self.settings.network_passphrase)
+            for op in envelope.transaction.operations:
+                if isinstance(op, CreateAccount) and op.destination == account_id:
+                    return parse_stroops(op.starting_balance)
+        except (KeyError, TypeError, ValueError, SdkError):
+            pass
+        account = await self._account(account_id)
+        native = next((b for b in (account or {}).get("balances", []) if b.get("asset_type") == "native"), None)
+        return parse_stroops(native["balance"]) if native else 0
+
+    async def _pay_test_tokens(self, address: str, asset: AssetSpec, amount: int) -> Funding:
+        secret = self.settings.faucet_token_authority
+        sdk_asset = self._sdk_asset(asset)
+        if secret is None:
+            raise NotAvailable(f"no issuer key is configured for {asset.symbol} on {self.name}", asset=asset.symbol)
+        try:
+            issuer = Keypair.from_secret(secret.get_secret_value())
+        except (ValueError, SdkError) as e:
+            raise NotAvailable("faucet_token_authority is not a Stellar secret seed", chain=self.name) from e
+        if issuer.public_key != sdk_asset.issuer:
+            raise NotAvailable(f"faucet_token_authority is not the issuer of {asset.symbol}", asset=asset.symbol)
+        holder = await self._account(self._base_account(address))
+        if holder is None or self._trustline(holder, sdk_asset) is None:
+            raise RecipientNoTrustline(
+                f"the account has no {asset.symbol} trustline yet: add one first (POST /v1/wallets/<id>/trustlines)",
+                address=address,
+            )
+        source = await self._account(issuer.public_key)
+        if source is None:
+            raise NotAvailable(f"the {asset.symbol} issuer account does not exist on {self.name}", asset=asset.symbol)
+        ledger = await self._latest_ledger()
+        envelope = (
+            TransactionBuilder(Account(issuer.public_key, int(source["sequence"])), self.settings.network_passphrase,
+                               base_fee=await self._fee_per_op(ledger))
+            .append_payment_op(address, sdk_asset, format_stroops(amount))
+            # the network's clock, as for transfers (a devnet's may run ahead of ours)
+            .add_time_bounds(0, _unix(ledger["closed_at"]) + self.settings.timebounds_seconds)
+            .build()
+        )
+        envelope.sign(issuer)
+        try:
+            answer = await self._horizon().submit_transaction(envelope, skip_memo_required_check=True)
+        except (HorizonConnectionError, asyncio.TimeoutError, OSError) as e:
+            raise ChainUnavailable(f"{self.name} Horizon unreachable: {e}", chain=self.name) from e
+        except BaseHorizonError as e:
+            codes = (e.extras or {}).get("result_codes") or {}
+            raise SubmissionFailed(
+                f"paying {asset.symbol} from its issuer failed: {e.title or e.status} {codes}", chain=self.name
+            ) from e
+        return Funding(str(answer.get("hash") or envelope.hash_hex()), amount)
 
     # --- reconciliation (chains.base.ChainHistory) ------------------------------------------
     async def history_point(self) -> HistoryPoint:

@@ -4,7 +4,7 @@ CUSTODY_API_KEY) and, for batch actions, to Temporal directly (CUSTODY_TEMPORAL_
     custody withdrawals pause <id> --reason "..."     custody withdrawals resume <id>
     custody withdrawals cancel <id> --reason "..."    custody withdrawals approve <id>
     custody withdrawals list --status SIGNING --chain anvil
-    custody withdrawals show <id>
+    custody withdrawals show <id>          custody withdrawals wait <id> [--until AWAITING_APPROVAL]
     custody withdrawals pause-all --chain anvil --reason "RPC incident"   (and resume-all)
     custody wallets create --chain anvil --label hot | list | balances <id> | fund <id> --amount 1
     custody wallets trust <id> --asset USDC               (Stellar trustline)
@@ -116,9 +116,14 @@ def wallet_balances(wallet_id: str) -> None:
 
 
 @wallets.command("fund")
-def wallet_fund(wallet_id: str, amount: str = typer.Option(...), asset: str | None = typer.Option(None)) -> None:
-    """Test networks only: fund from the chain's faucet."""
-    _print(_call("POST", f"/v1/wallets/{wallet_id}/fund", json={"amount": amount} | ({"asset": asset} if asset else {})))
+def wallet_fund(
+    wallet_id: str,
+    amount: str | None = typer.Option(None, help="decimal; leave out where the faucet funds a fixed amount (Stellar friendbot)"),
+    asset: str | None = typer.Option(None),
+) -> None:
+    """Test networks only: fund from the chain's faucet; prints what was funded."""
+    body = ({"amount": amount} if amount else {}) | ({"asset": asset} if asset else {})
+    _print(_call("POST", f"/v1/wallets/{wallet_id}/fund", json=body))
 
 
 @wallets.command("trust")
@@ -159,6 +164,29 @@ def withdrawal_list(
 def withdrawal_show(withdrawal_id: str) -> None:
     """Status, paused state, history and every signed attempt."""
     _print(_call("GET", f"/v1/withdrawals/{withdrawal_id}"))
+
+
+FINAL_STATUSES = ("COMPLETED", "FAILED", "CANCELLED")
+
+
+@withdrawals.command("wait")
+def withdrawal_wait(
+    withdrawal_id: str,
+    until: list[str] = typer.Option(None, "--until", help="a status to wait for (repeatable); default: any final one"),
+    timeout: float = typer.Option(120, help="seconds; exit code 2 when it passes"),
+) -> None:
+    """Wait until the withdrawal reaches a status, then print it (like `show`)."""
+    wanted = {s.upper() for s in until} if until else set(FINAL_STATUSES)
+    deadline = time.monotonic() + timeout
+    while True:
+        body = _call("GET", f"/v1/withdrawals/{withdrawal_id}")
+        if body["status"] in wanted or body["status"] in FINAL_STATUSES:
+            _print(body)
+            return
+        if time.monotonic() > deadline:
+            typer.echo(f"error: still {body['status']} after {timeout:.0f} s", err=True)
+            raise typer.Exit(2)
+        time.sleep(0.5)
 
 
 def _operate(action: str, withdrawal_id: str, reason: str) -> None:
@@ -869,6 +897,14 @@ def run_api(host: str = "127.0.0.1", port: int = 8000) -> None:
     import uvicorn
 
     uvicorn.run("api.main:app_from_env", factory=True, host=host, port=port)
+
+
+@app.command("bench", context_settings={"allow_extra_args": True, "ignore_unknown_options": True, "help_option_names": []})
+def run_bench(ctx: typer.Context) -> None:
+    """The throughput benchmark on a fresh local stack (`custody bench --help`; same as `python -m bench`)."""
+    from bench.throughput import main as bench_main
+
+    bench_main(list(ctx.args))
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -45,27 +45,46 @@ class PermanentError(CustodyError):
 
 # --- input and ownership -------------------------------------------------------------------
 class ValidationFailed(PermanentError):
+    """The request does not validate: details.errors lists each field and problem."""
+
     code = "VALIDATION_ERROR"
     http_status = 422
 
 
 class InvalidAmount(ValidationFailed):
+    """Not a positive decimal string within the asset's decimals."""
+
     code = "INVALID_AMOUNT"
 
 
 class InvalidRecipient(ValidationFailed):
+    """Not an address of this chain, or one that cannot receive this payment."""
+
     code = "INVALID_RECIPIENT"
 
 
 class InvalidMemo(ValidationFailed):
+    """A memo the chain cannot carry (kind or length)."""
+
     code = "INVALID_MEMO"
 
 
+class BelowAccountMinimum(InvalidAmount):
+    """The destination account does not exist yet, and a first payment smaller than what
+    creates it would fail on chain (Solana: the rent-exempt minimum; Stellar: 1 XLM)."""
+
+    code = "BELOW_ACCOUNT_MINIMUM"
+
+
 class UnknownAsset(ValidationFailed):
+    """An asset this chain is not configured with."""
+
     code = "UNKNOWN_ASSET"
 
 
 class UnknownChain(ValidationFailed):
+    """A chain this deployment is not configured with."""
+
     code = "UNKNOWN_CHAIN"
 
 
@@ -84,21 +103,29 @@ class MemoRequired(PermanentError):
 
 
 class RecipientNotFound(PermanentError):
+    """No such custody user, or they have no active wallet on the chain (`to: {handle}`)."""
+
     code = "RECIPIENT_NOT_FOUND"
     http_status = 404
 
 
 class WalletNotFound(PermanentError):
+    """No such wallet (or not the caller's)."""
+
     code = "WALLET_NOT_FOUND"
     http_status = 404
 
 
 class WalletInactive(PermanentError):
+    """The wallet is deactivated, failed, or still being created."""
+
     code = "WALLET_INACTIVE"
     http_status = 409
 
 
 class WithdrawalNotFound(PermanentError):
+    """No such withdrawal (or not the caller's)."""
+
     code = "WITHDRAWAL_NOT_FOUND"
     http_status = 404
 
@@ -118,11 +145,15 @@ class AttemptMayStillLand(PermanentError):
 
 
 class IdempotencyConflict(PermanentError):
+    """This Idempotency-Key was used with a different request (amounts compared as numbers)."""
+
     code = "IDEMPOTENCY_CONFLICT"
     http_status = 409
 
 
 class WalletLabelTaken(PermanentError):
+    """The owner has an active wallet with this label on this chain already."""
+
     code = "WALLET_LABEL_TAKEN"
     http_status = 409
 
@@ -139,6 +170,8 @@ class OperationRefused(PermanentError):
 
 
 class Unauthorized(PermanentError):
+    """No credentials, or an unknown, revoked or expired API key or token."""
+
     code = "UNAUTHORIZED"
     http_status = 401
 
@@ -181,16 +214,22 @@ class ApprovalNotRecorded(PermanentError):
 
 
 class UserNotFound(PermanentError):
+    """No such user."""
+
     code = "USER_NOT_FOUND"
     http_status = 404
 
 
 class ApiKeyNotFound(PermanentError):
+    """No such API key."""
+
     code = "API_KEY_NOT_FOUND"
     http_status = 404
 
 
 class PayloadTooLarge(PermanentError):
+    """The request body is larger than the API accepts."""
+
     code = "PAYLOAD_TOO_LARGE"
     http_status = 413
 
@@ -202,17 +241,31 @@ class NotAvailable(PermanentError):
     http_status = 404
 
 
+class AlreadyFunded(PermanentError):
+    """A faucet that only creates accounts (Stellar's friendbot) was asked to fund one that
+    exists: nothing was paid."""
+
+    code = "ALREADY_FUNDED"
+    http_status = 409
+
+
 class RateLimited(PermanentError):
+    """Too many requests (or fundings) in the window: Retry-After says when to try again."""
+
     code = "RATE_LIMITED"
     http_status = 429
 
 
 # --- money and chain ----------------------------------------------------------------------
 class InsufficientFunds(PermanentError):
+    """The wallet's spendable balance does not cover the amount, what in-flight withdrawals hold, and the fee."""
+
     code = "INSUFFICIENT_FUNDS"
 
 
 class SigningFailed(PermanentError):
+    """The signer refused or failed to sign."""
+
     code = "SIGNING_FAILED"
     http_status = 502
 
@@ -242,6 +295,8 @@ class LimitExceeded(PermanentError):
 
 
 class InvalidPolicy(ValidationFailed):
+    """A policy document or rule that does not validate."""
+
     code = "INVALID_POLICY"
 
 
@@ -268,11 +323,15 @@ class NotAnApprover(PermanentError):
 
 
 class AddressBookEntryNotFound(PermanentError):
+    """No such address-book entry."""
+
     code = "ADDRESS_BOOK_ENTRY_NOT_FOUND"
     http_status = 404
 
 
 class SubmissionFailed(PermanentError):
+    """The network refused the transaction (or a faucet its funding) for a reason retrying cannot fix."""
+
     code = "SUBMISSION_FAILED"
     http_status = 502
 
@@ -292,6 +351,8 @@ class SlotConsumedExternally(PermanentError):
 
 
 class ChainUnavailable(TransientError):
+    """The chain's node (every configured endpoint) cannot be reached or answered with an error: retried."""
+
     code = "CHAIN_UNAVAILABLE"
 
 
@@ -317,6 +378,8 @@ class FeeAboveCap(TransientError):
 
 
 class SignerUnavailable(TransientError):
+    """The key's signer (KMS) cannot be reached or throttles: retried."""
+
     code = "SIGNER_UNAVAILABLE"
 
 
@@ -347,11 +410,15 @@ class InvalidWebhookUrl(ValidationFailed):
 
 
 class WebhookNotFound(PermanentError):
+    """No such webhook."""
+
     code = "WEBHOOK_NOT_FOUND"
     http_status = 404
 
 
 class WebhookDeliveryNotFound(PermanentError):
+    """No such webhook delivery."""
+
     code = "WEBHOOK_DELIVERY_NOT_FOUND"
     http_status = 404
 
@@ -364,6 +431,8 @@ class WebhookDeliveryInProgress(PermanentError):
 
 
 class WebhookLimitReached(PermanentError):
+    """The owner has as many webhooks as allowed."""
+
     code = "WEBHOOK_LIMIT_REACHED"
     http_status = 409
 
@@ -384,3 +453,71 @@ def _collect(cls: type[CustodyError]) -> None:
 
 
 _collect(CustodyError)
+
+
+# --- codes that are no class of their own --------------------------------------------------
+# An operator action refused by the withdrawal's workflow (an update's ApplicationError type) or
+# by the API (OperationRefused(code, ...)); all answer 409.
+OPERATOR_REFUSALS: dict[str, str] = {
+    "CANCEL_TOO_LATE": "the withdrawal is final or its transfer can no longer be stopped",
+    "CANCEL_IN_PROGRESS": "a cancellation is already under way",
+    "SELF_APPROVAL": "the requester cannot approve their own withdrawal",
+    "ALREADY_APPROVED": "this approver approved already: a quorum needs distinct approvers",
+    "NOT_AWAITING_APPROVAL": "the withdrawal is not waiting for an approval",
+    "WORKFLOW_NOT_RUNNING": "the withdrawal's workflow is not running",
+    "NOT_RETRYABLE": "only FAILED withdrawals can be retried by hand",
+}
+# A withdrawal's own ending (its `error_code`), never an HTTP answer.
+WITHDRAWAL_ENDINGS: dict[str, str] = {
+    "APPROVAL_TIMEOUT": "no approval came in time",
+    "CANCELLED": "cancelled by an operator or the owner",
+}
+# The API's answers outside custody's own errors (api/errors.py, api/edge.py).
+API_ANSWERS: dict[str, tuple[int, str]] = {
+    "NOT_FOUND": (404, "no such route"),
+    "METHOD_NOT_ALLOWED": (405, "the route does not take this method"),
+    "HTTP_ERROR": (400, "any other HTTP-level refusal"),
+    "INTERNAL_ERROR": (500, "a bug: logged with its trace, never a detail in the answer"),
+}
+
+
+# Modules that define errors of their own next to what raises them (loaded for the catalog).
+ERROR_MODULES = ("activities.access", "activities.pools", "api.oidc")
+
+
+def error_catalog() -> dict[str, tuple[int | None, str, str]]:
+    """Every error code custody answers or records, the single source README's table and the
+    OpenAPI error answers are made from: code -> (HTTP status or None, kind, meaning)."""
+    import importlib
+
+    for module in ERROR_MODULES:
+        importlib.import_module(module)
+    _collect(CustodyError)  # their classes join ERROR_CODES
+    catalog: dict[str, tuple[int | None, str, str]] = {}
+    for code, cls in ERROR_CODES.items():
+        kind = "retried" if issubclass(cls, TransientError) else "final"
+        meaning = " ".join((cls.__doc__ or "").split()).replace("|", "/")
+        catalog[code] = (cls.http_status, kind, meaning)
+    for code, meaning in OPERATOR_REFUSALS.items():
+        catalog[code] = (OperationRefused.http_status, "operator refusal", meaning)
+    for code, meaning in WITHDRAWAL_ENDINGS.items():
+        catalog[code] = (None, "withdrawal ending", meaning)
+    for code, (status, meaning) in API_ANSWERS.items():
+        catalog[code] = (status, "final", meaning)
+    return dict(sorted(catalog.items()))
+
+
+def markdown_table() -> str:
+    """README's error table (`python -m core.errors` prints it; tests/test_error_codes.py keeps
+    README equal to it)."""
+    rows = ["| code | HTTP | kind | meaning |", "|---|---|---|---|"]
+    for code, (status, kind, meaning) in error_catalog().items():
+        rows.append(f"| `{code}` | {status or '-'} | {kind} | {meaning} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    # The module imported by its name, not this __main__ copy: the other modules' errors subclass it.
+    from core.errors import markdown_table as table
+
+    print(table())

@@ -44,3 +44,13 @@ def to_decimal_string(units: int, decimals: int) -> str:
     if decimals == 0 or fraction == 0:
         return f"{sign}{whole}"
     return f"{sign}{whole}." + str(fraction).rjust(decimals, "0").rstrip("0")
+
+
+def canonical_decimal_string(amount: str) -> str:
+    """The same amount written one way ("0.250" and "0.25" are "0.25", "01" is "1"), for
+    comparing requests; anything that is not a plain decimal string is returned unchanged."""
+    if not isinstance(amount, str) or len(amount) > MAX_AMOUNT_LENGTH or not re.fullmatch(r"[0-9]+(\.[0-9]+)?", amount):
+        return amount
+    whole, _, fraction = amount.partition(".")
+    whole, fraction = whole.lstrip("0") or "0", fraction.rstrip("0")
+    return f"{whole}.{fraction}" if fraction else whole

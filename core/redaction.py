@@ -63,9 +63,12 @@ def register_urls(urls: Iterable[str]) -> None:
 
 def register_settings(settings) -> None:  # type: ignore[no-untyped-def]
     """Every secret a Settings object holds: endpoint URLs, payload keys, KEK, tokens."""
+    values = [k.get_secret_value() for k in settings.payload_keys.values()]
     for chain in settings.chains.values():
         register_urls(chain.endpoint_urls())
-    values = [k.get_secret_value() for k in settings.payload_keys.values()]
+        authority = getattr(chain, "faucet_token_authority", None)  # a test network's token issuer key
+        if authority is not None:
+            values.append(authority.get_secret_value())
     values.append(settings.keystore_kek.get_secret_value())
     values.append(settings.codec_auth_token.get_secret_value())
     for name in ("temporal_api_key", "intent_seal_key"):

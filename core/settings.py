@@ -178,6 +178,9 @@ class StellarChainSettings(ChainSettingsBase):
     timebounds_seconds: int = Field(default=300, gt=0)
     friendbot_url: str | None = None
     channels: ChannelSettings = Field(default_factory=ChannelSettings)
+    # Test networks only: the secret seed (S...) of the configured credit assets' issuer, so
+    # `fund` can pay them to a wallet that trusts them. None: credit assets cannot be funded.
+    faucet_token_authority: SecretStr | None = None
 
     @model_validator(mode="after")
     def _endpoints(self) -> StellarChainSettings:
@@ -208,6 +211,9 @@ class SolanaChainSettings(ChainSettingsBase):
     # (e.g. paying a program vault). Token withdrawals always need an on-curve owner.
     allow_off_curve_sol_destinations: bool = False
     fee_bump_after_seconds: float = Field(default=2.0, gt=0)
+    # Test networks only: the mint authority of the configured test tokens (base58 of its 64-byte
+    # keypair), so `fund` can mint them. None: tokens cannot be funded.
+    faucet_token_authority: SecretStr | None = None
 
     @model_validator(mode="after")
     def _endpoints(self) -> SolanaChainSettings:
@@ -428,6 +434,9 @@ class Settings(BaseSettings):
     # quotas: excess work waits in Temporal instead of failing). 0 = unlimited.
     activities_per_second: float = Field(default=0, ge=0)
     faucet_daily_limit: int = Field(default=3, ge=0)
+    # OpenTelemetry traces (API request -> workflow -> activities) to the OTLP endpoint of the
+    # standard OTEL_EXPORTER_OTLP_* variables; off by default (core/tracing.py).
+    tracing: bool = False
     # Four-eyes approval above a per-asset amount: {"anvil:ETH": "5"} (decimal, in the asset's unit).
     approval_thresholds: dict[str, str] = Field(default_factory=dict)
     # The threshold counts what the wallet sent without approval in this rolling window (so a

@@ -10,6 +10,7 @@ from temporalio.service import RPCError, RPCStatusCode, ServiceClient, TLSConfig
 
 from core.codec import codec_from_settings, data_converter
 from core.settings import Settings
+from core.tracing import tracing_interceptors
 
 
 def custody_data_converter(settings: Settings, *, refuse_plaintext: bool = False):  # type: ignore[no-untyped-def]
@@ -44,6 +45,7 @@ async def connect_temporal(settings: Settings, runtime: Runtime | None = None) -
         runtime=runtime,
         tls=tls_config(settings),
         api_key=api_key or None,
+        interceptors=tracing_interceptors(settings),  # none unless CUSTODY_TRACING
     )
 
 
@@ -64,7 +66,10 @@ def metrics_runtime(port: int) -> Runtime:
 
 def client_over(service_client: ServiceClient, settings: Settings) -> Client:
     """A custody client sharing an existing connection (tests, embedded servers)."""
-    return Client(service_client, namespace=settings.temporal_namespace, data_converter=custody_data_converter(settings))
+    return Client(
+        service_client, namespace=settings.temporal_namespace, data_converter=custody_data_converter(settings),
+        interceptors=tracing_interceptors(settings),
+    )
 
 
 # Answers that say nothing about the workflow, only that Temporal could not be asked now.

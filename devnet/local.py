@@ -159,7 +159,7 @@ def start_redis(port: int, data_dir: Path, log_dir: Path) -> ManagedProcess:
 
 def temporal_argv(
     port: int, ui_port: int, db_file: Path | None, search_attributes: dict[str, str],
-    ui_codec_endpoint: str | None = None,
+    ui_codec_endpoint: str | None = None, sqlite_pragmas: Sequence[str] = (),
 ) -> list[str]:
     argv = [temporal_path(), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port),
             "--ui-port", str(ui_port), "--log-level", "warn", "--ui-disable-news-fetch"]
@@ -170,6 +170,8 @@ def temporal_argv(
         argv += ["--search-attribute", f"{name}={kind}"]
     if ui_codec_endpoint:
         argv += ["--ui-codec-endpoint", ui_codec_endpoint]
+    for pragma in sqlite_pragmas:
+        argv += ["--sqlite-pragma", pragma]
     return argv
 
 
@@ -240,3 +242,72 @@ async def deploy_test_token(rpc_url: str, name: str, symbol: str, decimals: int)
     if receipt["status"] != 1:
         raise RuntimeError("TestToken deployment reverted")
     return str(receipt["contractAddress"])
+
+
+async def create_test_spl_mint(rpc_url: str, authority_secret: str, decimals: int) -> str:
+    """A classic SPL Token mint whose mint authority is `authority_secret` (base58 keypair),
+    made on a test network's node (airdropped SOL pays for it); returns the mint address."""
+    from solana.rpc.async_api import AsyncClient
+    from solana.rpc.commitment import Confirmed
+    from solders.keypair import Keypair
+    from solders.system_program import CreateAccountParams, create_account
+    from solders.transaction import Transaction
+    from spl.token.constants import TOKEN_PROGRAM_ID
+    from spl.token.instructions import initialize_mint2
+    from spl.token.models import InitializeMint2Params
+
+    authority, mint = Keypair.from_base58_string(authority_secret), Keypair()
+    async with AsyncClient(rpc_url, commitment=Confirmed) as rpc:
+        await _solana_confirmed(rpc, (await rpc.request_airdrop(authority.pubkey(), 10**9)).value)
+        rent = (await rpc.get_minimum_balance_for_rent_exemption(82)).value
+        instructions = [
+            create_account(CreateAccountParams(
+                from_pubkey=authority.pubkey(), to_pubkey=mint.pubkey(), lamports=rent, space=82, owner=TOKEN_PROGRAM_ID,
+            )),
+            initialize_mint2(InitializeMint2Params(
+                decimals=decimals, program_id=TOKEN_PROGRAM_ID, mint=mint.pubkey(), mint_authority=authority.pubkey(),
+            )),
+        ]
+        recent = (await rpc.get_latest_blockhash(Confirmed)).value.blockhash
+        tx = Transaction.new_signed_with_payer(instructions, authority.pubkey(), [authority, mint], recent)
+        await _solana_confirmed(rpc, (await rpc.send_transaction(tx)).value)
+    return str(mint.pubkey())
+
+
+async def solana_account_exists(rpc_url: str, address: str) -> bool:
+    from solana.rpc.async_api import AsyncClient
+    from solana.rpc.commitment import Confirmed
+    from solders.pubkey import Pubkey
+
+    async with AsyncClient(rpc_url, commitment=Confirmed) as rpc:
+        return (await rpc.get_account_info(Pubkey.from_string(address))).value is not None
+
+
+async def _solana_confirmed(rpc, signature, timeout: float = 30) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = (await rpc.get_signature_statuses([signature])).value[0]
+        if status is not None and status.err is not None:
+            raise RuntimeError(f"Solana devnet transaction {signature} failed: {status.err}")
+        if status is not None and status.confirmation_status is not None:
+            return
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"Solana devnet transaction {signature} not confirmed in {timeout:.0f}s")
+
+
+async def create_test_stellar_issuer(horizon_url: str, issuer_secret: str) -> None:
+    """The issuer account of a test credit asset, created by the network's friendbot (an
+    issuer needs no trustline: the asset exists as soon as it pays it)."""
+    import httpx
+
+    from stellar_sdk import Keypair
+
+    public = Keypair.from_secret(issuer_secret).public_key
+    async with httpx.AsyncClient(timeout=30) as http:
+        if (await http.get(f"{horizon_url}/accounts/{public}")).status_code == 200:
+            return
+        response = await http.get(f"{horizon_url}/friendbot", params={"addr": public})
+        if response.status_code != 200:
+            raise RuntimeError(f"friendbot refused the test asset issuer: {response.text[:200]}")

@@ -17,14 +17,20 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from devnet import local
 from devnet.supervisor import ChildProcess, ServiceFailed, StopRequested, Supervisor
 from models import search_attributes
 
-DATA = local.ROOT / ".data"
+# CUSTODY_DEV_DATA_DIR moves the state (tests start a stack of their own this way).
+DATA = Path(os.environ.get("CUSTODY_DEV_DATA_DIR") or local.ROOT / ".data")
 LOGS = DATA / "logs"
 TOKEN_FILE = DATA / "dev-token.json"
+SOLANA_TOKEN_FILE = DATA / "solana-token.json"  # the test SPL mint and its mint authority (dev only)
+STELLAR_ASSET_FILE = DATA / "stellar-asset.json"  # the test credit asset and its issuer's seed (dev only)
+SOLANA_TOKEN = ("TUSD", 6)  # symbol, decimals: the same test dollar as anvil's
+STELLAR_ASSET_CODE = "USDC"  # README's trustline example
 DEV_API_KEY = "dev-alice-key"
 STELLAR_DEVNET_PASSPHRASE = "Custody Devnet ; 2026"  # devnet.stellar's default network
 ANVIL_STATE_INTERVAL = 1  # seconds between anvil's state-file writes (it otherwise writes only at a clean exit)
@@ -32,6 +38,19 @@ ANVIL_STATE_INTERVAL = 1  # seconds between anvil's state-file writes (it otherw
 # COMPLETED (final, custody's default finality) comes about three seconds after the send, as on
 # a real chain with fast finality, instead of never on an auto-mining node with nothing to mine.
 ANVIL_BLOCK_SECONDS = 1
+# The Temporal dev server's SQLite file: WAL lets readers run beside the one writer, and
+# synchronous=normal drops the fsync of every commit (a crash of the machine may lose the last
+# commits of the dev server's history, never corrupt the file). Measured with `python -m bench`.
+TEMPORAL_SQLITE_PRAGMAS = ("journal_mode=wal", "synchronous=normal")
+DEV_APPROVAL_THRESHOLDS = '{"anvil:ETH": "1"}'
+
+
+def _shown(path: Path) -> str:
+    """A path as the user would type it: relative to the repository when it is inside."""
+    try:
+        return str(path.resolve().relative_to(local.ROOT))
+    except ValueError:
+        return str(path)
 
 
 def _port(name: str, default: int) -> int:
@@ -69,6 +88,38 @@ async def _dev_token(rpc_url: str) -> str:
     return address
 
 
+async def _dev_solana_token(rpc_url: str) -> dict[str, str]:
+    """The Solana test token: a mint made once, found again in the devnet's saved state later;
+    its mint authority lets `fund` mint it (test networks only)."""
+    from solders.keypair import Keypair
+
+    if SOLANA_TOKEN_FILE.exists():
+        saved = json.loads(SOLANA_TOKEN_FILE.read_text())
+        if await local.solana_account_exists(rpc_url, saved["mint"]):
+            return saved
+    authority = str(Keypair())
+    mint = await local.create_test_spl_mint(rpc_url, authority, SOLANA_TOKEN[1])
+    saved = {"mint": mint, "authority": authority, "symbol": SOLANA_TOKEN[0], "decimals": str(SOLANA_TOKEN[1])}
+    SOLANA_TOKEN_FILE.write_text(json.dumps(saved))
+    SOLANA_TOKEN_FILE.chmod(0o600)
+    return saved
+
+
+async def _dev_stellar_asset(horizon_url: str) -> dict[str, str]:
+    """The Stellar test credit asset (USDC:<issuer>): an issuer account made once by friendbot;
+    its seed lets `fund` pay the asset to wallets that trust it (test networks only)."""
+    from stellar_sdk import Keypair
+
+    saved = json.loads(STELLAR_ASSET_FILE.read_text()) if STELLAR_ASSET_FILE.exists() else None
+    if saved is None:
+        issuer = Keypair.random()
+        saved = {"code": STELLAR_ASSET_CODE, "issuer": issuer.public_key, "secret": issuer.secret}
+        STELLAR_ASSET_FILE.write_text(json.dumps(saved))
+        STELLAR_ASSET_FILE.chmod(0o600)
+    await local.create_test_stellar_issuer(horizon_url, saved["secret"])  # again after a devnet reset
+    return saved
+
+
 async def _migrate(database_url: str) -> None:
     from db.access import seed_dev_keys
     from db.engine import create_engine, create_session_factory
@@ -80,7 +131,7 @@ async def _migrate(database_url: str) -> None:
     await engine.dispose()
 
 
-def _chains(ports: dict[str, int], token: str) -> dict[str, dict]:
+def _chains(ports: dict[str, int], token: str, solana_token: dict[str, str], stellar_asset: dict[str, str]) -> dict[str, dict]:
     return {
         "anvil": {
             "family": "evm",
@@ -94,13 +145,17 @@ def _chains(ports: dict[str, int], token: str) -> dict[str, dict]:
         "solana": {
             "family": "solana",
             "rpc_url": f"http://127.0.0.1:{ports['solana']}",
+            "tokens": {solana_token["symbol"]: {"address": solana_token["mint"], "decimals": int(solana_token["decimals"])}},
             "faucet_enabled": True,
+            "faucet_token_authority": solana_token["authority"],
         },
         "stellar": {
             "family": "stellar",
             "horizon_url": f"http://127.0.0.1:{ports['stellar']}",
             "network_passphrase": STELLAR_DEVNET_PASSPHRASE,
+            "tokens": {stellar_asset["code"]: {"address": f"{stellar_asset['code']}:{stellar_asset['issuer']}", "decimals": 7}},
             "faucet_enabled": True,
+            "faucet_token_authority": stellar_asset["secret"],
             # Friendbot creates them at worker start: `custody channels show stellar`.
             "channels": {"count": 4},
         },
@@ -154,11 +209,17 @@ def _start_stack(supervisor: Supervisor, ports: dict[str, int]) -> None:
     t = _step("TUSD test token")
     token = asyncio.run(_dev_token(f"http://127.0.0.1:{ports['anvil']}"))
     _done(t)
+    t = _step("Solana TUSD test mint")
+    solana_token = asyncio.run(_dev_solana_token(f"http://127.0.0.1:{ports['solana']}"))
+    _done(t)
+    t = _step("Stellar USDC test asset")
+    stellar_asset = asyncio.run(_dev_stellar_asset(f"http://127.0.0.1:{ports['stellar']}"))
+    _done(t)
     supervisor.raise_if_stopping()
     temporal_argv = local.temporal_argv(
         ports["temporal"], ports["temporal_ui"], DATA / "temporal.db",
         {key.name: kind for key, kind in search_attributes.KINDS.items()},
-        ui_codec_endpoint=f"http://127.0.0.1:{ports['api']}/codec",
+        ui_codec_endpoint=f"http://127.0.0.1:{ports['api']}/codec", sqlite_pragmas=TEMPORAL_SQLITE_PRAGMAS,
     )
     _start(
         supervisor, f"Temporal dev server on :{ports['temporal']} with Web UI on :{ports['temporal_ui']}",
@@ -182,7 +243,9 @@ def _start_stack(supervisor: Supervisor, ports: dict[str, int]) -> None:
         "CUSTODY_TEMPORAL_UI_URL": f"http://127.0.0.1:{ports['temporal_ui']}",
         "CUSTODY_WORKER_METRICS_PORT": str(ports["worker_metrics"]),
         "CUSTODY_TEMPORAL_METRICS_PORT": str(ports["temporal_metrics"]),
-        "CUSTODY_CHAINS": json.dumps(_chains(ports, token)),
+        "CUSTODY_CHAINS": json.dumps(_chains(ports, token, solana_token, stellar_asset)),
+        # Four eyes above 1 ETH, so the tour can show a withdrawal awaiting approval.
+        "CUSTODY_APPROVAL_THRESHOLDS": os.environ.get("CUSTODY_APPROVAL_THRESHOLDS", DEV_APPROVAL_THRESHOLDS),
     }
     _start(supervisor, "worker", ChildProcess(
         "worker", [sys.executable, "worker.py"], LOGS, ready=_port_ready(ports["worker_metrics"]), env=env,
@@ -201,10 +264,10 @@ def _start_stack(supervisor: Supervisor, ports: dict[str, int]) -> None:
         f"  API docs     {api_url}/docs\n"
         f"  Temporal UI  http://127.0.0.1:{ports['temporal_ui']}/namespaces/default/workflows\n"
         f"  anvil RPC    http://127.0.0.1:{ports['anvil']}   (TUSD token {token})\n"
-        f"  Solana RPC   http://127.0.0.1:{ports['solana']}   (LiteSVM devnet; state in .data/solana)\n"
-        f"  Horizon      http://127.0.0.1:{ports['stellar']}   (Stellar devnet; state in .data/stellar)\n"
+        f"  Solana RPC   http://127.0.0.1:{ports['solana']}   (LiteSVM devnet; TUSD mint {solana_token['mint']})\n"
+        f"  Horizon      http://127.0.0.1:{ports['stellar']}   (Stellar devnet; USDC issuer {stellar_asset['issuer']})\n"
         f"  Dev API key  Authorization: Bearer {DEV_API_KEY}   (bob: dev-bob-key)\n"
-        f"  Logs         .data/logs/*.log\n\n"
+        f"  Logs         {_shown(LOGS)}/*.log\n\n"
         f"A process that exits is restarted (a line here says so). Press Ctrl-C to stop.",
         flush=True,
     )
@@ -224,11 +287,11 @@ def main() -> None:
     }
     for name, port in ports.items():
         _require_free(name, port)
-    DATA.mkdir(exist_ok=True)
+    DATA.mkdir(parents=True, exist_ok=True)
     supervisor = Supervisor()
     supervisor.install_signal_handlers()
     failed = False
-    print("custody dev stack (data in .data/, logs in .data/logs/)")
+    print(f"custody dev stack (data in {_shown(DATA)}/, logs in {_shown(LOGS)}/)")
     try:
         _start_stack(supervisor, ports)
         supervisor.run()

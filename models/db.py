@@ -167,7 +167,7 @@ class TransferAttempt(SQLModel, table=True):
     purpose: str = "TRANSFER"  # TRANSFER | CANCEL (EVM: 0-value self-send in the same nonce)
     fee_params: dict[str, Any] = Field(default_factory=dict, sa_type=JSONB)
     max_fee: int = Field(sa_type=BaseUnits)  # the most this attempt can cost, native units
-    state: str = "SIGNED"  # SIGNED -> BROADCAST
+    state: str = "SIGNED"  # SIGNED -> BROADCAST; once the withdrawal is final: LANDED | REVERTED | NOT_LANDED
     created_at: datetime = _ts()
     broadcast_at: datetime | None = Field(default=None, sa_type=sa.DateTime(timezone=True))
 

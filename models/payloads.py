@@ -418,3 +418,9 @@ class WebhookDeliveryResult:
     delivery_id: str
     state: str
     attempts: int
+
+
+# Outcomes in which one of the withdrawal's own transactions is on chain (the transfer, a
+# reverted transfer, or our cancellation): its hash is the withdrawal's `tx_hash`. In every
+# other outcome nothing of ours landed and the withdrawal has no `tx_hash`.
+LANDED_OUTCOMES = frozenset({OnChainState.CONFIRMED, OnChainState.REVERTED, OnChainState.CANCELLED})

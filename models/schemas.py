@@ -56,14 +56,19 @@ class WalletBalances(BaseModel):
 class FundRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    asset: str | None = None  # default: the chain's native asset
-    amount: str = Field(examples=["1.5"])
+    asset: str | None = Field(default=None, description="default: the chain's native asset")
+    amount: str | None = Field(
+        default=None, max_length=100, examples=["1.5"],
+        description="decimal, in the asset's unit; required except where the faucet funds a fixed amount "
+        "(Stellar's friendbot: leave it out)",
+    )
 
 
 class FundResult(BaseModel):
     wallet_id: str
     asset: str
-    amount: str
+    amount: str = Field(description="what was funded (friendbot's own fixed amount on Stellar)")
+    amount_base_units: str
     tx_hash: str
     remaining_today: int
 
@@ -108,7 +113,10 @@ class WithdrawalEventPublic(BaseModel):
 class TransferAttemptPublic(BaseModel):
     tx_hash: str
     nonce: int | None
-    state: str
+    state: str = Field(
+        description="SIGNED, BROADCAST; once the withdrawal is final LANDED (this transaction is on chain), "
+        "REVERTED (on chain, transfer undone) or NOT_LANDED (replaced, expired or never sent)"
+    )
     purpose: str
     # The account whose nonce / sequence number it takes where that is not the wallet (a Stellar
     # channel account, which also pays the fee); None: the wallet.

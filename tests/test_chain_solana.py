@@ -29,7 +29,7 @@ from spl.token.models import InitializeMint2Params, MintToCheckedParams
 
 from chains.base import Memo, SignedTransfer, TransferIntent
 from chains.solana import SolanaChain
-from core.errors import ChainUnavailable, InsufficientFunds, InvalidMemo, InvalidRecipient, SigningFailed, SubmissionFailed
+from core.errors import BelowAccountMinimum, ChainUnavailable, InsufficientFunds, InvalidMemo, InvalidRecipient, NotAvailable, SigningFailed, SubmissionFailed
 from core.settings import AssetSpec, SolanaChainSettings, TokenSettings
 from devnet.faultproxy import FaultProxy
 from devnet.solana import SolanaDevnet, run_solana_devnet
@@ -232,7 +232,7 @@ async def test_preflight_refuses_below_rent_exemption_and_off_curve(chain: Solan
     sol = chain.asset("SOL")
     rent0 = (await rpc.get_minimum_balance_for_rent_exemption(0)).value
     fresh = Keypair().pubkey()
-    with pytest.raises(InvalidRecipient, match="rent-exempt minimum") as exc:
+    with pytest.raises(BelowAccountMinimum, match="rent-exempt minimum") as exc:
         await chain.preflight(intent(sender, fresh, rent0 - 1, sol))
     assert exc.value.details["minimum"] == str(rent0)
     await chain.preflight(intent(sender, fresh, rent0, sol))
@@ -481,7 +481,7 @@ async def test_spl_configuration_errors_and_faucet(devnet: SolanaDevnet, rpc: As
     ok = make_chain(devnet, tokens={"TUSD": TokenSettings(address=str(mint), decimals=6)})
     with pytest.raises(InvalidRecipient, match="off-curve"):
         await ok.preflight(intent(sender, off_curve_address(), 1, ok.asset("TUSD")))
-    with pytest.raises(SubmissionFailed, match="only SOL"):
+    with pytest.raises(NotAvailable, match="no mint authority"):
         await ok.faucet(str(sender.pubkey()), ok.asset("TUSD"), 1)
 
 

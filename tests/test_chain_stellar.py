@@ -19,7 +19,11 @@ from stellar_sdk.client.aiohttp_client import AiohttpClient
 from chains.base import ChannelKey, Memo, SignedTransfer, TransferIntent
 from chains.stellar import StellarChain, format_stroops, parse_stroops
 from core.errors import (
+    AlreadyFunded,
+    BelowAccountMinimum,
     ChainUnavailable,
+    InvalidAmount,
+    NotAvailable,
     FeeAboveCap,
     FeeTooLow,
     InsufficientFunds,
@@ -59,7 +63,7 @@ async def chain(devnet: StellarDevnet) -> AsyncIterator[StellarChain]:
         faucet_enabled=True,
     )
     adapter = StellarChain("stellar", settings)
-    await adapter.faucet(ISSUER.public_key, adapter.asset("XLM"), 0)
+    await adapter.faucet(ISSUER.public_key, adapter.asset("XLM"), None)
     yield adapter
     await adapter.close()
 
@@ -88,8 +92,8 @@ def signer(kp: Keypair):  # type: ignore[no-untyped-def]
 
 async def funded(chain: StellarChain) -> Keypair:
     kp = Keypair.random()
-    tx_hash = await chain.faucet(kp.public_key, chain.asset("XLM"), 0)
-    assert await chain.is_known(tx_hash)
+    funding = await chain.faucet(kp.public_key, chain.asset("XLM"), None)
+    assert await chain.is_known(funding.tx_hash) and funding.amount == 10_000 * XLM  # friendbot's own amount
     return kp
 
 
@@ -198,7 +202,7 @@ async def test_create_account_then_payment(chain: StellarChain, server: ServerAs
     new = Keypair.random().public_key
     assert await chain.balance(new, chain.asset("XLM")) == 0
 
-    with pytest.raises(InvalidRecipient, match="at least 1 XLM"):
+    with pytest.raises(BelowAccountMinimum, match="at least 1 XLM"):
         await chain.preflight(intent(chain, alice, new, XLM - 1))
     with pytest.raises(InvalidRecipient):
         await chain.sign_transfer(intent(chain, alice, new, XLM // 2), await chain.settled_sequence(alice.public_key), signer(alice))
@@ -483,10 +487,12 @@ async def test_signing_is_verified_and_faucet_is_native_only(chain: StellarChain
     signed = await chain.sign_transfer(transfer, sequence, signer(alice))
     assert len(bytes.fromhex(signed.raw_tx)) > 100 and len(signed.tx_hash) == 64
 
-    with pytest.raises(SubmissionFailed, match="only XLM"):
+    with pytest.raises(NotAvailable, match="no issuer key"):
         await chain.faucet(alice.public_key, chain.asset("USDX"), 1)
-    with pytest.raises(SubmissionFailed):
-        await chain.faucet(alice.public_key, chain.asset("XLM"), 1)  # friendbot funds new accounts only
+    with pytest.raises(InvalidAmount, match="fixed amount"):
+        await chain.faucet(Keypair.random().public_key, chain.asset("XLM"), 1)
+    with pytest.raises(AlreadyFunded):
+        await chain.faucet(alice.public_key, chain.asset("XLM"), None)  # friendbot funds new accounts only
 
 
 async def test_unreachable_horizon_is_transient(chain: StellarChain) -> None:

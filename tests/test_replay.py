@@ -87,6 +87,7 @@ async def test_fresh_runs_replay_and_are_recorded_on_request(api, client):
     }
     async for execution in client.list_workflows(f"WorkflowType = 'FaucetWorkflow' AND WorkflowId STARTS_WITH 'fund-{wallet['id']}'"):
         runs["FaucetWorkflow__funded"] = execution.id
+        runs["FaucetWorkflow__v2_funded_amount"] = execution.id  # faucet_fund: says what was funded
         break
     replayer = Replayer(workflows=list(WORKFLOWS), data_converter=custody_data_converter(Settings()))
     for name, workflow_id in runs.items():

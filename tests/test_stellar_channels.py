@@ -86,7 +86,7 @@ async def funded_wallet(api: httpx.AsyncClient, chain: str) -> dict:
     response = await api.post("/v1/wallets", json={"chain": chain, "label": f"hot-{uuid.uuid4().hex[:6]}"}, headers=ALICE)
     assert response.status_code == 201, response.text
     wallet = response.json()
-    funded = await api.post(f"/v1/wallets/{wallet['id']}/fund", json={"amount": "10000"}, headers=ALICE)
+    funded = await api.post(f"/v1/wallets/{wallet['id']}/fund", json={}, headers=ALICE)
     assert funded.status_code == 200, funded.text
     return wallet
 

@@ -43,14 +43,14 @@ async def test_after_a_network_reset_withdrawals_take_the_accounts_new_sequence(
         async with build_worker(client, settings, sessions), api_client(settings, client) as api:
             created = await api.post("/v1/wallets", json={"chain": "stellar", "label": f"reset-{uuid.uuid4().hex[:8]}"}, headers=ALICE)
             wallet = created.json()
-            assert (await api.post(f"/v1/wallets/{wallet['id']}/fund", json={"amount": "10000"}, headers=ALICE)).status_code == 200
+            assert (await api.post(f"/v1/wallets/{wallet['id']}/fund", json={}, headers=ALICE)).status_code == 200
             before = await _withdraw_xlm(api, wallet)
             assert before["status"] == "COMPLETED", before
     old_sequence = before["nonce"]
 
     async with run_stellar_devnet(port=port, close_interval_ms=100, submission_timeout=3) as reset:
         async with build_worker(client, settings, sessions), api_client(settings, client) as api:
-            assert (await api.post(f"/v1/wallets/{wallet['id']}/fund", json={"amount": "10000"}, headers=ALICE)).status_code == 200
+            assert (await api.post(f"/v1/wallets/{wallet['id']}/fund", json={}, headers=ALICE)).status_code == 200
             async with ServerAsync(reset.url, client=AiohttpClient()) as horizon:
                 account = await horizon.accounts().account_id(wallet["address"]).call()
             new_sequence = int(account["sequence"])

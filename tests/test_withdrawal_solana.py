@@ -247,11 +247,12 @@ async def test_insufficient_funds_and_refused_recipients(api: httpx.AsyncClient)
     assert done["status"] == "FAILED" and done["error_code"] == "INSUFFICIENT_FUNDS", done
     assert done["attempts"] == [] and done["tx_hash"] is None
 
-    # a new account must receive at least the rent-exempt minimum
+    # a new account must receive at least the rent-exempt minimum: refused before it is accepted
     response = await withdraw(api, wallet, str(Keypair().pubkey()), "0.0000001")
-    done = await wait_for_status(api, response.json()["id"], {"COMPLETED", "FAILED"})
-    assert done["status"] == "FAILED" and done["error_code"] == "INVALID_RECIPIENT", done
-    assert "rent-exempt" in done["error_message"]
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "BELOW_ACCOUNT_MINIMUM" and "rent-exempt" in error["message"]
+    assert error["details"]["minimum"] == "890880"
 
     # refused at the door: a program-derived address, a malformed one, a memo kind Solana lacks
     pda, _ = Pubkey.find_program_address([b"vault"], TOKEN_PROGRAM_ID)

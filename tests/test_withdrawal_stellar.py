@@ -16,6 +16,8 @@ from stellar_sdk import Asset, Keypair, ServerAsync, TransactionBuilder
 from stellar_sdk.client.aiohttp_client import AiohttpClient
 
 from chains.stellar import parse_stroops
+from pydantic import SecretStr
+
 from core.settings import Settings, StellarChainSettings, TokenSettings
 from db.engine import SessionFactory
 from devnet.stellar import StellarDevnet, run_stellar_devnet
@@ -55,6 +57,7 @@ def stellar_settings(base_settings: Settings, task_queue: str, devnet: StellarDe
         friendbot_url=devnet.friendbot_url,
         faucet_enabled=True,
         tokens={"USDX": TokenSettings(address=f"USDX:{ISSUER.public_key}", decimals=7)},
+        faucet_token_authority=SecretStr(ISSUER.secret),  # `fund` pays USDX from its issuer
         poll_interval_seconds=0.2,
         fee_bump_after_seconds=2,
     )
@@ -83,7 +86,7 @@ async def stellar_wallet(api: httpx.AsyncClient, fund: bool = True) -> dict:
     wallet = response.json()
     assert wallet["status"] == "ACTIVE" and wallet["address"].startswith("G") and len(wallet["address"]) == 56
     if fund:
-        funded = await api.post(f"/v1/wallets/{wallet['id']}/fund", json={"amount": "10000"}, headers=ALICE)
+        funded = await api.post(f"/v1/wallets/{wallet['id']}/fund", json={}, headers=ALICE)
         assert funded.status_code == 200, funded.text
     return wallet
 
@@ -269,6 +272,7 @@ async def test_expired_attempt_is_resigned_in_the_same_sequence_and_lands_once(a
     first, second = done["attempts"]
     assert first["nonce"] == second["nonce"] == seq + 1  # the dead slot is reused, with new timebounds
     assert done["tx_hash"] == second["tx_hash"] != first["tx_hash"]
+    assert (first["state"], second["state"]) == ("NOT_LANDED", "LANDED")  # expired, then the one on chain
     assert await balance(horizon, destination) == 4 * XLM
     assert await sequence(horizon, wallet["address"]) == seq + 1
     with pytest.raises(Exception):
@@ -364,3 +368,37 @@ async def test_a_refused_fee_never_fails_the_withdrawal_and_is_resigned_once_dea
     first, second = done["attempts"]
     assert first["nonce"] == second["nonce"] and done["tx_hash"] == second["tx_hash"]
     assert done["fee_paid_base_units"] == "300"
+
+
+async def test_fund_says_what_friendbot_paid_refuses_a_repeat_and_pays_the_test_asset(api, horizon):  # type: ignore[no-untyped-def]
+    wallet = await stellar_wallet(api, fund=False)
+    url = f"/v1/wallets/{wallet['id']}/fund"
+    given = await api.post(url, json={"amount": "5"}, headers=ALICE)  # friendbot decides the amount
+    assert given.status_code == 422 and given.json()["error"]["code"] == "INVALID_AMOUNT", given.text
+    funded = await api.post(url, json={}, headers=ALICE)
+    assert funded.status_code == 200, funded.text
+    assert funded.json()["amount"] == "10000" and funded.json()["amount_base_units"] == str(10_000 * XLM)
+    assert await balance(horizon, wallet["address"]) == 10_000 * XLM
+    again = await api.post(url, json={}, headers=ALICE)
+    assert again.status_code == 409 and again.json()["error"]["code"] == "ALREADY_FUNDED", again.text
+
+    untrusted = await api.post(url, json={"asset": "USDX", "amount": "3"}, headers=ALICE)
+    assert untrusted.status_code == 422 and untrusted.json()["error"]["code"] == "RECIPIENT_NO_TRUSTLINE", untrusted.text
+    await wallet_trusts(api, wallet)
+    paid = await api.post(url, json={"asset": "USDX", "amount": "3"}, headers=ALICE)
+    assert paid.status_code == 200 and paid.json()["amount"] == "3", paid.text
+    assert await balance(horizon, wallet["address"], USDX) == 3 * XLM
+
+
+async def test_a_first_payment_below_one_xlm_is_refused_at_the_api(api, horizon):  # type: ignore[no-untyped-def]
+    wallet = await stellar_wallet(api)
+    new = Keypair.random().public_key
+    response = await api.post(
+        "/v1/withdrawals",
+        json={"wallet_id": wallet["id"], "to": new, "asset": "XLM", "amount": "0.5"},
+        headers={**ALICE, "Idempotency-Key": uuid.uuid4().hex},
+    )
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "BELOW_ACCOUNT_MINIMUM" and error["details"]["minimum"] == str(XLM), error
+    assert await balance(horizon, new) is None

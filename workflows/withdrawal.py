@@ -51,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
         ConfirmingState,
         ControlEvent,
         GapFill,
+        LANDED_OUTCOMES,
         PreparedAttempt,
         OnChainState,
         OperatorRequest,
@@ -536,4 +537,7 @@ class WithdrawalWorkflow:
             workflow.logger.warning("withdrawal ended: %s %s", code, message)
         if workflow.patched(HANDLERS_FINISH_PATCH):
             await workflow.wait_condition(workflow.all_handlers_finished)
-        return WithdrawalResult(wid, status, self._tx_hash, code, message)
+        # The result's tx_hash is the withdrawal's (finish_withdrawal): a transaction of ours on
+        # chain, never an attempt that was signed but did not land.
+        landed = outcome.tx_hash if outcome is not None and outcome.state in LANDED_OUTCOMES else None
+        return WithdrawalResult(wid, status, landed, code, message)

@@ -12,12 +12,17 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from temporalio.client import WorkflowFailureError
 from temporalio.common import WorkflowIDReusePolicy
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
 from activities.faucet import FaucetInput
 from api.deps import OwnerDep, SessionDep, StateDep
 from core.errors import (
+    ERROR_CODES,
+    AlreadyFunded,
+    CustodyError,
+    InvalidAmount,
     NotAvailable,
+    RecipientNoTrustline,
     RateLimited,
     SubmissionFailed,
     WalletInactive,
@@ -214,7 +219,9 @@ async def wallet_balances(wallet_id: str, owner: OwnerDep, state: StateDep, sess
 async def fund_wallet(
     wallet_id: str, body: FundRequest, owner: OwnerDep, state: StateDep, session: SessionDep
 ) -> FundResult:
-    """Test networks only: pay the wallet from the chain's faucet (anvil's dev account)."""
+    """Test networks only: pay the wallet from the chain's faucet (anvil's dev account, a Solana
+    airdrop or test-token mint, Stellar's friendbot or test-asset issuer). The answer says what
+    was funded."""
     wallet = await owned_wallet(session, owner, wallet_id)
     chain = state.chains.get(wallet.chain)
     chain_settings = chain.settings  # type: ignore[attr-defined]
@@ -223,9 +230,9 @@ async def fund_wallet(
     if wallet.address is None:
         raise WalletInactive("wallet has no address yet", wallet_id=wallet_id)
     asset = chain.asset(body.asset or chain_settings.native_symbol)
-    amount = to_base_units(body.amount, asset.decimals)
+    amount = None if body.amount is None else to_base_units(body.amount, asset.decimals)
     faucet_limit = getattr(chain_settings, "faucet_max_wei", None)
-    if asset.is_native and faucet_limit is not None and amount > faucet_limit:
+    if asset.is_native and faucet_limit is not None and amount is not None and amount > faucet_limit:
         raise NotAvailable("amount exceeds the faucet's limit", limit=str(faucet_limit))
     day = datetime.now(timezone.utc).strftime("%Y%m%d")
     key = f"custody:faucet:{wallet.id}:{day}"
@@ -235,23 +242,38 @@ async def fund_wallet(
     if used > limit:
         raise RateLimited(f"a wallet may be funded {limit} times a day", limit=limit)
     try:
-        tx_hash = await state.temporal.execute_workflow(
+        funded = await state.temporal.execute_workflow(
             FaucetWorkflow.run,
             FaucetInput(chain=wallet.chain, address=wallet.address, asset=asset.symbol, amount=amount),
             id=f"fund-{wallet.id}-{uuid.uuid4().hex[:8]}",
             task_queue=state.settings.task_queue,
         )
     except WorkflowFailureError as e:
-        await state.redis.decr(key)
-        cause = e.cause
-        while getattr(cause, "cause", None) is not None:
-            cause = cause.cause
-        raise SubmissionFailed(f"funding failed: {cause}") from e
+        await state.redis.decr(key)  # nothing was funded: the attempt does not count
+        raise _funding_refusal(e) from e
     return FundResult(
         wallet_id=wallet.id,
         asset=asset.symbol,
-        amount=body.amount,
-        tx_hash=tx_hash,
+        amount=to_decimal_string(funded.amount, asset.decimals),
+        amount_base_units=str(funded.amount),
+        tx_hash=funded.tx_hash,
         remaining_today=max(limit - used, 0),
     )
 
+
+# What a faucet refuses with (Chain.faucet): answered with its own code and status.
+FAUCET_REFUSALS = (InvalidAmount, AlreadyFunded, NotAvailable, RecipientNoTrustline)
+
+
+def _funding_refusal(e: WorkflowFailureError) -> CustodyError:
+    """The faucet's own refusal with its code and status (FAUCET_REFUSALS); anything else is a
+    failed submission (502)."""
+    cause = e.cause
+    while cause is not None:  # workflow -> activity -> the ApplicationError with custody's code
+        error = ERROR_CODES.get(cause.type or "") if isinstance(cause, ApplicationError) else None
+        if error is not None:
+            if error in FAUCET_REFUSALS:
+                return error(cause.message)
+            break
+        cause = getattr(cause, "cause", None)
+    return SubmissionFailed(f"funding failed: {cause or e}")

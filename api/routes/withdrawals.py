@@ -22,6 +22,7 @@ from api.routes.wallets import owned_wallet
 from chains.base import Memo
 from core import metrics
 from core.errors import (
+    ChainUnavailable,
     IdempotencyConflict,
     NotAvailable,
     RecipientNotFound,
@@ -31,7 +32,7 @@ from core.errors import (
     WithdrawalNotFound,
 )
 from core.identity import Identity
-from core.money import to_base_units, to_decimal_string
+from core.money import canonical_decimal_string, to_base_units, to_decimal_string
 from models import search_attributes
 from models.access import WithdrawalAction
 from models.db import TransferAttempt, Wallet, Withdrawal, WithdrawalEvent
@@ -58,7 +59,16 @@ wallet_router = APIRouter(prefix="/v1/wallets", tags=["wallets"])
 
 
 def _request_hash(body: WithdrawalCreate) -> str:
-    return hashlib.sha256(json.dumps(body.model_dump(), sort_keys=True).encode()).hexdigest()
+    """What an Idempotency-Key is bound to: the request, with its amount written canonically
+    ("0.250" and "0.25" are one request)."""
+    canonical = body.model_dump() | {"amount": canonical_decimal_string(body.amount)}
+    return hashlib.sha256(json.dumps(canonical, sort_keys=True).encode()).hexdigest()
+
+
+def _request_hashes(body: WithdrawalCreate) -> set[str]:
+    """Hashes a replay of `body` may match: rows stored before amounts were canonical hold the
+    hash of the amount as it was written."""
+    return {_request_hash(body), hashlib.sha256(json.dumps(body.model_dump(), sort_keys=True).encode()).hexdigest()}
 
 
 async def _public(session: SessionDep, state: StateDep, w: Withdrawal, *, detail: bool) -> WithdrawalPublic:
@@ -174,7 +184,7 @@ async def create_withdrawal(
     request_hash = _request_hash(body)
     existing = await _by_idempotency_key(session, owner, idempotency_key)
     if existing is not None:
-        return await _replay(state, session, response, existing, request_hash)
+        return await _replay(state, session, response, existing, _request_hashes(body))
 
     wallet = await _active_wallet(session, owner, body.wallet_id)
     chain = state.chains.get(wallet.chain)
@@ -189,6 +199,7 @@ async def create_withdrawal(
         raise ValidationFailed("a wallet cannot withdraw to itself", field="to")
     amount = to_base_units(body.amount, asset.decimals)
     memo = chain.validate_memo(Memo(body.memo.type, body.memo.value)) if body.memo else None
+    await _refuse_below_account_minimum(chain, destination, asset, amount)
     withdrawal = Withdrawal(
         id=str(uuid.uuid4()),
         owner=owner,
@@ -222,7 +233,7 @@ async def create_trustline(
     request_hash = hashlib.sha256(f"trustline|{wallet_id}|{body.asset}".encode()).hexdigest()
     existing = await _by_idempotency_key(session, owner, idempotency_key)
     if existing is not None:
-        return await _replay(state, session, response, existing, request_hash)
+        return await _replay(state, session, response, existing, {request_hash})
     wallet = await _active_wallet(session, owner, wallet_id)
     chain = state.chains.get(wallet.chain)
     if not chain.has_trustlines:
@@ -243,6 +254,16 @@ async def create_trustline(
         request_hash=request_hash,
     )
     return await _insert_and_start(state, session, response, trustline)
+
+
+async def _refuse_below_account_minimum(chain, destination: str, asset, amount: int) -> None:  # type: ignore[no-untyped-def]
+    """A first payment too small to create its destination account would be accepted and fail on
+    chain: refuse it now (BELOW_ACCOUNT_MINIMUM). A read only; with the node unreachable the
+    workflow's own validation makes the same check later."""
+    try:
+        await chain.check_account_minimum(destination, asset, amount)
+    except ChainUnavailable:
+        pass
 
 
 async def _active_wallet(session: SessionDep, owner: str, wallet_id: str) -> Wallet:
@@ -279,7 +300,7 @@ async def _insert_and_start(state: StateDep, session: SessionDep, response: Resp
         existing = await _by_idempotency_key(session, withdrawal.owner, withdrawal.idempotency_key)
         if existing is None:
             raise
-        return await _replay(state, session, response, existing, withdrawal.request_hash)
+        return await _replay(state, session, response, existing, {withdrawal.request_hash})
     metrics.WITHDRAWALS_REQUESTED.labels(chain=withdrawal.chain, asset=withdrawal.asset).inc()
     await ensure_started(state, withdrawal)
     return await _public(session, state, withdrawal, detail=False)
@@ -307,9 +328,9 @@ async def _by_idempotency_key(session: SessionDep, owner: str, key: str) -> With
 
 
 async def _replay(
-    state: StateDep, session: SessionDep, response: Response, existing: Withdrawal, request_hash: str
+    state: StateDep, session: SessionDep, response: Response, existing: Withdrawal, request_hashes: set[str]
 ) -> WithdrawalPublic:
-    if existing.request_hash != request_hash:
+    if existing.request_hash not in request_hashes:
         raise IdempotencyConflict(
             "this Idempotency-Key was used with a different request", withdrawal_id=existing.id
         )

@@ -214,7 +214,7 @@ async def stellar_harness() -> AsyncIterator[Harness]:
 
                 async def new_account() -> Account:
                     account = _stellar_key()
-                    await chain.faucet(account.address, chain.asset("XLM"), 0)  # friendbot: 10000 XLM
+                    await chain.faucet(account.address, chain.asset("XLM"), None)  # friendbot: its own 10000 XLM
                     return account
 
                 return Harness("stellar", chain, 2 * 10**7, new_account, _stellar_key, outlive)

@@ -1,0 +1,5 @@
+"""`python -m bench`: the throughput benchmark (see bench/README.md)."""
+
+from bench.throughput import main
+
+main()

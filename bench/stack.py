@@ -1,0 +1,149 @@
+"""The stack the benchmark measures: `./dev up`'s processes, on free ports, in a temporary directory.
+
+PostgreSQL (pgserver), Redis, anvil, the Temporal dev server with its SQLite file, then the worker
+and the API as separate processes, each owned by devnet.supervisor as `./dev up` does. Only the
+EVM chain (anvil) is configured. Everything is stopped and the directory removed on exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from devnet import local
+from devnet.stack import DEV_API_KEY, TEMPORAL_SQLITE_PRAGMAS, _migrate
+from devnet.supervisor import ChildProcess, Supervisor
+from models import search_attributes
+
+
+@dataclass
+class BenchStack:
+    work: Path
+    supervisor: Supervisor
+    ports: dict[str, int]
+    database_url: str
+    chain: dict
+    pids: dict[str, int] = field(default_factory=dict)
+    worker: ChildProcess | None = None
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['api']}"
+
+    @property
+    def temporal_address(self) -> str:
+        return f"127.0.0.1:{self.ports['temporal']}"
+
+    @property
+    def rpc_url(self) -> str:
+        return f"http://127.0.0.1:{self.ports['anvil']}"
+
+    @property
+    def api_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {DEV_API_KEY}"}
+
+    def stop_worker(self) -> None:
+        """Stop the worker alone (the API is then measured alone; nothing restarts it: the
+        supervisor's watch loop does not run under the bench). Waits until it has exited."""
+        if self.worker is None:
+            return
+        self.worker.kill()
+        while self.worker.exit_code() is None:
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self.supervisor.stop_all()
+        self.supervisor.close()
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+def _port_ready(port: int):  # type: ignore[no-untyped-def]
+    return lambda _child: local.port_open(port)
+
+
+def start(
+    *, block_time: float | None = None, sqlite_pragmas: bool = True, task_queue: str = "bench",
+    poll_interval_seconds: float | None = None,
+) -> BenchStack:
+    """Start every service in dependency order; on failure, stop what was started and raise."""
+    work = Path(tempfile.mkdtemp(prefix="custody-bench-"))
+    work.chmod(0o755)  # as root, PostgreSQL runs as pgserver's own user and must reach its data dir
+    logs = work / "logs"
+    ports = {name: local.free_port() for name in ("api", "temporal", "temporal_ui", "anvil", "redis", "worker_metrics", "temporal_metrics")}
+    supervisor = Supervisor(say=lambda line: print(f"[bench] {line}", file=sys.stderr, flush=True))
+    pgdata = work / "postgres"
+    database_url = f"postgresql+asyncpg://postgres@/postgres?host={pgdata.resolve()}"
+    chain = {
+        "family": "evm", "chain_id": 31337, "rpc_url": f"http://127.0.0.1:{ports['anvil']}", "native_symbol": "ETH",
+        "faucet_enabled": True, "fee_bump_after_seconds": 20,
+        # Instant blocks: an auto-mining anvil has no `finalized` block trailing the head, so
+        # COMPLETED is one block deep (the block hash re-checked), as on a chain with instant finality.
+        **({} if block_time else {"finality": "depth", "confirmations": 1}),
+        **({"poll_interval_seconds": poll_interval_seconds} if poll_interval_seconds else {}),
+    }
+    stack = BenchStack(work, supervisor, ports, database_url, chain)
+    try:
+        pg_argv, pg_user = local.postgres_foreground(pgdata)
+        stack.pids["postgres"] = supervisor.start(ChildProcess(
+            "postgres", pg_argv, logs, ready=lambda child: local.postgres_ready(pgdata.resolve(), child.pid), user=pg_user,
+            stop_signal=signal.SIGINT, stop_timeout=30,
+        )).pid  # type: ignore[attr-defined]
+        stack.pids["redis"] = supervisor.start(ChildProcess(
+            "redis", local.redis_argv(ports["redis"], work / "redis"), logs, ready=_port_ready(ports["redis"]),
+        )).pid  # type: ignore[attr-defined]
+        anvil_extra = ["--slots-in-an-epoch", "1"] if block_time else []
+        stack.pids["anvil"] = supervisor.start(ChildProcess(
+            "anvil", local.anvil_argv(ports["anvil"], block_time=block_time, extra_args=anvil_extra), logs,
+            ready=_port_ready(ports["anvil"]),
+        )).pid  # type: ignore[attr-defined]
+        temporal_argv = local.temporal_argv(
+            ports["temporal"], ports["temporal_ui"], work / "temporal.db",
+            {key.name: kind for key, kind in search_attributes.KINDS.items()},
+            sqlite_pragmas=TEMPORAL_SQLITE_PRAGMAS if sqlite_pragmas else (),
+        )
+        stack.pids["temporal"] = supervisor.start(ChildProcess(
+            "temporal", temporal_argv, logs,
+            ready=lambda _child: local.port_open(ports["temporal"]) and local.port_open(ports["temporal_ui"]),
+        ), ready_timeout=90).pid  # type: ignore[attr-defined]
+        asyncio.run(_migrate(database_url))
+        env = {
+            **os.environ,
+            "CUSTODY_ENVIRONMENT": "development",
+            "CUSTODY_LOG_LEVEL": "WARNING",
+            "CUSTODY_DATABASE_URL": database_url,
+            "CUSTODY_REDIS_URL": f"redis://127.0.0.1:{ports['redis']}/0",
+            "CUSTODY_TEMPORAL_ADDRESS": stack.temporal_address,
+            "CUSTODY_TASK_QUEUE": task_queue,
+            "CUSTODY_WORKER_METRICS_PORT": str(ports["worker_metrics"]),
+            "CUSTODY_TEMPORAL_METRICS_PORT": str(ports["temporal_metrics"]),
+            "CUSTODY_FAUCET_DAILY_LIMIT": "100000",
+            # One identity is the whole load here: the limiter still runs (its Redis round trips are
+            # part of a request's cost) with buckets the benchmark does not empty.
+            "CUSTODY_RATE_LIMITS__PER_IDENTITY": "1000000/minute",
+            "CUSTODY_RATE_LIMITS__PER_IP": "1000000/minute",
+            "CUSTODY_RATE_LIMITS__WALLET_CREATION": "10000/hour",
+            "CUSTODY_CHAINS": json.dumps({"anvil": chain}),
+        }
+        stack.worker = supervisor.start(ChildProcess(
+            "worker", [sys.executable, "worker.py"], logs, ready=_port_ready(ports["worker_metrics"]), env=env,
+            cwd=local.ROOT, stop_timeout=5,  # the measurement is over: nothing to let finish
+        ))  # type: ignore[assignment]
+        stack.pids["worker"] = stack.worker.pid  # type: ignore[assignment]
+        stack.pids["api"] = supervisor.start(ChildProcess(
+            "api",
+            [sys.executable, "-m", "uvicorn", "api.main:app_from_env", "--factory", "--host", "127.0.0.1",
+             "--port", str(ports["api"]), "--no-access-log", "--log-level", "warning"],
+            logs, ready=_port_ready(ports["api"]), env=env, cwd=local.ROOT,
+        )).pid  # type: ignore[attr-defined]
+    except BaseException:
+        stack.stop()
+        raise
+    return stack

@@ -1,0 +1,64 @@
+"""`python -m bench` at a tiny size: it starts its own stack, finishes, and its JSON carries every
+figure with a sane value. No timing is asserted (timings belong to the benchmark's own run)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _ordered(summary: dict) -> bool:
+    return summary["n"] > 0 and 0 < summary["p50"] <= summary["p95"] <= summary["p99"]
+
+
+def test_bench_runs_at_tiny_size_and_reports_every_figure(tmp_path: Path) -> None:
+    run = subprocess.run(
+        [sys.executable, "-m", "bench", "--levels", "1,2", "--min-per-level", "3", "--per-level", "1",
+         "--senders", "2", "--ceiling-senders", "2", "--ceiling-per-sender", "3", "--api-rate", "10", "--api-seconds", "1",
+         "--out", str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=240,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    result = json.loads((tmp_path / "results.json").read_text())
+    assert (tmp_path / "results.png").stat().st_size > 0
+    assert "withdrawals/s" in run.stdout  # the table
+    assert (tmp_path / "results.md").read_text().count("\n| ") == 2  # a Markdown row per level
+
+    assert result["ceiling"]["transfers"] == 6 and result["ceiling"]["per_second"] > 0
+    assert result["baseline"]["workflows"] == 3 and result["baseline"]["per_second"] > 0
+    assert [level["in_flight"] for level in result["levels"]] == [1, 2]
+    for level in result["levels"]:
+        assert level["completed"] == level["withdrawals"] == 3, level["failures"]
+        assert level["failures"] == []
+        assert level["per_second"] > 0
+        assert level["ratio_to_ceiling"] == pytest.approx(level["per_second"] / result["ceiling"]["per_second"])
+        assert level["ratio_to_baseline"] == pytest.approx(level["per_second"] / result["baseline"]["per_second"])
+        latency = level["latency_ms"]
+        assert all(_ordered(latency[name]) for name in ("api_accepted", "to_broadcast", "to_completed"))
+        assert latency["to_broadcast"]["n"] == latency["to_completed"]["n"] == 3
+        # each withdrawal is broadcast before it completes; both after it was requested
+        assert latency["to_broadcast"]["p50"] <= latency["to_completed"]["p99"]
+        cpu = level["cpu_seconds_per_withdrawal"]
+        assert {"worker", "api", "temporal", "postgres", "redis", "anvil", "bench", "total"} <= set(cpu)
+        assert all(seconds >= 0 for seconds in cpu.values())
+        assert cpu["worker"] > 0 and cpu["temporal"] > 0
+        assert cpu["total"] == pytest.approx(sum(cpu[name] for name in ("worker", "api", "temporal", "postgres", "redis")))
+
+    history = result["history"]
+    assert history["workflow_id"].startswith("withdrawal-")
+    assert history["by_type"]["EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED"] == 1
+    assert history["history_events"] == sum(history["by_type"].values())
+    assert 0 < history["activities"] and 0 < history["billable_actions"] < history["history_events"]
+    machine = result["run"]["machine"]
+    assert machine["nproc"] >= 1 and machine["ram_gb"] > 0 and machine["cpu_model"]
+    api_alone = result["api_alone"]
+    assert api_alone["requests"] == 10 and api_alone["errors"] == 0, api_alone["first_errors"]
+    assert _ordered(api_alone["latency_ms"]) and api_alone["latency_ms"]["n"] == 10
+    assert _ordered(api_alone["service_ms"]) and api_alone["service_ms"]["p50"] <= api_alone["latency_ms"]["p99"]
+    assert api_alone["achieved_rate"] > 0 and api_alone["cpu_seconds_per_request"]["api"] > 0
