@@ -330,6 +330,13 @@ async def test_policy_versions_address_book_and_audit_log_as_the_permission_tabl
     assert "console desk" in cooling and "cooling until" in cooling and "0 of 2" in cooling, cooling
     assert (await ops.goto(f"{served}/console/audit")).status == 403  # type: ignore[union-attr]
 
+    # An admin who is also a USER reads address books as a USER does: only their own entries.
+    both, _ = await new_identity(api._transport.app.state.custody.sessions, Role.ADMIN, Role.USER)
+    own_only = await signed_in(browser, served, key_of(both))
+    await own_only.goto(f"{served}/console/policy?owner=alice")
+    assert await own_only.query_selector("#address-book") is not None
+    assert await own_only.query_selector(f"#address-book tr[data-entry='{entry['id']}']") is None
+
     alice = await signed_in(browser, served, "dev-alice-key")
     assert await alice.query_selector("#nav-policy") is None and await alice.query_selector("#nav-audit") is None
     assert (await alice.goto(f"{served}/console/policy")).status == 403  # type: ignore[union-attr]

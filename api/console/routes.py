@@ -514,9 +514,12 @@ async def policy_page(request: Request) -> Response:
         if asked and me.may(POLICY_VERSION):
             shown = await policy.get_version(int(asked), me.identity, db)
         versions = (await policy.list_versions(me.identity, db, 50, None)).items if me.may(POLICY_VERSIONS) else []
-        entries = (
-            (await address_book.list_entries(me.identity, db, owner, None, False)).items if me.may(ADDRESS_BOOK) else None
-        )
+        entries = None
+        if me.may(ADDRESS_BOOK):
+            # Whose entries: as GET /v1/address-book's own grants say (anyone's for operators and
+            # approvers, one's own for a USER), not as the policy's grant that let the viewer in.
+            reader = await permitted(state, me.identity, ADDRESS_BOOK, False)
+            entries = (await address_book.list_entries(reader, db, owner, None, False)).items
     return render(
         request, "policy.html", me, current=current, shown=shown, versions=versions, entries=entries, owner=owner or "",
     )
