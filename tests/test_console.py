@@ -99,6 +99,75 @@ async def held_for_two_approvers(api) -> tuple[dict, list[tuple[dict, str]]]:  #
     return held, approvers
 
 
+async def alerts_drift_and_failing_webhooks(api, ops, served: str, held: dict) -> None:  # type: ignore[no-untyped-def]
+    """The stuck page's other parts: an alert recorded on the held withdrawal (activities/alerts.py's
+    own function), the anvil reconciliation report (a run through the API), and that alert's
+    webhook delivery to alice's endpoint where nothing listens, failing and retried."""
+    from sqlmodel import select
+
+    from activities.alerts import record_withdrawal_alert
+    from models.webhooks import WebhookDelivery
+    from tests.conftest import ALICE
+    from tests.test_access import OPS
+    from worker import ensure_webhook_dispatcher
+
+    state = api._transport.app.state.custody
+    down = f"http://127.0.0.1:{free_port()}/custody"
+    hook = await api.post("/v1/webhooks", json={"url": down, "events": ["withdrawal.alert"]}, headers=ALICE)
+    assert hook.status_code == 201, hook.text
+    await ensure_webhook_dispatcher(state.temporal, state.settings)
+    await record_withdrawal_alert(state.sessions, held["id"], "STUCK_AT_FEE_CAP", "the fee cap refuses a replacement")
+    ran = await api.post("/v1/admin/reconciliation/anvil/runs", params={"wait_seconds": 55}, headers=OPS)
+    assert ran.status_code == 200 and ran.json()["state"] == "COMPLETED", ran.text
+
+    async def failed_once() -> WebhookDelivery | None:
+        async with state.sessions() as session:
+            rows = (await session.exec(select(WebhookDelivery).where(WebhookDelivery.endpoint_id == hook.json()["id"]))).all()
+        return next((r for r in rows if r.attempts >= 1 and r.last_error), None)
+
+    for _ in range(300):  # the dispatcher's first attempt meets a closed port
+        if (delivery := await failed_once()) is not None:
+            break
+        await asyncio.sleep(0.1)
+    assert delivery is not None, "the alert's webhook delivery was never attempted"
+    await ops.goto(f"{served}/console/stuck")
+    alert = await ops.inner_text(f"#alerts tr[data-withdrawal='{held['id']}']")
+    assert "STUCK_AT_FEE_CAP" in alert and "the fee cap refuses a replacement" in alert, alert
+    assert "anvil" in await ops.inner_text("#drift tr[data-chain='anvil']")
+    failing = await ops.inner_text(f"#failing-webhooks tr[data-delivery='{delivery.id}']")
+    assert "withdrawal.alert" in failing and "alice" in failing and delivery.last_error[:20] in failing, failing
+
+
+@pytest.fixture
+def settings(base_settings, task_queue):  # type: ignore[no-untyped-def]
+    """The suite's settings with a key pool on an alias of the session's anvil (the wallets page)."""
+    from tests.test_pools import pool_settings, with_pool
+
+    return with_pool(base_settings, task_queue, f"pool{uuid.uuid4().hex[:8]}", pool_settings())
+
+
+async def holds_and_a_rebalance(api, ops, served: str, held: dict) -> None:  # type: ignore[no-untyped-def]
+    """The wallets page: the held withdrawal's reservation under its wallet; the pool's first
+    rebalance (started by the button) makes its HODL and Bank keys, shown against the targets."""
+    [chain] = api._transport.app.state.custody.settings.pools
+    await ops.click("#nav-wallets")
+    await ops.wait_for_url(re.compile(r"/console/wallets$"))
+    hold = await ops.inner_text(f"#holds tr[data-wallet='{held['wallet_id']}'][data-asset='ETH']")
+    assert "0.25" in hold and "alice" in hold, hold
+    pool = f"#pool-{chain}"
+    assert "never" in await ops.inner_text(f"{pool} .last-rebalance")
+    await ops.click(f"{pool} form.rebalance button")
+    await ops.wait_for_selector("#rebalance-started")
+    for _ in range(200):  # the run makes keys on anvil: poll the page until it reports the run done
+        if "COMPLETED" in await ops.inner_text(f"{pool} .last-rebalance"):
+            break
+        await asyncio.sleep(0.1)
+        await ops.reload()
+    assert "COMPLETED" in await ops.inner_text(f"{pool} .last-rebalance")
+    assert "1 active" in await ops.inner_text(f"{pool} tr[data-tier='bank']")
+    assert "1 keys at 0.1 each" in await ops.inner_text(f"{pool} tr[data-tier='bank']")
+
+
 async def test_two_approvers_release_a_held_withdrawal_and_an_operator_pauses_and_resumes_it(api, served, browser):
     held, ((first, first_id), (second, second_id)) = await held_for_two_approvers(api)
     row = f"#approvals tr[data-withdrawal='{held['id']}']"
@@ -135,6 +204,12 @@ async def test_two_approvers_release_a_held_withdrawal_and_an_operator_pauses_an
     assert "AWAITING_APPROVAL" in await ops.inner_text(f"#stuck tr[data-withdrawal='{held['id']}']")
     await ops.goto(f"{served}/console/stuck?seconds=3600")
     assert await ops.query_selector(f"#stuck tr[data-withdrawal='{held['id']}']") is None
+
+    # Alerts, balance drift and failing webhook deliveries, each from a real record of its own kind.
+    await alerts_drift_and_failing_webhooks(api, ops, served, held)
+
+    # What its wallet holds for it, and the pool's tiers against targets after "Rebalance now".
+    await holds_and_a_rebalance(api, ops, served, held)
 
     # The first approver: the queue shows the amount, the rule and 0 of 2; after approving, 1 of 2.
     page = await signed_in(browser, served, key_of(first))
@@ -176,6 +251,11 @@ async def test_a_user_is_refused_the_queue_and_a_form_without_its_csrf_token_is_
     assert refused is not None and refused.status == 403
     assert await page.inner_text("#error-code") == "FORBIDDEN"
     assert (await page.goto(served + "/console/stuck")).status == 403  # type: ignore[union-attr]
+    assert (await page.goto(served + "/console/wallets")).status == 403  # type: ignore[union-attr]
+    assert await page.query_selector("#nav-wallets") is None
+    await page.goto(served + "/console/withdrawals")
+    rebalance = await page.request.post(f"{served}/console/pools/anvil/rebalance", form={"csrf": await page.get_attribute("input[name=csrf]", "value") or ""})
+    assert rebalance.status == 403 and "FORBIDDEN" in await rebalance.text()
 
     # The session cookie rides along, but without the form's token the action is refused...
     url = f"{served}/console/withdrawals/{uuid.uuid4()}/pause"
@@ -207,13 +287,73 @@ async def test_a_wrong_key_is_refused_at_sign_in(served, browser):
     assert not [c for c in await context.cookies() if c["name"] == "custody_console"]
 
 
+async def test_policy_versions_address_book_and_audit_log_as_the_permission_table_allows(api, served, browser):
+    """An admin reads the rules (now and at the version before), the versions and the audit log
+    with its verification; an operator (who may read the policy and anyone's address book, not the
+    audit log) sees a new entry cooling; a USER gets neither page."""
+    from tests.conftest import ALICE
+    from tests.test_access import OPS
+
+    before = (await change_policy(api, lambda d: None, summary="console: the version before"))["version"]
+    rule_id, version = await add_rule(api, {"name": f"console block {uuid.uuid4().hex[:6]}", "match": {"assets": ["TUSD"]}, "action": "BLOCK"})
+    added = await api.post("/v1/address-book", json={"chain": "anvil", "address": random_address(), "label": "console desk"}, headers=ALICE)
+    assert added.status_code == 201, added.text
+    entry = added.json()
+
+    admin = await signed_in(browser, served, "dev-admin-key")
+    await admin.click("#nav-policy")
+    await admin.wait_for_url(re.compile(r"/console/policy$"))
+    assert "BLOCK" in await admin.inner_text(f"#rules tr[data-rule='{rule_id}']")
+    assert "(current)" in await admin.inner_text("#policy-version")
+    assert "console block" in await admin.inner_text(f"#versions tr[data-version='{version}']")
+    assert version == before + 1
+    await admin.click(f"#versions tr[data-version='{before}'] a")
+    await admin.wait_for_selector(f"#versions tr.shown[data-version='{before}']")
+    assert await admin.query_selector(f"#rules tr[data-rule='{rule_id}']") is None
+    assert await admin.query_selector("#address-book") is None  # an ADMIN alone may not read address books (the API's table)
+    await admin.click("#nav-audit")
+    await admin.wait_for_url(re.compile(r"/console/audit$"))
+    assert "Chain verified" in await admin.inner_text("#audit-verify")
+    await admin.fill("input[name=object_id]", entry["id"])
+    await admin.click("form.filters button")
+    await admin.wait_for_url(re.compile(r"object_id="))
+    rows = await admin.query_selector_all("#audit tbody tr")
+    assert len(rows) == 1 and "address_book.added" in await rows[0].inner_text()
+    filtered = await admin.goto(f"{served}/console/audit?actor=alice&action=address_book.added")
+    assert filtered is not None and filtered.status == 200
+    assert entry["id"] in await admin.inner_text("#audit")
+    assert (await admin.goto(f"{served}/console/audit?before_id=x")).status == 422  # type: ignore[union-attr]
+
+    ops = await signed_in(browser, served, key_of(OPS))
+    await ops.goto(f"{served}/console/policy?owner=alice")
+    cooling = await ops.inner_text(f"#address-book tr[data-entry='{entry['id']}']")
+    assert "console desk" in cooling and "cooling until" in cooling and "0 of 2" in cooling, cooling
+    assert (await ops.goto(f"{served}/console/audit")).status == 403  # type: ignore[union-attr]
+
+    # An admin who is also a USER reads address books as a USER does: only their own entries.
+    both, _ = await new_identity(api._transport.app.state.custody.sessions, Role.ADMIN, Role.USER)
+    own_only = await signed_in(browser, served, key_of(both))
+    await own_only.goto(f"{served}/console/policy?owner=alice")
+    assert await own_only.query_selector("#address-book") is not None
+    assert await own_only.query_selector(f"#address-book tr[data-entry='{entry['id']}']") is None
+
+    alice = await signed_in(browser, served, "dev-alice-key")
+    assert await alice.query_selector("#nav-policy") is None and await alice.query_selector("#nav-audit") is None
+    assert (await alice.goto(f"{served}/console/policy")).status == 403  # type: ignore[union-attr]
+    assert (await alice.goto(f"{served}/console/audit")).status == 403  # type: ignore[union-attr]
+
+
 def test_every_console_page_and_action_stands_for_a_route_of_the_permission_table():
     """The console asks api/permissions.py under these API routes: a renamed route must not
     leave a console page refused for everyone (or worse, checked against nothing)."""
     from api.console import routes
     from api.permissions import PERMISSIONS
 
-    used = {routes.APPROVE, routes.LIST, routes.DETAIL, routes.STATS, *routes.ACTIONS.values()}
+    used = {
+        routes.APPROVE, routes.LIST, routes.DETAIL, routes.STATS, routes.RECONCILIATION, routes.POOLS, routes.CHANNELS,
+        routes.REBALANCE, routes.POLICY, routes.POLICY_VERSIONS, routes.POLICY_VERSION, routes.ADDRESS_BOOK, routes.AUDIT,
+        routes.AUDIT_VERIFY, *routes.ACTIONS.values(),
+    }
     assert used <= set(PERMISSIONS), used - set(PERMISSIONS)
 
 

@@ -20,16 +20,18 @@ from sqlmodel import col, select
 from api.auth import api_key_identity, api_key_identity_by_id, authenticated, client_ip, may, permitted
 from api.console import session as sessions
 from api.console.session import ConsoleSession
-from api.routes import admin, operations, withdrawals
+from api.routes import address_book, admin, channels, operations, policy, pools, withdrawals
+from api.routes import audit as audit_routes
 from api.routes.operations import OperatorAction
-from core.errors import CsrfFailed, CustodyError, Unauthorized, ValidationFailed
+from core.errors import CsrfFailed, CustodyError, NotAvailable, Unauthorized, ValidationFailed
 from core.identity import Identity
 from core.money import to_decimal_string
 from db import audit
 from models.access import WithdrawalAction
-from models.db import Withdrawal, WithdrawalEvent
+from models.db import Reservation, Wallet, Withdrawal, WithdrawalEvent
 from models.payloads import FINAL_STATUSES, WithdrawalStatus
 from models.policy import AddressBookEntry, PolicyDecision
+from models.webhooks import WebhookDelivery
 
 HERE = Path(__file__).parent
 templates = Jinja2Templates(directory=HERE / "templates")
@@ -40,6 +42,17 @@ APPROVE = "POST /v1/withdrawals/{withdrawal_id}/approve"
 LIST = "GET /v1/withdrawals"
 DETAIL = "GET /v1/withdrawals/{withdrawal_id}"
 STATS = "GET /v1/admin/stats"
+RECONCILIATION = "GET /v1/admin/reconciliation/{chain}"
+POOLS = "GET /v1/pools/{chain}"
+CHANNELS = "GET /v1/channels/{chain}"
+REBALANCE = "POST /v1/pools/{chain}/rebalance"
+POLICY = "GET /v1/policy"
+POLICY_VERSIONS = "GET /v1/policy/versions"
+POLICY_VERSION = "GET /v1/policy/versions/{version}"
+ADDRESS_BOOK = "GET /v1/address-book"
+AUDIT = "GET /v1/audit"
+AUDIT_VERIFY = "GET /v1/audit/verify"
+AUDIT_FILTERS = ("object_id", "action", "actor", "before_id")
 ACTIONS: dict[str, str] = {
     "pause": "POST /v1/withdrawals/{withdrawal_id}/pause",
     "resume": "POST /v1/withdrawals/{withdrawal_id}/resume",
@@ -95,7 +108,10 @@ async def _form(request: Request) -> dict[str, str]:
 def render(request: Request, template: str, viewer: Viewer | None, status_code: int = 200, **context: Any) -> HTMLResponse:
     nav = {}
     if viewer is not None:
-        nav = {"approvals": viewer.may(APPROVE), "withdrawals": viewer.may(LIST), "dashboard": viewer.may(STATS)}
+        nav = {
+            "approvals": viewer.may(APPROVE), "withdrawals": viewer.may(LIST), "dashboard": viewer.may(STATS),
+            "wallets": viewer.may(POOLS), "policy": viewer.may(POLICY), "audit": viewer.may(AUDIT),
+        }
     return templates.TemplateResponse(
         request, template, {"viewer": viewer, "nav": nav, "csrf": viewer.session.csrf if viewer else "", **context},
         status_code=status_code,
@@ -363,7 +379,169 @@ async def stuck(request: Request) -> Response:
     async with state.sessions() as db:
         found = (await db.exec(query)).all()
         rows = [{"w": await withdrawals._public(db, state, w, detail=False), "since": since} for w, since in found]
-    return render(request, "stuck.html", me, rows=rows, seconds=int(seconds))
+        alerts = await _open_alerts(db)
+        drift = await _drift(me, state, db)
+        failing = await _failing_deliveries(db)
+    return render(request, "stuck.html", me, rows=rows, seconds=int(seconds), alerts=alerts, drift=drift, failing=failing)
+
+
+async def _open_alerts(db) -> list[tuple[WithdrawalEvent, Withdrawal]]:  # type: ignore[no-untyped-def]
+    """Alerts (activities/alerts.py: ALERT events, e.g. STUCK_AT_FEE_CAP, NONCE_GAP) on withdrawals
+    not yet final: the newest first."""
+    query = (
+        select(WithdrawalEvent, Withdrawal)
+        .join(Withdrawal, col(Withdrawal.id) == col(WithdrawalEvent.withdrawal_id))
+        .where(WithdrawalEvent.status == "ALERT", col(Withdrawal.status).not_in([s.value for s in FINAL_STATUSES]))
+        .order_by(col(WithdrawalEvent.at).desc())
+        .limit(LIST_LIMIT)
+    )
+    return list((await db.exec(query)).all())
+
+
+async def _drift(me: Viewer, state, db) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    """Each chain's latest reconciliation report, read through GET /v1/admin/reconciliation/{chain}'s
+    own function, with its drifting rows (none when the viewer may not read reports)."""
+    if not me.may(RECONCILIATION):
+        return []
+    reports = []
+    for chain in sorted(state.settings.chains):
+        try:
+            report = await admin.latest_reconciliation(chain, me.identity.id, state, db, None)
+        except NotAvailable:
+            continue
+        reports.append({"report": report, "drifting": [r for r in report.rows if r.status == "DRIFT"]})
+    return reports
+
+
+async def _failing_deliveries(db) -> list[WebhookDelivery]:  # type: ignore[no-untyped-def]
+    """Webhook deliveries that gave up (FAILED) or whose last attempt failed and are still retried."""
+    query = (
+        select(WebhookDelivery)
+        .where(sa.or_(WebhookDelivery.state == "FAILED", sa.and_(WebhookDelivery.state == "PENDING", col(WebhookDelivery.attempts) > 0)))
+        .order_by(col(WebhookDelivery.created_at).desc())
+        .limit(LIST_LIMIT)
+    )
+    return list((await db.exec(query)).all())
+
+
+@router.get("/wallets")
+@console_page
+async def wallets_and_pools(request: Request) -> Response:
+    """Operators: what each wallet holds for withdrawals in flight, each key pool's tiers against
+    their targets (GET /v1/pools/{chain}'s own function), each chain's Stellar channels (GET
+    /v1/channels/{chain}'s), and a button that runs POST /v1/pools/{chain}/rebalance's."""
+    me = await viewer(request, POOLS)
+    state = request.app.state.custody
+    async with state.sessions() as db:
+        holds = await _holds(state, db)
+        pool_views = [
+            {"pool": pool, "targets": _pool_targets(pool.settings)}
+            for pool in [await pools.show_pool(chain, me.identity.id, state, db) for chain in sorted(state.settings.pools)]
+        ]
+        channel_sets = []
+        if me.may(CHANNELS):
+            for chain, config in sorted(state.settings.chains.items()):
+                if getattr(config, "channels", None) is not None:
+                    channel_sets.append(await channels.show_channels(chain, me.identity.id, state, db))
+    return render(
+        request, "wallets.html", me, holds=holds, pools=pool_views, channel_sets=channel_sets,
+        may_rebalance=me.may(REBALANCE), started=request.query_params.get("rebalance", ""),
+    )
+
+
+async def _holds(state, db) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    """Per wallet and asset: what withdrawals in flight hold (HELD reservations; their fees in the
+    chain's native asset), as decimals, the largest count first."""
+    rows = (
+        await db.exec(
+            select(Reservation, Wallet).join(Wallet, col(Wallet.id) == col(Reservation.wallet_id)).where(Reservation.state == "HELD")
+        )
+    ).all()
+    held: dict[tuple[str, str], dict[str, Any]] = {}
+    for r, wallet in rows:
+        config = state.settings.chains.get(wallet.chain)
+        native = config.native_symbol if config is not None else "native"
+        for asset, amount in ((r.asset, r.amount), (native, r.fee_amount)):
+            entry = held.setdefault(
+                (wallet.id, asset),
+                {"wallet": wallet, "asset": asset, "base_units": 0, "withdrawals": set()},
+            )
+            entry["base_units"] += amount
+            entry["withdrawals"].add(r.withdrawal_id)
+    shown = []
+    for entry in held.values():
+        try:
+            amount = to_decimal_string(entry["base_units"], state.chains.get(entry["wallet"].chain).asset(entry["asset"]).decimals)
+        except CustodyError:  # a chain or asset no longer configured
+            amount = f"{entry['base_units']} base units"
+        shown.append({**entry, "amount": amount, "withdrawals": len(entry["withdrawals"])})
+    return sorted(shown, key=lambda e: (-e["withdrawals"], e["wallet"].id, e["asset"]))
+
+
+def _pool_targets(settings: dict[str, Any]) -> dict[str, str]:
+    """What the rebalance keeps each tier at (core.settings.PoolSettings), in words."""
+    return {
+        "hodl": f"cold funds; moves above {settings['hodl_auto_approve_up_to']} need an operator's approval",
+        "bank": f"{settings['bank_count']} keys at {settings['bank_target_balance']} each",
+        "explorer": f"at least {settings['min_available_explorers']} available at {settings['explorer_target_balance']} each",
+    }
+
+
+@router.post("/pools/{chain}/rebalance")
+@console_page
+async def rebalance_pool(request: Request, chain: str) -> Response:
+    """Rebalance now, through POST /v1/pools/{chain}/rebalance's own function."""
+    me = await viewer(request, REBALANCE, write=True)
+    started = await pools.rebalance(chain, me.identity.id, request.app.state.custody)
+    return RedirectResponse(f"/console/wallets?{urlencode({'rebalance': started.workflow_id or started.schedule_id or ''})}#pool-{chain.lower()}", status_code=303)
+
+
+@router.get("/policy")
+@console_page
+async def policy_page(request: Request) -> Response:
+    """The policy's rules (the current version, or `?version=`), its versions, and the address
+    book with each entry's cooling period, through the /v1/policy and /v1/address-book routes' own
+    functions."""
+    me = await viewer(request, POLICY)
+    state = request.app.state.custody
+    asked = request.query_params.get("version", "").strip()
+    owner = request.query_params.get("owner", "").strip() or None
+    if asked and (not asked.isdigit() or int(asked) > 2**31 - 1):
+        raise ValidationFailed("version is a whole number", field="version")
+    async with state.sessions() as db:
+        current = await policy.current_policy(me.identity, db)
+        shown = current
+        if asked and me.may(POLICY_VERSION):
+            shown = await policy.get_version(int(asked), me.identity, db)
+        versions = (await policy.list_versions(me.identity, db, 50, None)).items if me.may(POLICY_VERSIONS) else []
+        entries = None
+        if me.may(ADDRESS_BOOK):
+            # Whose entries: as GET /v1/address-book's own grants say (anyone's for operators and
+            # approvers, one's own for a USER), not as the policy's grant that let the viewer in.
+            reader = await permitted(state, me.identity, ADDRESS_BOOK, False)
+            entries = (await address_book.list_entries(reader, db, owner, None, False)).items
+    return render(
+        request, "policy.html", me, current=current, shown=shown, versions=versions, entries=entries, owner=owner or "",
+    )
+
+
+@router.get("/audit")
+@console_page
+async def audit_page(request: Request) -> Response:
+    """The audit log, newest first, filtered by object, action or actor (GET /v1/audit's own
+    function), with the whole chain's verification (GET /v1/audit/verify's)."""
+    me = await viewer(request, AUDIT)
+    chosen = {k: request.query_params.get(k, "").strip() for k in AUDIT_FILTERS}
+    if chosen["before_id"] and not chosen["before_id"].isdigit():
+        raise ValidationFailed("before_id is a whole number", field="before_id")
+    async with request.app.state.custody.sessions() as db:
+        page = await audit_routes.list_entries(
+            me.identity.id, db, chosen["object_id"] or None, chosen["action"] or None, chosen["actor"] or None,
+            int(chosen["before_id"]) if chosen["before_id"] else None, LIST_LIMIT,
+        )
+        verified = await audit_routes.verify(me.identity.id, db) if me.may(AUDIT_VERIFY) else None
+    older = {**chosen, "before_id": str(page.next_before_id)} if page.next_before_id else None
+    return render(request, "audit.html", me, page=page, chosen=chosen, verified=verified, older=older)
 
 
 def install(app: FastAPI) -> None:
