@@ -461,6 +461,19 @@ class EvmChain:
         head = int(await self._call(self.web3.eth.block_number))
         return head - block_number + 1 >= self.settings.confirmations
 
+    async def _last_final_block(self) -> int:
+        """The last final block, as COMPLETED is decided: the node's finalized block, else
+        head - confirmations + 1."""
+        number = await self._finalized_block_number()
+        if number is None:
+            head = int(await self._call(self.web3.eth.block_number))
+            number = max(head - self.settings.confirmations + 1, 0)
+        return number
+
+    async def _final_nonce(self, sender: str) -> int:
+        """The sender's nonce in the last final block: transactions no reorg can take out."""
+        return int(await self._call(self.web3.eth.get_transaction_count(sender, await self._last_final_block())))
+
     async def _finalized_block_number(self) -> int | None:
         """The node's finalized block, or None where finality is by depth (configured, or
         `auto` on a node that has no `finalized` tag)."""
@@ -500,9 +513,11 @@ class EvmChain:
     async def transfer_status(self, intent: TransferIntent, attempts: list[SignedTransfer]) -> TransferStatus:
         if not attempts:
             return TransferStatus(OnChainState.PENDING, detail="no attempt yet")
-        # Read the mined nonce before the receipts: if it is past ours and still no receipt of
-        # ours exists afterwards, the slot was used by someone else (not a race with our own).
-        settled = await self.settled_sequence(intent.sender)
+        # Read the nonce as of the last final block before the receipts: if it is past ours and
+        # still no receipt of ours exists afterwards, the slot was used by someone else, for good.
+        # (The head's nonce would race a reorg: read before it, receipts after it, our own
+        # transfer taken out and sent again would look like a foreign one.)
+        settled = await self._final_nonce(intent.sender)
         for attempt in attempts:
             receipt = await self._receipt(attempt.tx_hash)
             if receipt is None:
@@ -564,13 +579,8 @@ class EvmChain:
 
     # --- reconciliation (chains.base.ChainHistory) ------------------------------------------
     async def history_point(self) -> HistoryPoint:
-        """The last final block, as COMPLETED is decided: the node's finalized block, else
-        head - confirmations + 1."""
-        number = await self._finalized_block_number()
-        if number is None:
-            head = int(await self._call(self.web3.eth.block_number))
-            number = max(head - self.settings.confirmations + 1, 0)
-        block = await self._call(self.web3.eth.get_block(number))
+        """The last final block, as COMPLETED is decided."""
+        block = await self._call(self.web3.eth.get_block(await self._last_final_block()))
         return HistoryPoint(block_number=int(block["number"]), block_hash=_0x(block["hash"]))
 
     async def _block_or_none(self, number: int, full: bool = False) -> Any | None:

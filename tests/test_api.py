@@ -193,3 +193,22 @@ async def test_paying_another_custody_user_by_handle(api, worker):
 async def _eth_balance(api, wallet_id: str, headers: dict) -> int:  # type: ignore[no-untyped-def]
     balances = (await api.get(f"/v1/wallets/{wallet_id}/balances", headers=headers)).json()["balances"]
     return int(next(b for b in balances if b["asset"] == "ETH")["balance_base_units"])
+
+
+async def test_a_withdrawal_of_a_chain_no_longer_configured_is_left_out_of_lists(api, worker, sessions):
+    """Found by the console's browser test: one row of a chain this deployment no longer
+    configures (a test chain of another test, a retired network) made alice's whole list an
+    UNKNOWN_CHAIN error. Lists show what they can convert to units; the rest is left out."""
+    import sqlalchemy as sa
+
+    wallet = await create_wallet(api)
+    await fund(api, wallet, "1")
+    kept = (await withdraw(api, wallet, random_address(), "0.1")).json()
+    retired = (await withdraw(api, wallet, random_address(), "0.1")).json()
+    for accepted in (kept, retired):
+        await wait_for_status(api, accepted["id"], {"COMPLETED", "FAILED"})
+    async with sessions() as session, session.begin():
+        await session.exec(sa.text("UPDATE withdrawals SET chain = 'retired-net' WHERE id = :id").bindparams(id=retired["id"]))  # type: ignore[call-overload]
+    listed = await api.get("/v1/withdrawals", params={"wallet_id": wallet["id"]}, headers=ALICE)
+    assert listed.status_code == 200, listed.text
+    assert [w["id"] for w in listed.json()["items"]] == [kept["id"]]

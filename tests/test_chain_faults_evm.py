@@ -391,3 +391,56 @@ async def test_a_replaced_sweep_records_the_amount_of_the_attempt_that_landed(
             async with sessions() as session:
                 reservation = await session.get(Reservation, sweep.id)
             assert reservation is not None and (reservation.state, reservation.amount) == ("SETTLED", moved)
+
+
+async def test_a_reorg_between_the_nonce_and_the_receipt_reads_is_not_a_lost_slot(tmp_path):
+    """Found by the suite: transfer_status read the head's nonce (1: our transfer mined), then a
+    reorg took the transfer out before the receipts were read (none): "nonce consumed
+    externally", FAILED, while the same bytes were about to be mined again. A slot is lost only
+    when a *final* block has the nonce used and no receipt of ours. The receipt read is held at
+    the wire (a delay at the proxy) while the reorg happens."""
+    from eth_account import Account as EthAccount
+
+    from chains.base import OnChainState, TransferIntent
+    from chains.registry import build_chain
+    from devnet.faultproxy import FaultProxy
+
+    anvil = local.start_anvil(local.free_port(), tmp_path, extra_args=["--slots-in-an-epoch", "1"])
+    try:
+        with FaultProxy(anvil.info["rpc_url"]) as proxy:
+            chain = build_chain("anvil", EvmChainSettings(chain_id=31337, rpc_url=proxy.url, faucet_enabled=True))
+            key = EthAccount.create()
+
+            async def sign(digest: bytes) -> bytes:
+                signed = EthAccount._sign_hash(digest, key.key)  # type: ignore[attr-defined]
+                return signed.r.to_bytes(32, "big") + signed.s.to_bytes(32, "big") + bytes([signed.v - 27])
+
+            await chain.faucet(key.address, chain.asset("ETH"), 10**18)
+            for _ in range(3):  # the funding is final: only our transfer is young
+                await anvil_rpc(anvil, "evm_mine", [])
+            intent = TransferIntent(key.address, random_address(), chain.asset("ETH"), 10**15)
+            signed = await chain.sign_transfer(intent, 0, sign)
+            await chain.broadcast(signed)  # mined at once (automine): the head's nonce is now 1
+            assert (await chain.transfer_status(intent, [signed])).state == OnChainState.PENDING  # mined, not final
+
+            proxy.add(action="delay", seconds=2, rpc_method="eth_getTransactionReceipt", count=1)
+            receipts_before = proxy.seen("eth_getTransactionReceipt")
+            status = asyncio.create_task(chain.transfer_status(intent, [signed]))
+            while proxy.seen("eth_getTransactionReceipt") == receipts_before:  # the nonce was read; the receipt is held
+                await asyncio.sleep(0.02)
+            await anvil_rpc(anvil, "anvil_reorg", [1, []])  # our block replaced by an empty one
+            assert (await status).state == OnChainState.PENDING  # not SLOT_LOST: nothing final used the nonce
+            await getattr(chain, "close", _nothing)()
+    finally:
+        anvil.stop()
+
+
+async def _nothing() -> None:
+    return None
+
+
+async def anvil_rpc(anvil, method: str, params: list) -> object:  # type: ignore[no-untyped-def]
+    async with httpx.AsyncClient() as http:
+        answer = (await http.post(anvil.info["rpc_url"], json={"jsonrpc": "2.0", "id": 1, "method": method, "params": params})).json()
+    assert "error" not in answer, answer
+    return answer["result"]
