@@ -200,9 +200,9 @@ async def test_two_approvers_release_a_held_withdrawal_and_an_operator_pauses_an
     assert unknown is not None and unknown.status == 422 and await ops.inner_text("#error-code") == "VALIDATION_ERROR"
 
     # Held in one step: on the stuck page once the threshold is below its time there, not before.
-    await ops.goto(f"{served}/console/stuck?seconds=0")
+    await ops.goto(f"{served}/console/stuck?seconds=0&wallet={held['wallet_id']}")
     assert "AWAITING_APPROVAL" in await ops.inner_text(f"#stuck tr[data-withdrawal='{held['id']}']")
-    await ops.goto(f"{served}/console/stuck?seconds=3600")
+    await ops.goto(f"{served}/console/stuck?seconds=3600&wallet={held['wallet_id']}")
     assert await ops.query_selector(f"#stuck tr[data-withdrawal='{held['id']}']") is None
 
     # Alerts, balance drift and failing webhook deliveries, each from a real record of its own kind.

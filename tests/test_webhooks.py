@@ -368,8 +368,10 @@ async def test_one_delivery_per_status_change_when_the_worker_dies_mid_dispatch(
         assert sorted(p.event["type"] for p in posts) == sorted(LIFECYCLE) and len({p.event["id"] for p in posts}) == len(LIFECYCLE)
         assert {p.event["data"]["withdrawal"]["id"] for p in posts} == {done["id"]}
         for d in delivered:
-            described = await client.get_workflow_handle(f"webhook-delivery-{d.id}").describe()
-            assert described.status == WorkflowExecutionStatus.COMPLETED
+            # The row says DELIVERED a moment before its workflow returns: wait for the return.
+            handle = client.get_workflow_handle(f"webhook-delivery-{d.id}")
+            await asyncio.wait_for(handle.result(), timeout=60)
+            assert (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED
     finally:
         for process in (crashing, restarted):
             if process is not None and process.poll() is None:

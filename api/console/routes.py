@@ -215,7 +215,9 @@ async def approvals(request: Request) -> Response:
     async with state.sessions() as db:
         held = (
             await db.exec(
-                select(Withdrawal).where(Withdrawal.status == WithdrawalStatus.AWAITING_APPROVAL.value).order_by(col(Withdrawal.created_at))
+                select(Withdrawal)
+                .where(Withdrawal.status == WithdrawalStatus.AWAITING_APPROVAL.value, col(Withdrawal.chain).in_(state.chains.names()))
+                .order_by(col(Withdrawal.created_at))
             )
         ).all()
         for w in held:
@@ -365,6 +367,7 @@ async def stuck(request: Request) -> Response:
     seconds = request.query_params.get("seconds", str(STUCK_AFTER_SECONDS))
     if not seconds.isdigit() or int(seconds) > 30 * 86400:
         raise ValidationFailed("seconds is a whole number up to 30 days", field="seconds")
+    wallet = request.query_params.get("wallet", "").strip()
     last_step = sa.func.max(WithdrawalEvent.at).label("since")
     steps = (
         select(WithdrawalEvent.withdrawal_id, last_step).group_by(col(WithdrawalEvent.withdrawal_id)).subquery()
@@ -374,16 +377,21 @@ async def stuck(request: Request) -> Response:
         .join(steps, steps.c.withdrawal_id == Withdrawal.id)
         .where(col(Withdrawal.status).not_in([s.value for s in FINAL_STATUSES]))
         .where(steps.c.since < sa.func.now() - sa.func.make_interval(0, 0, 0, 0, 0, 0, int(seconds)))
+        .where(col(Withdrawal.chain).in_(state.chains.names()))  # shown in units: configured chains only
         .order_by(steps.c.since)
         .limit(LIST_LIMIT)
     )
+    if wallet:  # the oldest LIST_LIMIT of a busy system may not include the one wallet looked into
+        query = query.where(Withdrawal.wallet_id == wallet)
     async with state.sessions() as db:
         found = (await db.exec(query)).all()
         rows = [{"w": await withdrawals._public(db, state, w, detail=False), "since": since} for w, since in found]
         alerts = await _open_alerts(db)
         drift = await _drift(me, state, db)
         failing = await _failing_deliveries(db)
-    return render(request, "stuck.html", me, rows=rows, seconds=int(seconds), alerts=alerts, drift=drift, failing=failing)
+    return render(
+        request, "stuck.html", me, rows=rows, seconds=int(seconds), wallet=wallet, alerts=alerts, drift=drift, failing=failing
+    )
 
 
 async def _open_alerts(db) -> list[tuple[WithdrawalEvent, Withdrawal]]:  # type: ignore[no-untyped-def]
