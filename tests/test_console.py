@@ -323,6 +323,7 @@ async def test_policy_versions_address_book_and_audit_log_as_the_permission_tabl
     assert filtered is not None and filtered.status == 200
     assert entry["id"] in await admin.inner_text("#audit")
     assert (await admin.goto(f"{served}/console/audit?before_id=x")).status == 422  # type: ignore[union-attr]
+    assert (await admin.goto(f"{served}/console/audit?before_id={2**70}")).status == 422  # type: ignore[union-attr]
 
     ops = await signed_in(browser, served, key_of(OPS))
     await ops.goto(f"{served}/console/policy?owner=alice")

@@ -24,6 +24,15 @@ EXAMPLES_PER_OPERATION = 15
 SKIPPED = {"POST /v1/withdrawals/pause-all", "POST /v1/withdrawals/resume-all"}
 
 
+def _probe_answer(name: str, response) -> bool:  # type: ignore[no-untyped-def]
+    """/ready's 503 is its contract, not a server error: a dependency did not answer its 2 s
+    check (Temporal busy with the rest of the suite on a 2-core machine, say), and it says which."""
+    if name != "GET /ready" or response.status_code != 503:
+        return False
+    body = response.json()
+    return body.get("status") == "unavailable" and "error" in body.get("checks", {}).values()
+
+
 def _fuzz(schema, base_url: str, headers: dict[str, str]) -> list[str]:  # type: ignore[no-untyped-def]
     failures: list[str] = []
     session = requests.Session()
@@ -42,7 +51,7 @@ def _fuzz(schema, base_url: str, headers: dict[str, str]) -> list[str]:  # type:
                 @given(case=operation.as_strategy(generation_mode=mode))
                 def run(case) -> None:  # type: ignore[no-untyped-def]
                     response = case.call(base_url=base_url, session=session, headers=auth, timeout=60)
-                    if response.status_code >= 500:
+                    if response.status_code >= 500 and not _probe_answer(name, response):
                         failures.append(f"{name} ({mode.value}) -> {response.status_code}: {response.text[:300]} for {case.as_curl_command()}")
 
                 try:

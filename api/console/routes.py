@@ -20,6 +20,7 @@ from sqlmodel import col, select
 from api.auth import api_key_identity, api_key_identity_by_id, authenticated, client_ip, may, permitted
 from api.console import session as sessions
 from api.console.session import ConsoleSession
+from api.limits import INT64_MAX
 from api.routes import address_book, admin, channels, operations, policy, pools, withdrawals
 from api.routes import audit as audit_routes
 from api.routes.operations import OperatorAction
@@ -541,7 +542,7 @@ async def audit_page(request: Request) -> Response:
     function), with the whole chain's verification (GET /v1/audit/verify's)."""
     me = await viewer(request, AUDIT)
     chosen = {k: request.query_params.get(k, "").strip() for k in AUDIT_FILTERS}
-    if chosen["before_id"] and not chosen["before_id"].isdigit():
+    if chosen["before_id"] and not (chosen["before_id"].isdigit() and int(chosen["before_id"]) <= INT64_MAX):
         raise ValidationFailed("before_id is a whole number", field="before_id")
     async with request.app.state.custody.sessions() as db:
         page = await audit_routes.list_entries(

@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel
 
 from api.deps import OwnerDep, SessionDep
+from api.limits import INT64_MAX
 from db import audit
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
@@ -42,7 +43,7 @@ class AuditVerification(BaseModel):
 async def list_entries(
     caller: OwnerDep, session: SessionDep,
     object_id: str | None = None, action: str | None = None, actor: str | None = None,
-    before_id: Annotated[int | None, Query(ge=1)] = None, limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    before_id: Annotated[int | None, Query(ge=1, le=INT64_MAX)] = None, limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> AuditPage:
     """Newest first; filter by object (a withdrawal id...), action (`withdrawal.signed`...) or actor.
     Administrators only (api/permissions.py)."""

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from activities.policy import PolicyJudge, PolicySettings
 from api.deps import CallerDep, SessionDep, StateDep
+from api.limits import INT32_MAX
 from core.errors import CustodyError, InvalidPolicy, PolicyNotFound, WalletNotFound
 from core.money import to_base_units
 from core.policy import PolicyDocument, Rule, RuleIn
@@ -157,7 +158,7 @@ async def put_policy(body: PolicyPut, caller: CallerDep, state: StateDep, sessio
 @router.get("/versions", response_model=PolicyVersionList)
 async def list_versions(
     _: CallerDep, session: SessionDep,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50, before: Annotated[int | None, Query(ge=1)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50, before: Annotated[int | None, Query(ge=1, le=INT32_MAX)] = None,
 ) -> PolicyVersionList:
     rows = await store.versions(session, limit=limit, before=before)
     return PolicyVersionList(items=[PolicyVersionSummary.model_validate(r, from_attributes=True) for r in rows])
@@ -195,7 +196,7 @@ async def update_rule(rule_id: str, body: RuleUpdate, caller: CallerDep, state: 
 @router.delete("/rules/{rule_id}", response_model=PolicyPublic)
 async def remove_rule(
     rule_id: str, caller: CallerDep, state: StateDep, session: SessionDep,
-    base_version: Annotated[int | None, Query(ge=0)] = None,
+    base_version: Annotated[int | None, Query(ge=0, le=INT32_MAX)] = None,
 ) -> PolicyPublic:
     _, document = await store.current(session)
     if document.rule(rule_id) is None:

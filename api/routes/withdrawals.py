@@ -18,6 +18,7 @@ from temporalio.common import (
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from api.deps import CallerDep, OwnerDep, SessionDep, StateDep
+from api.limits import INT32_MAX
 from api.routes.wallets import owned_wallet
 from chains.base import Memo
 from core import metrics
@@ -364,7 +365,7 @@ async def list_withdrawals(
     wallet_id: str | None = None,
     chain: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=INT32_MAX)] = 0,
 ) -> WithdrawalList:
     # Withdrawals of a chain no longer configured cannot be shown in units: left out of lists.
     query = select(Withdrawal).where(col(Withdrawal.chain).in_(state.chains.names()))
