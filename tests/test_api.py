@@ -227,3 +227,14 @@ async def test_integer_query_parameters_past_the_columns_are_422_not_500(api):
         answer = await api.get(path, params=params, headers=headers)
         assert answer.status_code == 422 and answer.json()["error"]["code"] == "VALIDATION_ERROR", (path, answer.text)
     assert (await api.get("/v1/withdrawals", params={"offset": str(2**31 - 1)}, headers=ALICE)).status_code == 200
+
+
+async def test_nul_characters_are_refused_at_the_edge_not_a_500(api):
+    """Found by the fuzzer: `action=D%00...` reached PostgreSQL, whose text cannot hold NUL (500)."""
+    admin = {"Authorization": "Bearer dev-admin-key"}
+    answer = await api.get("/v1/audit", params={"action": "D\x00x"}, headers=admin)
+    assert answer.status_code == 422 and answer.json()["error"]["code"] == "VALIDATION_ERROR", answer.text
+    answer = await api.post("/v1/wallets", content=b'{"chain": "anvil", "label": "a\\u0000b"}',
+                            headers={**ALICE, "Content-Type": "application/json"})
+    assert answer.status_code == 422 and answer.json()["error"]["code"] == "VALIDATION_ERROR", answer.text
+    assert (await api.get("/v1/audit", params={"action": "D"}, headers=admin)).status_code == 200

@@ -7,6 +7,7 @@ Not fuzzed: pause-all / resume-all (they act on every running withdrawal of the 
 from __future__ import annotations
 
 import asyncio
+import os
 
 import requests
 import schemathesis
@@ -20,7 +21,10 @@ from core.identity import Role
 from devnet.local import free_port
 from tests.test_access import new_identity
 
-EXAMPLES_PER_OPERATION = 15
+# CI: 15 derandomized examples per operation. A longer hunt by hand:
+# CUSTODY_FUZZ_EXAMPLES=100 CUSTODY_FUZZ_RANDOM=1 ./dev test tests/test_fuzz.py
+EXAMPLES_PER_OPERATION = int(os.environ.get("CUSTODY_FUZZ_EXAMPLES", "15"))
+DERANDOMIZE = os.environ.get("CUSTODY_FUZZ_RANDOM") != "1"
 SKIPPED = {"POST /v1/withdrawals/pause-all", "POST /v1/withdrawals/resume-all"}
 
 
@@ -45,7 +49,7 @@ def _fuzz(schema, base_url: str, headers: dict[str, str]) -> list[str]:  # type:
             for auth in (headers, {}):
 
                 @hypothesis_settings(
-                    max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None, derandomize=True,
+                    max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None, derandomize=DERANDOMIZE,
                     suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate],
                 )
                 @given(case=operation.as_strategy(generation_mode=mode))
