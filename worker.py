@@ -44,10 +44,10 @@ from core.tracing import configure_tracing, tracing_interceptors
 from db.engine import SessionFactory, create_engine, create_session_factory
 from db.gauges import sample_forever
 from db.migrate import upgrade
-from signers.registry import SignerSet
-from signers.kek import kek_from_settings
-from signers.secret_box import SecretBox
 from models.payloads import RebalanceInput, ReconciliationInput, WebhookDispatcherInput
+from signers.kek import kek_from_settings
+from signers.registry import SignerSet
+from signers.secret_box import SecretBox
 from workflows.channels import ChannelAccountsWorkflow
 from workflows.faucet import FaucetWorkflow
 from workflows.rebalance import RebalanceWorkflow
@@ -74,8 +74,12 @@ WORKFLOWS: Sequence[type] = (
 def withdrawal_policy(settings: Settings) -> WithdrawalPolicy:
     rules = PolicySettings.from_settings(settings)
     return WithdrawalPolicy(
-        rules.approval_thresholds, settings.approval_timeout_seconds, rules.hodl_auto_approve, settings.confirmation_rounds_per_run,
-        settings.intent_seal_key_bytes, approval_threshold_window_seconds=settings.approval_threshold_window_seconds,
+        rules.approval_thresholds,
+        settings.approval_timeout_seconds,
+        rules.hodl_auto_approve,
+        settings.confirmation_rounds_per_run,
+        settings.intent_seal_key_bytes,
+        approval_threshold_window_seconds=settings.approval_threshold_window_seconds,
     )
 
 
@@ -188,9 +192,7 @@ def rebalance_schedule(settings: Settings, chain: str) -> Schedule:
     """Every `rebalance_interval_seconds`, one RebalanceWorkflow of the chain's pool."""
     every = settings.pools[chain].rebalance_interval_seconds
     chain = chain.lower()
-    return interval_schedule(
-        RebalanceWorkflow.run, RebalanceInput(chain=chain), f"rebalance-{chain}", settings.task_queue, every
-    )
+    return interval_schedule(RebalanceWorkflow.run, RebalanceInput(chain=chain), f"rebalance-{chain}", settings.task_queue, every)
 
 
 async def _ensure_schedule(client: Client, schedule_id: str, schedule: Schedule, *, run_now: bool = False) -> None:
@@ -244,9 +246,7 @@ async def ensure_channel_schedules(client: Client, settings: Settings) -> list[s
         await _ensure_schedule(
             client,
             schedule_id,
-            interval_schedule(
-                ChannelAccountsWorkflow.run, chain, schedule_id, settings.task_queue, channels.check_interval_seconds
-            ),
+            interval_schedule(ChannelAccountsWorkflow.run, chain, schedule_id, settings.task_queue, channels.check_interval_seconds),
             run_now=True,
         )
         ids.append(schedule_id)
@@ -262,7 +262,10 @@ async def ensure_reconciliation_schedules(client: Client, settings: Settings) ->
             client,
             schedule_id,
             interval_schedule(
-                ReconciliationWorkflow.run, ReconciliationInput(chain=chain), schedule_id, settings.task_queue,
+                ReconciliationWorkflow.run,
+                ReconciliationInput(chain=chain),
+                schedule_id,
+                settings.task_queue,
                 settings.reconciliation.interval_seconds,
             ),
         )
@@ -279,8 +282,11 @@ async def ensure_webhook_dispatcher(client: Client, settings: Settings, rounds_p
     several workers share it; a new worker after a crash finds it)."""
     workflow_id = webhook_dispatcher_id(settings)
     await client.start_workflow(
-        WebhookDispatcherWorkflow.run, WebhookDispatcherInput(rounds_per_run=rounds_per_run), id=workflow_id,
-        task_queue=settings.task_queue, id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        WebhookDispatcherWorkflow.run,
+        WebhookDispatcherInput(rounds_per_run=rounds_per_run),
+        id=workflow_id,
+        task_queue=settings.task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
     )
     return workflow_id
 

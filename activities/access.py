@@ -72,9 +72,7 @@ async def _refusal(
     session: AsyncSession, withdrawal: Withdrawal, wallet: Wallet, step: SigningStep, quorum: ApprovalQuorum | None
 ) -> CustodyError | None:
     people = {withdrawal.owner, *([withdrawal.requested_by] if withdrawal.requested_by else [])}
-    blocked = (
-        await session.exec(select(User.id).where(col(User.id).in_(people), User.status == "BLOCKED"))
-    ).first()
+    blocked = (await session.exec(select(User.id).where(col(User.id).in_(people), User.status == "BLOCKED"))).first()
     if blocked is not None:
         return UserBlocked(f"user {blocked} is blocked: nothing is signed for them", user=blocked)
     if wallet.frozen_at is not None:
@@ -83,14 +81,13 @@ async def _refusal(
         return WalletInactive("the wallet is not active: nothing is signed from it", wallet_id=wallet.id)
     if step == SigningStep.FIRST:
         hold = (
-            await session.exec(
-                select(WithdrawalHold).where(WithdrawalHold.withdrawal_id == withdrawal.id, col(WithdrawalHold.lifted_at).is_(None))
-            )
+            await session.exec(select(WithdrawalHold).where(WithdrawalHold.withdrawal_id == withdrawal.id, col(WithdrawalHold.lifted_at).is_(None)))
         ).first()
         if hold is not None:
             return OnHold(
                 f"held by {hold.placed_by} ({hold.placed_as}): signing waits until the hold is lifted through the API",
-                placed_by=hold.placed_by, placed_as=hold.placed_as,
+                placed_by=hold.placed_by,
+                placed_as=hold.placed_as,
             )
         if quorum is not None:
             return await _missing_approvals(session, withdrawal, quorum)
@@ -113,9 +110,9 @@ async def _missing_approvals(session: AsyncSession, withdrawal: Withdrawal, quor
     if len(approvers) >= quorum.count:
         return None
     return ApprovalNotRecorded(
-        f"this withdrawal needs {quorum.count} approval(s) made through custody by eligible approvers; "
-        f"{len(approvers)} recorded; nothing was signed",
-        required=quorum.count, recorded=len(approvers),
+        f"this withdrawal needs {quorum.count} approval(s) made through custody by eligible approvers; {len(approvers)} recorded; nothing was signed",
+        required=quorum.count,
+        recorded=len(approvers),
     )
 
 
@@ -135,6 +132,4 @@ async def _recorded(session: AsyncSession, withdrawal: Withdrawal, action: str) 
 async def _approvers(session: AsyncSession, withdrawal: Withdrawal, *, excluding: set[str], quorum: ApprovalQuorum) -> set[str]:
     """The distinct identities whose recorded approvals count for `quorum` (the owner and the
     requester never do)."""
-    return {
-        a.actor for a in await _accepted(session, withdrawal, "APPROVE") if a.actor not in excluding and quorum.counts(a.actor, a.actor_roles)
-    }
+    return {a.actor for a in await _accepted(session, withdrawal, "APPROVE") if a.actor not in excluding and quorum.counts(a.actor, a.actor_roles)}

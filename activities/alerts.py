@@ -28,15 +28,17 @@ async def record_withdrawal_alert(sessions: SessionFactory, withdrawal_id: str, 
         withdrawal = await session.get(Withdrawal, withdrawal_id, with_for_update=True)
         if withdrawal is None:
             raise WithdrawalNotFound("no such withdrawal", withdrawal_id=withdrawal_id)
-        seen = await session.exec(
-            select(WithdrawalEvent).where(WithdrawalEvent.withdrawal_id == withdrawal_id, WithdrawalEvent.status == "ALERT")
-        )
+        seen = await session.exec(select(WithdrawalEvent).where(WithdrawalEvent.withdrawal_id == withdrawal_id, WithdrawalEvent.status == "ALERT"))
         if any(e.detail == detail for e in seen.all()):
             return False
         session.add(WithdrawalEvent(withdrawal_id=withdrawal_id, status="ALERT", detail=detail))
         enqueue_withdrawal_event(session, withdrawal, "alert", detail)
         await audit.append(
-            session, actor="system:custody", action="withdrawal.alert", object_type="withdrawal", object_id=withdrawal_id,
+            session,
+            actor="system:custody",
+            action="withdrawal.alert",
+            object_type="withdrawal",
+            object_id=withdrawal_id,
             details=detail,
         )
         chain = withdrawal.chain

@@ -138,9 +138,7 @@ class ChannelLeases:
     async def release(session: AsyncSession, withdrawal_id: str) -> None:
         """In the withdrawal's final transaction: its channel is free for the next one."""
         await session.exec(
-            sa.update(ChannelAccount)
-            .where(col(ChannelAccount.leased_by) == withdrawal_id)
-            .values(leased_by=None, updated_at=utcnow())
+            sa.update(ChannelAccount).where(col(ChannelAccount.leased_by) == withdrawal_id).values(leased_by=None, updated_at=utcnow())
         )
 
 
@@ -212,9 +210,7 @@ class ChannelActivities:
                     if adapter.settings.faucet_enabled and await adapter.balance(wallet.address, native) == 0:
                         plan.faucet.append(wallet.id)
                     else:
-                        plan.notes.append(
-                            f"{wallet.label} ({row.state}) needs XLM: set channels.funding_wallet_id or send to {wallet.address}"
-                        )
+                        plan.notes.append(f"{wallet.label} ({row.state}) needs XLM: set channels.funding_wallet_id or send to {wallet.address}")
                     continue
                 target = units(channels.starting_balance, native.decimals)
                 held = await adapter.balance(wallet.address, native)
@@ -310,9 +306,7 @@ class ChannelActivities:
         moving = [
             row.wallet_id
             for row, wallet in candidates
-            if row.leased_by is None
-            and wallet.address is not None
-            and (await adapter.balance(wallet.address, native) >= minimum) == funded
+            if row.leased_by is None and wallet.address is not None and (await adapter.balance(wallet.address, native) >= minimum) == funded
         ]
         if not moving:
             return
@@ -333,9 +327,7 @@ class ChannelActivities:
             return None
         wallet = await session.get(Wallet, channels.funding_wallet_id)
         if wallet is None or wallet.chain != chain or wallet.status != "ACTIVE":
-            raise PermanentError(
-                "channels.funding_wallet_id is not an active wallet on this chain", wallet_id=channels.funding_wallet_id
-            )
+            raise PermanentError("channels.funding_wallet_id is not an active wallet on this chain", wallet_id=channels.funding_wallet_id)
         return wallet
 
     async def _funding_withdrawal(
@@ -349,9 +341,7 @@ class ChannelActivities:
             if last is not None and not WithdrawalStatus(last.status).is_final:
                 return last
         key = f"channel-funding:{channel.id}:{previous or 'first'}"
-        existing = (
-            await session.exec(select(Withdrawal).where(Withdrawal.owner == funder.owner, Withdrawal.idempotency_key == key))
-        ).first()
+        existing = (await session.exec(select(Withdrawal).where(Withdrawal.owner == funder.owner, Withdrawal.idempotency_key == key))).first()
         if existing is None:
             assert channel.address is not None
             existing = Withdrawal(
@@ -369,11 +359,13 @@ class ChannelActivities:
             seal(self._settings.intent_seal_key_bytes, existing)
             session.add(existing)
             await session.flush()
-            session.add(
-                WithdrawalEvent(withdrawal_id=existing.id, status="PENDING", detail={"channel": channel.id, "position": row.position})
-            )
+            session.add(WithdrawalEvent(withdrawal_id=existing.id, status="PENDING", detail={"channel": channel.id, "position": row.position}))
             await audit.append(
-                session, actor=f"channels:{chain}", action="channel.funding_requested", object_type="withdrawal", object_id=existing.id,
+                session,
+                actor=f"channels:{chain}",
+                action="channel.funding_requested",
+                object_type="withdrawal",
+                object_id=existing.id,
                 details={"chain": chain, "channel_wallet": channel.id, "position": row.position, "from_wallet": funder.id, "amount": str(amount)},
             )
             metrics.WITHDRAWALS_REQUESTED.labels(chain=chain, asset=asset).inc()

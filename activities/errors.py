@@ -26,9 +26,7 @@ StuckAlert = Callable[[str, str, str], Awaitable[object]]
 
 
 class _ActivityInbound(ActivityInboundInterceptor):
-    def __init__(
-        self, next: ActivityInboundInterceptor, exit_after: str | None, alert_after: int, on_stuck: StuckAlert | None
-    ) -> None:
+    def __init__(self, next: ActivityInboundInterceptor, exit_after: str | None, alert_after: int, on_stuck: StuckAlert | None) -> None:
         super().__init__(next)
         self._exit_after = exit_after
         self._alert_after = alert_after
@@ -40,22 +38,14 @@ class _ActivityInbound(ActivityInboundInterceptor):
             result = await self.next.execute_activity(input)
         except CustodyError as e:
             metrics.ACTIVITY_ERRORS.labels(activity=name, code=e.code, permanent=str(e.permanent)).inc()
-            activity.logger.warning(
-                "activity failed", extra={"error_code": e.code, "permanent": e.permanent, "error": e.message}
-            )
-            raise ApplicationError(
-                e.message, e.details or None, type=e.code, non_retryable=e.permanent
-            ) from e
+            activity.logger.warning("activity failed", extra={"error_code": e.code, "permanent": e.permanent, "error": e.message})
+            raise ApplicationError(e.message, e.details or None, type=e.code, non_retryable=e.permanent) from e
         except Exception as e:
             if database_unavailable(e):
                 # Foreseen: PostgreSQL restarting or failing over. Retried until it is back.
                 metrics.ACTIVITY_ERRORS.labels(activity=name, code=DatabaseUnavailable.code, permanent="False").inc()
-                activity.logger.warning(
-                    "activity failed: database unavailable", extra={"error_code": DatabaseUnavailable.code, "error": repr(e)}
-                )
-                raise ApplicationError(
-                    f"PostgreSQL is out of reach ({type(e).__name__}): retried", type=DatabaseUnavailable.code
-                ) from None
+                activity.logger.warning("activity failed: database unavailable", extra={"error_code": DatabaseUnavailable.code, "error": repr(e)})
+                raise ApplicationError(f"PostgreSQL is out of reach ({type(e).__name__}): retried", type=DatabaseUnavailable.code) from None
             failure = self._unexpected(name, e)
             if activity.info().attempt == self._alert_after and self._on_stuck is not None:
                 try:
@@ -69,7 +59,6 @@ class _ActivityInbound(ActivityInboundInterceptor):
             activity.logger.warning("chaos: exiting the worker process after %s", name)
             os._exit(137)
         return result
-
 
     def _unexpected(self, name: str, error: Exception) -> ApplicationError:
         """A bug or an unmapped answer (assert, KeyError, an RPC error no adapter translates):
@@ -98,9 +87,7 @@ class _ActivityInbound(ActivityInboundInterceptor):
 
 
 class CustodyWorkerInterceptor(Interceptor):
-    def __init__(
-        self, exit_after_activity: str | None = None, *, alert_after_attempts: int = 5, on_stuck: StuckAlert | None = None
-    ) -> None:
+    def __init__(self, exit_after_activity: str | None = None, *, alert_after_attempts: int = 5, on_stuck: StuckAlert | None = None) -> None:
         self._exit_after = exit_after_activity
         self._alert_after = alert_after_attempts
         self._on_stuck = on_stuck

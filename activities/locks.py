@@ -20,9 +20,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 async def advisory_lock(session: AsyncSession, *parts: str) -> None:
     """Serialize on a key for the rest of this transaction (PostgreSQL advisory lock)."""
-    await session.exec(
-        sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(":".join(parts), 0)))
-    )
+    await session.exec(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(":".join(parts), 0))))
 
 
 class KeyedLocks:

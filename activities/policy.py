@@ -104,9 +104,7 @@ class PolicyJudge:
             if _housekeeping(withdrawal):
                 judgement = _exempt(version, withdrawal)
             else:
-                judgement = await self.judge(document, version).judge(
-                    candidate, lambda window: self._totals(session, withdrawal, window)
-                )
+                judgement = await self.judge(document, version).judge(candidate, lambda window: self._totals(session, withdrawal, window))
             decision = await self._record(session, withdrawal, DECIDE, judgement)
             withdrawal.policy_version, withdrawal.policy_rule_id, withdrawal.policy_outcome = version, judgement.rule_id, judgement.outcome
             withdrawal.updated_at = utcnow()
@@ -114,16 +112,19 @@ class PolicyJudge:
             if judgement.outcome in (Outcome.ALLOW, Outcome.REQUIRE_APPROVAL):
                 session.add(
                     PolicySpend(
-                        withdrawal_id=withdrawal.id, owner=withdrawal.owner, wallet_id=withdrawal.wallet_id, chain=withdrawal.chain,
-                        asset=withdrawal.asset, amount=withdrawal.amount, internal=candidate.internal,
+                        withdrawal_id=withdrawal.id,
+                        owner=withdrawal.owner,
+                        wallet_id=withdrawal.wallet_id,
+                        chain=withdrawal.chain,
+                        asset=withdrawal.asset,
+                        amount=withdrawal.amount,
+                        internal=candidate.internal,
                         approval_required=judgement.outcome == Outcome.REQUIRE_APPROVAL,
                         # PostgreSQL's clock (the same for every worker), read now, under the lock.
                         at=sa.func.clock_timestamp(),
                     )
                 )
-        activity.logger.info(
-            "policy decided", extra={"outcome": judgement.outcome, "rule_id": judgement.rule_id, "policy_version": version}
-        )
+        activity.logger.info("policy decided", extra={"outcome": judgement.outcome, "rule_id": judgement.rule_id, "policy_version": version})
         return verdict_of(decision)
 
     # --- RECHECK -------------------------------------------------------------------------------
@@ -142,9 +143,7 @@ class PolicyJudge:
             as_of = (spend.id, spend.at) if spend is not None and spend.id is not None else None
             version, document = await store.current(session)
             candidate = await self.candidate(session, withdrawal, wallet)
-            judgement = await self.judge(document, version).judge(
-                candidate, lambda window: self._totals(session, withdrawal, window, as_of=as_of)
-            )
+            judgement = await self.judge(document, version).judge(candidate, lambda window: self._totals(session, withdrawal, window, as_of=as_of))
             last = await _decision(session, withdrawal_id, RECHECK)
             if last is None or (last.policy_version, last.rule_id, last.outcome) != (version, judgement.rule_id, judgement.outcome):
                 await self._record(session, withdrawal, RECHECK, judgement)
@@ -181,10 +180,13 @@ class PolicyJudge:
                     id=f"settings:approval-threshold:{chain}:{asset}",
                     name=f"CUSTODY_APPROVAL_THRESHOLDS {chain}:{asset}",
                     match=Match(
-                        chains=[chain], assets=[asset],
+                        chains=[chain],
+                        assets=[asset],
                         amount=AmountRange(
-                            above=to_decimal_string(threshold, decimals), window_seconds=window or None,
-                            per=Per.WALLET, counted=Counted.UNAPPROVED,
+                            above=to_decimal_string(threshold, decimals),
+                            window_seconds=window or None,
+                            per=Per.WALLET,
+                            counted=Counted.UNAPPROVED,
                         ),
                     ),
                     action="REQUIRE_APPROVAL",  # type: ignore[arg-type]
@@ -201,28 +203,38 @@ class PolicyJudge:
         entry = await store.live_entry(session, withdrawal.owner, withdrawal.chain, withdrawal.destination)
         in_book, note = store.usable(entry, utcnow())
         own = await session.exec(
-            select(Wallet.id).where(
-                Wallet.chain == withdrawal.chain, Wallet.address == withdrawal.destination, Wallet.owner == withdrawal.owner
-            )
+            select(Wallet.id).where(Wallet.chain == withdrawal.chain, Wallet.address == withdrawal.destination, Wallet.owner == withdrawal.owner)
         )
         hodl_needs_approval = False
         if pool_key is not None and pool_key.tier == PoolTier.HODL:
             limit = self._settings.hodl_auto_approve.get(withdrawal.chain)
             hodl_needs_approval = limit is None or withdrawal.amount > limit
         return Candidate(
-            owner=withdrawal.owner, wallet_id=wallet.id, chain=withdrawal.chain, asset=withdrawal.asset,
-            decimals=chain.asset(withdrawal.asset).decimals, amount=withdrawal.amount, initiator=initiator,
-            initiator_roles=frozenset(user.roles if user is not None else []), pool_tier=pool_key.tier if pool_key else None,
-            in_address_book=in_book, address_note=note, internal=own.first() is not None, hodl_needs_approval=hodl_needs_approval,
+            owner=withdrawal.owner,
+            wallet_id=wallet.id,
+            chain=withdrawal.chain,
+            asset=withdrawal.asset,
+            decimals=chain.asset(withdrawal.asset).decimals,
+            amount=withdrawal.amount,
+            initiator=initiator,
+            initiator_roles=frozenset(user.roles if user is not None else []),
+            pool_tier=pool_key.tier if pool_key else None,
+            in_address_book=in_book,
+            address_note=note,
+            internal=own.first() is not None,
+            hodl_needs_approval=hodl_needs_approval,
         )
 
     @staticmethod
-    async def _totals(
-        session: AsyncSession, withdrawal: Withdrawal, window: Window, as_of: tuple[int, datetime] | None = None
-    ) -> Totals:
+    async def _totals(session: AsyncSession, withdrawal: Withdrawal, window: Window, as_of: tuple[int, datetime] | None = None) -> Totals:
         return await store.window_totals(
-            session, window, chain=withdrawal.chain, asset=withdrawal.asset, wallet_id=withdrawal.wallet_id,
-            owner=withdrawal.owner, as_of=as_of,
+            session,
+            window,
+            chain=withdrawal.chain,
+            asset=withdrawal.asset,
+            wallet_id=withdrawal.wallet_id,
+            owner=withdrawal.owner,
+            as_of=as_of,
         )
 
     @staticmethod
@@ -231,16 +243,26 @@ class PolicyJudge:
         if judgement.quorum is not None and judgement.outcome == Outcome.REQUIRE_APPROVAL:
             quorum = judgement.quorum.model_dump(mode="json", exclude_none=True) | {"approvers": judgement.approvers}
         decision = PolicyDecision(
-            withdrawal_id=withdrawal.id, stage=stage, policy_version=judgement.version, rule_id=judgement.rule_id,
-            rule_name=judgement.rule_name, outcome=judgement.outcome, reason=judgement.reason, quorum=quorum,
+            withdrawal_id=withdrawal.id,
+            stage=stage,
+            policy_version=judgement.version,
+            rule_id=judgement.rule_id,
+            rule_name=judgement.rule_name,
+            outcome=judgement.outcome,
+            reason=judgement.reason,
+            quorum=quorum,
             details=judgement.details,
         )
         session.add(decision)
         summary = {"stage": stage, "policy_version": str(judgement.version), "rule_id": judgement.rule_id, "outcome": judgement.outcome}
         await session.flush()
         await audit.append(
-            session, actor=POLICY_ACTOR, action=f"withdrawal.policy_{'decided' if stage == DECIDE else 'rechecked'}",
-            object_type="withdrawal", object_id=withdrawal.id, details=summary | {"reason": judgement.reason, **judgement.details},
+            session,
+            actor=POLICY_ACTOR,
+            action=f"withdrawal.policy_{'decided' if stage == DECIDE else 'rechecked'}",
+            object_type="withdrawal",
+            object_id=withdrawal.id,
+            details=summary | {"reason": judgement.reason, **judgement.details},
         )
         metrics.POLICY_DECISIONS.labels(stage=stage, outcome=judgement.outcome).inc()
         return decision
@@ -260,10 +282,16 @@ class PolicyActivities:
 def verdict_of(decision: PolicyDecision) -> PolicyVerdict:
     quorum = decision.quorum or {}
     return PolicyVerdict(
-        outcome=decision.outcome, policy_version=decision.policy_version, rule_id=decision.rule_id, rule_name=decision.rule_name,
-        reason=decision.reason, error_code={Outcome.BLOCK: PolicyBlocked.code, Outcome.LIMIT_EXCEEDED: LimitExceeded.code}.get(decision.outcome),
+        outcome=decision.outcome,
+        policy_version=decision.policy_version,
+        rule_id=decision.rule_id,
+        rule_name=decision.rule_name,
+        reason=decision.reason,
+        error_code={Outcome.BLOCK: PolicyBlocked.code, Outcome.LIMIT_EXCEEDED: LimitExceeded.code}.get(decision.outcome),
         approvals_required=int(quorum.get("count", 0)) if decision.outcome == Outcome.REQUIRE_APPROVAL else 0,
-        approver_role=quorum.get("role"), approver_group=quorum.get("group"), approvers=list(quorum.get("approvers", [])),
+        approver_role=quorum.get("role"),
+        approver_group=quorum.get("group"),
+        approvers=list(quorum.get("approvers", [])),
     )
 
 

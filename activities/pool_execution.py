@@ -83,8 +83,15 @@ class PoolExecution(PoolActivitiesBase):
         """Persist the leaser's one withdrawal from its explorer; the caller then runs it as the
         child workflow `withdrawal-<id>` (same exactly-once path as every withdrawal)."""
         withdrawal, _ = await lease_withdrawal(
-            self._sessions, self._chains, chain=request.chain, lease_id=request.lease_id, leaser=request.leased_by,
-            idempotency_key=request.idempotency_key, destination=request.to, asset=request.asset, amount=request.amount,
+            self._sessions,
+            self._chains,
+            chain=request.chain,
+            lease_id=request.lease_id,
+            leaser=request.leased_by,
+            idempotency_key=request.idempotency_key,
+            destination=request.to,
+            asset=request.asset,
+            amount=request.amount,
             seal_key=self._settings.intent_seal_key_bytes,
         )
         return withdrawal.id
@@ -92,4 +99,3 @@ class PoolExecution(PoolActivitiesBase):
     @activity.defn(name="pool_return_explorer")
     async def return_lease(self, request: LeaseReturn) -> ExplorerLease:
         return await return_explorer(self._sessions, request)
-

@@ -136,9 +136,7 @@ async def return_explorer(sessions: SessionFactory, request: LeaseReturn, *, ope
     """Retire a leased key (single use); returning again answers the current state."""
     chain = request.chain.lower()
     async with sessions() as session, session.begin():
-        key = (
-            await session.exec(select(PoolKey).where(PoolKey.lease_id == request.lease_id).with_for_update())
-        ).first()
+        key = (await session.exec(select(PoolKey).where(PoolKey.lease_id == request.lease_id).with_for_update())).first()
         if key is None or key.chain != chain or (key.leased_by != request.by and not operator):
             raise LeaseNotFound("no such lease", lease_id=request.lease_id)
         if key.state == KeyState.LEASED:
@@ -173,17 +171,13 @@ async def lease_withdrawal(
     """
     chain = chain.lower()
     key_text = f"lease:{lease_id}:{idempotency_key}"
-    request_hash = hashlib.sha256(
-        f"{destination}|{asset}|{amount}|{memo_type}|{memo_value}".encode()
-    ).hexdigest()
+    request_hash = hashlib.sha256(f"{destination}|{asset}|{amount}|{memo_type}|{memo_value}".encode()).hexdigest()
     async with sessions() as session, session.begin():
         key = (await session.exec(select(PoolKey).where(PoolKey.lease_id == lease_id).with_for_update())).first()
         if key is None or key.chain != chain or key.leased_by != leaser:
             raise LeaseNotFound("no such lease", lease_id=lease_id)
         existing = (
-            await session.exec(
-                select(Withdrawal).where(Withdrawal.owner == pool_owner(chain), Withdrawal.idempotency_key == key_text)
-            )
+            await session.exec(select(Withdrawal).where(Withdrawal.owner == pool_owner(chain), Withdrawal.idempotency_key == key_text))
         ).first()
         if existing is not None:
             if existing.request_hash != request_hash:
@@ -213,9 +207,7 @@ async def lease_withdrawal(
         )
         seal(seal_key, withdrawal)
         session.add(withdrawal)
-        session.add(
-            WithdrawalEvent(withdrawal_id=withdrawal.id, status="PENDING", detail={"lease_id": lease_id, "leased_by": leaser})
-        )
+        session.add(WithdrawalEvent(withdrawal_id=withdrawal.id, status="PENDING", detail={"lease_id": lease_id, "leased_by": leaser}))
         key.lease_withdrawal_id = withdrawal.id
         key.updated_at = utcnow()
         session.add(key)

@@ -43,17 +43,13 @@ class PoolPlanning(PoolActivitiesBase):
     ) -> tuple[Wallet, PoolKey]:
         owner = pool_owner(chain)
         wallet = (
-            await session.exec(
-                select(Wallet).where(Wallet.owner == owner, Wallet.chain == chain, Wallet.idempotency_key == idempotency_key)
-            )
+            await session.exec(select(Wallet).where(Wallet.owner == owner, Wallet.chain == chain, Wallet.idempotency_key == idempotency_key))
         ).first()
         if wallet is not None:
             key = await session.get(PoolKey, wallet.id)
             assert key is not None
             return wallet, key
-        wallet = Wallet(
-            id=str(uuid.uuid4()), owner=owner, chain=chain, label=label, signer_backend=backend, idempotency_key=idempotency_key
-        )
+        wallet = Wallet(id=str(uuid.uuid4()), owner=owner, chain=chain, label=label, signer_backend=backend, idempotency_key=idempotency_key)
         session.add(wallet)
         await session.flush()
         key = PoolKey(wallet_id=wallet.id, chain=chain, tier=tier, **key_fields)
@@ -76,9 +72,7 @@ class PoolPlanning(PoolActivitiesBase):
     ) -> Withdrawal:
         """Insert (once) the withdrawal row of a pool movement; its workflow is the rebalance's child."""
         owner = pool_owner(chain)
-        existing = (
-            await session.exec(select(Withdrawal).where(Withdrawal.owner == owner, Withdrawal.idempotency_key == idempotency_key))
-        ).first()
+        existing = (await session.exec(select(Withdrawal).where(Withdrawal.owner == owner, Withdrawal.idempotency_key == idempotency_key))).first()
         if existing is not None:
             return existing
         _, native = self._native(chain)
@@ -100,12 +94,14 @@ class PoolPlanning(PoolActivitiesBase):
         session.add(withdrawal)
         await session.flush()
         session.add(
-            WithdrawalEvent(
-                withdrawal_id=withdrawal.id, status="PENDING", detail={"rebalance": run_key, "step": step, "to_wallet": destination.id}
-            )
+            WithdrawalEvent(withdrawal_id=withdrawal.id, status="PENDING", detail={"rebalance": run_key, "step": step, "to_wallet": destination.id})
         )
         await audit.append(
-            session, actor=f"rebalance:{run_key}", action="pool.move_requested", object_type="withdrawal", object_id=withdrawal.id,
+            session,
+            actor=f"rebalance:{run_key}",
+            action="pool.move_requested",
+            object_type="withdrawal",
+            object_id=withdrawal.id,
             details={"chain": chain, "step": step, "from_wallet": source.id, "to_wallet": destination.id, "amount": str(amount), "sweep": sweep},
         )
         metrics.WITHDRAWALS_REQUESTED.labels(chain=chain, asset=native.symbol).inc()
@@ -145,9 +141,7 @@ class PoolPlanning(PoolActivitiesBase):
             .where(PoolKey.chain == chain, Wallet.status == "CREATING")
             .order_by(col(Wallet.created_at))
         )
-        return [
-            PoolWalletRef(wallet_id=w.id, via_child=w.signer_backend == self._settings.signer_backend) for w in rows.all()
-        ]
+        return [PoolWalletRef(wallet_id=w.id, via_child=w.signer_backend == self._settings.signer_backend) for w in rows.all()]
 
     async def _active_wallet(self, session: AsyncSession, key: PoolKey) -> Wallet | None:
         wallet = await session.get(Wallet, key.wallet_id)
@@ -177,7 +171,11 @@ class PoolPlanning(PoolActivitiesBase):
             for i in range(1, pool.bank_count + 1):
                 if f"bank-{i}" not in labels:
                     await self._new_wallet(
-                        session, chain, PoolTier.BANK, f"bank-{i}", f"rebalance:{chain}:{step.run_key}:bank-{i}",
+                        session,
+                        chain,
+                        PoolTier.BANK,
+                        f"bank-{i}",
+                        f"rebalance:{chain}:{step.run_key}:bank-{i}",
                         self._settings.signer_backend,
                     )
             return PoolPlan(wallets=await self._creating(session, chain))
@@ -217,8 +215,15 @@ class PoolPlanning(PoolActivitiesBase):
                     self._recovered(session, key, explorer, 0, chain, native)
                     continue
                 withdrawal = await self._transfer(
-                    session, chain=chain, source=explorer, destination=bank, amount=0, sweep=True,
-                    idempotency_key=f"rebalance:{chain}:{step.run_key}:sweep:{explorer.id}", run_key=step.run_key, step="recover",
+                    session,
+                    chain=chain,
+                    source=explorer,
+                    destination=bank,
+                    amount=0,
+                    sweep=True,
+                    idempotency_key=f"rebalance:{chain}:{step.run_key}:sweep:{explorer.id}",
+                    run_key=step.run_key,
+                    step="recover",
                 )
                 if withdrawal.status in FINAL:
                     continue  # this run's sweep already ended (and failed): a later run tries again
@@ -228,9 +233,7 @@ class PoolPlanning(PoolActivitiesBase):
         return plan
 
     async def _in_flight(self, session: AsyncSession, wallet_id: str) -> bool:
-        rows = await session.exec(
-            select(Withdrawal.id).where(Withdrawal.wallet_id == wallet_id, col(Withdrawal.status).not_in(FINAL)).limit(1)
-        )
+        rows = await session.exec(select(Withdrawal.id).where(Withdrawal.wallet_id == wallet_id, col(Withdrawal.status).not_in(FINAL)).limit(1))
         return rows.first() is not None
 
     def _recovered(self, session: AsyncSession, key: PoolKey, explorer: Wallet, amount: int, chain: str, native) -> None:  # type: ignore[no-untyped-def]
@@ -317,18 +320,20 @@ class PoolPlanning(PoolActivitiesBase):
                 if balance >= target:
                     continue
                 amount = target - balance
-                fee = await adapter.estimate_max_fee(
-                    TransferIntent(sender=hodl.address, destination=bank.address, asset=native, amount=amount)
-                )
+                fee = await adapter.estimate_max_fee(TransferIntent(sender=hodl.address, destination=bank.address, asset=native, amount=amount))
                 if hodl_available < amount + fee:
-                    plan.notes.append(
-                        f"HODL cannot cover the {bank.label} top-up of {to_decimal_string(amount, native.decimals)} {native.symbol}"
-                    )
+                    plan.notes.append(f"HODL cannot cover the {bank.label} top-up of {to_decimal_string(amount, native.decimals)} {native.symbol}")
                     continue
                 hodl_available -= amount + fee
                 withdrawal = await self._transfer(
-                    session, chain=chain, source=hodl, destination=bank, amount=amount,
-                    idempotency_key=f"rebalance:{chain}:{step.run_key}:topup:{bank.id}", run_key=step.run_key, step="fund_bank",
+                    session,
+                    chain=chain,
+                    source=hodl,
+                    destination=bank,
+                    amount=amount,
+                    idempotency_key=f"rebalance:{chain}:{step.run_key}:topup:{bank.id}",
+                    run_key=step.run_key,
+                    step="fund_bank",
                 )
                 if withdrawal.status in FINAL:
                     plan.notes.append(f"{bank.label}: this run already topped it up once")
@@ -375,9 +380,14 @@ class PoolPlanning(PoolActivitiesBase):
                         break
                     capacity[bank_id] -= need
                     await self._new_wallet(
-                        session, chain, PoolTier.EXPLORER, f"explorer-{len(explorers) + i + 1}",
-                        f"rebalance:{chain}:{step.run_key}:explorer:{i}", self._settings.signer_backend,
-                        funded_by=bank_id, created_by_run=step.run_key,
+                        session,
+                        chain,
+                        PoolTier.EXPLORER,
+                        f"explorer-{len(explorers) + i + 1}",
+                        f"rebalance:{chain}:{step.run_key}:explorer:{i}",
+                        self._settings.signer_backend,
+                        funded_by=bank_id,
+                        created_by_run=step.run_key,
                     )
                     n += 1
             plan.wallets = [w for w in await self._creating(session, chain)]
@@ -428,9 +438,14 @@ class PoolPlanning(PoolActivitiesBase):
                         plan.notes.append(f"explorer {key.wallet_id}: its bank is not active")
                         continue
                     withdrawal = await self._transfer(
-                        session, chain=chain, source=bank, destination=explorer, amount=target,
+                        session,
+                        chain=chain,
+                        source=bank,
+                        destination=explorer,
+                        amount=target,
                         idempotency_key=f"rebalance:{chain}:{key.created_by_run}:fund:{explorer.id}",
-                        run_key=step.run_key, step="fund_explorer",
+                        run_key=step.run_key,
+                        step="fund_explorer",
                     )
                     key.state, key.funding_withdrawal_id, key.updated_at = KeyState.FUNDING, withdrawal.id, utcnow()
                     session.add(key)

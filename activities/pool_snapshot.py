@@ -74,9 +74,7 @@ async def pool_snapshot(sessions: SessionFactory, chains: ChainRegistry, chain: 
                 "leased_by": key.leased_by,
                 "lease_expires_at": key.lease_expires_at.isoformat() if key.lease_expires_at else None,
                 "retired_reason": key.retired_reason,
-                "recovered_amount": None
-                if key.recovered_amount is None
-                else to_decimal_string(key.recovered_amount, native.decimals),
+                "recovered_amount": None if key.recovered_amount is None else to_decimal_string(key.recovered_amount, native.decimals),
             }
         )
     return PoolSnapshot(

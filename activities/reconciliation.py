@@ -86,8 +86,7 @@ class _Line:
         return self.deposits + self.internal_in - self.withdrawn - self.fees - self.side_costs
 
     def touched(self) -> bool:
-        return any((self.deposits, self.internal_in, self.withdrawn, self.fees, self.side_costs,
-                    self.in_flight_out, self.in_flight_in))
+        return any((self.deposits, self.internal_in, self.withdrawn, self.fees, self.side_costs, self.in_flight_out, self.in_flight_in))
 
 
 def _status_of(difference: int, line: _Line) -> str:
@@ -129,9 +128,7 @@ class ReconciliationActivities:
     async def _wallets(self, chain_name: str) -> list[Wallet]:
         async with self._sessions() as session:
             rows = await session.exec(
-                select(Wallet)
-                .where(Wallet.chain == chain_name, col(Wallet.address).is_not(None))
-                .order_by(col(Wallet.created_at))
+                select(Wallet).where(Wallet.chain == chain_name, col(Wallet.address).is_not(None)).order_by(col(Wallet.created_at))
             )
             return list(rows.all())
 
@@ -173,24 +170,27 @@ class ReconciliationActivities:
                 now = utcnow()
                 values = [
                     {
-                        "chain": chain_name, "tx_hash": t.tx_hash, "account": t.account, "asset": t.asset,
-                        "direction": t.direction, "amount": t.amount, "fee": t.fee, "event_key": t.event_key,
-                        "counterparty": t.counterparty, "sequence": t.sequence, "block_number": t.block_number,
-                        "block_hash": t.block_hash, "detail": t.detail, "observed_at": now,
+                        "chain": chain_name,
+                        "tx_hash": t.tx_hash,
+                        "account": t.account,
+                        "asset": t.asset,
+                        "direction": t.direction,
+                        "amount": t.amount,
+                        "fee": t.fee,
+                        "event_key": t.event_key,
+                        "counterparty": t.counterparty,
+                        "sequence": t.sequence,
+                        "block_number": t.block_number,
+                        "block_hash": t.block_hash,
+                        "detail": t.detail,
+                        "observed_at": now,
                     }
                     for t in chunk.transfers
                 ]
-                statement = (
-                    pg_insert(table)
-                    .values(values)
-                    .on_conflict_do_nothing(constraint="uq_chain_transfers_event")
-                    .returning(table.c.direction)
-                )
+                statement = pg_insert(table).values(values).on_conflict_do_nothing(constraint="uq_chain_transfers_event").returning(table.c.direction)
                 inserted = list((await session.exec(statement)).scalars().all())  # type: ignore[call-overload]
             for scope, cursor in chunk.cursors.items():
-                upsert = pg_insert(ReconciliationCursor.__table__).values(
-                    chain=chain_name, scope=scope, cursor=cursor, updated_at=utcnow()
-                )
+                upsert = pg_insert(ReconciliationCursor.__table__).values(chain=chain_name, scope=scope, cursor=cursor, updated_at=utcnow())
                 await session.exec(  # type: ignore[call-overload]
                     upsert.on_conflict_do_update(
                         index_elements=["chain", "scope"], set_={"cursor": upsert.excluded.cursor, "updated_at": upsert.excluded.updated_at}
@@ -367,9 +367,7 @@ class ReconciliationActivities:
             for attempt in attempts.all():
                 by_withdrawal.setdefault(attempt.withdrawal_id, []).append(attempt)
                 landed[attempt.tx_hash] = attempt
-            checks = await session.exec(
-                select(ReconciliationCheck).where(ReconciliationCheck.chain == chain_name)
-            )
+            checks = await session.exec(select(ReconciliationCheck).where(ReconciliationCheck.chain == chain_name))
             checked = {c.withdrawal_id: c for c in checks.all()}
         # COMPLETED since the verify step ran: their side costs are read now (the next run's
         # verify step stores them).
@@ -446,20 +444,29 @@ class ReconciliationActivities:
             status = _status_of(difference, line)
             rows.append(
                 {
-                    "wallet_id": wallet.id, "owner": wallet.owner, "label": wallet.label, "address": wallet.address,
-                    "asset": asset.symbol, "decimals": asset.decimals,
-                    "on_chain": str(on_chain), "deposits": str(line.deposits), "internal_in": str(line.internal_in),
-                    "withdrawn": str(line.withdrawn), "fees": str(line.fees), "side_costs": str(line.side_costs),
-                    "in_flight_out": str(line.in_flight_out), "in_flight_in": str(line.in_flight_in),
-                    "expected": str(line.expected), "difference": str(difference),
-                    "drift": str(difference if status == "DRIFT" else 0), "status": status,
+                    "wallet_id": wallet.id,
+                    "owner": wallet.owner,
+                    "label": wallet.label,
+                    "address": wallet.address,
+                    "asset": asset.symbol,
+                    "decimals": asset.decimals,
+                    "on_chain": str(on_chain),
+                    "deposits": str(line.deposits),
+                    "internal_in": str(line.internal_in),
+                    "withdrawn": str(line.withdrawn),
+                    "fees": str(line.fees),
+                    "side_costs": str(line.side_costs),
+                    "in_flight_out": str(line.in_flight_out),
+                    "in_flight_in": str(line.in_flight_in),
+                    "expected": str(line.expected),
+                    "difference": str(difference),
+                    "drift": str(difference if status == "DRIFT" else 0),
+                    "status": status,
                 }
             )
         return rows
 
-    async def _unexplained(
-        self, chain_name: str, history: ChainHistory, wallets: list[Wallet], point: HistoryPoint
-    ) -> list[dict[str, Any]]:
+    async def _unexplained(self, chain_name: str, history: ChainHistory, wallets: list[Wallet], point: HistoryPoint) -> list[dict[str, Any]]:
         """Spends from our keys found on chain that are none of our attempts, and (EVM) nonces
         used on chain that no attempt of ours and no such spend accounts for."""
         by_address = {w.address: w for w in wallets if w.address}
@@ -480,10 +487,15 @@ class ReconciliationActivities:
             entry = found.setdefault(
                 (row.tx_hash, row.account),
                 {
-                    "kind": "TRANSACTION", "tx_hash": row.tx_hash, "account": row.account,
+                    "kind": "TRANSACTION",
+                    "tx_hash": row.tx_hash,
+                    "account": row.account,
                     "wallet_id": by_address[row.account].id if row.account in by_address else None,
-                    "sequence": row.sequence, "block_number": row.block_number, "counterparty": row.counterparty,
-                    "fee": "0", "moved": [],
+                    "sequence": row.sequence,
+                    "block_number": row.block_number,
+                    "counterparty": row.counterparty,
+                    "fee": "0",
+                    "moved": [],
                 },
             )
             entry["fee"] = str(int(entry["fee"]) + row.fee)
@@ -518,8 +530,12 @@ class ReconciliationActivities:
             if missing:
                 gaps.append(
                     {
-                        "kind": "NONCE", "account": wallet.address, "wallet_id": wallet.id, "count": len(missing),
-                        "nonces": missing[:20], "used": used,
+                        "kind": "NONCE",
+                        "account": wallet.address,
+                        "wallet_id": wallet.id,
+                        "count": len(missing),
+                        "nonces": missing[:20],
+                        "used": used,
                     }
                 )
         return gaps
@@ -538,8 +554,14 @@ class ReconciliationActivities:
             )
             return [
                 {
-                    "withdrawal_id": w.id, "wallet_id": w.wallet_id, "tx_hash": c.tx_hash, "state": c.state,
-                    "detail": c.detail, "asset": w.asset, "amount": str(w.amount), "block_number": w.block_number,
+                    "withdrawal_id": w.id,
+                    "wallet_id": w.wallet_id,
+                    "tx_hash": c.tx_hash,
+                    "state": c.state,
+                    "detail": c.detail,
+                    "asset": w.asset,
+                    "amount": str(w.amount),
+                    "block_number": w.block_number,
                 }
                 for c, w in rows.all()
             ]
@@ -631,16 +653,27 @@ def _new_findings(
         if r["status"] == "DRIFT" and before_drift.get((r["wallet_id"], r["asset"])) != r["drift"]:
             events.append(
                 ReconciliationEvent(
-                    report_id=report_id, chain=chain, kind="DRIFT", wallet_id=r["wallet_id"], asset=r["asset"],
-                    amount=int(r["drift"]), detail={k: r[k] for k in ("on_chain", "expected", "address")},
+                    report_id=report_id,
+                    chain=chain,
+                    kind="DRIFT",
+                    wallet_id=r["wallet_id"],
+                    asset=r["asset"],
+                    amount=int(r["drift"]),
+                    detail={k: r[k] for k in ("on_chain", "expected", "address")},
                 )
             )
     for v in vanished:
         if (v["withdrawal_id"], v["state"]) not in before_vanished:
             events.append(
                 ReconciliationEvent(
-                    report_id=report_id, chain=chain, kind="VANISHED", wallet_id=v["wallet_id"], asset=v["asset"],
-                    amount=int(v["amount"]), tx_hash=v["tx_hash"], withdrawal_id=v["withdrawal_id"],
+                    report_id=report_id,
+                    chain=chain,
+                    kind="VANISHED",
+                    wallet_id=v["wallet_id"],
+                    asset=v["asset"],
+                    amount=int(v["amount"]),
+                    tx_hash=v["tx_hash"],
+                    withdrawal_id=v["withdrawal_id"],
                     detail={"state": v["state"], "detail": v["detail"]},
                 )
             )
@@ -648,8 +681,12 @@ def _new_findings(
         if _finding_key(u) not in before_unexplained:
             events.append(
                 ReconciliationEvent(
-                    report_id=report_id, chain=chain, kind="UNEXPLAINED", wallet_id=u.get("wallet_id"),
-                    tx_hash=u.get("tx_hash"), detail=u,
+                    report_id=report_id,
+                    chain=chain,
+                    kind="UNEXPLAINED",
+                    wallet_id=u.get("wallet_id"),
+                    tx_hash=u.get("tx_hash"),
+                    detail=u,
                 )
             )
     return events

@@ -92,6 +92,7 @@ def violations(chain: Chain, request: SigningRequest, expected: Expectation) -> 
 
 def _canonical(movement: Movement) -> Movement:
     """EVM addresses compare case-insensitively (EIP-55 is only a checksum)."""
+
     def norm(value: str | None) -> str | None:
         return value.lower() if value is not None and value.startswith("0x") else value
 

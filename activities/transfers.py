@@ -42,18 +42,14 @@ def as_signed(attempt: TransferAttempt) -> SignedTransfer:
 
 
 async def attempts_of(session: AsyncSession, withdrawal_id: str) -> list[TransferAttempt]:
-    rows = await session.exec(
-        select(TransferAttempt).where(TransferAttempt.withdrawal_id == withdrawal_id).order_by(col(TransferAttempt.id))
-    )
+    rows = await session.exec(select(TransferAttempt).where(TransferAttempt.withdrawal_id == withdrawal_id).order_by(col(TransferAttempt.id)))
     return list(rows.all())
 
 
 async def released_slot(session: AsyncSession, withdrawal: Withdrawal) -> SequenceClaim | None:
     """The slot a withdrawal handed back unused (it ended before its transaction went out), if
     no other transaction of ours has taken it since."""
-    rows = await session.exec(
-        select(SequenceClaim).where(SequenceClaim.withdrawal_id == withdrawal.id, SequenceClaim.state == "RELEASED")
-    )
+    rows = await session.exec(select(SequenceClaim).where(SequenceClaim.withdrawal_id == withdrawal.id, SequenceClaim.state == "RELEASED"))
     return rows.first()
 
 

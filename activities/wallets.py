@@ -69,7 +69,11 @@ class WalletActivities:
                 # In the activation's transaction: a wallet is ACTIVE exactly when its creation is
                 # in the audit log (API wallets, invisible user wallets, pool keys, channels alike).
                 await audit.append(
-                    session, actor="system:workflow", action="wallet.created", object_type="wallet", object_id=wallet.id,
+                    session,
+                    actor="system:workflow",
+                    action="wallet.created",
+                    object_type="wallet",
+                    object_id=wallet.id,
                     details={"owner": wallet.owner, "chain": wallet.chain, "address": wallet.address, "backend": wallet.signer_backend},
                 )
                 metrics.WALLETS_CREATED.labels(chain=wallet.chain, backend=wallet.signer_backend).inc()

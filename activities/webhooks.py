@@ -23,7 +23,7 @@ import json
 import logging
 import time
 import uuid
-from datetime import timedelta, timezone
+from datetime import UTC, timedelta
 from typing import Any
 
 import httpx
@@ -81,8 +81,10 @@ def secret_context(endpoint_id: str) -> str:
 
 def sealed_secret(endpoint: WebhookEndpoint) -> SealedSecret:
     return SealedSecret(
-        ciphertext=endpoint.secret_ciphertext, nonce=endpoint.secret_nonce,
-        wrapped_key=endpoint.secret_wrapped_key, kek_id=endpoint.secret_kek_id,
+        ciphertext=endpoint.secret_ciphertext,
+        nonce=endpoint.secret_nonce,
+        wrapped_key=endpoint.secret_wrapped_key,
+        kek_id=endpoint.secret_kek_id,
     )
 
 
@@ -115,7 +117,9 @@ class WebhookActivities:
             # No redirects (a 3xx is a failed attempt: following it would post elsewhere than the
             # checked address), no proxies from the environment (the address is pinned).
             self._http = httpx.AsyncClient(
-                timeout=httpx.Timeout(self._hooks.request_timeout_seconds), follow_redirects=False, trust_env=False,
+                timeout=httpx.Timeout(self._hooks.request_timeout_seconds),
+                follow_redirects=False,
+                trust_env=False,
             )
         return self._http
 
@@ -138,7 +142,7 @@ class WebhookActivities:
             activity.heartbeat()
             try:
                 await asyncio.wait_for(activity.wait_for_worker_shutdown(), timeout=self._hooks.poll_interval_seconds)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 pass
 
     async def _claim_batch(self) -> WebhookClaimResult:
@@ -157,9 +161,7 @@ class WebhookActivities:
             if rows:
                 owners = {r.owner for r in rows}
                 endpoints = (
-                    await session.exec(
-                        select(WebhookEndpoint).where(col(WebhookEndpoint.owner).in_(owners), WebhookEndpoint.status == "ACTIVE")
-                    )
+                    await session.exec(select(WebhookEndpoint).where(col(WebhookEndpoint.owner).in_(owners), WebhookEndpoint.status == "ACTIVE"))
                 ).all()
                 for row in rows:
                     # An endpoint hears of what happened after it was registered, not before.
@@ -168,17 +170,24 @@ class WebhookActivities:
                         body = self._body(row)
                         inserted = await session.exec(  # type: ignore[call-overload]
                             insert(WebhookDelivery)
-                            .values([
-                                {
-                                    "id": str(uuid.uuid4()), "endpoint_id": e.id, "owner": row.owner, "event_id": row.event_id,
-                                    "event_type": row.event_type, "body": body, "requested_by": DISPATCHER_ACTOR,
-                                    "state": "PENDING", "attempts": 0, "created_at": now,
-                                }
-                                for e in targets
-                            ])
-                            .on_conflict_do_nothing(
-                                index_elements=["event_id", "endpoint_id"], index_where=sa.text("redelivery_of IS NULL")
+                            .values(
+                                [
+                                    {
+                                        "id": str(uuid.uuid4()),
+                                        "endpoint_id": e.id,
+                                        "owner": row.owner,
+                                        "event_id": row.event_id,
+                                        "event_type": row.event_type,
+                                        "body": body,
+                                        "requested_by": DISPATCHER_ACTOR,
+                                        "state": "PENDING",
+                                        "attempts": 0,
+                                        "created_at": now,
+                                    }
+                                    for e in targets
+                                ]
                             )
+                            .on_conflict_do_nothing(index_elements=["event_id", "endpoint_id"], index_where=sa.text("redelivery_of IS NULL"))
                         )
                         result.deliveries += inserted.rowcount or 0
                     row.dispatched_at = now
@@ -186,9 +195,9 @@ class WebhookActivities:
                 result.events = len(rows)
             result.unstarted = (
                 await session.exec(
-                    select(func.count()).select_from(WebhookDelivery).where(
-                        col(WebhookDelivery.started_at).is_(None), WebhookDelivery.state == "PENDING"
-                    )
+                    select(func.count())
+                    .select_from(WebhookDelivery)
+                    .where(col(WebhookDelivery.started_at).is_(None), WebhookDelivery.state == "PENDING")
                 )
             ).one()
         if rows:
@@ -208,7 +217,7 @@ class WebhookActivities:
         event = {
             "id": row.event_id,
             "type": row.event_type,
-            "created_at": row.occurred_at.astimezone(timezone.utc).isoformat().replace("+00:00", "Z"),
+            "created_at": row.occurred_at.astimezone(UTC).isoformat().replace("+00:00", "Z"),
             "data": {row.object_type: withdrawal, "detail": row.payload.get("detail") or {}},
         }
         return json.dumps(event, separators=(",", ":"), sort_keys=True)
@@ -244,7 +253,10 @@ class WebhookActivities:
             async def start_one(delivery_id: str) -> bool:
                 try:
                     await client.start_workflow(
-                        DELIVERY_WORKFLOW, delivery_id, id=delivery_workflow_id(delivery_id), task_queue=task_queue,
+                        DELIVERY_WORKFLOW,
+                        delivery_id,
+                        id=delivery_workflow_id(delivery_id),
+                        task_queue=task_queue,
                         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                     )
                     return True
@@ -277,8 +289,11 @@ class WebhookActivities:
                 delivery.deadline_at = delivery.created_at + timedelta(seconds=self._hooks.retry_period_seconds)
             session.add(delivery)
             return WebhookDeliveryPlan(
-                delivery_id=delivery.id, state=delivery.state, attempts=delivery.attempts,
-                deadline=delivery.deadline_at.timestamp(), first_retry_seconds=self._hooks.first_retry_seconds,
+                delivery_id=delivery.id,
+                state=delivery.state,
+                attempts=delivery.attempts,
+                deadline=delivery.deadline_at.timestamp(),
+                first_retry_seconds=self._hooks.first_retry_seconds,
                 max_retry_interval_seconds=self._hooks.max_retry_interval_seconds,
                 request_timeout_seconds=self._hooks.request_timeout_seconds,
             )
@@ -292,9 +307,7 @@ class WebhookActivities:
                 raise WebhookDeliveryNotFound("no such webhook delivery", delivery_id=request.delivery_id)
             endpoint = await session.get(WebhookEndpoint, delivery.endpoint_id)
             done = (
-                await session.exec(
-                    select(WebhookAttempt).where(WebhookAttempt.delivery_id == delivery.id, WebhookAttempt.number == request.number)
-                )
+                await session.exec(select(WebhookAttempt).where(WebhookAttempt.delivery_id == delivery.id, WebhookAttempt.number == request.number))
             ).first()
         if done is not None:  # this attempt was made and recorded by an earlier try of this activity
             return self._result(request.number, delivery.state, done.status_code, None)
@@ -349,8 +362,12 @@ class WebhookActivities:
             await session.exec(  # type: ignore[call-overload]
                 insert(WebhookAttempt)
                 .values(
-                    delivery_id=delivery.id, number=request.number, at=sent_at, status_code=status,
-                    latency_ms=int(elapsed * 1000), error=error,
+                    delivery_id=delivery.id,
+                    number=request.number,
+                    at=sent_at,
+                    status_code=status,
+                    latency_ms=int(elapsed * 1000),
+                    error=error,
                 )
                 .on_conflict_do_nothing(index_elements=["delivery_id", "number"])
             )
@@ -368,9 +385,7 @@ class WebhookActivities:
             "webhook attempt",
             extra={"delivery_id": delivery.id, "event_id": delivery.event_id, "attempt": request.number, "status_code": status, "error": error},
         )
-        return WebhookAttemptResult(
-            number=request.number, delivered=delivered, final=delivered, status_code=status, retry_after_seconds=retry_after
-        )
+        return WebhookAttemptResult(number=request.number, delivered=delivered, final=delivered, status_code=status, retry_after_seconds=retry_after)
 
     @staticmethod
     def _result(number: int, state: str, status: int | None, retry_after: float | None) -> WebhookAttemptResult:

@@ -68,10 +68,10 @@ from models.db import (
 )
 from models.intent_seal import seal
 from models.payloads import (
+    LANDED_OUTCOMES,
     AlertEvent,
     ConfirmationResult,
     ControlEvent,
-    LANDED_OUTCOMES,
     GapFill,
     OnChainState,
     PreparedAttempt,
@@ -117,8 +117,6 @@ class FinishInput:
     error_message: str | None = None
 
 
-
-
 @dataclass(frozen=True)
 class WithdrawalPolicy:
     """Approval rules: above `approval_thresholds[(chain, asset)]` base units (counting what the
@@ -144,9 +142,7 @@ class WithdrawalPolicy:
 async def _settle_attempt_states(session: AsyncSession, withdrawal_id: str, landed: ConfirmationResult | None) -> None:
     """A final withdrawal's attempts end LANDED (the transfer, or our cancellation), REVERTED (on
     chain, transfer undone) or NOT_LANDED (replaced, expired, or never sent)."""
-    await session.exec(
-        sa.update(TransferAttempt).where(col(TransferAttempt.withdrawal_id) == withdrawal_id).values(state="NOT_LANDED")
-    )
+    await session.exec(sa.update(TransferAttempt).where(col(TransferAttempt.withdrawal_id) == withdrawal_id).values(state="NOT_LANDED"))
     if landed is not None and landed.tx_hash:
         await session.exec(
             sa.update(TransferAttempt)
@@ -167,7 +163,11 @@ def _prepared(attempts: list[TransferAttempt], blocked: FeeAboveCap | None = Non
 
 class WithdrawalActivities:
     def __init__(
-        self, sessions: SessionFactory, chains: ChainRegistry, signers: SignerSet, policy: WithdrawalPolicy | None = None,
+        self,
+        sessions: SessionFactory,
+        chains: ChainRegistry,
+        signers: SignerSet,
+        policy: WithdrawalPolicy | None = None,
         judge: PolicyJudge | None = None,
     ) -> None:
         self._sessions = sessions
@@ -200,9 +200,7 @@ class WithdrawalActivities:
         return dataclasses.replace(intent, amount=withdrawal.amount, fee=reservation.fee_amount)
 
     @asynccontextmanager
-    async def _slot_serialized(
-        self, withdrawal_id: str, *, with_channel: bool = False, new_slot: bool = False
-    ) -> AsyncIterator[Wallet | None]:
+    async def _slot_serialized(self, withdrawal_id: str, *, with_channel: bool = False, new_slot: bool = False) -> AsyncIterator[Wallet | None]:
         """Queue behind this worker's other signers for the same slot owner (the wallet, or the
         channel account the withdrawal leases: yielded) before borrowing a database connection
         (see activities/locks.py); the advisory lock on the same key then covers other workers.
@@ -242,9 +240,7 @@ class WithdrawalActivities:
             try:
                 return await signer.sign(key_ref, scheme, message)
             finally:
-                metrics.SIGNING_SECONDS.labels(backend=signer.backend).observe(
-                    time.perf_counter() - started
-                )
+                metrics.SIGNING_SECONDS.labels(backend=signer.backend).observe(time.perf_counter() - started)
 
         return sign
 
@@ -313,13 +309,15 @@ class WithdrawalActivities:
             withdrawal.status = change.status.value
             withdrawal.updated_at = utcnow()
             session.add(withdrawal)
-            session.add(
-                WithdrawalEvent(withdrawal_id=withdrawal.id, status=change.status.value, detail=change.detail)
-            )
+            session.add(WithdrawalEvent(withdrawal_id=withdrawal.id, status=change.status.value, detail=change.detail))
             enqueue_withdrawal_event(session, withdrawal, change.status.value, change.detail)  # webhooks: one outbox row
             await audit.append(
-                session, actor=WORKFLOW_ACTOR, action=f"withdrawal.{change.status.value.lower()}",
-                object_type="withdrawal", object_id=withdrawal.id, details=change.detail,
+                session,
+                actor=WORKFLOW_ACTOR,
+                action=f"withdrawal.{change.status.value.lower()}",
+                object_type="withdrawal",
+                object_id=withdrawal.id,
+                details=change.detail,
             )
 
     @activity.defn(name="record_operator_action")
@@ -340,14 +338,14 @@ class WithdrawalActivities:
                 withdrawal.approved_by = event.by
             withdrawal.updated_at = utcnow()
             session.add(withdrawal)
-            session.add(
-                WithdrawalEvent(
-                    withdrawal_id=withdrawal.id, status=event.event, detail={"by": event.by, "reason": event.reason}
-                )
-            )
+            session.add(WithdrawalEvent(withdrawal_id=withdrawal.id, status=event.event, detail={"by": event.by, "reason": event.reason}))
             await audit.append(
-                session, actor=event.by, action=f"withdrawal.{event.event.lower()}", object_type="withdrawal",
-                object_id=withdrawal.id, details={"reason": event.reason},
+                session,
+                actor=event.by,
+                action=f"withdrawal.{event.event.lower()}",
+                object_type="withdrawal",
+                object_id=withdrawal.id,
+                details={"reason": event.reason},
             )
 
     @activity.defn(name="validate_withdrawal")
@@ -424,19 +422,31 @@ class WithdrawalActivities:
                 claim = claims.get(sequence)
                 released_by = claim.withdrawal_id if claim is not None else "unclaimed"
                 key = f"gap-fill:{released_by}:{sequence}"
-                existing = (
-                    await session.exec(select(Withdrawal).where(Withdrawal.owner == wallet.owner, Withdrawal.idempotency_key == key))
-                ).first()
+                existing = (await session.exec(select(Withdrawal).where(Withdrawal.owner == wallet.owner, Withdrawal.idempotency_key == key))).first()
                 if existing is not None:
                     fill.fillers.append(existing.id)
                     continue
-                filler = seal(self._policy.intent_seal_key, Withdrawal(
-                    id=str(uuid.uuid4()), kind=GAP_FILL, owner=wallet.owner, wallet_id=wallet.id, chain=withdrawal.chain,
-                    asset=native.symbol, destination=sender, amount=0, idempotency_key=key, request_hash=key,
-                    requested_by="custody:gap-filler", nonce=sequence,
-                ))
+                filler = seal(
+                    self._policy.intent_seal_key,
+                    Withdrawal(
+                        id=str(uuid.uuid4()),
+                        kind=GAP_FILL,
+                        owner=wallet.owner,
+                        wallet_id=wallet.id,
+                        chain=withdrawal.chain,
+                        asset=native.symbol,
+                        destination=sender,
+                        amount=0,
+                        idempotency_key=key,
+                        request_hash=key,
+                        requested_by="custody:gap-filler",
+                        nonce=sequence,
+                    ),
+                )
                 session.add(filler)
-                session.add(WithdrawalEvent(withdrawal_id=filler.id, status="PENDING", detail={"fills_nonce": str(sequence), "stalled": withdrawal.id}))
+                session.add(
+                    WithdrawalEvent(withdrawal_id=filler.id, status="PENDING", detail={"fills_nonce": str(sequence), "stalled": withdrawal.id})
+                )
                 await session.flush()
                 await self._take_claim(session, filler, sender, sequence)
                 fill.fillers.append(filler.id)
@@ -465,9 +475,7 @@ class WithdrawalActivities:
             await advisory_lock(session, "wallet", wallet.id)
             if await session.get(Reservation, withdrawal_id) is not None:
                 return
-            held = await session.exec(
-                select(Reservation).where(Reservation.wallet_id == wallet.id, Reservation.state == "HELD")
-            )
+            held = await session.exec(select(Reservation).where(Reservation.wallet_id == wallet.id, Reservation.state == "HELD"))
             held_native = held_asset = 0
             for r in held.all():
                 held_native += r.fee_amount + (r.amount if r.asset == native.symbol else 0)
@@ -508,9 +516,7 @@ class WithdrawalActivities:
             await advisory_lock(session, "wallet", wallet.id)
             if await session.get(Reservation, withdrawal.id) is not None:
                 return
-            held = await session.exec(
-                select(Reservation).where(Reservation.wallet_id == wallet.id, Reservation.state == "HELD")
-            )
+            held = await session.exec(select(Reservation).where(Reservation.wallet_id == wallet.id, Reservation.state == "HELD"))
             if held.first() is not None:
                 raise PermanentError("other withdrawals from this wallet are in flight: sweep it later", wallet_id=wallet.id)
             if quote.amount <= 0:
@@ -524,8 +530,11 @@ class WithdrawalActivities:
             session.add(row)
             session.add(
                 Reservation(
-                    withdrawal_id=withdrawal.id, wallet_id=wallet.id, asset=intent.asset.symbol,
-                    amount=quote.amount, fee_amount=quote.fee,
+                    withdrawal_id=withdrawal.id,
+                    wallet_id=wallet.id,
+                    asset=intent.asset.symbol,
+                    amount=quote.amount,
+                    fee_amount=quote.fee,
                 )
             )
 
@@ -562,8 +571,14 @@ class WithdrawalActivities:
             return _prepared([attempt])
 
     def _guarded(
-        self, withdrawal: Withdrawal, wallet: Wallet, intent: TransferIntent, sequence: int | None,
-        channel: Wallet | None = None, *, cancelling: bool = False,
+        self,
+        withdrawal: Withdrawal,
+        wallet: Wallet,
+        intent: TransferIntent,
+        sequence: int | None,
+        channel: Wallet | None = None,
+        *,
+        cancelling: bool = False,
     ) -> tuple[GuardedSigner, dict[str, ChannelKey]]:
         """The wallet's signer (and the channel's), each signing only the approved intent
         (activities/signing_guard.py); the stored intent's seal is checked first."""
@@ -595,19 +610,13 @@ class WithdrawalActivities:
         channel_arg: dict[str, ChannelKey] = {}
         if channel is not None:
             assert channel.address is not None
-            channel_arg["channel"] = ChannelKey(
-                address=channel.address, sign=GuardedSigner(self._signer_for(channel), chain, expected, refused)
-            )
+            channel_arg["channel"] = ChannelKey(address=channel.address, sign=GuardedSigner(self._signer_for(channel), chain, expected, refused))
         return GuardedSigner(self._signer_for(wallet), chain, expected, refused), channel_arg
 
     async def _claim_sequence(self, session: AsyncSession, withdrawal: Withdrawal, slot_owner: str) -> int | None:
         """The next slot of `slot_owner`: the wallet, or the channel account the withdrawal leases."""
         chain = self._chains.get(withdrawal.chain)
-        mine = await session.exec(
-            select(SequenceClaim).where(
-                SequenceClaim.withdrawal_id == withdrawal.id, SequenceClaim.state == "ACTIVE"
-            )
-        )
+        mine = await session.exec(select(SequenceClaim).where(SequenceClaim.withdrawal_id == withdrawal.id, SequenceClaim.state == "ACTIVE"))
         existing = mine.first()
         if existing is not None:
             return existing.sequence
@@ -624,9 +633,7 @@ class WithdrawalActivities:
         await self._take_claim(session, withdrawal, slot_owner, sequence)
         return sequence
 
-    async def _next_queued_sequence(
-        self, session: AsyncSession, withdrawal: Withdrawal, slot_owner: str, settled: int
-    ) -> int | None:
+    async def _next_queued_sequence(self, session: AsyncSession, withdrawal: Withdrawal, slot_owner: str, settled: int) -> int | None:
         """EVM: a nonce released by a withdrawal that ended before its transaction could land is
         taken over first, or every later transaction from this sender waits behind the gap. A
         retry takes its original's own nonce when that was released: whichever of the two
@@ -657,15 +664,11 @@ class WithdrawalActivities:
     async def _claim_fresh(self, session: AsyncSession, withdrawal: Withdrawal, slot_owner: str) -> int:
         claims = SequenceClaim.__table__
         highest = await session.exec(
-            sa.select(sa.func.max(claims.c.sequence)).where(
-                claims.c.chain == withdrawal.chain, claims.c.sender == slot_owner
-            )
+            sa.select(sa.func.max(claims.c.sequence)).where(claims.c.chain == withdrawal.chain, claims.c.sender == slot_owner)
         )
         sequence = await self._chains.get(withdrawal.chain).next_sequence(slot_owner, highest.scalar_one_or_none())
         assert sequence is not None
-        session.add(
-            SequenceClaim(chain=withdrawal.chain, sender=slot_owner, sequence=sequence, withdrawal_id=withdrawal.id)
-        )
+        session.add(SequenceClaim(chain=withdrawal.chain, sender=slot_owner, sequence=sequence, withdrawal_id=withdrawal.id))
         return sequence
 
     @staticmethod
@@ -691,13 +694,9 @@ class WithdrawalActivities:
     async def _take_claim(session: AsyncSession, withdrawal: Withdrawal, slot_owner: str, sequence: int) -> None:
         """Claim `sequence` for this withdrawal: a new row, or a stale one (released, or another
         withdrawal's that can never be used) taken over."""
-        row = await session.get(
-            SequenceClaim, (withdrawal.chain, slot_owner, sequence), with_for_update=True
-        )
+        row = await session.get(SequenceClaim, (withdrawal.chain, slot_owner, sequence), with_for_update=True)
         if row is None:
-            session.add(
-                SequenceClaim(chain=withdrawal.chain, sender=slot_owner, sequence=sequence, withdrawal_id=withdrawal.id)
-            )
+            session.add(SequenceClaim(chain=withdrawal.chain, sender=slot_owner, sequence=sequence, withdrawal_id=withdrawal.id))
             return
         row.withdrawal_id, row.state, row.updated_at = withdrawal.id, "ACTIVE", utcnow()
         session.add(row)
@@ -765,7 +764,11 @@ class WithdrawalActivities:
     async def _audit_signed(session: AsyncSession, withdrawal_id: str, signed: SignedTransfer, replaces: str | None = None) -> None:
         details = {"tx_hash": signed.tx_hash, "slot": signed.sequence, "purpose": signed.purpose, "max_fee": str(signed.max_fee)}
         await audit.append(
-            session, actor=SIGNER_ACTOR, action="withdrawal.signed", object_type="withdrawal", object_id=withdrawal_id,
+            session,
+            actor=SIGNER_ACTOR,
+            action="withdrawal.signed",
+            object_type="withdrawal",
+            object_id=withdrawal_id,
             details=details | ({"replaces": replaces} if replaces else {}),
         )
 
@@ -813,9 +816,7 @@ class WithdrawalActivities:
             latest = attempts[-1]
             sign, _ = self._guarded(withdrawal, wallet, intent, latest.sequence, cancelling=True)
             try:
-                signed = await chain.sign_transfer(
-                    self._cancel_intent(chain, intent), latest.sequence, sign, replacing=as_signed(latest)
-                )
+                signed = await chain.sign_transfer(self._cancel_intent(chain, intent), latest.sequence, sign, replacing=as_signed(latest))
             except FeeAboveCap as e:
                 return _prepared(attempts, blocked=e)
             await self._grow_fee_hold(session, withdrawal, signed.max_fee)
@@ -926,8 +927,12 @@ class WithdrawalActivities:
             )
             if first_send.rowcount:  # type: ignore[attr-defined]
                 await audit.append(
-                    session, actor=WORKFLOW_ACTOR, action="withdrawal.broadcast", object_type="withdrawal",
-                    object_id=withdrawal_id, details={"tx_hash": latest.tx_hash, "result": result},
+                    session,
+                    actor=WORKFLOW_ACTOR,
+                    action="withdrawal.broadcast",
+                    object_type="withdrawal",
+                    object_id=withdrawal_id,
+                    details={"tx_hash": latest.tx_hash, "result": result},
                 )
         activity.logger.info("broadcast", extra={"tx_hash": latest.tx_hash, "result": result})
         return _prepared(attempts)
@@ -1013,8 +1018,12 @@ class WithdrawalActivities:
             session.add(WithdrawalEvent(withdrawal_id=row.id, status=finish.status.value, detail=detail))
             enqueue_withdrawal_event(session, row, finish.status.value, detail)  # webhooks: one outbox row
             await audit.append(
-                session, actor=WORKFLOW_ACTOR, action=f"withdrawal.{finish.status.value.lower()}", object_type="withdrawal",
-                object_id=row.id, details=detail | ({"fee_paid": str(row.fee_paid)} if row.fee_paid is not None else {}),
+                session,
+                actor=WORKFLOW_ACTOR,
+                action=f"withdrawal.{finish.status.value.lower()}",
+                object_type="withdrawal",
+                object_id=row.id,
+                details=detail | ({"fee_paid": str(row.fee_paid)} if row.fee_paid is not None else {}),
             )
             if finish.status != WithdrawalStatus.COMPLETED:
                 await policy_store.release_spend(session, row.id)  # paid nothing: frees its share of rolling windows
@@ -1032,9 +1041,5 @@ class WithdrawalActivities:
                     .where(col(SequenceClaim.withdrawal_id) == row.id, col(SequenceClaim.state) == "ACTIVE")
                     .values(state="RELEASED", updated_at=now)
                 )
-        metrics.WITHDRAWALS_FINISHED.labels(
-            chain=withdrawal.chain, asset=withdrawal.asset, status=finish.status.value
-        ).inc()
-        activity.logger.info(
-            "withdrawal finished", extra={"status": finish.status.value, "error_code": finish.error_code}
-        )
+        metrics.WITHDRAWALS_FINISHED.labels(chain=withdrawal.chain, asset=withdrawal.asset, status=finish.status.value).inc()
+        activity.logger.info("withdrawal finished", extra={"status": finish.status.value, "error_code": finish.error_code})

@@ -13,17 +13,17 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from fastapi import Request
 from sqlmodel import select
 
 from api.oidc import looks_like_jwt
 from api.permissions import EXTRA_BUCKETS, PERMISSIONS, PUBLIC, SIGNED_IN, Grant
-from db import audit
 from core import metrics
 from core.errors import Forbidden, Unauthorized, UserBlocked
 from core.identity import Identity, Scope, parse_roles, scopes_of
+from db import audit
 from db.access import find_api_key, ip_allowed, touch_api_key
 from models.access import ApiKey, User
 
@@ -53,9 +53,7 @@ async def authorized(request: Request) -> Identity:
     return await permitted(state, identity, key, write)
 
 
-async def authenticated(
-    state, route: str, ip: str | None, write: bool, credential: Callable[[], Awaitable[Identity]]
-) -> Identity:  # type: ignore[no-untyped-def]
+async def authenticated(state, route: str, ip: str | None, write: bool, credential: Callable[[], Awaitable[Identity]]) -> Identity:  # type: ignore[no-untyped-def]
     """The caller `credential()` proves, under the per-IP and failed-auth buckets; a refusal is
     counted, logged and audited. Shared by the API (a bearer credential) and the console (its
     sign-in form and its session cookie)."""
@@ -70,7 +68,11 @@ async def authenticated(
         await limiter.take("failed_auth", ip or "unknown", write=write)  # bounds the audit entries below too
         async with state.sessions() as session, session.begin():
             await audit.append(
-                session, actor=f"ip:{ip or 'unknown'}", action="auth.failed", object_type="route", object_id=route,
+                session,
+                actor=f"ip:{ip or 'unknown'}",
+                action="auth.failed",
+                object_type="route",
+                object_id=route,
                 details={"code": e.code, "reason": e.message},
             )
         raise
@@ -158,11 +160,11 @@ async def api_key_identity_by_id(state, key_id: str, ip: str | None) -> Identity
 async def _identity_of_key(state, key: ApiKey, user: User, ip: str | None) -> Identity:  # type: ignore[no-untyped-def]
     if key.revoked_at is not None:
         raise Unauthorized("API key revoked", key=key.prefix)
-    if key.expires_at is not None and key.expires_at <= datetime.now(timezone.utc):
+    if key.expires_at is not None and key.expires_at <= datetime.now(UTC):
         raise Unauthorized("API key expired", key=key.prefix)
     if not ip_allowed(key.ip_allowlist, ip):
         raise Forbidden("this API key may not be used from this address", key=key.prefix)
-    if key.last_used_at is None or datetime.now(timezone.utc) - key.last_used_at > LAST_USED_EVERY:
+    if key.last_used_at is None or datetime.now(UTC) - key.last_used_at > LAST_USED_EVERY:
         await touch_api_key(state.sessions, key.id, ip)  # a write at most once a minute per key
     roles = parse_roles(user.roles)
     return Identity(

@@ -34,9 +34,17 @@ CONSOLE_CSP = (
 
 async def _error(send: Send, status: int, code: str, message: str) -> None:
     body = json.dumps({"error": {"code": code, "message": message, "details": {}}}).encode()
-    await send({"type": "http.response.start", "status": status, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()), (b"connection", b"close"),
-    ]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
@@ -171,9 +179,7 @@ class SecurityHeaders:
 class CodecOnlyCors:
     def __init__(self, app: ASGIApp, ui_origin: str) -> None:
         self.app = app
-        self.cors = CORSMiddleware(
-            app, allow_origins=[ui_origin.rstrip("/")], allow_methods=["POST"], allow_headers=["*"], allow_credentials=True
-        )
+        self.cors = CORSMiddleware(app, allow_origins=[ui_origin.rstrip("/")], allow_methods=["POST"], allow_headers=["*"], allow_credentials=True)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith("/codec/"):

@@ -135,8 +135,12 @@ def error_responses(route: APIRoute) -> dict[str, dict[str, Any]]:
     return {
         str(status): {
             "description": ", ".join(codes),
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"},
-                                              "example": {"error": {"code": codes[0], "message": "...", "details": {}}}}},
+            "content": {
+                "application/json": {
+                    "schema": {"$ref": "#/components/schemas/Error"},
+                    "example": {"error": {"code": codes[0], "message": "...", "details": {}}},
+                }
+            },
         }
         for status, codes in sorted(by_status.items())
     }
@@ -149,7 +153,10 @@ def document_errors(app: FastAPI) -> None:
         if app.openapi_schema is not None:
             return app.openapi_schema
         schema = get_openapi(
-            title=app.title, version=app.version, description=app.description, routes=app.routes,
+            title=app.title,
+            version=app.version,
+            description=app.description,
+            routes=app.routes,
         )
         schema.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
         for context in iter_route_contexts(app.routes):  # routers included with their prefixes

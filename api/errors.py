@@ -21,9 +21,7 @@ log = logging.getLogger("custody.api")
 
 
 def error_response(status: int, code: str, message: str, details: dict | None = None) -> JSONResponse:
-    return JSONResponse(
-        status_code=status, content={"error": {"code": code, "message": message, "details": details or {}}}
-    )
+    return JSONResponse(status_code=status, content={"error": {"code": code, "message": message, "details": details or {}}})
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -36,10 +34,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, e: RequestValidationError) -> JSONResponse:
-        errors = [
-            {"field": ".".join(str(p) for p in err["loc"] if p != "body"), "problem": err["msg"]}
-            for err in e.errors()
-        ]
+        errors = [{"field": ".".join(str(p) for p in err["loc"] if p != "body"), "problem": err["msg"]} for err in e.errors()]
         return error_response(422, "VALIDATION_ERROR", "request is not valid", {"errors": errors})
 
     @app.exception_handler(StarletteHTTPException)

@@ -15,15 +15,29 @@ from prometheus_client import Histogram, start_http_server
 from redis.asyncio import Redis
 from temporalio.client import Client
 
+from api.console import routes as console
 from api.deps import AppState
 from api.edge import BodyGuard, CodecOnlyCors, SecurityHeaders
 from api.error_docs import document_errors
 from api.errors import install_error_handlers
 from api.oidc import OidcVerifier
 from api.ratelimit import RateLimiter
-from api.routes import access_admin, admin, audit, channels, codec, health, operations, pools, users, wallets, webhooks, withdrawals
-from api.routes import address_book, policy
-from api.console import routes as console
+from api.routes import (
+    access_admin,
+    address_book,
+    admin,
+    audit,
+    channels,
+    codec,
+    health,
+    operations,
+    policy,
+    pools,
+    users,
+    wallets,
+    webhooks,
+    withdrawals,
+)
 from chains.registry import ChainRegistry
 from core.logs import configure_logging
 from core.redaction import register_settings
@@ -35,9 +49,7 @@ from db.engine import SessionFactory, create_engine, create_session_factory
 from signers.kek import kek_from_settings
 from signers.secret_box import SecretBox
 
-REQUEST_SECONDS = Histogram(
-    "custody_api_request_duration_seconds", "API latency", ["method", "route", "status"]
-)
+REQUEST_SECONDS = Histogram("custody_api_request_duration_seconds", "API latency", ["method", "route", "status"])
 
 
 def create_app(settings: Settings | None = None, temporal: Client | None = None) -> FastAPI:
@@ -91,9 +103,7 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
         started = time.perf_counter()
         response: Response = await call_next(request)
         route = request.scope.get("route")
-        REQUEST_SECONDS.labels(
-            request.method, getattr(route, "path", "unmatched"), str(response.status_code)
-        ).observe(time.perf_counter() - started)
+        REQUEST_SECONDS.labels(request.method, getattr(route, "path", "unmatched"), str(response.status_code)).observe(time.perf_counter() - started)
         return response
 
     app.include_router(health.router)

@@ -56,10 +56,7 @@ class RateLimiter:
         self._redis = redis
         self._settings = settings
         self._script = redis.register_script(_GCRA)
-        self._rates = {
-            name: parse_rate(getattr(settings, name))
-            for name in ("per_identity", "per_ip", "wallet_creation", "failed_auth")
-        }
+        self._rates = {name: parse_rate(getattr(settings, name)) for name in ("per_identity", "per_ip", "wallet_creation", "failed_auth")}
 
     async def take(self, bucket: str, subject: str, *, write: bool) -> None:
         """Spend one request of `subject` in `bucket`; RateLimited (429) when none is left."""
@@ -75,9 +72,7 @@ class RateLimiter:
         limit, period = self._rates[bucket]
         interval_ms = period * 1000 / limit
         try:
-            allowed, wait_ms = await self._script(
-                keys=[f"custody:rl:{bucket}:{subject}"], args=[interval_ms, period * 1000, "1" if take else "0"]
-            )
+            allowed, wait_ms = await self._script(keys=[f"custody:rl:{bucket}:{subject}"], args=[interval_ms, period * 1000, "1" if take else "0"])
         except (RedisError, OSError) as e:
             metrics.RATE_LIMIT_UNAVAILABLE.labels(write=str(write).lower()).inc()
             if write:
@@ -89,5 +84,6 @@ class RateLimiter:
             retry_after = max(1, math.ceil(int(wait_ms) / 1000))
             raise RateLimited(
                 f"too many requests ({limit} per {period} s for {bucket.replace('_', ' ')})",
-                bucket=bucket, retry_after_seconds=retry_after,
+                bucket=bucket,
+                retry_after_seconds=retry_after,
             )

@@ -19,9 +19,7 @@ class RunStarted(BaseModel):
     workflow_id: str | None = None
 
 
-async def run_now(
-    temporal: Client, task_queue: str, chain: str, schedule_id: str, workflow: Any, arg: Any, summary: str
-) -> RunStarted:
+async def run_now(temporal: Client, task_queue: str, chain: str, schedule_id: str, workflow: Any, arg: Any, summary: str) -> RunStarted:
     try:
         await temporal.get_schedule_handle(schedule_id).trigger(overlap=ScheduleOverlapPolicy.SKIP)
         return RunStarted(chain=chain, mode="schedule_triggered", schedule_id=schedule_id)

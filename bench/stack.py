@@ -70,7 +70,10 @@ def _port_ready(port: int):  # type: ignore[no-untyped-def]
 
 
 def start(
-    *, block_time: float | None = None, sqlite_pragmas: bool = True, task_queue: str = "bench",
+    *,
+    block_time: float | None = None,
+    sqlite_pragmas: bool = True,
+    task_queue: str = "bench",
     poll_interval_seconds: float | None = None,
 ) -> BenchStack:
     """Start every service in dependency order; on failure, stop what was started and raise."""
@@ -82,8 +85,12 @@ def start(
     pgdata = work / "postgres"
     database_url = f"postgresql+asyncpg://postgres@/postgres?host={pgdata.resolve()}"
     chain = {
-        "family": "evm", "chain_id": 31337, "rpc_url": f"http://127.0.0.1:{ports['anvil']}", "native_symbol": "ETH",
-        "faucet_enabled": True, "fee_bump_after_seconds": 20,
+        "family": "evm",
+        "chain_id": 31337,
+        "rpc_url": f"http://127.0.0.1:{ports['anvil']}",
+        "native_symbol": "ETH",
+        "faucet_enabled": True,
+        "fee_bump_after_seconds": 20,
         # Instant blocks: an auto-mining anvil has no `finalized` block trailing the head, so
         # COMPLETED is one block deep (the block hash re-checked), as on a chain with instant finality.
         **({} if block_time else {"finality": "depth", "confirmations": 1}),
@@ -92,27 +99,50 @@ def start(
     stack = BenchStack(work, supervisor, ports, database_url, chain)
     try:
         pg_argv, pg_user = local.postgres_foreground(pgdata)
-        stack.pids["postgres"] = supervisor.start(ChildProcess(
-            "postgres", pg_argv, logs, ready=lambda child: local.postgres_ready(pgdata.resolve(), child.pid), user=pg_user,
-            stop_signal=signal.SIGINT, stop_timeout=30,
-        )).pid  # type: ignore[attr-defined]
-        stack.pids["redis"] = supervisor.start(ChildProcess(
-            "redis", local.redis_argv(ports["redis"], work / "redis"), logs, ready=_port_ready(ports["redis"]),
-        )).pid  # type: ignore[attr-defined]
+        stack.pids["postgres"] = supervisor.start(
+            ChildProcess(
+                "postgres",
+                pg_argv,
+                logs,
+                ready=lambda child: local.postgres_ready(pgdata.resolve(), child.pid),
+                user=pg_user,
+                stop_signal=signal.SIGINT,
+                stop_timeout=30,
+            )
+        ).pid  # type: ignore[attr-defined]
+        stack.pids["redis"] = supervisor.start(
+            ChildProcess(
+                "redis",
+                local.redis_argv(ports["redis"], work / "redis"),
+                logs,
+                ready=_port_ready(ports["redis"]),
+            )
+        ).pid  # type: ignore[attr-defined]
         anvil_extra = ["--slots-in-an-epoch", "1"] if block_time else []
-        stack.pids["anvil"] = supervisor.start(ChildProcess(
-            "anvil", local.anvil_argv(ports["anvil"], block_time=block_time, extra_args=anvil_extra), logs,
-            ready=_port_ready(ports["anvil"]),
-        )).pid  # type: ignore[attr-defined]
+        stack.pids["anvil"] = supervisor.start(
+            ChildProcess(
+                "anvil",
+                local.anvil_argv(ports["anvil"], block_time=block_time, extra_args=anvil_extra),
+                logs,
+                ready=_port_ready(ports["anvil"]),
+            )
+        ).pid  # type: ignore[attr-defined]
         temporal_argv = local.temporal_argv(
-            ports["temporal"], ports["temporal_ui"], work / "temporal.db",
+            ports["temporal"],
+            ports["temporal_ui"],
+            work / "temporal.db",
             {key.name: kind for key, kind in search_attributes.KINDS.items()},
             sqlite_pragmas=TEMPORAL_SQLITE_PRAGMAS if sqlite_pragmas else (),
         )
-        stack.pids["temporal"] = supervisor.start(ChildProcess(
-            "temporal", temporal_argv, logs,
-            ready=lambda _child: local.port_open(ports["temporal"]) and local.port_open(ports["temporal_ui"]),
-        ), ready_timeout=90).pid  # type: ignore[attr-defined]
+        stack.pids["temporal"] = supervisor.start(
+            ChildProcess(
+                "temporal",
+                temporal_argv,
+                logs,
+                ready=lambda _child: local.port_open(ports["temporal"]) and local.port_open(ports["temporal_ui"]),
+            ),
+            ready_timeout=90,
+        ).pid  # type: ignore[attr-defined]
         asyncio.run(_migrate(database_url))
         env = {
             **os.environ,
@@ -132,17 +162,41 @@ def start(
             "CUSTODY_RATE_LIMITS__WALLET_CREATION": "10000/hour",
             "CUSTODY_CHAINS": json.dumps({"anvil": chain}),
         }
-        stack.worker = supervisor.start(ChildProcess(
-            "worker", [sys.executable, "worker.py"], logs, ready=_port_ready(ports["worker_metrics"]), env=env,
-            cwd=local.ROOT, stop_timeout=5,  # the measurement is over: nothing to let finish
-        ))  # type: ignore[assignment]
+        stack.worker = supervisor.start(
+            ChildProcess(
+                "worker",
+                [sys.executable, "worker.py"],
+                logs,
+                ready=_port_ready(ports["worker_metrics"]),
+                env=env,
+                cwd=local.ROOT,
+                stop_timeout=5,  # the measurement is over: nothing to let finish
+            )
+        )  # type: ignore[assignment]
         stack.pids["worker"] = stack.worker.pid  # type: ignore[assignment]
-        stack.pids["api"] = supervisor.start(ChildProcess(
-            "api",
-            [sys.executable, "-m", "uvicorn", "api.main:app_from_env", "--factory", "--host", "127.0.0.1",
-             "--port", str(ports["api"]), "--no-access-log", "--log-level", "warning"],
-            logs, ready=_port_ready(ports["api"]), env=env, cwd=local.ROOT,
-        )).pid  # type: ignore[attr-defined]
+        stack.pids["api"] = supervisor.start(
+            ChildProcess(
+                "api",
+                [
+                    sys.executable,
+                    "-m",
+                    "uvicorn",
+                    "api.main:app_from_env",
+                    "--factory",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(ports["api"]),
+                    "--no-access-log",
+                    "--log-level",
+                    "warning",
+                ],
+                logs,
+                ready=_port_ready(ports["api"]),
+                env=env,
+                cwd=local.ROOT,
+            )
+        ).pid  # type: ignore[attr-defined]
     except BaseException:
         stack.stop()
         raise

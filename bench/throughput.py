@@ -30,7 +30,7 @@ import sys
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -82,8 +82,11 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     return {
-        "nproc": os.cpu_count(), "cpu_model": model, "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
-        "load_avg_at_start": os.getloadavg(), "python": platform.python_version(),
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "ram_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "load_avg_at_start": os.getloadavg(),
+        "python": platform.python_version(),
     }
 
 
@@ -162,8 +165,14 @@ async def measure_ceiling(rpc_url: str, senders: int, per_sender: int, progress:
             block = await web3.eth.get_block("latest")
             tip = await web3.eth.max_priority_fee
             tx = {
-                "chainId": chain_id, "nonce": nonce, "to": Account.create().address, "value": 10**14, "gas": 21000,
-                "maxPriorityFeePerGas": tip, "maxFeePerGas": 2 * block["baseFeePerGas"] + tip, "type": 2,
+                "chainId": chain_id,
+                "nonce": nonce,
+                "to": Account.create().address,
+                "value": 10**14,
+                "gas": 21000,
+                "maxPriorityFeePerGas": tip,
+                "maxFeePerGas": 2 * block["baseFeePerGas"] + tip,
+                "type": 2,
             }
             signed = account.sign_transaction(tx)
             tx_hash = await web3.eth.send_raw_transaction(signed.raw_transaction)
@@ -241,10 +250,13 @@ class Custody:
         from sqlalchemy import text
 
         async with self.engine.connect() as conn:
-            rows = await conn.execute(text(
-                "SELECT w.id, w.completed_at, (SELECT min(a.broadcast_at) FROM transfer_attempts a WHERE a.withdrawal_id = w.id) AS broadcast_at "
-                "FROM withdrawals w WHERE w.id = ANY(:ids)"
-            ), {"ids": ids})
+            rows = await conn.execute(
+                text(
+                    "SELECT w.id, w.completed_at, (SELECT min(a.broadcast_at) FROM transfer_attempts a WHERE a.withdrawal_id = w.id) AS broadcast_at "
+                    "FROM withdrawals w WHERE w.id = ANY(:ids)"
+                ),
+                {"ids": ids},
+            )
             return {row.id: (row.broadcast_at, row.completed_at) for row in rows}
 
     async def run_level(self, wallets: list[str], in_flight: int, total: int, progress: Progress) -> dict[str, Any]:
@@ -299,8 +311,12 @@ class Custody:
         completed = sum(1 for s in outcome.values() if s == "COMPLETED")
         failures += [f"{i} ended {s}" for i, s in outcome.items() if s != "COMPLETED"]
         return {
-            "in_flight": in_flight, "withdrawals": total, "completed": completed, "failures": failures[:10],
-            "seconds": elapsed, "per_second": completed / elapsed,
+            "in_flight": in_flight,
+            "withdrawals": total,
+            "completed": completed,
+            "failures": failures[:10],
+            "seconds": elapsed,
+            "per_second": completed / elapsed,
             "latency_ms": {"api_accepted": summary(accepted_ms), "to_broadcast": summary(to_broadcast), "to_completed": summary(to_completed)},
             "ids": list(requested),
         }
@@ -350,8 +366,14 @@ async def measure_api(api_url: str, headers: dict[str, str], wallets: list[str],
         await asyncio.gather(*(one(session, i, started + i / rate) for i in range(total)))
         elapsed = time.perf_counter() - started
     return {
-        "target_rate": rate, "seconds": elapsed, "requests": total, "achieved_rate": total / elapsed,
-        "errors": len(errors), "first_errors": errors[:5], "latency_ms": summary(from_due), "service_ms": summary(service),
+        "target_rate": rate,
+        "seconds": elapsed,
+        "requests": total,
+        "achieved_rate": total / elapsed,
+        "errors": len(errors),
+        "first_errors": errors[:5],
+        "latency_ms": summary(from_due),
+        "service_ms": summary(service),
     }
 
 
@@ -423,14 +445,24 @@ def _ms(value: float | None) -> str:
 
 def table(result: dict[str, Any]) -> Table:
     t = Table(title="custody throughput (EVM native withdrawals, anvil instant blocks)")
-    for column in ("in flight", "withdrawals/s", "% ceiling", "x baseline", "POST p50/p99 ms",
-                   "→broadcast p50/p95/p99 ms", "→COMPLETED p50/p95/p99 ms", "CPU ms/withdrawal (worker/API/temporal/pg/total)"):
+    for column in (
+        "in flight",
+        "withdrawals/s",
+        "% ceiling",
+        "x baseline",
+        "POST p50/p99 ms",
+        "→broadcast p50/p95/p99 ms",
+        "→COMPLETED p50/p95/p99 ms",
+        "CPU ms/withdrawal (worker/API/temporal/pg/total)",
+    ):
         t.add_column(column, justify="right")
     for level in result["levels"]:
         lat = level["latency_ms"]
         cpu = level["cpu_seconds_per_withdrawal"]
         t.add_row(
-            str(level["in_flight"]), f"{level['per_second']:.2f}", f"{100 * level['ratio_to_ceiling']:.1f} %",
+            str(level["in_flight"]),
+            f"{level['per_second']:.2f}",
+            f"{100 * level['ratio_to_ceiling']:.1f} %",
             f"{level['ratio_to_baseline']:.3f}",
             f"{_ms(lat['api_accepted']['p50'])}/{_ms(lat['api_accepted']['p99'])}",
             "/".join(_ms(lat["to_broadcast"][q]) for q in ("p50", "p95", "p99")),
@@ -444,8 +476,12 @@ def table(result: dict[str, Any]) -> Table:
         f"{1000 * b['cpu_seconds_per_workflow']['total']:.0f} ms CPU each · "
         f"one withdrawal: {h.get('history_events', '-')} history events, {h.get('billable_actions', '-')} billable actions, "
         f"{h.get('activities', '-')} activities"
-        + (f" · API alone: POST at {a['achieved_rate']:.0f}/s (asked {a['target_rate']:.0f}/s) p50 {_ms(a['latency_ms']['p50'])} ms, "
-           f"p99 {_ms(a['latency_ms']['p99'])} ms, {a['errors']} errors" if (a := result.get("api_alone")) else "")
+        + (
+            f" · API alone: POST at {a['achieved_rate']:.0f}/s (asked {a['target_rate']:.0f}/s) p50 {_ms(a['latency_ms']['p50'])} ms, "
+            f"p99 {_ms(a['latency_ms']['p99'])} ms, {a['errors']} errors"
+            if (a := result.get("api_alone"))
+            else ""
+        )
     )
     return t
 
@@ -472,9 +508,13 @@ def markdown(result: dict[str, Any]) -> str:
         f"Temporal baseline (one no-op activity, {b['in_flight']} in flight, same server): {b['per_second']:.1f} workflows/s, "
         f"{1000 * b['cpu_seconds_per_workflow']['total']:.0f} ms CPU each. One withdrawal: {h.get('history_events', '-')} history events, "
         f"{h.get('billable_actions', '-')} billable actions, {h.get('activities', '-')} activities."
-        + (f" API alone (worker stopped): POST /v1/withdrawals at {a['achieved_rate']:.0f}/s (asked {a['target_rate']:.0f}/s) "
-           f"for {a['seconds']:.0f} s: p50 {_ms(a['latency_ms']['p50'])} ms, p99 {_ms(a['latency_ms']['p99'])} ms, {a['errors']} errors, "
-           f"{1000 * a['cpu_seconds_per_request']['api']:.1f} ms API CPU per request." if (a := result.get("api_alone")) else ""),
+        + (
+            f" API alone (worker stopped): POST /v1/withdrawals at {a['achieved_rate']:.0f}/s (asked {a['target_rate']:.0f}/s) "
+            f"for {a['seconds']:.0f} s: p50 {_ms(a['latency_ms']['p50'])} ms, p99 {_ms(a['latency_ms']['p99'])} ms, {a['errors']} errors, "
+            f"{1000 * a['cpu_seconds_per_request']['api']:.1f} ms API CPU per request."
+            if (a := result.get("api_alone"))
+            else ""
+        ),
         f"Machine: {m['nproc']} CPUs ({m['cpu_model']}), {m['ram_gb']} GB RAM, load average at start "
         f"{', '.join(f'{x:.1f}' for x in m['load_avg_at_start'])}; shared with other processes during the run.",
     ]
@@ -538,7 +578,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     from bench import stack as bench_stack
 
     args = parse_args(argv)
-    started_at = datetime.now(timezone.utc).isoformat()
+    started_at = datetime.now(UTC).isoformat()
     host = machine()
     console.print("starting the stack (PostgreSQL, Redis, anvil, Temporal with SQLite file, worker, API)…")
     stack = bench_stack.start(block_time=args.block_time, sqlite_pragmas=not args.no_sqlite_pragmas)
@@ -547,8 +587,12 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     finally:
         stack.stop()
     result["run"] = {
-        "started_at": started_at, "machine": host, "levels": args.levels, "senders": args.senders,
-        "block_time": args.block_time, "temporal_sqlite_pragmas": not args.no_sqlite_pragmas,
+        "started_at": started_at,
+        "machine": host,
+        "levels": args.levels,
+        "senders": args.senders,
+        "block_time": args.block_time,
+        "temporal_sqlite_pragmas": not args.no_sqlite_pragmas,
         "note": "the machine may be shared with other processes during the run",
     }
     args.out.mkdir(parents=True, exist_ok=True)

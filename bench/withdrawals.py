@@ -54,12 +54,18 @@ async def run(withdrawals: int, senders: int, rate: float) -> int:
     # (final, by default) costs two block times, as finality does on a real chain.
     anvil = local.start_anvil(local.free_port(), work / "logs", block_time=1, extra_args=["--slots-in-an-epoch", "1"])
     env_temporal = await WorkflowEnvironment.start_local(
-        ip="127.0.0.1", dev_server_existing_path=local.temporal_path(),
-        search_attributes=list(search_attributes.ALL), dev_server_log_level="error",
+        ip="127.0.0.1",
+        dev_server_existing_path=local.temporal_path(),
+        search_attributes=list(search_attributes.ALL),
+        dev_server_log_level="error",
     )
     settings = Settings(
-        environment="test", log_json=False, database_url=database_url, redis_url=redis.info["url"],
-        temporal_address=env_temporal.client.service_client.config.target_host, task_queue="bench",
+        environment="test",
+        log_json=False,
+        database_url=database_url,
+        redis_url=redis.info["url"],
+        temporal_address=env_temporal.client.service_client.config.target_host,
+        task_queue="bench",
         faucet_daily_limit=1000,
         chains={"anvil": EvmChainSettings(chain_id=31337, rpc_url=anvil.info["rpc_url"], faucet_enabled=True, poll_interval_seconds=0.25)},
     )
@@ -80,13 +86,28 @@ async def run(withdrawals: int, senders: int, rate: float) -> int:
         "CUSTODY_FAUCET_DAILY_LIMIT": "1000",
         "CUSTODY_CHAINS": json.dumps({name: c.model_dump() for name, c in settings.chains.items()}),
     }
-    worker = local.spawn("bench-worker", [sys.executable, "worker.py"], work / "logs",
-                         lambda: local.port_open(int(env["CUSTODY_WORKER_METRICS_PORT"])), env=env)
+    worker = local.spawn(
+        "bench-worker", [sys.executable, "worker.py"], work / "logs", lambda: local.port_open(int(env["CUSTODY_WORKER_METRICS_PORT"])), env=env
+    )
     api_server = local.spawn(
         "bench-api",
-        [sys.executable, "-m", "uvicorn", "api.main:app_from_env", "--factory", "--host", "127.0.0.1",
-         "--port", str(port), "--no-access-log", "--log-level", "warning"],
-        work / "logs", lambda: local.port_open(port), env=env,
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "api.main:app_from_env",
+            "--factory",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--no-access-log",
+            "--log-level",
+            "warning",
+        ],
+        work / "logs",
+        lambda: local.port_open(port),
+        env=env,
     )
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=ALICE, timeout=60) as api:

@@ -14,9 +14,9 @@ import string
 from typing import Any, ClassVar
 
 import aiohttp
-from eth_account._utils.legacy_transactions import encode_transaction, serializable_unsigned_transaction_from_dict
 import rlp
 from eth_account._utils.legacy_transactions import Transaction as LegacyTransaction
+from eth_account._utils.legacy_transactions import encode_transaction, serializable_unsigned_transaction_from_dict
 from eth_account._utils.transaction_utils import transaction_rpc_to_rlp_structure
 from eth_account.typed_transactions import TypedTransaction
 from eth_account.typed_transactions.dynamic_fee_transaction import DynamicFeeTransaction
@@ -45,12 +45,12 @@ from chains.base import (
     approve_before_signing,
 )
 from core.errors import (
-    InvalidAmount,
     ChainUnavailable,
     CustodyError,
     FeeAboveCap,
     FeeTooLow,
     InsufficientFunds,
+    InvalidAmount,
     InvalidMemo,
     InvalidRecipient,
     PermanentError,
@@ -194,9 +194,7 @@ class EvmChain:
     async def _fees(self) -> tuple[int, int]:
         """(maxFeePerGas, maxPriorityFeePerGas) for the next block, within the per-chain cap."""
         cfg = self.settings
-        history = await self._call(
-            self.web3.eth.fee_history(cfg.fee_history_blocks, "latest", [cfg.fee_percentile])
-        )
+        history = await self._call(self.web3.eth.fee_history(cfg.fee_history_blocks, "latest", [cfg.fee_percentile]))
         next_base_fee = int(history["baseFeePerGas"][-1])
         tips = sorted(int(r[0]) for r in history.get("reward") or [] if r)
         tip = max(tips[len(tips) // 2] if tips else 0, cfg.min_priority_fee_wei)
@@ -216,11 +214,7 @@ class EvmChain:
     async def _gas_limit(self, intent: TransferIntent) -> int:
         fields = self._call_fields(intent)
         try:
-            estimate = int(
-                await self._call(
-                    self.web3.eth.estimate_gas({"from": intent.sender, **fields}, "latest")
-                )
-            )
+            estimate = int(await self._call(self.web3.eth.estimate_gas({"from": intent.sender, **fields}, "latest")))
         except (ContractLogicError, Web3RPCError) as e:
             message = _message(e).lower()
             if "insufficient" in message or "exceeds balance" in message or "revert" in message:
@@ -308,9 +302,7 @@ class EvmChain:
             fee_params={"gas": gas, "maxFeePerGas": max_fee, "maxPriorityFeePerGas": tip},
         )
 
-    async def _sign_sweep(
-        self, intent: TransferIntent, sequence: int, sign: DigestSigner, replacing: SignedTransfer | None
-    ) -> SignedTransfer:
+    async def _sign_sweep(self, intent: TransferIntent, sequence: int, sign: DigestSigner, replacing: SignedTransfer | None) -> SignedTransfer:
         """Type-0 transfer of everything: value + 21000 x gasPrice = what the account held when
         the sweep was reserved. A replacement raises gasPrice and lowers value by the difference."""
         if not intent.asset.is_native or intent.fee is None:
@@ -679,23 +671,34 @@ class EvmChain:
             if sender in accounts:
                 found.append(
                     ObservedTransfer(
-                        tx_hash=tx_hash, account=accounts[sender], asset=self.settings.native_symbol, direction="OUT",
-                        amount=moved, fee=int(receipt["gasUsed"]) * int(receipt["effectiveGasPrice"]),
-                        event_key="tx", counterparty=tx.get("to"), sequence=int(tx["nonce"]), **where,
+                        tx_hash=tx_hash,
+                        account=accounts[sender],
+                        asset=self.settings.native_symbol,
+                        direction="OUT",
+                        amount=moved,
+                        fee=int(receipt["gasUsed"]) * int(receipt["effectiveGasPrice"]),
+                        event_key="tx",
+                        counterparty=tx.get("to"),
+                        sequence=int(tx["nonce"]),
+                        **where,
                     )
                 )
             if receiver in accounts and moved > 0:
                 found.append(
                     ObservedTransfer(
-                        tx_hash=tx_hash, account=accounts[receiver], asset=self.settings.native_symbol, direction="IN",
-                        amount=moved, event_key="value", counterparty=tx["from"], **where,
+                        tx_hash=tx_hash,
+                        account=accounts[receiver],
+                        asset=self.settings.native_symbol,
+                        direction="IN",
+                        amount=moved,
+                        event_key="value",
+                        counterparty=tx["from"],
+                        **where,
                     )
                 )
         return found
 
-    async def _token_movements(
-        self, start: int, end: int, accounts: dict[str, str], ours: OwnTransactions
-    ) -> list[ObservedTransfer]:
+    async def _token_movements(self, start: int, end: int, accounts: dict[str, str], ours: OwnTransactions) -> list[ObservedTransfer]:
         tokens = {to_checksum_address(a.contract).lower(): a.symbol for a in self.assets() if not a.is_native and a.contract}
         if not tokens or not accounts:
             return []
@@ -707,8 +710,10 @@ class EvmChain:
                 query: list[Any] = [TRANSFER_TOPIC, None, None]
                 query[position] = chunk
                 params = {
-                    "fromBlock": start, "toBlock": end,
-                    "address": [to_checksum_address(t) for t in tokens], "topics": query,
+                    "fromBlock": start,
+                    "toBlock": end,
+                    "address": [to_checksum_address(t) for t in tokens],
+                    "topics": query,
                 }
                 for entry in await self._call(self.web3.eth.get_logs(params)):  # type: ignore[arg-type]
                     logs[(_0x(entry["transactionHash"]), int(entry["logIndex"]))] = entry
@@ -727,15 +732,27 @@ class EvmChain:
             if sender in accounts:
                 found.append(
                     ObservedTransfer(
-                        tx_hash=tx_hash, account=accounts[sender], asset=symbol, direction="OUT", amount=amount,
-                        event_key=f"log:{index}", counterparty=to_checksum_address(receiver), **where,
+                        tx_hash=tx_hash,
+                        account=accounts[sender],
+                        asset=symbol,
+                        direction="OUT",
+                        amount=amount,
+                        event_key=f"log:{index}",
+                        counterparty=to_checksum_address(receiver),
+                        **where,
                     )
                 )
             if receiver in accounts:
                 found.append(
                     ObservedTransfer(
-                        tx_hash=tx_hash, account=accounts[receiver], asset=symbol, direction="IN", amount=amount,
-                        event_key=f"log:{index}", counterparty=to_checksum_address(sender), **where,
+                        tx_hash=tx_hash,
+                        account=accounts[receiver],
+                        asset=symbol,
+                        direction="IN",
+                        amount=amount,
+                        event_key=f"log:{index}",
+                        counterparty=to_checksum_address(sender),
+                        **where,
                     )
                 )
         return found

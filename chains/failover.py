@@ -202,17 +202,14 @@ class FailoverChain:
             if len(answers) < len(outcomes):
                 log.info(
                     "broadcast answered by some endpoints only",
-                    extra={"chain": self.name, "tx_hash": transfer.tx_hash,
-                           "answers": {o.endpoint.label: _describe(o) for o in outcomes}},
+                    extra={"chain": self.name, "tx_hash": transfer.tx_hash, "answers": {o.endpoint.label: _describe(o) for o in outcomes}},
                 )
             return str(best.result)
         return self._no_answer("broadcast", outcomes)
 
     async def is_known(self, tx_hash: str) -> bool:
         """Whether any endpoint has seen the transaction (broadcasts go to all of them)."""
-        outcomes = await self._everywhere(
-            lambda c: c.is_known(tx_hash), decisive=lambda known: known is True, grace=0.0, timeout=self._timeout
-        )
+        outcomes = await self._everywhere(lambda c: c.is_known(tx_hash), decisive=lambda known: known is True, grace=0.0, timeout=self._timeout)
         answers = [o.result for o in outcomes if o.error is None]
         if answers:
             return any(answers)
@@ -233,8 +230,13 @@ class FailoverChain:
         if confirmation.state in LANDED:
             log.warning(
                 "endpoints disagree: a landed verdict wins",
-                extra={"chain": self.name, "endpoint": first.label, "state": status.state.value,
-                       "other_endpoint": other.label, "other_state": confirmation.state.value},
+                extra={
+                    "chain": self.name,
+                    "endpoint": first.label,
+                    "state": status.state.value,
+                    "other_endpoint": other.label,
+                    "other_state": confirmation.state.value,
+                },
             )
             return confirmation
         return self._held(
@@ -269,10 +271,7 @@ class FailoverChain:
     # --- operators and tests --------------------------------------------------------------------
     def health(self) -> list[dict[str, Any]]:
         """Each endpoint's breaker state."""
-        return [
-            {"endpoint": e.label, "state": e.breaker.state.value, "consecutive_failures": e.breaker.consecutive_failures}
-            for e in self.endpoints
-        ]
+        return [{"endpoint": e.label, "state": e.breaker.state.value, "consecutive_failures": e.breaker.consecutive_failures} for e in self.endpoints]
 
     async def close(self) -> None:
         """Close the adapters' HTTP pools on this event loop."""
@@ -312,9 +311,7 @@ class FailoverChain:
             tried.append(outcome)
         raise self._unavailable("read", tried)
 
-    async def _everywhere(
-        self, call: Call[T], *, decisive: Callable[[Any], bool], grace: float, timeout: float | None
-    ) -> list[_Outcome]:
+    async def _everywhere(self, call: Call[T], *, decisive: Callable[[Any], bool], grace: float, timeout: float | None) -> list[_Outcome]:
         """`call` on every healthy endpoint at once; if none of them answered, on the open ones.
         Once an answer is `decisive`, the others get `grace` seconds, then are cancelled."""
         permits = [(e, e.breaker.acquire()) for e in self.endpoints]
@@ -373,7 +370,7 @@ class FailoverChain:
         try:
             try:
                 result = await asyncio.wait_for(call(endpoint.adapter), timeout)
-            except asyncio.TimeoutError as e:
+            except TimeoutError as e:
                 raise ChainUnavailable(f"{self.name}: no answer within {timeout} s", chain=self.name) from e
         except ChainUnavailable as e:
             if is_connectivity_failure(e):

@@ -82,9 +82,7 @@ class Permit:
 class CircuitBreaker:
     """Thread-safe; `clock` is injectable so the state machine is testable without waiting."""
 
-    def __init__(
-        self, failure_threshold: int, cooldown_seconds: float, clock: Callable[[], float] = time.monotonic
-    ) -> None:
+    def __init__(self, failure_threshold: int, cooldown_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
         if failure_threshold < 1 or cooldown_seconds <= 0:
             raise ValueError("failure_threshold >= 1 and cooldown_seconds > 0")
         self.failure_threshold = failure_threshold

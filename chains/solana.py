@@ -75,9 +75,9 @@ from core.errors import (
     InvalidRecipient,
     NotAvailable,
     PermanentError,
+    PolicyViolation,
     SigningFailed,
     SubmissionFailed,
-    PolicyViolation,
 )
 from core.money import to_decimal_string
 from core.settings import AssetSpec, SolanaChainSettings
@@ -114,7 +114,6 @@ _ACCOUNT_EXTENSION_FOR_MINT_EXTENSION = {1: (2, 8), 9: (13, 0), 14: (15, 1), 26:
 _IMMUTABLE_OWNER_LEN = 0
 # RPC errors that say "this node, now" rather than "this transaction": retry later.
 _TRANSIENT_RPC_CODES = {-32004, -32005, -32007, -32014, -32016, 429, 503}
-
 
 
 def _rank(status: TransactionConfirmationStatus) -> int:
@@ -183,7 +182,7 @@ class SolanaChain:
         a node's "not now" (unhealthy, behind, rate limited)."""
         try:
             return await awaitable
-        except (SolanaRpcException, httpx2.HTTPError, OSError, asyncio.TimeoutError) as e:
+        except (TimeoutError, SolanaRpcException, httpx2.HTTPError, OSError) as e:
             raise ChainUnavailable(f"{self.name} RPC unreachable: {e}", chain=self.name) from e
         except RPCException as e:
             message, _, code = _rpc_error(e)
@@ -212,8 +211,7 @@ class SolanaChain:
             # A program-derived address (a token account, a vault): no key signs for it. SOL sent
             # there is usually stranded, and a token withdrawal needs the wallet that owns the ATA.
             raise InvalidRecipient(
-                "off-curve address (a program-derived address such as a token account): "
-                "give the recipient's wallet address instead",
+                "off-curve address (a program-derived address such as a token account): give the recipient's wallet address instead",
                 address=str(key),
             )
         return str(key)
@@ -261,8 +259,7 @@ class SolanaChain:
         program, decimals, data = cached
         if decimals != asset.decimals:
             raise SubmissionFailed(
-                f"configuration error: {asset.symbol} is configured with {asset.decimals} decimals, "
-                f"the mint has {decimals}",
+                f"configuration error: {asset.symbol} is configured with {asset.decimals} decimals, the mint has {decimals}",
                 asset=asset.symbol,
             )
         return cached
@@ -275,14 +272,10 @@ class SolanaChain:
             raise SubmissionFailed(f"configuration error: {asset.symbol} mint is not an address", asset=asset.symbol) from e
         account = await self._account(mint)
         if account is None:
-            raise SubmissionFailed(
-                f"configuration error: {asset.symbol} mint {mint} does not exist on {self.name}", asset=asset.symbol
-            )
+            raise SubmissionFailed(f"configuration error: {asset.symbol} mint {mint} does not exist on {self.name}", asset=asset.symbol)
         data = bytes(account.data)
         if account.owner not in TOKEN_PROGRAMS or len(data) < MINT_LEN or not data[45]:
-            raise SubmissionFailed(
-                f"configuration error: {mint} is not an initialized SPL Token / Token-2022 mint", asset=asset.symbol
-            )
+            raise SubmissionFailed(f"configuration error: {mint} is not an initialized SPL Token / Token-2022 mint", asset=asset.symbol)
         return account.owner, data[44], data
 
     @staticmethod
@@ -356,18 +349,14 @@ class SolanaChain:
         return int.from_bytes(bytes(account.data)[64:72], "little")
 
     def _priority_fee(self) -> int:
-        return math.ceil(
-            self.settings.compute_unit_price_micro_lamports * self.settings.compute_unit_limit / 1_000_000
-        )
+        return math.ceil(self.settings.compute_unit_price_micro_lamports * self.settings.compute_unit_limit / 1_000_000)
 
     async def _ata_rent_if_missing(self, intent: TransferIntent) -> int:
         if intent.asset.is_native:
             return 0
         program, _, mint_data = await self._mint(intent.asset)
         assert intent.asset.contract is not None
-        ata = get_associated_token_address(
-            Pubkey.from_string(intent.destination), Pubkey.from_string(intent.asset.contract), program
-        )
+        ata = get_associated_token_address(Pubkey.from_string(intent.destination), Pubkey.from_string(intent.asset.contract), program)
         if await self._account(ata) is not None:
             return 0
         return await self._rent_exempt(self._token_account_len(program, mint_data))
@@ -458,9 +447,7 @@ class SolanaChain:
         if self.settings.compute_unit_price_micro_lamports > 0:
             instructions.append(set_compute_unit_price(self.settings.compute_unit_price_micro_lamports))
         if intent.asset.is_native:
-            instructions.append(
-                transfer(TransferParams(from_pubkey=sender, to_pubkey=destination, lamports=intent.amount))
-            )
+            instructions.append(transfer(TransferParams(from_pubkey=sender, to_pubkey=destination, lamports=intent.amount)))
         else:
             program, decimals, _ = await self._mint(intent.asset)
             assert intent.asset.contract is not None
@@ -515,9 +502,7 @@ class SolanaChain:
         tx = Transaction.populate(message, [signature])
         raw = bytes(tx)
         if len(raw) > MAX_TRANSACTION_BYTES:
-            raise InvalidMemo(
-                f"the transaction is {len(raw)} bytes, above Solana's {MAX_TRANSACTION_BYTES}: shorten the memo"
-            )
+            raise InvalidMemo(f"the transaction is {len(raw)} bytes, above Solana's {MAX_TRANSACTION_BYTES}: shorten the memo")
         max_fee = await self.estimate_max_fee(intent, signatures=message.header.num_required_signatures)
         return SignedTransfer(
             tx_hash=str(signature),
@@ -602,8 +587,7 @@ class SolanaChain:
             fee_payer=payer,
             sequence=None,
             max_fee=max_fee,
-            fee_within_cap=cu_price <= self.settings.compute_unit_price_micro_lamports
-            and cu_limit <= self.settings.compute_unit_limit,
+            fee_within_cap=cu_price <= self.settings.compute_unit_price_micro_lamports and cu_limit <= self.settings.compute_unit_limit,
             movements=tuple(movements),
             memo=memo,
             side_effects=tuple(side_effects),
@@ -660,9 +644,7 @@ class SolanaChain:
         """The fee a landed transaction paid. Not readable now (the node failing, or not serving
         the transaction yet) is ChainUnavailable: a withdrawal never completes without its fee,
         which reconciliation would otherwise see as drift."""
-        resp = await self._call(
-            self._rpc().get_transaction(signature, commitment=self.commitment, max_supported_transaction_version=0)
-        )
+        resp = await self._call(self._rpc().get_transaction(signature, commitment=self.commitment, max_supported_transaction_version=0))
         value = resp.value
         meta = value.transaction.meta if value is not None else None
         if meta is None:
@@ -674,9 +656,7 @@ class SolanaChain:
             return TransferStatus(OnChainState.PENDING, detail="no attempt yet")
         # Read the finalized height before the statuses: if it is already past every attempt's
         # window, anything of ours that ever landed is finalized and the statuses below show it.
-        finalized_height = int(
-            (await self._call(self._rpc().get_block_height(Finalized))).value
-        )
+        finalized_height = int((await self._call(self._rpc().get_block_height(Finalized))).value)
         signatures = [Signature.from_string(a.tx_hash) for a in attempts]
         statuses = await self._statuses(signatures)
         landed = [(a, sig, st) for a, sig, st in zip(attempts, signatures, statuses) if st is not None]
@@ -736,9 +716,7 @@ class SolanaChain:
         owner = Pubkey.from_string(address)
         if asset.is_native:
             try:
-                signature = (
-                    await self._call(self._rpc().request_airdrop(owner, amount, self.commitment), rpc_errors=True)
-                ).value
+                signature = (await self._call(self._rpc().request_airdrop(owner, amount, self.commitment), rpc_errors=True)).value
             except RPCException as e:
                 raise SubmissionFailed(f"airdrop refused: {_rpc_error(e)[0]}", chain=self.name) from e
         else:
@@ -761,8 +739,12 @@ class SolanaChain:
             create_idempotent_associated_token_account(authority.pubkey(), owner, mint, program),
             mint_to_checked(
                 MintToCheckedParams(
-                    program_id=program, mint=mint, dest=get_associated_token_address(owner, mint, program),
-                    mint_authority=authority.pubkey(), amount=amount, decimals=decimals,
+                    program_id=program,
+                    mint=mint,
+                    dest=get_associated_token_address(owner, mint, program),
+                    mint_authority=authority.pubkey(),
+                    amount=amount,
+                    decimals=decimals,
                 )
             ),
         ]
@@ -832,9 +814,7 @@ class SolanaChain:
 
     async def _landed_transaction(self, signature: Signature) -> Any:
         resp = await self._call(
-            self._rpc().get_transaction(
-                signature, encoding="base64", commitment=HISTORY_COMMITMENT, max_supported_transaction_version=0
-            )
+            self._rpc().get_transaction(signature, encoding="base64", commitment=HISTORY_COMMITMENT, max_supported_transaction_version=0)
         )
         if resp.value is None or resp.value.transaction.meta is None:
             raise ChainUnavailable(f"{self.name}: no transaction with status meta for {signature}", chain=self.name)

@@ -41,10 +41,12 @@ from stellar_sdk.exceptions import (
     BadResponseError,
     BadSignatureError,
     BaseHorizonError,
-    ConnectionError as HorizonConnectionError,
     NotFoundError,
     SdkError,
     raise_request_exception,
+)
+from stellar_sdk.exceptions import (
+    ConnectionError as HorizonConnectionError,
 )
 
 from chains.base import (
@@ -181,9 +183,7 @@ class StellarChain:
         self.settings = settings
         self._fixed_server = server
         # aiohttp sessions belong to the event loop they were made on: one ServerAsync per loop.
-        self._servers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ServerAsync] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._servers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ServerAsync] = weakref.WeakKeyDictionary()
         # Registries are dropped without a close(): close the sessions on their still-running loops.
         weakref.finalize(self, _close_servers, self._servers)
         for symbol, token in settings.tokens.items():
@@ -220,12 +220,10 @@ class StellarChain:
             return await awaitable
         except NotFoundError:
             return None
-        except (HorizonConnectionError, asyncio.TimeoutError, OSError) as e:
+        except (TimeoutError, HorizonConnectionError, OSError) as e:
             raise ChainUnavailable(f"{self.name} Horizon unreachable: {e}", chain=self.name) from e
         except BaseHorizonError as e:
-            raise ChainUnavailable(
-                f"{self.name} Horizon answered {e.status}: {e.title or e.message[:200]}", chain=self.name
-            ) from e
+            raise ChainUnavailable(f"{self.name} Horizon answered {e.status}: {e.title or e.message[:200]}", chain=self.name) from e
 
     async def _account(self, account_id: str) -> dict[str, Any] | None:
         return await self._read(self._horizon().accounts().account_id(account_id).call())
@@ -249,9 +247,7 @@ class StellarChain:
             return candidate
         if candidate.startswith("M") and StrKey.is_valid_med25519_public_key(candidate):
             return candidate
-        raise InvalidRecipient(
-            "not a Stellar account id (G...) or muxed account (M...)", address=candidate[:64]
-        )
+        raise InvalidRecipient("not a Stellar account id (G...) or muxed account (M...)", address=candidate[:64])
 
     @staticmethod
     def _base_account(address: str) -> str:
@@ -336,9 +332,7 @@ class StellarChain:
         if not intent.asset.is_native and destination != asset.issuer:
             line = self._trustline(account, asset)
             if line is None:
-                raise RecipientNoTrustline(
-                    f"destination has no trustline for {intent.asset.symbol}", destination=intent.destination
-                )
+                raise RecipientNoTrustline(f"destination has no trustline for {intent.asset.symbol}", destination=intent.destination)
             if line.get("is_authorized") is False and line.get("is_authorized_to_maintain_liabilities") is False:
                 raise RecipientNoTrustline(
                     f"destination's {intent.asset.symbol} trustline is not authorized by the issuer",
@@ -380,7 +374,8 @@ class StellarChain:
         if await self.balance(intent.sender, native) < reserve + await self._fee_per_op():
             raise InsufficientFunds(
                 "a trustline locks 0.5 XLM of base reserve: the wallet's spendable XLM is too low",
-                needed=str(reserve), sender=intent.sender,
+                needed=str(reserve),
+                sender=intent.sender,
             )
 
     async def _check_create_account(self, intent: TransferIntent) -> None:
@@ -420,17 +415,8 @@ class StellarChain:
                 return 0
             ledger = await self._latest_ledger()
             reserve = int(ledger["base_reserve_in_stroops"])
-            entries = (
-                2
-                + int(account.get("subentry_count", 0))
-                + int(account.get("num_sponsoring", 0))
-                - int(account.get("num_sponsored", 0))
-            )
-            spendable = (
-                parse_stroops(native["balance"])
-                - entries * reserve
-                - parse_stroops(native.get("selling_liabilities", "0"))
-            )
+            entries = 2 + int(account.get("subentry_count", 0)) + int(account.get("num_sponsoring", 0)) - int(account.get("num_sponsored", 0))
+            spendable = parse_stroops(native["balance"]) - entries * reserve - parse_stroops(native.get("selling_liabilities", "0"))
             return max(spendable, 0)
         line = self._trustline(account, self._sdk_asset(asset))
         if line is None:
@@ -443,9 +429,7 @@ class StellarChain:
         base_fee = int(ledger["base_fee_in_stroops"])
         cap = self.settings.base_fee_cap_stroops
         if base_fee > cap:
-            raise FeeAboveCap(
-                f"network base fee {base_fee} stroops exceeds the cap {cap}", chain=self.name
-            )
+            raise FeeAboveCap(f"network base fee {base_fee} stroops exceeds the cap {cap}", chain=self.name)
         stats = await self._read(self._horizon().fee_stats().call()) or {}
         try:
             recent = int((stats.get("fee_charged") or {}).get(FEE_PERCENTILE, base_fee))
@@ -466,9 +450,7 @@ class StellarChain:
         if account is None:
             return SweepQuote(amount=0, fee=0)
         if int(account.get("subentry_count", 0)) > 0:
-            raise PermanentError(
-                "the account has trustlines or other subentries: account_merge would fail", sender=intent.sender
-            )
+            raise PermanentError("the account has trustlines or other subentries: account_merge would fail", sender=intent.sender)
         native = next((b for b in account.get("balances", []) if b.get("asset_type") == "native"), None)
         balance = parse_stroops(native["balance"]) if native else 0
         # Bid exactly the network's base fee: without surge pricing that is what is charged, so
@@ -483,9 +465,7 @@ class StellarChain:
     async def _account_sequence(self, sender: str) -> int:
         account = await self._account(sender)
         if account is None:
-            raise InsufficientFunds(
-                "the sending account does not exist on chain yet (fund it first)", sender=sender
-            )
+            raise InsufficientFunds("the sending account does not exist on chain yet (fund it first)", sender=sender)
         return int(account["sequence"])
 
     async def next_sequence(self, sender: str, highest_claimed: int | None) -> int:
@@ -527,9 +507,9 @@ class StellarChain:
         fee_per_op = intent.fee if intent.sweep and intent.fee is not None else await self._fee_per_op(ledger)
         max_time = _unix(ledger["closed_at"]) + self.settings.timebounds_seconds
         destination_exists = await self._account(self._base_account(intent.destination)) is not None
-        builder = TransactionBuilder(
-            Account(source, sequence - 1), self.settings.network_passphrase, base_fee=fee_per_op
-        ).add_time_bounds(0, max_time)
+        builder = TransactionBuilder(Account(source, sequence - 1), self.settings.network_passphrase, base_fee=fee_per_op).add_time_bounds(
+            0, max_time
+        )
         amount = format_stroops(max(intent.amount, 0))
         if intent.trustline:
             if intent.asset.is_native:
@@ -585,9 +565,7 @@ class StellarChain:
         )
 
     @staticmethod
-    async def _verified_signature(
-        tx_hash: bytes, account_id: str, sign: DigestSigner, role: str, unsigned: bytes
-    ) -> DecoratedSignature:
+    async def _verified_signature(tx_hash: bytes, account_id: str, sign: DigestSigner, role: str, unsigned: bytes) -> DecoratedSignature:
         await approve_before_signing(sign, tx_hash, unsigned)
         signature = bytes(await sign(tx_hash))
         keypair = Keypair.from_public_key(account_id)
@@ -632,7 +610,9 @@ class StellarChain:
         for operation in tx.operations:
             op_source = operation.source.universal_account_id if operation.source is not None else source
             if isinstance(operation, Payment):
-                movements.append(Movement(asset_of(operation.asset), op_source, operation.destination.universal_account_id, parse_stroops(operation.amount)))
+                movements.append(
+                    Movement(asset_of(operation.asset), op_source, operation.destination.universal_account_id, parse_stroops(operation.amount))
+                )
             elif isinstance(operation, CreateAccount):
                 movements.append(Movement(None, op_source, operation.destination, parse_stroops(operation.starting_balance)))
             elif isinstance(operation, AccountMerge):
@@ -677,7 +657,7 @@ class StellarChain:
             response = await self._horizon()._client.post(url, data={"tx": envelope_b64})
             raise_request_exception(response)
             return "accepted"
-        except (HorizonConnectionError, asyncio.TimeoutError, OSError) as e:
+        except (TimeoutError, HorizonConnectionError, OSError) as e:
             raise ChainUnavailable(f"{self.name} Horizon unreachable: {e}", chain=self.name) from e
         except BadResponseError as e:  # 5xx, 504 timeout included: the same bytes go out again
             raise ChainUnavailable(
@@ -718,14 +698,10 @@ class StellarChain:
                 raise InsufficientFunds("the sender cannot cover this payment", chain=self.name, **details) from error
             for code in failed:
                 if code in _RECIPIENT_OP_CODES:
-                    raise _RECIPIENT_OP_CODES[code](
-                        f"the destination cannot receive this payment ({code})", chain=self.name, **details
-                    ) from error
+                    raise _RECIPIENT_OP_CODES[code](f"the destination cannot receive this payment ({code})", chain=self.name, **details) from error
         if error.type and error.type.endswith("/transaction_malformed"):
             raise SubmissionFailed("Horizon refused a malformed envelope", chain=self.name, **details) from error
-        raise SubmissionFailed(
-            f"transaction refused: {tx_code or error.title or error.status}", chain=self.name, **details
-        ) from error
+        raise SubmissionFailed(f"transaction refused: {tx_code or error.title or error.status}", chain=self.name, **details) from error
 
     async def is_known(self, tx_hash: str) -> bool:
         return await self._transaction(tx_hash) is not None
@@ -769,11 +745,7 @@ class StellarChain:
             max_time = int((attempt.fee_params or {}).get("max_time") or 0)
             if max_time and close_time > max_time:
                 reasons.append(f"ledger {ledger['sequence']} closed at {close_time} > max_time {max_time}")
-            elif (
-                account_sequence is not None
-                and attempt.sequence is not None
-                and account_sequence >= attempt.sequence
-            ):
+            elif account_sequence is not None and attempt.sequence is not None and account_sequence >= attempt.sequence:
                 reasons.append(f"sequence {attempt.sequence} consumed by another transaction")
             else:
                 return TransferStatus(
@@ -798,19 +770,15 @@ class StellarChain:
                 raise InvalidAmount("amount is required: how much to fund", asset=asset.symbol)
             return await self._pay_test_tokens(address, asset, amount)
         if amount is not None:
-            raise InvalidAmount(
-                "friendbot funds a new account with its own fixed amount: leave amount out", asset=asset.symbol
-            )
+            raise InvalidAmount("friendbot funds a new account with its own fixed amount: leave amount out", asset=asset.symbol)
         account_id = self._base_account(address)
         if await self.account_exists(account_id):
-            raise AlreadyFunded(
-                "friendbot only creates accounts, and this one exists: pay it XLM from another wallet", address=address
-            )
+            raise AlreadyFunded("friendbot only creates accounts, and this one exists: pay it XLM from another wallet", address=address)
         url = self.settings.friendbot_url or self.settings.horizon_url.rstrip("/") + "/friendbot"
         client = self._horizon()._client
         try:
             response = await client.get(url, params={"addr": account_id})
-        except (HorizonConnectionError, asyncio.TimeoutError, OSError) as e:
+        except (TimeoutError, HorizonConnectionError, OSError) as e:
             raise ChainUnavailable(f"friendbot unreachable: {e}", chain=self.name) from e
         try:
             body = response.json()
@@ -864,8 +832,9 @@ class StellarChain:
             raise NotAvailable(f"the {asset.symbol} issuer account does not exist on {self.name}", asset=asset.symbol)
         ledger = await self._latest_ledger()
         envelope = (
-            TransactionBuilder(Account(issuer.public_key, int(source["sequence"])), self.settings.network_passphrase,
-                               base_fee=await self._fee_per_op(ledger))
+            TransactionBuilder(
+                Account(issuer.public_key, int(source["sequence"])), self.settings.network_passphrase, base_fee=await self._fee_per_op(ledger)
+            )
             .append_payment_op(address, sdk_asset, format_stroops(amount))
             # the network's clock, as for transfers (a devnet's may run ahead of ours)
             .add_time_bounds(0, _unix(ledger["closed_at"]) + self.settings.timebounds_seconds)
@@ -874,13 +843,11 @@ class StellarChain:
         envelope.sign(issuer)
         try:
             answer = await self._horizon().submit_transaction(envelope, skip_memo_required_check=True)
-        except (HorizonConnectionError, asyncio.TimeoutError, OSError) as e:
+        except (TimeoutError, HorizonConnectionError, OSError) as e:
             raise ChainUnavailable(f"{self.name} Horizon unreachable: {e}", chain=self.name) from e
         except BaseHorizonError as e:
             codes = (e.extras or {}).get("result_codes") or {}
-            raise SubmissionFailed(
-                f"paying {asset.symbol} from its issuer failed: {e.title or e.status} {codes}", chain=self.name
-            ) from e
+            raise SubmissionFailed(f"paying {asset.symbol} from its issuer failed: {e.title or e.status} {codes}", chain=self.name) from e
         return Funding(str(answer.get("hash") or envelope.hash_hex()), amount)
 
     # --- reconciliation (chains.base.ChainHistory) ------------------------------------------
@@ -949,7 +916,13 @@ class StellarChain:
         if sourced or fee:
             found.append(
                 ObservedTransfer(
-                    tx_hash, account, self.settings.native_symbol, "OUT", 0, "tx", fee=fee,
+                    tx_hash,
+                    account,
+                    self.settings.native_symbol,
+                    "OUT",
+                    0,
+                    "tx",
+                    fee=fee,
                     counterparty=None if tx.get("source_account") == account else tx.get("source_account"),
                     sequence=int(tx["source_account_sequence"]) if tx.get("source_account") == account else None,
                     block_number=ledger,
@@ -983,8 +956,14 @@ class StellarChain:
                 if symbol is not None:
                     found.append(
                         ObservedTransfer(
-                            tx_hash, account, symbol, direction, amount, f"op:{index}",
-                            counterparty=counterparty, block_number=ledger,
+                            tx_hash,
+                            account,
+                            symbol,
+                            direction,
+                            amount,
+                            f"op:{index}",
+                            counterparty=counterparty,
+                            block_number=ledger,
                         )
                     )
         return found

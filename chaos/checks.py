@@ -104,9 +104,7 @@ def operator_view(planned: list[dict[str, Any]], rows: dict[str, dict[str, Any]]
     """What operators see is true: no final withdrawal still shown paused, and no cancellation
     refused as impossible ("not running") that then happened."""
     violations = [
-        f"{w['id']} ({w['chain']} {w['kind']}): {w['status']} but still shown paused"
-        for w in rows.values()
-        if w["status"] in FINAL and w["paused"]
+        f"{w['id']} ({w['chain']} {w['kind']}): {w['status']} but still shown paused" for w in rows.values() if w["status"] in FINAL and w["paused"]
     ]
     for p in planned:
         row = rows.get(p["withdrawal_id"] or "")
@@ -150,14 +148,18 @@ def reconciliation(reports: dict[str, dict[str, Any]]) -> list[str]:
 
 
 def evaluate(
-    planned: list[dict[str, Any]], database: dict[str, list[dict[str, Any]]], observed: dict[str, Any],
+    planned: list[dict[str, Any]],
+    database: dict[str, list[dict[str, Any]]],
+    observed: dict[str, Any],
     reports: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
     """Every check of a run: the summaries for the report and the violations (empty: pass)."""
     rows = {w["id"]: w for w in database["withdrawals"]}
     histogram, transfer_violations = transfers_per_withdrawal(planned, rows, observed["balances"])
     nonce_summary, nonce_violations = evm_nonces(
-        observed["senders"], observed["anvil"], [c for c in database["claims"] if c["chain"] == "anvil"],
+        observed["senders"],
+        observed["anvil"],
+        [c for c in database["claims"] if c["chain"] == "anvil"],
         [a for a in database["attempts"] if a["chain"] == "anvil"],
     )
     hold_counts, hold_violations = holds(database["withdrawals"], database["reservations"])

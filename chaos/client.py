@@ -23,7 +23,9 @@ class GaveUp(Exception):
 class ChaosClient:
     def __init__(self, base_url: str, api_key: str = ALICE, timeout: float = 20.0) -> None:
         self._http = httpx.AsyncClient(
-            base_url=base_url, headers={"Authorization": f"Bearer {api_key}"}, timeout=timeout,
+            base_url=base_url,
+            headers={"Authorization": f"Bearer {api_key}"},
+            timeout=timeout,
             limits=httpx.Limits(max_connections=50, max_keepalive_connections=20),
         )
         self.retries = 0  # requests sent again (no answer, or a 5xx)
@@ -32,9 +34,7 @@ class ChaosClient:
     async def close(self) -> None:
         await self._http.aclose()
 
-    async def request(
-        self, method: str, path: str, *, deadline: float = 180.0, **kwargs: Any
-    ) -> httpx.Response:
+    async def request(self, method: str, path: str, *, deadline: float = 180.0, **kwargs: Any) -> httpx.Response:
         give_up = time.monotonic() + deadline
         pause = 0.2
         tries = 0

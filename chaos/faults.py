@@ -46,8 +46,7 @@ class FaultEvent:
     error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"at": round(self.at, 2), "kind": self.kind, **self.params,
-                **({"error": self.error} if self.error else {})}
+        return {"at": round(self.at, 2), "kind": self.kind, **self.params, **({"error": self.error} if self.error else {})}
 
 
 def _count(rate: float, withdrawals: int) -> int:
@@ -171,9 +170,7 @@ class FaultExecutor:
         )
 
     async def _kms_throttle(self, count: int) -> None:
-        await asyncio.to_thread(
-            _http, "POST", f"{self.stack.kms_url}/_custody/faults", {"Sign": {"error": "ThrottlingException", "count": count}}
-        )
+        await asyncio.to_thread(_http, "POST", f"{self.stack.kms_url}/_custody/faults", {"Sign": {"error": "ThrottlingException", "count": count}})
 
     async def _wire(self, chain: str, episode: str, duration: float | None, rule: dict[str, Any]) -> None:
         """A rule on for `duration` seconds (None: until its count is used up or the window closes)."""
@@ -208,7 +205,5 @@ class FaultExecutor:
             result[chain] = {"requests": snap["requests"], "injected": snap["injected"]}
         if self.stack.kms_enabled:
             now = await asyncio.to_thread(_http, "GET", f"{self.stack.kms_url}/_custody/faults")
-            result["kms"] = {
-                key: dict(Counter(self._kms_seen.get(key, {})) + Counter(now.get(key, {}))) for key in ("fired", "calls")
-            }
+            result["kms"] = {key: dict(Counter(self._kms_seen.get(key, {})) + Counter(now.get(key, {}))) for key in ("fired", "calls")}
         return result

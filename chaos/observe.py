@@ -35,7 +35,7 @@ async def read_database(database_url: str) -> dict[str, list[dict[str, Any]]]:
     engine = create_engine(database_url, pool_size=1)
     queries = {
         "withdrawals": "SELECT id, wallet_id, chain, asset, kind, status, error_code, destination, amount::text AS amount,"
-                       " paused, nonce, tx_hash FROM withdrawals",
+        " paused, nonce, tx_hash FROM withdrawals",
         "reservations": "SELECT withdrawal_id, state FROM reservations",
         "claims": "SELECT chain, sender, sequence, withdrawal_id, state FROM sequence_claims",
         "attempts": "SELECT withdrawal_id, chain, sender, sequence, tx_hash, purpose, state FROM transfer_attempts",
@@ -43,10 +43,7 @@ async def read_database(database_url: str) -> dict[str, list[dict[str, Any]]]:
     }
     try:
         async with engine.connect() as connection:
-            return {
-                name: [dict(row._mapping) for row in (await connection.execute(sa.text(sql))).all()]
-                for name, sql in queries.items()
-            }
+            return {name: [dict(row._mapping) for row in (await connection.execute(sa.text(sql))).all()] for name, sql in queries.items()}
     finally:
         await engine.dispose()
 

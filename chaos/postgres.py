@@ -63,8 +63,12 @@ class ChaosPostgres:
             return 0.0
         try:
             own = root.cpu_times()  # children_*: backends that already exited
-            total = own.user + own.system + own.children_user + own.children_system + sum(
-                t.user + t.system for t in (c.cpu_times() for c in root.children(recursive=True))
+            total = (
+                own.user
+                + own.system
+                + own.children_user
+                + own.children_system
+                + sum(t.user + t.system for t in (c.cpu_times() for c in root.children(recursive=True)))
             )
         except (OSError, ValueError, psutil.Error):
             return 0.0

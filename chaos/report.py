@@ -68,12 +68,13 @@ def render(report: dict[str, Any]) -> str:
         f"after the fault window, checks {t['checks']:.0f} s, total {t['total']:.0f} s"
     )
     cpu = sorted(((s["cpu_seconds"], name) for name, s in faults["services"].items()), reverse=True)
-    lines.append("CPU seconds: " + ", ".join(f"{name} {seconds:.0f}" for seconds, name in cpu)
-                 + f", postgres {report['timings'].get('postgres_cpu', 0):.0f}, harness {report['timings'].get('harness_cpu', 0):.0f}")
-    lines.append("")
-    wire = ", ".join(
-        f"{chain} " + " ".join(f"{a} {n}" for a, n in counts.items()) for chain, counts in faults["wire_injected"].items()
+    lines.append(
+        "CPU seconds: "
+        + ", ".join(f"{name} {seconds:.0f}" for seconds, name in cpu)
+        + f", postgres {report['timings'].get('postgres_cpu', 0):.0f}, harness {report['timings'].get('harness_cpu', 0):.0f}"
     )
+    lines.append("")
+    wire = ", ".join(f"{chain} " + " ".join(f"{a} {n}" for a, n in counts.items()) for chain, counts in faults["wire_injected"].items())
     lines.append(
         f"faults: worker SIGKILLs {faults['worker_kills']}, API SIGKILLs {faults['api_kills']}, Temporal restarts "
         f"{faults['temporal_restarts']}, PostgreSQL restarts {faults['postgres_restarts']}, reorgs {faults['reorgs']}"
@@ -100,8 +101,7 @@ def render(report: dict[str, Any]) -> str:
     for chain, counts in states.items():
         lines.append(chain.ljust(width) + "".join(str(counts.get(c, 0)).rjust(11) for c in columns) + str(sum(counts.values())).rjust(8))
     lines.append("")
-    lines.append("transfers on chain per withdrawal (status:transfers count): "
-                 + ", ".join(f"{k} {v}" for k, v in report["transfers"].items()))
+    lines.append("transfers on chain per withdrawal (status:transfers count): " + ", ".join(f"{k} {v}" for k, v in report["transfers"].items()))
     lines.append("")
     violations = report["violations"]
     for key, title in CHECKS:

@@ -43,7 +43,7 @@ async def _supervise(stack: ChaosStack, stop: asyncio.Event) -> None:
             log.warning("chaos: %s exited unasked and was started again", name)
         try:
             await asyncio.wait_for(stop.wait(), SUPERVISE_EVERY)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
 
@@ -55,9 +55,7 @@ async def _open_count(database_url: str) -> int:
     engine = create_engine(database_url, pool_size=1)
     try:
         async with engine.connect() as connection:
-            result = await connection.execute(
-                sa.text("SELECT count(*) FROM withdrawals WHERE status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')")
-            )
+            result = await connection.execute(sa.text("SELECT count(*) FROM withdrawals WHERE status NOT IN ('COMPLETED', 'FAILED', 'CANCELLED')"))
             return int(result.scalar_one())
     finally:
         await engine.dispose()
@@ -133,9 +131,7 @@ async def _observe(stack: ChaosStack, workload: Workload) -> dict[str, Any]:
 
 
 def _actions(workload: Workload, action: str) -> dict[str, int]:
-    return dict(sorted(Counter(
-        a.split(":", 2)[1].split(" ")[0] for p in workload.planned for a in p.actions if a.startswith(action + ":")
-    ).items()))
+    return dict(sorted(Counter(a.split(":", 2)[1].split(" ")[0] for p in workload.planned for a in p.actions if a.startswith(action + ":")).items()))
 
 
 def _own_cpu() -> float:
@@ -179,9 +175,9 @@ async def run_chaos(config: ChaosConfig) -> dict[str, Any]:
         all_final = time.monotonic()
 
         observed = await _observe(stack, workload)
-        reports = dict(zip(("anvil", "solana", "stellar"), await asyncio.gather(
-            *(_reconcile(ops, chain) for chain in ("anvil", "solana", "stellar"))
-        )))
+        reports = dict(
+            zip(("anvil", "solana", "stellar"), await asyncio.gather(*(_reconcile(ops, chain) for chain in ("anvil", "solana", "stellar"))))
+        )
         wire = await executor.counters()
         stop_supervising.set()
         await supervisor
@@ -219,8 +215,10 @@ async def run_chaos(config: ChaosConfig) -> dict[str, Any]:
                 "late_resumes": late_resumes,
                 "api_retries": api.retries + ops.retries,
                 "api_answers_retried": {**api.server_errors, **{f"ops {k}": v for k, v in ops.server_errors.items()}},
-                "wallets": {c: [{"id": w["id"], "address": w["address"], "signer_backend": w["signer_backend"]} for w in ws]
-                            for c, ws in workload.wallets.items()},
+                "wallets": {
+                    c: [{"id": w["id"], "address": w["address"], "signer_backend": w["signer_backend"]} for w in ws]
+                    for c, ws in workload.wallets.items()
+                },
             },
             "faults": {
                 **fault_summary([e.as_dict() for e in events], wire, services, stack.postgres.restarts),
@@ -230,14 +228,16 @@ async def run_chaos(config: ChaosConfig) -> dict[str, Any]:
             },
             **{k: verdict[k] for k in ("final_states", "transfers", "nonces", "holds")},
             "reconciliation": {
-                c: ({"error": r["error"]} if "error" in r else
-                    {"status": r["status"], "rows": len(r["rows"]), "summary": r["summary"]})
+                c: ({"error": r["error"]} if "error" in r else {"status": r["status"], "rows": len(r["rows"]), "summary": r["summary"]})
                 for c, r in reports.items()
             },
             "violations": verdict["violations"],
             "withdrawals": [
-                {**p.as_dict(), "status": rows.get(p.withdrawal_id or "", {}).get("status"),
-                 "error_code": rows.get(p.withdrawal_id or "", {}).get("error_code")}
+                {
+                    **p.as_dict(),
+                    "status": rows.get(p.withdrawal_id or "", {}).get("status"),
+                    "error_code": rows.get(p.withdrawal_id or "", {}).get("error_code"),
+                }
                 for p in planned
             ],
             "work_dir": str(work_dir) if config.keep else None,

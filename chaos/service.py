@@ -51,8 +51,7 @@ class Service:
             pause = 0.5
             while True:
                 try:
-                    managed = local.spawn(self.name, self.argv, self.log_dir, self.ready,
-                                          timeout=max(deadline - time.monotonic(), 1.0), env=self.env)
+                    managed = local.spawn(self.name, self.argv, self.log_dir, self.ready, timeout=max(deadline - time.monotonic(), 1.0), env=self.env)
                     self.process = managed.process
                     self.starts += 1
                     return

@@ -58,12 +58,17 @@ async def create_mint(rpc_url: str, authority_file: Path, decimals: int) -> str:
             await asyncio.sleep(0.05)
         rent = (await rpc.get_minimum_balance_for_rent_exemption(MINT_SIZE)).value
         await _send(
-            rpc, authority,
+            rpc,
+            authority,
             [
-                create_account(CreateAccountParams(from_pubkey=authority.pubkey(), to_pubkey=mint.pubkey(), lamports=rent,
-                                                   space=MINT_SIZE, owner=TOKEN_PROGRAM_ID)),
-                initialize_mint2(InitializeMint2Params(decimals=decimals, program_id=TOKEN_PROGRAM_ID, mint=mint.pubkey(),
-                                                       mint_authority=authority.pubkey())),
+                create_account(
+                    CreateAccountParams(
+                        from_pubkey=authority.pubkey(), to_pubkey=mint.pubkey(), lamports=rent, space=MINT_SIZE, owner=TOKEN_PROGRAM_ID
+                    )
+                ),
+                initialize_mint2(
+                    InitializeMint2Params(decimals=decimals, program_id=TOKEN_PROGRAM_ID, mint=mint.pubkey(), mint_authority=authority.pubkey())
+                ),
             ],
             (mint,),
         )
@@ -76,12 +81,19 @@ async def mint_to(rpc_url: str, authority_file: Path, mint: str, owner: str, amo
     mint_key, owner_key = Pubkey.from_string(mint), Pubkey.from_string(owner)
     async with AsyncClient(rpc_url, commitment=Confirmed) as rpc:
         await _send(
-            rpc, authority,
+            rpc,
+            authority,
             [
                 create_idempotent_associated_token_account(authority.pubkey(), owner_key, mint_key, TOKEN_PROGRAM_ID),
-                mint_to_checked(MintToCheckedParams(
-                    program_id=TOKEN_PROGRAM_ID, mint=mint_key, dest=get_associated_token_address(owner_key, mint_key, TOKEN_PROGRAM_ID),
-                    mint_authority=authority.pubkey(), amount=amount, decimals=decimals,
-                )),
+                mint_to_checked(
+                    MintToCheckedParams(
+                        program_id=TOKEN_PROGRAM_ID,
+                        mint=mint_key,
+                        dest=get_associated_token_address(owner_key, mint_key, TOKEN_PROGRAM_ID),
+                        mint_authority=authority.pubkey(),
+                        amount=amount,
+                        decimals=decimals,
+                    )
+                ),
             ],
         )

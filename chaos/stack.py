@@ -68,49 +68,115 @@ class ChaosStack:
         p = self.ports
         self.redis = Service(
             "redis",
-            [local.redis_server_path(), "--bind", "127.0.0.1", "--port", str(p.redis), "--dir", str(work_dir),
-             "--save", "", "--appendonly", "no", "--daemonize", "no"],
-            self.logs, lambda: local.port_open(p.redis),
+            [
+                local.redis_server_path(),
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(p.redis),
+                "--dir",
+                str(work_dir),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+            ],
+            self.logs,
+            lambda: local.port_open(p.redis),
         )
         self.anvil = Service(
             "anvil",
-            [local.anvil_path(), "--host", "127.0.0.1", "--port", str(p.anvil), "--chain-id", "31337", "--silent",
-             "--block-time", "1", "--slots-in-an-epoch", "1"],
-            self.logs, lambda: local.port_open(p.anvil),
+            [
+                local.anvil_path(),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(p.anvil),
+                "--chain-id",
+                "31337",
+                "--silent",
+                "--block-time",
+                "1",
+                "--slots-in-an-epoch",
+                "1",
+            ],
+            self.logs,
+            lambda: local.port_open(p.anvil),
         )
         self.solana = Service(
             "solana-devnet",
-            [py, "-m", "devnet.solana", "--host", "127.0.0.1", "--port", str(p.solana),
-             "--ledger-slot-ms", str(SOLANA_SLOT_MS), "--log-level", "warning"],
-            self.logs, lambda: local.port_open(p.solana),
+            [
+                py,
+                "-m",
+                "devnet.solana",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(p.solana),
+                "--ledger-slot-ms",
+                str(SOLANA_SLOT_MS),
+                "--log-level",
+                "warning",
+            ],
+            self.logs,
+            lambda: local.port_open(p.solana),
         )
         self.stellar = Service(
             "stellar-devnet",
-            [py, "-m", "devnet.stellar", "--host", "127.0.0.1", "--port", str(p.stellar),
-             "--close-interval-ms", str(STELLAR_CLOSE_MS), "--log-level", "warning"],
-            self.logs, lambda: local.port_open(p.stellar),
+            [
+                py,
+                "-m",
+                "devnet.stellar",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(p.stellar),
+                "--close-interval-ms",
+                str(STELLAR_CLOSE_MS),
+                "--log-level",
+                "warning",
+            ],
+            self.logs,
+            lambda: local.port_open(p.stellar),
         )
         self.temporal = Service(
             "temporal",
-            [local.temporal_path(), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(p.temporal), "--headless",
-             "--db-filename", str(work_dir / "temporal.db"), "--log-level", "error",
-             *[a for key, kind in search_attributes.KINDS.items() for a in ("--search-attribute", f"{key.name}={kind}")]],
-            self.logs, lambda: local.port_open(p.temporal),
+            [
+                local.temporal_path(),
+                "server",
+                "start-dev",
+                "--ip",
+                "127.0.0.1",
+                "--port",
+                str(p.temporal),
+                "--headless",
+                "--db-filename",
+                str(work_dir / "temporal.db"),
+                "--log-level",
+                "error",
+                *[a for key, kind in search_attributes.KINDS.items() for a in ("--search-attribute", f"{key.name}={kind}")],
+            ],
+            self.logs,
+            lambda: local.port_open(p.temporal),
         )
         self.proxies = {
             chain: Service(
                 f"proxy-{chain}",
-                [py, "-m", "devnet.faultproxy", "--target", f"http://127.0.0.1:{target}", "--port", str(port),
-                 "--seed", str(seed * 10 + i)],
-                self.logs, lambda port=port: local.port_open(port),  # type: ignore[misc]
+                [py, "-m", "devnet.faultproxy", "--target", f"http://127.0.0.1:{target}", "--port", str(port), "--seed", str(seed * 10 + i)],
+                self.logs,
+                lambda port=port: local.port_open(port),  # type: ignore[misc]
             )
             for i, (chain, target, port) in enumerate(
                 [("anvil", p.anvil, p.anvil_proxy), ("solana", p.solana, p.solana_proxy), ("stellar", p.stellar, p.stellar_proxy)]
             )
         }
         self.kms = Service(
-            "aws-kms", [py, "-m", "devnet.aws_kms", "--host", "127.0.0.1", "--port", str(p.kms)],
-            self.logs, lambda: local.port_open(p.kms),
+            "aws-kms",
+            [py, "-m", "devnet.aws_kms", "--host", "127.0.0.1", "--port", str(p.kms)],
+            self.logs,
+            lambda: local.port_open(p.kms),
         )
         self.workers = [
             Service(f"worker-{i + 1}", [py, "worker.py"], self.logs, lambda port=port: local.port_open(port))  # type: ignore[misc]
@@ -118,9 +184,22 @@ class ChaosStack:
         ]
         self.api = Service(
             "api",
-            [py, "-m", "uvicorn", "api.main:app_from_env", "--factory", "--host", "127.0.0.1", "--port", str(p.api),
-             "--no-access-log", "--log-level", "warning"],
-            self.logs, lambda: local.port_open(p.api),
+            [
+                py,
+                "-m",
+                "uvicorn",
+                "api.main:app_from_env",
+                "--factory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(p.api),
+                "--no-access-log",
+                "--log-level",
+                "warning",
+            ],
+            self.logs,
+            lambda: local.port_open(p.api),
         )
 
     # --- addresses -------------------------------------------------------------------------
@@ -144,9 +223,11 @@ class ChaosStack:
         stellar_proxy = self.proxy_url("stellar")
         return {
             "anvil": EvmChainSettings(
-                chain_id=31337, rpc_url=self.proxy_url("anvil"),
+                chain_id=31337,
+                rpc_url=self.proxy_url("anvil"),
                 tokens={"TUSD": TokenSettings(address=self.token_address, decimals=TOKEN_DECIMALS)},
-                faucet_enabled=True, fee_bump_after_seconds=8,
+                faucet_enabled=True,
+                fee_bump_after_seconds=8,
                 # finality "auto" (the default): anvil's finalized block, two blocks back here
             ),
             "solana": SolanaChainSettings(
@@ -155,11 +236,14 @@ class ChaosStack:
                 faucet_enabled=True,
             ),
             "stellar": StellarChainSettings(
-                horizon_url=stellar_proxy, network_passphrase=STELLAR_PASSPHRASE,
-                friendbot_url=f"{stellar_proxy}/friendbot", faucet_enabled=True,
+                horizon_url=stellar_proxy,
+                network_passphrase=STELLAR_PASSPHRASE,
+                friendbot_url=f"{stellar_proxy}/friendbot",
+                faucet_enabled=True,
                 # A payment not applied within a minute is re-signed (or, cancelled, ends):
                 # short enough for the settle window, long enough for a loaded machine.
-                fee_bump_after_seconds=3, timebounds_seconds=60,
+                fee_bump_after_seconds=3,
+                timebounds_seconds=60,
                 channels=ChannelSettings(count=CHANNELS, check_interval_seconds=60),
             ),
         }
@@ -183,8 +267,11 @@ class ChaosStack:
         }
         if self.kms_enabled:
             env.update(
-                CUSTODY_AWS_KMS__ENDPOINT_URL=self.kms_url, CUSTODY_AWS_KMS__REGION="us-east-1",
-                CUSTODY_AWS_KMS__ALIAS_PREFIX="chaos", AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+                CUSTODY_AWS_KMS__ENDPOINT_URL=self.kms_url,
+                CUSTODY_AWS_KMS__REGION="us-east-1",
+                CUSTODY_AWS_KMS__ALIAS_PREFIX="chaos",
+                AWS_ACCESS_KEY_ID="testing",
+                AWS_SECRET_ACCESS_KEY="testing",
                 AWS_EC2_METADATA_DISABLED="true",
             )
         env.pop("CUSTODY_CHAOS_EXIT_AFTER_ACTIVITY", None)

@@ -22,16 +22,22 @@ ASSETS = {"anvil": (("ETH", 0.6), ("TUSD", 0.4)), "solana": (("SOL", 0.6), ("TUS
 # Steps of each amount: 0.001 ETH/SOL, 0.01 TUSD, 0.1 XLM; SOL at least rent-exempt for a new
 # account (0.00089 SOL), XLM at least 1 to create the destination account.
 AMOUNT_STEPS = {
-    ("anvil", "ETH"): (10**15, 1, 50), ("anvil", "TUSD"): (10**4, 1, 5000),
-    ("solana", "SOL"): (10**6, 1, 50), ("solana", "TUSD"): (10**4, 1, 5000),
+    ("anvil", "ETH"): (10**15, 1, 50),
+    ("anvil", "TUSD"): (10**4, 1, 5000),
+    ("solana", "SOL"): (10**6, 1, 50),
+    ("solana", "TUSD"): (10**4, 1, 5000),
     ("stellar", "XLM"): (10**6, 10, 50),
 }
 # What each wallet is funded with (decimal strings in the asset's unit).
-FUNDING = {("anvil", "ETH"): "10", ("anvil", "TUSD"): "100000", ("solana", "SOL"): "10", ("solana", "TUSD"): "100000",
-           ("stellar", "XLM"): "10000"}
+FUNDING = {("anvil", "ETH"): "10", ("anvil", "TUSD"): "100000", ("solana", "SOL"): "10", ("solana", "TUSD"): "100000", ("stellar", "XLM"): "10000"}
 # More than any wallet is ever funded with: INSUFFICIENT_FUNDS, nothing may be sent.
-OVERSIZED = {("anvil", "ETH"): "5000", ("anvil", "TUSD"): "50000000", ("solana", "SOL"): "5000",
-             ("solana", "TUSD"): "50000000", ("stellar", "XLM"): "900000"}
+OVERSIZED = {
+    ("anvil", "ETH"): "5000",
+    ("anvil", "TUSD"): "50000000",
+    ("solana", "SOL"): "5000",
+    ("solana", "TUSD"): "50000000",
+    ("stellar", "XLM"): "900000",
+}
 FINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 
 
@@ -96,8 +102,15 @@ def plan(config: ChaosConfig, rng: random.Random) -> list[Planned]:
             base_units = step * rng.randint(low, high)
             amount = to_decimal(base_units, decimals)
         item = Planned(
-            index=index, chain=chain, asset=asset, wallet=rng.randrange(config.wallets_per_chain), amount=amount,
-            base_units=base_units, destination=_destination(chain, rng), key=f"chaos-{config.seed}-{index}", at=at,
+            index=index,
+            chain=chain,
+            asset=asset,
+            wallet=rng.randrange(config.wallets_per_chain),
+            amount=amount,
+            base_units=base_units,
+            destination=_destination(chain, rng),
+            key=f"chaos-{config.seed}-{index}",
+            at=at,
             oversized=oversized,
         )
         roll = rng.random()
@@ -124,7 +137,9 @@ class Workload:
     async def create_wallets(self, count_per_chain: int, label: str) -> None:
         async def one(chain: str, n: int) -> None:
             body = await self.api.json(
-                "POST", "/v1/wallets", json={"chain": chain, "label": f"{label}-{n}"},
+                "POST",
+                "/v1/wallets",
+                json={"chain": chain, "label": f"{label}-{n}"},
                 headers={"Idempotency-Key": f"chaos-wallet-{label}-{chain}-{n}"},
             )
             while body["status"] != "ACTIVE":
@@ -146,14 +161,19 @@ class Workload:
                 if c != chain:
                     continue
                 if chain == "solana" and asset == "TUSD":
-                    await mint_to(solana_url, spl_authority, spl_mint, wallet["address"],
-                                  int(Decimal(amount).scaleb(DECIMALS[(c, asset)])), DECIMALS[(c, asset)])
+                    await mint_to(
+                        solana_url,
+                        spl_authority,
+                        spl_mint,
+                        wallet["address"],
+                        int(Decimal(amount).scaleb(DECIMALS[(c, asset)])),
+                        DECIMALS[(c, asset)],
+                    )
                     continue
                 if chain == "stellar" and asset == "XLM":
                     # Friendbot funds its own fixed amount (10,000 XLM), once: a retry after a lost
                     # answer finds the account made (409 ALREADY_FUNDED).
-                    await self.api.json("POST", f"/v1/wallets/{wallet['id']}/fund", json={}, deadline=120,
-                                        expect=(200, 409))
+                    await self.api.json("POST", f"/v1/wallets/{wallet['id']}/fund", json={}, deadline=120, expect=(200, 409))
                     continue
                 body = {"amount": amount} | ({} if asset in ("ETH", "SOL") else {"asset": asset})
                 await self.api.json("POST", f"/v1/wallets/{wallet['id']}/fund", json=body, deadline=120)
@@ -172,7 +192,10 @@ class Workload:
         body = {"wallet_id": wallet["id"], "to": p.destination, "asset": p.asset, "amount": p.amount}
         try:
             response = await self.api.request(
-                "POST", "/v1/withdrawals", json=body, headers={"Idempotency-Key": p.key},
+                "POST",
+                "/v1/withdrawals",
+                json=body,
+                headers={"Idempotency-Key": p.key},
                 deadline=max(deadline - time.monotonic(), 10),
             )
         except GaveUp as e:
@@ -197,7 +220,9 @@ class Workload:
         """`action` -> its outcome: `action:ok`, or `action:<refusal code>` (e.g. too late)."""
         try:
             response = await self.api.request(
-                "POST", f"/v1/withdrawals/{withdrawal_id}/{action}", json={"reason": "chaos"},
+                "POST",
+                f"/v1/withdrawals/{withdrawal_id}/{action}",
+                json={"reason": "chaos"},
                 deadline=max(deadline - time.monotonic(), 10),
             )
         except GaveUp:

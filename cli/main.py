@@ -33,6 +33,7 @@ import os
 import sys
 import time
 import uuid
+from datetime import UTC
 from typing import Annotated, Any
 
 import httpx
@@ -53,7 +54,9 @@ users = typer.Typer(help="users: roles, blocks (admins)", no_args_is_help=True)
 app.add_typer(users, name="users")
 audit_cli = typer.Typer(help="the tamper-evident audit log (administrators)", no_args_is_help=True)
 app.add_typer(audit_cli, name="audit")
-policy_cli = typer.Typer(help="the policy engine: ordered rules, quorums, limits (admins change it; operators read and test it)", no_args_is_help=True)
+policy_cli = typer.Typer(
+    help="the policy engine: ordered rules, quorums, limits (admins change it; operators read and test it)", no_args_is_help=True
+)
 app.add_typer(policy_cli, name="policy")
 addresses = typer.Typer(help="your address book: trusted destinations (usable after a cooling period or a quorum's approval)", no_args_is_help=True)
 app.add_typer(addresses, name="addresses")
@@ -152,9 +155,7 @@ def withdrawal_create(
 
 
 @withdrawals.command("list")
-def withdrawal_list(
-    status: str | None = typer.Option(None), chain: str | None = typer.Option(None), limit: int = typer.Option(50)
-) -> None:
+def withdrawal_list(status: str | None = typer.Option(None), chain: str | None = typer.Option(None), limit: int = typer.Option(50)) -> None:
     params = {k: v for k, v in {"status": status, "chain": chain, "limit": limit}.items() if v}
     rows = _call("GET", "/v1/withdrawals", params=params)["items"]
     _table(rows, ["id", "chain", "asset", "amount", "status", "paused", "error_code", "tx_hash"])
@@ -231,7 +232,8 @@ def _chain_action(action: str, chain: str, reason: str, task_queue: str | None) 
 
 @withdrawals.command("pause-all")
 def withdrawal_pause_all(
-    chain: str = typer.Option(...), reason: ReasonOpt = "",
+    chain: str = typer.Option(...),
+    reason: ReasonOpt = "",
     task_queue: str | None = typer.Option(None, help="only this task queue's workflows"),
 ) -> None:
     """Incident switch: pause every running withdrawal on one chain (operators; through the API,
@@ -242,7 +244,8 @@ def withdrawal_pause_all(
 
 @withdrawals.command("resume-all")
 def withdrawal_resume_all(
-    chain: str = typer.Option(...), reason: ReasonOpt = "",
+    chain: str = typer.Option(...),
+    reason: ReasonOpt = "",
     task_queue: str | None = typer.Option(None, help="only this task queue's workflows"),
 ) -> None:
     count = _chain_action("resume-all", chain.lower(), reason, task_queue)
@@ -256,9 +259,7 @@ def stats(days: int = typer.Option(30)) -> None:
     _table(body["by_status"], ["chain", "asset", "status", "count", "volume"])
     typer.echo("")
     _table(body["by_day"], ["day", "chain", "count", "completed", "failed"])
-    typer.echo(
-        f"\ntime to COMPLETED: avg {body['seconds_to_completed_avg']} s, p95 {body['seconds_to_completed_p95']} s"
-    )
+    typer.echo(f"\ntime to COMPLETED: avg {body['seconds_to_completed_avg']} s, p95 {body['seconds_to_completed_p95']} s")
     if body["failure_reasons"]:
         typer.echo("")
         _table(body["failure_reasons"], ["error_code", "count"])
@@ -278,8 +279,25 @@ def _print_reconciliation(report: dict[str, Any]) -> None:
     typer.echo("")
     rows = [{**r, "wallet": _short(r["wallet_id"], 8), "address": _short(r["address"], 10)} for r in report["rows"]]
     if rows:
-        _table(rows, ["wallet", "label", "address", "asset", "on_chain", "deposits", "internal_in", "withdrawn",
-                      "fees", "side_costs", "in_flight_out", "expected", "drift", "status"])
+        _table(
+            rows,
+            [
+                "wallet",
+                "label",
+                "address",
+                "asset",
+                "on_chain",
+                "deposits",
+                "internal_in",
+                "withdrawn",
+                "fees",
+                "side_costs",
+                "in_flight_out",
+                "expected",
+                "drift",
+                "status",
+            ],
+        )
     else:
         typer.echo("no wallet holds or moved anything on this chain")
     checks = report["summary"].get("checks", {})
@@ -354,9 +372,14 @@ def chaos(
 
     submit = submit_seconds if submit_seconds is not None else max(20.0, withdrawals / 5)
     config = ChaosConfig(
-        withdrawals=withdrawals, seed=seed, submit_seconds=submit,
-        fault_window_seconds=fault_window if fault_window is not None else submit + 20, settle_seconds=settle,
-        kms_share=kms_share, work_dir=Path(work_dir) if work_dir else None, keep=keep or work_dir is not None,
+        withdrawals=withdrawals,
+        seed=seed,
+        submit_seconds=submit,
+        fault_window_seconds=fault_window if fault_window is not None else submit + 20,
+        settle_seconds=settle,
+        kms_share=kms_share,
+        work_dir=Path(work_dir) if work_dir else None,
+        keep=keep or work_dir is not None,
     )
     report = asyncio.run(run_chaos(config))
     typer.echo(json.dumps(report, indent=2, default=str) if as_json else render(report))
@@ -432,9 +455,21 @@ def _print_policy(body: dict[str, Any]) -> None:
             amount.pop("per", None), amount.pop("counted", None)
         action = rule["action"] + (f" {json.dumps(_compact(rule['quorum']))}" if rule.get("quorum") else "")
         extras = [f"max {rule['max_per_transaction']}/tx"] if rule.get("max_per_transaction") else []
-        extras += [f"{l['per']} {l['window_seconds']}s: {l.get('max_amount') or ''} {('x' + str(l['max_count'])) if l.get('max_count') else ''}".strip() for l in rule["limits"]]
-        rows.append({"#": position, "id": rule["id"], "name": rule["name"], "on": "yes" if rule["enabled"] else "no",
-                     "match": json.dumps(match), "action": action, "limits": "; ".join(extras)})
+        extras += [
+            f"{l['per']} {l['window_seconds']}s: {l.get('max_amount') or ''} {('x' + str(l['max_count'])) if l.get('max_count') else ''}".strip()
+            for l in rule["limits"]
+        ]
+        rows.append(
+            {
+                "#": position,
+                "id": rule["id"],
+                "name": rule["name"],
+                "on": "yes" if rule["enabled"] else "no",
+                "match": json.dumps(match),
+                "action": action,
+                "limits": "; ".join(extras),
+            }
+        )
     if rows:
         _table(rows, ["#", "id", "name", "on", "match", "action", "limits"])
     else:
@@ -518,6 +553,7 @@ def policy_group(
     remove: bool = typer.Option(False, "--remove", help="delete the group"),
 ) -> None:
     """Set (or delete) a named approver group, for quorums like 2 of group treasury."""
+
     def change(document: dict[str, Any]) -> None:
         if remove:
             document["groups"].pop(name, None)
@@ -534,6 +570,7 @@ def policy_allowlist_only(
     off: bool = typer.Option(False, "--off", help="take them out of allowlist-only mode"),
 ) -> None:
     """Sources that may pay only usable entries of their owner's address book."""
+
     def change(document: dict[str, Any]) -> None:
         listed = document["allowlist_only"]
         for key, values in (("wallets", wallet), ("owners", owner)):
@@ -605,7 +642,9 @@ def address_remove(entry_id: str) -> None:
 def address_approve(entry_id: str) -> None:
     """Approvers: one approval of the address-book quorum (the owner's own never counts)."""
     body = _call("POST", f"/v1/address-book/{entry_id}/approve")
-    typer.echo(f"approved: {body['address']} now {'usable' if body['usable'] else 'not usable yet'} ({body['status']}); approvals {body['approvals']}")
+    typer.echo(
+        f"approved: {body['address']} now {'usable' if body['usable'] else 'not usable yet'} ({body['status']}); approvals {body['approvals']}"
+    )
 
 
 # --- key pools -------------------------------------------------------------------------------
@@ -723,13 +762,13 @@ def apikey_create(
 ) -> None:
     """Create an API key; it is printed once and stored only as its hash."""
     if bootstrap:
-        from datetime import datetime, timedelta, timezone
+        from datetime import datetime, timedelta
 
         from db.access import create_api_key, upsert_user
 
         async def work(session: Any) -> Any:
             await upsert_user(session, owner, role or None)
-            expires = None if expires_in_days is None else datetime.now(timezone.utc) + timedelta(days=expires_in_days)
+            expires = None if expires_in_days is None else datetime.now(UTC) + timedelta(days=expires_in_days)
             row, key = await create_api_key(
                 session, owner=owner, name=name, created_by="cli-bootstrap", scopes=scope or None, ip_allowlist=ip, expires_at=expires
             )
@@ -862,7 +901,9 @@ def webhook_delete(webhook_id: str) -> None:
 
 @webhooks_cli.command("deliveries")
 def webhook_deliveries(
-    webhook_id: str, state: str | None = typer.Option(None, help="PENDING, DELIVERED or FAILED"), limit: int = typer.Option(50),
+    webhook_id: str,
+    state: str | None = typer.Option(None, help="PENDING, DELIVERED or FAILED"),
+    limit: int = typer.Option(50),
 ) -> None:
     """The endpoint's deliveries, newest first."""
     params = {"limit": limit} | ({"state": state.upper()} if state else {})

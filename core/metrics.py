@@ -5,12 +5,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
-WITHDRAWALS_REQUESTED = Counter(
-    "custody_withdrawals_requested_total", "Withdrawals accepted by the API", ["chain", "asset"]
-)
-WITHDRAWALS_FINISHED = Counter(
-    "custody_withdrawals_finished_total", "Withdrawals reaching a final status", ["chain", "asset", "status"]
-)
+WITHDRAWALS_REQUESTED = Counter("custody_withdrawals_requested_total", "Withdrawals accepted by the API", ["chain", "asset"])
+WITHDRAWALS_FINISHED = Counter("custody_withdrawals_finished_total", "Withdrawals reaching a final status", ["chain", "asset", "status"])
 WALLETS_CREATED = Counter("custody_wallets_created_total", "Wallets activated", ["chain", "backend"])
 SIGNING_SECONDS = Histogram(
     "custody_signing_duration_seconds",
@@ -18,15 +14,9 @@ SIGNING_SECONDS = Histogram(
     ["backend"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
-BROADCASTS = Counter(
-    "custody_broadcasts_total", "Transaction sends by node answer", ["chain", "result"]
-)
-ACTIVITY_ERRORS = Counter(
-    "custody_activity_errors_total", "Activity failures by error code", ["activity", "code", "permanent"]
-)
-WITHDRAWALS_OPEN = Gauge(
-    "custody_withdrawals_open", "Withdrawals not yet final, by chain and status (sampled by the worker)", ["chain", "status"]
-)
+BROADCASTS = Counter("custody_broadcasts_total", "Transaction sends by node answer", ["chain", "result"])
+ACTIVITY_ERRORS = Counter("custody_activity_errors_total", "Activity failures by error code", ["activity", "code", "permanent"])
+WITHDRAWALS_OPEN = Gauge("custody_withdrawals_open", "Withdrawals not yet final, by chain and status (sampled by the worker)", ["chain", "status"])
 WITHDRAWAL_OLDEST_OPEN_SECONDS = Gauge(
     "custody_withdrawal_oldest_open_seconds",
     "Seconds since the last status change of the oldest withdrawal in each open status (sampled by the worker)",
@@ -60,17 +50,13 @@ KMS_ERRORS = Counter(
 
 
 # --- key pools (seed 004: HODL -> Bank -> single-use Explorer keys) ---------------------------
-POOL_EXPLORERS_ACQUIRED = Counter(
-    "custody_pool_explorer_keys_acquired_total", "Explorer keys leased for transaction signing", ["chain"]
-)
+POOL_EXPLORERS_ACQUIRED = Counter("custody_pool_explorer_keys_acquired_total", "Explorer keys leased for transaction signing", ["chain"])
 POOL_EXPLORERS_RETIRED = Counter(
     "custody_pool_explorer_keys_retired_total",
     "Explorer keys retired after use (reason: returned, lease_expired)",
     ["chain", "reason"],
 )
-POOL_EXPLORERS_CREATED = Counter(
-    "custody_pool_explorer_keys_created_total", "Explorer keys created and funded by the rebalance", ["chain"]
-)
+POOL_EXPLORERS_CREATED = Counter("custody_pool_explorer_keys_created_total", "Explorer keys created and funded by the rebalance", ["chain"])
 POOL_EXPLORERS_RECOVERED = Counter(
     "custody_pool_explorer_keys_recovered_total", "Retired explorer keys whose funds went back to their bank key", ["chain"]
 )
@@ -81,9 +67,7 @@ POOL_RECOVERED_AMOUNT = Counter(
 )
 POOL_BANKS_FUNDED = Counter("custody_pool_bank_keys_funded_total", "Bank keys topped up from the HODL key", ["chain"])
 POOL_KEYS = Gauge("custody_pool_keys", "Pool keys by tier and state (last rebalance)", ["chain", "tier", "state"])
-POOL_TIER_BALANCE = Gauge(
-    "custody_pool_tier_balance", "Native balance held by each tier (asset unit, last rebalance)", ["chain", "tier"]
-)
+POOL_TIER_BALANCE = Gauge("custody_pool_tier_balance", "Native balance held by each tier (asset unit, last rebalance)", ["chain", "tier"])
 POOL_KEY_BALANCE = Histogram(
     "custody_pool_key_balance",
     "Distribution of native balances across the keys of each tier (asset unit, sampled per rebalance)",
@@ -113,9 +97,7 @@ RECONCILIATION_UNEXPLAINED = Gauge(
     "Outgoing transactions or nonces of our keys that no withdrawal explains (last reconciliation)",
     ["chain"],
 )
-RECONCILIATION_RUNS = Counter(
-    "custody_reconciliation_runs_total", "Reconciliation reports by outcome (OK, MISMATCH)", ["chain", "status"]
-)
+RECONCILIATION_RUNS = Counter("custody_reconciliation_runs_total", "Reconciliation reports by outcome (OK, MISMATCH)", ["chain", "status"])
 RECONCILIATION_LAST_RUN = Gauge(
     "custody_reconciliation_last_run_timestamp_seconds", "When the chain's last reconciliation report was made", ["chain"]
 )
@@ -138,9 +120,7 @@ RPC_VERDICTS_HELD = Counter(
     ["chain", "state"],
 )
 # --- access (api/auth.py, api/ratelimit.py, core/codec.py, activities/access.py) ---------------
-AUTH_FAILURES = Counter(
-    "custody_auth_failures_total", "Requests refused for want of a valid identity (401) or of a role/scope (403)", ["reason"]
-)
+AUTH_FAILURES = Counter("custody_auth_failures_total", "Requests refused for want of a valid identity (401) or of a role/scope (403)", ["reason"])
 RATE_LIMITED = Counter("custody_rate_limited_total", "Requests answered 429, by bucket", ["bucket"])
 RATE_LIMIT_UNAVAILABLE = Counter(
     "custody_rate_limiter_unavailable_total", "Requests that found Redis unreachable (writes refused, reads let through)", ["write"]

@@ -20,12 +20,10 @@ def to_base_units(amount: str, decimals: int) -> int:
     """
     # fullmatch, never match: `$` also matches before a trailing newline ("1.5\n").
     if not isinstance(amount, str) or len(amount) > MAX_AMOUNT_LENGTH or not _DECIMAL_STRING.fullmatch(amount):
-        raise InvalidAmount("amount must be a plain decimal string such as \"1.25\"", amount=str(amount)[:MAX_AMOUNT_LENGTH])
+        raise InvalidAmount('amount must be a plain decimal string such as "1.25"', amount=str(amount)[:MAX_AMOUNT_LENGTH])
     whole, _, fraction = amount.partition(".")
     if len(fraction) > decimals:
-        raise InvalidAmount(
-            f"amount has more than {decimals} decimal places", amount=amount, decimals=decimals
-        )
+        raise InvalidAmount(f"amount has more than {decimals} decimal places", amount=amount, decimals=decimals)
     units = int(whole) * 10**decimals + int((fraction or "0").ljust(decimals, "0") or "0")
     if units <= 0:
         raise InvalidAmount("amount must be greater than zero", amount=amount)

@@ -29,7 +29,7 @@ NAME = r"^[A-Za-z0-9][A-Za-z0-9_.:@-]{0,99}$"
 
 def _amount(value: str | None) -> str | None:
     if value is not None and not _DECIMAL.fullmatch(value):
-        raise ValueError("amounts are plain decimal strings such as \"1.25\"")
+        raise ValueError('amounts are plain decimal strings such as "1.25"')
     return value
 
 

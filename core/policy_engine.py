@@ -138,7 +138,9 @@ class Judge:
                 why = f"{which} is allowlist-only and the destination is {c.address_note or 'not a usable address-book entry'}"
                 trace.append(Step(ALLOWLIST_ONLY_RULE, "allowlist-only sources", True, why))
                 return self._result(Outcome.BLOCK, ALLOWLIST_ONLY_RULE, "allowlist-only", why, trace)
-            trace.append(Step(ALLOWLIST_ONLY_RULE, "allowlist-only sources", False, f"{which} is allowlist-only; the destination is in its address book"))
+            trace.append(
+                Step(ALLOWLIST_ONLY_RULE, "allowlist-only sources", False, f"{which} is allowlist-only; the destination is in its address book")
+            )
         for rule in self.rules:
             why_not = await self._mismatch(rule, c, totals)
             if why_not is not None:
@@ -237,7 +239,9 @@ class Judge:
             most = floor_units(limit.max_amount, c.decimals)
             left = max(most - held.amount, 0)
             details |= {
-                "max_amount": self._money(most, c), "used_amount": self._money(held.amount, c), "remaining_amount": self._money(left, c),
+                "max_amount": self._money(most, c),
+                "used_amount": self._money(held.amount, c),
+                "remaining_amount": self._money(left, c),
             }
             if held.amount + c.amount > most:
                 over.append(
@@ -253,15 +257,25 @@ class Judge:
             return judgement
         judgement.trace.append(Step(HODL_RULE, "HODL movements above hodl_auto_approve_up_to", True, "needs an approver"))
         return self._result(
-            Outcome.REQUIRE_APPROVAL, HODL_RULE, "HODL movement above hodl_auto_approve_up_to",
-            f"{judgement.reason}; a HODL movement above its automatic limit needs an approver", judgement.trace,
+            Outcome.REQUIRE_APPROVAL,
+            HODL_RULE,
+            "HODL movement above hodl_auto_approve_up_to",
+            f"{judgement.reason}; a HODL movement above its automatic limit needs an approver",
+            judgement.trace,
             quorum=Quorum(count=1),
         )
 
     # --- helpers -------------------------------------------------------------------------------
     def _result(
-        self, outcome: str, rule_id: str, name: str, reason: str, trace: list[Step], *,
-        quorum: Quorum | None = None, details: dict[str, str] | None = None,
+        self,
+        outcome: str,
+        rule_id: str,
+        name: str,
+        reason: str,
+        trace: list[Step],
+        *,
+        quorum: Quorum | None = None,
+        details: dict[str, str] | None = None,
     ) -> Judgement:
         approvers = list(self.document.groups.get(quorum.group, [])) if quorum and quorum.group else []
         return Judgement(outcome, rule_id, name, self.version, reason, quorum, approvers, details or {}, trace)

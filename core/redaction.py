@@ -81,7 +81,7 @@ def register_settings(settings) -> None:  # type: ignore[no-untyped-def]
 def _mask_url(match: re.Match[str]) -> str:
     scheme, rest = match.group(1), match.group(2)
     cut = re.search(r"[/?#]", rest)
-    authority, tail = (rest[: cut.start()], rest[cut.start():]) if cut else (rest, "")
+    authority, tail = (rest[: cut.start()], rest[cut.start() :]) if cut else (rest, "")
     host = authority.rsplit("@", 1)[-1].rstrip(".,;:)]}")
     hidden = "@" in authority or tail.strip("/.,;:)]}") != ""
     return f"{scheme}{host}/{MASK}" if hidden else f"{scheme}{host}"

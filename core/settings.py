@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 from functools import cached_property
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, SecretStr, Tag, field_validator, model_validator
@@ -299,11 +299,7 @@ def _family(value: object) -> str:
 
 # "family" picks the section; EVM is the default so existing EVM configurations need not say it.
 ChainSettings = Annotated[
-    Union[
-        Annotated[EvmChainSettings, Tag("evm")],
-        Annotated[StellarChainSettings, Tag("stellar")],
-        Annotated[SolanaChainSettings, Tag("solana")],
-    ],
+    Annotated[EvmChainSettings, Tag("evm")] | Annotated[StellarChainSettings, Tag("stellar")] | Annotated[SolanaChainSettings, Tag("solana")],
     Discriminator(_family),
 ]
 
@@ -394,7 +390,10 @@ def _default_chains() -> dict[str, ChainSettings]:
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="CUSTODY_", env_nested_delimiter="__", extra="ignore", env_file=None,
+        env_prefix="CUSTODY_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        env_file=None,
         hide_input_in_errors=True,  # a rejected setting may be a secret: never echo it
     )
 
@@ -496,8 +495,7 @@ class Settings(BaseSettings):
             arn = rf"arn:aws[a-z-]*:kms:[a-z0-9-]+:[0-9]{{12}}:(?:key/{key_id}|{alias})"
             if not re.fullmatch(rf"{arn}|{key_id}|{alias}", ref, flags=re.IGNORECASE):
                 raise ValueError(
-                    "CUSTODY_KEYSTORE_KEK=aws-kms:<key> must name a symmetric AWS KMS key by key id, "
-                    f"alias/<name>, key ARN or alias ARN; got {ref!r}"
+                    f"CUSTODY_KEYSTORE_KEK=aws-kms:<key> must name a symmetric AWS KMS key by key id, alias/<name>, key ARN or alias ARN; got {ref!r}"
                 )
         elif kind == "gcp-kms":
             crypto_key = r"projects/[^/]+/locations/[^/]+/keyRings/[a-zA-Z0-9_-]{1,63}/cryptoKeys/[a-zA-Z0-9_-]{1,63}"
@@ -544,9 +542,7 @@ class Settings(BaseSettings):
     def _refuse_dev_secrets_in_production(self) -> Settings:
         if self.environment == "production":
             kek = self.keystore_kek.get_secret_value()
-            if not kek.startswith(("aws-kms:", "gcp-kms:")) and base64.b64decode(kek) == base64.b64decode(
-                DEV_KEYSTORE_KEK
-            ):
+            if not kek.startswith(("aws-kms:", "gcp-kms:")) and base64.b64decode(kek) == base64.b64decode(DEV_KEYSTORE_KEK):
                 raise ValueError(
                     "CUSTODY_KEYSTORE_KEK must be set to a real key in production "
                     "(base64 of 32 random bytes, aws-kms:<key> or gcp-kms:<crypto key name>)"
@@ -554,9 +550,7 @@ class Settings(BaseSettings):
             # Compared by value (the decoded bytes), so a re-encoding or stray whitespace
             # around the dev key is still the dev key.
             dev_payload_key = base64.b64decode(DEV_PAYLOAD_KEY)
-            if not self.payload_keys or any(
-                _decoded(k.get_secret_value()) == dev_payload_key for k in self.payload_keys.values()
-            ):
+            if not self.payload_keys or any(_decoded(k.get_secret_value()) == dev_payload_key for k in self.payload_keys.values()):
                 raise ValueError("CUSTODY_PAYLOAD_KEYS must hold real keys in production")
             if not self.codec_auth_token.get_secret_value().strip():
                 raise ValueError("CUSTODY_CODEC_AUTH_TOKEN is required in production")

@@ -67,16 +67,25 @@ def metrics_runtime(port: int) -> Runtime:
 def client_over(service_client: ServiceClient, settings: Settings) -> Client:
     """A custody client sharing an existing connection (tests, embedded servers)."""
     return Client(
-        service_client, namespace=settings.temporal_namespace, data_converter=custody_data_converter(settings),
+        service_client,
+        namespace=settings.temporal_namespace,
+        data_converter=custody_data_converter(settings),
         interceptors=tracing_interceptors(settings),
     )
 
 
 # Answers that say nothing about the workflow, only that Temporal could not be asked now.
-_UNREACHABLE = frozenset({
-    RPCStatusCode.UNAVAILABLE, RPCStatusCode.DEADLINE_EXCEEDED, RPCStatusCode.CANCELLED,
-    RPCStatusCode.RESOURCE_EXHAUSTED, RPCStatusCode.ABORTED, RPCStatusCode.UNKNOWN, RPCStatusCode.INTERNAL,
-})
+_UNREACHABLE = frozenset(
+    {
+        RPCStatusCode.UNAVAILABLE,
+        RPCStatusCode.DEADLINE_EXCEEDED,
+        RPCStatusCode.CANCELLED,
+        RPCStatusCode.RESOURCE_EXHAUSTED,
+        RPCStatusCode.ABORTED,
+        RPCStatusCode.UNKNOWN,
+        RPCStatusCode.INTERNAL,
+    }
+)
 
 
 def temporal_unreachable(error: BaseException) -> bool:

@@ -10,6 +10,7 @@ from typing import Any
 
 from core.settings import Settings
 
+
 def configure_tracing(settings: Settings, service_name: str) -> None:
     """Process start (API, worker): the global tracer provider exporting over OTLP/HTTP. Does
     nothing when tracing is off, or when a provider is installed already (tests, an agent)."""
@@ -35,4 +36,3 @@ def tracing_interceptors(settings: Settings) -> list[Any]:
     from temporalio.contrib.opentelemetry import TracingInterceptor
 
     return [TracingInterceptor()]
-

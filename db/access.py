@@ -102,7 +102,8 @@ def checked_scopes(scopes: Iterable[str] | None, roles: frozenset[Role]) -> list
             raise ValidationFailed(f"unknown scope {name!r}", field="scopes", known=[s.value for s in Scope]) from e
         if scope not in allowed:
             raise ValidationFailed(
-                f"scope {scope.value} needs a role the owner does not have", field="scopes",
+                f"scope {scope.value} needs a role the owner does not have",
+                field="scopes",
                 owner_roles=sorted(r.value for r in roles),
             )
         chosen.append(scope.value)
@@ -172,9 +173,7 @@ async def revoke_api_key(session: AsyncSession, key_id: str, by: str) -> ApiKey 
 
 
 async def find_api_key(session: AsyncSession, key: str) -> tuple[ApiKey, User] | None:
-    rows = await session.exec(
-        select(ApiKey, User).join(User, col(User.id) == col(ApiKey.owner)).where(ApiKey.prefix == prefix_of(key))
-    )
+    rows = await session.exec(select(ApiKey, User).join(User, col(User.id) == col(ApiKey.owner)).where(ApiKey.prefix == prefix_of(key)))
     for row, user in rows.all():
         if key_matches(row, key):
             return row, user
@@ -197,9 +196,7 @@ async def active_dev_keys(sessions: SessionFactory) -> list[str]:
     under another name or owner is found too."""
     async with sessions() as session:
         rows = await session.exec(
-            select(ApiKey.prefix).where(
-                col(ApiKey.key_hash).in_([hash_key(k) for k in DEV_KEYS]), col(ApiKey.revoked_at).is_(None)
-            )
+            select(ApiKey.prefix).where(col(ApiKey.key_hash).in_([hash_key(k) for k in DEV_KEYS]), col(ApiKey.revoked_at).is_(None))
         )
         return list(rows.all())
 

@@ -30,7 +30,9 @@ VERIFY_BATCH = 1000
 def entry_hash(prev_hash: str, at: datetime, actor: str, action: str, object_type: str, object_id: str, details: dict[str, Any]) -> str:
     content = json.dumps(
         [prev_hash, at.isoformat(timespec="microseconds"), actor, action, object_type, object_id, details],
-        sort_keys=True, separators=(",", ":"), default=str,
+        sort_keys=True,
+        separators=(",", ":"),
+        default=str,
     )
     return hashlib.sha256(content.encode()).hexdigest()
 
@@ -46,7 +48,13 @@ async def append(
     at = utcnow()
     clean = json.loads(json.dumps(details or {}, default=str))  # what JSONB will give back
     entry = AuditEntry(
-        at=at, actor=actor, action=action, object_type=object_type, object_id=object_id, details=clean, prev_hash=prev,
+        at=at,
+        actor=actor,
+        action=action,
+        object_type=object_type,
+        object_id=object_id,
+        details=clean,
+        prev_hash=prev,
         hash=entry_hash(prev, at, actor, action, object_type, object_id, clean),
     )
     session.add(entry)
@@ -66,11 +74,7 @@ async def verify(session: AsyncSession) -> Verification:
     """Walk the whole chain in order; the first entry whose link or content does not hold."""
     prev, checked, after = GENESIS, 0, 0
     while True:
-        rows = (
-            await session.exec(
-                select(AuditEntry).where(col(AuditEntry.id) > after).order_by(col(AuditEntry.id)).limit(VERIFY_BATCH)
-            )
-        ).all()
+        rows = (await session.exec(select(AuditEntry).where(col(AuditEntry.id) > after).order_by(col(AuditEntry.id)).limit(VERIFY_BATCH))).all()
         if not rows:
             return Verification(ok=True, checked=checked)
         for entry in rows:
@@ -84,8 +88,13 @@ async def verify(session: AsyncSession) -> Verification:
 
 
 async def entries(
-    session: AsyncSession, *, object_id: str | None = None, action: str | None = None, actor: str | None = None,
-    limit: int = 100, before_id: int | None = None,
+    session: AsyncSession,
+    *,
+    object_id: str | None = None,
+    action: str | None = None,
+    actor: str | None = None,
+    limit: int = 100,
+    before_id: int | None = None,
 ) -> list[AuditEntry]:
     query = select(AuditEntry).order_by(col(AuditEntry.id).desc()).limit(limit)
     if object_id is not None:

@@ -48,7 +48,12 @@ async def versions(session: AsyncSession, *, limit: int = 50, before: int | None
 
 
 async def publish(
-    session: AsyncSession, document: PolicyDocument, *, author: str, summary: str, base_version: int | None = None,
+    session: AsyncSession,
+    document: PolicyDocument,
+    *,
+    author: str,
+    summary: str,
+    base_version: int | None = None,
     details: dict[str, str] | None = None,
 ) -> PolicyVersion:
     """Store `document` as the next version (in the caller's transaction). With `base_version`,
@@ -59,13 +64,18 @@ async def publish(
     if base_version is not None and base_version != latest:
         raise PolicyVersionConflict(
             f"the policy is at version {latest}, not {base_version}: re-read it and apply the change again",
-            current_version=latest, base_version=base_version,
+            current_version=latest,
+            base_version=base_version,
         )
     row = PolicyVersion(version=latest + 1, author=author, summary=summary, document=document.model_dump(mode="json"))
     session.add(row)
     await session.flush()
     await audit.append(
-        session, actor=author, action="policy.changed", object_type="policy", object_id=str(row.version),
+        session,
+        actor=author,
+        action="policy.changed",
+        object_type="policy",
+        object_id=str(row.version),
         details={"summary": summary, "previous_version": str(latest), **(details or {})},
     )
     return row
@@ -75,7 +85,13 @@ async def publish(
 
 
 async def window_totals(
-    session: AsyncSession, window: Window, *, chain: str, asset: str, wallet_id: str, owner: str,
+    session: AsyncSession,
+    window: Window,
+    *,
+    chain: str,
+    asset: str,
+    wallet_id: str,
+    owner: str,
     as_of: tuple[int, datetime] | None = None,
 ) -> Totals:
     """What the window holds of withdrawals in the same chain and asset, per wallet, owner or
@@ -90,7 +106,11 @@ async def window_totals(
     end = sa.literal(as_of[1], sa.DateTime(timezone=True)) if as_of else sa.func.clock_timestamp()
     start = end - sa.literal(timedelta(seconds=window.seconds), sa.Interval())
     query = sa.select(sa.func.coalesce(sa.func.sum(s.amount), 0), sa.func.count(), sa.func.min(s.at)).where(
-        s.chain == chain, s.asset == asset, s.state == "ACTIVE", s.internal.is_(False), s.at > start,
+        s.chain == chain,
+        s.asset == asset,
+        s.state == "ACTIVE",
+        s.internal.is_(False),
+        s.at > start,
     )
     if window.per == Per.WALLET:
         query = query.where(s.wallet_id == wallet_id)
@@ -120,7 +140,9 @@ async def live_entry(session: AsyncSession, owner: str, chain: str, address: str
     return (
         await session.exec(
             select(AddressBookEntry).where(
-                AddressBookEntry.owner == owner, AddressBookEntry.chain == chain, AddressBookEntry.address == address,
+                AddressBookEntry.owner == owner,
+                AddressBookEntry.chain == chain,
+                AddressBookEntry.address == address,
                 col(AddressBookEntry.removed_at).is_(None),
             )
         )
@@ -138,20 +160,28 @@ def usable(entry: AddressBookEntry | None, now: datetime) -> tuple[bool, str]:
     return False, f"address-book entry {entry.id}, cooling until {entry.usable_from.isoformat()} (or a quorum's approval)"
 
 
-async def add_entry(
-    session: AsyncSession, *, owner: str, chain: str, address: str, label: str, by: str, cooling_seconds: int
-) -> AddressBookEntry:
+async def add_entry(session: AsyncSession, *, owner: str, chain: str, address: str, label: str, by: str, cooling_seconds: int) -> AddressBookEntry:
     if await live_entry(session, owner, chain, address) is not None:
         raise ValidationFailed("this address is already in the address book", field="address", chain=chain)
     now = utcnow()
     entry = AddressBookEntry(
-        id=str(uuid.uuid4()), owner=owner, chain=chain, address=address, label=label, created_by=by, created_at=now,
+        id=str(uuid.uuid4()),
+        owner=owner,
+        chain=chain,
+        address=address,
+        label=label,
+        created_by=by,
+        created_at=now,
         usable_from=now + timedelta(seconds=cooling_seconds),
     )
     session.add(entry)
     await session.flush()
     await audit.append(
-        session, actor=by, action="address_book.added", object_type="address_book_entry", object_id=entry.id,
+        session,
+        actor=by,
+        action="address_book.added",
+        object_type="address_book_entry",
+        object_id=entry.id,
         details={"owner": owner, "chain": chain, "address": address, "label": label, "usable_from": entry.usable_from.isoformat()},
     )
     return entry
@@ -174,9 +204,7 @@ async def remove_entry(session: AsyncSession, entry: AddressBookEntry, by: str) 
 
 
 async def approvals_of(session: AsyncSession, entry_id: str) -> list[AddressBookApproval]:
-    rows = await session.exec(
-        select(AddressBookApproval).where(AddressBookApproval.entry_id == entry_id).order_by(col(AddressBookApproval.id))
-    )
+    rows = await session.exec(select(AddressBookApproval).where(AddressBookApproval.entry_id == entry_id).order_by(col(AddressBookApproval.id)))
     return list(rows.all())
 
 
@@ -193,7 +221,12 @@ async def record_approval(
         session.add(entry)
         details["usable"] = "now"
     await audit.append(
-        session, actor=approver, action="address_book.approved", object_type="address_book_entry", object_id=entry.id, details=details,
+        session,
+        actor=approver,
+        action="address_book.approved",
+        object_type="address_book_entry",
+        object_id=entry.id,
+        details=details,
     )
     return entry
 

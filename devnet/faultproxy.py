@@ -74,8 +74,16 @@ CONTROL_PATH = "/_faults"
 _HOP_BY_HOP = frozenset(
     h.lower()
     for h in (
-        "Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "TE", "Trailers",
-        "Transfer-Encoding", "Upgrade", "Host", "Content-Length",
+        "Connection",
+        "Keep-Alive",
+        "Proxy-Authenticate",
+        "Proxy-Authorization",
+        "TE",
+        "Trailers",
+        "Transfer-Encoding",
+        "Upgrade",
+        "Host",
+        "Content-Length",
     )
 )
 _POLL_SECONDS = 0.05
@@ -101,9 +109,7 @@ class FaultRule:
     matched: int = 0
     fired: int = 0
 
-    FIELDS = frozenset(
-        {"action", "rpc_method", "http", "probability", "count", "seconds", "status", "body", "rpc_error", "rpc_result", "name"}
-    )
+    FIELDS = frozenset({"action", "rpc_method", "http", "probability", "count", "seconds", "status", "body", "rpc_error", "rpc_result", "name"})
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> FaultRule:
@@ -482,9 +488,7 @@ class FaultProxy:
         if identity:
             headers["Accept-Encoding"] = "identity"
         assert self._session is not None
-        async with self._session.request(
-            http.method, self._upstream_url(http), headers=headers, data=body, allow_redirects=False
-        ) as response:
+        async with self._session.request(http.method, self._upstream_url(http), headers=headers, data=body, allow_redirects=False) as response:
             payload = await response.read()
             with self._lock:
                 self._totals["forwarded"] += 1
@@ -493,7 +497,7 @@ class FaultProxy:
     async def _forward(self, http: web.Request, request: _Request) -> web.Response:
         try:
             status, headers, payload = await self._send(http, request.body)
-        except (aiohttp.ClientError, OSError, asyncio.TimeoutError) as e:
+        except (TimeoutError, aiohttp.ClientError, OSError) as e:
             with self._lock:
                 self._totals["upstream_errors"] += 1
             return web.Response(status=502, text=f"fault proxy: upstream unreachable ({type(e).__name__})")
@@ -502,6 +506,7 @@ class FaultProxy:
 
     async def _rpc_reply(self, http: web.Request, request: _Request, rule: FaultRule) -> web.Response:
         """Answer the matching JSON-RPC calls with the rule's error/result; forward the others."""
+
         def hit(call: dict[str, Any]) -> bool:
             return not rule.rpc_method or call.get("method") in rule.rpc_method
 
@@ -517,7 +522,7 @@ class FaultProxy:
             try:
                 status, _, payload = await self._send(http, json.dumps(rest).encode(), identity=True)
                 answers = json.loads(payload) if status == 200 else []
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError, ValueError):
+            except (TimeoutError, aiohttp.ClientError, OSError, ValueError):
                 with self._lock:
                     self._totals["upstream_errors"] += 1
                 return web.Response(status=502, text="fault proxy: upstream unreachable")

@@ -101,9 +101,7 @@ def spawn(
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
     log = open(log_path, "ab")
-    process = subprocess.Popen(
-        list(argv), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=ROOT
-    )
+    process = subprocess.Popen(list(argv), stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=ROOT)
     managed = ManagedProcess(name, process, log_path)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -117,11 +115,13 @@ def spawn(
 
 
 def anvil_argv(
-    port: int, state_file: Path | None = None, block_time: float | None = None, state_interval: int | None = None,
+    port: int,
+    state_file: Path | None = None,
+    block_time: float | None = None,
+    state_interval: int | None = None,
     extra_args: list[str] | None = None,
 ) -> list[str]:
-    argv = [anvil_path(), "--host", "127.0.0.1", "--port", str(port), "--chain-id", "31337", "--silent",
-            *(extra_args or [])]
+    argv = [anvil_path(), "--host", "127.0.0.1", "--port", str(port), "--chain-id", "31337", "--silent", *(extra_args or [])]
     if state_file is not None:
         argv += ["--state", str(state_file)]
         if state_interval:
@@ -134,7 +134,10 @@ def anvil_argv(
 
 
 def start_anvil(
-    port: int, log_dir: Path, state_file: Path | None = None, block_time: float | None = None,
+    port: int,
+    log_dir: Path,
+    state_file: Path | None = None,
+    block_time: float | None = None,
     extra_args: list[str] | None = None,
 ) -> ManagedProcess:
     argv = anvil_argv(port, state_file, block_time, extra_args=extra_args)
@@ -146,8 +149,20 @@ def start_anvil(
 def redis_argv(port: int, data_dir: Path) -> list[str]:
     data_dir.mkdir(parents=True, exist_ok=True)
     return [
-        redis_server_path(), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(data_dir),
-        "--save", "60", "1", "--appendonly", "no", "--daemonize", "no",
+        redis_server_path(),
+        "--bind",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dir",
+        str(data_dir),
+        "--save",
+        "60",
+        "1",
+        "--appendonly",
+        "no",
+        "--daemonize",
+        "no",
     ]
 
 
@@ -158,11 +173,27 @@ def start_redis(port: int, data_dir: Path, log_dir: Path) -> ManagedProcess:
 
 
 def temporal_argv(
-    port: int, ui_port: int, db_file: Path | None, search_attributes: dict[str, str],
-    ui_codec_endpoint: str | None = None, sqlite_pragmas: Sequence[str] = (),
+    port: int,
+    ui_port: int,
+    db_file: Path | None,
+    search_attributes: dict[str, str],
+    ui_codec_endpoint: str | None = None,
+    sqlite_pragmas: Sequence[str] = (),
 ) -> list[str]:
-    argv = [temporal_path(), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port),
-            "--ui-port", str(ui_port), "--log-level", "warn", "--ui-disable-news-fetch"]
+    argv = [
+        temporal_path(),
+        "server",
+        "start-dev",
+        "--ip",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--ui-port",
+        str(ui_port),
+        "--log-level",
+        "warn",
+        "--ui-disable-news-fetch",
+    ]
     if db_file is not None:
         db_file.parent.mkdir(parents=True, exist_ok=True)
         argv += ["--db-filename", str(db_file)]
@@ -176,7 +207,11 @@ def temporal_argv(
 
 
 def start_temporal(
-    port: int, ui_port: int, db_file: Path | None, log_dir: Path, search_attributes: dict[str, str],
+    port: int,
+    ui_port: int,
+    db_file: Path | None,
+    log_dir: Path,
+    search_attributes: dict[str, str],
     ui_codec_endpoint: str | None = None,
 ) -> ManagedProcess:
     argv = temporal_argv(port, ui_port, db_file, search_attributes, ui_codec_endpoint)
@@ -210,8 +245,7 @@ def postgres_foreground(data_dir: Path) -> tuple[list[str], str | None]:
         data_dir.parent.mkdir(parents=True, exist_ok=True)
         pgserver.get_server(data_dir, cleanup_mode="stop").cleanup()
     user = data_dir.owner() if os.geteuid() == 0 else None
-    argv = [str(POSTGRES_BIN_PATH / "postgres"), "-D", str(data_dir), "-k", str(data_dir),
-            "-c", "listen_addresses="]
+    argv = [str(POSTGRES_BIN_PATH / "postgres"), "-D", str(data_dir), "-k", str(data_dir), "-c", "listen_addresses="]
     return argv, None if user == "root" else user
 
 
@@ -261,12 +295,23 @@ async def create_test_spl_mint(rpc_url: str, authority_secret: str, decimals: in
         await _solana_confirmed(rpc, (await rpc.request_airdrop(authority.pubkey(), 10**9)).value)
         rent = (await rpc.get_minimum_balance_for_rent_exemption(82)).value
         instructions = [
-            create_account(CreateAccountParams(
-                from_pubkey=authority.pubkey(), to_pubkey=mint.pubkey(), lamports=rent, space=82, owner=TOKEN_PROGRAM_ID,
-            )),
-            initialize_mint2(InitializeMint2Params(
-                decimals=decimals, program_id=TOKEN_PROGRAM_ID, mint=mint.pubkey(), mint_authority=authority.pubkey(),
-            )),
+            create_account(
+                CreateAccountParams(
+                    from_pubkey=authority.pubkey(),
+                    to_pubkey=mint.pubkey(),
+                    lamports=rent,
+                    space=82,
+                    owner=TOKEN_PROGRAM_ID,
+                )
+            ),
+            initialize_mint2(
+                InitializeMint2Params(
+                    decimals=decimals,
+                    program_id=TOKEN_PROGRAM_ID,
+                    mint=mint.pubkey(),
+                    mint_authority=authority.pubkey(),
+                )
+            ),
         ]
         recent = (await rpc.get_latest_blockhash(Confirmed)).value.blockhash
         tx = Transaction.new_signed_with_payer(instructions, authority.pubkey(), [authority, mint], recent)
@@ -301,7 +346,6 @@ async def create_test_stellar_issuer(horizon_url: str, issuer_secret: str) -> No
     """The issuer account of a test credit asset, created by the network's friendbot (an
     issuer needs no trustline: the asset exists as soon as it pays it)."""
     import httpx
-
     from stellar_sdk import Keypair
 
     public = Keypair.from_secret(issuer_secret).public_key

@@ -68,10 +68,7 @@ def _done(started: float) -> None:
 
 def _require_free(name: str, port: int) -> None:
     if local.port_open(port):
-        raise SystemExit(
-            f"port {port} for {name} is in use: is another `./dev up` running? "
-            f"(move it with CUSTODY_DEV_{name.upper()}_PORT)"
-        )
+        raise SystemExit(f"port {port} for {name} is in use: is another `./dev up` running? (move it with CUSTODY_DEV_{name.upper()}_PORT)")
 
 
 async def _dev_token(rpc_url: str) -> str:
@@ -177,35 +174,91 @@ def _start_stack(supervisor: Supervisor, ports: dict[str, int]) -> None:
     pgdata = DATA / "postgres"
     t = _step("PostgreSQL 16 (pgserver)")
     pg_argv, pg_user = local.postgres_foreground(pgdata)  # the first time: initdb
-    supervisor.start(ChildProcess(
-        "postgres", pg_argv, LOGS, ready=lambda child: local.postgres_ready(pgdata, child.pid), user=pg_user,
-        stop_signal=signal.SIGINT,  # "fast" shutdown: SIGTERM would wait for every client to leave
-        stop_timeout=30,
-    ))
+    supervisor.start(
+        ChildProcess(
+            "postgres",
+            pg_argv,
+            LOGS,
+            ready=lambda child: local.postgres_ready(pgdata, child.pid),
+            user=pg_user,
+            stop_signal=signal.SIGINT,  # "fast" shutdown: SIGTERM would wait for every client to leave
+            stop_timeout=30,
+        )
+    )
     _done(t)
     database_url = f"postgresql+asyncpg://postgres@/postgres?host={pgdata.resolve()}"
-    _start(supervisor, f"Redis on :{ports['redis']}", ChildProcess(
-        "redis", local.redis_argv(ports["redis"], DATA / "redis"), LOGS, ready=_port_ready(ports["redis"]),
-    ))
-    _start(supervisor, f"anvil on :{ports['anvil']}", ChildProcess(
-        "anvil", local.anvil_argv(
-            ports["anvil"], DATA / "anvil-state.json", block_time=ANVIL_BLOCK_SECONDS, state_interval=ANVIL_STATE_INTERVAL,
-            extra_args=["--slots-in-an-epoch", "1"],
+    _start(
+        supervisor,
+        f"Redis on :{ports['redis']}",
+        ChildProcess(
+            "redis",
+            local.redis_argv(ports["redis"], DATA / "redis"),
+            LOGS,
+            ready=_port_ready(ports["redis"]),
         ),
-        LOGS, ready=_port_ready(ports["anvil"]),
-    ))
-    _start(supervisor, f"Solana devnet (LiteSVM) on :{ports['solana']}", ChildProcess(
-        "solana-devnet",
-        [sys.executable, "-m", "devnet.solana", "--host", "127.0.0.1", "--port", str(ports["solana"]),
-         "--state-dir", str(DATA / "solana"), "--log-level", "warning"],
-        LOGS, ready=_port_ready(ports["solana"]), cwd=local.ROOT,
-    ))
-    _start(supervisor, f"Stellar devnet (Horizon API) on :{ports['stellar']}", ChildProcess(
-        "stellar-devnet",
-        [sys.executable, "-m", "devnet.stellar", "--host", "127.0.0.1", "--port", str(ports["stellar"]),
-         "--state-dir", str(DATA / "stellar"), "--log-level", "warning"],
-        LOGS, ready=_port_ready(ports["stellar"]), cwd=local.ROOT,
-    ))
+    )
+    _start(
+        supervisor,
+        f"anvil on :{ports['anvil']}",
+        ChildProcess(
+            "anvil",
+            local.anvil_argv(
+                ports["anvil"],
+                DATA / "anvil-state.json",
+                block_time=ANVIL_BLOCK_SECONDS,
+                state_interval=ANVIL_STATE_INTERVAL,
+                extra_args=["--slots-in-an-epoch", "1"],
+            ),
+            LOGS,
+            ready=_port_ready(ports["anvil"]),
+        ),
+    )
+    _start(
+        supervisor,
+        f"Solana devnet (LiteSVM) on :{ports['solana']}",
+        ChildProcess(
+            "solana-devnet",
+            [
+                sys.executable,
+                "-m",
+                "devnet.solana",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(ports["solana"]),
+                "--state-dir",
+                str(DATA / "solana"),
+                "--log-level",
+                "warning",
+            ],
+            LOGS,
+            ready=_port_ready(ports["solana"]),
+            cwd=local.ROOT,
+        ),
+    )
+    _start(
+        supervisor,
+        f"Stellar devnet (Horizon API) on :{ports['stellar']}",
+        ChildProcess(
+            "stellar-devnet",
+            [
+                sys.executable,
+                "-m",
+                "devnet.stellar",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(ports["stellar"]),
+                "--state-dir",
+                str(DATA / "stellar"),
+                "--log-level",
+                "warning",
+            ],
+            LOGS,
+            ready=_port_ready(ports["stellar"]),
+            cwd=local.ROOT,
+        ),
+    )
     t = _step("TUSD test token")
     token = asyncio.run(_dev_token(f"http://127.0.0.1:{ports['anvil']}"))
     _done(t)
@@ -217,14 +270,20 @@ def _start_stack(supervisor: Supervisor, ports: dict[str, int]) -> None:
     _done(t)
     supervisor.raise_if_stopping()
     temporal_argv = local.temporal_argv(
-        ports["temporal"], ports["temporal_ui"], DATA / "temporal.db",
+        ports["temporal"],
+        ports["temporal_ui"],
+        DATA / "temporal.db",
         {key.name: kind for key, kind in search_attributes.KINDS.items()},
-        ui_codec_endpoint=f"http://127.0.0.1:{ports['api']}/codec", sqlite_pragmas=TEMPORAL_SQLITE_PRAGMAS,
+        ui_codec_endpoint=f"http://127.0.0.1:{ports['api']}/codec",
+        sqlite_pragmas=TEMPORAL_SQLITE_PRAGMAS,
     )
     _start(
-        supervisor, f"Temporal dev server on :{ports['temporal']} with Web UI on :{ports['temporal_ui']}",
+        supervisor,
+        f"Temporal dev server on :{ports['temporal']} with Web UI on :{ports['temporal_ui']}",
         ChildProcess(
-            "temporal", temporal_argv, LOGS,
+            "temporal",
+            temporal_argv,
+            LOGS,
             ready=lambda _child: local.port_open(ports["temporal"]) and local.port_open(ports["temporal_ui"]),
         ),
         ready_timeout=90,
@@ -247,16 +306,42 @@ def _start_stack(supervisor: Supervisor, ports: dict[str, int]) -> None:
         # Four eyes above 1 ETH, so the tour can show a withdrawal awaiting approval.
         "CUSTODY_APPROVAL_THRESHOLDS": os.environ.get("CUSTODY_APPROVAL_THRESHOLDS", DEV_APPROVAL_THRESHOLDS),
     }
-    _start(supervisor, "worker", ChildProcess(
-        "worker", [sys.executable, "worker.py"], LOGS, ready=_port_ready(ports["worker_metrics"]), env=env,
-        cwd=local.ROOT, stop_timeout=30,  # lets running activities finish
-    ))
-    _start(supervisor, f"API on :{ports['api']}", ChildProcess(
-        "api",
-        [sys.executable, "-m", "uvicorn", "api.main:app_from_env", "--factory",
-         "--host", "127.0.0.1", "--port", str(ports["api"]), "--no-access-log"],
-        LOGS, ready=_port_ready(ports["api"]), env=env, cwd=local.ROOT,
-    ))
+    _start(
+        supervisor,
+        "worker",
+        ChildProcess(
+            "worker",
+            [sys.executable, "worker.py"],
+            LOGS,
+            ready=_port_ready(ports["worker_metrics"]),
+            env=env,
+            cwd=local.ROOT,
+            stop_timeout=30,  # lets running activities finish
+        ),
+    )
+    _start(
+        supervisor,
+        f"API on :{ports['api']}",
+        ChildProcess(
+            "api",
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "api.main:app_from_env",
+                "--factory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(ports["api"]),
+                "--no-access-log",
+            ],
+            LOGS,
+            ready=_port_ready(ports["api"]),
+            env=env,
+            cwd=local.ROOT,
+        ),
+    )
 
     api_url = f"http://127.0.0.1:{ports['api']}"
     print(

@@ -118,8 +118,14 @@ class ChildProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                self.argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=self.env, cwd=self.cwd, user=self.user, start_new_session=True,
+                self.argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                cwd=self.cwd,
+                user=self.user,
+                start_new_session=True,
             )
 
     def ready(self) -> bool:
@@ -256,16 +262,11 @@ class Supervisor:
             self.raise_if_stopping()
             code = service.exit_code()
             if code is not None:
-                raise ServiceFailed(
-                    f"{service.name} exited with code {code}; log {service.log_hint()}:\n{service.tail()}"
-                )
+                raise ServiceFailed(f"{service.name} exited with code {code}; log {service.log_hint()}:\n{service.tail()}")
             if service.ready():
                 return service
             if time.monotonic() > deadline:
-                raise ServiceFailed(
-                    f"{service.name} did not become ready in {ready_timeout:.0f}s; "
-                    f"log {service.log_hint()}:\n{service.tail()}"
-                )
+                raise ServiceFailed(f"{service.name} did not become ready in {ready_timeout:.0f}s; log {service.log_hint()}:\n{service.tail()}")
             self._wait(0.1)
 
     # ------------------------------------------------------------------ supervise
@@ -293,8 +294,7 @@ class Supervisor:
                 watch.restart_at = now + watch.delay
                 watch.awaiting_ready = False
                 self._say(
-                    f"{service.name} exited with code {code}; restarting in {watch.delay:.1f} s "
-                    f"(restart {watch.restarts}); log {service.log_hint()}"
+                    f"{service.name} exited with code {code}; restarting in {watch.delay:.1f} s (restart {watch.restarts}); log {service.log_hint()}"
                 )
             elif now >= watch.restart_at and not self.stop_requested:
                 watch.restart_at = None
@@ -340,4 +340,3 @@ class Supervisor:
         self.restore_signal_handlers()
         self._wake_r.close()
         self._wake_w.close()
-

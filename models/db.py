@@ -15,7 +15,6 @@ from sqlmodel import Field, SQLModel
 
 from models.columns import BaseUnits, timestamp_field, utcnow  # noqa: F401  (utcnow: models.db.utcnow is used widely)
 
-
 # The shared timestamp column under the name the tables below have always used.
 _ts = timestamp_field
 
@@ -57,9 +56,7 @@ class Wallet(SQLModel, table=True):
 
 class Withdrawal(SQLModel, table=True):
     __tablename__ = "withdrawals"
-    __table_args__ = (
-        sa.UniqueConstraint("owner", "idempotency_key", name="uq_withdrawals_idempotency"),
-    )
+    __table_args__ = (sa.UniqueConstraint("owner", "idempotency_key", name="uq_withdrawals_idempotency"),)
 
     id: str = Field(primary_key=True)
     owner: str = Field(index=True)
@@ -192,7 +189,7 @@ class KeystoreKey(SQLModel, table=True):
 # Pool tables live in their own module; importing it here registers them on SQLModel.metadata
 # wherever the withdrawal tables are (Alembic, the API, the worker).
 # They take their column helpers from models.columns, never from here (tests/test_import_graph.py).
-from models import pools as _pools  # noqa: E402,F401
 from models import access as _access  # noqa: E402,F401
 from models import policy as _policy  # noqa: E402,F401
+from models import pools as _pools  # noqa: E402,F401
 from models import webhooks as _webhooks  # noqa: E402,F401

@@ -26,9 +26,7 @@ class WithdrawalStatus(str, Enum):
         return self in FINAL_STATUSES
 
 
-FINAL_STATUSES = frozenset(
-    {WithdrawalStatus.COMPLETED, WithdrawalStatus.FAILED, WithdrawalStatus.CANCELLED}
-)
+FINAL_STATUSES = frozenset({WithdrawalStatus.COMPLETED, WithdrawalStatus.FAILED, WithdrawalStatus.CANCELLED})
 
 
 class OnChainState(str, Enum):

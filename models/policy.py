@@ -34,9 +34,7 @@ class PolicyDecision(SQLModel, table=True):
     RECHECK (right before its first signature)."""
 
     __tablename__ = "policy_decisions"
-    __table_args__ = (
-        sa.Index("uq_policy_decisions_decide", "withdrawal_id", unique=True, postgresql_where=sa.text("stage = 'DECIDE'")),
-    )
+    __table_args__ = (sa.Index("uq_policy_decisions_decide", "withdrawal_id", unique=True, postgresql_where=sa.text("stage = 'DECIDE'")),)
 
     id: int | None = Field(default=None, primary_key=True, sa_type=sa.BigInteger)
     withdrawal_id: str = Field(foreign_key="withdrawals.id", index=True)
@@ -80,11 +78,7 @@ class AddressBookEntry(SQLModel, table=True):
     once a quorum approved it (`approved_at`); a removed entry is kept, never usable again."""
 
     __tablename__ = "address_book_entries"
-    __table_args__ = (
-        sa.Index(
-            "uq_address_book_live", "owner", "chain", "address", unique=True, postgresql_where=sa.text("removed_at IS NULL")
-        ),
-    )
+    __table_args__ = (sa.Index("uq_address_book_live", "owner", "chain", "address", unique=True, postgresql_where=sa.text("removed_at IS NULL")),)
 
     id: str = Field(primary_key=True)
     owner: str = Field(index=True)

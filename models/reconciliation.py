@@ -27,9 +27,7 @@ from models.db import BaseUnits, _ts
 class ChainTransfer(SQLModel, table=True):
     __tablename__ = "chain_transfers"
     __table_args__ = (
-        sa.UniqueConstraint(
-            "chain", "tx_hash", "account", "asset", "direction", "event_key", name="uq_chain_transfers_event"
-        ),
+        sa.UniqueConstraint("chain", "tx_hash", "account", "asset", "direction", "event_key", name="uq_chain_transfers_event"),
         sa.Index("ix_chain_transfers_chain_account", "chain", "account"),
         sa.Index("ix_chain_transfers_chain_block", "chain", "block_number"),
     )

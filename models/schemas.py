@@ -58,9 +58,10 @@ class FundRequest(BaseModel):
 
     asset: str | None = Field(default=None, description="default: the chain's native asset")
     amount: str | None = Field(
-        default=None, max_length=100, examples=["1.5"],
-        description="decimal, in the asset's unit; required except where the faucet funds a fixed amount "
-        "(Stellar's friendbot: leave it out)",
+        default=None,
+        max_length=100,
+        examples=["1.5"],
+        description="decimal, in the asset's unit; required except where the faucet funds a fixed amount (Stellar's friendbot: leave it out)",
     )
 
 

@@ -22,9 +22,7 @@ from models.payloads import WithdrawalStatus
 
 # What an endpoint can subscribe to: every withdrawal status a workflow records, and its alerts.
 # "*" subscribes to all of them (and to event types added later).
-WITHDRAWAL_EVENTS = tuple(f"withdrawal.{s.value.lower()}" for s in WithdrawalStatus if s != WithdrawalStatus.PENDING) + (
-    "withdrawal.alert",
-)
+WITHDRAWAL_EVENTS = tuple(f"withdrawal.{s.value.lower()}" for s in WithdrawalStatus if s != WithdrawalStatus.PENDING) + ("withdrawal.alert",)
 ALL_EVENTS = "*"
 
 

@@ -159,17 +159,13 @@ class AwsKmsSigner:
                 )
             )["KeyMetadata"]
             try:
-                await self._call(
-                    "create_alias", frozenset({"AlreadyExistsException"}), AliasName=alias, TargetKeyId=created["KeyId"]
-                )
+                await self._call("create_alias", frozenset({"AlreadyExistsException"}), AliasName=alias, TargetKeyId=created["KeyId"])
                 meta = created
             except ClientError as e:
                 # A concurrent attempt for the same key id won: use its key, retire ours.
                 log.info("alias %s already taken; scheduling deletion of orphan %s", alias, created["Arn"])
                 try:
-                    await self._call(
-                        "schedule_key_deletion", KeyId=created["KeyId"], PendingWindowInDays=ORPHAN_DELETION_DAYS
-                    )
+                    await self._call("schedule_key_deletion", KeyId=created["KeyId"], PendingWindowInDays=ORPHAN_DELETION_DAYS)
                 except (SigningFailed, SignerUnavailable):
                     log.warning("could not schedule deletion of orphan KMS key %s", created["Arn"])
                 meta = await self._describe_alias(alias)
@@ -186,7 +182,5 @@ class AwsKmsSigner:
         check_message(scheme, message)
         public_key = await self._public_key(key_ref, scheme)
         algorithm, message_type = SIGNING[scheme]
-        resp = await self._call(
-            "sign", KeyId=key_ref, Message=message, MessageType=message_type, SigningAlgorithm=algorithm
-        )
+        resp = await self._call("sign", KeyId=key_ref, Message=message, MessageType=message_type, SigningAlgorithm=algorithm)
         return finish_signature(scheme, public_key, message, resp["Signature"])

@@ -81,9 +81,7 @@ class GcpKmsSigner:
                 # A local server: plain gRPC, no credentials (the transport ignores them
                 # when given a channel).
                 channel = grpc.aio.insecure_channel(self._settings.endpoint)
-                self._client = KeyManagementServiceAsyncClient(
-                    transport=KeyManagementServiceGrpcAsyncIOTransport(channel=channel)
-                )
+                self._client = KeyManagementServiceAsyncClient(transport=KeyManagementServiceGrpcAsyncIOTransport(channel=channel))
             else:
                 try:  # Application Default Credentials
                     self._client = KeyManagementServiceAsyncClient()
@@ -110,7 +108,7 @@ class GcpKmsSigner:
             self._raise(method, e)
         except (SigningFailed, SignerUnavailable):
             raise
-        except asyncio.TimeoutError as e:
+        except TimeoutError as e:
             self._count(e)
             raise SignerUnavailable(f"Cloud KMS {method}: timed out", code="TIMEOUT") from e
         except Exception as e:
@@ -129,9 +127,9 @@ class GcpKmsSigner:
     def _raise(self, method: str, e: gexc.GoogleAPICallError) -> NoReturn:
         self._count(e)
         code = _code(e)
-        transient = isinstance(
-            e, (gexc.ServerError, gexc.TooManyRequests, gexc.DeadlineExceeded, gexc.Aborted)
-        ) or (isinstance(e, gexc.FailedPrecondition) and "PENDING_GENERATION" in (e.message or ""))
+        transient = isinstance(e, (gexc.ServerError, gexc.TooManyRequests, gexc.DeadlineExceeded, gexc.Aborted)) or (
+            isinstance(e, gexc.FailedPrecondition) and "PENDING_GENERATION" in (e.message or "")
+        )
         if transient:  # UNAVAILABLE, RESOURCE_EXHAUSTED, DEADLINE_EXCEEDED, INTERNAL, UNKNOWN, ...
             raise SignerUnavailable(f"Cloud KMS {method}: {e.message}", code=code) from e
         # PERMISSION_DENIED, NOT_FOUND, FAILED_PRECONDITION (disabled/destroyed), INVALID_ARGUMENT, ...

@@ -71,9 +71,7 @@ class LocalKeystoreSigner:
         except SignerUnavailable:
             raise  # KMS throttled or down: worth a retry
         except SigningFailed as e:  # wrong KEK, tampered row, KEK disabled / not found / denied
-            raise SigningFailed(
-                f"keystore entry cannot be decrypted with the configured KEK: {e.message}", **{**e.details, **ids}
-            ) from e
+            raise SigningFailed(f"keystore entry cannot be decrypted with the configured KEK: {e.message}", **{**e.details, **ids}) from e
         try:
             if len(dek) != DEK_BYTES:
                 raise ValueError("unwrapped data key has the wrong length")
@@ -91,9 +89,7 @@ class LocalKeystoreSigner:
             # A retried activity must not mint a second key: the first insert wins.
             await session.exec(
                 insert(KeystoreKey)
-                .values(
-                    key_id=key_id, scheme=scheme, public_key=public_key.hex(), kek_id=self._kek.kek_id, **sealed
-                )
+                .values(key_id=key_id, scheme=scheme, public_key=public_key.hex(), kek_id=self._kek.kek_id, **sealed)
                 .on_conflict_do_nothing(index_elements=["key_id"])
             )
             await session.commit()

@@ -178,8 +178,14 @@ def paused_anvil(tmp_path: Path):  # type: ignore[no-untyped-def]
 
 @asynccontextmanager
 async def mining_paused(
-    base_settings: Settings, task_queue: str, client: Client, sessions: SessionFactory, anvil: local.ManagedProcess,
-    bump_after: float, custody_rpc: str | None = None, **chain_settings: object,
+    base_settings: Settings,
+    task_queue: str,
+    client: Client,
+    sessions: SessionFactory,
+    anvil: local.ManagedProcess,
+    bump_after: float,
+    custody_rpc: str | None = None,
+    **chain_settings: object,
 ) -> AsyncIterator[tuple[httpx.AsyncClient, object, dict]]:
     """A worker and API on their own anvil whose automatic mining is off, and a funded wallet
     (1 ETH): transactions wait in the mempool until the test mines. `chain_settings` override the
@@ -193,8 +199,13 @@ async def mining_paused(
     overrides = {k.removeprefix("settings__"): v for k, v in chain_settings.items() if k.startswith("settings__")}
     fields = {k: v for k, v in chain_settings.items() if not k.startswith("settings__")}
     chain = EvmChainSettings(
-        chain_id=31337, rpc_url=custody_rpc or rpc, poll_interval_seconds=0.2, fee_bump_after_seconds=bump_after,
-        finality="depth", confirmations=1, **fields,  # type: ignore[arg-type]
+        chain_id=31337,
+        rpc_url=custody_rpc or rpc,
+        poll_interval_seconds=0.2,
+        fee_bump_after_seconds=bump_after,
+        finality="depth",
+        confirmations=1,
+        **fields,  # type: ignore[arg-type]
     )
     settings = base_settings.model_copy(update={"task_queue": task_queue, "chains": {"anvil": chain}, **overrides})
     web3 = AsyncWeb3(AsyncHTTPProvider(rpc))
@@ -218,9 +229,7 @@ async def api_client(settings: Settings, client: Client) -> AsyncIterator[httpx.
 
 
 @pytest.fixture
-async def api(
-    settings: Settings, client: Client, sessions: SessionFactory, worker: Worker
-) -> AsyncIterator[httpx.AsyncClient]:
+async def api(settings: Settings, client: Client, sessions: SessionFactory, worker: Worker) -> AsyncIterator[httpx.AsyncClient]:
     """The API with a worker on the test's own task queue behind it."""
     async with api_client(settings, client) as http:
         yield http
@@ -233,9 +242,7 @@ class Funded:
 
 
 async def create_wallet(api: httpx.AsyncClient, headers: dict[str, str] = ALICE, label: str | None = None) -> dict:
-    response = await api.post(
-        "/v1/wallets", json={"chain": "anvil", "label": label or f"w-{uuid.uuid4().hex[:8]}"}, headers=headers
-    )
+    response = await api.post("/v1/wallets", json={"chain": "anvil", "label": label or f"w-{uuid.uuid4().hex[:8]}"}, headers=headers)
     assert response.status_code in (201, 202), response.text
     wallet = response.json()
     # 202: the key is still being made (a slow KMS under load); the API says so and we wait.
@@ -254,9 +261,7 @@ async def fund(api: httpx.AsyncClient, wallet: dict, amount: str, asset: str | N
     assert response.status_code == 200, response.text
 
 
-async def wait_for_status(
-    api: httpx.AsyncClient, withdrawal_id: str, statuses: set[str], headers: dict = ALICE, timeout: float = 60
-) -> dict:
+async def wait_for_status(api: httpx.AsyncClient, withdrawal_id: str, statuses: set[str], headers: dict = ALICE, timeout: float = 60) -> dict:
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         response = await api.get(f"/v1/withdrawals/{withdrawal_id}", headers=headers)
@@ -270,7 +275,12 @@ async def wait_for_status(
 
 
 async def withdraw(
-    api: httpx.AsyncClient, wallet: dict, to: str, amount: str, asset: str = "ETH", headers: dict = ALICE,
+    api: httpx.AsyncClient,
+    wallet: dict,
+    to: str,
+    amount: str,
+    asset: str = "ETH",
+    headers: dict = ALICE,
     key: str | None = None,
 ) -> httpx.Response:
     return await api.post(
@@ -341,4 +351,3 @@ async def wait_exit(process: subprocess.Popen, timeout: float) -> int:  # type: 
             raise AssertionError("the chaos worker did not exit")
         await asyncio.sleep(0.2)
     return process.returncode
-

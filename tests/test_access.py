@@ -29,7 +29,6 @@ from models.access import ApiKey, User
 from models.db import Wallet, utcnow
 from models.payloads import OperatorRequest
 from tests.conftest import ALICE, api_client, create_wallet, fund, random_address, wait_for_status, withdraw
-from worker import build_worker
 
 OPS = {"Authorization": "Bearer dev-ops-key"}
 ADMIN = {"Authorization": "Bearer dev-admin-key"}
@@ -38,35 +37,72 @@ PUBLIC, SIGNED_IN = "public", "signed in"
 U, A, O, D = Role.USER, Role.APPROVER, Role.OPERATOR, Role.ADMIN
 # Who may call what: written out here, independently of api/permissions.py.
 EXPECTED: dict[str, object] = {
-    "GET /live": PUBLIC, "GET /ready": PUBLIC, "POST /codec/encode": PUBLIC, "POST /codec/decode": PUBLIC,
-    "GET /health": {O}, "GET /metrics": {O},
+    "GET /live": PUBLIC,
+    "GET /ready": PUBLIC,
+    "POST /codec/encode": PUBLIC,
+    "POST /codec/decode": PUBLIC,
+    "GET /health": {O},
+    "GET /metrics": {O},
     "GET /v1/users/me": SIGNED_IN,
-    "POST /v1/wallets": {U}, "GET /v1/wallets": {U}, "GET /v1/wallets/{wallet_id}": {U},
-    "GET /v1/wallets/{wallet_id}/balances": {U}, "POST /v1/wallets/{wallet_id}/activate": {U},
-    "POST /v1/wallets/{wallet_id}/deactivate": {U}, "POST /v1/wallets/{wallet_id}/fund": {U},
+    "POST /v1/wallets": {U},
+    "GET /v1/wallets": {U},
+    "GET /v1/wallets/{wallet_id}": {U},
+    "GET /v1/wallets/{wallet_id}/balances": {U},
+    "POST /v1/wallets/{wallet_id}/activate": {U},
+    "POST /v1/wallets/{wallet_id}/deactivate": {U},
+    "POST /v1/wallets/{wallet_id}/fund": {U},
     "POST /v1/wallets/{wallet_id}/trustlines": {U},
-    "POST /v1/withdrawals": {U}, "GET /v1/withdrawals": {U, A, O}, "GET /v1/withdrawals/{withdrawal_id}": {U, A, O},
-    "POST /v1/withdrawals/{withdrawal_id}/pause": {U, O}, "POST /v1/withdrawals/{withdrawal_id}/resume": {U, O},
-    "POST /v1/withdrawals/{withdrawal_id}/cancel": {U, O}, "POST /v1/withdrawals/{withdrawal_id}/retry": {U, O},
+    "POST /v1/withdrawals": {U},
+    "GET /v1/withdrawals": {U, A, O},
+    "GET /v1/withdrawals/{withdrawal_id}": {U, A, O},
+    "POST /v1/withdrawals/{withdrawal_id}/pause": {U, O},
+    "POST /v1/withdrawals/{withdrawal_id}/resume": {U, O},
+    "POST /v1/withdrawals/{withdrawal_id}/cancel": {U, O},
+    "POST /v1/withdrawals/{withdrawal_id}/retry": {U, O},
     "POST /v1/withdrawals/{withdrawal_id}/approve": {A},
-    "POST /v1/withdrawals/pause-all": {O}, "POST /v1/withdrawals/resume-all": {O},
-    "GET /v1/admin/stats": {O}, "GET /v1/admin/reconciliation/{chain}": {O}, "POST /v1/admin/reconciliation/{chain}/runs": {O},
-    "GET /v1/pools/{chain}": {O}, "POST /v1/pools/{chain}/explorers/lease": {O},
-    "POST /v1/pools/{chain}/explorers/{lease_id}/withdrawals": {O}, "POST /v1/pools/{chain}/explorers/{lease_id}/return": {O},
-    "POST /v1/pools/{chain}/rebalance": {O}, "GET /v1/channels/{chain}": {O}, "POST /v1/channels/{chain}/sync": {O},
-    "GET /v1/audit": {D}, "GET /v1/audit/verify": {D},
-    "GET /v1/policy": {D, O}, "PUT /v1/policy": {D}, "GET /v1/policy/versions": {D, O}, "GET /v1/policy/versions/{version}": {D, O},
-    "POST /v1/policy/rules": {D}, "PUT /v1/policy/rules/{rule_id}": {D}, "DELETE /v1/policy/rules/{rule_id}": {D},
+    "POST /v1/withdrawals/pause-all": {O},
+    "POST /v1/withdrawals/resume-all": {O},
+    "GET /v1/admin/stats": {O},
+    "GET /v1/admin/reconciliation/{chain}": {O},
+    "POST /v1/admin/reconciliation/{chain}/runs": {O},
+    "GET /v1/pools/{chain}": {O},
+    "POST /v1/pools/{chain}/explorers/lease": {O},
+    "POST /v1/pools/{chain}/explorers/{lease_id}/withdrawals": {O},
+    "POST /v1/pools/{chain}/explorers/{lease_id}/return": {O},
+    "POST /v1/pools/{chain}/rebalance": {O},
+    "GET /v1/channels/{chain}": {O},
+    "POST /v1/channels/{chain}/sync": {O},
+    "GET /v1/audit": {D},
+    "GET /v1/audit/verify": {D},
+    "GET /v1/policy": {D, O},
+    "PUT /v1/policy": {D},
+    "GET /v1/policy/versions": {D, O},
+    "GET /v1/policy/versions/{version}": {D, O},
+    "POST /v1/policy/rules": {D},
+    "PUT /v1/policy/rules/{rule_id}": {D},
+    "DELETE /v1/policy/rules/{rule_id}": {D},
     "POST /v1/policy/test": {D, O},
-    "GET /v1/address-book": {U, A, O}, "POST /v1/address-book": {U}, "DELETE /v1/address-book/{entry_id}": {U},
+    "GET /v1/address-book": {U, A, O},
+    "POST /v1/address-book": {U},
+    "DELETE /v1/address-book/{entry_id}": {U},
     "POST /v1/address-book/{entry_id}/approve": {A},
-    "POST /v1/webhooks": {U}, "GET /v1/webhooks": {U, O}, "GET /v1/webhooks/{webhook_id}": {U, O},
-    "DELETE /v1/webhooks/{webhook_id}": {U}, "GET /v1/webhooks/{webhook_id}/deliveries": {U, O},
-    "GET /v1/webhooks/deliveries/{delivery_id}": {U, O}, "POST /v1/webhooks/deliveries/{delivery_id}/redeliver": {U, O},
-    "GET /v1/admin/api-keys": {D}, "POST /v1/admin/api-keys": {D}, "POST /v1/admin/api-keys/{key_id}/revoke": {D},
-    "GET /v1/admin/users": {D}, "GET /v1/admin/users/{user_id}": {D}, "PUT /v1/admin/users/{user_id}": {D},
-    "POST /v1/admin/users/{user_id}/block": {D}, "POST /v1/admin/users/{user_id}/unblock": {D},
-    "POST /v1/admin/wallets/{wallet_id}/freeze": {D}, "POST /v1/admin/wallets/{wallet_id}/unfreeze": {D},
+    "POST /v1/webhooks": {U},
+    "GET /v1/webhooks": {U, O},
+    "GET /v1/webhooks/{webhook_id}": {U, O},
+    "DELETE /v1/webhooks/{webhook_id}": {U},
+    "GET /v1/webhooks/{webhook_id}/deliveries": {U, O},
+    "GET /v1/webhooks/deliveries/{delivery_id}": {U, O},
+    "POST /v1/webhooks/deliveries/{delivery_id}/redeliver": {U, O},
+    "GET /v1/admin/api-keys": {D},
+    "POST /v1/admin/api-keys": {D},
+    "POST /v1/admin/api-keys/{key_id}/revoke": {D},
+    "GET /v1/admin/users": {D},
+    "GET /v1/admin/users/{user_id}": {D},
+    "PUT /v1/admin/users/{user_id}": {D},
+    "POST /v1/admin/users/{user_id}/block": {D},
+    "POST /v1/admin/users/{user_id}/unblock": {D},
+    "POST /v1/admin/wallets/{wallet_id}/freeze": {D},
+    "POST /v1/admin/wallets/{wallet_id}/unfreeze": {D},
 }
 
 
@@ -80,12 +116,18 @@ async def new_identity(sessions, *roles: Role, **key_options) -> tuple[dict[str,
 
 
 def _concrete(path: str) -> str:
-    return path.replace("{chain}", "nochain").replace("{wallet_id}", str(uuid.uuid4())).replace(
-        "{withdrawal_id}", str(uuid.uuid4())
-    ).replace("{lease_id}", str(uuid.uuid4())).replace("{key_id}", str(uuid.uuid4())).replace("{user_id}", f"x-{uuid.uuid4().hex[:8]}").replace(
-        "{webhook_id}", str(uuid.uuid4())
-    ).replace("{delivery_id}", str(uuid.uuid4())).replace("{version}", "999999").replace("{rule_id}", "r-none").replace(
-        "{entry_id}", str(uuid.uuid4())
+    return (
+        path.replace("{chain}", "nochain")
+        .replace("{wallet_id}", str(uuid.uuid4()))
+        .replace("{withdrawal_id}", str(uuid.uuid4()))
+        .replace("{lease_id}", str(uuid.uuid4()))
+        .replace("{key_id}", str(uuid.uuid4()))
+        .replace("{user_id}", f"x-{uuid.uuid4().hex[:8]}")
+        .replace("{webhook_id}", str(uuid.uuid4()))
+        .replace("{delivery_id}", str(uuid.uuid4()))
+        .replace("{version}", "999999")
+        .replace("{rule_id}", "r-none")
+        .replace("{entry_id}", str(uuid.uuid4()))
     )
 
 
@@ -203,10 +245,12 @@ async def issuer():  # type: ignore[no-untyped-def]
 
 @pytest.fixture
 def oidc_settings(settings, issuer):  # type: ignore[no-untyped-def]
-    return settings.model_copy(update={
-        "oidc": OidcSettings(issuer=issuer.url, audience="custody", role_map={"custody-approver": "APPROVER"}),
-        "default_wallet_chains": ["anvil"],
-    })
+    return settings.model_copy(
+        update={
+            "oidc": OidcSettings(issuer=issuer.url, audience="custody", role_map={"custody-approver": "APPROVER"}),
+            "default_wallet_chains": ["anvil"],
+        }
+    )
 
 
 async def test_oidc_tokens_good_expired_wrong_audience_and_unknown_key(oidc_settings, client, worker, issuer):
@@ -260,9 +304,7 @@ async def test_two_concurrent_first_calls_make_one_user_and_one_default_wallet(o
 # --- blocks, freezes, holds, raw Temporal -------------------------------------------------------
 @pytest.fixture
 def settings(base_settings, task_queue):  # type: ignore[no-untyped-def]
-    return base_settings.model_copy(
-        update={"task_queue": task_queue, "approval_thresholds": {"anvil:ETH": "1"}, "approval_timeout_seconds": 600}
-    )
+    return base_settings.model_copy(update={"task_queue": task_queue, "approval_thresholds": {"anvil:ETH": "1"}, "approval_timeout_seconds": 600})
 
 
 async def _awaiting_approval(api, headers=ALICE) -> tuple[dict, dict]:  # type: ignore[no-untyped-def]
@@ -356,7 +398,9 @@ async def test_an_owners_own_pause_is_lifted_by_the_owner(api):
 
 async def test_pause_all_holds_survive_owners(api, settings):
     wallet, withdrawal = await _awaiting_approval(api)
-    paused = await api.post("/v1/withdrawals/pause-all", json={"chain": "anvil", "reason": "incident", "task_queue": settings.task_queue}, headers=OPS)
+    paused = await api.post(
+        "/v1/withdrawals/pause-all", json={"chain": "anvil", "reason": "incident", "task_queue": settings.task_queue}, headers=OPS
+    )
     assert paused.status_code == 200 and paused.json()["count"] == 1
     refused = await api.post(f"/v1/withdrawals/{withdrawal['id']}/resume", json={}, headers=ALICE)
     assert refused.status_code == 403 and "only an operator" in refused.json()["error"]["message"]

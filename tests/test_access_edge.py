@@ -56,7 +56,10 @@ async def test_deep_and_oversized_bodies_get_4xx_from_a_real_api_process(setting
     log = (tmp_path / "api.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "api.main:app_from_env", "--factory", "--host", "127.0.0.1", "--port", str(port)],
-        cwd=local.ROOT, env=_env(settings), stdout=log, stderr=subprocess.STDOUT,
+        cwd=local.ROOT,
+        env=_env(settings),
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     try:
         while not local.port_open(port):
@@ -114,8 +117,11 @@ async def test_amounts_are_matched_whole_and_bounded(api, amount, code):
 async def test_security_headers_everywhere_and_cors_only_on_the_codec(api):
     live = await api.get("/live")
     for header, value in {
-        "x-content-type-options": "nosniff", "x-frame-options": "DENY", "referrer-policy": "no-referrer",
-        "cache-control": "no-store", "content-security-policy": "default-src 'none'; frame-ancestors 'none'",
+        "x-content-type-options": "nosniff",
+        "x-frame-options": "DENY",
+        "referrer-policy": "no-referrer",
+        "cache-control": "no-store",
+        "content-security-policy": "default-src 'none'; frame-ancestors 'none'",
     }.items():
         assert live.headers[header] == value
     assert "content-security-policy" not in (await api.get("/docs")).headers  # Swagger UI loads its scripts
@@ -135,9 +141,9 @@ def _client_at(api, ip: str) -> httpx.AsyncClient:  # type: ignore[no-untyped-de
 
 @pytest.fixture
 def limited(settings):  # type: ignore[no-untyped-def]
-    return settings.model_copy(update={"rate_limits": RateLimitSettings(
-        per_identity="4/minute", per_ip="1000/minute", wallet_creation="1/hour", failed_auth="3/minute"
-    )})
+    return settings.model_copy(
+        update={"rate_limits": RateLimitSettings(per_identity="4/minute", per_ip="1000/minute", wallet_creation="1/hour", failed_auth="3/minute")}
+    )
 
 
 async def test_rate_limits_per_identity_per_ip_wallet_creation_and_failed_auth(limited, client, worker, sessions):
@@ -192,7 +198,6 @@ async def keyed_rpc():  # type: ignore[no-untyped-def]
 
 
 async def test_an_rpc_key_is_in_no_api_error_and_no_worker_log_line(settings, client, sessions, keyed_rpc, tmp_path):
-    from worker import build_worker
 
     chains = {**settings.chains, "keyed": EvmChainSettings(chain_id=31337, rpc_url=keyed_rpc, poll_interval_seconds=0.2)}
     keyed = settings.model_copy(update={"chains": chains})

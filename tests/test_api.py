@@ -140,8 +140,7 @@ async def test_memo_is_refused_on_evm_with_its_own_code(api):
     wallet = await create_wallet(api)
     response = await api.post(
         "/v1/withdrawals",
-        json={"wallet_id": wallet["id"], "to": random_address(), "asset": "ETH", "amount": "1",
-              "memo": {"type": "text", "value": "invoice 42"}},
+        json={"wallet_id": wallet["id"], "to": random_address(), "asset": "ETH", "amount": "1", "memo": {"type": "text", "value": "invoice 42"}},
         headers={**ALICE, "Idempotency-Key": uuid.uuid4().hex},
     )
     assert response.status_code == 422 and response.json()["error"]["code"] == "INVALID_MEMO"
@@ -234,7 +233,6 @@ async def test_nul_characters_are_refused_at_the_edge_not_a_500(api):
     admin = {"Authorization": "Bearer dev-admin-key"}
     answer = await api.get("/v1/audit", params={"action": "D\x00x"}, headers=admin)
     assert answer.status_code == 422 and answer.json()["error"]["code"] == "VALIDATION_ERROR", answer.text
-    answer = await api.post("/v1/wallets", content=b'{"chain": "anvil", "label": "a\\u0000b"}',
-                            headers={**ALICE, "Content-Type": "application/json"})
+    answer = await api.post("/v1/wallets", content=b'{"chain": "anvil", "label": "a\\u0000b"}', headers={**ALICE, "Content-Type": "application/json"})
     assert answer.status_code == 422 and answer.json()["error"]["code"] == "VALIDATION_ERROR", answer.text
     assert (await api.get("/v1/audit", params={"action": "D"}, headers=admin)).status_code == 200

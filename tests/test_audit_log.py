@@ -28,9 +28,16 @@ async def test_a_withdrawal_s_life_is_in_the_audit_log_in_order(api, sessions):
     page = (await api.get("/v1/audit", params={"object_id": accepted["id"]}, headers=ADMIN)).json()
     actions = [e["action"] for e in reversed(page["entries"])]
     assert actions == [
-        "withdrawal.requested", "withdrawal.validating", "withdrawal.policy_decided", "withdrawal.signing",
-        "withdrawal.policy_rechecked", "withdrawal.signed",
-        "withdrawal.broadcasting", "withdrawal.broadcast", "withdrawal.confirming", "withdrawal.completed",
+        "withdrawal.requested",
+        "withdrawal.validating",
+        "withdrawal.policy_decided",
+        "withdrawal.signing",
+        "withdrawal.policy_rechecked",
+        "withdrawal.signed",
+        "withdrawal.broadcasting",
+        "withdrawal.broadcast",
+        "withdrawal.confirming",
+        "withdrawal.completed",
     ], actions
     requested, signed = page["entries"][-1], next(e for e in page["entries"] if e["action"] == "withdrawal.signed")
     assert requested["actor"] == "alice" and requested["details"]["amount"] == str(2 * 10**17)
@@ -52,7 +59,9 @@ async def test_a_wallet_s_creation_is_in_the_audit_log_once(api):
 
 
 async def test_access_changes_and_failed_logins_are_audited(api):
-    created = await api.post("/v1/admin/api-keys", json={"owner": "alice", "name": f"k-{uuid.uuid4().hex[:6]}", "scopes": ["wallets:read"]}, headers=ADMIN)
+    created = await api.post(
+        "/v1/admin/api-keys", json={"owner": "alice", "name": f"k-{uuid.uuid4().hex[:6]}", "scopes": ["wallets:read"]}, headers=ADMIN
+    )
     assert created.status_code == 201, created.text
     key_id = created.json()["id"]
     assert (await api.post(f"/v1/admin/api-keys/{key_id}/revoke", headers=ADMIN)).status_code == 200

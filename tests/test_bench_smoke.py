@@ -19,10 +19,33 @@ def _ordered(summary: dict) -> bool:
 
 def test_bench_runs_at_tiny_size_and_reports_every_figure(tmp_path: Path) -> None:
     run = subprocess.run(
-        [sys.executable, "-m", "bench", "--levels", "1,2", "--min-per-level", "3", "--per-level", "1",
-         "--senders", "2", "--ceiling-senders", "2", "--ceiling-per-sender", "3", "--api-rate", "10", "--api-seconds", "1",
-         "--out", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=240,
+        [
+            sys.executable,
+            "-m",
+            "bench",
+            "--levels",
+            "1,2",
+            "--min-per-level",
+            "3",
+            "--per-level",
+            "1",
+            "--senders",
+            "2",
+            "--ceiling-senders",
+            "2",
+            "--ceiling-per-sender",
+            "3",
+            "--api-rate",
+            "10",
+            "--api-seconds",
+            "1",
+            "--out",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=240,
     )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     result = json.loads((tmp_path / "results.json").read_text())

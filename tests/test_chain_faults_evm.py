@@ -37,9 +37,7 @@ from worker import build_worker
 FINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 
 
-async def _wait_until(
-    api: httpx.AsyncClient, withdrawal_id: str, what: str, check: Callable[[dict], bool], timeout: float = 60
-) -> dict:
+async def _wait_until(api: httpx.AsyncClient, withdrawal_id: str, what: str, check: Callable[[dict], bool], timeout: float = 60) -> dict:
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         body = (await api.get(f"/v1/withdrawals/{withdrawal_id}", headers=ALICE)).json()
@@ -64,9 +62,7 @@ async def _reserved_eth(api: httpx.AsyncClient, wallet: dict) -> str:
 
 
 def _kms(aws_server) -> AwsKmsSettings:  # type: ignore[no-untyped-def]
-    return AwsKmsSettings(
-        region=aws_server.region, endpoint_url=aws_server.endpoint_url, alias_prefix=f"t-{uuid.uuid4().hex[:8]}"
-    )
+    return AwsKmsSettings(region=aws_server.region, endpoint_url=aws_server.endpoint_url, alias_prefix=f"t-{uuid.uuid4().hex[:8]}")
 
 
 async def _key_ref(sessions, wallet_id: str) -> str:  # type: ignore[no-untyped-def]
@@ -80,8 +76,14 @@ async def test_a_fee_bump_the_kms_refuses_never_fails_a_sent_withdrawal_nor_lets
     base_settings, task_queue, client, sessions, paused_anvil, aws_server
 ):
     async with mining_paused(
-        base_settings, task_queue, client, sessions, paused_anvil, bump_after=1,
-        settings__signer_backend="aws-kms", settings__aws_kms=_kms(aws_server),
+        base_settings,
+        task_queue,
+        client,
+        sessions,
+        paused_anvil,
+        bump_after=1,
+        settings__signer_backend="aws-kms",
+        settings__aws_kms=_kms(aws_server),
     ) as (api, web3, wallet):
         destination = random_address()
         accepted = (await withdraw(api, wallet, destination, "0.25")).json()
@@ -111,9 +113,11 @@ async def test_a_withdrawal_at_the_fee_cap_alerts_acts_on_a_cancel_and_completes
 ):
     # Fresh anvil: base fee 1 gwei, tip floor 1 gwei. maxFee = min(2 x base + tip, cap) = the cap,
     # so a replacement (+15 %) can never be priced under it.
-    async with mining_paused(
-        base_settings, task_queue, client, sessions, paused_anvil, bump_after=1, max_fee_per_gas_cap_wei=25 * GWEI // 10
-    ) as (api, web3, wallet):
+    async with mining_paused(base_settings, task_queue, client, sessions, paused_anvil, bump_after=1, max_fee_per_gas_cap_wei=25 * GWEI // 10) as (
+        api,
+        web3,
+        wallet,
+    ):
         destination = random_address()
         accepted = (await withdraw(api, wallet, destination, "0.25")).json()
         stuck = await _wait_until(api, accepted["id"], "the fee-cap alert", lambda b: bool(_alerts(b)) or b["status"] in FINAL)
@@ -122,9 +126,7 @@ async def test_a_withdrawal_at_the_fee_cap_alerts_acts_on_a_cancel_and_completes
 
         cancel = await api.post(f"/v1/withdrawals/{accepted['id']}/cancel", json={"reason": "stuck"}, headers=ALICE)
         assert cancel.status_code == 200, cancel.text
-        acted = await _wait_until(
-            api, accepted["id"], "the cancellation tried", lambda b: any("cancellation" in a["message"] for a in _alerts(b))
-        )
+        acted = await _wait_until(api, accepted["id"], "the cancellation tried", lambda b: any("cancellation" in a["message"] for a in _alerts(b)))
         assert [a["code"] for a in _alerts(acted)] == ["STUCK_AT_FEE_CAP", "STUCK_AT_FEE_CAP"]
 
         await web3.provider.make_request("evm_mine", [])
@@ -140,8 +142,14 @@ async def test_a_nonce_released_below_a_waiting_withdrawal_is_filled_by_a_self_s
     base_settings, task_queue, client, sessions, paused_anvil, aws_server
 ):
     async with mining_paused(
-        base_settings, task_queue, client, sessions, paused_anvil, bump_after=2,
-        settings__signer_backend="aws-kms", settings__aws_kms=_kms(aws_server),
+        base_settings,
+        task_queue,
+        client,
+        sessions,
+        paused_anvil,
+        bump_after=2,
+        settings__signer_backend="aws-kms",
+        settings__aws_kms=_kms(aws_server),
     ) as (api, web3, wallet):
         # A signs nonce 0 slowly; paused meanwhile, it holds before broadcasting. B takes nonce 1.
         aws_server.set_faults({"Sign": {"error": None, "delay": 3, "count": 1}})
@@ -166,9 +174,7 @@ async def test_a_nonce_released_below_a_waiting_withdrawal_is_filled_by_a_self_s
         alerted = await _wait_until(api, b["id"], "the gap alert", lambda body: bool(_alerts(body)))
         assert [x["code"] for x in _alerts(alerted)] == ["NONCE_GAP"], alerted
         async with sessions() as session:
-            fillers = (
-                await session.exec(select(Withdrawal).where(Withdrawal.wallet_id == wallet["id"], Withdrawal.kind == "GAP_FILL"))
-            ).all()
+            fillers = (await session.exec(select(Withdrawal).where(Withdrawal.wallet_id == wallet["id"], Withdrawal.kind == "GAP_FILL"))).all()
         assert [(f.nonce, f.amount, f.destination) for f in fillers] == [(0, 0, wallet["address"])]
         filler = await _wait_until(api, fillers[0].id, "the filler broadcast", _sent)
 
@@ -213,9 +219,11 @@ async def test_a_replacement_that_costs_more_grows_the_hold(base_settings, task_
 async def test_a_long_wait_continues_as_new_and_completes_once(base_settings, task_queue, client, sessions, paused_anvil):
     """Every confirmation round adds history; after `confirmation_rounds_per_run` rounds the
     run continues as new, carrying what it knows, and the new run finishes the withdrawal."""
-    async with mining_paused(
-        base_settings, task_queue, client, sessions, paused_anvil, bump_after=0.5, settings__confirmation_rounds_per_run=2
-    ) as (api, web3, wallet):
+    async with mining_paused(base_settings, task_queue, client, sessions, paused_anvil, bump_after=0.5, settings__confirmation_rounds_per_run=2) as (
+        api,
+        web3,
+        wallet,
+    ):
         destination = random_address()
         accepted = (await withdraw(api, wallet, destination, "0.25")).json()
         workflow_id = f"withdrawal-{accepted['id']}"
@@ -294,9 +302,7 @@ async def _has_receipt(web3, tx_hash: str) -> bool:  # type: ignore[no-untyped-d
         return False
 
 
-async def test_an_unexpected_error_is_retried_counted_and_alerted_then_passes_once_fixed(
-    base_settings, task_queue, client, sessions, paused_anvil
-):
+async def test_an_unexpected_error_is_retried_counted_and_alerted_then_passes_once_fixed(base_settings, task_queue, client, sessions, paused_anvil):
     """A bug (here: a stored attempt whose fee fields were damaged, so the bump meets a
     TypeError) is not a silent infinite retry: code UNEXPECTED_ERROR, counted by type, alerted on
     the withdrawal after N attempts; once the cause is fixed the same step passes."""
@@ -306,13 +312,16 @@ async def test_an_unexpected_error_is_retried_counted_and_alerted_then_passes_on
     from models.db import TransferAttempt
 
     def unexpected() -> float:
-        return REGISTRY.get_sample_value(
-            "custody_activity_unexpected_errors_total", {"activity": "bump_fee", "exception": "TypeError"}
-        ) or 0.0
+        return REGISTRY.get_sample_value("custody_activity_unexpected_errors_total", {"activity": "bump_fee", "exception": "TypeError"}) or 0.0
 
     before = unexpected()
     async with mining_paused(
-        base_settings, task_queue, client, sessions, paused_anvil, bump_after=0.5,
+        base_settings,
+        task_queue,
+        client,
+        sessions,
+        paused_anvil,
+        bump_after=0.5,
         settings__unexpected_error_alert_after_attempts=2,
     ) as (api, web3, wallet):
         accepted = (await withdraw(api, wallet, random_address(), "0.25")).json()
@@ -336,9 +345,7 @@ async def test_an_unexpected_error_is_retried_counted_and_alerted_then_passes_on
         assert await web3.eth.get_transaction_count(wallet["address"]) == 1
 
 
-async def test_a_replaced_sweep_records_the_amount_of_the_attempt_that_landed(
-    base_settings, task_queue, client, sessions, paused_anvil
-):
+async def test_a_replaced_sweep_records_the_amount_of_the_attempt_that_landed(base_settings, task_queue, client, sessions, paused_anvil):
     """A sweep's replacement pays more fee out of the same total, so it moves less. When the
     original (not the replacement) is the one mined, the withdrawal records what really moved."""
     from temporalio.common import WorkflowIDReusePolicy
@@ -355,23 +362,42 @@ async def test_a_replaced_sweep_records_the_amount_of_the_attempt_that_landed(
     # another node saw it) is mined.
     with FaultProxy(paused_anvil.info["rpc_url"]) as proxy:
         async with mining_paused(
-            base_settings, task_queue, client, sessions, paused_anvil, bump_after=1, custody_rpc=proxy.url,
+            base_settings,
+            task_queue,
+            client,
+            sessions,
+            paused_anvil,
+            bump_after=1,
+            custody_rpc=proxy.url,
             max_fee_per_gas_cap_wei=35 * GWEI // 10,
         ) as (api, web3, wallet):
             destination = random_address()
             sweep = Withdrawal(
-                id=str(uuid.uuid4()), owner="alice", wallet_id=wallet["id"], chain="anvil", asset="ETH",
-                destination=destination, amount=0, sweep=True, idempotency_key=uuid.uuid4().hex, request_hash="sweep",
+                id=str(uuid.uuid4()),
+                owner="alice",
+                wallet_id=wallet["id"],
+                chain="anvil",
+                asset="ETH",
+                destination=destination,
+                amount=0,
+                sweep=True,
+                idempotency_key=uuid.uuid4().hex,
+                request_hash="sweep",
             )
             seal(base_settings.intent_seal_key_bytes, sweep)
             async with sessions() as session, session.begin():
                 session.add(sweep)
             await client.start_workflow(
-                WithdrawalWorkflow.run, WithdrawalInput(withdrawal_id=sweep.id, chain="anvil"), id=f"withdrawal-{sweep.id}",
-                task_queue=task_queue, id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                WithdrawalWorkflow.run,
+                WithdrawalInput(withdrawal_id=sweep.id, chain="anvil"),
+                id=f"withdrawal-{sweep.id}",
+                task_queue=task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
             )
             await _wait_until(
-                api, sweep.id, "the one replacement out, and no more possible",
+                api,
+                sweep.id,
+                "the one replacement out, and no more possible",
                 lambda b: _sent(b) and any(a["code"] == "STUCK_AT_FEE_CAP" for a in _alerts(b)),
             )
             async with sessions() as session:

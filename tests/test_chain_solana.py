@@ -29,7 +29,16 @@ from spl.token.models import InitializeMint2Params, MintToCheckedParams
 
 from chains.base import Memo, SignedTransfer, TransferIntent
 from chains.solana import SolanaChain
-from core.errors import BelowAccountMinimum, ChainUnavailable, InsufficientFunds, InvalidMemo, InvalidRecipient, NotAvailable, SigningFailed, SubmissionFailed
+from core.errors import (
+    BelowAccountMinimum,
+    ChainUnavailable,
+    InsufficientFunds,
+    InvalidMemo,
+    InvalidRecipient,
+    NotAvailable,
+    SigningFailed,
+    SubmissionFailed,
+)
 from core.settings import AssetSpec, SolanaChainSettings, TokenSettings
 from devnet.faultproxy import FaultProxy
 from devnet.solana import SolanaDevnet, run_solana_devnet
@@ -106,16 +115,8 @@ async def create_mint(rpc: AsyncClient, authority: Keypair, program: Pubkey, dec
         rpc,
         authority,
         [
-            create_account(
-                CreateAccountParams(
-                    from_pubkey=authority.pubkey(), to_pubkey=mint.pubkey(), lamports=rent, space=82, owner=program
-                )
-            ),
-            initialize_mint2(
-                InitializeMint2Params(
-                    decimals=decimals, program_id=program, mint=mint.pubkey(), mint_authority=authority.pubkey()
-                )
-            ),
+            create_account(CreateAccountParams(from_pubkey=authority.pubkey(), to_pubkey=mint.pubkey(), lamports=rent, space=82, owner=program)),
+            initialize_mint2(InitializeMint2Params(decimals=decimals, program_id=program, mint=mint.pubkey(), mint_authority=authority.pubkey())),
         ],
         (mint,),
     )
@@ -291,9 +292,7 @@ async def test_signer_returning_a_wrong_signature_is_refused(chain: SolanaChain)
 # ----------------------------------------------------------------------------- lost sends, expiry
 
 
-async def test_lost_send_stays_pending_and_the_same_bytes_land_once(
-    chain: SolanaChain, devnet: SolanaDevnet, rpc: AsyncClient
-) -> None:
+async def test_lost_send_stays_pending_and_the_same_bytes_land_once(chain: SolanaChain, devnet: SolanaDevnet, rpc: AsyncClient) -> None:
     sender, dest = await funded(chain), Keypair()
     transfer = intent(sender, dest.pubkey(), SOL, chain.asset("SOL"))
     signed = await chain.sign_transfer(transfer, None, signer(sender))
@@ -314,9 +313,7 @@ async def test_lost_send_stays_pending_and_the_same_bytes_land_once(
     assert await lamports(rpc, sender.pubkey()) == 9 * SOL - 5_000 - PRIORITY
 
 
-async def test_forced_expiry_is_expired_only_past_the_finalized_height(
-    chain: SolanaChain, devnet: SolanaDevnet, rpc: AsyncClient
-) -> None:
+async def test_forced_expiry_is_expired_only_past_the_finalized_height(chain: SolanaChain, devnet: SolanaDevnet, rpc: AsyncClient) -> None:
     sender, dest = await funded(chain), Keypair()
     transfer = intent(sender, dest.pubkey(), SOL, chain.asset("SOL"))
     never_sent = await chain.sign_transfer(transfer, None, signer(sender))
@@ -362,9 +359,7 @@ async def test_a_landed_attempt_is_never_expired(chain: SolanaChain, devnet: Sol
     assert await lamports(rpc, dest.pubkey()) == SOL
 
 
-async def test_finalized_commitment_keeps_a_landed_attempt_pending_until_finalized(
-    devnet: SolanaDevnet, rpc: AsyncClient
-) -> None:
+async def test_finalized_commitment_keeps_a_landed_attempt_pending_until_finalized(devnet: SolanaDevnet, rpc: AsyncClient) -> None:
     chain = make_chain(devnet, commitment="finalized")
     sender, dest = await funded(chain), Keypair()
     transfer = intent(sender, dest.pubkey(), SOL, chain.asset("SOL"))
@@ -426,9 +421,7 @@ async def test_a_landed_transfer_whose_fee_cannot_be_read_now_is_read_again_not_
 
 
 @pytest.mark.parametrize("program", [TOKEN_PROGRAM_ID, TOKEN_2022_PROGRAM_ID], ids=["spl-token", "token-2022"])
-async def test_spl_transfer_creates_the_recipient_ata_and_counts_its_rent(
-    devnet: SolanaDevnet, rpc: AsyncClient, program: Pubkey
-) -> None:
+async def test_spl_transfer_creates_the_recipient_ata_and_counts_its_rent(devnet: SolanaDevnet, rpc: AsyncClient, program: Pubkey) -> None:
     base = make_chain(devnet)
     authority = await funded(base)
     mint = await create_mint(rpc, authority, program, decimals=6)

@@ -22,17 +22,16 @@ from core.errors import (
     AlreadyFunded,
     BelowAccountMinimum,
     ChainUnavailable,
-    InvalidAmount,
-    NotAvailable,
     FeeAboveCap,
     FeeTooLow,
     InsufficientFunds,
+    InvalidAmount,
     InvalidMemo,
     InvalidRecipient,
     MemoRequired,
+    NotAvailable,
     RecipientNoTrustline,
     SigningFailed,
-    SubmissionFailed,
 )
 from core.settings import StellarChainSettings, TokenSettings
 from devnet.stellar import StellarDevnet, run_stellar_devnet
@@ -98,9 +97,7 @@ async def funded(chain: StellarChain) -> Keypair:
 
 
 def intent(chain: StellarChain, sender: Keypair, to: str, amount: int, asset: str = "XLM", memo: Memo | None = None):  # type: ignore[no-untyped-def]
-    return TransferIntent(
-        sender=sender.public_key, destination=to, asset=chain.asset(asset), amount=amount, memo=memo
-    )
+    return TransferIntent(sender=sender.public_key, destination=to, asset=chain.asset(asset), amount=amount, memo=memo)
 
 
 async def sign(chain: StellarChain, sender: Keypair, transfer: TransferIntent, sequence: int | None = None) -> SignedTransfer:
@@ -180,9 +177,17 @@ def test_addresses_memos_and_amounts(chain: StellarChain) -> None:
     assert chain.validate_memo(Memo("id", "0042")) == Memo("id", "42")
     assert chain.validate_memo(Memo("id", str(2**64 - 1))).value == str(2**64 - 1)
     assert chain.validate_memo(Memo("hash", "AB" * 32)) == Memo("hash", "ab" * 32)
-    for bad in (Memo("text", "x" * 29), Memo("text", "é" * 15), Memo("id", "-1"), Memo("id", str(2**64)),
-                Memo("id", "1e3"), Memo("id", "１２"), Memo("hash", "ab" * 31), Memo("hash", "zz" * 32),
-                Memo("return", "ab" * 32)):
+    for bad in (
+        Memo("text", "x" * 29),
+        Memo("text", "é" * 15),
+        Memo("id", "-1"),
+        Memo("id", str(2**64)),
+        Memo("id", "1e3"),
+        Memo("id", "１２"),
+        Memo("hash", "ab" * 31),
+        Memo("hash", "zz" * 32),
+        Memo("return", "ab" * 32),
+    ):
         with pytest.raises(InvalidMemo):
             chain.validate_memo(bad)
 
@@ -265,7 +270,9 @@ async def test_credit_asset_trustline_rules(chain: StellarChain, server: ServerA
 async def test_memo_required_and_memo_on_chain(chain: StellarChain, server: ServerAsync, devnet: StellarDevnet) -> None:
     user, exchange = await funded(chain), await funded(chain)
     await submit_sdk(
-        server, devnet.network_passphrase, exchange,
+        server,
+        devnet.network_passphrase,
+        exchange,
         lambda b: b.append_manage_data_op("config.memo_required", "1"),
     )
     with pytest.raises(MemoRequired):
@@ -290,9 +297,7 @@ async def test_muxed_destination_credits_the_g_account(chain: StellarChain, serv
     await chain.preflight(transfer)
     await send(chain, alice, transfer)
     assert await raw_balance(server, bob.public_key) == (FRIENDBOT_XLM + 7) * XLM
-    payment = (await server.payments().for_account(bob.public_key).order(desc=True).limit(1).call())[
-        "_embedded"
-    ]["records"][0]
+    payment = (await server.payments().for_account(bob.public_key).order(desc=True).limit(1).call())["_embedded"]["records"][0]
     assert payment["to_muxed"] == muxed and payment["to_muxed_id"] == "9001"
 
     own_muxed = MuxedAccount(alice.public_key, 5).account_muxed
@@ -306,9 +311,7 @@ async def test_muxed_destination_credits_the_g_account(chain: StellarChain, serv
 # ----------------------------------------------------------------------------- exactly once
 
 
-async def test_lost_response_resends_identical_bytes_and_applies_once(
-    chain: StellarChain, server: ServerAsync, http: httpx.AsyncClient
-) -> None:
+async def test_lost_response_resends_identical_bytes_and_applies_once(chain: StellarChain, server: ServerAsync, http: httpx.AsyncClient) -> None:
     alice, bob = await funded(chain), await funded(chain)
     seq = await account_sequence(server, alice.public_key)
     transfer = intent(chain, alice, bob.public_key, 25 * XLM)
@@ -445,8 +448,7 @@ async def test_fees_cap_and_too_low(chain: StellarChain) -> None:
     # Its own devnet with manual closes: the fee change must stay invisible until we close.
     async with run_stellar_devnet(port=0, close_interval_ms=0) as manual:
         settings = chain.settings.model_copy(
-            update={"horizon_url": manual.url, "friendbot_url": manual.friendbot_url,
-                    "network_passphrase": manual.network_passphrase}
+            update={"horizon_url": manual.url, "friendbot_url": manual.friendbot_url, "network_passphrase": manual.network_passphrase}
         )
         local = StellarChain("manual", settings)
         async with httpx.AsyncClient(base_url=manual.url, timeout=30) as http:

@@ -35,8 +35,14 @@ async def api_url(settings, client, worker):  # type: ignore[no-untyped-def]
 async def custody(api_url: str, *args: str, key: str = "dev-alice-key", temporal: str = "") -> tuple[int, str, str]:
     env = {**os.environ, "CUSTODY_API_URL": api_url, "CUSTODY_API_KEY": key, "CUSTODY_TEMPORAL_ADDRESS": temporal}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cli.main", *args, cwd=ROOT, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "cli.main",
+        *args,
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await process.communicate()
     return process.returncode or 0, out.decode(), err.decode()
@@ -94,8 +100,16 @@ async def test_pause_all_on_a_chain_holds_every_running_withdrawal(api_url, sett
     for withdrawal_id in ids:
         await _until(api_url, withdrawal_id, {"AWAITING_APPROVAL"})
     code, out, err = await custody(
-        api_url, "withdrawals", "pause-all", "--chain", "anvil", "--reason", "rpc down",
-        "--task-queue", settings.task_queue, key="dev-ops-key",  # an operator's action, through the API
+        api_url,
+        "withdrawals",
+        "pause-all",
+        "--chain",
+        "anvil",
+        "--reason",
+        "rpc down",
+        "--task-queue",
+        settings.task_queue,
+        key="dev-ops-key",  # an operator's action, through the API
     )
     assert code == 0 and "paused 2 withdrawal(s)" in out, err
     await asyncio.sleep(1)

@@ -64,9 +64,14 @@ async def test_raw_history_holds_no_plaintext_and_the_codec_endpoint_decodes_it(
     assert response.headers["access-control-allow-origin"] == "http://127.0.0.1:8233"
     decoded = payloads_from_json(response.json())
     assert json.loads(decoded[0].data)["address"] == wallet["address"]
-    garbage = {"payloads": [{"metadata": {"encoding": base64.b64encode(b"binary/encrypted").decode(),
-                                          "encryption-key-id": base64.b64encode(b"dev-1").decode()},
-                             "data": base64.b64encode(os.urandom(40)).decode()}]}
+    garbage = {
+        "payloads": [
+            {
+                "metadata": {"encoding": base64.b64encode(b"binary/encrypted").decode(), "encryption-key-id": base64.b64encode(b"dev-1").decode()},
+                "data": base64.b64encode(os.urandom(40)).decode(),
+            }
+        ]
+    }
     assert (await api.post("/codec/decode", json=garbage)).status_code == 422
 
 

@@ -89,10 +89,16 @@ async def held_for_two_approvers(api) -> tuple[dict, list[tuple[dict, str]]]:  #
     await change_policy(api, lambda d: d["groups"].__setitem__(group, [user for _, user in approvers]))
     wallet = await create_wallet(api)
     await fund(api, wallet, "2")
-    await add_rule(api, {
-        "name": f"2 of 2 from {wallet['id']}", "match": {"source": {"wallets": [wallet["id"]]}, "assets": ["ETH"]},
-        "action": "REQUIRE_APPROVAL", "quorum": {"count": 2, "group": group},
-    }, position=0)
+    await add_rule(
+        api,
+        {
+            "name": f"2 of 2 from {wallet['id']}",
+            "match": {"source": {"wallets": [wallet["id"]]}, "assets": ["ETH"]},
+            "action": "REQUIRE_APPROVAL",
+            "quorum": {"count": 2, "group": group},
+        },
+        position=0,
+    )
     accepted = (await withdraw(api, wallet, random_address(), "0.25")).json()
     held = await wait_for_status(api, accepted["id"], {"AWAITING_APPROVAL", *FINAL})
     assert held["status"] == "AWAITING_APPROVAL", held
@@ -254,7 +260,9 @@ async def test_a_user_is_refused_the_queue_and_a_form_without_its_csrf_token_is_
     assert (await page.goto(served + "/console/wallets")).status == 403  # type: ignore[union-attr]
     assert await page.query_selector("#nav-wallets") is None
     await page.goto(served + "/console/withdrawals")
-    rebalance = await page.request.post(f"{served}/console/pools/anvil/rebalance", form={"csrf": await page.get_attribute("input[name=csrf]", "value") or ""})
+    rebalance = await page.request.post(
+        f"{served}/console/pools/anvil/rebalance", form={"csrf": await page.get_attribute("input[name=csrf]", "value") or ""}
+    )
     assert rebalance.status == 403 and "FORBIDDEN" in await rebalance.text()
 
     # The session cookie rides along, but without the form's token the action is refused...
@@ -351,9 +359,21 @@ def test_every_console_page_and_action_stands_for_a_route_of_the_permission_tabl
     from api.permissions import PERMISSIONS
 
     used = {
-        routes.APPROVE, routes.LIST, routes.DETAIL, routes.STATS, routes.RECONCILIATION, routes.POOLS, routes.CHANNELS,
-        routes.REBALANCE, routes.POLICY, routes.POLICY_VERSIONS, routes.POLICY_VERSION, routes.ADDRESS_BOOK, routes.AUDIT,
-        routes.AUDIT_VERIFY, *routes.ACTIONS.values(),
+        routes.APPROVE,
+        routes.LIST,
+        routes.DETAIL,
+        routes.STATS,
+        routes.RECONCILIATION,
+        routes.POOLS,
+        routes.CHANNELS,
+        routes.REBALANCE,
+        routes.POLICY,
+        routes.POLICY_VERSIONS,
+        routes.POLICY_VERSION,
+        routes.ADDRESS_BOOK,
+        routes.AUDIT,
+        routes.AUDIT_VERIFY,
+        *routes.ACTIONS.values(),
     }
     assert used <= set(PERMISSIONS), used - set(PERMISSIONS)
 

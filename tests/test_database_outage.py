@@ -34,8 +34,11 @@ async def test_the_api_answers_503_database_unavailable_while_postgresql_is_down
 
 def _unexpected(activity: str) -> float:
     return sum(
-        s.value for m in REGISTRY.collect() if m.name == "custody_activity_unexpected_errors"
-        for s in m.samples if s.name.endswith("_total") and s.labels.get("activity") == activity
+        s.value
+        for m in REGISTRY.collect()
+        if m.name == "custody_activity_unexpected_errors"
+        for s in m.samples
+        if s.name.endswith("_total") and s.labels.get("activity") == activity
     )
 
 
@@ -49,8 +52,10 @@ async def test_activities_fail_database_unavailable_and_are_retried_while_postgr
         async with build_worker(client, down, create_session_factory(engine)):
             withdrawal_id = str(uuid.uuid4())
             handle = await client.start_workflow(
-                WithdrawalWorkflow.run, WithdrawalInput(withdrawal_id=withdrawal_id, chain="anvil"),
-                id=f"withdrawal-{withdrawal_id}", task_queue=down.task_queue,
+                WithdrawalWorkflow.run,
+                WithdrawalInput(withdrawal_id=withdrawal_id, chain="anvil"),
+                id=f"withdrawal-{withdrawal_id}",
+                task_queue=down.task_queue,
             )
             try:
                 for _ in range(150):

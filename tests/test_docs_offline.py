@@ -16,8 +16,14 @@ from devnet.local import free_port
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # The flags a sandboxed CI machine needs; background networking off so nothing but the page loads.
 BROWSER_ARGS = [
-    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
 ]
 
 

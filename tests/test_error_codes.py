@@ -36,9 +36,7 @@ def readme_table() -> str:
 
 
 def test_readme_error_table_is_the_catalog() -> None:
-    assert readme_table() == markdown_table(), (
-        "README's error table differs from core/errors.py: paste the output of `python -m core.errors`"
-    )
+    assert readme_table() == markdown_table(), "README's error table differs from core/errors.py: paste the output of `python -m core.errors`"
 
 
 def codes_written_in_source() -> dict[str, str]:
@@ -55,8 +53,18 @@ def codes_written_in_source() -> dict[str, str]:
 def test_every_code_the_code_base_raises_is_in_the_catalog() -> None:
     written = codes_written_in_source()
     # the scan finds the codes of each kind (so a broken pattern cannot pass in silence)
-    for code in ("SELF_APPROVAL", "NOT_RETRYABLE", "CANCELLED", "APPROVAL_TIMEOUT", "TRANSACTION_REVERTED",
-                 "INTERNAL_ERROR", "WALLET_NOT_FOUND", "BELOW_ACCOUNT_MINIMUM", "ALREADY_FUNDED", "CANCEL_TOO_LATE"):
+    for code in (
+        "SELF_APPROVAL",
+        "NOT_RETRYABLE",
+        "CANCELLED",
+        "APPROVAL_TIMEOUT",
+        "TRANSACTION_REVERTED",
+        "INTERNAL_ERROR",
+        "WALLET_NOT_FOUND",
+        "BELOW_ACCOUNT_MINIMUM",
+        "ALREADY_FUNDED",
+        "CANCEL_TOO_LATE",
+    ):
         assert code in written, code
     missing = {code: where for code, where in written.items() if code not in error_catalog()}
     assert not missing, f"codes raised but not in core/errors.py's catalog: {missing}"
@@ -75,9 +83,7 @@ def openapi() -> dict:
 
 def test_each_route_lists_its_error_answers(openapi: dict) -> None:
     catalog = error_catalog()
-    operations = {
-        f"{method.upper()} {path}": op for path, ops in openapi["paths"].items() for method, op in ops.items()
-    }
+    operations = {f"{method.upper()} {path}": op for path, ops in openapi["paths"].items() for method, op in ops.items()}
     for name, op in operations.items():
         errors = {status: answer for status, answer in op["responses"].items() if status[0] in "45"}
         if name.split(" ")[1].startswith("/v1/"):
@@ -90,8 +96,15 @@ def test_each_route_lists_its_error_answers(openapi: dict) -> None:
     def codes(name: str) -> set[str]:
         return {c for s, a in operations[name]["responses"].items() if s[0] in "45" for c in a["description"].split(", ")}
 
-    assert {"UNAUTHORIZED", "IDEMPOTENCY_CONFLICT", "BELOW_ACCOUNT_MINIMUM", "INVALID_RECIPIENT", "UNKNOWN_ASSET",
-            "WALLET_NOT_FOUND", "VALIDATION_ERROR"} <= codes("POST /v1/withdrawals")
+    assert {
+        "UNAUTHORIZED",
+        "IDEMPOTENCY_CONFLICT",
+        "BELOW_ACCOUNT_MINIMUM",
+        "INVALID_RECIPIENT",
+        "UNKNOWN_ASSET",
+        "WALLET_NOT_FOUND",
+        "VALIDATION_ERROR",
+    } <= codes("POST /v1/withdrawals")
     assert {"ALREADY_FUNDED", "INVALID_AMOUNT", "RECIPIENT_NO_TRUSTLINE", "RATE_LIMITED", "NOT_AVAILABLE"} <= codes(
         "POST /v1/wallets/{wallet_id}/fund"
     )

@@ -19,7 +19,8 @@ from solana.rpc.core import RPCException
 from solders.keypair import Keypair as SolanaKeypair
 from stellar_sdk import Keypair, ServerAsync, TransactionBuilder
 from stellar_sdk.client.aiohttp_client import AiohttpClient
-from stellar_sdk.exceptions import BadResponseError, ConnectionError as HorizonConnectionError
+from stellar_sdk.exceptions import BadResponseError
+from stellar_sdk.exceptions import ConnectionError as HorizonConnectionError
 from web3 import AsyncHTTPProvider, AsyncWeb3
 from web3.exceptions import Web3RPCError
 
@@ -119,9 +120,7 @@ async def test_hang_for_a_while_then_reset(proxy: FaultProxy) -> None:
     assert proxy.snapshot()["forwarded"] == 0
 
 
-async def test_dropped_response_after_the_node_accepted_the_transaction(
-    proxy: FaultProxy, anvil: local.ManagedProcess
-) -> None:
+async def test_dropped_response_after_the_node_accepted_the_transaction(proxy: FaultProxy, anvil: local.ManagedProcess) -> None:
     direct = web3_at(anvil.info["rpc_url"])
     sender = (await direct.eth.accounts)[1]
     nonce = await direct.eth.get_transaction_count(sender)
@@ -142,7 +141,8 @@ async def test_added_latency_still_answers(proxy: FaultProxy) -> None:
 
 async def test_rpc_error_for_one_call_inside_a_batch(proxy: FaultProxy) -> None:
     proxy.add(
-        action="respond", rpc_method="eth_sendRawTransaction",
+        action="respond",
+        rpc_method="eth_sendRawTransaction",
         rpc_error={"code": -32000, "message": "transaction gas price below minimum: gas tip cap 1, minimum needed 25000000000"},
     )
     batch = [
@@ -232,9 +232,7 @@ async def test_control_routes_of_the_process(anvil: local.ManagedProcess) -> Non
                     break
                 except httpx.TransportError:
                     await asyncio.sleep(0.05)
-            added = await http.post(
-                "/_faults", json=[{"action": "error", "status": 429, "rpc_method": "web3_clientVersion", "count": 1}]
-            )
+            added = await http.post("/_faults", json=[{"action": "error", "status": 429, "rpc_method": "web3_clientVersion", "count": 1}])
             assert added.status_code == 200 and len(added.json()["added"]) == 1
             refused = await http.post("/_faults", json={"action": "hang", "count": -1})
             assert refused.status_code == 400 and "count" in refused.json()["error"]

@@ -12,7 +12,8 @@ import os
 import requests
 import schemathesis
 import uvicorn
-from hypothesis import HealthCheck, Phase, given, settings as hypothesis_settings
+from hypothesis import HealthCheck, Phase, given
+from hypothesis import settings as hypothesis_settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
@@ -49,8 +50,12 @@ def _fuzz(schema, base_url: str, headers: dict[str, str]) -> list[str]:  # type:
             for auth in (headers, {}):
 
                 @hypothesis_settings(
-                    max_examples=EXAMPLES_PER_OPERATION, deadline=None, database=None, derandomize=DERANDOMIZE,
-                    suppress_health_check=list(HealthCheck), phases=[Phase.explicit, Phase.generate],
+                    max_examples=EXAMPLES_PER_OPERATION,
+                    deadline=None,
+                    database=None,
+                    derandomize=DERANDOMIZE,
+                    suppress_health_check=list(HealthCheck),
+                    phases=[Phase.explicit, Phase.generate],
                 )
                 @given(case=operation.as_strategy(generation_mode=mode))
                 def run(case) -> None:  # type: ignore[no-untyped-def]

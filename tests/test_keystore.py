@@ -7,8 +7,9 @@ from __future__ import annotations
 import base64
 import os
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import coincurve
 import pytest
@@ -101,9 +102,14 @@ async def test_local_kek_rows_keep_the_layout_existing_rows_have(sessions):
     async with sessions() as session, session.begin():
         session.add(
             KeystoreKey(
-                key_id=old_id, scheme="ed25519", public_key=public.hex(), kek_id=kek_id,
-                ciphertext=AESGCM(dek).encrypt(nonce, secret.private_bytes_raw(), aad), nonce=nonce,
-                wrapped_dek=AESGCM(KEK).encrypt(dek_nonce, dek, aad), dek_nonce=dek_nonce,
+                key_id=old_id,
+                scheme="ed25519",
+                public_key=public.hex(),
+                kek_id=kek_id,
+                ciphertext=AESGCM(dek).encrypt(nonce, secret.private_bytes_raw(), aad),
+                nonce=nonce,
+                wrapped_dek=AESGCM(KEK).encrypt(dek_nonce, dek, aad),
+                dek_nonce=dek_nonce,
             )
         )
     signer = LocalKeystoreSigner(sessions, local_kek(kek_id=kek_id))
@@ -166,9 +172,7 @@ def aws_kek(aws_server) -> KmsKek:  # type: ignore[no-untyped-def]
 async def gcp_kek():  # type: ignore[no-untyped-def]
     async with run_gcp_kms(host="127.0.0.1", port=0) as srv:
         admin = srv.async_client()
-        ring = await admin.create_key_ring(
-            request={"parent": "projects/custody-test/locations/global", "key_ring_id": "kek-ring", "key_ring": {}}
-        )
+        ring = await admin.create_key_ring(request={"parent": "projects/custody-test/locations/global", "key_ring_id": "kek-ring", "key_ring": {}})
 
         async def new_settings() -> Settings:
             key = await admin.create_crypto_key(
@@ -239,9 +243,7 @@ async def test_keys_sealed_under_a_kms_kek_sign_and_nothing_is_plaintext_at_rest
     assert await signer.create_key(key_id, "secp256k1") == evm  # idempotent
     digest = os.urandom(32)
     signature = await signer.sign(evm.key_ref, "secp256k1", digest)
-    assert coincurve.PublicKey.from_signature_and_message(signature, digest, hasher=None).format(
-        compressed=False
-    ) == evm.public_key
+    assert coincurve.PublicKey.from_signature_and_message(signature, digest, hasher=None).format(compressed=False) == evm.public_key
     ed = await signer.create_key(f"e-{uuid.uuid4()}", "ed25519")
     message = b"stellar transaction hash or solana message"
     Ed25519PublicKey.from_public_bytes(ed.public_key).verify(await signer.sign(ed.key_ref, "ed25519", message), message)

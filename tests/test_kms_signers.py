@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import re
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 import coincurve
 import pytest
@@ -76,9 +77,7 @@ class _AwsOtherMessage:
 
 @pytest.fixture(scope="module")
 def aws(aws_server) -> Harness:
-    settings = AwsKmsSettings(
-        region=aws_server.region, endpoint_url=aws_server.endpoint_url, alias_prefix=f"custody-test-{uuid.uuid4().hex[:8]}"
-    )
+    settings = AwsKmsSettings(region=aws_server.region, endpoint_url=aws_server.endpoint_url, alias_prefix=f"custody-test-{uuid.uuid4().hex[:8]}")
     with pytest.MonkeyPatch.context() as mp:  # boto3's default credential chain, from the environment
         for k, v in AWS_CREDS.items():
             mp.setenv(k, v)
@@ -97,15 +96,20 @@ def aws(aws_server) -> Harness:
         return n
 
     async def inject(kind: str, count: int) -> None:
-        error = {"transient": "ThrottlingException", "internal": "KMSInternalException",
-                 "denied": "AccessDeniedException"}[kind]
+        error = {"transient": "ThrottlingException", "internal": "KMSInternalException", "denied": "AccessDeniedException"}[kind]
         aws_server.set_faults({"Sign": {"error": error, "count": count}})
 
     async def clear() -> None:
         aws_server.clear_faults()
 
     return Harness(
-        "aws", signer, disable, live_keys, inject, clear, fault_count=2,  # botocore: 2 attempts
+        "aws",
+        signer,
+        disable,
+        live_keys,
+        inject,
+        clear,
+        fault_count=2,  # botocore: 2 attempts
         wrap=lambda: AwsKmsSigner(settings, client=_AwsOtherMessage(signer._client)),
     )
 
@@ -138,16 +142,18 @@ class _GcpOtherMessage:
 async def gcp():
     async with run_gcp_kms(host="127.0.0.1", port=0) as srv:
         settings = GcpKmsSettings(
-            project="custody-test", location="us-east1", key_ring=f"ring-{uuid.uuid4().hex[:8]}",
-            protection_level="HSM", endpoint=srv.address,
+            project="custody-test",
+            location="us-east1",
+            key_ring=f"ring-{uuid.uuid4().hex[:8]}",
+            protection_level="HSM",
+            endpoint=srv.address,
         )
         signer = GcpKmsSigner(settings)
         admin = srv.async_client()
 
         async def disable(key_ref: str) -> None:
             await admin.update_crypto_key_version(
-                request={"crypto_key_version": {"name": key_ref, "state": State.DISABLED},
-                         "update_mask": {"paths": ["state"]}}
+                request={"crypto_key_version": {"name": key_ref, "state": State.DISABLED}, "update_mask": {"paths": ["state"]}}
             )
 
         async def live_keys(key_id: str) -> int:
@@ -162,7 +168,12 @@ async def gcp():
             srv.clear_faults()
 
         yield Harness(
-            "gcp", signer, disable, live_keys, inject, clear,
+            "gcp",
+            signer,
+            disable,
+            live_keys,
+            inject,
+            clear,
             fault_count=1000,  # UNAVAILABLE is retried by the client for a 2 s window
             wrap=lambda: GcpKmsSigner(settings, client=_GcpOtherMessage(signer._kms())),
         )
@@ -229,9 +240,7 @@ async def test_secp256k1_signatures_recover_to_the_key_address_with_low_s(clean:
         seen_v.add(v)
         recovered = eth_keys.Signature(vrs=(v, r, s)).recover_public_key_from_msg_hash(digest)
         assert recovered.to_checksum_address() == address
-        assert coincurve.PublicKey.from_signature_and_message(sig, digest, hasher=None).format(
-            compressed=False
-        ) == info.public_key
+        assert coincurve.PublicKey.from_signature_and_message(sig, digest, hasher=None).format(compressed=False) == info.public_key
     with pytest.raises(SigningFailed):
         await clean.signer.sign(info.key_ref, "secp256k1", b"\x01" * 31)
 
@@ -251,9 +260,15 @@ async def test_evm_transaction_signed_by_kms_recovers_to_the_wallet(clean: Harne
     info = await clean.signer.create_key(_key_id(), "secp256k1")
     address = _address(info.public_key)
     tx = {
-        "type": 2, "chainId": 80002, "nonce": 7, "gas": 21000,
-        "maxFeePerGas": 60 * 10**9, "maxPriorityFeePerGas": 25 * 10**9,
-        "to": "0x000000000000000000000000000000000000dEaD", "value": 10**17, "data": b"",
+        "type": 2,
+        "chainId": 80002,
+        "nonce": 7,
+        "gas": 21000,
+        "maxFeePerGas": 60 * 10**9,
+        "maxPriorityFeePerGas": 25 * 10**9,
+        "to": "0x000000000000000000000000000000000000dEaD",
+        "value": 10**17,
+        "data": b"",
     }
     unsigned = TypedTransaction.from_dict(tx)
     sig = await clean.signer.sign(info.key_ref, "secp256k1", unsigned.hash())
@@ -280,9 +295,7 @@ async def test_throttling_and_unavailability_are_transient(clean: Harness, kind:
     await clean.inject(kind, count)
     with pytest.raises(SignerUnavailable) as ei:
         await clean.signer.sign(info.key_ref, "secp256k1", keccak(b"busy"))
-    assert ei.value.details["code"] in (
-        "ThrottlingException", "KMSInternalException", "UNAVAILABLE", "RESOURCE_EXHAUSTED"
-    )
+    assert ei.value.details["code"] in ("ThrottlingException", "KMSInternalException", "UNAVAILABLE", "RESOURCE_EXHAUSTED")
     await clean.clear_faults()
     sig = await clean.signer.sign(info.key_ref, "secp256k1", keccak(b"busy"))
     assert len(sig) == 65

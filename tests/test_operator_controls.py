@@ -7,10 +7,9 @@ import asyncio
 import uuid
 
 import pytest
+from sqlmodel import select
 from temporalio.client import WorkflowUpdateFailedError
 from web3 import AsyncHTTPProvider, AsyncWeb3
-
-from sqlmodel import select
 
 from models.db import TransferAttempt
 from models.payloads import ControlEvent, OperatorRequest, WithdrawalState
@@ -33,9 +32,7 @@ BOB = {"Authorization": "Bearer dev-bob-key"}
 
 @pytest.fixture
 def settings(base_settings, task_queue):  # type: ignore[no-untyped-def]
-    return base_settings.model_copy(
-        update={"task_queue": task_queue, "approval_thresholds": {"anvil:ETH": "1"}, "approval_timeout_seconds": 600}
-    )
+    return base_settings.model_copy(update={"task_queue": task_queue, "approval_thresholds": {"anvil:ETH": "1"}, "approval_timeout_seconds": 600})
 
 
 async def _status_of(api, withdrawal_id: str, headers=ALICE) -> dict:  # type: ignore[no-untyped-def]
@@ -119,9 +116,7 @@ async def test_operator_actions_on_others_need_the_operator_role(api):
     assert done["status"] == "COMPLETED"
 
 
-async def test_cancel_after_broadcast_replaces_the_transfer_in_the_same_nonce(
-    base_settings, task_queue, client, sessions, paused_anvil
-):
+async def test_cancel_after_broadcast_replaces_the_transfer_in_the_same_nonce(base_settings, task_queue, client, sessions, paused_anvil):
     async with mining_paused(base_settings, task_queue, client, sessions, paused_anvil, bump_after=120) as (api, web3, wallet):
         destination = random_address()
         accepted = (await withdraw(api, wallet, destination, "0.5", key=uuid.uuid4().hex)).json()
@@ -149,9 +144,7 @@ async def test_cancel_after_broadcast_replaces_the_transfer_in_the_same_nonce(
     await replay_and_record(client, done["workflow_id"], "WithdrawalWorkflow__v3_cancelled_after_broadcast")
 
 
-async def test_stuck_transfer_is_replaced_in_the_same_nonce_with_higher_fees(
-    base_settings, task_queue, client, sessions, paused_anvil
-):
+async def test_stuck_transfer_is_replaced_in_the_same_nonce_with_higher_fees(base_settings, task_queue, client, sessions, paused_anvil):
     async with mining_paused(base_settings, task_queue, client, sessions, paused_anvil, bump_after=1) as (api, web3, wallet):
         destination = random_address()
         accepted = (await withdraw(api, wallet, destination, "0.25")).json()
@@ -198,8 +191,9 @@ def _worker_with_a_slow_pause_record(client, settings, sessions, delay: float): 
         await real(event)
 
     activities = [slow_pause_record if a is real else a for a in activities]
-    return Worker(client, task_queue=settings.task_queue, workflows=list(WORKFLOWS), activities=activities,
-                  interceptors=[CustodyWorkerInterceptor(None)])
+    return Worker(
+        client, task_queue=settings.task_queue, workflows=list(WORKFLOWS), activities=activities, interceptors=[CustodyWorkerInterceptor(None)]
+    )
 
 
 async def _until_recorded(api, withdrawal_id: str, *events: str) -> dict:  # type: ignore[no-untyped-def]
@@ -242,8 +236,9 @@ async def test_a_withdrawal_paused_while_confirming_ends_unpaused(base_settings,
     even after the final one. A final withdrawal is never paused."""
     from core.settings import EvmChainSettings
 
-    chain = EvmChainSettings(chain_id=31337, rpc_url=paused_anvil.info["rpc_url"], poll_interval_seconds=0.2,
-                             fee_bump_after_seconds=120, finality="depth", confirmations=1)
+    chain = EvmChainSettings(
+        chain_id=31337, rpc_url=paused_anvil.info["rpc_url"], poll_interval_seconds=0.2, fee_bump_after_seconds=120, finality="depth", confirmations=1
+    )
     settings = base_settings.model_copy(update={"task_queue": task_queue, "chains": {"anvil": chain}})
     web3 = AsyncWeb3(AsyncHTTPProvider(chain.rpc_url))
     async with _worker_with_a_slow_pause_record(client, settings, sessions, delay=3), api_client(settings, client) as api:
@@ -276,7 +271,8 @@ async def test_operator_actions_while_temporal_is_unreachable_answer_503_to_try_
     server = local.spawn(
         "temporal-gone",
         [local.temporal_path(), "server", "start-dev", "--ip", "127.0.0.1", "--port", str(port), "--headless", "--log-level", "error"],
-        tmp_path, lambda: local.port_open(port),
+        tmp_path,
+        lambda: local.port_open(port),
     )
     try:
         gone = await connect_temporal(settings.model_copy(update={"temporal_address": f"127.0.0.1:{port}"}))

@@ -62,7 +62,11 @@ def test_the_alert_rules_cover_what_operators_are_paged_for():
     rules = yaml.safe_load((OPS / "prometheus" / "custody-alerts.yml").read_text())
     names = {rule["alert"] for group in rules["groups"] for rule in group["rules"]}
     assert {
-        "CustodyWithdrawalStuck", "CustodyKmsErrors", "CustodyStuckAtFeeCap", "CustodyBalanceDrift", "CustodyPoolLow",
+        "CustodyWithdrawalStuck",
+        "CustodyKmsErrors",
+        "CustodyStuckAtFeeCap",
+        "CustodyBalanceDrift",
+        "CustodyPoolLow",
     } <= names
     for group in rules["groups"]:
         for rule in group["rules"]:
@@ -76,10 +80,20 @@ async def test_the_worker_samples_open_withdrawals_from_the_database(sessions):
         session.add(wallet)
         await session.flush()
         for status in ("SIGNING", "SIGNING", "CONFIRMING", "COMPLETED"):
-            session.add(Withdrawal(
-                id=str(uuid.uuid4()), owner="alice", wallet_id=wallet.id, chain=chain, asset="ETH", destination="0x",
-                amount=1, status=status, idempotency_key=uuid.uuid4().hex, request_hash="h",
-            ))
+            session.add(
+                Withdrawal(
+                    id=str(uuid.uuid4()),
+                    owner="alice",
+                    wallet_id=wallet.id,
+                    chain=chain,
+                    asset="ETH",
+                    destination="0x",
+                    amount=1,
+                    status=status,
+                    idempotency_key=uuid.uuid4().hex,
+                    request_hash="h",
+                )
+            )
     await sample_open_withdrawals(sessions)
     open_ = {labels: sample for labels, sample in _samples("custody_withdrawals_open", chain).items()}
     assert open_ == {"SIGNING": 2.0, "CONFIRMING": 1.0}  # COMPLETED is not open
@@ -90,9 +104,4 @@ async def test_the_worker_samples_open_withdrawals_from_the_database(sessions):
 def _samples(name: str, chain: str) -> dict[str, float]:
     from prometheus_client import REGISTRY
 
-    return {
-        s.labels["status"]: s.value
-        for family in REGISTRY.collect()
-        for s in family.samples
-        if s.name == name and s.labels.get("chain") == chain
-    }
+    return {s.labels["status"]: s.value for family in REGISTRY.collect() for s in family.samples if s.name == name and s.labels.get("chain") == chain}

@@ -37,14 +37,17 @@ def _installed(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     wheels = tmp_path / "wheels"
     subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(ROOT)],
-        check=True, cwd=tmp_path,
+        check=True,
+        cwd=tmp_path,
     )
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     wheel = next(wheels.glob("custody-*.whl"))
     subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True)
     # The dependencies come from the project's environment; the project itself only from the wheel.
-    site = Path(subprocess.check_output([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True).strip())
+    site = Path(
+        subprocess.check_output([str(venv / "bin" / "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], text=True).strip()
+    )
     (site / "project-dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     return venv, env
@@ -52,7 +55,9 @@ def _installed(tmp_path: Path) -> tuple[Path, dict[str, str]]:
 
 async def test_a_non_editable_install_outside_the_repository_works(tmp_path, api_url, settings):  # noqa: F811
     venv, env = await asyncio.to_thread(_installed, tmp_path)  # the API on this event loop keeps serving
-    origin = subprocess.check_output([str(venv / "bin" / "python"), "-c", "import core, worker; print(core.__file__)"], text=True, cwd=tmp_path, env=env)
+    origin = subprocess.check_output(
+        [str(venv / "bin" / "python"), "-c", "import core, worker; print(core.__file__)"], text=True, cwd=tmp_path, env=env
+    )
     assert origin.startswith(str(venv)), f"imported from {origin}, not from the installed package"
 
     # Every command's help, from the installed package, in one interpreter of the venv.
@@ -63,8 +68,12 @@ async def test_a_non_editable_install_outside_the_repository_works(tmp_path, api
         "print(json.dumps(bad))\n"
     )
     result = await asyncio.to_thread(
-        subprocess.run, [str(venv / "bin" / "python"), "-c", script, json.dumps(commands)],
-        capture_output=True, text=True, cwd=tmp_path, env=env,
+        subprocess.run,
+        [str(venv / "bin" / "python"), "-c", script, json.dumps(commands)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env,
     )
     assert result.returncode == 0 and json.loads(result.stdout) == [], (result.stdout[-2000:], result.stderr[-2000:])
     assert len(commands) > 30
@@ -72,15 +81,25 @@ async def test_a_non_editable_install_outside_the_repository_works(tmp_path, api
     paused = await asyncio.to_thread(
         subprocess.run,
         [str(venv / "bin" / "custody"), "withdrawals", "pause-all", "--chain", "anvil", "--reason", "packaging test"],
-        capture_output=True, text=True, cwd=tmp_path, env=env | {"CUSTODY_API_URL": api_url, "CUSTODY_API_KEY": "dev-ops-key"},
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=env | {"CUSTODY_API_URL": api_url, "CUSTODY_API_KEY": "dev-ops-key"},
     )
     assert paused.returncode == 0, paused.stderr[-2000:]
 
     port = free_port()
     api = subprocess.Popen(
-        [str(venv / "bin" / "custody"), "api", "--port", str(port)], cwd=tmp_path, stderr=subprocess.DEVNULL,
-        env=env | {"CUSTODY_DATABASE_URL": settings.database_url, "CUSTODY_REDIS_URL": settings.redis_url,
-                   "CUSTODY_TEMPORAL_ADDRESS": settings.temporal_address, "CUSTODY_API_METRICS_PORT": "0"},
+        [str(venv / "bin" / "custody"), "api", "--port", str(port)],
+        cwd=tmp_path,
+        stderr=subprocess.DEVNULL,
+        env=env
+        | {
+            "CUSTODY_DATABASE_URL": settings.database_url,
+            "CUSTODY_REDIS_URL": settings.redis_url,
+            "CUSTODY_TEMPORAL_ADDRESS": settings.temporal_address,
+            "CUSTODY_API_METRICS_PORT": "0",
+        },
     )
     try:
         async with httpx.AsyncClient() as http:
@@ -101,13 +120,22 @@ async def test_a_non_editable_install_outside_the_repository_works(tmp_path, api
         await asyncio.to_thread(api.wait, 30)
 
     worker_env = env | {
-        "CUSTODY_ENVIRONMENT": "test", "CUSTODY_DATABASE_URL": settings.database_url, "CUSTODY_REDIS_URL": settings.redis_url,
-        "CUSTODY_TEMPORAL_ADDRESS": settings.temporal_address, "CUSTODY_TASK_QUEUE": settings.task_queue + "-pkg",
-        "CUSTODY_WORKER_METRICS_PORT": "0", "CUSTODY_TEMPORAL_METRICS_PORT": "0", "CUSTODY_LOG_JSON": "true",
+        "CUSTODY_ENVIRONMENT": "test",
+        "CUSTODY_DATABASE_URL": settings.database_url,
+        "CUSTODY_REDIS_URL": settings.redis_url,
+        "CUSTODY_TEMPORAL_ADDRESS": settings.temporal_address,
+        "CUSTODY_TASK_QUEUE": settings.task_queue + "-pkg",
+        "CUSTODY_WORKER_METRICS_PORT": "0",
+        "CUSTODY_TEMPORAL_METRICS_PORT": "0",
+        "CUSTODY_LOG_JSON": "true",
         "CUSTODY_CHAINS": settings.model_dump_json(include={"chains"}).removeprefix('{"chains":').removesuffix("}"),
     }
     worker = subprocess.Popen(
-        [str(venv / "bin" / "custody"), "worker"], cwd=tmp_path, env=worker_env, stderr=subprocess.PIPE, text=True,
+        [str(venv / "bin" / "custody"), "worker"],
+        cwd=tmp_path,
+        env=worker_env,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         started = False

@@ -38,9 +38,7 @@ OPS = {"Authorization": "Bearer dev-ops-key"}
 
 @pytest.fixture
 def settings(base_settings, task_queue):  # type: ignore[no-untyped-def]
-    return base_settings.model_copy(
-        update={"task_queue": task_queue, "approval_thresholds": {"anvil:ETH": "1"}, "approval_timeout_seconds": 600}
-    )
+    return base_settings.model_copy(update={"task_queue": task_queue, "approval_thresholds": {"anvil:ETH": "1"}, "approval_timeout_seconds": 600})
 
 
 @pytest.fixture(autouse=True)
@@ -102,10 +100,15 @@ async def test_splitting_a_withdrawal_under_the_approval_threshold_still_needs_a
 async def test_fifty_concurrent_withdrawals_never_exceed_a_24h_limit(api, sessions, client):
     wallet = await create_wallet(api)
     await fund(api, wallet, "2")
-    rule_id, version = await add_rule(api, {
-        "name": f"0.5 ETH a day from {wallet['id']}", "match": {"source": {"wallets": [wallet["id"]]}, "chains": ["anvil"], "assets": ["ETH"]},
-        "action": "ALLOW", "limits": [{"per": "WALLET", "window_seconds": 86400, "max_amount": "0.5"}],
-    })
+    rule_id, version = await add_rule(
+        api,
+        {
+            "name": f"0.5 ETH a day from {wallet['id']}",
+            "match": {"source": {"wallets": [wallet["id"]]}, "chains": ["anvil"], "assets": ["ETH"]},
+            "action": "ALLOW",
+            "limits": [{"per": "WALLET", "window_seconds": 86400, "max_amount": "0.5"}],
+        },
+    )
     destination = random_address()
     responses = await asyncio.gather(*(withdraw(api, wallet, destination, "0.1") for _ in range(50)))
     assert all(r.status_code == 202 for r in responses)
@@ -133,11 +136,19 @@ async def test_decisions_on_ten_workers_at_once_admit_exactly_the_limit(sessions
     """The same race without Temporal's pacing: 60 decisions at once from ten judges (ten
     workers: separate in-process locks, one PostgreSQL), each committing its spend."""
     wallet = Wallet(
-        id=str(uuid.uuid4()), owner="alice", chain="anvil", label=f"race-{uuid.uuid4().hex[:6]}", status="ACTIVE",
-        address=random_address(), signer_backend="local",
+        id=str(uuid.uuid4()),
+        owner="alice",
+        chain="anvil",
+        label=f"race-{uuid.uuid4().hex[:6]}",
+        status="ACTIVE",
+        address=random_address(),
+        signer_backend="local",
     )
     rule = {
-        "id": "race", "name": "3 a day", "match": {"source": {"wallets": [wallet.id]}, "assets": ["ETH"]}, "action": "ALLOW",
+        "id": "race",
+        "name": "3 a day",
+        "match": {"source": {"wallets": [wallet.id]}, "assets": ["ETH"]},
+        "action": "ALLOW",
         "limits": [{"per": "WALLET", "window_seconds": 86400, "max_amount": "0.3", "max_count": 3}],
     }
     ids = [str(uuid.uuid4()) for _ in range(60)]
@@ -147,10 +158,19 @@ async def test_decisions_on_ten_workers_at_once_admit_exactly_the_limit(sessions
         session.add(wallet)
         await session.flush()
         for withdrawal_id in ids:
-            session.add(Withdrawal(
-                id=withdrawal_id, owner="alice", wallet_id=wallet.id, chain="anvil", asset="ETH", destination=random_address(),
-                amount=10**17, idempotency_key=withdrawal_id, request_hash=withdrawal_id,
-            ))
+            session.add(
+                Withdrawal(
+                    id=withdrawal_id,
+                    owner="alice",
+                    wallet_id=wallet.id,
+                    chain="anvil",
+                    asset="ETH",
+                    destination=random_address(),
+                    amount=10**17,
+                    idempotency_key=withdrawal_id,
+                    request_hash=withdrawal_id,
+                )
+            )
     chains = ChainRegistry.from_settings(settings)
     judges = [PolicyJudge(sessions, chains) for _ in range(10)]
     verdicts = await asyncio.gather(*(judges[i % 10].decide(withdrawal_id) for i, withdrawal_id in enumerate(ids)))
@@ -165,10 +185,16 @@ async def test_two_of_three_approvers_of_a_group_release_a_withdrawal_above_a_th
     await change_policy(api, lambda d: d["groups"].__setitem__(group, [user for _, user in members]))
     wallet = await create_wallet(api)
     await fund(api, wallet, "3")
-    rule_id, _ = await add_rule(api, {
-        "name": f"2 of 3 above 0.5 ETH from {wallet['id']}", "match": {"source": {"wallets": [wallet["id"]]}, "assets": ["ETH"], "amount": {"above": "0.5"}},
-        "action": "REQUIRE_APPROVAL", "quorum": {"count": 2, "group": group},
-    }, position=0)
+    rule_id, _ = await add_rule(
+        api,
+        {
+            "name": f"2 of 3 above 0.5 ETH from {wallet['id']}",
+            "match": {"source": {"wallets": [wallet["id"]]}, "assets": ["ETH"], "amount": {"above": "0.5"}},
+            "action": "REQUIRE_APPROVAL",
+            "quorum": {"count": 2, "group": group},
+        },
+        position=0,
+    )
     small = (await withdraw(api, wallet, random_address(), "0.5")).json()
     accepted = (await withdraw(api, wallet, random_address(), "0.9")).json()
     assert (await wait_for_status(api, small["id"], FINAL))["status"] == "COMPLETED"
@@ -200,10 +226,16 @@ async def test_a_quorum_is_re_checked_from_the_database_before_signing(api, sess
     await change_policy(api, lambda d: d["groups"].__setitem__(group, [user for _, user in members]))
     wallet = await create_wallet(api)
     await fund(api, wallet, "1")
-    await add_rule(api, {
-        "name": f"2 of desk for {wallet['id']}", "match": {"source": {"wallets": [wallet["id"]]}},
-        "action": "REQUIRE_APPROVAL", "quorum": {"count": 2, "group": group},
-    }, position=0)
+    await add_rule(
+        api,
+        {
+            "name": f"2 of desk for {wallet['id']}",
+            "match": {"source": {"wallets": [wallet["id"]]}},
+            "action": "REQUIRE_APPROVAL",
+            "quorum": {"count": 2, "group": group},
+        },
+        position=0,
+    )
     accepted = (await withdraw(api, wallet, random_address(), "0.1")).json()
     await wait_for_status(api, accepted["id"], {"AWAITING_APPROVAL"})
     assert (await api.post(f"/v1/withdrawals/{accepted['id']}/approve", json={}, headers=members[0][0])).status_code == 200
@@ -219,9 +251,15 @@ async def test_a_policy_change_after_the_decision_is_enforced_before_signing(api
     accepted = (await withdraw(api, wallet, random_address(), "1.5")).json()  # above the 1 ETH threshold
     held = await wait_for_status(api, accepted["id"], {"AWAITING_APPROVAL"})
     decided_version = held["policy_version"]
-    rule_id, version = await add_rule(api, {
-        "name": f"freeze {wallet['id']} by policy", "match": {"source": {"wallets": [wallet["id"]]}}, "action": "BLOCK",
-    }, position=0)
+    rule_id, version = await add_rule(
+        api,
+        {
+            "name": f"freeze {wallet['id']} by policy",
+            "match": {"source": {"wallets": [wallet["id"]]}},
+            "action": "BLOCK",
+        },
+        position=0,
+    )
     assert version > decided_version
     assert (await api.post(f"/v1/withdrawals/{accepted['id']}/approve", json={}, headers=OPS)).status_code == 200
     done = await wait_for_status(api, accepted["id"], FINAL)
@@ -285,10 +323,15 @@ async def test_an_address_book_entry_is_usable_once_its_cooling_period_passed(ap
     desk = random_address()
     entry = (await api.post("/v1/address-book", json={"chain": "anvil", "address": desk}, headers=ALICE)).json()
     assert entry["usable"] is True and "cooled off" in entry["status"]
-    await add_rule(api, {
-        "name": f"{wallet['id']} pays its book only", "match": {"source": {"wallets": [wallet["id"]]}, "destination": "ONE_TIME"},
-        "action": "BLOCK",
-    }, position=0)
+    await add_rule(
+        api,
+        {
+            "name": f"{wallet['id']} pays its book only",
+            "match": {"source": {"wallets": [wallet["id"]]}, "destination": "ONE_TIME"},
+            "action": "BLOCK",
+        },
+        position=0,
+    )
     book = (await withdraw(api, wallet, desk, "0.1")).json()
     elsewhere = (await withdraw(api, wallet, random_address(), "0.1")).json()
     assert (await wait_for_status(api, book["id"], FINAL))["status"] == "COMPLETED"
@@ -315,7 +358,9 @@ async def test_every_change_is_a_new_version_with_its_author_and_concurrent_edit
     assert all(v["author"] == "admin" for v in versions) and versions[0]["summary"] == f"rule {rule_id} removed"
     old = (await api.get(f"/v1/policy/versions/{version}", headers=OPS)).json()
     assert old["document"]["rules"][-1]["id"] == rule_id and old["author"] == "admin"
-    bad = await api.post("/v1/policy/rules", json={"rule": {"name": "x", "action": "REQUIRE_APPROVAL", "quorum": {"count": 2, "group": "nope"}}}, headers=ADMIN)
+    bad = await api.post(
+        "/v1/policy/rules", json={"rule": {"name": "x", "action": "REQUIRE_APPROVAL", "quorum": {"count": 2, "group": "nope"}}}, headers=ADMIN
+    )
     assert bad.status_code == 422 and bad.json()["error"]["code"] == "INVALID_POLICY" and "no group" in bad.text
     unknown = await api.post("/v1/policy/rules", json={"rule": {"name": "x", "action": "BLOCK", "match": {"assets": ["DOGE"]}}}, headers=ADMIN)
     assert unknown.status_code == 422 and "DOGE" in unknown.json()["error"]["message"]
@@ -329,10 +374,16 @@ async def test_every_change_is_a_new_version_with_its_author_and_concurrent_edit
 async def test_a_withdrawal_that_paid_nothing_gives_its_share_of_the_window_back(api):
     wallet = await create_wallet(api)
     await fund(api, wallet, "0.5")
-    await add_rule(api, {
-        "name": f"5 ETH a day from {wallet['id']}", "match": {"source": {"wallets": [wallet["id"]]}, "assets": ["ETH"]},
-        "action": "ALLOW", "limits": [{"per": "WALLET", "window_seconds": 86400, "max_amount": "5", "max_count": 10}],
-    }, position=0)
+    await add_rule(
+        api,
+        {
+            "name": f"5 ETH a day from {wallet['id']}",
+            "match": {"source": {"wallets": [wallet["id"]]}, "assets": ["ETH"]},
+            "action": "ALLOW",
+            "limits": [{"per": "WALLET", "window_seconds": 86400, "max_amount": "5", "max_count": 10}],
+        },
+        position=0,
+    )
     poor = (await withdraw(api, wallet, random_address(), "0.9")).json()  # allowed, then more than the wallet holds
     assert (await wait_for_status(api, poor["id"], FINAL))["error_code"] == "INSUFFICIENT_FUNDS"
     dry = await api.post("/v1/policy/test", json={"wallet_id": wallet["id"], "to": random_address(), "asset": "ETH", "amount": "1"}, headers=OPS)
@@ -348,14 +399,22 @@ async def test_custody_policy_test_explains_which_rule_matches_and_why(api_url, 
     code, out, err = await custody(api_url, "wallets", "create", "--chain", "anvil", "--label", f"p-{uuid.uuid4().hex[:6]}")
     assert code == 0, err
     wallet = json.loads(out)
-    rule = {"name": f"big from {wallet['id']}", "match": {"source": {"wallets": [wallet["id"]]}, "assets": ["ETH"], "amount": {"above": "2"}}, "action": "BLOCK"}
+    rule = {
+        "name": f"big from {wallet['id']}",
+        "match": {"source": {"wallets": [wallet["id"]]}, "assets": ["ETH"], "amount": {"above": "2"}},
+        "action": "BLOCK",
+    }
     code, out, err = await custody(api_url, "policy", "add-rule", "--json", json.dumps(rule), "--position", "0", key="dev-admin-key")
     assert code == 0 and "policy is now v" in out, err
     to = random_address()
-    code, out, err = await custody(api_url, "policy", "test", "--wallet", wallet["id"], "--to", to, "--asset", "ETH", "--amount", "3", key="dev-ops-key")
+    code, out, err = await custody(
+        api_url, "policy", "test", "--wallet", wallet["id"], "--to", to, "--asset", "ETH", "--amount", "3", key="dev-ops-key"
+    )
     assert code == 1, (out, err)
-    assert f"MATCH  r-" in out and "=> BLOCK (POLICY_BLOCKED)" in out and "not in the owner's address book" in out
-    code, out, _ = await custody(api_url, "policy", "test", "--wallet", wallet["id"], "--to", to, "--asset", "ETH", "--amount", "1.5", key="dev-ops-key")
+    assert "MATCH  r-" in out and "=> BLOCK (POLICY_BLOCKED)" in out and "not in the owner's address book" in out
+    code, out, _ = await custody(
+        api_url, "policy", "test", "--wallet", wallet["id"], "--to", to, "--asset", "ETH", "--amount", "1.5", key="dev-ops-key"
+    )
     assert code == 0, out
     assert "skip   r-" in out and "amount 1.5 ETH is not above 2 ETH" in out
     # The settings' threshold rule (1 ETH) is tried after the stored rules, and says why it matched.
@@ -370,5 +429,7 @@ async def test_custody_policy_test_explains_which_rule_matches_and_why(api_url, 
     assert to in out and "cooling until" in out
     code, out, err = await custody(api_url, "policy", "allowlist-only", "--wallet", wallet["id"], key="dev-admin-key")
     assert code == 0, err
-    code, out, _ = await custody(api_url, "policy", "test", "--wallet", wallet["id"], "--to", to, "--asset", "ETH", "--amount", "0.1", key="dev-ops-key")
+    code, out, _ = await custody(
+        api_url, "policy", "test", "--wallet", wallet["id"], "--to", to, "--asset", "ETH", "--amount", "0.1", key="dev-ops-key"
+    )
     assert code == 1 and "allowlist-only" in out and "cooling until" in out

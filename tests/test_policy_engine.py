@@ -6,7 +6,7 @@ them up under concurrency is tested end to end in tests/test_policy.py."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 from pydantic import ValidationError
@@ -19,8 +19,15 @@ ETH = 10**18
 
 def candidate(**changes) -> Candidate:  # type: ignore[no-untyped-def]
     base = dict(
-        owner="alice", wallet_id="w1", chain="anvil", asset="ETH", decimals=18, amount=ETH, initiator="alice",
-        initiator_roles=frozenset({"USER"}), address_note="not in the owner's address book",
+        owner="alice",
+        wallet_id="w1",
+        chain="anvil",
+        asset="ETH",
+        decimals=18,
+        amount=ETH,
+        initiator="alice",
+        initiator_roles=frozenset({"USER"}),
+        address_note="not in the owner's address book",
     )
     return Candidate(**(base | changes))
 
@@ -88,11 +95,14 @@ async def test_amount_ranges_are_exact_in_base_units(condition, decimals, amount
 
 
 async def test_an_amount_over_a_window_adds_what_the_window_holds_so_splitting_does_not_slip_under():
-    doc = document({
-        "name": "second person above 1 ETH a day",
-        "match": {"assets": ["ETH"], "amount": {"above": "1", "window_seconds": 86400, "per": "WALLET", "counted": "UNAPPROVED"}},
-        "action": "REQUIRE_APPROVAL", "quorum": {"count": 1},
-    })
+    doc = document(
+        {
+            "name": "second person above 1 ETH a day",
+            "match": {"assets": ["ETH"], "amount": {"above": "1", "window_seconds": 86400, "per": "WALLET", "counted": "UNAPPROVED"}},
+            "action": "REQUIRE_APPROVAL",
+            "quorum": {"count": 1},
+        }
+    )
     window = Window(Per.WALLET, 86400, Counted.UNAPPROVED)
     first = await judge(doc, candidate())
     assert first.outcome == Outcome.ALLOW and first.rule_id == "default"
@@ -104,13 +114,17 @@ async def test_an_amount_over_a_window_adds_what_the_window_holds_so_splitting_d
 
 
 async def test_velocity_limits_refuse_with_what_remains():
-    doc = document({
-        "name": "daily limit per user", "match": {"assets": ["ETH"]}, "action": "ALLOW",
-        "limits": [{"per": "OWNER", "window_seconds": 86400, "max_amount": "2", "max_count": 3}],
-        "max_per_transaction": "1.5",
-    })
+    doc = document(
+        {
+            "name": "daily limit per user",
+            "match": {"assets": ["ETH"]},
+            "action": "ALLOW",
+            "limits": [{"per": "OWNER", "window_seconds": 86400, "max_amount": "2", "max_count": 3}],
+            "max_per_transaction": "1.5",
+        }
+    )
     window = Window(Per.OWNER, 86400)
-    oldest = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    oldest = datetime(2026, 1, 1, tzinfo=UTC)
     fine = await judge(doc, candidate(), {window: Totals(amount=ETH // 2, count=1, oldest_at=oldest)})
     assert fine.outcome == Outcome.ALLOW
 
@@ -119,8 +133,7 @@ async def test_velocity_limits_refuse_with_what_remains():
     assert over.details["remaining_amount"] == "0.7 ETH" and over.details["used_amount"] == "1.3 ETH"
     assert over.details["remaining_count"] == "2" and over.details["frees_up_from"] == "2026-01-02T00:00:00+00:00"
     assert over.reason == (
-        "rule r0 'daily limit per user' (policy v7): 24 h limit per owner: 1.3 ETH of 2 ETH used, 0.7 ETH left, "
-        "and this withdrawal is 1 ETH"
+        "rule r0 'daily limit per user' (policy v7): 24 h limit per owner: 1.3 ETH of 2 ETH used, 0.7 ETH left, and this withdrawal is 1 ETH"
     )
     assert over.trace[-1].matched and over.trace[-1].why.startswith("every condition holds, but the 24 h limit per owner")
 
@@ -134,8 +147,12 @@ async def test_velocity_limits_refuse_with_what_remains():
 
 async def test_require_approval_names_its_quorum_and_a_group_its_members():
     doc = document(
-        {"name": "2 of 3 above 10", "match": {"assets": ["ETH"], "amount": {"above": "10"}}, "action": "REQUIRE_APPROVAL",
-         "quorum": {"count": 2, "group": "treasury"}},
+        {
+            "name": "2 of 3 above 10",
+            "match": {"assets": ["ETH"], "amount": {"above": "10"}},
+            "action": "REQUIRE_APPROVAL",
+            "quorum": {"count": 2, "group": "treasury"},
+        },
         groups={"treasury": ["carol", "dave", "erin"]},
     )
     assert (await judge(doc, candidate(amount=10 * ETH))).outcome == Outcome.ALLOW
@@ -160,8 +177,12 @@ async def test_destination_source_and_initiator_conditions():
         {"name": "book", "match": {"destination": "ADDRESS_BOOK"}, "action": "ALLOW"},
         {"name": "hodl", "match": {"source": {"pool_tiers": ["HODL"]}}, "action": "BLOCK"},
         {"name": "approvers", "match": {"initiator": {"roles": ["APPROVER"]}}, "action": "BLOCK"},
-        {"name": "one-time", "match": {"destination": "ONE_TIME", "source": {"owners": ["alice"]}}, "action": "REQUIRE_APPROVAL",
-         "quorum": {"count": 1}},
+        {
+            "name": "one-time",
+            "match": {"destination": "ONE_TIME", "source": {"owners": ["alice"]}},
+            "action": "REQUIRE_APPROVAL",
+            "quorum": {"count": 1},
+        },
     )
     assert (await judge(doc, candidate(in_address_book=True))).rule_id == "r0"
     assert (await judge(doc, candidate(pool_tier="HODL"))).rule_id == "r1"
@@ -189,11 +210,17 @@ async def test_settings_rules_come_after_the_stored_ones():
     [
         ({"rules": [{"id": "a", "name": "n", "action": "REQUIRE_APPROVAL"}]}, "needs a quorum"),
         ({"rules": [{"id": "a", "name": "n", "action": "ALLOW", "quorum": {"count": 1}}]}, "only REQUIRE_APPROVAL"),
-        ({"rules": [{"id": "a", "name": "n", "action": "BLOCK", "max_per_transaction": "1", "match": {"assets": ["ETH"]}}]}, "BLOCK rule has no limits"),
+        (
+            {"rules": [{"id": "a", "name": "n", "action": "BLOCK", "max_per_transaction": "1", "match": {"assets": ["ETH"]}}]},
+            "BLOCK rule has no limits",
+        ),
         ({"rules": [{"id": "a", "name": "n", "action": "ALLOW", "match": {"amount": {"above": "1"}}}]}, "must name its assets"),
         ({"rules": [{"id": "a", "name": "n", "action": "ALLOW", "match": {"assets": ["ETH"], "amount": {"above": "1e3"}}}]}, "plain decimal"),
         ({"rules": [{"id": "a", "name": "n", "action": "REQUIRE_APPROVAL", "quorum": {"count": 2, "group": "g"}}]}, "no group 'g'"),
-        ({"rules": [{"id": "a", "name": "n", "action": "REQUIRE_APPROVAL", "quorum": {"count": 3, "group": "g"}}], "groups": {"g": ["x", "y"]}}, "it has 2 members"),
+        (
+            {"rules": [{"id": "a", "name": "n", "action": "REQUIRE_APPROVAL", "quorum": {"count": 3, "group": "g"}}], "groups": {"g": ["x", "y"]}},
+            "it has 2 members",
+        ),
         ({"rules": [{"id": "a", "name": "n", "action": "ALLOW"}, {"id": "a", "name": "m", "action": "ALLOW"}]}, "unique"),
         ({"rules": [{"id": "a", "name": "n", "action": "ALLOW", "limits": [{"per": "WALLET", "window_seconds": 60}]}]}, "max_amount"),
         ({"address_book": {"quorum": {"count": 1, "role": "APPROVER", "group": "g"}}, "groups": {"g": ["x"]}}, "not both"),

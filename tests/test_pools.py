@@ -59,9 +59,7 @@ def pool_settings(**overrides) -> PoolSettings:  # type: ignore[no-untyped-def]
 def with_pool(base: Settings, task_queue: str, chain: str, pool: PoolSettings) -> Settings:
     """The session's anvil under another name, with a key pool on it."""
     anvil = base.chains["anvil"]
-    return base.model_copy(
-        update={"task_queue": task_queue, "chains": {**base.chains, chain: anvil}, "pools": {chain: pool}}
-    )
+    return base.model_copy(update={"task_queue": task_queue, "chains": {**base.chains, chain: anvil}, "pools": {chain: pool}})
 
 
 @pytest.fixture
@@ -214,8 +212,13 @@ async def _available_explorers(sessions, chain: str, n: int) -> list[str]:  # ty
     async with sessions() as session, session.begin():
         for i in range(n):
             wallet = Wallet(
-                id=str(uuid.uuid4()), owner=pool_owner(chain), chain=chain, label=f"explorer-{uuid.uuid4().hex[:8]}",
-                status="ACTIVE", address=random_address(), signer_backend="local",
+                id=str(uuid.uuid4()),
+                owner=pool_owner(chain),
+                chain=chain,
+                label=f"explorer-{uuid.uuid4().hex[:8]}",
+                status="ACTIVE",
+                address=random_address(),
+                signer_backend="local",
             )
             session.add(wallet)
             await session.flush()
@@ -251,9 +254,7 @@ async def test_concurrent_leases_never_share_a_key_and_expired_leases_are_reclai
         key.lease_expires_at = key.leased_at
         session.add(key)
     spend = {"to": random_address(), "asset": "ETH", "amount": "0.001"}
-    late = await api.post(
-        f"/v1/pools/{chain}/explorers/{expired['lease_id']}/withdrawals", json=spend, headers={**OPS, "Idempotency-Key": "x"}
-    )
+    late = await api.post(f"/v1/pools/{chain}/explorers/{expired['lease_id']}/withdrawals", json=spend, headers={**OPS, "Idempotency-Key": "x"})
     assert late.status_code == 409 and late.json()["error"]["code"] == "LEASE_NOT_ACTIVE"
     pool = await show(api, chain)
     reclaimed = next(k for k in pool["keys"] if k["wallet_id"] == expired["wallet_id"])
@@ -305,7 +306,9 @@ async def test_schedule_is_created_once_with_overlap_skip_whoever_starts(client,
 
 async def test_worker_killed_during_rebalance_does_not_double_fund(base_settings, task_queue, chain, client, sessions, web3):
     settings = with_pool(
-        base_settings, task_queue, chain,
+        base_settings,
+        task_queue,
+        chain,
         pool_settings(min_available_explorers=3, explorers_to_create=1, hodl_auto_approve_up_to="1"),
     )
     crashing = worker_process(settings, chaos_after="sign_transfer")
@@ -344,22 +347,12 @@ async def test_worker_killed_during_rebalance_does_not_double_fund(base_settings
         assert await web3.eth.get_transaction_count(hodl.address) == 1
         assert await web3.eth.get_transaction_count(bank.address) == 3
         async with sessions() as session:
-            moves = (
-                await session.exec(
-                    select(Withdrawal).where(Withdrawal.owner == pool_owner(chain)).order_by(col(Withdrawal.created_at))
-                )
-            ).all()
-            attempts = (
-                await session.exec(select(TransferAttempt).where(col(TransferAttempt.withdrawal_id).in_([m.id for m in moves])))
-            ).all()
-            explorers = (
-                await session.exec(select(PoolKey).where(PoolKey.chain == chain, PoolKey.tier == PoolTier.EXPLORER))
-            ).all()
+            moves = (await session.exec(select(Withdrawal).where(Withdrawal.owner == pool_owner(chain)).order_by(col(Withdrawal.created_at)))).all()
+            attempts = (await session.exec(select(TransferAttempt).where(col(TransferAttempt.withdrawal_id).in_([m.id for m in moves])))).all()
+            explorers = (await session.exec(select(PoolKey).where(PoolKey.chain == chain, PoolKey.tier == PoolTier.EXPLORER))).all()
         assert sorted(m.idempotency_key.split(":")[3] for m in moves) == ["fund"] * 3 + ["topup"]
         assert all(m.status == "COMPLETED" for m in moves) and len(attempts) == 4
-        assert await web3.eth.get_balance(bank.address) == ETH // 10 - 3 * ETH // 100 - sum(
-            m.fee_paid for m in moves if m.wallet_id == bank.id
-        )
+        assert await web3.eth.get_balance(bank.address) == ETH // 10 - 3 * ETH // 100 - sum(m.fee_paid for m in moves if m.wallet_id == bank.id)
         assert len(explorers) == 3 and {k.state for k in explorers} == {KeyState.AVAILABLE}
         for key in explorers:
             async with sessions() as session:
@@ -427,14 +420,12 @@ async def test_hodl_key_on_its_own_signer_backend(base_settings, task_queue, cha
     """hodl_signer_backend: the HODL key is made in (and signs from) AWS KMS while banks and
     explorers stay in the default local keystore."""
     settings = with_pool(
-        base_settings, task_queue, chain,
+        base_settings,
+        task_queue,
+        chain,
         pool_settings(min_available_explorers=0, hodl_auto_approve_up_to="1", hodl_signer_backend="aws-kms"),
     ).model_copy(
-        update={
-            "aws_kms": AwsKmsSettings(
-                region=aws_server.region, endpoint_url=aws_server.endpoint_url, alias_prefix=f"t-{uuid.uuid4().hex[:8]}"
-            )
-        }
+        update={"aws_kms": AwsKmsSettings(region=aws_server.region, endpoint_url=aws_server.endpoint_url, alias_prefix=f"t-{uuid.uuid4().hex[:8]}")}
     )
     async with build_worker(client, settings, sessions):
         assert (await rebalance(client, settings, chain)).status == "COMPLETED"

@@ -36,12 +36,14 @@ def settings(base_settings, task_queue, chain, devnet, mint):  # type: ignore[no
         fee_bump_after_seconds=1,
     )
     pool = PoolSettings(
-        min_available_explorers=1, explorers_to_create=2, explorer_target_balance="0.05",
-        bank_target_balance="0.5", hodl_auto_approve_up_to="0", rebalance_interval_seconds=3600,
+        min_available_explorers=1,
+        explorers_to_create=2,
+        explorer_target_balance="0.05",
+        bank_target_balance="0.5",
+        hodl_auto_approve_up_to="0",
+        rebalance_interval_seconds=3600,
     )
-    return base_settings.model_copy(
-        update={"task_queue": task_queue, "chains": {**base_settings.chains, chain: solana}, "pools": {chain: pool}}
-    )
+    return base_settings.model_copy(update={"task_queue": task_queue, "chains": {**base_settings.chains, chain: solana}, "pools": {chain: pool}})
 
 
 async def lamports(rpc: AsyncClient, address: str | Pubkey) -> int:
@@ -80,8 +82,12 @@ async def test_recovery_closes_token_accounts_and_leaves_zero_lamports(api, clie
             create_idempotent_associated_token_account(mint_authority.pubkey(), explorer, mint, TOKEN_PROGRAM_ID),
             mint_to_checked(
                 MintToCheckedParams(
-                    program_id=TOKEN_PROGRAM_ID, mint=mint, dest=ata, mint_authority=mint_authority.pubkey(),
-                    amount=7_000_000, decimals=TOKEN_DECIMALS,
+                    program_id=TOKEN_PROGRAM_ID,
+                    mint=mint,
+                    dest=ata,
+                    mint_authority=mint_authority.pubkey(),
+                    amount=7_000_000,
+                    decimals=TOKEN_DECIMALS,
                 )
             ),
         ],

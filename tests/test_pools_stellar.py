@@ -29,12 +29,14 @@ def settings(base_settings, task_queue, chain, devnet):  # type: ignore[no-untyp
         fee_bump_after_seconds=2,
     )
     pool = PoolSettings(
-        min_available_explorers=1, explorers_to_create=2, explorer_target_balance="2",
-        bank_target_balance="20", hodl_auto_approve_up_to="0", rebalance_interval_seconds=3600,
+        min_available_explorers=1,
+        explorers_to_create=2,
+        explorer_target_balance="2",
+        bank_target_balance="20",
+        hodl_auto_approve_up_to="0",
+        rebalance_interval_seconds=3600,
     )
-    return base_settings.model_copy(
-        update={"task_queue": task_queue, "chains": {**base_settings.chains, chain: stellar}, "pools": {chain: pool}}
-    )
+    return base_settings.model_copy(update={"task_queue": task_queue, "chains": {**base_settings.chains, chain: stellar}, "pools": {chain: pool}})
 
 
 async def test_recovery_merges_the_explorer_into_its_bank(api, client, settings, chain, devnet, horizon):

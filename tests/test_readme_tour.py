@@ -29,7 +29,7 @@ def tour_commands(readme: str) -> list[str]:
     """The tour's commands in order: each bash block of the section, split into logical lines
     (a trailing backslash continues a line; a `name() {` definition runs to its closing `}`);
     comment-only lines are dropped."""
-    section = readme[readme.index("## Five-minute tour"):readme.index("## How a withdrawal works")]
+    section = readme[readme.index("## Five-minute tour") : readme.index("## How a withdrawal works")]
     commands: list[str] = []
     for block in re.findall(r"```bash\n(.*?)```", section, flags=re.S):
         pending: list[str] = []
@@ -59,8 +59,15 @@ def test_the_tour_parses_into_commands_with_expectations() -> None:
     assert len(commands) > 30
     assert sum(expectation(c) is not None for c in commands) >= 15
     chains = " ".join(commands)
-    for needle in ('"chain": "anvil"', '"chain": "solana"', '"chain": "stellar"', '"asset": "TUSD"', '"asset": "USDC"',
-                   "temporal workflow update execute", "TEMPORAL_CODEC_ENDPOINT"):
+    for needle in (
+        '"chain": "anvil"',
+        '"chain": "solana"',
+        '"chain": "stellar"',
+        '"asset": "TUSD"',
+        '"asset": "USDC"',
+        "temporal workflow update execute",
+        "TEMPORAL_CODEC_ENDPOINT",
+    ):
         assert needle in chains, needle
 
 
@@ -76,7 +83,11 @@ def dev_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, in
     log = data / "stack.log"
     with open(log, "wb") as out:
         stack = subprocess.Popen(
-            [sys.executable, "-m", "devnet.stack"], cwd=local.ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "devnet.stack"],
+            cwd=local.ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
     try:
@@ -104,27 +115,22 @@ def test_readme_tour_runs_as_printed(dev_stack: dict[str, int], tmp_path: Path) 
         "set -uo pipefail",
         f"export PATH={Path(sys.executable).parent}:$PATH",
         f"export CUSTODY_API_URL={api}",
-        "curl() { command curl --fail-with-body \"$@\"; }  # README's curl -s, but an HTTP error fails the command",
+        'curl() { command curl --fail-with-body "$@"; }  # README\'s curl -s, but an HTTP error fails the command',
     ]
     for n, command in enumerate(commands):
         command = command.replace("127.0.0.1:8000", f"127.0.0.1:{dev_stack['API']}")
         command = command.replace("127.0.0.1:7233", f"127.0.0.1:{dev_stack['TEMPORAL']}")
         script.append(
-            f"{{ {command}\n}} > {outputs}/{n} 2>&1 || "
-            f"{{ rc=$?; echo \"README tour command {n} failed (exit $rc):\"; cat {outputs}/{n}; exit 1; }}"
+            f'{{ {command}\n}} > {outputs}/{n} 2>&1 || {{ rc=$?; echo "README tour command {n} failed (exit $rc):"; cat {outputs}/{n}; exit 1; }}'
         )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CUSTODY_", "TEMPORAL_"))}
-    run = subprocess.run(
-        ["bash", "-c", "\n".join(script)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=TOUR_SECONDS
-    )
+    run = subprocess.run(["bash", "-c", "\n".join(script)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=TOUR_SECONDS)
     assert run.returncode == 0, f"{run.stdout}\n{run.stderr}\n--- the command:\n{_failed(commands, run.stdout)}"
     for n, command in enumerate(commands):
         wanted = expectation(command)
         printed = (outputs / str(n)).read_text()
         # Whitespace aside: curl prints compact JSON, the custody CLI indented JSON.
-        assert wanted is None or _squeezed(wanted) in _squeezed(printed), (
-            f"README says `{command}` prints {wanted!r}; it printed:\n{printed}"
-        )
+        assert wanted is None or _squeezed(wanted) in _squeezed(printed), f"README says `{command}` prints {wanted!r}; it printed:\n{printed}"
 
 
 def _squeezed(text: str) -> str:

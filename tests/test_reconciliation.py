@@ -37,7 +37,8 @@ from spl.token.instructions import (
 )
 from spl.token.models import InitializeMint2Params, MintToCheckedParams
 from sqlmodel import select
-from stellar_sdk import Asset, Keypair as StellarKeypair, ServerAsync, TransactionBuilder
+from stellar_sdk import Asset, ServerAsync, TransactionBuilder
+from stellar_sdk import Keypair as StellarKeypair
 from stellar_sdk.client.aiohttp_client import AiohttpClient
 from temporalio.client import Client, ScheduleActionStartWorkflow, ScheduleOverlapPolicy
 from temporalio.service import RPCError
@@ -111,9 +112,7 @@ async def spl_mint(solana_rpc: AsyncClient, mint_authority: SolanaKeypair) -> Pu
         mint_authority,
         [
             create_account(
-                CreateAccountParams(
-                    from_pubkey=mint_authority.pubkey(), to_pubkey=mint.pubkey(), lamports=rent, space=82, owner=TOKEN_PROGRAM_ID
-                )
+                CreateAccountParams(from_pubkey=mint_authority.pubkey(), to_pubkey=mint.pubkey(), lamports=rent, space=82, owner=TOKEN_PROGRAM_ID)
             ),
             initialize_mint2(
                 InitializeMint2Params(
@@ -149,28 +148,44 @@ def names() -> dict[str, str]:
 
 @pytest.fixture
 def settings(
-    base_settings: Settings, task_queue: str, names: dict[str, str], token_address: str,
-    solana_devnet: SolanaDevnet, spl_mint: Pubkey, stellar_devnet: StellarDevnet,
+    base_settings: Settings,
+    task_queue: str,
+    names: dict[str, str],
+    token_address: str,
+    solana_devnet: SolanaDevnet,
+    spl_mint: Pubkey,
+    stellar_devnet: StellarDevnet,
 ) -> Settings:
     anvil = base_settings.chains["anvil"]
     assert isinstance(anvil, EvmChainSettings)
     chains = {
         **base_settings.chains,
         names["evm"]: EvmChainSettings(
-            chain_id=31337, rpc_url=anvil.rpc_url, finality="depth", confirmations=1, faucet_enabled=True,
+            chain_id=31337,
+            rpc_url=anvil.rpc_url,
+            finality="depth",
+            confirmations=1,
+            faucet_enabled=True,
             tokens={"TUSD": TokenSettings(address=token_address, decimals=TOKEN_DECIMALS)},
-            poll_interval_seconds=0.2, fee_bump_after_seconds=30,
+            poll_interval_seconds=0.2,
+            fee_bump_after_seconds=30,
         ),
         names["solana"]: SolanaChainSettings(
-            rpc_url=solana_devnet.url, faucet_enabled=True,
+            rpc_url=solana_devnet.url,
+            faucet_enabled=True,
             tokens={"TUSD": TokenSettings(address=str(spl_mint), decimals=TOKEN_DECIMALS)},
-            poll_interval_seconds=0.2, fee_bump_after_seconds=1,
+            poll_interval_seconds=0.2,
+            fee_bump_after_seconds=1,
         ),
         names["stellar"]: StellarChainSettings(
-            horizon_url=stellar_devnet.url, network_passphrase=stellar_devnet.network_passphrase,
-            friendbot_url=stellar_devnet.friendbot_url, faucet_enabled=True,
+            horizon_url=stellar_devnet.url,
+            network_passphrase=stellar_devnet.network_passphrase,
+            friendbot_url=stellar_devnet.friendbot_url,
+            faucet_enabled=True,
             tokens={"USDX": TokenSettings(address=f"USDX:{ISSUER.public_key}", decimals=7)},
-            poll_interval_seconds=0.2, fee_bump_after_seconds=2, channels=ChannelSettings(count=2),
+            poll_interval_seconds=0.2,
+            fee_bump_after_seconds=2,
+            channels=ChannelSettings(count=2),
         ),
     }
     return base_settings.model_copy(update={"task_queue": task_queue, "chains": chains})
@@ -277,9 +292,7 @@ async def recorded_events(sessions: SessionFactory, chain: str) -> list[Reconcil
 # ----------------------------------------------------------------------------- EVM
 
 
-async def test_evm_wallet_reconciles_to_zero_then_an_outside_spend_is_unexplained_drift(
-    api, client, settings, sessions, names, token_address
-):
+async def test_evm_wallet_reconciles_to_zero_then_an_outside_spend_is_unexplained_drift(api, client, settings, sessions, names, token_address):
     chain_name = names["evm"]
     web3 = AsyncWeb3(AsyncHTTPProvider(settings.chains[chain_name].rpc_url))
     outsider = (await web3.eth.accounts)[1]
@@ -287,14 +300,10 @@ async def test_evm_wallet_reconciles_to_zero_then_an_outside_spend_is_unexplaine
     await fund(api, a, "2")
     await fund(api, a, "50", asset="TUSD")
     # Deposits from outside custody: ETH from another account, TUSD moved by a plain transfer.
-    await web3.eth.wait_for_transaction_receipt(
-        await web3.eth.send_transaction({"from": outsider, "to": a["address"], "value": 3 * ETH // 10})
-    )
+    await web3.eth.wait_for_transaction_receipt(await web3.eth.send_transaction({"from": outsider, "to": a["address"], "value": 3 * ETH // 10}))
     token = web3.eth.contract(address=token_address, abi=_ERC20)
     await web3.eth.wait_for_transaction_receipt(await token.functions.mint(outsider, 7 * 10**TOKEN_DECIMALS).transact({"from": outsider}))
-    await web3.eth.wait_for_transaction_receipt(
-        await token.functions.transfer(a["address"], 7 * 10**TOKEN_DECIMALS).transact({"from": outsider})
-    )
+    await web3.eth.wait_for_transaction_receipt(await token.functions.transfer(a["address"], 7 * 10**TOKEN_DECIMALS).transact({"from": outsider}))
     paid_out = await withdraw(api, a, random_address(), "0.25", "ETH")
     token_out = await withdraw(api, a, random_address(), "5", "TUSD")
     internal = await withdraw(api, a, b["address"], "0.1", "ETH")
@@ -344,8 +353,13 @@ async def test_completed_withdrawal_reverted_away_on_anvil_is_reported(client, s
         update={
             "chains": {
                 chain_name: EvmChainSettings(
-                    chain_id=31337, rpc_url=paused_anvil.info["rpc_url"], finality="depth", confirmations=1,
-                    faucet_enabled=True, poll_interval_seconds=0.2, fee_bump_after_seconds=30,
+                    chain_id=31337,
+                    rpc_url=paused_anvil.info["rpc_url"],
+                    finality="depth",
+                    confirmations=1,
+                    faucet_enabled=True,
+                    poll_interval_seconds=0.2,
+                    fee_bump_after_seconds=30,
                 )
             }
         }
@@ -376,9 +390,7 @@ async def test_completed_withdrawal_reverted_away_on_anvil_is_reported(client, s
         alerts = [h["detail"]["code"] for h in history if h["status"] == "ALERT"]
         assert alerts == ["COMPLETED_TX_MISSING"]
         assert REGISTRY.get_sample_value("custody_reconciliation_vanished_withdrawals", {"chain": chain_name}) == 1
-        assert REGISTRY.get_sample_value(
-            "custody_withdrawal_alerts_total", {"chain": chain_name, "code": "COMPLETED_TX_MISSING"}
-        ) == 1
+        assert REGISTRY.get_sample_value("custody_withdrawal_alerts_total", {"chain": chain_name, "code": "COMPLETED_TX_MISSING"}) == 1
         assert "VANISHED" in {e.kind for e in await recorded_events(sessions, chain_name)}
         # Reported again while it stays missing, alerted once.
         assert (await reconcile(api, chain_name))["vanished"][0]["withdrawal_id"] == done["id"]
@@ -390,9 +402,7 @@ async def test_a_withdrawal_in_flight_explains_its_difference(api, client, setti
     """The worker dies right after broadcasting: the transfer is on chain, the withdrawal not
     final. The wallet's difference is IN_FLIGHT, not drift."""
     chain_name = names["evm"]
-    crash = settings.model_copy(
-        update={"task_queue": f"{settings.task_queue}-crash", "chains": {chain_name: settings.chains[chain_name]}}
-    )
+    crash = settings.model_copy(update={"task_queue": f"{settings.task_queue}-crash", "chains": {chain_name: settings.chains[chain_name]}})
     crashing = worker_process(crash, chaos_after="broadcast_transfer")
     withdrawal_id = None
     try:
@@ -444,9 +454,7 @@ async def test_worker_start_schedules_reconciliation_per_chain(api, client, sett
         assert described.schedule.policy.overlap == ScheduleOverlapPolicy.SKIP
         assert [i.every.total_seconds() for i in described.schedule.spec.intervals] == [3600]
         await handle.trigger()
-        response = await _until(
-            lambda: api.get(f"/v1/admin/reconciliation/{chain_name}", headers=OPS), lambda r: r.status_code == 200
-        )
+        response = await _until(lambda: api.get(f"/v1/admin/reconciliation/{chain_name}", headers=OPS), lambda r: r.status_code == 200)
         assert response.json()["run_key"].startswith(f"{schedule_id}-") and response.json()["status"] == "OK"
     finally:
         try:
@@ -479,8 +487,12 @@ async def test_solana_wallet_reconciles_to_zero_then_an_outside_spend_is_unexpla
             create_idempotent_associated_token_account(mint_authority.pubkey(), owner, spl_mint, TOKEN_PROGRAM_ID),
             mint_to_checked(
                 MintToCheckedParams(
-                    program_id=TOKEN_PROGRAM_ID, mint=spl_mint, dest=ata, mint_authority=mint_authority.pubkey(),
-                    amount=10 * 10**TOKEN_DECIMALS, decimals=TOKEN_DECIMALS,
+                    program_id=TOKEN_PROGRAM_ID,
+                    mint=spl_mint,
+                    dest=ata,
+                    mint_authority=mint_authority.pubkey(),
+                    amount=10 * 10**TOKEN_DECIMALS,
+                    decimals=TOKEN_DECIMALS,
                 )
             ),
         ],
@@ -525,9 +537,7 @@ async def test_stellar_wallet_reconciles_to_zero_then_an_outside_spend_is_unexpl
     assert channels.ready == 2, channels
     a, b = await wallet_on(api, chain_name), await wallet_on(api, chain_name)
     await fund(api, a, "")  # friendbot: its own fixed amount
-    response = await api.post(
-        f"/v1/wallets/{a['id']}/trustlines", json={"asset": "USDX"}, headers={**ALICE, "Idempotency-Key": uuid.uuid4().hex}
-    )
+    response = await api.post(f"/v1/wallets/{a['id']}/trustlines", json={"asset": "USDX"}, headers={**ALICE, "Idempotency-Key": uuid.uuid4().hex})
     assert response.status_code == 202, response.text
     trustline = await wait_for_status(api, response.json()["id"], {"COMPLETED", "FAILED"})
     assert trustline["status"] == "COMPLETED"
@@ -576,12 +586,7 @@ async def test_stellar_wallet_reconciles_to_zero_then_an_outside_spend_is_unexpl
 
 async def _pay(horizon: ServerAsync, devnet: StellarDevnet, source: StellarKeypair, to: str, asset: Asset, amount: str) -> None:
     account = await horizon.load_account(source.public_key)
-    tx = (
-        TransactionBuilder(account, devnet.network_passphrase, base_fee=100)
-        .append_payment_op(to, asset, amount)
-        .set_timeout(60)
-        .build()
-    )
+    tx = TransactionBuilder(account, devnet.network_passphrase, base_fee=100).append_payment_op(to, asset, amount).set_timeout(60).build()
     tx.sign(source)
     await horizon.submit_transaction(tx)
 
@@ -589,8 +594,12 @@ async def _pay(horizon: ServerAsync, devnet: StellarDevnet, source: StellarKeypa
 async def _merge(horizon: ServerAsync, devnet: StellarDevnet, source: StellarKeypair, into: str) -> int:
     """account_merge `source` into `into`; returns the stroops it moved (its balance less the fee)."""
     account = await horizon.load_account(source.public_key)
-    before = int(Decimal(next(b["balance"] for b in (await horizon.accounts().account_id(source.public_key).call())["balances"]
-                              if b["asset_type"] == "native")) * XLM)
+    before = int(
+        Decimal(
+            next(b["balance"] for b in (await horizon.accounts().account_id(source.public_key).call())["balances"] if b["asset_type"] == "native")
+        )
+        * XLM
+    )
     tx = TransactionBuilder(account, devnet.network_passphrase, base_fee=100).append_account_merge_op(into).set_timeout(60).build()
     tx.sign(source)
     result = await horizon.submit_transaction(tx)
@@ -616,8 +625,14 @@ async def api_url(settings, client, sessions):  # type: ignore[no-untyped-def]
 async def custody(api_url: str, *args: str, key: str) -> tuple[int, str, str]:
     env = {**os.environ, "CUSTODY_API_URL": api_url, "CUSTODY_API_KEY": key}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "cli.main", *args, cwd=ROOT, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "cli.main",
+        *args,
+        cwd=ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await process.communicate()
     return process.returncode or 0, out.decode(), err.decode()
@@ -636,8 +651,20 @@ async def test_cli_reconcile_prints_the_table(api_url, names):
     assert lines[0].startswith(f"reconciliation of {chain_name} at block ") and lines[0].endswith(": OK")
     header = next(line for line in lines if line.startswith("WALLET"))
     assert header.split() == [
-        "WALLET", "LABEL", "ADDRESS", "ASSET", "ON_CHAIN", "DEPOSITS", "INTERNAL_IN", "WITHDRAWN", "FEES",
-        "SIDE_COSTS", "IN_FLIGHT_OUT", "EXPECTED", "DRIFT", "STATUS",
+        "WALLET",
+        "LABEL",
+        "ADDRESS",
+        "ASSET",
+        "ON_CHAIN",
+        "DEPOSITS",
+        "INTERNAL_IN",
+        "WITHDRAWN",
+        "FEES",
+        "SIDE_COSTS",
+        "IN_FLIGHT_OUT",
+        "EXPECTED",
+        "DRIFT",
+        "STATUS",
     ]
     [eth] = [line.split() for line in lines if line.startswith(wallet["id"][:8])]
     assert (eth[1], eth[3], eth[5], eth[7], eth[-2], eth[-1]) == (wallet["label"], "ETH", "1", "0.4", "0", "OK")
@@ -668,10 +695,11 @@ def _decimal(units: int, decimals: int) -> str:
 
 _ERC20: list[dict[str, Any]] = [
     {
-        "name": name, "type": "function", "stateMutability": "nonpayable",
+        "name": name,
+        "type": "function",
+        "stateMutability": "nonpayable",
         "inputs": [{"name": "to", "type": "address"}, {"name": "amount", "type": "uint256"}],
         "outputs": outputs,
     }
     for name, outputs in (("mint", []), ("transfer", [{"name": "", "type": "bool"}]))
 ]
-

@@ -20,13 +20,13 @@ from temporalio.worker import Replayer
 from web3 import AsyncHTTPProvider, AsyncWeb3
 
 from activities.pools import lease_explorer, return_explorer
+from core.settings import Settings
+from core.temporal import custody_data_converter
 from models.db import Wallet
 from models.payloads import LeaseRequest, LeaseReturn, RebalanceResult
 from models.pools import pool_owner
 from tests.conftest import create_wallet, fund, random_address, wait_for_status, withdraw
 from tests.test_pools import pool_settings, rebalance, with_pool
-from core.settings import Settings
-from core.temporal import custody_data_converter
 from worker import WORKFLOWS, build_worker
 
 HISTORIES = Path(__file__).parent / "histories"
@@ -103,7 +103,9 @@ async def test_rebalance_run_replays_and_is_recorded(client, base_settings, task
     creation (child wallet and withdrawal workflows)."""
     chain = f"pool{uuid.uuid4().hex[:8]}"
     settings = with_pool(
-        base_settings, task_queue, chain,
+        base_settings,
+        task_queue,
+        chain,
         pool_settings(min_available_explorers=1, explorers_to_create=1, hodl_auto_approve_up_to="1"),
     )
     web3 = AsyncWeb3(AsyncHTTPProvider(settings.chains["anvil"].rpc_url))

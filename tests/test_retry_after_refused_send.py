@@ -70,9 +70,7 @@ async def _signed_then_held(api: httpx.AsyncClient, aws_server, wallet: dict, to
         aws_server.clear_faults()
 
 
-async def test_evm_retry_of_a_refused_send_takes_the_original_nonce_and_pays_once(
-    base_settings, task_queue, client, sessions, aws_server
-):
+async def test_evm_retry_of_a_refused_send_takes_the_original_nonce_and_pays_once(base_settings, task_queue, client, sessions, aws_server):
     settings = _kms_settings(base_settings, task_queue, aws_server)
     web3 = AsyncWeb3(AsyncHTTPProvider(settings.chains["anvil"].rpc_url))
     async with build_worker(client, settings, sessions), api_client(settings, client) as api:
@@ -102,7 +100,10 @@ async def test_solana_retry_waits_until_the_refused_attempt_has_expired(
     base_settings, task_queue, client, sessions, aws_server, solana_devnet: SolanaDevnet
 ):
     solana = SolanaChainSettings(
-        rpc_url=solana_devnet.url, faucet_enabled=True, poll_interval_seconds=0.2, fee_bump_after_seconds=1,
+        rpc_url=solana_devnet.url,
+        faucet_enabled=True,
+        poll_interval_seconds=0.2,
+        fee_bump_after_seconds=1,
         commitment="confirmed",
     )
     settings = _kms_settings(base_settings, task_queue, aws_server, solana=solana)
@@ -135,4 +136,3 @@ async def _raw_of(sessions, tx_hash: str) -> str:  # type: ignore[no-untyped-def
     async with sessions() as session:
         attempt = (await session.exec(select(TransferAttempt).where(TransferAttempt.tx_hash == tx_hash))).one()
     return "0x" + attempt.raw_tx.removeprefix("0x")
-

@@ -9,8 +9,8 @@ import asyncio
 import inspect
 import typing
 import uuid
-from decimal import Decimal
 from collections.abc import AsyncIterator, Callable
+from decimal import Decimal
 from typing import Any, ClassVar
 
 import httpx
@@ -241,7 +241,10 @@ async def web3(anvil: local.ManagedProcess) -> AsyncIterator[AsyncWeb3]:
 
 def evm_chain(urls: list[str], **failover: Any) -> FailoverChain:
     settings = EvmChainSettings(
-        chain_id=31337, rpc_urls=urls, finality="depth", confirmations=1,  # automine, no reorgs: one block is final
+        chain_id=31337,
+        rpc_urls=urls,
+        finality="depth",
+        confirmations=1,  # automine, no reorgs: one block is final
         failover=FAST.model_copy(update=failover),
     )
     return built(build_chain(unique("evm"), settings))
@@ -288,9 +291,7 @@ FAULTS = {
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))
-async def test_evm_reads_go_on_when_the_first_endpoint_fails(
-    fault: str, anvil_proxies: tuple[FaultProxy, FaultProxy], web3: AsyncWeb3
-) -> None:
+async def test_evm_reads_go_on_when_the_first_endpoint_fails(fault: str, anvil_proxies: tuple[FaultProxy, FaultProxy], web3: AsyncWeb3) -> None:
     first, second = anvil_proxies
     chain = evm_chain([first.url, second.url], request_timeout_seconds=1)
     account = await funded_evm_account(web3)
@@ -358,9 +359,7 @@ async def test_evm_all_endpoints_down_is_chain_unavailable_without_urls(
     assert chain.endpoints[0].label in message and chain.endpoints[1].label in message
 
 
-async def test_evm_broadcast_reaches_both_nodes_and_lands_once(
-    anvil_proxies: tuple[FaultProxy, FaultProxy], web3: AsyncWeb3
-) -> None:
+async def test_evm_broadcast_reaches_both_nodes_and_lands_once(anvil_proxies: tuple[FaultProxy, FaultProxy], web3: AsyncWeb3) -> None:
     first, second = anvil_proxies
     chain = evm_chain([first.url, second.url])
     _, intent, signed = await signed_evm_transfer(chain, web3)
@@ -373,9 +372,7 @@ async def test_evm_broadcast_reaches_both_nodes_and_lands_once(
 
 
 @pytest.mark.parametrize("fault", ["dead", "5xx", "reset", "hang"])
-async def test_evm_broadcast_survives_one_failing_endpoint(
-    fault: str, anvil_proxies: tuple[FaultProxy, FaultProxy], web3: AsyncWeb3
-) -> None:
+async def test_evm_broadcast_survives_one_failing_endpoint(fault: str, anvil_proxies: tuple[FaultProxy, FaultProxy], web3: AsyncWeb3) -> None:
     first, second = anvil_proxies
     chain = evm_chain([first.url, second.url])
     _, intent, signed = await signed_evm_transfer(chain, web3)
@@ -388,9 +385,7 @@ async def test_evm_broadcast_survives_one_failing_endpoint(
     assert await web3.eth.get_balance(intent.destination) == intent.amount
 
 
-async def test_evm_lost_answers_then_resend_is_one_transfer(
-    anvil_proxies: tuple[FaultProxy, FaultProxy], web3: AsyncWeb3
-) -> None:
+async def test_evm_lost_answers_then_resend_is_one_transfer(anvil_proxies: tuple[FaultProxy, FaultProxy], web3: AsyncWeb3) -> None:
     """The node took the transaction but neither endpoint's answer arrived: ChainUnavailable,
     the caller sends the same bytes again, and the chain holds one transfer."""
     first, second = anvil_proxies
@@ -421,9 +416,7 @@ TX_ERRORS = {
 
 
 @pytest.mark.parametrize("case", list(TX_ERRORS))
-async def test_evm_transaction_errors_never_open_a_breaker(
-    case: str, anvil_proxies: tuple[FaultProxy, FaultProxy], web3: AsyncWeb3
-) -> None:
+async def test_evm_transaction_errors_never_open_a_breaker(case: str, anvil_proxies: tuple[FaultProxy, FaultProxy], web3: AsyncWeb3) -> None:
     first, second = anvil_proxies
     chain = evm_chain([first.url, second.url], failure_threshold=1)
     _, _, signed = await signed_evm_transfer(chain, web3)
@@ -468,8 +461,15 @@ async def test_evm_real_nonce_too_low_is_an_answer(anvil_proxies: tuple[FaultPro
 
 async def external_nonce_use(web3: AsyncWeb3, account: Any, nonce: int) -> None:
     """A transaction of the same key in the same nonce that is none of our attempts."""
-    tx = {"to": account.address, "value": 0, "gas": 21_000, "maxFeePerGas": 10 * 10**9,
-          "maxPriorityFeePerGas": 10**9, "nonce": nonce, "chainId": 31337}
+    tx = {
+        "to": account.address,
+        "value": 0,
+        "gas": 21_000,
+        "maxFeePerGas": 10 * 10**9,
+        "maxPriorityFeePerGas": 10**9,
+        "nonce": nonce,
+        "chainId": 31337,
+    }
     raw = Account.sign_transaction(tx, account.key).raw_transaction
     await web3.eth.wait_for_transaction_receipt(await web3.eth.send_raw_transaction(raw))
 
@@ -499,9 +499,7 @@ async def test_evm_slot_lost_needs_two_endpoints(anvil_proxies: tuple[FaultProxy
     assert REGISTRY.get_sample_value("custody_rpc_verdicts_held_total", {"chain": chain.name, "state": "SLOT_LOST"}) >= 2
 
 
-async def test_evm_slot_lost_from_one_lying_endpoint_is_not_final(
-    anvil_proxies: tuple[FaultProxy, FaultProxy], web3: AsyncWeb3
-) -> None:
+async def test_evm_slot_lost_from_one_lying_endpoint_is_not_final(anvil_proxies: tuple[FaultProxy, FaultProxy], web3: AsyncWeb3) -> None:
     first, second = anvil_proxies
     chain = evm_chain([first.url, second.url])
     _, intent, signed = await signed_evm_transfer(chain, web3)  # signed, never sent: our nonce is free
@@ -514,9 +512,7 @@ async def test_evm_slot_lost_from_one_lying_endpoint_is_not_final(
     assert (await liar_second.transfer_status(intent, [signed])).state == OnChainState.PENDING
 
 
-async def test_evm_landed_verdict_of_the_second_endpoint_wins(
-    anvil_proxies: tuple[FaultProxy, FaultProxy], web3: AsyncWeb3
-) -> None:
+async def test_evm_landed_verdict_of_the_second_endpoint_wins(anvil_proxies: tuple[FaultProxy, FaultProxy], web3: AsyncWeb3) -> None:
     """The first endpoint has lost our receipt (pruned, or behind) and sees the nonce used: the
     second sees our transaction final. The transfer happened: CONFIRMED."""
     first, second = anvil_proxies
@@ -545,9 +541,7 @@ async def stellar_devnet() -> AsyncIterator[StellarDevnet]:
 
 
 @pytest.fixture
-async def failing_first(
-    solana_devnet: SolanaDevnet, stellar_devnet: StellarDevnet
-) -> AsyncIterator[dict[str, FaultProxy]]:
+async def failing_first(solana_devnet: SolanaDevnet, stellar_devnet: StellarDevnet) -> AsyncIterator[dict[str, FaultProxy]]:
     """First endpoints for the end-to-end runs: Solana's answers 503, Stellar's resets."""
     solana, stellar = FaultProxy(solana_devnet.url), FaultProxy(stellar_devnet.url)
     for proxy in (solana, stellar):
@@ -560,8 +554,11 @@ async def failing_first(
 
 @pytest.fixture
 def settings(
-    base_settings: Settings, task_queue: str, failing_first: dict[str, FaultProxy],
-    solana_devnet: SolanaDevnet, stellar_devnet: StellarDevnet,
+    base_settings: Settings,
+    task_queue: str,
+    failing_first: dict[str, FaultProxy],
+    solana_devnet: SolanaDevnet,
+    stellar_devnet: StellarDevnet,
 ) -> Settings:
     """conftest's `worker` and `api` build on this: every chain's first endpoint fails (anvil's
     is dead), the second is the real node."""
@@ -576,17 +573,19 @@ def settings(
             rpc_urls=solana_urls, faucet_enabled=True, poll_interval_seconds=0.2, fee_bump_after_seconds=1, failover=failover
         ),
         "stellar": StellarChainSettings(
-            horizon_urls=stellar_urls, network_passphrase=stellar_devnet.network_passphrase,
-            friendbot_url=stellar_devnet.friendbot_url, faucet_enabled=True, poll_interval_seconds=0.2,
-            fee_bump_after_seconds=2, failover=failover,
+            horizon_urls=stellar_urls,
+            network_passphrase=stellar_devnet.network_passphrase,
+            friendbot_url=stellar_devnet.friendbot_url,
+            faucet_enabled=True,
+            poll_interval_seconds=0.2,
+            fee_bump_after_seconds=2,
+            failover=failover,
         ),
     }
     return base_settings.model_copy(update={"task_queue": task_queue, "chains": chains})
 
 
-async def test_evm_withdrawal_through_the_api_with_the_first_endpoint_dead(
-    api: httpx.AsyncClient, web3: AsyncWeb3, settings: Settings
-) -> None:
+async def test_evm_withdrawal_through_the_api_with_the_first_endpoint_dead(api: httpx.AsyncClient, web3: AsyncWeb3, settings: Settings) -> None:
     assert settings.chains["anvil"].endpoint_urls()[1] != settings.chains["anvil"].rpc_url
     wallet = await create_wallet(api)
     await fund(api, wallet, "1")
@@ -611,8 +610,11 @@ async def chain_wallet(api: httpx.AsyncClient, chain: str, fund_amount: str) -> 
 
 @pytest.mark.parametrize("chain", ["solana", "stellar"])
 async def test_withdrawal_through_the_api_with_the_first_endpoint_failing(
-    chain: str, api: httpx.AsyncClient, failing_first: dict[str, FaultProxy],
-    solana_devnet: SolanaDevnet, stellar_devnet: StellarDevnet,
+    chain: str,
+    api: httpx.AsyncClient,
+    failing_first: dict[str, FaultProxy],
+    solana_devnet: SolanaDevnet,
+    stellar_devnet: StellarDevnet,
 ) -> None:
     wallet = await chain_wallet(api, chain, "2")
     if chain == "solana":
@@ -650,9 +652,7 @@ async def solana_proxies(solana_devnet: SolanaDevnet) -> AsyncIterator[tuple[Fau
 
 
 async def solana_chain(urls: list[str], **failover: Any) -> FailoverChain:
-    settings = SolanaChainSettings(
-        rpc_urls=urls, commitment="confirmed", faucet_enabled=True, failover=FAST.model_copy(update=failover)
-    )
+    settings = SolanaChainSettings(rpc_urls=urls, commitment="confirmed", faucet_enabled=True, failover=FAST.model_copy(update=failover))
     return built(build_chain(unique("solana"), settings))
 
 
@@ -797,9 +797,7 @@ async def test_stellar_broadcast_reaches_both_and_bad_seq_is_an_answer(
     assert states(chain) == ["closed", "closed"]
 
 
-async def test_stellar_expired_needs_two_endpoints(
-    stellar_proxies: tuple[FaultProxy, FaultProxy], stellar_devnet: StellarDevnet
-) -> None:
+async def test_stellar_expired_needs_two_endpoints(stellar_proxies: tuple[FaultProxy, FaultProxy], stellar_devnet: StellarDevnet) -> None:
     first, second = stellar_proxies
     chain = stellar_chain(stellar_devnet, [first.url, second.url])
     _, intent, signed = await stellar_transfer(chain)  # never sent

@@ -164,16 +164,34 @@ def test_the_decoders_refuse_what_custody_never_builds() -> None:
 
     from chains.evm import _unsigned_type2
 
-    call = TypedTransaction.from_dict({
-        "type": 2, "chainId": 31337, "nonce": 0, "gas": 90_000, "maxFeePerGas": GWEI, "maxPriorityFeePerGas": GWEI,
-        "to": random_address(), "value": 0, "data": bytes.fromhex("095ea7b3") + bytes(64),  # approve(): not a transfer
-    })
+    call = TypedTransaction.from_dict(
+        {
+            "type": 2,
+            "chainId": 31337,
+            "nonce": 0,
+            "gas": 90_000,
+            "maxFeePerGas": GWEI,
+            "maxPriorityFeePerGas": GWEI,
+            "to": random_address(),
+            "value": 0,
+            "data": bytes.fromhex("095ea7b3") + bytes(64),  # approve(): not a transfer
+        }
+    )
     with pytest.raises(PolicyViolation, match="call data"):
         evm.describe_unsigned(_unsigned_type2(call))
-    other_chain = TypedTransaction.from_dict({
-        "type": 2, "chainId": 1, "nonce": 0, "gas": 21_000, "maxFeePerGas": GWEI, "maxPriorityFeePerGas": GWEI,
-        "to": random_address(), "value": 1, "data": b"",
-    })
+    other_chain = TypedTransaction.from_dict(
+        {
+            "type": 2,
+            "chainId": 1,
+            "nonce": 0,
+            "gas": 21_000,
+            "maxFeePerGas": GWEI,
+            "maxPriorityFeePerGas": GWEI,
+            "to": random_address(),
+            "value": 1,
+            "data": b"",
+        }
+    )
     with pytest.raises(PolicyViolation, match="chain id"):
         evm.describe_unsigned(_unsigned_type2(other_chain))
     with pytest.raises(PolicyViolation):
@@ -188,8 +206,15 @@ async def test_a_row_without_a_seal_is_refused(base_settings) -> None:
     from activities.signing_guard import require_seal
 
     row = Withdrawal(
-        id=str(uuid.uuid4()), owner="alice", wallet_id="w", chain="anvil", asset="ETH", destination=random_address(),
-        amount=1, idempotency_key="k", request_hash="h",
+        id=str(uuid.uuid4()),
+        owner="alice",
+        wallet_id="w",
+        chain="anvil",
+        asset="ETH",
+        destination=random_address(),
+        amount=1,
+        idempotency_key="k",
+        request_hash="h",
     )
     with pytest.raises(PolicyViolation, match="seal"):
         require_seal(base_settings.intent_seal_key_bytes, row)

@@ -16,9 +16,7 @@ FINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 
 @pytest.fixture
 def settings(base_settings, task_queue):  # type: ignore[no-untyped-def]
-    return base_settings.model_copy(
-        update={"task_queue": task_queue, "approval_thresholds": {"anvil:ETH": "1"}, "approval_timeout_seconds": 600}
-    )
+    return base_settings.model_copy(update={"task_queue": task_queue, "approval_thresholds": {"anvil:ETH": "1"}, "approval_timeout_seconds": 600})
 
 
 async def test_completed_withdrawal_attempt_landed_and_workflow_result_agree(api, client) -> None:  # type: ignore[no-untyped-def]

@@ -230,7 +230,10 @@ async def test_channels_funded_by_a_custody_wallet(client, base_settings, task_q
     async with build_worker(client, plain, sessions), api_client(plain, client) as api:
         funder = await funded_wallet(api, chain)
     settings = with_channels(
-        base_settings, task_queue, chain, devnet,
+        base_settings,
+        task_queue,
+        chain,
+        devnet,
         ChannelSettings(count=2, starting_balance="5", funding_wallet_id=funder["id"]),
     )
     funder_before = await balance(horizon, funder["address"])

@@ -41,9 +41,7 @@ TIMEOUT_TYPE = "https://stellar.org/horizon-errors/timeout"
 @pytest.fixture(scope="module")
 async def manual() -> AsyncIterator[StellarDevnet]:
     """Ledgers close only on demand (a synchronous submission closes its ledger at once)."""
-    async with run_stellar_devnet(
-        port=0, close_interval_ms=0, submission_timeout=SUBMISSION_TIMEOUT
-    ) as d:
+    async with run_stellar_devnet(port=0, close_interval_ms=0, submission_timeout=SUBMISSION_TIMEOUT) as d:
         yield d
 
 
@@ -51,9 +49,7 @@ async def manual() -> AsyncIterator[StellarDevnet]:
 async def slow() -> AsyncIterator[StellarDevnet]:
     """A timed closer that never fires during the tests: synchronous submissions really wait,
     and the tests close ledgers through /_devnet/close_ledgers when they choose to."""
-    async with run_stellar_devnet(
-        port=0, close_interval_ms=600_000, submission_timeout=SUBMISSION_TIMEOUT
-    ) as d:
+    async with run_stellar_devnet(port=0, close_interval_ms=600_000, submission_timeout=SUBMISSION_TIMEOUT) as d:
         yield d
 
 
@@ -93,9 +89,7 @@ async def fund_now(http: httpx.AsyncClient, n: int) -> list[Keypair]:
     return kps
 
 
-async def fund_concurrently(
-    http: httpx.AsyncClient, n: int
-) -> tuple[list[Keypair], list[httpx.Response]]:
+async def fund_concurrently(http: httpx.AsyncClient, n: int) -> tuple[list[Keypair], list[httpx.Response]]:
     """Friendbot n accounts at once on the slow devnet: all n creations must sit in the open
     ledger together (friendbot is exempt from the queue limit) before we close it."""
     kps = [Keypair.random() for _ in range(n)]
@@ -104,9 +98,7 @@ async def fund_concurrently(
     async def closer() -> None:
         deadline = time.monotonic() + SUBMISSION_TIMEOUT
         while len((await status(http))["pending_transactions"]) < before + n:
-            assert time.monotonic() < deadline, (
-                "friendbot requests did not all reach the open ledger"
-            )
+            assert time.monotonic() < deadline, "friendbot requests did not all reach the open ledger"
             await asyncio.sleep(0.01)
         await close(http)
 
@@ -142,16 +134,8 @@ def payment(
     signers: tuple[Keypair, ...] = (),
 ) -> Transaction:
     """A payment tx with sequence number ``seq`` + 1 (the account's current seq is ``seq``)."""
-    builder = TransactionBuilder(
-        Account(source.public_key, seq), devnet.network_passphrase, base_fee=100
-    )
-    tx = (
-        builder.append_payment_op(
-            to, Asset.native(), xlm, source=op_source.public_key if op_source else None
-        )
-        .set_timeout(3600)
-        .build()
-    )
+    builder = TransactionBuilder(Account(source.public_key, seq), devnet.network_passphrase, base_fee=100)
+    tx = builder.append_payment_op(to, Asset.native(), xlm, source=op_source.public_key if op_source else None).set_timeout(3600).build()
     for kp in (source, *signers):
         tx.sign(kp)
     return tx
@@ -168,16 +152,12 @@ async def post_sync(http: httpx.AsyncClient, tx) -> httpx.Response:  # type: ign
 # ----------------------------------------------------------------------------- (a) same account
 
 
-async def test_second_tx_from_same_account_is_try_again_later_until_the_close(
-    manual: StellarDevnet, manual_http: httpx.AsyncClient
-) -> None:
+async def test_second_tx_from_same_account_is_try_again_later_until_the_close(manual: StellarDevnet, manual_http: httpx.AsyncClient) -> None:
     http = manual_http
     alice, bob = await fund_now(http, 2)
     seq = await sequence(http, alice.public_key)
     first = payment(manual, alice, seq, bob.public_key, "10")
-    second = payment(
-        manual, alice, seq + 1, bob.public_key, "20"
-    )  # the right next sequence number
+    second = payment(manual, alice, seq + 1, bob.public_key, "20")  # the right next sequence number
 
     r = await post_async(http, first)
     assert r.status_code == 201 and r.json() == {
@@ -202,9 +182,7 @@ async def test_second_tx_from_same_account_is_try_again_later_until_the_close(
     assert time.monotonic() - started < SUBMISSION_TIMEOUT
 
     st = await status(http)
-    assert st["pending_transactions"] == [
-        first.hash_hex()
-    ]  # the second was not applied
+    assert st["pending_transactions"] == [first.hash_hex()]  # the second was not applied
     ledger = await close(http)
     assert (await http.get(f"/transactions/{second.hash_hex()}")).status_code == 404
     landed = (await http.get(f"/transactions/{first.hash_hex()}")).json()
@@ -223,14 +201,10 @@ async def test_second_tx_from_same_account_is_try_again_later_until_the_close(
     assert landed["ledger"] == ledger and landed["successful"] is True
     assert await sequence(http, alice.public_key) == seq + 2
     assert await native_balance(http, bob.public_key) == (FRIENDBOT_XLM + 30) * XLM
-    assert (
-        await native_balance(http, alice.public_key) == (FRIENDBOT_XLM - 30) * XLM - 200
-    )
+    assert await native_balance(http, alice.public_key) == (FRIENDBOT_XLM - 30) * XLM - 200
 
 
-async def test_sync_submit_waits_submission_timeout_then_504(
-    slow: StellarDevnet, slow_http: httpx.AsyncClient
-) -> None:
+async def test_sync_submit_waits_submission_timeout_then_504(slow: StellarDevnet, slow_http: httpx.AsyncClient) -> None:
     http = slow_http
     (alice, bob), responses = await fund_concurrently(http, 2)
     assert all(r.status_code == 200 for r in responses)
@@ -253,9 +227,7 @@ async def test_sync_submit_waits_submission_timeout_then_504(
     third = payment(slow, alice, seq + 2, bob.public_key, "3")
     assert (await post_async(http, second)).status_code == 201
     refused = (await status(http))["rejections"].get("TRY_AGAIN_LATER", 0)
-    waiting = asyncio.create_task(
-        post_sync(http, third)
-    )  # TRY_AGAIN_LATER: second is open
+    waiting = asyncio.create_task(post_sync(http, third))  # TRY_AGAIN_LATER: second is open
     deadline = time.monotonic() + SUBMISSION_TIMEOUT / 2
     while (await status(http))["rejections"].get("TRY_AGAIN_LATER", 0) <= refused:
         assert time.monotonic() < deadline
@@ -272,9 +244,7 @@ async def test_sync_submit_waits_submission_timeout_then_504(
 # ----------------------------------------------------------------------------- (b) channel accounts
 
 
-async def test_distinct_tx_source_accounts_share_a_ledger(
-    manual: StellarDevnet, manual_http: httpx.AsyncClient
-) -> None:
+async def test_distinct_tx_source_accounts_share_a_ledger(manual: StellarDevnet, manual_http: httpx.AsyncClient) -> None:
     http = manual_http
     alice, channel, bob = await fund_now(http, 3)
     alice_seq = await sequence(http, alice.public_key)
@@ -304,17 +274,13 @@ async def test_distinct_tx_source_accounts_share_a_ledger(
         landed = (await http.get(f"/transactions/{tx.hash_hex()}")).json()
         assert landed["ledger"] == ledger and landed["successful"] is True
     assert await native_balance(http, bob.public_key) == (FRIENDBOT_XLM + 12) * XLM
-    assert (
-        await native_balance(http, alice.public_key) == (FRIENDBOT_XLM - 12) * XLM - 100
-    )
+    assert await native_balance(http, alice.public_key) == (FRIENDBOT_XLM - 12) * XLM - 100
     assert await native_balance(http, channel.public_key) == FRIENDBOT_XLM * XLM - 100
     assert await sequence(http, alice.public_key) == alice_seq + 1
     assert await sequence(http, channel.public_key) == channel_seq + 1
 
 
-async def test_fee_bump_fee_source_counts_too(
-    manual: StellarDevnet, manual_http: httpx.AsyncClient
-) -> None:
+async def test_fee_bump_fee_source_counts_too(manual: StellarDevnet, manual_http: httpx.AsyncClient) -> None:
     http = manual_http
     alice, carol, sponsor, bob = await fund_now(http, 4)
     alice_seq = await sequence(http, alice.public_key)
@@ -324,9 +290,7 @@ async def test_fee_bump_fee_source_counts_too(
 
     # alice pays the fee of carol's transaction: alice already has one in the open ledger
     inner = payment(manual, carol, carol_seq, bob.public_key, "1")
-    bump = TransactionBuilder.build_fee_bump_transaction(
-        alice.public_key, 200, inner, manual.network_passphrase
-    )
+    bump = TransactionBuilder.build_fee_bump_transaction(alice.public_key, 200, inner, manual.network_passphrase)
     bump.sign(alice)
     r = await post_async(http, bump)
     assert r.status_code == 503 and r.json() == {
@@ -336,24 +300,18 @@ async def test_fee_bump_fee_source_counts_too(
 
     # a sponsor pays for alice's next transaction: alice is its tx source
     inner_alice = payment(manual, alice, alice_seq + 1, bob.public_key, "1")
-    bump_alice = TransactionBuilder.build_fee_bump_transaction(
-        sponsor.public_key, 200, inner_alice, manual.network_passphrase
-    )
+    bump_alice = TransactionBuilder.build_fee_bump_transaction(sponsor.public_key, 200, inner_alice, manual.network_passphrase)
     bump_alice.sign(sponsor)
     r = await post_async(http, bump_alice)
     assert r.status_code == 503 and r.json()["tx_status"] == "TRY_AGAIN_LATER"
 
     # the sponsor's fee bump over carol's tx touches neither account: accepted
-    sponsored = TransactionBuilder.build_fee_bump_transaction(
-        sponsor.public_key, 200, inner, manual.network_passphrase
-    )
+    sponsored = TransactionBuilder.build_fee_bump_transaction(sponsor.public_key, 200, inner, manual.network_passphrase)
     sponsored.sign(sponsor)
     r = await post_async(http, sponsored)
     assert r.status_code == 201 and r.json()["tx_status"] == "PENDING", r.text
     # now carol (tx source) and the sponsor (fee source) are both busy
-    r = await post_async(
-        http, payment(manual, carol, carol_seq + 1, bob.public_key, "1")
-    )
+    r = await post_async(http, payment(manual, carol, carol_seq + 1, bob.public_key, "1"))
     assert r.status_code == 503
     r = await post_async(
         http,
@@ -371,9 +329,7 @@ async def test_fee_bump_fee_source_counts_too(
     assert await sequence(http, carol.public_key) == carol_seq + 1
     assert (await http.get(f"/transactions/{bump.hash_hex()}")).status_code == 404
     assert (await http.get(f"/transactions/{bump_alice.hash_hex()}")).status_code == 404
-    r = await post_async(
-        http, bump_alice
-    )  # after the close the identical envelope goes in
+    r = await post_async(http, bump_alice)  # after the close the identical envelope goes in
     assert r.status_code == 201, r.text
     await close(http)
     assert await sequence(http, alice.public_key) == alice_seq + 2
@@ -382,9 +338,7 @@ async def test_fee_bump_fee_source_counts_too(
 # ----------------------------------------------------------------------------- (c) friendbot
 
 
-async def test_friendbot_is_exempt_and_funds_concurrently(
-    slow: StellarDevnet, slow_http: httpx.AsyncClient
-) -> None:
+async def test_friendbot_is_exempt_and_funds_concurrently(slow: StellarDevnet, slow_http: httpx.AsyncClient) -> None:
     http = slow_http
     kps, responses = await fund_concurrently(http, 8)
     assert [r.status_code for r in responses] == [200] * 8, [r.text for r in responses]
@@ -400,12 +354,8 @@ async def test_friendbot_concurrently_with_a_running_closer() -> None:
         httpx.AsyncClient(base_url=d.url, timeout=30) as http,
     ):
         kps = [Keypair.random() for _ in range(10)]
-        responses = await asyncio.gather(
-            *(http.get("/friendbot", params={"addr": kp.public_key}) for kp in kps)
-        )
-        assert [r.status_code for r in responses] == [200] * 10, [
-            r.text for r in responses
-        ]
+        responses = await asyncio.gather(*(http.get("/friendbot", params={"addr": kp.public_key}) for kp in kps))
+        assert [r.status_code for r in responses] == [200] * 10, [r.text for r in responses]
         assert len({r.json()["ledger"] for r in responses}) < 10
         assert "TRY_AGAIN_LATER" not in (await status(http))["rejections"]
 
@@ -415,9 +365,7 @@ async def test_friendbot_concurrently_with_a_running_closer() -> None:
 
 async def test_status_counts_rejections_and_fault_injection_still_works() -> None:
     async with (
-        run_stellar_devnet(
-            port=0, close_interval_ms=0, submission_timeout=SUBMISSION_TIMEOUT
-        ) as d,
+        run_stellar_devnet(port=0, close_interval_ms=0, submission_timeout=SUBMISSION_TIMEOUT) as d,
         httpx.AsyncClient(base_url=d.url, timeout=30) as http,
     ):
         assert (await status(http))["rejections"] == {}
@@ -429,21 +377,15 @@ async def test_status_counts_rejections_and_fault_injection_still_works() -> Non
         # a sequence gap is tx_bad_seq (a rejection by result code), even with an empty queue
         r = await post_async(http, second)
         assert r.status_code == 400 and r.json()["tx_status"] == "ERROR"
-        assert x.TransactionResult.from_xdr(
-            r.json()["error_result_xdr"]
-        ).result.code == (x.TransactionResultCode.txBAD_SEQ)
+        assert x.TransactionResult.from_xdr(r.json()["error_result_xdr"]).result.code == (x.TransactionResultCode.txBAD_SEQ)
         assert (await status(http))["rejections"] == {"tx_bad_seq": 1}
 
         assert (await post_async(http, first)).status_code == 201
-        assert (
-            await post_async(http, first)
-        ).status_code == 409  # DUPLICATE is no rejection
+        assert (await post_async(http, first)).status_code == 409  # DUPLICATE is no rejection
         assert (await post_async(http, second)).status_code == 503
         assert (await post_sync(http, second)).status_code == 504
         # a stale sequence number from the busy account: the queue answers first
-        assert (
-            await post_async(http, payment(d, alice, seq - 1, bob.public_key, "1"))
-        ).status_code == 503
+        assert (await post_async(http, payment(d, alice, seq - 1, bob.public_key, "1"))).status_code == 503
         assert (await status(http))["rejections"] == {
             "tx_bad_seq": 1,
             "TRY_AGAIN_LATER": 3,
@@ -456,31 +398,23 @@ async def test_status_counts_rejections_and_fault_injection_still_works() -> Non
         )
         assert r.json()["pending_failures"] == 1
         r = await post_async(http, second)
-        assert r.status_code == 503 and r.json()["type"].endswith(
-            "/service_unavailable"
-        )
+        assert r.status_code == 503 and r.json()["type"].endswith("/service_unavailable")
         assert (await status(http))["rejections"] == {
             "tx_bad_seq": 1,
             "TRY_AGAIN_LATER": 3,
         }
 
         # apply=true: processed (refused again: alice is still busy), then the answer is lost
-        await http.post(
-            "/_devnet/fail_next_submissions", json={"count": 1, "status": 500}
-        )
+        await http.post("/_devnet/fail_next_submissions", json={"count": 1, "status": 500})
         r = await post_async(http, second)
         assert r.status_code == 500 and r.json()["type"].endswith("/server_error")
         st = await status(http)
         assert st["rejections"] == {"tx_bad_seq": 1, "TRY_AGAIN_LATER": 4}
-        assert st["pending_failures"] == 0 and st["pending_transactions"] == [
-            first.hash_hex()
-        ]
+        assert st["pending_failures"] == 0 and st["pending_transactions"] == [first.hash_hex()]
 
         # after the close: a lost sync answer still means the tx landed
         await close(http)
-        await http.post(
-            "/_devnet/fail_next_submissions", json={"count": 1, "status": 504}
-        )
+        await http.post("/_devnet/fail_next_submissions", json={"count": 1, "status": 504})
         r = await post_sync(http, second)
         assert r.status_code == 504
         landed = await http.get(f"/transactions/{second.hash_hex()}")

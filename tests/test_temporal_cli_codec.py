@@ -47,7 +47,8 @@ async def test_the_plain_cli_reads_through_the_codec_with_its_token(settings, cl
             wallet = await create_wallet(api)
             await api.post(f"/v1/wallets/{wallet['id']}/fund", json={"amount": "3"}, headers=ALICE)
             accepted = await api.post(
-                "/v1/withdrawals", headers={**ALICE, "Idempotency-Key": "cli-codec"},
+                "/v1/withdrawals",
+                headers={**ALICE, "Idempotency-Key": "cli-codec"},
                 json={"wallet_id": wallet["id"], "to": "0x000000000000000000000000000000000000dEaD", "asset": "ETH", "amount": "1.5"},
             )
             assert accepted.status_code == 202, accepted.text

@@ -10,7 +10,7 @@ import pytest
 from core.settings import Settings
 from core.temporal import client_over
 from core.tracing import tracing_interceptors
-from tests.conftest import ALICE, api_client, create_wallet, fund, random_address, wait_for_status, withdraw
+from tests.conftest import api_client, create_wallet, fund, random_address, wait_for_status, withdraw
 
 STEPS = ("validate_withdrawal", "reserve_funds", "sign_transfer", "broadcast_transfer", "await_confirmation", "finish_withdrawal")
 

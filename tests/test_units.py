@@ -17,7 +17,12 @@ from core.settings import EvmChainSettings, Settings
 
 @pytest.mark.parametrize(
     ("text", "decimals", "units"),
-    [("1", 18, 10**18), ("0.000001", 6, 1), ("12.5", 6, 12_500_000), ("115792089237316195423570985008687907853269984665640564039457.584007913129639935", 18, 2**256 - 1)],
+    [
+        ("1", 18, 10**18),
+        ("0.000001", 6, 1),
+        ("12.5", 6, 12_500_000),
+        ("115792089237316195423570985008687907853269984665640564039457.584007913129639935", 18, 2**256 - 1),
+    ],
 )
 def test_decimal_strings_become_exact_base_units(text, decimals, units):
     assert to_base_units(text, decimals) == units

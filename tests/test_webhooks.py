@@ -172,9 +172,7 @@ async def completed_withdrawal(api, headers: dict) -> dict:  # type: ignore[no-u
     return done
 
 
-async def test_each_status_change_is_delivered_once_signed_after_the_receiver_recovers(
-    api, dispatcher, client, sessions, receiver, owner, caplog
-):
+async def test_each_status_change_is_delivered_once_signed_after_the_receiver_recovers(api, dispatcher, client, sessions, receiver, owner, caplog):
     caplog.set_level(logging.DEBUG)
     headers, user = owner
     receiver.answer("/all", 500, 500, 503)  # down for the first three posts, then up
@@ -273,9 +271,7 @@ def short_period(base_settings: Settings, task_queue: str) -> Settings:
     return base_settings.model_copy(update={"task_queue": task_queue, "webhooks": WebhookSettings(retry_period_seconds=6, **FAST)})
 
 
-async def test_retries_stop_after_the_period_and_a_redelivery_posts_the_same_event(
-    short_period, client, sessions, receiver, owner, caplog
-):
+async def test_retries_stop_after_the_period_and_a_redelivery_posts_the_same_event(short_period, client, sessions, receiver, owner, caplog):
     caplog.set_level(logging.DEBUG)
     headers, _ = owner
     settings = short_period
@@ -313,7 +309,9 @@ async def test_retries_stop_after_the_period_and_a_redelivery_posts_the_same_eve
             redelivered = await until(lambda: _delivery_in(sessions, again_id, "DELIVERED"), what="redelivery DELIVERED")
             assert redelivered.redelivery_of == failed.id and redelivered.event_id == failed.event_id
             last = receiver.at("/down")[-1]
-            assert last.body == posts[0].body and verify(hook["secret"], last.headers["X-Custody-Timestamp"], last.body, last.headers["X-Custody-Signature"])
+            assert last.body == posts[0].body and verify(
+                hook["secret"], last.headers["X-Custody-Timestamp"], last.body, last.headers["X-Custody-Signature"]
+            )
             code, out, _ = await custody(f"http://127.0.0.1:{port}", "webhooks", "deliveries", hook["id"], key=headers["Authorization"].split()[1])
             assert code == 0 and again_id in out and failed.id in out and "DELIVERED" in out and "FAILED" in out
             assert hook["secret"] not in caplog.text
@@ -334,9 +332,7 @@ async def _delivery_in(sessions, delivery_id: str, state: str) -> WebhookDeliver
     return row if row is not None and row.state == state else None
 
 
-async def test_one_delivery_per_status_change_when_the_worker_dies_mid_dispatch(
-    settings, client, sessions, receiver, owner, monkeypatch
-):
+async def test_one_delivery_per_status_change_when_the_worker_dies_mid_dispatch(settings, client, sessions, receiver, owner, monkeypatch):
     """The first worker exits right after a dispatch round committed the deliveries, before
     Temporal heard of the round and before any delivery workflow was started."""
     headers, _ = owner
@@ -384,7 +380,9 @@ async def _outbox_empty(sessions) -> bool:  # type: ignore[no-untyped-def]
     async with sessions() as session:
         left = (await session.exec(select(WebhookOutboxEvent.id).where(col(WebhookOutboxEvent.dispatched_at).is_(None)).limit(1))).first()
         unstarted = (
-            await session.exec(select(WebhookDelivery.id).where(col(WebhookDelivery.started_at).is_(None), WebhookDelivery.state == "PENDING").limit(1))
+            await session.exec(
+                select(WebhookDelivery.id).where(col(WebhookDelivery.started_at).is_(None), WebhookDelivery.state == "PENDING").limit(1)
+            )
         ).first()
     return left is None and unstarted is None
 
@@ -395,7 +393,11 @@ async def _outbox_event(sessions, owner: str, event_type: str = "withdrawal.comp
     async with sessions() as session, session.begin():
         session.add(
             WebhookOutboxEvent(
-                event_id=event_id, event_type=event_type, owner=owner, object_type="withdrawal", object_id=str(uuid.uuid4()),
+                event_id=event_id,
+                event_type=event_type,
+                owner=owner,
+                object_type="withdrawal",
+                object_id=str(uuid.uuid4()),
                 payload={"withdrawal": {"id": "w", "chain": "anvil", "asset": "ETH", "amount_base_units": "5"}},
                 occurred_at=occurred_at or utcnow(),
             )
@@ -407,9 +409,7 @@ async def test_receivers_resolving_to_forbidden_addresses_and_deleted_endpoints_
     base_settings, task_queue, client, sessions, receiver, owner
 ):
     headers, user = owner
-    settings = base_settings.model_copy(
-        update={"task_queue": task_queue, "webhooks": WebhookSettings(**{**FAST, "allow_local_receivers": False})}
-    )
+    settings = base_settings.model_copy(update={"task_queue": task_queue, "webhooks": WebhookSettings(**{**FAST, "allow_local_receivers": False})})
     async with build_worker(client, settings, sessions), api_client(settings, client) as api:
         workflow_id = await ensure_webhook_dispatcher(client, settings)
         try:
@@ -501,7 +501,9 @@ async def test_webhook_secrets_are_sealed_with_the_keystore_kek_local_or_kms(aws
     key = aws_server.client("kms").create_key(KeySpec="SYMMETRIC_DEFAULT", KeyUsage="ENCRYPT_DECRYPT")["KeyMetadata"]
     kms_kek = kek_from_settings(
         Settings(
-            environment="test", keystore_kek=f"aws-kms:{key['KeyId']}", keystore_kek_id="aws-kek-webhooks",
+            environment="test",
+            keystore_kek=f"aws-kms:{key['KeyId']}",
+            keystore_kek_id="aws-kek-webhooks",
             aws_kms=AwsKmsSettings(region=aws_server.region, endpoint_url=aws_server.endpoint_url),
         )
     )

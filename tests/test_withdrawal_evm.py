@@ -26,9 +26,7 @@ async def test_native_withdrawal_completes_and_moves_exactly_the_amount(api, wor
 
     done = await wait_for_status(api, accepted["id"], {"COMPLETED", "FAILED"})
     assert done["status"] == "COMPLETED", done
-    assert [e["status"] for e in done["history"]] == [
-        "PENDING", "VALIDATING", "SIGNING", "BROADCASTING", "CONFIRMING", "COMPLETED"
-    ]
+    assert [e["status"] for e in done["history"]] == ["PENDING", "VALIDATING", "SIGNING", "BROADCASTING", "CONFIRMING", "COMPLETED"]
     assert done["nonce"] == 0 and len(done["attempts"]) == 1
     web3 = web3_for(settings)
     assert await web3.eth.get_balance(destination) == 75 * 10**16
@@ -53,8 +51,15 @@ async def test_erc20_withdrawal_completes(api, worker, settings):
     assert tusd["balance"] == "87.654322" and tusd["reserved"] == "0"
     token = web3_for(settings).eth.contract(
         address=settings.chains["anvil"].tokens["TUSD"].address,
-        abi=[{"name": "balanceOf", "type": "function", "stateMutability": "view",
-              "inputs": [{"name": "o", "type": "address"}], "outputs": [{"name": "", "type": "uint256"}]}],
+        abi=[
+            {
+                "name": "balanceOf",
+                "type": "function",
+                "stateMutability": "view",
+                "inputs": [{"name": "o", "type": "address"}],
+                "outputs": [{"name": "", "type": "uint256"}],
+            }
+        ],
     )
     assert await token.functions.balanceOf(destination).call() == 12_345_678
 
@@ -75,9 +80,7 @@ async def test_twenty_concurrent_withdrawals_get_consecutive_nonces_and_all_land
     destinations = [random_address() for _ in range(20)]
     responses = await asyncio.gather(*(withdraw(api, wallet, d, "0.01") for d in destinations))
     assert all(r.status_code == 202 for r in responses), [r.text for r in responses if r.status_code != 202]
-    finals = await asyncio.gather(
-        *(wait_for_status(api, r.json()["id"], {"COMPLETED", "FAILED"}, timeout=120) for r in responses)
-    )
+    finals = await asyncio.gather(*(wait_for_status(api, r.json()["id"], {"COMPLETED", "FAILED"}, timeout=120) for r in responses))
     assert [f["status"] for f in finals] == ["COMPLETED"] * 20, [f["error_code"] for f in finals]
     assert sorted(f["nonce"] for f in finals) == list(range(20))
     web3 = web3_for(settings)
@@ -91,12 +94,11 @@ async def test_signers_queued_on_one_sender_do_not_starve_the_connection_pool(ba
     connections, or the holder cannot get the one its keystore read needs: with a pool of two,
     eight concurrent withdrawals from one wallet all sign on their first attempt."""
     from sqlalchemy.ext.asyncio import create_async_engine
+    from temporalio.api.enums.v1 import EventType
 
     from db.engine import create_session_factory
     from tests.conftest import api_client
     from worker import build_worker
-
-    from temporalio.api.enums.v1 import EventType
 
     settings = base_settings.model_copy(update={"task_queue": task_queue})
     tight = create_async_engine(settings.database_url, pool_size=2, max_overflow=0, pool_timeout=3)
@@ -105,9 +107,7 @@ async def test_signers_queued_on_one_sender_do_not_starve_the_connection_pool(ba
             wallet = await create_wallet(api)
             await fund(api, wallet, "1")
             responses = await asyncio.gather(*(withdraw(api, wallet, random_address(), "0.01") for _ in range(8)))
-            finals = await asyncio.gather(
-                *(wait_for_status(api, r.json()["id"], {"COMPLETED", "FAILED"}, timeout=120) for r in responses)
-            )
+            finals = await asyncio.gather(*(wait_for_status(api, r.json()["id"], {"COMPLETED", "FAILED"}, timeout=120) for r in responses))
             assert [f["status"] for f in finals] == ["COMPLETED"] * 8
             for final in finals:
                 history = await client.get_workflow_handle(final["workflow_id"]).fetch_history()

@@ -61,13 +61,9 @@ def _settings(base_settings, task_queue, backend, aws_server=None, gcp_server=No
     if chains:
         update["chains"] = {**base_settings.chains, **chains}
     if aws_server is not None:
-        update["aws_kms"] = AwsKmsSettings(
-            region=aws_server.region, endpoint_url=aws_server.endpoint_url, alias_prefix=f"t-{uuid.uuid4().hex[:8]}"
-        )
+        update["aws_kms"] = AwsKmsSettings(region=aws_server.region, endpoint_url=aws_server.endpoint_url, alias_prefix=f"t-{uuid.uuid4().hex[:8]}")
     if gcp_server is not None:
-        update["gcp_kms"] = GcpKmsSettings(
-            project="custody-test", key_ring=f"ring-{uuid.uuid4().hex[:8]}", endpoint=gcp_server.address
-        )
+        update["gcp_kms"] = GcpKmsSettings(project="custody-test", key_ring=f"ring-{uuid.uuid4().hex[:8]}", endpoint=gcp_server.address)
     return base_settings.model_copy(update=update)
 
 
@@ -105,9 +101,7 @@ async def _kms_wallet(api, sessions, backend, chain, aws_server, gcp_server) -> 
 async def _evm_withdrawal_lands(api: httpx.AsyncClient, wallet: dict, settings) -> None:  # type: ignore[no-untyped-def]
     await fund(api, wallet, "1")
     destination = random_address()
-    done = await wait_for_status(
-        api, (await withdraw(api, wallet, destination, "0.2")).json()["id"], {"COMPLETED", "FAILED"}
-    )
+    done = await wait_for_status(api, (await withdraw(api, wallet, destination, "0.2")).json()["id"], {"COMPLETED", "FAILED"})
     assert done["status"] == "COMPLETED", done
     web3 = AsyncWeb3(AsyncHTTPProvider(settings.chains["anvil"].rpc_url))
     try:
@@ -121,16 +115,12 @@ async def _solana_withdrawal_lands(api: httpx.AsyncClient, wallet: dict, devnet:
     funded = await api.post(f"/v1/wallets/{wallet['id']}/fund", json={"amount": "1"}, headers=ALICE)
     assert funded.status_code == 200, funded.text
     destination = SolanaKeypair().pubkey()
-    done = await wait_for_status(
-        api, (await withdraw(api, wallet, str(destination), "0.25", asset="SOL")).json()["id"], {"COMPLETED", "FAILED"}
-    )
+    done = await wait_for_status(api, (await withdraw(api, wallet, str(destination), "0.25", asset="SOL")).json()["id"], {"COMPLETED", "FAILED"})
     assert done["status"] == "COMPLETED", done
     async with AsyncClient(devnet.url, commitment=Confirmed) as rpc:
         assert (await rpc.get_balance(destination, Confirmed)).value == LAMPORTS // 4
         signature = Signature.from_string(done["tx_hash"])
-        landed = (
-            await rpc.get_transaction(signature, "base64", Confirmed, max_supported_transaction_version=0)
-        ).value
+        landed = (await rpc.get_transaction(signature, "base64", Confirmed, max_supported_transaction_version=0)).value
     assert landed is not None and landed.transaction.meta.err is None
     tx = landed.transaction.transaction
     fee_payer = tx.message.account_keys[0]
@@ -142,9 +132,7 @@ async def _stellar_withdrawal_lands(api: httpx.AsyncClient, wallet: dict, devnet
     funded = await api.post(f"/v1/wallets/{wallet['id']}/fund", json={}, headers=ALICE)  # friendbot's fixed amount
     assert funded.status_code == 200, funded.text
     destination = StellarKeypair.random().public_key
-    done = await wait_for_status(
-        api, (await withdraw(api, wallet, destination, "2.5", asset="XLM")).json()["id"], {"COMPLETED", "FAILED"}
-    )
+    done = await wait_for_status(api, (await withdraw(api, wallet, destination, "2.5", asset="XLM")).json()["id"], {"COMPLETED", "FAILED"})
     assert done["status"] == "COMPLETED", done
     async with ServerAsync(devnet.url, client=AiohttpClient()) as horizon:
         account = await horizon.accounts().account_id(destination).call()
@@ -174,9 +162,7 @@ async def test_evm_withdrawal_signed_in_kms_lands(backend, base_settings, task_q
 async def test_sol_withdrawal_signed_in_kms_lands(  # type: ignore[no-untyped-def]
     backend, base_settings, task_queue, client, sessions, aws_server, gcp_server, solana_devnet
 ):
-    solana = SolanaChainSettings(
-        rpc_url=solana_devnet.url, faucet_enabled=True, poll_interval_seconds=0.2, fee_bump_after_seconds=1
-    )
+    solana = SolanaChainSettings(rpc_url=solana_devnet.url, faucet_enabled=True, poll_interval_seconds=0.2, fee_bump_after_seconds=1)
     settings = _settings(base_settings, task_queue, backend, aws_server, gcp_server, {"solana": solana})
     async with build_worker(client, settings, sessions), api_client(settings, client) as api:
         wallet = await _kms_wallet(api, sessions, backend, "solana", aws_server, gcp_server)
@@ -201,9 +187,7 @@ async def test_xlm_withdrawal_signed_in_kms_lands(  # type: ignore[no-untyped-de
         await _stellar_withdrawal_lands(api, wallet, stellar_devnet)
 
 
-async def test_kms_outage_holds_the_withdrawal_in_signing_until_it_returns(
-    base_settings, task_queue, client, sessions, aws_server
-):
+async def test_kms_outage_holds_the_withdrawal_in_signing_until_it_returns(base_settings, task_queue, client, sessions, aws_server):
     settings = _settings(base_settings, task_queue, "aws-kms", aws_server=aws_server)
     async with build_worker(client, settings, sessions), api_client(settings, client) as api:
         wallet = await create_wallet(api)
@@ -227,17 +211,13 @@ async def test_kms_outage_holds_the_withdrawal_in_signing_until_it_returns(
         assert len(done["attempts"]) == 1
 
 
-async def test_disabled_kms_key_fails_with_signing_failed_and_releases_the_hold(
-    base_settings, task_queue, client, sessions, aws_server
-):
+async def test_disabled_kms_key_fails_with_signing_failed_and_releases_the_hold(base_settings, task_queue, client, sessions, aws_server):
     settings = _settings(base_settings, task_queue, "aws-kms", aws_server=aws_server)
     async with build_worker(client, settings, sessions), api_client(settings, client) as api:
         wallet = await create_wallet(api)
         await fund(api, wallet, "1")
         aws_server.client("kms").disable_key(KeyId=await _key_ref(sessions, wallet["id"]))
-        done = await wait_for_status(
-            api, (await withdraw(api, wallet, random_address(), "0.1")).json()["id"], {"COMPLETED", "FAILED"}
-        )
+        done = await wait_for_status(api, (await withdraw(api, wallet, random_address(), "0.1")).json()["id"], {"COMPLETED", "FAILED"})
         assert done["status"] == "FAILED" and done["error_code"] == "SIGNING_FAILED"
         assert done["attempts"] == [] and done["nonce"] is None
         balances = (await api.get(f"/v1/wallets/{wallet['id']}/balances", headers=ALICE)).json()

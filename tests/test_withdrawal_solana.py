@@ -107,18 +107,14 @@ def settings(base_settings: Settings, task_queue: str, devnet: SolanaDevnet, min
         poll_interval_seconds=0.2,
         fee_bump_after_seconds=1,
     )
-    return base_settings.model_copy(
-        update={"task_queue": task_queue, "chains": {**base_settings.chains, "solana": solana}}
-    )
+    return base_settings.model_copy(update={"task_queue": task_queue, "chains": {**base_settings.chains, "solana": solana}})
 
 
 # ----------------------------------------------------------------------------- helpers
 
 
 async def create_wallet(api: httpx.AsyncClient) -> dict:
-    response = await api.post(
-        "/v1/wallets", json={"chain": "solana", "label": f"sol-{uuid.uuid4().hex[:8]}"}, headers=ALICE
-    )
+    response = await api.post("/v1/wallets", json={"chain": "solana", "label": f"sol-{uuid.uuid4().hex[:8]}"}, headers=ALICE)
     assert response.status_code == 201, response.text
     wallet = response.json()
     assert wallet["status"] == "ACTIVE" and wallet["chain"] == "solana"
@@ -133,9 +129,7 @@ async def fund(api: httpx.AsyncClient, wallet: dict, amount: str) -> None:
     assert Signature.from_string(response.json()["tx_hash"])
 
 
-async def withdraw(
-    api: httpx.AsyncClient, wallet: dict, to: str, amount: str, asset: str = "SOL", memo: dict | None = None
-) -> httpx.Response:
+async def withdraw(api: httpx.AsyncClient, wallet: dict, to: str, amount: str, asset: str = "SOL", memo: dict | None = None) -> httpx.Response:
     body = {"wallet_id": wallet["id"], "to": to, "asset": asset, "amount": amount} | ({"memo": memo} if memo else {})
     return await api.post("/v1/withdrawals", json=body, headers={**ALICE, "Idempotency-Key": uuid.uuid4().hex})
 
@@ -174,9 +168,7 @@ async def test_sol_withdrawal_completes(api: httpx.AsyncClient, rpc: AsyncClient
     assert response.status_code == 202, response.text
     done = await wait_for_status(api, response.json()["id"], {"COMPLETED", "FAILED"})
     assert done["status"] == "COMPLETED", done
-    assert [e["status"] for e in done["history"]] == [
-        "PENDING", "VALIDATING", "SIGNING", "BROADCASTING", "CONFIRMING", "COMPLETED"
-    ]
+    assert [e["status"] for e in done["history"]] == ["PENDING", "VALIDATING", "SIGNING", "BROADCASTING", "CONFIRMING", "COMPLETED"]
     assert len(done["attempts"]) == 1 and done["nonce"] is None
     assert done["tx_hash"] == done["attempts"][0]["tx_hash"]
     assert done["fee_paid_base_units"] == "5000"  # one signature, no priority fee configured
@@ -196,9 +188,7 @@ async def test_sol_withdrawal_completes(api: httpx.AsyncClient, rpc: AsyncClient
     assert int(sol["balance_base_units"]) == 2 * SOL - SOL // 2 - 5_000 - rent0 and sol["reserved"] == "0"
 
 
-async def test_spl_withdrawal_creates_the_recipient_ata(
-    api: httpx.AsyncClient, rpc: AsyncClient, mint: Pubkey, mint_authority: Keypair
-) -> None:
+async def test_spl_withdrawal_creates_the_recipient_ata(api: httpx.AsyncClient, rpc: AsyncClient, mint: Pubkey, mint_authority: Keypair) -> None:
     wallet = await create_wallet(api)
     await fund(api, wallet, "1")
     owner = Pubkey.from_string(wallet["address"])
@@ -266,9 +256,7 @@ async def test_insufficient_funds_and_refused_recipients(api: httpx.AsyncClient)
         assert response.json()["error"]["code"] == code
 
 
-async def test_lost_send_is_resent_and_lands_once(
-    api: httpx.AsyncClient, rpc: AsyncClient, devnet: SolanaDevnet, client
-) -> None:
+async def test_lost_send_is_resent_and_lands_once(api: httpx.AsyncClient, rpc: AsyncClient, devnet: SolanaDevnet, client) -> None:
     wallet = await create_wallet(api)
     await fund(api, wallet, "1")
     destination = str(Keypair().pubkey())
@@ -284,9 +272,7 @@ async def test_lost_send_is_resent_and_lands_once(
     await replay_and_record(client, done["workflow_id"], "WithdrawalWorkflow__v3_lost_send_sent_again")
 
 
-async def test_expired_attempt_is_resigned_and_exactly_one_lands(
-    api: httpx.AsyncClient, rpc: AsyncClient, devnet: SolanaDevnet, client
-) -> None:
+async def test_expired_attempt_is_resigned_and_exactly_one_lands(api: httpx.AsyncClient, rpc: AsyncClient, devnet: SolanaDevnet, client) -> None:
     wallet = await create_wallet(api)
     await fund(api, wallet, "1")
     destination = str(Keypair().pubkey())

@@ -12,12 +12,11 @@ from contextlib import asynccontextmanager
 
 import httpx
 import pytest
+from pydantic import SecretStr
 from stellar_sdk import Asset, Keypair, ServerAsync, TransactionBuilder
 from stellar_sdk.client.aiohttp_client import AiohttpClient
 
 from chains.stellar import parse_stroops
-from pydantic import SecretStr
-
 from core.settings import Settings, StellarChainSettings, TokenSettings
 from db.engine import SessionFactory
 from devnet.stellar import StellarDevnet, run_stellar_devnet
@@ -61,9 +60,7 @@ def stellar_settings(base_settings: Settings, task_queue: str, devnet: StellarDe
         poll_interval_seconds=0.2,
         fee_bump_after_seconds=2,
     )
-    return base_settings.model_copy(
-        update={"task_queue": task_queue, "chains": {**base_settings.chains, "stellar": chain}}
-    )
+    return base_settings.model_copy(update={"task_queue": task_queue, "chains": {**base_settings.chains, "stellar": chain}})
 
 
 @pytest.fixture
@@ -79,9 +76,7 @@ async def api(client, stellar_settings: Settings, sessions: SessionFactory, task
 
 
 async def stellar_wallet(api: httpx.AsyncClient, fund: bool = True) -> dict:
-    response = await api.post(
-        "/v1/wallets", json={"chain": "stellar", "label": f"xlm-{uuid.uuid4().hex[:8]}"}, headers=ALICE
-    )
+    response = await api.post("/v1/wallets", json={"chain": "stellar", "label": f"xlm-{uuid.uuid4().hex[:8]}"}, headers=ALICE)
     assert response.status_code == 201, response.text
     wallet = response.json()
     assert wallet["status"] == "ACTIVE" and wallet["address"].startswith("G") and len(wallet["address"]) == 56
@@ -91,15 +86,11 @@ async def stellar_wallet(api: httpx.AsyncClient, fund: bool = True) -> dict:
     return wallet
 
 
-async def withdraw(
-    api: httpx.AsyncClient, wallet: dict, to: str, amount: str, asset: str = "XLM", memo: dict | None = None
-) -> dict:
+async def withdraw(api: httpx.AsyncClient, wallet: dict, to: str, amount: str, asset: str = "XLM", memo: dict | None = None) -> dict:
     body = {"wallet_id": wallet["id"], "to": to, "asset": asset, "amount": amount}
     if memo is not None:
         body["memo"] = memo
-    response = await api.post(
-        "/v1/withdrawals", json=body, headers={**ALICE, "Idempotency-Key": uuid.uuid4().hex}
-    )
+    response = await api.post("/v1/withdrawals", json=body, headers={**ALICE, "Idempotency-Key": uuid.uuid4().hex})
     assert response.status_code == 202, response.text
     return await wait_for_status(api, response.json()["id"], {"COMPLETED", "FAILED", "CANCELLED"}, timeout=45)
 
@@ -137,9 +128,7 @@ async def friendbot(devnet: StellarDevnet) -> Keypair:
 
 async def wallet_trusts(api: httpx.AsyncClient, wallet: dict, asset: str = "USDX") -> dict:
     """The wallet's own change_trust, through the API (a TRUSTLINE operation to COMPLETED)."""
-    response = await api.post(
-        f"/v1/wallets/{wallet['id']}/trustlines", json={"asset": asset}, headers={**ALICE, "Idempotency-Key": uuid.uuid4().hex}
-    )
+    response = await api.post(f"/v1/wallets/{wallet['id']}/trustlines", json={"asset": asset}, headers={**ALICE, "Idempotency-Key": uuid.uuid4().hex})
     assert response.status_code == 202, response.text
     done = await wait_for_status(api, response.json()["id"], {"COMPLETED", "FAILED", "CANCELLED"}, timeout=45)
     assert done["status"] == "COMPLETED" and done["kind"] == "TRUSTLINE", done
@@ -166,9 +155,7 @@ async def test_xlm_to_a_new_account_completes(api, horizon):  # type: ignore[no-
 
     done = await withdraw(api, wallet, destination, "2.5")
     assert done["status"] == "COMPLETED", done
-    assert [e["status"] for e in done["history"]] == [
-        "PENDING", "VALIDATING", "SIGNING", "BROADCASTING", "CONFIRMING", "COMPLETED"
-    ]
+    assert [e["status"] for e in done["history"]] == ["PENDING", "VALIDATING", "SIGNING", "BROADCASTING", "CONFIRMING", "COMPLETED"]
     assert done["nonce"] == seq + 1 and len(done["attempts"]) == 1
     assert done["fee_paid_base_units"] == "100" and done["block_number"]
     assert await balance(horizon, destination) == 25 * XLM // 10  # created by create_account
@@ -184,9 +171,7 @@ async def test_credit_asset_with_text_memo_completes(api, horizon, devnet, stell
     holder = await friendbot(devnet)
     await submit(horizon, devnet, holder, lambda b: b.append_change_trust_op(USDX))
 
-    done = await withdraw(
-        api, wallet, holder.public_key, "12.3456789", asset="USDX", memo={"type": "text", "value": "invoice-42"}
-    )
+    done = await withdraw(api, wallet, holder.public_key, "12.3456789", asset="USDX", memo={"type": "text", "value": "invoice-42"})
     assert done["status"] == "COMPLETED", done
     assert done["memo"] == {"type": "text", "value": "invoice-42"}
     assert await balance(horizon, holder.public_key, USDX) == 123_456_789
@@ -300,9 +285,7 @@ async def test_a_trustline_lets_the_wallet_hold_a_credit_asset(api, horizon, dev
 
     done = await wallet_trusts(api, wallet)
     assert done["to"] == wallet["address"] and done["amount_base_units"] == "0" and len(done["attempts"]) == 1
-    assert [e["status"] for e in done["history"]] == [
-        "PENDING", "VALIDATING", "SIGNING", "BROADCASTING", "CONFIRMING", "COMPLETED"
-    ]
+    assert [e["status"] for e in done["history"]] == ["PENDING", "VALIDATING", "SIGNING", "BROADCASTING", "CONFIRMING", "COMPLETED"]
     tx = await horizon.transactions().transaction(done["tx_hash"]).call()
     assert tx["successful"] and tx["source_account"] == wallet["address"]
     assert await sequence(horizon, wallet["address"]) == seq + 1
@@ -346,8 +329,12 @@ async def test_a_refused_fee_never_fails_the_withdrawal_and_is_resigned_once_dea
     # Manual ledger closes: the fee rise stays invisible to the signer until a ledger closes.
     async with run_stellar_devnet(port=0, close_interval_ms=0) as manual, httpx.AsyncClient(base_url=manual.url, timeout=30) as http:
         chain = StellarChainSettings(
-            horizon_url=manual.url, network_passphrase=manual.network_passphrase, friendbot_url=manual.friendbot_url,
-            faucet_enabled=True, poll_interval_seconds=0.2, fee_bump_after_seconds=1,
+            horizon_url=manual.url,
+            network_passphrase=manual.network_passphrase,
+            friendbot_url=manual.friendbot_url,
+            faucet_enabled=True,
+            poll_interval_seconds=0.2,
+            fee_bump_after_seconds=1,
         )
         settings = base_settings.model_copy(update={"task_queue": task_queue, "chains": {**base_settings.chains, "stellar": chain}})
         async with build_worker(client, settings, sessions), api_client(settings, client) as api:

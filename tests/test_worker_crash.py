@@ -40,9 +40,7 @@ async def test_worker_killed_between_persist_and_broadcast_sends_exactly_once(se
 
             assert await wait_exit(crashing, timeout=60) == 137
             async with sessions() as session:
-                attempts = (
-                    await session.exec(select(TransferAttempt).where(TransferAttempt.withdrawal_id == accepted["id"]))
-                ).all()
+                attempts = (await session.exec(select(TransferAttempt).where(TransferAttempt.withdrawal_id == accepted["id"]))).all()
             assert len(attempts) == 1 and attempts[0].broadcast_at is None
             persisted_hash = attempts[0].tx_hash
             web3 = AsyncWeb3(AsyncHTTPProvider(settings.chains["anvil"].rpc_url))
@@ -64,9 +62,7 @@ async def test_worker_killed_between_persist_and_broadcast_sends_exactly_once(se
                 process.wait(10)
 
 
-async def test_sigterm_lets_the_activity_in_flight_finish_before_the_worker_exits(
-    base_settings, task_queue, client, sessions, aws_server
-):
+async def test_sigterm_lets_the_activity_in_flight_finish_before_the_worker_exits(base_settings, task_queue, client, sessions, aws_server):
     """A deploy stops workers with SIGTERM: the worker stops taking work and the signature it is
     waiting for is persisted before it exits (0), so nothing is retried or lost."""
     kms = AwsKmsSettings(region=aws_server.region, endpoint_url=aws_server.endpoint_url, alias_prefix=f"t-{uuid.uuid4().hex[:8]}")
@@ -86,9 +82,7 @@ async def test_sigterm_lets_the_activity_in_flight_finish_before_the_worker_exit
             draining.send_signal(signal.SIGTERM)
             assert await wait_exit(draining, timeout=60) == 0
             async with sessions() as session:
-                attempts = (
-                    await session.exec(select(TransferAttempt).where(TransferAttempt.withdrawal_id == accepted["id"]))
-                ).all()
+                attempts = (await session.exec(select(TransferAttempt).where(TransferAttempt.withdrawal_id == accepted["id"]))).all()
             assert len(attempts) == 1  # the signature finished and was stored before the exit
 
             restarted = worker_process(settings)
@@ -99,8 +93,13 @@ async def test_sigterm_lets_the_activity_in_flight_finish_before_the_worker_exit
             e.activity_task_started_event_attributes.attempt
             for e in history.events
             if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_STARTED
-            and e.event_id - 1 in {s.event_id for s in history.events if s.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-                                    and s.activity_task_scheduled_event_attributes.activity_type.name == "sign_transfer"}
+            and e.event_id - 1
+            in {
+                s.event_id
+                for s in history.events
+                if s.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+                and s.activity_task_scheduled_event_attributes.activity_type.name == "sign_transfer"
+            }
         ]
         assert signing == [1], "the signing step was retried: the worker did not let it finish"
     finally:

@@ -33,10 +33,7 @@ class ChannelAccountsWorkflow:
         funding = await short_step(ChannelActivities.plan_funding, chain)
         await asyncio.gather(
             *(short_step(ChannelActivities.fund_from_faucet, wallet_id) for wallet_id in funding.faucet),
-            *(
-                withdrawal_child(chain, withdrawal_id, f"channels:{chain}", f"Fund a {chain} channel account")
-                for withdrawal_id in funding.transfers
-            ),
+            *(withdrawal_child(chain, withdrawal_id, f"channels:{chain}", f"Fund a {chain} channel account") for withdrawal_id in funding.transfers),
         )
         result = await short_step(ChannelActivities.finish, chain)
         result.notes += funding.notes

@@ -28,9 +28,7 @@ WAIT_HEARTBEAT = timedelta(seconds=30)
 
 
 async def short_step(activity: Any, arg: Any) -> Any:
-    return await workflow.execute_activity_method(
-        activity, arg, start_to_close_timeout=SHORT_STEP, retry_policy=RETRY_UNTIL_PERMANENT
-    )
+    return await workflow.execute_activity_method(activity, arg, start_to_close_timeout=SHORT_STEP, retry_policy=RETRY_UNTIL_PERMANENT)
 
 
 async def wait_elsewhere(activity: Any, arg: Any) -> Any:
@@ -57,9 +55,7 @@ async def wallet_child(wallet_id: str, summary: str) -> None:
         await wait_elsewhere(PoolActivities.wait_wallet, wallet_id)
 
 
-async def withdrawal_child(
-    chain: str, withdrawal_id: str, owner: str, summary: str, *, asset: str | None = None, wait: bool = True
-) -> None:
+async def withdrawal_child(chain: str, withdrawal_id: str, owner: str, summary: str, *, asset: str | None = None, wait: bool = True) -> None:
     """Run the transfer; `wait=False`: start it and go on (e.g. it waits for an operator)."""
     attributes = [
         SearchAttributePair(search_attributes.CHAIN, chain),

@@ -21,10 +21,6 @@ class FaucetWorkflow:
         # A faucet send is not idempotent on chain: never retry it blindly.
         once = RetryPolicy(maximum_attempts=1)
         if workflow.patched(FUNDED_AMOUNT_PATCH):
-            return await workflow.execute_activity_method(
-                FaucetActivities.fund, request, start_to_close_timeout=SHORT_STEP, retry_policy=once
-            )
-        tx_hash = await workflow.execute_activity_method(
-            FaucetActivities.transfer, request, start_to_close_timeout=SHORT_STEP, retry_policy=once
-        )
+            return await workflow.execute_activity_method(FaucetActivities.fund, request, start_to_close_timeout=SHORT_STEP, retry_policy=once)
+        tx_hash = await workflow.execute_activity_method(FaucetActivities.transfer, request, start_to_close_timeout=SHORT_STEP, retry_policy=once)
         return FaucetResult(tx_hash=tx_hash, amount=request.amount or 0)

@@ -98,8 +98,12 @@ class RebalanceWorkflow:
         await asyncio.gather(
             *(
                 withdrawal_child(
-                    chain, t.withdrawal_id, f"pool:{chain}", f"Pool transfer of {t.asset} on {chain}",
-                    asset=t.asset, wait=t.wait,
+                    chain,
+                    t.withdrawal_id,
+                    f"pool:{chain}",
+                    f"Pool transfer of {t.asset} on {chain}",
+                    asset=t.asset,
+                    wait=t.wait,
                 )
                 for t in transfers
             )

@@ -54,7 +54,10 @@ class ReconciliationWorkflow:
         if result.status != "OK":
             workflow.logger.warning(
                 "reconciliation of %s: %s drifting, %s vanished, %s unexplained",
-                step.chain, result.drifting, len(result.vanished), result.unexplained,
+                step.chain,
+                result.drifting,
+                len(result.vanished),
+                result.unexplained,
             )
         return result
 

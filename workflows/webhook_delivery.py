@@ -36,8 +36,10 @@ class WebhookDeliveryWorkflow:
         while True:
             number += 1
             result: WebhookAttemptResult = await workflow.execute_activity_method(
-                WebhookActivities.attempt, WebhookAttemptInput(delivery_id, number),
-                start_to_close_timeout=attempt_timeout, retry_policy=RETRY_UNTIL_PERMANENT,
+                WebhookActivities.attempt,
+                WebhookAttemptInput(delivery_id, number),
+                start_to_close_timeout=attempt_timeout,
+                retry_policy=RETRY_UNTIL_PERMANENT,
             )
             if result.delivered:
                 return WebhookDeliveryResult(delivery_id, "DELIVERED", number)

@@ -40,14 +40,20 @@ class WebhookDispatcherWorkflow:
     async def run(self, request: WebhookDispatcherInput) -> None:
         for _ in range(request.rounds_per_run):
             claimed: WebhookClaimResult = await workflow.execute_activity_method(
-                WebhookActivities.claim, request, start_to_close_timeout=ROUND_TIMEOUT,
-                heartbeat_timeout=ROUND_HEARTBEAT, retry_policy=RETRY_UNTIL_PERMANENT,
+                WebhookActivities.claim,
+                request,
+                start_to_close_timeout=ROUND_TIMEOUT,
+                heartbeat_timeout=ROUND_HEARTBEAT,
+                retry_policy=RETRY_UNTIL_PERMANENT,
             )
             self._dispatched += claimed.events
             if claimed.unstarted:
                 started: WebhookStartResult = await workflow.execute_activity_method(
-                    WebhookActivities.start, request, start_to_close_timeout=ROUND_TIMEOUT,
-                    heartbeat_timeout=ROUND_HEARTBEAT, retry_policy=RETRY_UNTIL_PERMANENT,
+                    WebhookActivities.start,
+                    request,
+                    start_to_close_timeout=ROUND_TIMEOUT,
+                    heartbeat_timeout=ROUND_HEARTBEAT,
+                    retry_policy=RETRY_UNTIL_PERMANENT,
                 )
                 self._started += started.started
             if workflow.info().is_continue_as_new_suggested():

@@ -46,17 +46,17 @@ with workflow.unsafe.imports_passed_through():
     from activities.withdrawals import BumpInput, FinishInput, ResignInput, WithdrawalActivities
     from models import search_attributes
     from models.payloads import (
+        LANDED_OUTCOMES,
         AlertEvent,
         ConfirmationResult,
         ConfirmingState,
         ControlEvent,
         GapFill,
-        LANDED_OUTCOMES,
-        PreparedAttempt,
         OnChainState,
         OperatorRequest,
         PolicyState,
         PolicyVerdict,
+        PreparedAttempt,
         StatusChange,
         ValidationResult,
         WithdrawalInput,
@@ -225,9 +225,7 @@ class WithdrawalWorkflow:
             await self._step(WithdrawalActivities.reserve, wid)
             if self._needs_approval():
                 if not await self._await_approval(wid, self._validation):
-                    return await self._finish(
-                        wid, WithdrawalStatus.FAILED, None, "APPROVAL_TIMEOUT", "not approved in time; nothing was sent"
-                    )
+                    return await self._finish(wid, WithdrawalStatus.FAILED, None, "APPROVAL_TIMEOUT", "not approved in time; nothing was sent")
             await self._checkpoint()
             await self._set_status(wid, WithdrawalStatus.SIGNING)
             self._track(await self._step(WithdrawalActivities.prepare, wid))
@@ -299,7 +297,7 @@ class WithdrawalWorkflow:
                 lambda: self._approved_enough() or self._cancel is not None,
                 timeout=timedelta(seconds=validation.approval_timeout_seconds),
             )
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         return True
 
@@ -395,7 +393,9 @@ class WithdrawalWorkflow:
             try:
                 await workflow.start_child_workflow(
                     WithdrawalWorkflow.run,
-                    WithdrawalInput(withdrawal_id=filler, chain=workflow.info().search_attributes.get("CustodyChain", [""])[0] if False else self._chain),
+                    WithdrawalInput(
+                        withdrawal_id=filler, chain=workflow.info().search_attributes.get("CustodyChain", [""])[0] if False else self._chain
+                    ),
                     id=f"withdrawal-{filler}",
                     id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                     parent_close_policy=workflow.ParentClosePolicy.ABANDON,
@@ -410,7 +410,7 @@ class WithdrawalWorkflow:
     async def _sleep_unless_cancelled(self) -> None:
         try:
             await workflow.wait_condition(lambda: self._cancel is not None, timeout=CONFIRMATION_RETRY)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
 
     async def _continue_as_new(self, wid: str) -> None:
@@ -493,9 +493,7 @@ class WithdrawalWorkflow:
         self._attempts = prepared.attempt_count
 
     async def _step(self, activity, arg):  # type: ignore[no-untyped-def]
-        return await workflow.execute_activity_method(
-            activity, arg, start_to_close_timeout=SHORT_STEP, retry_policy=RETRY_UNTIL_PERMANENT
-        )
+        return await workflow.execute_activity_method(activity, arg, start_to_close_timeout=SHORT_STEP, retry_policy=RETRY_UNTIL_PERMANENT)
 
     async def _record(self, event: ControlEvent) -> None:
         await self._step(WithdrawalActivities.record_control, event)

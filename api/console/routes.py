@@ -89,9 +89,7 @@ async def viewer(request: Request, route: str, *, write: bool = False) -> Viewer
         raise CsrfFailed("this form's CSRF token is missing or wrong: reload the page and try again")
     ip = client_ip(request)
     try:
-        identity = await authenticated(
-            state, f"console {route}", ip, write, lambda: api_key_identity_by_id(state, current.key_id, ip)
-        )
+        identity = await authenticated(state, f"console {route}", ip, write, lambda: api_key_identity_by_id(state, current.key_id, ip))
     except Unauthorized as e:
         await sessions.end(state, current, Response())
         raise SignInNeeded() from e
@@ -110,11 +108,17 @@ def render(request: Request, template: str, viewer: Viewer | None, status_code: 
     nav = {}
     if viewer is not None:
         nav = {
-            "approvals": viewer.may(APPROVE), "withdrawals": viewer.may(LIST), "dashboard": viewer.may(STATS),
-            "wallets": viewer.may(POOLS), "policy": viewer.may(POLICY), "audit": viewer.may(AUDIT),
+            "approvals": viewer.may(APPROVE),
+            "withdrawals": viewer.may(LIST),
+            "dashboard": viewer.may(STATS),
+            "wallets": viewer.may(POOLS),
+            "policy": viewer.may(POLICY),
+            "audit": viewer.may(AUDIT),
         }
     return templates.TemplateResponse(
-        request, template, {"viewer": viewer, "nav": nav, "csrf": viewer.session.csrf if viewer else "", **context},
+        request,
+        template,
+        {"viewer": viewer, "nav": nav, "csrf": viewer.session.csrf if viewer else "", **context},
         status_code=status_code,
     )
 
@@ -175,7 +179,11 @@ async def sign_in(request: Request) -> Response:
     await sessions.start(state, response, identity.subject, identity.id)
     async with state.sessions() as db, db.begin():
         await audit.append(
-            db, actor=identity.id, action="console.signed_in", object_type="api_key", object_id=identity.subject,
+            db,
+            actor=identity.id,
+            action="console.signed_in",
+            object_type="api_key",
+            object_id=identity.subject,
             details={"via": identity.via, "ip": ip or "unknown"},
         )
     return response
@@ -223,29 +231,35 @@ async def approvals(request: Request) -> Response:
         ).all()
         for w in held:
             public = await withdrawals._public(db, state, w, detail=False)
-            decision = (
-                await db.exec(select(PolicyDecision).where(PolicyDecision.withdrawal_id == w.id, PolicyDecision.stage == "DECIDE"))
-            ).first()
+            decision = (await db.exec(select(PolicyDecision).where(PolicyDecision.withdrawal_id == w.id, PolicyDecision.stage == "DECIDE"))).first()
             approved = (
                 await db.exec(
-                    select(WithdrawalAction.actor).where(
-                        WithdrawalAction.withdrawal_id == w.id, WithdrawalAction.action == "APPROVE", WithdrawalAction.state == "ACCEPTED"
-                    ).order_by(col(WithdrawalAction.id))
+                    select(WithdrawalAction.actor)
+                    .where(WithdrawalAction.withdrawal_id == w.id, WithdrawalAction.action == "APPROVE", WithdrawalAction.state == "ACCEPTED")
+                    .order_by(col(WithdrawalAction.id))
                 )
             ).all()
             book = (
                 await db.exec(
                     select(AddressBookEntry.label).where(
-                        AddressBookEntry.owner == w.owner, AddressBookEntry.chain == w.chain,
-                        AddressBookEntry.address == w.destination, AddressBookEntry.removed_at == None,  # noqa: E711
+                        AddressBookEntry.owner == w.owner,
+                        AddressBookEntry.chain == w.chain,
+                        AddressBookEntry.address == w.destination,
+                        AddressBookEntry.removed_at == None,  # noqa: E711
                     )
                 )
             ).first()
             quorum = (decision.quorum or {}) if decision is not None else {}
-            rows.append({
-                "w": public, "decision": decision, "quorum": quorum, "approvals": list(dict.fromkeys(approved)),
-                "book_label": book, "own": me.identity.id in (w.owner, w.requested_by),
-            })
+            rows.append(
+                {
+                    "w": public,
+                    "decision": decision,
+                    "quorum": quorum,
+                    "approvals": list(dict.fromkeys(approved)),
+                    "book_label": book,
+                    "own": me.identity.id in (w.owner, w.requested_by),
+                }
+            )
     return render(request, "approvals.html", me, rows=rows)
 
 
@@ -275,8 +289,14 @@ async def withdrawal_list(request: Request) -> Response:
         found = (await db.exec(query.order_by(col(Withdrawal.created_at).desc()).limit(LIST_LIMIT))).all()
         items = [await withdrawals._public(db, state, w, detail=False) for w in found]
     return render(
-        request, "withdrawals.html", me, items=items, chosen=chosen, statuses=[s.value for s in WithdrawalStatus],
-        chains=sorted(state.settings.chains), limit=LIST_LIMIT,
+        request,
+        "withdrawals.html",
+        me,
+        items=items,
+        chosen=chosen,
+        statuses=[s.value for s in WithdrawalStatus],
+        chains=sorted(state.settings.chains),
+        limit=LIST_LIMIT,
     )
 
 
@@ -370,9 +390,7 @@ async def stuck(request: Request) -> Response:
         raise ValidationFailed("seconds is a whole number up to 30 days", field="seconds")
     wallet = request.query_params.get("wallet", "").strip()
     last_step = sa.func.max(WithdrawalEvent.at).label("since")
-    steps = (
-        select(WithdrawalEvent.withdrawal_id, last_step).group_by(col(WithdrawalEvent.withdrawal_id)).subquery()
-    )
+    steps = select(WithdrawalEvent.withdrawal_id, last_step).group_by(col(WithdrawalEvent.withdrawal_id)).subquery()
     query = (
         select(Withdrawal, steps.c.since)
         .join(steps, steps.c.withdrawal_id == Withdrawal.id)
@@ -390,9 +408,7 @@ async def stuck(request: Request) -> Response:
         alerts = await _open_alerts(db)
         drift = await _drift(me, state, db)
         failing = await _failing_deliveries(db)
-    return render(
-        request, "stuck.html", me, rows=rows, seconds=int(seconds), wallet=wallet, alerts=alerts, drift=drift, failing=failing
-    )
+    return render(request, "stuck.html", me, rows=rows, seconds=int(seconds), wallet=wallet, alerts=alerts, drift=drift, failing=failing)
 
 
 async def _open_alerts(db) -> list[tuple[WithdrawalEvent, Withdrawal]]:  # type: ignore[no-untyped-def]
@@ -454,8 +470,14 @@ async def wallets_and_pools(request: Request) -> Response:
                 if getattr(config, "channels", None) is not None:
                     channel_sets.append(await channels.show_channels(chain, me.identity.id, state, db))
     return render(
-        request, "wallets.html", me, holds=holds, pools=pool_views, channel_sets=channel_sets,
-        may_rebalance=me.may(REBALANCE), started=request.query_params.get("rebalance", ""),
+        request,
+        "wallets.html",
+        me,
+        holds=holds,
+        pools=pool_views,
+        channel_sets=channel_sets,
+        may_rebalance=me.may(REBALANCE),
+        started=request.query_params.get("rebalance", ""),
     )
 
 
@@ -463,9 +485,7 @@ async def _holds(state, db) -> list[dict[str, Any]]:  # type: ignore[no-untyped-
     """Per wallet and asset: what withdrawals in flight hold (HELD reservations; their fees in the
     chain's native asset), as decimals, the largest count first."""
     rows = (
-        await db.exec(
-            select(Reservation, Wallet).join(Wallet, col(Wallet.id) == col(Reservation.wallet_id)).where(Reservation.state == "HELD")
-        )
+        await db.exec(select(Reservation, Wallet).join(Wallet, col(Wallet.id) == col(Reservation.wallet_id)).where(Reservation.state == "HELD"))
     ).all()
     held: dict[tuple[str, str], dict[str, Any]] = {}
     for r, wallet in rows:
@@ -503,7 +523,9 @@ async def rebalance_pool(request: Request, chain: str) -> Response:
     """Rebalance now, through POST /v1/pools/{chain}/rebalance's own function."""
     me = await viewer(request, REBALANCE, write=True)
     started = await pools.rebalance(chain, me.identity.id, request.app.state.custody)
-    return RedirectResponse(f"/console/wallets?{urlencode({'rebalance': started.workflow_id or started.schedule_id or ''})}#pool-{chain.lower()}", status_code=303)
+    return RedirectResponse(
+        f"/console/wallets?{urlencode({'rebalance': started.workflow_id or started.schedule_id or ''})}#pool-{chain.lower()}", status_code=303
+    )
 
 
 @router.get("/policy")
@@ -531,7 +553,14 @@ async def policy_page(request: Request) -> Response:
             reader = await permitted(state, me.identity, ADDRESS_BOOK, False)
             entries = (await address_book.list_entries(reader, db, owner, None, False)).items
     return render(
-        request, "policy.html", me, current=current, shown=shown, versions=versions, entries=entries, owner=owner or "",
+        request,
+        "policy.html",
+        me,
+        current=current,
+        shown=shown,
+        versions=versions,
+        entries=entries,
+        owner=owner or "",
     )
 
 
@@ -546,8 +575,13 @@ async def audit_page(request: Request) -> Response:
         raise ValidationFailed("before_id is a whole number", field="before_id")
     async with request.app.state.custody.sessions() as db:
         page = await audit_routes.list_entries(
-            me.identity.id, db, chosen["object_id"] or None, chosen["action"] or None, chosen["actor"] or None,
-            int(chosen["before_id"]) if chosen["before_id"] else None, LIST_LIMIT,
+            me.identity.id,
+            db,
+            chosen["object_id"] or None,
+            chosen["action"] or None,
+            chosen["actor"] or None,
+            int(chosen["before_id"]) if chosen["before_id"] else None,
+            LIST_LIMIT,
         )
         verified = await audit_routes.verify(me.identity.id, db) if me.may(AUDIT_VERIFY) else None
     older = {**chosen, "before_id": str(page.next_before_id)} if page.next_before_id else None

@@ -48,7 +48,12 @@ def _redis_key(session_id: str) -> str:
 
 def _set_cookie(response: Response, settings: Settings, name: str, value: str, max_age: int) -> None:
     response.set_cookie(
-        name, value, max_age=max_age, path=PATH, httponly=True, samesite="strict",
+        name,
+        value,
+        max_age=max_age,
+        path=PATH,
+        httponly=True,
+        samesite="strict",
         secure=settings.environment == "production",
     )
 

@@ -6,7 +6,7 @@ withdrawals and signs nothing (WALLET_FROZEN) until unfrozen; its owner cannot u
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from fastapi import APIRouter, status
 from pydantic import BaseModel, ConfigDict, Field
@@ -99,13 +99,22 @@ async def list_api_keys(_: CallerDep, session: SessionDep, owner: str | None = N
 
 @router.post("/api-keys", response_model=ApiKeyCreated, status_code=status.HTTP_201_CREATED)
 async def new_api_key(body: ApiKeyCreate, caller: CallerDep, session: SessionDep) -> ApiKeyCreated:
-    expires_at = None if body.expires_in_days is None else datetime.now(timezone.utc) + timedelta(days=body.expires_in_days)
+    expires_at = None if body.expires_in_days is None else datetime.now(UTC) + timedelta(days=body.expires_in_days)
     row, key = await create_api_key(
-        session, owner=body.owner, name=body.name, created_by=caller.id, scopes=body.scopes,
-        ip_allowlist=body.ip_allowlist, expires_at=expires_at,
+        session,
+        owner=body.owner,
+        name=body.name,
+        created_by=caller.id,
+        scopes=body.scopes,
+        ip_allowlist=body.ip_allowlist,
+        expires_at=expires_at,
     )
     await audit.append(
-        session, actor=caller.id, action="apikey.created", object_type="api_key", object_id=row.id,
+        session,
+        actor=caller.id,
+        action="apikey.created",
+        object_type="api_key",
+        object_id=row.id,
         details={"owner": row.owner, "prefix": row.prefix, "scopes": ",".join(row.scopes), "name": row.name},
     )
     await session.commit()
@@ -117,7 +126,9 @@ async def revoke(key_id: str, caller: CallerDep, session: SessionDep) -> ApiKeyP
     row = await revoke_api_key(session, key_id, caller.id)
     if row is None:
         raise ApiKeyNotFound("no such API key", key_id=key_id)
-    await audit.append(session, actor=caller.id, action="apikey.revoked", object_type="api_key", object_id=row.id, details={"owner": row.owner, "prefix": row.prefix})
+    await audit.append(
+        session, actor=caller.id, action="apikey.revoked", object_type="api_key", object_id=row.id, details={"owner": row.owner, "prefix": row.prefix}
+    )
     await session.commit()
     return _key_public(row)
 
@@ -148,7 +159,9 @@ async def put_user(user_id: str, body: UserUpdate, caller: CallerDep, session: S
     if not user_id.strip() or len(user_id) > 200:
         raise ValidationFailed("a user id is 1 to 200 characters", field="user_id")
     user = await upsert_user(session, user_id, body.roles)
-    await audit.append(session, actor=caller.id, action="user.roles_set", object_type="user", object_id=user_id, details={"roles": ",".join(sorted(user.roles))})
+    await audit.append(
+        session, actor=caller.id, action="user.roles_set", object_type="user", object_id=user_id, details={"roles": ",".join(sorted(user.roles))}
+    )
     await session.commit()
     return UserPublic.model_validate(user, from_attributes=True)
 
@@ -192,7 +205,9 @@ async def freeze_wallet(wallet_id: str, body: Reason, caller: CallerDep, session
     if wallet.frozen_at is None:
         wallet.frozen_at, wallet.frozen_by, wallet.frozen_reason, wallet.updated_at = utcnow(), caller.id, body.reason, utcnow()
         session.add(wallet)
-        await audit.append(session, actor=caller.id, action="wallet.frozen", object_type="wallet", object_id=wallet_id, details={"reason": body.reason})
+        await audit.append(
+            session, actor=caller.id, action="wallet.frozen", object_type="wallet", object_id=wallet_id, details={"reason": body.reason}
+        )
     await session.commit()
     return WalletPublic.model_validate(wallet, from_attributes=True)
 

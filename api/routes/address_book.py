@@ -55,7 +55,9 @@ async def _public(session: SessionDep, entry: AddressBookEntry) -> AddressBookEn
     _, document = await store.current(session)
     usable, status_text = store.usable(entry, utcnow()) if entry.removed_at is None else (False, "removed")
     return AddressBookEntryPublic(
-        **entry.model_dump(exclude={"removed_by"}), usable=usable, status=status_text,
+        **entry.model_dump(exclude={"removed_by"}),
+        usable=usable,
+        status=status_text,
         approvals=[a.approver for a in await store.approvals_of(session, entry.id)],
         quorum=document.address_book.quorum.model_dump(mode="json", exclude_none=True),
     )
@@ -77,7 +79,12 @@ async def add_entry(body: AddressBookCreate, caller: CallerDep, state: StateDep,
     address = chain.normalize_address(body.address)
     _, document = await store.current(session)
     entry = await store.add_entry(
-        session, owner=caller.id, chain=chain.name, address=address, label=body.label, by=caller.id,
+        session,
+        owner=caller.id,
+        chain=chain.name,
+        address=address,
+        label=body.label,
+        by=caller.id,
         cooling_seconds=document.address_book.cooling_seconds,
     )
     await session.commit()

@@ -57,9 +57,7 @@ class Stats(BaseModel):
 
 
 @router.get("/stats", response_model=Stats)
-async def stats(
-    caller: OwnerDep, state: StateDep, session: SessionDep, days: Annotated[int, Query(ge=1, le=366)] = 30
-) -> Stats:
+async def stats(caller: OwnerDep, state: StateDep, session: SessionDep, days: Annotated[int, Query(ge=1, le=366)] = 30) -> Stats:
     since = sa.func.now() - sa.func.make_interval(0, 0, 0, days)
     w = Withdrawal.__table__.c
     recent = w.created_at >= since
@@ -100,18 +98,13 @@ async def stats(
     elapsed = sa.func.extract("epoch", w.completed_at - w.created_at)
     avg, p95 = (
         await session.exec(
-            sa.select(sa.func.avg(elapsed), sa.func.percentile_cont(0.95).within_group(elapsed)).where(
-                recent, w.status == "COMPLETED"
-            )
+            sa.select(sa.func.avg(elapsed), sa.func.percentile_cont(0.95).within_group(elapsed)).where(recent, w.status == "COMPLETED")
         )
     ).one()
 
     reasons = (
         await session.exec(
-            sa.select(w.error_code, sa.func.count())
-            .where(recent, w.status == "FAILED")
-            .group_by(w.error_code)
-            .order_by(sa.func.count().desc())
+            sa.select(w.error_code, sa.func.count()).where(recent, w.status == "FAILED").group_by(w.error_code).order_by(sa.func.count().desc())
         )
     ).all()
     return Stats(
@@ -182,14 +175,31 @@ def _report_public(state: StateDep, report: ReconciliationReport) -> Reconciliat
 
     rows = []
     for row in report.rows:
-        decimal = {k: shown(row[k], row["asset"]) for k in (
-            "on_chain", "deposits", "internal_in", "withdrawn", "fees", "side_costs",
-            "in_flight_out", "in_flight_in", "expected", "drift",
-        )}
+        decimal = {
+            k: shown(row[k], row["asset"])
+            for k in (
+                "on_chain",
+                "deposits",
+                "internal_in",
+                "withdrawn",
+                "fees",
+                "side_costs",
+                "in_flight_out",
+                "in_flight_in",
+                "expected",
+                "drift",
+            )
+        }
         rows.append(
             ReconciliationRow(
-                wallet_id=row["wallet_id"], owner=row["owner"], label=row["label"], address=row["address"],
-                asset=row["asset"], drift_base_units=row["drift"], status=row["status"], **decimal,
+                wallet_id=row["wallet_id"],
+                owner=row["owner"],
+                label=row["label"],
+                address=row["address"],
+                asset=row["asset"],
+                drift_base_units=row["drift"],
+                status=row["status"],
+                **decimal,
             )
         )
     native = chain.settings.native_symbol
@@ -204,8 +214,16 @@ def _report_public(state: StateDep, report: ReconciliationReport) -> Reconciliat
             }
         unexplained.append(u)
     return ReconciliationReportPublic(
-        id=report.id, run_key=report.run_key, chain=report.chain, status=report.status, created_at=report.created_at,
-        point=report.point, rows=rows, vanished=vanished, unexplained=unexplained, summary=report.summary,
+        id=report.id,
+        run_key=report.run_key,
+        chain=report.chain,
+        status=report.status,
+        created_at=report.created_at,
+        point=report.point,
+        rows=rows,
+        vanished=vanished,
+        unexplained=unexplained,
+        summary=report.summary,
     )
 
 
@@ -250,7 +268,7 @@ async def run_reconciliation(
     )
     try:
         await asyncio.wait_for(handle.result(), timeout=wait_seconds)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         response.status_code = status.HTTP_202_ACCEPTED
         return ReconciliationRun(workflow_id=workflow_id, state="RUNNING")
     except WorkflowFailureError as e:

@@ -41,9 +41,13 @@ class AuditVerification(BaseModel):
 
 @router.get("", response_model=AuditPage)
 async def list_entries(
-    caller: OwnerDep, session: SessionDep,
-    object_id: str | None = None, action: str | None = None, actor: str | None = None,
-    before_id: Annotated[int | None, Query(ge=1, le=INT64_MAX)] = None, limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    caller: OwnerDep,
+    session: SessionDep,
+    object_id: str | None = None,
+    action: str | None = None,
+    actor: str | None = None,
+    before_id: Annotated[int | None, Query(ge=1, le=INT64_MAX)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> AuditPage:
     """Newest first; filter by object (a withdrawal id...), action (`withdrawal.signed`...) or actor.
     Administrators only (api/permissions.py)."""

@@ -56,8 +56,13 @@ async def show_channels(chain: str, caller: OwnerDep, state: StateDep, session: 
     )
     channels = [
         ChannelPublic(
-            position=row.position, wallet_id=row.wallet_id, address=wallet.address, state=row.state,
-            leased_by=row.leased_by, leased_at=row.leased_at, lease_count=row.lease_count,
+            position=row.position,
+            wallet_id=row.wallet_id,
+            address=wallet.address,
+            state=row.state,
+            leased_by=row.leased_by,
+            leased_at=row.leased_at,
+            lease_count=row.lease_count,
             signer_backend=wallet.signer_backend,
         )
         for row, wallet in rows.all()
@@ -76,6 +81,11 @@ async def sync_channels(chain: str, caller: OwnerDep, state: StateDep) -> RunSta
     if _channels_of(state, caller, chain) <= 0:
         raise NotAvailable("channels.count is 0 for this chain", chain=chain)
     return await run_now(
-        state.temporal, state.settings.task_queue, chain, f"channels-{chain}", ChannelAccountsWorkflow.run,
-        chain, f"Channel accounts of {chain}, run by {caller}",
+        state.temporal,
+        state.settings.task_queue,
+        chain,
+        f"channels-{chain}",
+        ChannelAccountsWorkflow.run,
+        chain,
+        f"Channel accounts of {chain}, run by {caller}",
     )

@@ -4,10 +4,9 @@ with CUSTODY_CODEC_AUTH_TOKEN set, the UI must send it as a bearer token."""
 
 from __future__ import annotations
 
+import binascii
 import hmac
 from typing import Annotated
-
-import binascii
 
 from fastapi import APIRouter, Header
 from pydantic import BaseModel, Field

@@ -41,9 +41,7 @@ async def _dependencies(state: StateDep) -> dict[str, str]:
         if not await state.temporal.service_client.check_health():
             raise RuntimeError("not serving")
 
-    results = await asyncio.gather(
-        _check("database", database), _check("redis", state.redis.ping), _check("temporal", temporal)
-    )
+    results = await asyncio.gather(_check("database", database), _check("redis", state.redis.ping), _check("temporal", temporal))
     return dict(results)
 
 

@@ -41,8 +41,8 @@ from db import audit
 from models.access import WithdrawalAction, WithdrawalHold
 from models.db import Wallet, Withdrawal, WithdrawalEvent, utcnow
 from models.intent_seal import seal
-from models.policy import PolicyDecision
 from models.payloads import OnChainState, OperatorRequest, WithdrawalStatus
+from models.policy import PolicyDecision
 from models.schemas import WithdrawalPublic
 from workflows.withdrawal import WithdrawalWorkflow
 
@@ -113,9 +113,7 @@ def _lift(session: SessionDep, holds: list[WithdrawalHold], by: str) -> None:
 
 
 async def _record_action(session: SessionDep, withdrawal_id: str, action: str, caller: Identity, reason: str) -> WithdrawalAction:
-    row = WithdrawalAction(
-        withdrawal_id=withdrawal_id, action=action, actor=caller.id, actor_roles=caller.role_names, via=caller.via, reason=reason
-    )
+    row = WithdrawalAction(withdrawal_id=withdrawal_id, action=action, actor=caller.id, actor_roles=caller.role_names, via=caller.via, reason=reason)
     session.add(row)
     await session.commit()
     return row
@@ -134,9 +132,7 @@ async def pause(withdrawal_id: str, body: OperatorAction, caller: CallerDep, sta
     until it is lifted through the API nothing is signed for it."""
     withdrawal = await visible_withdrawal(session, state, caller, withdrawal_id)
     _refuse_if_final(withdrawal.status, "ALREADY_FINAL")
-    hold = WithdrawalHold(
-        withdrawal_id=withdrawal_id, placed_by=caller.id, placed_as=_placed_as(caller), via=caller.via, reason=body.reason
-    )
+    hold = WithdrawalHold(withdrawal_id=withdrawal_id, placed_by=caller.id, placed_as=_placed_as(caller), via=caller.via, reason=body.reason)
     session.add(hold)
     await session.commit()
     try:
@@ -207,8 +203,10 @@ async def _refuse_ineligible_approver(session: SessionDep, withdrawal: Withdrawa
         raise NotAnApprover(f"only holders of role {quorum['role']} approve this withdrawal", withdrawal_id=withdrawal.id)
     earlier = await session.exec(
         select(WithdrawalAction).where(
-            WithdrawalAction.withdrawal_id == withdrawal.id, WithdrawalAction.action == "APPROVE",
-            WithdrawalAction.state == "ACCEPTED", WithdrawalAction.actor == caller.id,
+            WithdrawalAction.withdrawal_id == withdrawal.id,
+            WithdrawalAction.action == "APPROVE",
+            WithdrawalAction.state == "ACCEPTED",
+            WithdrawalAction.actor == caller.id,
         )
     )
     if earlier.first() is not None:
@@ -247,9 +245,16 @@ async def pause_all(body: ChainAction, caller: CallerDep, state: StateDep, sessi
     for withdrawal_id in await _running_on(state, body):
         if await session.get(Withdrawal, withdrawal_id) is None:
             continue
-        session.add(WithdrawalHold(
-            withdrawal_id=withdrawal_id, placed_by=caller.id, placed_as="OPERATOR", via=caller.via, reason=body.reason, batch=batch,
-        ))
+        session.add(
+            WithdrawalHold(
+                withdrawal_id=withdrawal_id,
+                placed_by=caller.id,
+                placed_as="OPERATOR",
+                via=caller.via,
+                reason=body.reason,
+                batch=batch,
+            )
+        )
         await session.commit()
         try:
             await _signal(state, withdrawal_id, "pause", OperatorRequest(by=caller.id, reason=body.reason))
@@ -275,9 +280,7 @@ async def resume_all(body: ChainAction, caller: CallerDep, state: StateDep, sess
 
 
 @router.post("/{withdrawal_id}/retry", response_model=WithdrawalPublic, status_code=202)
-async def retry(
-    withdrawal_id: str, caller: CallerDep, state: StateDep, session: SessionDep, response: Response
-) -> WithdrawalPublic:
+async def retry(withdrawal_id: str, caller: CallerDep, state: StateDep, session: SessionDep, response: Response) -> WithdrawalPublic:
     """Resubmit a FAILED withdrawal as a new one linked by `retry_of`, through every step again
     (validation, approval, funds, a fresh nonce). The failed one stays FAILED: by the time it
     failed its nonce was released only if none of its attempts could still land, so the two can
@@ -289,9 +292,7 @@ async def retry(
         # Pool transfers belong to a rebalance run, which plans its own next attempt.
         raise OperationRefused("NOT_RETRYABLE", "key-pool transfers and gap fills are retried by custody, not by hand")
     key = f"retry-of-{failed.id}"
-    existing = (
-        await session.exec(select(Withdrawal).where(Withdrawal.owner == failed.owner, Withdrawal.idempotency_key == key))
-    ).first()
+    existing = (await session.exec(select(Withdrawal).where(Withdrawal.owner == failed.owner, Withdrawal.idempotency_key == key))).first()
     if existing is not None:
         response.status_code = 200
         return await _public(session, state, existing, detail=True)
@@ -318,7 +319,11 @@ async def retry(
     try:
         await session.flush()
         await audit.append(
-            session, actor=caller.id, action="withdrawal.requested", object_type="withdrawal", object_id=resubmission.id,
+            session,
+            actor=caller.id,
+            action="withdrawal.requested",
+            object_type="withdrawal",
+            object_id=resubmission.id,
             details=requested_details(resubmission),
         )
         await session.commit()
@@ -352,9 +357,7 @@ async def _refuse_while_an_attempt_may_land(session: SessionDep, state: StateDep
     raise AttemptMayStillLand(message, attempts=[a.tx_hash for a in attempts])
 
 
-async def _refreshed(
-    session: SessionDep, state: StateDep, withdrawal_id: str, until: Callable[[Withdrawal], bool] | None = None
-) -> WithdrawalPublic:
+async def _refreshed(session: SessionDep, state: StateDep, withdrawal_id: str, until: Callable[[Withdrawal], bool] | None = None) -> WithdrawalPublic:
     """The withdrawal as stored; for signals (which return before the workflow handles them),
     wait briefly until the workflow has recorded the change."""
     for _ in range(SIGNAL_SETTLE_POLLS):

@@ -100,7 +100,10 @@ class PolicyTestResult(BaseModel):
 
 def _public(row: PolicyVersion) -> PolicyPublic:
     return PolicyPublic(
-        version=row.version, author=row.author, summary=row.summary, created_at=row.created_at,
+        version=row.version,
+        author=row.author,
+        summary=row.summary,
+        created_at=row.created_at,
         document=PolicyDocument.model_validate(row.document),
     )
 
@@ -131,12 +134,22 @@ def _has_asset(state: StateDep, chain: str, asset: str) -> bool:
 
 
 async def _publish(
-    state: StateDep, session: SessionDep, caller: CallerDep, document: PolicyDocument | dict, change: _Change, summary: str,
+    state: StateDep,
+    session: SessionDep,
+    caller: CallerDep,
+    document: PolicyDocument | dict,
+    change: _Change,
+    summary: str,
     **details: str,
 ) -> PolicyPublic:
     checked = _checked(state, document)
     row = await store.publish(
-        session, checked, author=caller.id, summary=change.summary or summary, base_version=change.base_version, details=details,
+        session,
+        checked,
+        author=caller.id,
+        summary=change.summary or summary,
+        base_version=change.base_version,
+        details=details,
     )
     await session.commit()
     return _public(row)
@@ -157,8 +170,10 @@ async def put_policy(body: PolicyPut, caller: CallerDep, state: StateDep, sessio
 
 @router.get("/versions", response_model=PolicyVersionList)
 async def list_versions(
-    _: CallerDep, session: SessionDep,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50, before: Annotated[int | None, Query(ge=1, le=INT32_MAX)] = None,
+    _: CallerDep,
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    before: Annotated[int | None, Query(ge=1, le=INT32_MAX)] = None,
 ) -> PolicyVersionList:
     rows = await store.versions(session, limit=limit, before=before)
     return PolicyVersionList(items=[PolicyVersionSummary.model_validate(r, from_attributes=True) for r in rows])
@@ -195,7 +210,10 @@ async def update_rule(rule_id: str, body: RuleUpdate, caller: CallerDep, state: 
 
 @router.delete("/rules/{rule_id}", response_model=PolicyPublic)
 async def remove_rule(
-    rule_id: str, caller: CallerDep, state: StateDep, session: SessionDep,
+    rule_id: str,
+    caller: CallerDep,
+    state: StateDep,
+    session: SessionDep,
     base_version: Annotated[int | None, Query(ge=0, le=INT32_MAX)] = None,
 ) -> PolicyPublic:
     _, document = await store.current(session)
@@ -215,9 +233,16 @@ async def test_policy(body: PolicyTestRequest, _: CallerDep, state: StateDep, se
     chain = state.chains.get(wallet.chain)
     asset = chain.asset(body.asset)
     hypothetical = Withdrawal(
-        id="dry-run", owner=wallet.owner, wallet_id=wallet.id, chain=wallet.chain, asset=asset.symbol,
-        destination=chain.normalize_address(body.to), amount=to_base_units(body.amount, asset.decimals),
-        requested_by=body.initiator, idempotency_key="dry-run", request_hash="dry-run",
+        id="dry-run",
+        owner=wallet.owner,
+        wallet_id=wallet.id,
+        chain=wallet.chain,
+        asset=asset.symbol,
+        destination=chain.normalize_address(body.to),
+        amount=to_base_units(body.amount, asset.decimals),
+        requested_by=body.initiator,
+        idempotency_key="dry-run",
+        request_hash="dry-run",
     )
     if body.version is None:
         version, document = await store.current(session)
@@ -230,13 +255,27 @@ async def test_policy(body: PolicyTestRequest, _: CallerDep, state: StateDep, se
     if judgement.quorum is not None and judgement.approvals_required:
         quorum = judgement.quorum.model_dump(mode="json", exclude_none=True) | {"approvers": judgement.approvers}
     return PolicyTestResult(
-        version=version, outcome=judgement.outcome, error_code=judgement.error_code, rule_id=judgement.rule_id,
-        rule_name=judgement.rule_name, reason=judgement.reason, quorum=quorum, details=judgement.details,
+        version=version,
+        outcome=judgement.outcome,
+        error_code=judgement.error_code,
+        rule_id=judgement.rule_id,
+        rule_name=judgement.rule_name,
+        reason=judgement.reason,
+        quorum=quorum,
+        details=judgement.details,
         trace=[TraceStep(rule_id=s.rule_id, name=s.name, matched=s.matched, why=s.why) for s in judgement.trace],
         withdrawal={
-            "owner": candidate.owner, "wallet_id": candidate.wallet_id, "chain": candidate.chain, "asset": candidate.asset,
-            "amount": body.amount, "destination": hypothetical.destination, "initiator": candidate.initiator,
-            "initiator_roles": sorted(candidate.initiator_roles), "pool_tier": candidate.pool_tier,
-            "in_address_book": candidate.in_address_book, "address_book": candidate.address_note, "internal": candidate.internal,
+            "owner": candidate.owner,
+            "wallet_id": candidate.wallet_id,
+            "chain": candidate.chain,
+            "asset": candidate.asset,
+            "amount": body.amount,
+            "destination": hypothetical.destination,
+            "initiator": candidate.initiator,
+            "initiator_roles": sorted(candidate.initiator_roles),
+            "pool_tier": candidate.pool_tier,
+            "in_address_book": candidate.in_address_book,
+            "address_book": candidate.address_note,
+            "internal": candidate.internal,
         },
     )

@@ -25,8 +25,8 @@ from activities.pools import (
     return_explorer,
 )
 from api.deps import OwnerDep, SessionDep, StateDep
-from api.scheduling import RunStarted, run_now
 from api.routes.withdrawals import _public, ensure_started
+from api.scheduling import RunStarted, run_now
 from chains.base import Memo
 from core.money import to_base_units
 from models.db import Wallet
@@ -98,9 +98,7 @@ async def show_pool(chain: str, caller: OwnerDep, state: StateDep, session: Sess
     pool = pool_settings(state.settings, chain)
     snapshot = await pool_snapshot(state.sessions, state.chains, chain, with_balances=True)  # type: ignore[arg-type]
     last = (
-        await session.exec(
-            select(PoolRebalance).where(PoolRebalance.chain == chain).order_by(col(PoolRebalance.started_at).desc()).limit(1)
-        )
+        await session.exec(select(PoolRebalance).where(PoolRebalance.chain == chain).order_by(col(PoolRebalance.started_at).desc()).limit(1))
     ).first()
     return PoolPublic(
         chain=chain,
@@ -112,8 +110,13 @@ async def show_pool(chain: str, caller: OwnerDep, state: StateDep, session: Sess
         last_rebalance=None
         if last is None
         else RebalanceRun(
-            chain=last.chain, status=last.status, started_at=last.started_at, finished_at=last.finished_at,
-            workflow_id=last.id, result=last.result, error=last.error,
+            chain=last.chain,
+            status=last.status,
+            started_at=last.started_at,
+            finished_at=last.finished_at,
+            workflow_id=last.id,
+            result=last.result,
+            error=last.error,
         ),
     )
 
@@ -137,9 +140,7 @@ async def lease(
     return await _lease_public(session, leased)
 
 
-@router.post(
-    "/{chain}/explorers/{lease_id}/withdrawals", response_model=WithdrawalPublic, status_code=status.HTTP_202_ACCEPTED
-)
+@router.post("/{chain}/explorers/{lease_id}/withdrawals", response_model=WithdrawalPublic, status_code=status.HTTP_202_ACCEPTED)
 async def lease_spend(
     chain: str,
     lease_id: str,
@@ -188,7 +189,11 @@ async def rebalance(chain: str, caller: OwnerDep, state: StateDep) -> RunStarted
     chain = chain.lower()
     pool_settings(state.settings, chain)
     return await run_now(
-        state.temporal, state.settings.task_queue, chain, f"rebalance-{chain}", RebalanceWorkflow.run,
-        RebalanceInput(chain=chain), f"Manual rebalance of the {chain} key pool by {caller}",
+        state.temporal,
+        state.settings.task_queue,
+        chain,
+        f"rebalance-{chain}",
+        RebalanceWorkflow.run,
+        RebalanceInput(chain=chain),
+        f"Manual rebalance of the {chain} key pool by {caller}",
     )
-

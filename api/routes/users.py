@@ -71,20 +71,26 @@ async def _ensure_default_wallets(state: StateDep, session: SessionDep, owner: s
         await session.exec(  # type: ignore[call-overload]
             insert(Wallet.__table__)  # type: ignore[attr-defined]
             .values(
-                id=str(uuid.uuid4()), owner=owner, chain=chain, label=DEFAULT_LABEL, status="CREATING",
-                signer_backend=state.settings.signer_backend, idempotency_key=key, created_at=utcnow(), updated_at=utcnow(),
+                id=str(uuid.uuid4()),
+                owner=owner,
+                chain=chain,
+                label=DEFAULT_LABEL,
+                status="CREATING",
+                signer_backend=state.settings.signer_backend,
+                idempotency_key=key,
+                created_at=utcnow(),
+                updated_at=utcnow(),
             )
             .on_conflict_do_nothing()  # made by an earlier (or a concurrent) call, or a "default" of their own
         )
         await session.commit()
-        wallet = (
-            await session.exec(select(Wallet).where(Wallet.owner == owner, Wallet.chain == chain, Wallet.idempotency_key == key))
-        ).first()
+        wallet = (await session.exec(select(Wallet).where(Wallet.owner == owner, Wallet.chain == chain, Wallet.idempotency_key == key))).first()
         if wallet is None:
             wallet = (
                 await session.exec(
-                    select(Wallet)
-                    .where(Wallet.owner == owner, Wallet.chain == chain, Wallet.label == DEFAULT_LABEL, col(Wallet.status).in_(("CREATING", "ACTIVE")))
+                    select(Wallet).where(
+                        Wallet.owner == owner, Wallet.chain == chain, Wallet.label == DEFAULT_LABEL, col(Wallet.status).in_(("CREATING", "ACTIVE"))
+                    )
                 )
             ).first()
         if wallet is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Response, status
@@ -22,8 +22,8 @@ from core.errors import (
     CustodyError,
     InvalidAmount,
     NotAvailable,
-    RecipientNoTrustline,
     RateLimited,
+    RecipientNoTrustline,
     SubmissionFailed,
     WalletInactive,
     WalletLabelTaken,
@@ -76,7 +76,7 @@ async def _run_creation(state: StateDep, wallet: Wallet) -> None:
         handle = state.temporal.get_workflow_handle(workflow_id)
     try:
         await asyncio.wait_for(handle.result(), timeout=WALLET_CREATION_WAIT_SECONDS)
-    except (asyncio.TimeoutError, WorkflowFailureError):
+    except (TimeoutError, WorkflowFailureError):
         pass  # the caller sees CREATING and polls GET /v1/wallets/{id}
 
 
@@ -97,11 +97,7 @@ async def create_wallet(
     chain = state.chains.get(body.chain)
     if idempotency_key:
         existing = (
-            await session.exec(
-                select(Wallet).where(
-                    Wallet.owner == owner, Wallet.chain == chain.name, Wallet.idempotency_key == idempotency_key
-                )
-            )
+            await session.exec(select(Wallet).where(Wallet.owner == owner, Wallet.chain == chain.name, Wallet.idempotency_key == idempotency_key))
         ).first()
         if existing is not None:
             if existing.status == "CREATING":
@@ -124,9 +120,7 @@ async def create_wallet(
         await session.rollback()
         if idempotency_key and "uq_wallets_idempotency" in str(e):
             return await create_wallet(body, owner, state, session, response, idempotency_key)
-        raise WalletLabelTaken(
-            "an active wallet with this label already exists on this chain", label=body.label, chain=chain.name
-        ) from e
+        raise WalletLabelTaken("an active wallet with this label already exists on this chain", label=body.label, chain=chain.name) from e
     await _run_creation(state, wallet)
     await session.refresh(wallet)
     if wallet.status == "CREATING":
@@ -135,9 +129,7 @@ async def create_wallet(
 
 
 @router.get("", response_model=WalletList)
-async def list_wallets(
-    owner: OwnerDep, session: SessionDep, chain: str | None = None, status_filter: str | None = None
-) -> WalletList:
+async def list_wallets(owner: OwnerDep, session: SessionDep, chain: str | None = None, status_filter: str | None = None) -> WalletList:
     query = select(Wallet).where(Wallet.owner == owner).order_by(col(Wallet.created_at).desc())
     if chain:
         query = query.where(Wallet.chain == chain.lower())
@@ -184,18 +176,14 @@ async def wallet_balances(wallet_id: str, owner: OwnerDep, state: StateDep, sess
     if wallet.address is None:
         raise WalletInactive("wallet has no address yet", wallet_id=wallet_id)
     chain = state.chains.get(wallet.chain)
-    held = await session.exec(
-        select(Reservation).where(Reservation.wallet_id == wallet.id, Reservation.state == "HELD")
-    )
+    held = await session.exec(select(Reservation).where(Reservation.wallet_id == wallet.id, Reservation.state == "HELD"))
     native_symbol = chain.settings.native_symbol  # type: ignore[attr-defined]
     reserved: dict[str, int] = {}
     for r in held.all():
         reserved[r.asset] = reserved.get(r.asset, 0) + r.amount
         reserved[native_symbol] = reserved.get(native_symbol, 0) + r.fee_amount
     assets = chain.assets()  # type: ignore[attr-defined]
-    funded, *amounts = await asyncio.gather(
-        chain.account_exists(wallet.address), *(chain.balance(wallet.address, a) for a in assets)
-    )
+    funded, *amounts = await asyncio.gather(chain.account_exists(wallet.address), *(chain.balance(wallet.address, a) for a in assets))
     return WalletBalances(
         wallet_id=wallet.id,
         chain=wallet.chain,
@@ -216,9 +204,7 @@ async def wallet_balances(wallet_id: str, owner: OwnerDep, state: StateDep, sess
 
 
 @router.post("/{wallet_id}/fund", response_model=FundResult)
-async def fund_wallet(
-    wallet_id: str, body: FundRequest, owner: OwnerDep, state: StateDep, session: SessionDep
-) -> FundResult:
+async def fund_wallet(wallet_id: str, body: FundRequest, owner: OwnerDep, state: StateDep, session: SessionDep) -> FundResult:
     """Test networks only: pay the wallet from the chain's faucet (anvil's dev account, a Solana
     airdrop or test-token mint, Stellar's friendbot or test-asset issuer). The answer says what
     was funded."""
@@ -234,7 +220,7 @@ async def fund_wallet(
     faucet_limit = getattr(chain_settings, "faucet_max_wei", None)
     if asset.is_native and faucet_limit is not None and amount is not None and amount > faucet_limit:
         raise NotAvailable("amount exceeds the faucet's limit", limit=str(faucet_limit))
-    day = datetime.now(timezone.utc).strftime("%Y%m%d")
+    day = datetime.now(UTC).strftime("%Y%m%d")
     key = f"custody:faucet:{wallet.id}:{day}"
     used = await state.redis.incr(key)
     await state.redis.expire(key, 2 * 86400)

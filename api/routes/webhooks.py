@@ -37,12 +37,17 @@ class WebhookCreate(BaseModel):
 
     url: str = Field(min_length=1, max_length=2048, examples=["https://example.com/custody/events"])
     events: list[EventName] = Field(  # type: ignore[valid-type]
-        min_length=1, max_length=16, examples=[["withdrawal.completed", "withdrawal.failed"]],
+        min_length=1,
+        max_length=16,
+        examples=[["withdrawal.completed", "withdrawal.failed"]],
         description='event types to receive; "*" for all (including types added later)',
     )
     description: str = Field(default="", max_length=500, pattern=r"^[^\x00-\x1f\x7f]*$")
     secret: str | None = Field(
-        default=None, min_length=24, max_length=256, pattern=r"^[\x21-\x7e]+$",
+        default=None,
+        min_length=24,
+        max_length=256,
+        pattern=r"^[\x21-\x7e]+$",
         description="the HMAC key receivers verify with (printable ASCII, no spaces); default: a new random `whsec_...`",
     )
 
@@ -109,7 +114,8 @@ def _public(row: WebhookEndpoint) -> WebhookPublic:
 
 def _delivery(row: WebhookDelivery) -> WebhookDeliveryPublic:
     return WebhookDeliveryPublic(
-        **row.model_dump(exclude={"endpoint_id", "body", "started_at"}), webhook_id=row.endpoint_id,
+        **row.model_dump(exclude={"endpoint_id", "body", "started_at"}),
+        webhook_id=row.endpoint_id,
         workflow_id=delivery_workflow_id(row.id),
     )
 
@@ -138,11 +144,10 @@ async def _owned_delivery(session: SessionDep, delivery_id: uuid.UUID, caller: I
 async def get_delivery(delivery_id: uuid.UUID, caller: CallerDep, session: SessionDep) -> WebhookDeliveryDetail:
     """The delivery, the event it posts, and every attempt (status code, latency, error)."""
     row = await _owned_delivery(session, delivery_id, caller)
-    attempts = (
-        await session.exec(select(WebhookAttempt).where(WebhookAttempt.delivery_id == row.id).order_by(col(WebhookAttempt.number)))
-    ).all()
+    attempts = (await session.exec(select(WebhookAttempt).where(WebhookAttempt.delivery_id == row.id).order_by(col(WebhookAttempt.number)))).all()
     return WebhookDeliveryDetail(
-        **_delivery(row).model_dump(), event=json.loads(row.body),
+        **_delivery(row).model_dump(),
+        event=json.loads(row.body),
         history=[WebhookAttemptPublic.model_validate(a, from_attributes=True) for a in attempts],
     )
 
@@ -159,7 +164,8 @@ async def redeliver(delivery_id: uuid.UUID, caller: CallerDep, session: SessionD
     pending = (
         await session.exec(
             select(WebhookDelivery.id).where(
-                WebhookDelivery.endpoint_id == original.endpoint_id, WebhookDelivery.event_id == original.event_id,
+                WebhookDelivery.endpoint_id == original.endpoint_id,
+                WebhookDelivery.event_id == original.event_id,
                 WebhookDelivery.state == "PENDING",
             )
         )
@@ -167,12 +173,22 @@ async def redeliver(delivery_id: uuid.UUID, caller: CallerDep, session: SessionD
     if pending is not None:
         raise WebhookDeliveryInProgress("this event is still being delivered to this endpoint", delivery_id=pending)
     row = WebhookDelivery(
-        id=str(uuid.uuid4()), endpoint_id=original.endpoint_id, owner=original.owner, event_id=original.event_id,
-        event_type=original.event_type, body=original.body, redelivery_of=original.id, requested_by=caller.id,
+        id=str(uuid.uuid4()),
+        endpoint_id=original.endpoint_id,
+        owner=original.owner,
+        event_id=original.event_id,
+        event_type=original.event_type,
+        body=original.body,
+        redelivery_of=original.id,
+        requested_by=caller.id,
     )
     session.add(row)
     await audit.append(
-        session, actor=caller.id, action="webhook.redelivery_requested", object_type="webhook_delivery", object_id=row.id,
+        session,
+        actor=caller.id,
+        action="webhook.redelivery_requested",
+        object_type="webhook_delivery",
+        object_id=row.id,
         details={"redelivery_of": original.id, "webhook_id": original.endpoint_id, "event_id": original.event_id},
     )
     await session.commit()
@@ -196,13 +212,24 @@ async def create_webhook(body: WebhookCreate, caller: CallerDep, session: Sessio
     sealed = await state.secret_box.seal(secret.encode(), secret_context(endpoint_id))
     events = sorted(set(body.events))
     row = WebhookEndpoint(
-        id=endpoint_id, owner=caller.id, url=url, events=events, description=body.description,
-        secret_ciphertext=sealed.ciphertext, secret_nonce=sealed.nonce, secret_wrapped_key=sealed.wrapped_key,
-        secret_kek_id=sealed.kek_id, created_by=caller.id,
+        id=endpoint_id,
+        owner=caller.id,
+        url=url,
+        events=events,
+        description=body.description,
+        secret_ciphertext=sealed.ciphertext,
+        secret_nonce=sealed.nonce,
+        secret_wrapped_key=sealed.wrapped_key,
+        secret_kek_id=sealed.kek_id,
+        created_by=caller.id,
     )
     session.add(row)
     await audit.append(
-        session, actor=caller.id, action="webhook.created", object_type="webhook", object_id=endpoint_id,
+        session,
+        actor=caller.id,
+        action="webhook.created",
+        object_type="webhook",
+        object_id=endpoint_id,
         details={"url": url, "events": events},
     )
     await session.commit()
@@ -211,7 +238,9 @@ async def create_webhook(body: WebhookCreate, caller: CallerDep, session: Sessio
 
 @router.get("", response_model=WebhookList)
 async def list_webhooks(
-    caller: CallerDep, session: SessionDep, include_deleted: bool = False,
+    caller: CallerDep,
+    session: SessionDep,
+    include_deleted: bool = False,
     owner: str | None = Query(default=None, max_length=200, pattern=r"^[^\x00-\x1f]+$"),
 ) -> WebhookList:
     """The caller's endpoints (operators: anyone's, or `owner`'s)."""
@@ -245,9 +274,13 @@ async def delete_webhook(webhook_id: uuid.UUID, caller: CallerDep, session: Sess
 
 @router.get("/{webhook_id}/deliveries", response_model=WebhookDeliveryList)
 async def list_deliveries(
-    webhook_id: uuid.UUID, caller: CallerDep, session: SessionDep,
-    state: Literal["PENDING", "DELIVERED", "FAILED"] | None = None, event_id: str | None = Query(default=None, pattern=r"^evt_[0-9a-f]{32}$"),
-    limit: Annotated[int, Query(ge=1, le=500)] = 100, offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    webhook_id: uuid.UUID,
+    caller: CallerDep,
+    session: SessionDep,
+    state: Literal["PENDING", "DELIVERED", "FAILED"] | None = None,
+    event_id: str | None = Query(default=None, pattern=r"^evt_[0-9a-f]{32}$"),
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> WebhookDeliveryList:
     """Newest first."""
     endpoint = await _endpoint(session, webhook_id, caller)
@@ -258,4 +291,3 @@ async def list_deliveries(
         query = query.where(WebhookDelivery.event_id == event_id)
     rows = (await session.exec(query.order_by(col(WebhookDelivery.created_at).desc(), col(WebhookDelivery.id)).offset(offset).limit(limit))).all()
     return WebhookDeliveryList(items=[_delivery(r) for r in rows])
-

@@ -34,13 +34,13 @@ from core.errors import (
 )
 from core.identity import Identity
 from core.money import canonical_decimal_string, to_base_units, to_decimal_string
+from db import audit
 from models import search_attributes
 from models.access import WithdrawalAction
 from models.db import TransferAttempt, Wallet, Withdrawal, WithdrawalEvent
-from models.policy import PolicyDecision
-from db import audit
 from models.intent_seal import seal
 from models.payloads import WithdrawalInput, WithdrawalStatus
+from models.policy import PolicyDecision
 from models.schemas import (
     HandleRecipient,
     MemoIn,
@@ -108,23 +108,22 @@ async def _public(session: SessionDep, state: StateDep, w: Withdrawal, *, detail
         completed_at=w.completed_at,
     )
     if detail:
-        events = await session.exec(
-            select(WithdrawalEvent).where(WithdrawalEvent.withdrawal_id == w.id).order_by(col(WithdrawalEvent.id))
-        )
+        events = await session.exec(select(WithdrawalEvent).where(WithdrawalEvent.withdrawal_id == w.id).order_by(col(WithdrawalEvent.id)))
         public.history = [WithdrawalEventPublic(status=e.status, at=e.at, detail=e.detail) for e in events.all()]
-        attempts = await session.exec(
-            select(TransferAttempt).where(TransferAttempt.withdrawal_id == w.id).order_by(col(TransferAttempt.id))
-        )
+        attempts = await session.exec(select(TransferAttempt).where(TransferAttempt.withdrawal_id == w.id).order_by(col(TransferAttempt.id)))
         public.attempts = [
             TransferAttemptPublic(
-                tx_hash=a.tx_hash, nonce=a.sequence, state=a.state, purpose=a.purpose,
-                source=(a.fee_params or {}).get("source"), created_at=a.created_at, broadcast_at=a.broadcast_at,
+                tx_hash=a.tx_hash,
+                nonce=a.sequence,
+                state=a.state,
+                purpose=a.purpose,
+                source=(a.fee_params or {}).get("source"),
+                created_at=a.created_at,
+                broadcast_at=a.broadcast_at,
             )
             for a in attempts.all()
         ]
-        decisions = await session.exec(
-            select(PolicyDecision).where(PolicyDecision.withdrawal_id == w.id).order_by(col(PolicyDecision.id))
-        )
+        decisions = await session.exec(select(PolicyDecision).where(PolicyDecision.withdrawal_id == w.id).order_by(col(PolicyDecision.id)))
         public.policy_decisions = [PolicyDecisionPublic.model_validate(d, from_attributes=True) for d in decisions.all()]
         approvals = await session.exec(
             select(WithdrawalAction.actor)
@@ -279,8 +278,12 @@ async def _active_wallet(session: SessionDep, owner: str, wallet_id: str) -> Wal
 def requested_details(withdrawal: Withdrawal) -> dict[str, str]:
     """What an audit entry records of a request: enough to know what was asked, in base units."""
     details = {
-        "kind": withdrawal.kind, "wallet_id": withdrawal.wallet_id, "chain": withdrawal.chain, "asset": withdrawal.asset,
-        "amount": str(withdrawal.amount), "destination": withdrawal.destination,
+        "kind": withdrawal.kind,
+        "wallet_id": withdrawal.wallet_id,
+        "chain": withdrawal.chain,
+        "asset": withdrawal.asset,
+        "amount": str(withdrawal.amount),
+        "destination": withdrawal.destination,
     }
     return details | ({"retry_of": withdrawal.retry_of} if withdrawal.retry_of else {})
 
@@ -292,8 +295,12 @@ async def _insert_and_start(state: StateDep, session: SessionDep, response: Resp
     try:
         await session.flush()  # a concurrent request with the same key fails here, before the audit lock
         await audit.append(
-            session, actor=withdrawal.requested_by or withdrawal.owner, action="withdrawal.requested",
-            object_type="withdrawal", object_id=withdrawal.id, details=requested_details(withdrawal),
+            session,
+            actor=withdrawal.requested_by or withdrawal.owner,
+            action="withdrawal.requested",
+            object_type="withdrawal",
+            object_id=withdrawal.id,
+            details=requested_details(withdrawal),
         )
         await session.commit()
     except IntegrityError:
@@ -322,19 +329,13 @@ async def _wallet_of_handle(session: SessionDep, handle: str, chain: str) -> str
 
 
 async def _by_idempotency_key(session: SessionDep, owner: str, key: str) -> Withdrawal | None:
-    rows = await session.exec(
-        select(Withdrawal).where(Withdrawal.owner == owner, Withdrawal.idempotency_key == key)
-    )
+    rows = await session.exec(select(Withdrawal).where(Withdrawal.owner == owner, Withdrawal.idempotency_key == key))
     return rows.first()
 
 
-async def _replay(
-    state: StateDep, session: SessionDep, response: Response, existing: Withdrawal, request_hashes: set[str]
-) -> WithdrawalPublic:
+async def _replay(state: StateDep, session: SessionDep, response: Response, existing: Withdrawal, request_hashes: set[str]) -> WithdrawalPublic:
     if existing.request_hash not in request_hashes:
-        raise IdempotencyConflict(
-            "this Idempotency-Key was used with a different request", withdrawal_id=existing.id
-        )
+        raise IdempotencyConflict("this Idempotency-Key was used with a different request", withdrawal_id=existing.id)
     await ensure_started(state, existing)
     response.status_code = status.HTTP_200_OK
     return await _public(session, state, existing, detail=False)

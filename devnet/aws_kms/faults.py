@@ -28,7 +28,8 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from devnet.faults import FaultTable
 
@@ -53,9 +54,7 @@ AWS_ERRORS: dict[str, tuple[int, str]] = {
     "NotFoundException": (400, "The specified entity or resource could not be found."),
     "AccessDeniedException": (400, "User is not authorized to perform this operation."),
     "InvalidCiphertextException": (400, ""),
-    "IncorrectKeyException": (
-        400, "The key ID in the request does not identify a KMS key that can perform this operation."
-    ),
+    "IncorrectKeyException": (400, "The key ID in the request does not identify a KMS key that can perform this operation."),
     # Secrets Manager
     "InternalServiceError": (500, "An error occurred on the server side."),
     "ResourceNotFoundException": (400, "Secrets Manager can't find the specified secret."),
@@ -89,8 +88,14 @@ class FaultInjector(FaultTable):
 
 def _json_response(start_response: Callable[..., Any], status: int, body: Any, extra: Iterable[tuple[str, str]] = ()) -> list[bytes]:
     payload = json.dumps(body).encode()
-    reason = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-              500: "Internal Server Error", 503: "Service Unavailable"}.get(status, "Error")
+    reason = {
+        200: "OK",
+        400: "Bad Request",
+        404: "Not Found",
+        405: "Method Not Allowed",
+        500: "Internal Server Error",
+        503: "Service Unavailable",
+    }.get(status, "Error")
     headers = [("Content-Type", "application/json"), ("Content-Length", str(len(payload))), *extra]
     start_response(f"{status} {reason}", headers)
     return [payload]

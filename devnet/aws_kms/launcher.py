@@ -12,9 +12,10 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .faults import CONTROL_PATH
 from .server import READY_PREFIX
@@ -50,7 +51,9 @@ class AwsKmsServer:
     def _request(self, method: str, path: str, body: Any = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(
-            self.endpoint_url + path, data=data, method=method,
+            self.endpoint_url + path,
+            data=data,
+            method=method,
             headers={"Content-Type": "application/json"},
         )
         try:
@@ -94,7 +97,7 @@ def _read_ready_line(proc: subprocess.Popen[bytes], timeout: float) -> dict[str,
                 line, buf = buf.split(b"\n", 1)
                 text = line.decode(errors="replace")
                 if text.startswith(READY_PREFIX):
-                    return json.loads(text[len(READY_PREFIX):])
+                    return json.loads(text[len(READY_PREFIX) :])
     raise RuntimeError("AWS devnet did not report ready")
 
 
@@ -134,8 +137,13 @@ def run_aws_kms(
             tail = Path(log.name).read_text(errors="replace")[-4000:]
             raise RuntimeError(f"AWS devnet failed to start (exit {proc.returncode}):\n{tail}") from None
         yield AwsKmsServer(
-            host=info["host"], port=info["port"], endpoint_url=info["endpoint_url"],
-            pid=info["pid"], region=region, process=proc, log_path=log.name,
+            host=info["host"],
+            port=info["port"],
+            endpoint_url=info["endpoint_url"],
+            pid=info["pid"],
+            region=region,
+            process=proc,
+            log_path=log.name,
         )
     finally:
         if proc.poll() is None:

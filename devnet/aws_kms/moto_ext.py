@@ -142,9 +142,7 @@ def _ed25519ph(private_or_public: Any, digest: bytes, signature: bytes | None = 
         )
         key = eddsa.import_private_key(seed)
         return eddsa.new(key, "rfc8032").sign(SHA512.new(digest))
-    raw_pub = private_or_public.public_bytes(
-        serialization.Encoding.Raw, serialization.PublicFormat.Raw
-    )
+    raw_pub = private_or_public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     key = eddsa.import_public_key(raw_pub)
     try:
         eddsa.new(key, "rfc8032").verify(SHA512.new(digest), signature)
@@ -240,9 +238,7 @@ def _sign(key_material: Any, key_spec: str, message: bytes, message_type: str, a
     raise _err("UnsupportedOperationException", f"Cannot sign with {key_spec}")
 
 
-def _verify(
-    key_material: Any, key_spec: str, message: bytes, message_type: str, signature: bytes, algorithm: str
-) -> bool:
+def _verify(key_material: Any, key_spec: str, message: bytes, message_type: str, signature: bytes, algorithm: str) -> bool:
     pub = key_material.private_key.public_key()
     try:
         if key_spec == EDWARDS_KEY_SPEC:
@@ -288,20 +284,21 @@ def _signing_request(response: Any, operation: str) -> tuple[Any, bytes, str, st
     if not key_id:
         raise _err("ValidationException", "1 validation error detected: Value null at 'keyId' failed to satisfy constraint: Member must not be null")
     if not algorithm:
-        raise _err("ValidationException", "1 validation error detected: Value null at 'signingAlgorithm' failed to satisfy constraint: Member must not be null")
+        raise _err(
+            "ValidationException",
+            "1 validation error detected: Value null at 'signingAlgorithm' failed to satisfy constraint: Member must not be null",
+        )
     if isinstance(message, str):
         message = message.encode("utf-8")
     if not message:
         raise _err(
             "ValidationException",
-            "1 validation error detected: Value at 'message' failed to satisfy constraint: "
-            "Member must have length greater than or equal to 1",
+            "1 validation error detected: Value at 'message' failed to satisfy constraint: Member must have length greater than or equal to 1",
         )
     if len(message) > MAX_MESSAGE_BYTES:
         raise _err(
             "ValidationException",
-            "1 validation error detected: Value at 'message' failed to satisfy constraint: "
-            "Member must have length less than or equal to 4096",
+            "1 validation error detected: Value at 'message' failed to satisfy constraint: Member must have length less than or equal to 4096",
         )
     key = _usable_key(response, key_id, operation)
     if key.key_usage != "SIGN_VERIFY":
@@ -339,8 +336,7 @@ def _response_verify(self: Any) -> str:
     if not signature:
         raise _err(
             "ValidationException",
-            "1 validation error detected: Value at 'signature' failed to satisfy constraint: "
-            "Member must have length greater than or equal to 1",
+            "1 validation error detected: Value at 'signature' failed to satisfy constraint: Member must have length greater than or equal to 1",
         )
     if not _verify(key.private_key, key.key_spec, message, message_type, signature, algorithm):
         raise _err("KMSInvalidSignatureException", "")
@@ -379,8 +375,7 @@ def _response_encrypt(self: Any) -> str:
     if not plaintext:
         raise _err(
             "ValidationException",
-            "1 validation error detected: Value at 'plaintext' failed to satisfy constraint: "
-            "Member must have length greater than or equal to 1",
+            "1 validation error detected: Value at 'plaintext' failed to satisfy constraint: Member must have length greater than or equal to 1",
         )
     key = _usable_key(self, key_id, "Encrypt")
     if key.key_usage != "ENCRYPT_DECRYPT":
@@ -390,12 +385,8 @@ def _response_encrypt(self: Any) -> str:
         return _original_encrypt(self)
     if algorithm != "SYMMETRIC_DEFAULT":
         raise _err("InvalidKeyUsageException", f"Algorithm {algorithm} is incompatible with key spec SYMMETRIC_DEFAULT.")
-    blob, arn = self.kms_backend.encrypt(
-        key_id=key_id, plaintext=plaintext, encryption_context=self._get_param("EncryptionContext", {})
-    )
-    return json.dumps(
-        {"CiphertextBlob": base64.b64encode(blob).decode("ascii"), "KeyId": arn, "EncryptionAlgorithm": algorithm}
-    )
+    blob, arn = self.kms_backend.encrypt(key_id=key_id, plaintext=plaintext, encryption_context=self._get_param("EncryptionContext", {}))
+    return json.dumps({"CiphertextBlob": base64.b64encode(blob).decode("ascii"), "KeyId": arn, "EncryptionAlgorithm": algorithm})
 
 
 def _response_decrypt(self: Any) -> str:
@@ -408,8 +399,7 @@ def _response_decrypt(self: Any) -> str:
     if not blob:
         raise _err(
             "ValidationException",
-            "1 validation error detected: Value at 'ciphertextBlob' failed to satisfy constraint: "
-            "Member must have length greater than or equal to 1",
+            "1 validation error detected: Value at 'ciphertextBlob' failed to satisfy constraint: Member must have length greater than or equal to 1",
         )
     try:
         inner_key_id = _deserialize_ciphertext_blob(blob).key_id
@@ -432,12 +422,8 @@ def _response_decrypt(self: Any) -> str:
     algorithm = self._get_param("EncryptionAlgorithm") or "SYMMETRIC_DEFAULT"
     if algorithm != "SYMMETRIC_DEFAULT":
         raise _err("InvalidKeyUsageException", f"Algorithm {algorithm} is incompatible with key spec SYMMETRIC_DEFAULT.")
-    plaintext, arn = self.kms_backend.decrypt(
-        ciphertext_blob=blob, encryption_context=self._get_param("EncryptionContext", {})
-    )
-    return json.dumps(
-        {"Plaintext": base64.b64encode(plaintext).decode("ascii"), "KeyId": arn, "EncryptionAlgorithm": algorithm}
-    )
+    plaintext, arn = self.kms_backend.decrypt(ciphertext_blob=blob, encryption_context=self._get_param("EncryptionContext", {}))
+    return json.dumps({"Plaintext": base64.b64encode(plaintext).decode("ascii"), "KeyId": arn, "EncryptionAlgorithm": algorithm})
 
 
 _original_encrypt: Any = None

@@ -11,7 +11,8 @@ import logging
 import os
 import sys
 import threading
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .faults import FaultInjector, FaultMiddleware
 from .moto_ext import apply_patches

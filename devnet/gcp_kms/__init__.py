@@ -12,8 +12,9 @@ Usage::
         await client.transport.close()
 """
 
-from .client import clear_faults, get_faults, make_async_client, reset, set_faults
 from signers.crc32c import crc32c
+
+from .client import clear_faults, get_faults, make_async_client, reset, set_faults
 from .server import CONTROL_SERVICE, GcpKmsServer, run_gcp_kms
 
 __all__ = [

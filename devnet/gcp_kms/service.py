@@ -37,9 +37,7 @@ _ID_RE = re.compile(r"^[a-zA-Z0-9_-]{1,63}$")
 _LOCATION_RE = re.compile(r"^projects/([^/]+)/locations/([^/]+)$")
 _KEY_RING_RE = re.compile(r"^(projects/[^/]+/locations/[^/]+)/keyRings/([^/]+)$")
 _CRYPTO_KEY_RE = re.compile(r"^(projects/[^/]+/locations/[^/]+/keyRings/[^/]+)/cryptoKeys/([^/]+)$")
-_VERSION_RE = re.compile(
-    r"^(projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+)/cryptoKeyVersions/([0-9]+)$"
-)
+_VERSION_RE = re.compile(r"^(projects/[^/]+/locations/[^/]+/keyRings/[^/]+/cryptoKeys/[^/]+)/cryptoKeyVersions/([0-9]+)$")
 
 DEFAULT_DESTROY_SCHEDULED_DURATION = dt.timedelta(days=30)
 
@@ -69,7 +67,7 @@ class KmsError(Exception):
 
 
 def _now() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 def _invalid(msg: str) -> KmsError:
@@ -127,9 +125,7 @@ class _CryptoKey:
             name=self.name,
             purpose=self.purpose,
             create_time=self.create_time,
-            version_template=kms_v1.CryptoKeyVersionTemplate(
-                protection_level=self.protection_level, algorithm=self.algorithm
-            ),
+            version_template=kms_v1.CryptoKeyVersionTemplate(protection_level=self.protection_level, algorithm=self.algorithm),
             labels=self.labels,
             import_only=self.import_only,
             destroy_scheduled_duration=self.destroy_scheduled_duration,
@@ -257,8 +253,7 @@ class KmsState:
         if ck.purpose not in (Purpose.ASYMMETRIC_SIGN, Purpose.ENCRYPT_DECRYPT):
             raise KmsError(
                 grpc.StatusCode.UNIMPLEMENTED,
-                "The devnet supports purposes ASYMMETRIC_SIGN and ENCRYPT_DECRYPT only, "
-                f"not {Purpose(ck.purpose).name}.",
+                f"The devnet supports purposes ASYMMETRIC_SIGN and ENCRYPT_DECRYPT only, not {Purpose(ck.purpose).name}.",
             )
         algorithm = ck.version_template.algorithm
         protection = ck.version_template.protection_level or ProtectionLevel.SOFTWARE
@@ -278,10 +273,7 @@ class KmsState:
                     f"(devnet supports {sorted(Algorithm(a).name for a in _EC_ALGORITHMS)})."
                 )
             if protection not in _EC_ALGORITHMS[algorithm][3]:
-                raise _invalid(
-                    f"Algorithm {Algorithm(algorithm).name} is not supported at protection level "
-                    f"{ProtectionLevel(protection).name}."
-                )
+                raise _invalid(f"Algorithm {Algorithm(algorithm).name} is not supported at protection level {ProtectionLevel(protection).name}.")
             if "rotation_period" in ck or "next_rotation_time" in ck:
                 raise _invalid("Automatic rotation is not supported for asymmetric keys.")
         name = f"{kr.name}/cryptoKeys/{req.crypto_key_id}"
@@ -294,11 +286,7 @@ class KmsState:
             protection_level=protection,
             create_time=_now(),
             labels=dict(ck.labels),
-            destroy_scheduled_duration=(
-                ck.destroy_scheduled_duration
-                if "destroy_scheduled_duration" in ck
-                else DEFAULT_DESTROY_SCHEDULED_DURATION
-            ),
+            destroy_scheduled_duration=(ck.destroy_scheduled_duration if "destroy_scheduled_duration" in ck else DEFAULT_DESTROY_SCHEDULED_DURATION),
             import_only=ck.import_only,
         )
         if not req.skip_initial_version_creation and not ck.import_only:
@@ -311,15 +299,12 @@ class KmsState:
     def get_crypto_key(self, req: kms_v1.GetCryptoKeyRequest) -> kms_v1.CryptoKey:
         return self._crypto_key(req.name).to_proto()
 
-    def update_crypto_key_primary_version(
-        self, req: kms_v1.UpdateCryptoKeyPrimaryVersionRequest
-    ) -> kms_v1.CryptoKey:
+    def update_crypto_key_primary_version(self, req: kms_v1.UpdateCryptoKeyPrimaryVersionRequest) -> kms_v1.CryptoKey:
         key = self._crypto_key(req.name)
         if key.purpose != Purpose.ENCRYPT_DECRYPT:
             raise KmsError(
                 grpc.StatusCode.FAILED_PRECONDITION,
-                f"CryptoKey {key.name} has purpose {Purpose(key.purpose).name}; only ENCRYPT_DECRYPT "
-                "keys have a primary version.",
+                f"CryptoKey {key.name} has purpose {Purpose(key.purpose).name}; only ENCRYPT_DECRYPT keys have a primary version.",
             )
         try:
             number = int(req.crypto_key_version_id)
@@ -364,9 +349,7 @@ class KmsState:
     def get_crypto_key_version(self, req: kms_v1.GetCryptoKeyVersionRequest) -> kms_v1.CryptoKeyVersion:
         return self._version(req.name)[1].to_proto()
 
-    def list_crypto_key_versions(
-        self, req: kms_v1.ListCryptoKeyVersionsRequest
-    ) -> kms_v1.ListCryptoKeyVersionsResponse:
+    def list_crypto_key_versions(self, req: kms_v1.ListCryptoKeyVersionsRequest) -> kms_v1.ListCryptoKeyVersionsResponse:
         key = self._crypto_key(req.parent)
         items = sorted(key.versions)
         page, token = _page(items, req.page_size, req.page_token)
@@ -411,8 +394,7 @@ class KmsState:
         if version.state != State.DESTROY_SCHEDULED:
             raise KmsError(
                 grpc.StatusCode.FAILED_PRECONDITION,
-                f"{version.name} is not scheduled for destruction, current state is: "
-                f"{State(version.state).name}.",
+                f"{version.name} is not scheduled for destruction, current state is: {State(version.state).name}.",
             )
         version.state = State.DISABLED
         version.destroy_time = None
@@ -424,8 +406,7 @@ class KmsState:
         if key.purpose != purpose:
             raise KmsError(
                 grpc.StatusCode.FAILED_PRECONDITION,
-                f"{method} requires a CryptoKey of purpose {Purpose(purpose).name}; {key.name} has "
-                f"purpose {Purpose(key.purpose).name}.",
+                f"{method} requires a CryptoKey of purpose {Purpose(purpose).name}; {key.name} has purpose {Purpose(key.purpose).name}.",
             )
 
     def get_public_key(self, req: kms_v1.GetPublicKeyRequest) -> kms_v1.PublicKey:
@@ -490,10 +471,7 @@ class KmsState:
             if has_data:
                 raise _invalid(f"Algorithm {alg_name} requires field digest, not data.")
             if digest_kind != want_digest:
-                raise _invalid(
-                    f"The digest type {digest_kind or 'none'} does not match the algorithm {alg_name}, "
-                    f"which requires {want_digest}."
-                )
+                raise _invalid(f"The digest type {digest_kind or 'none'} does not match the algorithm {alg_name}, which requires {want_digest}.")
             if len(digest_bytes) != digest_size:
                 raise _invalid(f"The {want_digest} digest must be {digest_size} bytes, got {len(digest_bytes)}.")
             hash_alg = _HASHES[want_digest]()
@@ -538,15 +516,11 @@ class KmsState:
         if len(req.additional_authenticated_data) > MAX_CRYPTO_BYTES:
             raise _invalid(f"The additional_authenticated_data field must be at most {MAX_CRYPTO_BYTES} bytes.")
         verified_plaintext = self._check_crc32c(req, "plaintext", "plaintext_crc32c")
-        verified_aad = self._check_crc32c(
-            req, "additional_authenticated_data", "additional_authenticated_data_crc32c"
-        )
+        verified_aad = self._check_crc32c(req, "additional_authenticated_data", "additional_authenticated_data_crc32c")
         self._require_enabled(version)
         number = int(version.name.rsplit("/", 1)[1])
         nonce = os.urandom(12)
-        sealed = AESGCM(version.private_key).encrypt(
-            nonce, req.plaintext, self._gcm_aad(key, req.additional_authenticated_data)
-        )
+        sealed = AESGCM(version.private_key).encrypt(nonce, req.plaintext, self._gcm_aad(key, req.additional_authenticated_data))
         ciphertext = _CIPHERTEXT_HEADER.pack(number, nonce) + sealed
         return kms_v1.EncryptResponse(
             name=version.name,
@@ -597,24 +571,36 @@ METHODS: dict[str, tuple[Any, Any, str]] = {
     "CreateCryptoKey": (kms_v1.CreateCryptoKeyRequest, kms_v1.CryptoKey, "create_crypto_key"),
     "GetCryptoKey": (kms_v1.GetCryptoKeyRequest, kms_v1.CryptoKey, "get_crypto_key"),
     "UpdateCryptoKeyPrimaryVersion": (
-        kms_v1.UpdateCryptoKeyPrimaryVersionRequest, kms_v1.CryptoKey, "update_crypto_key_primary_version",
+        kms_v1.UpdateCryptoKeyPrimaryVersionRequest,
+        kms_v1.CryptoKey,
+        "update_crypto_key_primary_version",
     ),
     "ListCryptoKeys": (kms_v1.ListCryptoKeysRequest, kms_v1.ListCryptoKeysResponse, "list_crypto_keys"),
     "CreateCryptoKeyVersion": (
-        kms_v1.CreateCryptoKeyVersionRequest, kms_v1.CryptoKeyVersion, "create_crypto_key_version",
+        kms_v1.CreateCryptoKeyVersionRequest,
+        kms_v1.CryptoKeyVersion,
+        "create_crypto_key_version",
     ),
     "GetCryptoKeyVersion": (kms_v1.GetCryptoKeyVersionRequest, kms_v1.CryptoKeyVersion, "get_crypto_key_version"),
     "ListCryptoKeyVersions": (
-        kms_v1.ListCryptoKeyVersionsRequest, kms_v1.ListCryptoKeyVersionsResponse, "list_crypto_key_versions",
+        kms_v1.ListCryptoKeyVersionsRequest,
+        kms_v1.ListCryptoKeyVersionsResponse,
+        "list_crypto_key_versions",
     ),
     "UpdateCryptoKeyVersion": (
-        kms_v1.UpdateCryptoKeyVersionRequest, kms_v1.CryptoKeyVersion, "update_crypto_key_version",
+        kms_v1.UpdateCryptoKeyVersionRequest,
+        kms_v1.CryptoKeyVersion,
+        "update_crypto_key_version",
     ),
     "DestroyCryptoKeyVersion": (
-        kms_v1.DestroyCryptoKeyVersionRequest, kms_v1.CryptoKeyVersion, "destroy_crypto_key_version",
+        kms_v1.DestroyCryptoKeyVersionRequest,
+        kms_v1.CryptoKeyVersion,
+        "destroy_crypto_key_version",
     ),
     "RestoreCryptoKeyVersion": (
-        kms_v1.RestoreCryptoKeyVersionRequest, kms_v1.CryptoKeyVersion, "restore_crypto_key_version",
+        kms_v1.RestoreCryptoKeyVersionRequest,
+        kms_v1.CryptoKeyVersion,
+        "restore_crypto_key_version",
     ),
     "GetPublicKey": (kms_v1.GetPublicKeyRequest, kms_v1.PublicKey, "get_public_key"),
     "AsymmetricSign": (kms_v1.AsymmetricSignRequest, kms_v1.AsymmetricSignResponse, "asymmetric_sign"),

@@ -15,13 +15,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m devnet.solana", description="Solana JSON-RPC devnet on LiteSVM")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8899)
-    parser.add_argument(
-        "--ledger-slot-ms", type=int, default=DEFAULT_SLOT_MS, help="slot period in ms; 0 = slots advance only manually"
-    )
+    parser.add_argument("--ledger-slot-ms", type=int, default=DEFAULT_SLOT_MS, help="slot period in ms; 0 = slots advance only manually")
     parser.add_argument("--finalization-depth", type=int, default=DEFAULT_FINALIZATION_DEPTH)
     parser.add_argument("--confirmation-depth", type=int, default=0)
     parser.add_argument(
-        "--state-dir", type=Path, default=None,
+        "--state-dir",
+        type=Path,
+        default=None,
         help="keep the chain here and continue it at the next start (default: in memory only)",
     )
     parser.add_argument("--log-level", default="info")

@@ -53,9 +53,7 @@ def signature_verification_failure() -> RpcError:
 
 
 def min_context_slot_not_reached(context_slot: int) -> RpcError:
-    return RpcError(
-        MIN_CONTEXT_SLOT_NOT_REACHED, "Minimum context slot has not been reached", {"contextSlot": context_slot}
-    )
+    return RpcError(MIN_CONTEXT_SLOT_NOT_REACHED, "Minimum context slot has not been reached", {"contextSlot": context_slot})
 
 
 def unsupported_transaction_version(version: int) -> RpcError:
@@ -193,8 +191,5 @@ def tx_error_display(err_json: Any) -> str:
         if name == "InsufficientFundsForRent":
             return f"Transaction results in an account ({value['account_index']}) with insufficient funds for rent"
         if name == "ProgramExecutionTemporarilyRestricted":
-            return (
-                f"Execution of the program referenced by account at index {value['account_index']} "
-                "is temporarily restricted."
-            )
+            return f"Execution of the program referenced by account at index {value['account_index']} is temporarily restricted."
     return str(err_json)

@@ -447,11 +447,7 @@ class Ledger:
             decimals = self.mint_decimals(token.mint)
             if decimals is None:
                 continue
-            out.append(
-                UiTransactionTokenBalance(
-                    index, token.mint, ui_token_amount(token.amount, decimals), token.owner, account.owner
-                )
-            )
+            out.append(UiTransactionTokenBalance(index, token.mint, ui_token_amount(token.amount, decimals), token.owner, account.owner))
         return out
 
     # ---------------------------------------------------------- execution

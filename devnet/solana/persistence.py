@@ -107,25 +107,20 @@ class LedgerStore:
             return None
         return SavedLedger(
             genesis=Genesis(
-                genesis["slot"], genesis["unix"], Hash.from_string(genesis["hash"]),
+                genesis["slot"],
+                genesis["unix"],
+                Hash.from_string(genesis["hash"]),
                 base64.b64decode(genesis["faucet_secret"]),
             ),
             tip=Tip(tip["slot"], tip["block_height"]),
-            blockhashes={
-                height: Hash.from_string(text)
-                for height, text in self._db.execute("SELECT height, hash FROM blockhashes")
-            },
+            blockhashes={height: Hash.from_string(text) for height, text in self._db.execute("SELECT height, hash FROM blockhashes")},
             accounts={
-                Pubkey.from_string(pubkey): Account(
-                    lamports, bytes(data), Pubkey.from_string(owner), bool(executable), int(rent_epoch)
-                )
+                Pubkey.from_string(pubkey): Account(lamports, bytes(data), Pubkey.from_string(owner), bool(executable), int(rent_epoch))
                 for pubkey, lamports, data, owner, executable, rent_epoch in self._db.execute(
                     "SELECT pubkey, lamports, data, owner, executable, rent_epoch FROM accounts"
                 )
             },
-            landed=[
-                json.loads(record) for (record,) in self._db.execute("SELECT record FROM transactions ORDER BY seq")
-            ],
+            landed=[json.loads(record) for (record,) in self._db.execute("SELECT record FROM transactions ORDER BY seq")],
         )
 
     # ------------------------------------------------------------------ write
@@ -139,7 +134,9 @@ class LedgerStore:
             self._put_meta(
                 "genesis",
                 {
-                    "slot": genesis.slot, "unix": genesis.unix, "hash": str(genesis.hash),
+                    "slot": genesis.slot,
+                    "unix": genesis.unix,
+                    "hash": str(genesis.hash),
                     "faucet_secret": base64.b64encode(genesis.faucet_secret).decode(),
                 },
             )
@@ -168,10 +165,8 @@ class LedgerStore:
                     self._db.execute("DELETE FROM accounts WHERE pubkey = ?", (str(pubkey),))
                 else:
                     self._db.execute(
-                        "INSERT OR REPLACE INTO accounts (pubkey, lamports, data, owner, executable, rent_epoch)"
-                        " VALUES (?, ?, ?, ?, ?, ?)",
-                        (str(pubkey), account.lamports, bytes(account.data), str(account.owner),
-                         int(account.executable), str(account.rent_epoch)),
+                        "INSERT OR REPLACE INTO accounts (pubkey, lamports, data, owner, executable, rent_epoch) VALUES (?, ?, ?, ?, ?, ?)",
+                        (str(pubkey), account.lamports, bytes(account.data), str(account.owner), int(account.executable), str(account.rent_epoch)),
                     )
             if landed is not None:
                 self._db.execute(
@@ -237,12 +232,8 @@ def landed_fields(record: dict[str, Any]) -> dict[str, Any]:
         "fee": record["fee"],
         "logs": record["logs"],
         "compute_units": record["compute_units"],
-        "inner_instructions": [
-            [InnerInstruction.from_json(item) for item in group] for group in record["inner_instructions"]
-        ],
-        "return_data": (
-            None if record["return_data"] is None else TransactionReturnData.from_json(record["return_data"])
-        ),
+        "inner_instructions": [[InnerInstruction.from_json(item) for item in group] for group in record["inner_instructions"]],
+        "return_data": (None if record["return_data"] is None else TransactionReturnData.from_json(record["return_data"])),
         "pre_balances": record["pre_balances"],
         "post_balances": record["post_balances"],
         "pre_token_balances": [UiTransactionTokenBalance.from_json(b) for b in record["pre_token_balances"]],
@@ -259,7 +250,5 @@ def _tx_error(err_json: Any) -> Any:
     """A solders TransactionError from its serde JSON form (solders parses it inside a status)."""
     if err_json is None:
         return None
-    status = {"slot": 0, "confirmations": None, "status": {"Err": err_json}, "err": err_json,
-              "confirmationStatus": None}
+    status = {"slot": 0, "confirmations": None, "status": {"Err": err_json}, "err": err_json, "confirmationStatus": None}
     return TransactionStatus.from_json(json.dumps(status)).err
-

@@ -54,7 +54,6 @@ from solders.transaction_status import (
     EncodedConfirmedTransactionWithStatusMeta,
     EncodedTransactionWithStatusMeta,
     ParsedAccountSource,
-    ParsedAccount as ParsedAccountTxStatus,
     TransactionConfirmationStatus,
     TransactionStatus,
     UiAddressTableLookup,
@@ -67,11 +66,14 @@ from solders.transaction_status import (
     UiTransaction,
     UiTransactionStatusMeta,
 )
+from solders.transaction_status import (
+    ParsedAccount as ParsedAccountTxStatus,
+)
 
 from . import errors
 from .codec import b58decode, b58encode, b64decode, b64encode, zstd_frame
 from .errors import RpcError, invalid_params, tx_error_display, tx_error_json
-from .ledger import COMMITMENTS, Bank, Ledger, LandedTx, SimOutcome, replace_blockhash
+from .ledger import COMMITMENTS, Bank, LandedTx, Ledger, SimOutcome, replace_blockhash
 from .tokens import TOKEN_PROGRAMS, decode_mint, decode_token_account, parse_token_program_account, ui_token_amount
 
 SOLANA_CORE_VERSION = "2.2.0"
@@ -326,9 +328,7 @@ class SolanaRpc:
             offset, length = data_slice
             data = data[offset : offset + length]
         if encoding in ("binary", "base58") and len(data) > MAX_BASE58_BYTES:
-            raise invalid_params(
-                "Encoded binary (base 58) data should be less than 128 bytes, please use Base64 encoding."
-            )
+            raise invalid_params("Encoded binary (base 58) data should be less than 128 bytes, please use Base64 encoding.")
         if encoding == "binary":
             out["data"] = b58encode(data)
         elif encoding == "base58":
@@ -362,8 +362,7 @@ class SolanaRpc:
         if encoding == "base64":
             if len(data) > MAX_BASE64_SIZE:
                 raise invalid_params(
-                    f"base64 encoded {type_name} too large: {len(data)} bytes "
-                    f"(max: encoded/raw {MAX_BASE64_SIZE}/{PACKET_DATA_SIZE})"
+                    f"base64 encoded {type_name} too large: {len(data)} bytes (max: encoded/raw {MAX_BASE64_SIZE}/{PACKET_DATA_SIZE})"
                 )
             try:
                 raw = b64decode(data)
@@ -372,17 +371,14 @@ class SolanaRpc:
         else:
             if len(data) > MAX_BASE58_SIZE:
                 raise invalid_params(
-                    f"base58 encoded {type_name} too large: {len(data)} bytes "
-                    f"(max: encoded/raw {MAX_BASE58_SIZE}/{PACKET_DATA_SIZE})"
+                    f"base58 encoded {type_name} too large: {len(data)} bytes (max: encoded/raw {MAX_BASE58_SIZE}/{PACKET_DATA_SIZE})"
                 )
             try:
                 raw = b58decode(data)
             except ValueError as exc:
                 raise invalid_params(f"invalid base58 encoding: {exc}") from None
         if len(raw) > PACKET_DATA_SIZE:
-            raise invalid_params(
-                f"decoded {type_name} too large: {len(raw)} bytes (max: {PACKET_DATA_SIZE} bytes)"
-            )
+            raise invalid_params(f"decoded {type_name} too large: {len(raw)} bytes (max: {PACKET_DATA_SIZE} bytes)")
         return raw
 
     @staticmethod
@@ -608,9 +604,7 @@ class SolanaRpc:
             if program_id not in TOKEN_PROGRAMS:
                 raise invalid_params("Invalid param: unrecognized Token program id")
         else:
-            raise invalid_params(
-                "Invalid params: data did not match any variant of untagged enum RpcTokenAccountsFilter."
-            )
+            raise invalid_params("Invalid params: data did not match any variant of untagged enum RpcTokenAccountsFilter.")
         encoding = _variant(cfg.get("encoding"), _ACCOUNT_ENCODINGS, "binary")
         data_slice = _data_slice(cfg)
         bank = self._bank(cfg)
@@ -691,15 +685,11 @@ class SolanaRpc:
         inner = None
         if _bool(cfg.get("innerInstructions")):
             inner = self._ui_inner(outcome.inner_instructions or [], None)
-        result = self._sim_result(
-            outcome, inner_instructions=inner, replacement_blockhash=replacement, fee=outcome.fee
-        )
+        result = self._sim_result(outcome, inner_instructions=inner, replacement_blockhash=replacement, fee=outcome.fee)
         out = self._result(SimulateTransactionResp(result, self._ctx(bank)))
         if addresses is not None:
             out["value"]["accounts"] = [
-                None
-                if outcome.post_accounts.get(a) is None
-                else self._ui_account(outcome.post_accounts[a], accounts_encoding, None)
+                None if outcome.post_accounts.get(a) is None else self._ui_account(outcome.post_accounts[a], accounts_encoding, None)
                 for a in addresses
             ]
         return out
@@ -805,9 +795,7 @@ class SolanaRpc:
             compute_units_consumed=landed.compute_units,
         )
         encoded = EncodedTransactionWithStatusMeta(transaction, meta, version)
-        out = self._result(
-            GetTransactionResp(EncodedConfirmedTransactionWithStatusMeta(landed.slot, encoded, landed.block_time))
-        )
+        out = self._result(GetTransactionResp(EncodedConfirmedTransactionWithStatusMeta(landed.slot, encoded, landed.block_time)))
         raw = bytes(landed.tx)
         if encoding == "base58":
             out["transaction"] = [b58encode(raw), "base58"]
@@ -821,17 +809,13 @@ class SolanaRpc:
         lookups = None
         if isinstance(message, MessageV0):
             lookups = [
-                UiAddressTableLookup(lk.account_key, bytes(lk.writable_indexes), bytes(lk.readonly_indexes))
-                for lk in message.address_table_lookups
+                UiAddressTableLookup(lk.account_key, bytes(lk.writable_indexes), bytes(lk.readonly_indexes)) for lk in message.address_table_lookups
             ]
         if not parsed:
             instructions = [
-                UiCompiledInstruction(ix.program_id_index, bytes(ix.accounts), b58encode(bytes(ix.data)), None)
-                for ix in message.instructions
+                UiCompiledInstruction(ix.program_id_index, bytes(ix.accounts), b58encode(bytes(ix.data)), None) for ix in message.instructions
             ]
-            ui_message: Any = UiRawMessage(
-                message.header, list(message.account_keys), message.recent_blockhash, instructions, lookups
-            )
+            ui_message: Any = UiRawMessage(message.header, list(message.account_keys), message.recent_blockhash, instructions, lookups)
         else:
             keys = landed.account_keys
             writable = set(Ledger.writable_keys(tx, landed.loaded_writable))
@@ -847,9 +831,7 @@ class SolanaRpc:
                 for i, key in enumerate(keys)
             ]
             instructions = [
-                UiPartiallyDecodedInstruction(
-                    keys[ix.program_id_index], [keys[i] for i in bytes(ix.accounts)], b58encode(bytes(ix.data)), None
-                )
+                UiPartiallyDecodedInstruction(keys[ix.program_id_index], [keys[i] for i in bytes(ix.accounts)], b58encode(bytes(ix.data)), None)
                 for ix in message.instructions
             ]
             ui_message = UiParsedMessage(account_keys, message.recent_blockhash, instructions, lookups)

@@ -143,7 +143,9 @@ def build_app(
         store = LedgerStore(state_dir) if state_dir is not None else None
         try:
             ledger = Ledger(
-                slot_ms=slot_ms, finalization_depth=finalization_depth, confirmation_depth=confirmation_depth,
+                slot_ms=slot_ms,
+                finalization_depth=finalization_depth,
+                confirmation_depth=confirmation_depth,
                 store=store,
             )
             ticker = SlotTicker(ledger, slot_ms)
@@ -183,7 +185,9 @@ class SolanaDevnet:
         self.host = host
         self.port = port
         self.app = build_app(
-            slot_ms=slot_ms, finalization_depth=finalization_depth, confirmation_depth=confirmation_depth,
+            slot_ms=slot_ms,
+            finalization_depth=finalization_depth,
+            confirmation_depth=confirmation_depth,
             state_dir=state_dir,
         )
         self._config = uvicorn.Config(self.app, log_level=log_level, lifespan="on", access_log=False)

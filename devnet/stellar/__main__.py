@@ -13,9 +13,7 @@ from .persistence import LedgerStore
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m devnet.stellar", description="Horizon-compatible Stellar devnet"
-    )
+    parser = argparse.ArgumentParser(prog="python -m devnet.stellar", description="Horizon-compatible Stellar devnet")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument(
@@ -30,7 +28,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--friendbot-xlm", type=int, default=DEFAULT_FRIENDBOT_XLM)
     parser.add_argument("--submission-timeout", type=float, default=30.0, help="seconds")
     parser.add_argument(
-        "--state-dir", type=Path, default=None,
+        "--state-dir",
+        type=Path,
+        default=None,
         help="keep the network here and continue it at the next start (default: in memory only)",
     )
     parser.add_argument("--log-level", default="info")
@@ -49,8 +49,7 @@ def main(argv: list[str] | None = None) -> None:
         friendbot_xlm=args.friendbot_xlm,
     )
     print(
-        f"stellar devnet: http://{args.host}:{args.port}  passphrase={ledger.network_passphrase!r}  "
-        f"root={ledger.root_keypair.public_key}",
+        f"stellar devnet: http://{args.host}:{args.port}  passphrase={ledger.network_passphrase!r}  root={ledger.root_keypair.public_key}",
         flush=True,
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False)

@@ -385,9 +385,7 @@ async def account_operations(request: Request) -> Response:
 
 async def account_payments(request: Request) -> Response:
     account_id = request.path_params["account_id"]
-    return _op_list(
-        request, _node(request).ledger.history(), request.url.path, account=account_id, payments_only=True
-    )
+    return _op_list(request, _node(request).ledger.history(), request.url.path, account=account_id, payments_only=True)
 
 
 async def all_transactions(request: Request) -> Response:
@@ -443,9 +441,7 @@ async def list_ledgers(request: Request) -> Response:
     ledgers = _node(request).ledger.ledgers()
     chosen = _paginate([(toid(lr.seq), lr) for lr in ledgers], cursor, limit, order)
     base = _base(request)
-    return hal(
-        hz.page(base, "/ledgers", [hz.ledger_json(lr, base) for lr in chosen], cursor=cursor, limit=limit, order=order)
-    )
+    return hal(hz.page(base, "/ledgers", [hz.ledger_json(lr, base) for lr in chosen], cursor=cursor, limit=limit, order=order))
 
 
 def _ledger_or_none(request: Request):
@@ -586,9 +582,7 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if status == 404:
         return problem(hz.not_found())
     if status == 405:
-        return problem(
-            hz.problem("method_not_allowed", "Method Not Allowed", 405, "This endpoint does not support the requested method.")
-        )
+        return problem(hz.problem("method_not_allowed", "Method Not Allowed", 405, "This endpoint does not support the requested method."))
     return problem(hz.problem("bad_request", "Bad Request", status, str(getattr(exc, "detail", exc))))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from stellar_sdk import StrKey
 from stellar_sdk import xdr as x
@@ -30,7 +30,7 @@ def amount_str(stroops: int) -> str:
 
 
 def iso_time(unix: int) -> str:
-    return datetime.fromtimestamp(unix, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(unix, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def toid(ledger: int, tx_order: int = 0, op_order: int = 0) -> int:

@@ -149,9 +149,7 @@ def account_json(ledger: StellarLedger, acc: Account, base: str) -> dict:
                 "selling_liabilities": "0.0000000",
                 "last_modified_ledger": tl.last_modified,
                 "is_authorized": bool(tl.flags & TL_AUTHORIZED),
-                "is_authorized_to_maintain_liabilities": bool(
-                    tl.flags & (TL_AUTHORIZED | TL_AUTHORIZED_TO_MAINTAIN_LIABILITIES)
-                ),
+                "is_authorized_to_maintain_liabilities": bool(tl.flags & (TL_AUTHORIZED | TL_AUTHORIZED_TO_MAINTAIN_LIABILITIES)),
                 "is_clawback_enabled": bool(tl.flags & TL_CLAWBACK_ENABLED),
                 **asset_fields(tl.asset),
             }
@@ -164,9 +162,7 @@ def account_json(ledger: StellarLedger, acc: Account, base: str) -> dict:
             "asset_type": "native",
         }
     )
-    signers = [
-        {"weight": s.weight, "key": s.key, "type": _signer_type(s.key)} for s in acc.signers
-    ]
+    signers = [{"weight": s.weight, "key": s.key, "type": _signer_type(s.key)} for s in acc.signers]
     signers.append({"weight": acc.master_weight, "key": a, "type": "ed25519_public_key"})
     modified = ledger.ledger(acc.last_modified)
     out = {
@@ -214,9 +210,7 @@ def account_json(ledger: StellarLedger, acc: Account, base: str) -> dict:
 
 
 def _signer_type(key: str) -> str:
-    return {"G": "ed25519_public_key", "T": "preauth_tx", "X": "sha256_hash"}.get(
-        key[0], "ed25519_signed_payload"
-    )
+    return {"G": "ed25519_public_key", "T": "preauth_tx", "X": "sha256_hash"}.get(key[0], "ed25519_signed_payload")
 
 
 # ------------------------------------------------------------------ transactions
@@ -479,9 +473,7 @@ def root_json(ledger: StellarLedger, base: str) -> dict:
         "_links": {
             "account": link(f"{base}/accounts/{{account_id}}", True),
             "accounts": link(f"{base}/accounts{{?signer,sponsor,asset,liquidity_pool,cursor,limit,order}}", True),
-            "account_transactions": link(
-                f"{base}/accounts/{{account_id}}/transactions{{?cursor,limit,order}}", True
-            ),
+            "account_transactions": link(f"{base}/accounts/{{account_id}}/transactions{{?cursor,limit,order}}", True),
             "fee_stats": link(f"{base}/fee_stats"),
             "friendbot": link(f"{base}/friendbot{{?addr}}", True),
             "ledger": link(f"{base}/ledgers/{{sequence}}", True),

@@ -38,7 +38,9 @@ class StellarDevnet:
         self.host = host
         self.port = port
         self.ledger = StellarLedger(
-            network_passphrase, base_fee=base_fee, base_reserve=base_reserve,
+            network_passphrase,
+            base_fee=base_fee,
+            base_reserve=base_reserve,
             store=LedgerStore(state_dir) if state_dir is not None else None,
         )
         self.app = create_app(

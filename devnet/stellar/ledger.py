@@ -159,9 +159,7 @@ def parse_envelope(envelope_b64: str, network_id: bytes) -> ParsedTx:
             else x.Preconditions(x.PreconditionType.PRECOND_NONE)
         )
         tx = x.Transaction(
-            source_account=x.MuxedAccount(
-                x.CryptoKeyType.KEY_TYPE_ED25519, ed25519=v0.source_account_ed25519
-            ),
+            source_account=x.MuxedAccount(x.CryptoKeyType.KEY_TYPE_ED25519, ed25519=v0.source_account_ed25519),
             fee=v0.fee,
             seq_num=v0.seq_num,
             cond=cond,
@@ -178,16 +176,12 @@ def parse_envelope(envelope_b64: str, network_id: bytes) -> ParsedTx:
         tx, sigs = fee_bump.inner_tx.v1.tx, fee_bump.inner_tx.v1.signatures
     else:
         raise MalformedEnvelope(f"unsupported envelope type {env.type}")
-    tx_hash = _payload_hash(
-        network_id, x.TransactionSignaturePayloadTaggedTransaction(ET.ENVELOPE_TYPE_TX, tx=tx)
-    )
+    tx_hash = _payload_hash(network_id, x.TransactionSignaturePayloadTaggedTransaction(ET.ENVELOPE_TYPE_TX, tx=tx))
     outer = tx_hash
     if fee_bump is not None:
         outer = _payload_hash(
             network_id,
-            x.TransactionSignaturePayloadTaggedTransaction(
-                ET.ENVELOPE_TYPE_TX_FEE_BUMP, fee_bump=fee_bump
-            ),
+            x.TransactionSignaturePayloadTaggedTransaction(ET.ENVELOPE_TYPE_TX_FEE_BUMP, fee_bump=fee_bump),
         )
     return ParsedTx(env, b64(raw), outer, tx, tx_hash, list(sigs), fee_bump, list(fee_bump_sigs))
 
@@ -458,8 +452,7 @@ class StellarLedger:
             if row["seq"] != len(self._ledgers) + 1:
                 raise RuntimeError(f"ledger {len(self._ledgers) + 1} is missing from the saved state")
             self._ledgers.append(
-                LedgerRecord(**{**row, "hash": bytes(row["hash"]), "prev_hash": bytes(row["prev_hash"]),
-                                "txs": by_ledger.get(row["seq"], [])})
+                LedgerRecord(**{**row, "hash": bytes(row["hash"]), "prev_hash": bytes(row["prev_hash"]), "txs": by_ledger.get(row["seq"], [])})
             )
         self._last_close_time = self._ledgers[-1].close_time
         self._open_seq = self._ledgers[-1].seq + 1
@@ -484,9 +477,7 @@ class StellarLedger:
     def set_time(self, unix: int) -> None:
         with self._lock:
             if unix < self._last_close_time:
-                raise ValueError(
-                    f"time cannot go back before the last ledger close ({self._last_close_time})"
-                )
+                raise ValueError(f"time cannot go back before the last ledger close ({self._last_close_time})")
             self._offset = unix - self._clock()
             self._save()
 
@@ -658,9 +649,7 @@ class StellarLedger:
             rejection = self._check(view, parsed, ledger_seq, now)
             if rejection is not None:
                 self._count_rejection(TX_CODE_NAMES[rejection.result.code])
-                return SubmitOutcome(
-                    "rejected", parsed.envelope_xdr, parsed.hash_hex, result=rejection
-                )
+                return SubmitOutcome("rejected", parsed.envelope_xdr, parsed.hash_hex, result=rejection)
             record = self._apply(parsed, ledger_seq, now)
             return SubmitOutcome("applied", parsed.envelope_xdr, parsed.hash_hex, record=record)
 
@@ -709,9 +698,7 @@ class StellarLedger:
                 x.SignatureHint(self.root_keypair.signature_hint()),
                 x.Signature(self.root_keypair.sign(h)),
             )
-            env = x.TransactionEnvelope(
-                ET.ENVELOPE_TYPE_TX, v1=x.TransactionV1Envelope(tx, [sig])
-            )
+            env = x.TransactionEnvelope(ET.ENVELOPE_TYPE_TX, v1=x.TransactionV1Envelope(tx, [sig]))
             return env.to_xdr()
 
     # ------------------------------------------------------------ validation
@@ -722,9 +709,7 @@ class StellarLedger:
     def available(self, acc: Account) -> int:
         return acc.balance - self.min_balance(acc)
 
-    def _check(
-        self, view: Txn, parsed: ParsedTx, ledger_seq: int, now: int
-    ) -> x.TransactionResult | None:
+    def _check(self, view: Txn, parsed: ParsedTx, ledger_seq: int, now: int) -> x.TransactionResult | None:
         if parsed.fee_bump is None:
             checker = SignatureChecker(parsed.tx_hash, parsed.signatures)
             bad = self._check_tx(view, parsed.tx, checker, True, ledger_seq, now)
@@ -836,9 +821,7 @@ class StellarLedger:
                 return "high"
         return "med"
 
-    def _check_op(
-        self, view: Txn, tx_source: str, op: x.Operation, checker: SignatureChecker
-    ) -> x.OperationResult:
+    def _check_op(self, view: Txn, tx_source: str, op: x.Operation, checker: SignatureChecker) -> x.OperationResult:
         t = op.body.type
         if t not in SUPPORTED_OPS:
             return op_generic(x.OperationResultCode.opNOT_SUPPORTED)
@@ -848,11 +831,7 @@ class StellarLedger:
             # stellar-core accepts a missing op source if its own key signed (it may be created
             # by an earlier op); at apply time a still-missing source is op_no_source_account.
             if op.source_account is None or not checker.check([(src, 1)], 0):
-                return op_generic(
-                    x.OperationResultCode.opNO_ACCOUNT
-                    if op.source_account is None
-                    else x.OperationResultCode.opBAD_AUTH
-                )
+                return op_generic(x.OperationResultCode.opNO_ACCOUNT if op.source_account is None else x.OperationResultCode.opBAD_AUTH)
         else:
             level = self._threshold_level(op)
             needed = {
@@ -1015,9 +994,7 @@ class StellarLedger:
             )
         )
         preauth = StrKey.encode_pre_auth_tx(parsed.tx_hash)
-        sources = {tx_source} | {
-            muxed_from_xdr(op.source_account).account_id for op in tx.operations if op.source_account
-        }
+        sources = {tx_source} | {muxed_from_xdr(op.source_account).account_id for op in tx.operations if op.source_account}
         for account_id in sorted(sources):
             a = step.account(account_id)
             if a is not None and any(s.key == preauth for s in a.signers):
@@ -1112,9 +1089,7 @@ class StellarLedger:
             return op_inner(op_type, low_reserve_code)
         return txn.put(replace(acc, num_sub_entries=acc.num_sub_entries + 1))  # type: ignore[return-value]
 
-    def _apply_op(
-        self, txn: Txn, tx_source: str, op: x.Operation, ledger_seq: int, now: int
-    ) -> x.OperationResult:
+    def _apply_op(self, txn: Txn, tx_source: str, op: x.Operation, ledger_seq: int, now: int) -> x.OperationResult:
         src = muxed_from_xdr(op.source_account).account_id if op.source_account else tx_source
         if txn.account(src) is None:
             return op_generic(x.OperationResultCode.opNO_ACCOUNT)
@@ -1141,17 +1116,13 @@ class StellarLedger:
         if t == OpT.SET_TRUST_LINE_FLAGS:
             o = b.set_trust_line_flags_op
             asset = asset_from_xdr(o.asset)
-            return self._set_trustline_flags(
-                txn, src, account_id_to_str(o.trustor), asset, o.set_flags.uint32, o.clear_flags.uint32, t
-            )
+            return self._set_trustline_flags(txn, src, account_id_to_str(o.trustor), asset, o.set_flags.uint32, o.clear_flags.uint32, t)
         if t == OpT.ALLOW_TRUST:
             o = b.allow_trust_op
             asset = self._allow_trust_asset(o, src)
             mask = TL_AUTHORIZED | TL_AUTHORIZED_TO_MAINTAIN_LIABILITIES
             auth = o.authorize.uint32
-            return self._set_trustline_flags(
-                txn, src, account_id_to_str(o.trustor), asset, auth, mask & ~auth, t
-            )
+            return self._set_trustline_flags(txn, src, account_id_to_str(o.trustor), asset, auth, mask & ~auth, t)
         return op_generic(x.OperationResultCode.opNOT_SUPPORTED)
 
     def _create_account(self, txn: Txn, src: str, o: x.CreateAccountOp, ledger_seq: int):

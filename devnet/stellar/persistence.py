@@ -47,12 +47,19 @@ CREATE INDEX IF NOT EXISTS transactions_by_ledger ON transactions (ledger, ord);
 """
 
 _LEDGER_COLUMNS = (
-    "seq", "hash", "prev_hash", "close_time", "base_fee", "base_reserve", "total_coins", "fee_pool",
-    "protocol_version", "max_tx_set_size", "header_xdr",
+    "seq",
+    "hash",
+    "prev_hash",
+    "close_time",
+    "base_fee",
+    "base_reserve",
+    "total_coins",
+    "fee_pool",
+    "protocol_version",
+    "max_tx_set_size",
+    "header_xdr",
 )
-_INSERT_LEDGER = (
-    f"INSERT INTO ledgers ({', '.join(_LEDGER_COLUMNS)}) VALUES ({', '.join('?' * len(_LEDGER_COLUMNS))})"
-)
+_INSERT_LEDGER = f"INSERT INTO ledgers ({', '.join(_LEDGER_COLUMNS)}) VALUES ({', '.join('?' * len(_LEDGER_COLUMNS))})"
 
 
 @dataclass(frozen=True)
@@ -109,14 +116,8 @@ class LedgerStore:
         return SavedLedger(
             network=Network(**network),
             entries=[entry_from_json(json.loads(e)) for (e,) in self._db.execute("SELECT entry FROM entries")],
-            ledgers=[
-                dict(zip(_LEDGER_COLUMNS, row))
-                for row in self._db.execute(f"SELECT {', '.join(_LEDGER_COLUMNS)} FROM ledgers ORDER BY seq")
-            ],
-            transactions=[
-                json.loads(record)
-                for (record,) in self._db.execute("SELECT record FROM transactions ORDER BY ledger, ord")
-            ],
+            ledgers=[dict(zip(_LEDGER_COLUMNS, row)) for row in self._db.execute(f"SELECT {', '.join(_LEDGER_COLUMNS)} FROM ledgers ORDER BY seq")],
+            transactions=[json.loads(record) for (record,) in self._db.execute("SELECT record FROM transactions ORDER BY ledger, ord")],
         )
 
     # ------------------------------------------------------------------ write
@@ -149,9 +150,7 @@ class LedgerStore:
                         (key_text, json.dumps(entry_to_json(entry))),
                     )
             if ledger is not None:
-                self._db.execute(
-                    _INSERT_LEDGER, tuple(getattr(ledger, column) for column in _LEDGER_COLUMNS)
-                )
+                self._db.execute(_INSERT_LEDGER, tuple(getattr(ledger, column) for column in _LEDGER_COLUMNS))
                 self._db.executemany(
                     "INSERT INTO transactions (hash, ledger, ord, record) VALUES (?, ?, ?, ?)",
                     [(t.hash_hex, t.ledger, t.order, json.dumps(tx_record(t))) for t in ledger.txs],

@@ -204,17 +204,13 @@ def tx_result(
         body = x.TransactionResultResult(code, results=list(op_results or []))
     elif code in (TxCode.txFEE_BUMP_INNER_SUCCESS, TxCode.txFEE_BUMP_INNER_FAILED):
         assert inner is not None
-        body = x.TransactionResultResult(
-            code, inner_result_pair=x.InnerTransactionResultPair(x.Hash(inner[0]), inner[1])
-        )
+        body = x.TransactionResultResult(code, inner_result_pair=x.InnerTransactionResultPair(x.Hash(inner[0]), inner[1]))
     else:
         body = x.TransactionResultResult(code)
     return x.TransactionResult(x.Int64(fee_charged), body, x.TransactionResultExt(0))
 
 
-def inner_tx_result(
-    code: TxCode, op_results: list[x.OperationResult] | None = None, fee_charged: int = 0
-) -> x.InnerTransactionResult:
+def inner_tx_result(code: TxCode, op_results: list[x.OperationResult] | None = None, fee_charged: int = 0) -> x.InnerTransactionResult:
     if code in (TxCode.txSUCCESS, TxCode.txFAILED):
         body = x.InnerTransactionResultResult(code, results=list(op_results or []))
     else:

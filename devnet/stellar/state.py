@@ -199,9 +199,7 @@ class Txn:
 
 def _account_entry_xdr(a: Account) -> x.AccountEntry:
     signers = [x.Signer(str_to_signer_key(s.key), x.Uint32(s.weight)) for s in a.signers]
-    v3 = x.AccountEntryExtensionV3(
-        ext=x.ExtensionPoint(0), seq_ledger=x.Uint32(a.seq_ledger), seq_time=x.TimePoint(x.Uint64(a.seq_time))
-    )
+    v3 = x.AccountEntryExtensionV3(ext=x.ExtensionPoint(0), seq_ledger=x.Uint32(a.seq_ledger), seq_time=x.TimePoint(x.Uint64(a.seq_time)))
     v2 = x.AccountEntryExtensionV2(
         num_sponsored=x.Uint32(0),
         num_sponsoring=x.Uint32(0),
@@ -220,9 +218,7 @@ def _account_entry_xdr(a: Account) -> x.AccountEntry:
         inflation_dest=str_to_account_id(a.inflation_dest) if a.inflation_dest else None,
         flags=x.Uint32(a.flags),
         home_domain=x.String32(a.home_domain.encode()),
-        thresholds=x.Thresholds(
-            bytes([a.master_weight, a.low_threshold, a.med_threshold, a.high_threshold])
-        ),
+        thresholds=x.Thresholds(bytes([a.master_weight, a.low_threshold, a.med_threshold, a.high_threshold])),
         signers=signers,
         ext=x.AccountEntryExt(1, v1=v1),
     )
@@ -259,9 +255,7 @@ def ledger_entry_xdr(entry: Entry) -> x.LedgerEntry:
 def ledger_key_xdr(key: Key) -> x.LedgerKey:
     kind = key[0]
     if kind == "account":
-        return x.LedgerKey(
-            x.LedgerEntryType.ACCOUNT, account=x.LedgerKeyAccount(str_to_account_id(key[1]))
-        )
+        return x.LedgerKey(x.LedgerEntryType.ACCOUNT, account=x.LedgerKeyAccount(str_to_account_id(key[1])))
     if kind == "trustline":
         asset = AssetKey(key[2], key[3])
         return x.LedgerKey(

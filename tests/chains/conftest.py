@@ -102,9 +102,7 @@ async def evm_harness(request: pytest.FixtureRequest) -> AsyncIterator[Harnesses
     from core.settings import EvmChainSettings
 
     anvil = request.getfixturevalue("anvil")  # the session's anvil: one block per transaction
-    settings = EvmChainSettings(
-        chain_id=31337, rpc_url=anvil.info["rpc_url"], faucet_enabled=True, finality="depth", confirmations=1
-    )
+    settings = EvmChainSettings(chain_id=31337, rpc_url=anvil.info["rpc_url"], faucet_enabled=True, finality="depth", confirmations=1)
     made: list[Chain] = []
 
     def harness(endpoints: int) -> Harness:

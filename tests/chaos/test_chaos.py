@@ -25,9 +25,11 @@ SETTLE_SECONDS = 240
 @pytest.mark.timeout(600)
 def test_chaos_run_of_200_withdrawals_on_three_chains_holds_every_promise() -> None:
     run = subprocess.run(
-        [sys.executable, "-m", "cli.main", "chaos", "-n", str(WITHDRAWALS), "--seed", str(SEED),
-         "--settle", str(SETTLE_SECONDS), "--json"],
-        cwd=local.ROOT, capture_output=True, text=True, timeout=570,
+        [sys.executable, "-m", "cli.main", "chaos", "-n", str(WITHDRAWALS), "--seed", str(SEED), "--settle", str(SETTLE_SECONDS), "--json"],
+        cwd=local.ROOT,
+        capture_output=True,
+        text=True,
+        timeout=570,
     )
     assert run.stdout.strip(), f"no report (exit {run.returncode}):\n{run.stderr[-5000:]}"
     report = json.loads(run.stdout)
@@ -40,8 +42,7 @@ def test_chaos_run_of_200_withdrawals_on_three_chains_holds_every_promise() -> N
     planned = [w for w in report["withdrawals"]]
     assert {w["status"] for w in planned} <= {"COMPLETED", "FAILED", "CANCELLED"}
     assert sum(w["status"] == "COMPLETED" for w in planned) > WITHDRAWALS * 3 // 4
-    assert all(w["status"] == "FAILED" and w["error_code"] == "INSUFFICIENT_FUNDS" for w in planned
-               if w["oversized"] and w["cancel_after"] is None)
+    assert all(w["status"] == "FAILED" and w["error_code"] == "INSUFFICIENT_FUNDS" for w in planned if w["oversized"] and w["cancel_after"] is None)
     assert workload["cancels"].get("ok", 0) >= 1 and workload["pauses"].get("ok", 0) >= 1
     assert {"anvil", "solana", "stellar"} <= set(report["final_states"])
 

@@ -15,9 +15,17 @@ ETH = 10**18
 
 def planned(index: int, status_id: str | None, destination: str, base_units: int = ETH // 10, **extra) -> dict:
     return {
-        "index": index, "chain": "anvil", "asset": "ETH", "amount": "0.1", "base_units": base_units,
-        "destination": destination, "withdrawal_id": status_id, "submit_error": None, "oversized": False,
-        "actions": [], **extra,
+        "index": index,
+        "chain": "anvil",
+        "asset": "ETH",
+        "amount": "0.1",
+        "base_units": base_units,
+        "destination": destination,
+        "withdrawal_id": status_id,
+        "submit_error": None,
+        "oversized": False,
+        "actions": [],
+        **extra,
     }
 
 
@@ -27,14 +35,27 @@ def row(withdrawal_id: str, status: str, **extra) -> dict:
 
 def test_transfers_are_exactly_one_for_completed_and_none_otherwise() -> None:
     plan_ = [
-        planned(0, "ok", "0xA"), planned(1, "twice", "0xB"), planned(2, "failed-paid", "0xC"),
-        planned(3, "cancelled", "0xD"), planned(4, "odd", "0xE"), planned(5, None, "0xF", submit_error="gave up"),
-        planned(6, "big", "0x1", oversized=True), planned(7, "open", "0x2"),
+        planned(0, "ok", "0xA"),
+        planned(1, "twice", "0xB"),
+        planned(2, "failed-paid", "0xC"),
+        planned(3, "cancelled", "0xD"),
+        planned(4, "odd", "0xE"),
+        planned(5, None, "0xF", submit_error="gave up"),
+        planned(6, "big", "0x1", oversized=True),
+        planned(7, "open", "0x2"),
     ]
-    rows = {r["id"]: r for r in [
-        row("ok", "COMPLETED"), row("twice", "COMPLETED"), row("failed-paid", "FAILED"), row("cancelled", "CANCELLED"),
-        row("odd", "COMPLETED"), row("big", "COMPLETED"), row("open", "CONFIRMING"),
-    ]}
+    rows = {
+        r["id"]: r
+        for r in [
+            row("ok", "COMPLETED"),
+            row("twice", "COMPLETED"),
+            row("failed-paid", "FAILED"),
+            row("cancelled", "CANCELLED"),
+            row("odd", "COMPLETED"),
+            row("big", "COMPLETED"),
+            row("open", "CONFIRMING"),
+        ]
+    }
     balances = {"0xA": ETH // 10, "0xB": 2 * ETH // 10, "0xC": ETH // 10, "0xD": 0, "0xE": ETH // 10 + 1, "0x1": ETH // 10}
     histogram, violations = checks.transfers_per_withdrawal(plan_, rows, balances)
     assert histogram["COMPLETED:1"] == 2 and histogram["COMPLETED:2"] == 1 and histogram["CONFIRMING:0"] == 1
@@ -48,8 +69,7 @@ def test_transfers_are_exactly_one_for_completed_and_none_otherwise() -> None:
 
 
 def evm_view(latest: int, pending: int, mined: list[tuple[str, int]]) -> dict:
-    return {"nonces": {"0xS": {"latest": latest, "pending": pending}},
-            "mined": {"0xS": [{"hash": h, "nonce": n} for h, n in mined]}}
+    return {"nonces": {"0xS": {"latest": latest, "pending": pending}}, "mined": {"0xS": [{"hash": h, "nonce": n} for h, n in mined]}}
 
 
 def claim(sequence: int, state: str = "ACTIVE") -> dict:
@@ -74,17 +94,25 @@ def test_evm_nonces_flag_foreign_pending_and_unfilled_released_nonces() -> None:
 
 def test_holds_reconciliation_stuck_and_operator_view() -> None:
     withdrawals = [row("a", "COMPLETED"), row("b", "FAILED"), row("c", "SIGNING", paused=True), row("d", "CANCELLED", paused=True)]
-    counts, violations = checks.holds(withdrawals, [
-        {"withdrawal_id": "a", "state": "SETTLED"}, {"withdrawal_id": "b", "state": "HELD"}, {"withdrawal_id": "c", "state": "HELD"},
-    ])
+    counts, violations = checks.holds(
+        withdrawals,
+        [
+            {"withdrawal_id": "a", "state": "SETTLED"},
+            {"withdrawal_id": "b", "state": "HELD"},
+            {"withdrawal_id": "c", "state": "HELD"},
+        ],
+    )
     assert counts == {"HELD": 2, "SETTLED": 1} and violations == ["b: FAILED but its hold is still HELD"]
     assert checks.stuck(withdrawals) == ["c (anvil TRANSFER ETH): still SIGNING (paused)"]
 
     ok = {"status": "OK", "rows": [{"status": "OK"}], "vanished": [], "unexplained": []}
     assert checks.reconciliation({"anvil": ok}) == []
-    drift = {"status": "MISMATCH", "rows": [{"status": "DRIFT", "wallet_id": "w", "asset": "SOL", "on_chain": "1",
-                                              "expected": "2", "drift": "-1"}],
-             "vanished": [{"withdrawal_id": "x", "state": "MISSING", "detail": "gone"}], "unexplained": [{"tx_hash": "t"}]}
+    drift = {
+        "status": "MISMATCH",
+        "rows": [{"status": "DRIFT", "wallet_id": "w", "asset": "SOL", "on_chain": "1", "expected": "2", "drift": "-1"}],
+        "vanished": [{"withdrawal_id": "x", "state": "MISSING", "detail": "gone"}],
+        "unexplained": [{"tx_hash": "t"}],
+    }
     found = checks.reconciliation({"solana": drift, "stellar": {"error": "timed out"}})
     assert len(found) == 4 and "DRIFT" in found[0] and "vanished" in found[1] and "unexplained" in found[2]
     assert "did not run" in found[3]
@@ -99,8 +127,9 @@ def test_holds_reconciliation_stuck_and_operator_view() -> None:
 
 
 def test_final_states_count_per_chain_and_kind() -> None:
-    states = checks.final_states([row("a", "COMPLETED"), row("b", "COMPLETED"), row("g", "COMPLETED", kind="GAP_FILL"),
-                                  {**row("s", "FAILED"), "chain": "solana"}])
+    states = checks.final_states(
+        [row("a", "COMPLETED"), row("b", "COMPLETED"), row("g", "COMPLETED", kind="GAP_FILL"), {**row("s", "FAILED"), "chain": "solana"}]
+    )
     assert states == {"anvil": {"COMPLETED": 2}, "anvil GAP_FILL": {"COMPLETED": 1}, "solana": {"FAILED": 1}}
 
 

@@ -107,9 +107,7 @@ def test_secp256k1_digest_signature_verifies_and_recovers_eth_address(kms, k1_ke
     seen_high_s = seen_low_s = False
     for i in range(6):
         digest = keccak(b"custody tx #%d" % i)
-        resp = kms.sign(
-            KeyId=k1_key["KeyId"], Message=digest, MessageType="DIGEST", SigningAlgorithm="ECDSA_SHA_256"
-        )
+        resp = kms.sign(KeyId=k1_key["KeyId"], Message=digest, MessageType="DIGEST", SigningAlgorithm="ECDSA_SHA_256")
         assert resp["KeyId"] == k1_key["Arn"]
         assert resp["SigningAlgorithm"] == "ECDSA_SHA_256"
         der = resp["Signature"]
@@ -136,14 +134,20 @@ def test_secp256k1_digest_signature_verifies_and_recovers_eth_address(kms, k1_ke
 
         # KMS Verify agrees, and rejects a different digest like AWS does.
         ok = kms.verify(
-            KeyId=k1_key["KeyId"], Message=digest, MessageType="DIGEST",
-            Signature=der, SigningAlgorithm="ECDSA_SHA_256",
+            KeyId=k1_key["KeyId"],
+            Message=digest,
+            MessageType="DIGEST",
+            Signature=der,
+            SigningAlgorithm="ECDSA_SHA_256",
         )
         assert ok["SignatureValid"] is True
         with pytest.raises(ClientError) as ei:
             kms.verify(
-                KeyId=k1_key["KeyId"], Message=keccak(b"other"), MessageType="DIGEST",
-                Signature=der, SigningAlgorithm="ECDSA_SHA_256",
+                KeyId=k1_key["KeyId"],
+                Message=keccak(b"other"),
+                MessageType="DIGEST",
+                Signature=der,
+                SigningAlgorithm="ECDSA_SHA_256",
             )
         assert _code(ei.value) == ("KMSInvalidSignatureException", 400)
     assert seen_low_s or seen_high_s
@@ -205,15 +209,20 @@ def test_ed25519_sign_verify(kms, ed_key):
     raw_pub = pub.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
     assert len(raw_pub) == 32
 
-    assert kms.verify(
-        KeyId=ed_key["KeyId"], Message=message, MessageType="RAW",
-        Signature=signature, SigningAlgorithm="ED25519_SHA_512",
-    )["SignatureValid"] is True
+    assert (
+        kms.verify(
+            KeyId=ed_key["KeyId"],
+            Message=message,
+            MessageType="RAW",
+            Signature=signature,
+            SigningAlgorithm="ED25519_SHA_512",
+        )["SignatureValid"]
+        is True
+    )
 
     # ED25519_SHA_512 requires MessageType RAW
     with pytest.raises(ClientError) as ei:
-        kms.sign(KeyId=ed_key["KeyId"], Message=hashlib.sha512(message).digest(),
-                 MessageType="DIGEST", SigningAlgorithm="ED25519_SHA_512")
+        kms.sign(KeyId=ed_key["KeyId"], Message=hashlib.sha512(message).digest(), MessageType="DIGEST", SigningAlgorithm="ED25519_SHA_512")
     assert _code(ei.value) == ("ValidationException", 400)
     # ...and ECDSA algorithms are not valid for an Edwards key
     with pytest.raises(ClientError) as ei:
@@ -223,14 +232,18 @@ def test_ed25519_sign_verify(kms, ed_key):
 
 def test_ed25519ph_digest(kms, ed_key):
     digest = hashlib.sha512(b"prehashed payload").digest()
-    signature = kms.sign(
-        KeyId=ed_key["KeyId"], Message=digest, MessageType="DIGEST", SigningAlgorithm="ED25519_PH_SHA_512"
-    )["Signature"]
+    signature = kms.sign(KeyId=ed_key["KeyId"], Message=digest, MessageType="DIGEST", SigningAlgorithm="ED25519_PH_SHA_512")["Signature"]
     assert len(signature) == 64
-    assert kms.verify(
-        KeyId=ed_key["KeyId"], Message=digest, MessageType="DIGEST",
-        Signature=signature, SigningAlgorithm="ED25519_PH_SHA_512",
-    )["SignatureValid"] is True
+    assert (
+        kms.verify(
+            KeyId=ed_key["KeyId"],
+            Message=digest,
+            MessageType="DIGEST",
+            Signature=signature,
+            SigningAlgorithm="ED25519_PH_SHA_512",
+        )["SignatureValid"]
+        is True
+    )
     # Ed25519ph is not plain Ed25519 over the digest
     pub = serialization.load_der_public_key(kms.get_public_key(KeyId=ed_key["KeyId"])["PublicKey"])
     with pytest.raises(InvalidSignature):

@@ -58,9 +58,7 @@ async def client(gcp):
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def key_ring(client):
-    return await client.create_key_ring(
-        request={"parent": LOCATION, "key_ring_id": f"custody-{uuid.uuid4().hex[:8]}"}
-    )
+    return await client.create_key_ring(request={"parent": LOCATION, "key_ring_id": f"custody-{uuid.uuid4().hex[:8]}"})
 
 
 @pytest.fixture(autouse=True)
@@ -151,9 +149,7 @@ async def test_secp256k1_sign_verify_and_eth_recovery(client, k1_version):
 
     for i in range(5):
         digest = keccak(b"gcp tx #%d" % i)  # keccak hash passed as digest.sha256
-        resp = await client.asymmetric_sign(
-            request={"name": k1_version, "digest": {"sha256": digest}, "digest_crc32c": crc32c(digest)}
-        )
+        resp = await client.asymmetric_sign(request={"name": k1_version, "digest": {"sha256": digest}, "digest_crc32c": crc32c(digest)})
         assert resp.name == k1_version
         assert resp.verified_digest_crc32c is True
         assert resp.verified_data_crc32c is False
@@ -169,9 +165,7 @@ async def test_secp256k1_sign_verify_and_eth_recovery(client, k1_version):
             s = SECP256K1_N - s
         assert coincurve.PublicKey(point).verify(encode_dss_signature(r, s), digest, hasher=None)
         matches = [
-            v for v in (0, 1)
-            if eth_keys.Signature(vrs=(v, r, s)).recover_public_key_from_msg_hash(digest).to_checksum_address()
-            == expected_address
+            v for v in (0, 1) if eth_keys.Signature(vrs=(v, r, s)).recover_public_key_from_msg_hash(digest).to_checksum_address() == expected_address
         ]
         assert len(matches) == 1
 
@@ -183,9 +177,7 @@ async def test_crc32c_fields(client, k1_version, ed_version):
     assert resp.verified_digest_crc32c is False and resp.signature_crc32c == crc32c(resp.signature)
     # a wrong checksum is rejected before signing
     with pytest.raises(gexc.InvalidArgument, match="digest_crc32c"):
-        await client.asymmetric_sign(
-            request={"name": k1_version, "digest": {"sha256": digest}, "digest_crc32c": (crc32c(digest) + 1) % 2**32}
-        )
+        await client.asymmetric_sign(request={"name": k1_version, "digest": {"sha256": digest}, "digest_crc32c": (crc32c(digest) + 1) % 2**32})
     data = b"payload"
     with pytest.raises(gexc.InvalidArgument, match="data_crc32c"):
         await client.asymmetric_sign(request={"name": ed_version, "data": data, "data_crc32c": 1})
@@ -256,7 +248,7 @@ async def test_disabled_and_destroyed_versions(client, key_ring):
 
     destroyed = await client.destroy_crypto_key_version(request={"name": version})
     assert destroyed.state == State.DESTROY_SCHEDULED
-    remaining = destroyed.destroy_time - dt.datetime.now(dt.timezone.utc)
+    remaining = destroyed.destroy_time - dt.datetime.now(dt.UTC)
     assert dt.timedelta(days=29, hours=23) < remaining <= dt.timedelta(days=30)
     with pytest.raises(gexc.FailedPrecondition, match="DESTROY_SCHEDULED"):
         await client.asymmetric_sign(request={"name": version, "digest": {"sha256": digest}})

@@ -84,9 +84,7 @@ async def blockhash(client: AsyncClient) -> tuple[Hash, int]:
     return value.blockhash, value.last_valid_block_height
 
 
-def sign(
-    payer: Keypair, instructions: list[Instruction], recent: Hash, extra: tuple[Keypair, ...] = ()
-) -> VersionedTransaction:
+def sign(payer: Keypair, instructions: list[Instruction], recent: Hash, extra: tuple[Keypair, ...] = ()) -> VersionedTransaction:
     return VersionedTransaction(MessageV0.try_compile(payer.pubkey(), instructions, [], recent), [payer, *extra])
 
 
@@ -473,16 +471,8 @@ async def create_mint(client: AsyncClient, payer: Keypair, program: Pubkey, deci
     tx = sign(
         payer,
         [
-            create_account(
-                CreateAccountParams(
-                    from_pubkey=payer.pubkey(), to_pubkey=mint.pubkey(), lamports=rent, space=82, owner=program
-                )
-            ),
-            initialize_mint2(
-                InitializeMint2Params(
-                    decimals=decimals, program_id=program, mint=mint.pubkey(), mint_authority=payer.pubkey()
-                )
-            ),
+            create_account(CreateAccountParams(from_pubkey=payer.pubkey(), to_pubkey=mint.pubkey(), lamports=rent, space=82, owner=program)),
+            initialize_mint2(InitializeMint2Params(decimals=decimals, program_id=program, mint=mint.pubkey(), mint_authority=payer.pubkey())),
         ],
         recent,
         (mint,),
@@ -545,15 +535,9 @@ async def test_spl_create_ata_and_transfer_checked(devnet: SolanaDevnet, client:
     await client.send_transaction(sign(payer, withdrawal, recent2), CONFIRMED_PREFLIGHT)
     assert (await client.get_token_account_balance(dest, Confirmed)).value.amount == "2469000"
 
-    by_mint = (
-        await client.get_token_accounts_by_owner(recipient.pubkey(), TokenAccountOpts(mint=mint), Confirmed)
-    ).value
+    by_mint = (await client.get_token_accounts_by_owner(recipient.pubkey(), TokenAccountOpts(mint=mint), Confirmed)).value
     assert [a.pubkey for a in by_mint] == [dest]
-    by_program = (
-        await client.get_token_accounts_by_owner_json_parsed(
-            payer.pubkey(), TokenAccountOpts(program_id=program), Confirmed
-        )
-    ).value
+    by_program = (await client.get_token_accounts_by_owner_json_parsed(payer.pubkey(), TokenAccountOpts(program_id=program), Confirmed)).value
     assert [a.pubkey for a in by_program] == [source]
     info = by_program[0].account.data.parsed["info"]
     assert (info["mint"], info["owner"]) == (str(mint), str(payer.pubkey()))

@@ -66,9 +66,25 @@ class DevnetProcess:
     def start(self) -> None:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "devnet.solana", "--host", "127.0.0.1", "--port", str(self.port),
-                 "--state-dir", str(self.state_dir), "--ledger-slot-ms", "50", "--log-level", "warning"],
-                stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
+                [
+                    sys.executable,
+                    "-m",
+                    "devnet.solana",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--state-dir",
+                    str(self.state_dir),
+                    "--ledger-slot-ms",
+                    "50",
+                    "--log-level",
+                    "warning",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                start_new_session=True,
             )
         deadline = time.monotonic() + 60
         while not port_open(self.port):
@@ -134,30 +150,48 @@ async def test_accounts_tokens_history_and_block_height_survive_a_restart(devnet
 
         payer = await funded(client, 10 * SOL)
         recent, _ = await blockhash(client)
-        sol_sig = (await client.send_transaction(
-            sol_transfer(payer, recipient.pubkey(), 2 * SOL, recent), CONFIRMED_PREFLIGHT
-        )).value
+        sol_sig = (await client.send_transaction(sol_transfer(payer, recipient.pubkey(), 2 * SOL, recent), CONFIRMED_PREFLIGHT)).value
         mint = await create_mint(client, payer, TOKEN_PROGRAM_ID, decimals=6)
         source = get_associated_token_address(payer.pubkey(), mint, TOKEN_PROGRAM_ID)
         dest = get_associated_token_address(recipient.pubkey(), mint, TOKEN_PROGRAM_ID)
         recent, _ = await blockhash(client)
-        token_sig = (await client.send_transaction(sign(payer, [
-            create_idempotent_associated_token_account(payer.pubkey(), payer.pubkey(), mint, TOKEN_PROGRAM_ID),
-            mint_to_checked(MintToCheckedParams(
-                program_id=TOKEN_PROGRAM_ID, mint=mint, dest=source, mint_authority=payer.pubkey(),
-                amount=5_000_000, decimals=6,
-            )),
-            create_idempotent_associated_token_account(payer.pubkey(), recipient.pubkey(), mint, TOKEN_PROGRAM_ID),
-            transfer_checked(TransferCheckedParams(
-                program_id=TOKEN_PROGRAM_ID, source=source, mint=mint, dest=dest, owner=payer.pubkey(),
-                amount=1_234_500, decimals=6,
-            )),
-        ], recent), CONFIRMED_PREFLIGHT)).value
+        token_sig = (
+            await client.send_transaction(
+                sign(
+                    payer,
+                    [
+                        create_idempotent_associated_token_account(payer.pubkey(), payer.pubkey(), mint, TOKEN_PROGRAM_ID),
+                        mint_to_checked(
+                            MintToCheckedParams(
+                                program_id=TOKEN_PROGRAM_ID,
+                                mint=mint,
+                                dest=source,
+                                mint_authority=payer.pubkey(),
+                                amount=5_000_000,
+                                decimals=6,
+                            )
+                        ),
+                        create_idempotent_associated_token_account(payer.pubkey(), recipient.pubkey(), mint, TOKEN_PROGRAM_ID),
+                        transfer_checked(
+                            TransferCheckedParams(
+                                program_id=TOKEN_PROGRAM_ID,
+                                source=source,
+                                mint=mint,
+                                dest=dest,
+                                owner=payer.pubkey(),
+                                amount=1_234_500,
+                                decimals=6,
+                            )
+                        ),
+                    ],
+                    recent,
+                ),
+                CONFIRMED_PREFLIGHT,
+            )
+        ).value
         # a transaction that failed in execution lands too (it paid its fee): its error must come back
         recent, _ = await blockhash(client)
-        failed_sig = (await client.send_transaction(
-            sol_transfer(payer, recipient.pubkey(), 1_000 * SOL, recent), TxOpts(skip_preflight=True)
-        )).value
+        failed_sig = (await client.send_transaction(sol_transfer(payer, recipient.pubkey(), 1_000 * SOL, recent), TxOpts(skip_preflight=True))).value
         # signed now, sent only after the restart: its blockhash is recent and must still be accepted
         recent, last_valid = await blockhash(client)
         signed_before = sol_transfer(payer, recipient.pubkey(), 7, recent)
@@ -174,8 +208,7 @@ async def test_accounts_tokens_history_and_block_height_survive_a_restart(devnet
         token_meta = (await get_tx(client, token_sig)).transaction.meta
         height_before = (await client.get_block_height(Confirmed)).value
         slot_before = (await client.get_slot(Confirmed)).value
-    assert before == {"payer": before["payer"], "recipient": 2 * SOL, "source": "3765500", "dest": "1234500",
-                      "supply": "5000000"}
+    assert before == {"payer": before["payer"], "recipient": 2 * SOL, "source": "3765500", "dest": "1234500", "supply": "5000000"}
 
     devnet.stop(stop)
     devnet.start()
@@ -212,22 +245,33 @@ async def test_accounts_tokens_history_and_block_height_survive_a_restart(devnet
             valid = await _call(devnet, "isBlockhashValid", [str(first_blockhash), {"commitment": "processed"}])
             assert valid["value"] is False
             with pytest.raises(RPCException) as refused:
-                await client.send_transaction(
-                    sol_transfer(payer, recipient.pubkey(), 1, first_blockhash), CONFIRMED_PREFLIGHT
-                )
+                await client.send_transaction(sol_transfer(payer, recipient.pubkey(), 1, first_blockhash), CONFIRMED_PREFLIGHT)
             assert preflight_error(refused).data.err == TransactionErrorFieldless.BlockhashNotFound
 
         # and new transfers work: SOL and the token
         recent, _ = await blockhash(client)
-        new_sig = (await client.send_transaction(
-            sign(payer, [
-                transfer_checked(TransferCheckedParams(
-                    program_id=TOKEN_PROGRAM_ID, source=source, mint=mint, dest=dest, owner=payer.pubkey(),
-                    amount=500, decimals=6,
-                )),
-            ], recent),
-            CONFIRMED_PREFLIGHT,
-        )).value
+        new_sig = (
+            await client.send_transaction(
+                sign(
+                    payer,
+                    [
+                        transfer_checked(
+                            TransferCheckedParams(
+                                program_id=TOKEN_PROGRAM_ID,
+                                source=source,
+                                mint=mint,
+                                dest=dest,
+                                owner=payer.pubkey(),
+                                amount=500,
+                                decimals=6,
+                            )
+                        ),
+                    ],
+                    recent,
+                ),
+                CONFIRMED_PREFLIGHT,
+            )
+        ).value
         assert (await status(client, new_sig)).err is None
         assert await _token_balance(client, dest) == "1235000"
         assert (await client.get_balance(recipient.pubkey())).value == 2 * SOL + 7

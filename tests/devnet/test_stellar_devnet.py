@@ -91,9 +91,7 @@ async def expect_failure(server: ServerAsync, envelope, **kw) -> BadRequestError
     assert err.status == 400
     assert err.type == "https://stellar.org/horizon-errors/transaction_failed"
     assert err.title == "Transaction Failed"
-    assert err.extras["envelope_xdr"] == (
-        envelope if isinstance(envelope, str) else envelope.to_xdr()
-    )
+    assert err.extras["envelope_xdr"] == (envelope if isinstance(envelope, str) else envelope.to_xdr())
     # result_codes are derived from the very result_xdr returned alongside them
     assert result_of(err).to_xdr() == err.extras["result_xdr"]
     return err
@@ -102,9 +100,7 @@ async def expect_failure(server: ServerAsync, envelope, **kw) -> BadRequestError
 # ----------------------------------------------------------------------------- tests
 
 
-async def test_root_friendbot_and_load_account(
-    devnet: StellarDevnet, server: ServerAsync, http: httpx.AsyncClient
-) -> None:
+async def test_root_friendbot_and_load_account(devnet: StellarDevnet, server: ServerAsync, http: httpx.AsyncClient) -> None:
     root = await server.root().call()
     assert root["network_passphrase"] == DEFAULT_NETWORK_PASSPHRASE == devnet.network_passphrase
     assert root["history_latest_ledger"] >= 1
@@ -138,14 +134,10 @@ async def test_root_friendbot_and_load_account(
     assert (await native_balance(server, kp.public_key)) == 10_000 * STROOPS
 
 
-async def test_xlm_payment_and_history(
-    devnet: StellarDevnet, server: ServerAsync, http: httpx.AsyncClient
-) -> None:
+async def test_xlm_payment_and_history(devnet: StellarDevnet, server: ServerAsync, http: httpx.AsyncClient) -> None:
     alice, bob = await fund(http), await fund(http)
     account = await server.load_account(alice.public_key)
-    tx = builder(devnet, account, await server.fetch_base_fee()).append_payment_op(
-        bob.public_key, Asset.native(), "12.5"
-    ).build()
+    tx = builder(devnet, account, await server.fetch_base_fee()).append_payment_op(bob.public_key, Asset.native(), "12.5").build()
     tx.sign(alice)
     resp = await server.submit_transaction(tx)
     assert resp["successful"] is True
@@ -177,9 +169,7 @@ async def test_xlm_payment_and_history(
         await server.transactions().transaction("ab" * 32).call()
 
 
-async def test_create_account_and_low_reserve(
-    devnet: StellarDevnet, server: ServerAsync, http: httpx.AsyncClient
-) -> None:
+async def test_create_account_and_low_reserve(devnet: StellarDevnet, server: ServerAsync, http: httpx.AsyncClient) -> None:
     funder = await fund(http)
     new, poor = Keypair.random(), Keypair.random()
     account = await server.load_account(funder.public_key)
@@ -192,9 +182,7 @@ async def test_create_account_and_low_reserve(
 
     seq_before = await sequence(server, funder.public_key)
     balance_before = await native_balance(server, funder.public_key)
-    tx = builder(devnet, await server.load_account(funder.public_key)).append_create_account_op(
-        poor.public_key, "0.9"
-    ).build()
+    tx = builder(devnet, await server.load_account(funder.public_key)).append_create_account_op(poor.public_key, "0.9").build()
     tx.sign(funder)
     err = await expect_failure(server, tx)
     assert err.extras["result_codes"] == {"transaction": "tx_failed", "operations": ["op_low_reserve"]}
@@ -211,39 +199,29 @@ async def test_create_account_and_low_reserve(
     recorded = await server.transactions().transaction(tx.hash_hex()).call()
     assert recorded["successful"] is False and recorded["fee_charged"] == "100"
 
-    tx = builder(devnet, await server.load_account(funder.public_key)).append_create_account_op(
-        new.public_key, "5"
-    ).build()
+    tx = builder(devnet, await server.load_account(funder.public_key)).append_create_account_op(new.public_key, "5").build()
     tx.sign(funder)
     err = await expect_failure(server, tx)
     assert err.extras["result_codes"]["operations"] == ["op_already_exists"]
 
 
-async def test_credit_asset_trustlines(
-    devnet: StellarDevnet, server: ServerAsync, http: httpx.AsyncClient
-) -> None:
+async def test_credit_asset_trustlines(devnet: StellarDevnet, server: ServerAsync, http: httpx.AsyncClient) -> None:
     issuer, holder = await fund(http), await fund(http)
     usd = Asset("USD", issuer.public_key)
 
-    tx = builder(devnet, await server.load_account(issuer.public_key)).append_payment_op(
-        holder.public_key, usd, "10"
-    ).build()
+    tx = builder(devnet, await server.load_account(issuer.public_key)).append_payment_op(holder.public_key, usd, "10").build()
     tx.sign(issuer)
     err = await expect_failure(server, tx)
     assert err.extras["result_codes"] == {"transaction": "tx_failed", "operations": ["op_no_trust"]}
     [op] = result_of(err).result.results
     assert op.tr.payment_result.code == x.PaymentResultCode.PAYMENT_NO_TRUST
 
-    tx = builder(devnet, await server.load_account(holder.public_key)).append_change_trust_op(
-        usd, limit="1000"
-    ).build()
+    tx = builder(devnet, await server.load_account(holder.public_key)).append_change_trust_op(usd, limit="1000").build()
     tx.sign(holder)
     await server.submit_transaction(tx)
 
     # the issuer pays its own asset without a trustline of its own
-    tx = builder(devnet, await server.load_account(issuer.public_key)).append_payment_op(
-        holder.public_key, usd, "10"
-    ).build()
+    tx = builder(devnet, await server.load_account(issuer.public_key)).append_payment_op(holder.public_key, usd, "10").build()
     tx.sign(issuer)
     await server.submit_transaction(tx)
 
@@ -268,32 +246,28 @@ async def test_credit_asset_trustlines(
     assert acc["balances"][-1]["asset_type"] == "native"
 
     # more than the holder has, then more than the limit allows
-    tx = builder(devnet, await server.load_account(holder.public_key)).append_payment_op(
-        issuer.public_key, usd, "20"
-    ).build()
+    tx = builder(devnet, await server.load_account(holder.public_key)).append_payment_op(issuer.public_key, usd, "20").build()
     tx.sign(holder)
     err = await expect_failure(server, tx)
     assert err.extras["result_codes"]["operations"] == ["op_underfunded"]
-    tx = builder(devnet, await server.load_account(issuer.public_key)).append_payment_op(
-        holder.public_key, usd, "991"
-    ).build()
+    tx = builder(devnet, await server.load_account(issuer.public_key)).append_payment_op(holder.public_key, usd, "991").build()
     tx.sign(issuer)
     err = await expect_failure(server, tx)
     assert err.extras["result_codes"]["operations"] == ["op_line_full"]
 
     # XLM payment that would dip below the minimum balance (2 + 1 subentry) * 0.5 XLM
     available = await native_balance(server, holder.public_key) - 3 * STROOPS // 2 - 100
-    tx = builder(devnet, await server.load_account(holder.public_key)).append_payment_op(
-        issuer.public_key, Asset.native(), str(Decimal(available + 1) / STROOPS)
-    ).build()
+    tx = (
+        builder(devnet, await server.load_account(holder.public_key))
+        .append_payment_op(issuer.public_key, Asset.native(), str(Decimal(available + 1) / STROOPS))
+        .build()
+    )
     tx.sign(holder)
     err = await expect_failure(server, tx)
     assert err.extras["result_codes"]["operations"] == ["op_underfunded"]
 
 
-async def test_bad_seq_changes_nothing(
-    devnet: StellarDevnet, server: ServerAsync, http: httpx.AsyncClient
-) -> None:
+async def test_bad_seq_changes_nothing(devnet: StellarDevnet, server: ServerAsync, http: httpx.AsyncClient) -> None:
     alice = await fund(http)
     real = await server.load_account(alice.public_key)
     for wrong in (real.sequence + 1, real.sequence - 1):  # builder adds 1
@@ -339,9 +313,7 @@ async def test_bad_signatures(devnet: StellarDevnet, server: ServerAsync, http: 
     assert await native_balance(server, alice.public_key) == 10_000 * STROOPS
 
 
-async def test_multisig_thresholds(
-    devnet: StellarDevnet, server: ServerAsync, http: httpx.AsyncClient
-) -> None:
+async def test_multisig_thresholds(devnet: StellarDevnet, server: ServerAsync, http: httpx.AsyncClient) -> None:
     owner, cosigner, dest = await fund(http), Keypair.random(), await fund(http)
     tx = (
         builder(devnet, await server.load_account(owner.public_key))
@@ -360,9 +332,7 @@ async def test_multisig_thresholds(
     assert acc["subentry_count"] == 1
 
     seq = await sequence(server, owner.public_key)
-    tx = builder(devnet, await server.load_account(owner.public_key)).append_payment_op(
-        dest.public_key, Asset.native(), "1"
-    ).build()
+    tx = builder(devnet, await server.load_account(owner.public_key)).append_payment_op(dest.public_key, Asset.native(), "1").build()
     tx.sign(owner)
     err = await expect_failure(server, tx)  # tx-level (low) passes, payment (medium) does not
     assert err.extras["result_codes"] == {"transaction": "tx_failed", "operations": ["op_bad_auth"]}
@@ -373,13 +343,9 @@ async def test_multisig_thresholds(
     assert resp["successful"] is True and len(resp["signatures"]) == 2
 
 
-async def test_insufficient_fee_and_fee_bump(
-    devnet: StellarDevnet, server: ServerAsync, http: httpx.AsyncClient
-) -> None:
+async def test_insufficient_fee_and_fee_bump(devnet: StellarDevnet, server: ServerAsync, http: httpx.AsyncClient) -> None:
     alice, sponsor, bob = await fund(http), await fund(http), await fund(http)
-    tx = builder(devnet, await server.load_account(alice.public_key), base_fee=99).append_payment_op(
-        bob.public_key, Asset.native(), "1"
-    ).build()
+    tx = builder(devnet, await server.load_account(alice.public_key), base_fee=99).append_payment_op(bob.public_key, Asset.native(), "1").build()
     tx.sign(alice)
     err = await expect_failure(server, tx)
     assert err.extras["result_codes"] == {"transaction": "tx_insufficient_fee"}
@@ -400,18 +366,14 @@ async def test_insufficient_fee_and_fee_bump(
         err = await expect_failure(server, inner_tx)
         assert err.extras["result_codes"] == {"transaction": "tx_insufficient_fee"}
 
-        too_low = TransactionBuilder.build_fee_bump_transaction(
-            sponsor.public_key, 150, inner_tx, devnet.network_passphrase
-        )
+        too_low = TransactionBuilder.build_fee_bump_transaction(sponsor.public_key, 150, inner_tx, devnet.network_passphrase)
         too_low.sign(sponsor)
         err = await expect_failure(server, too_low)
         assert err.extras["result_codes"] == {"transaction": "tx_insufficient_fee"}
 
         sponsor_before = await native_balance(server, sponsor.public_key)
         alice_before = await native_balance(server, alice.public_key)
-        bump = TransactionBuilder.build_fee_bump_transaction(
-            sponsor.public_key, 200, inner_tx, devnet.network_passphrase
-        )
+        bump = TransactionBuilder.build_fee_bump_transaction(sponsor.public_key, 200, inner_tx, devnet.network_passphrase)
         bump.sign(sponsor)
         resp = await server.submit_transaction(bump)
     finally:
@@ -432,13 +394,11 @@ async def test_insufficient_fee_and_fee_bump(
     assert by_inner["fee_bump_transaction"]["hash"] == bump.hash_hex()
 
     # a fee bump whose inner transaction fails when applied
-    inner_tx = builder(devnet, await server.load_account(alice.public_key)).append_payment_op(
-        bob.public_key, Asset("EUR", sponsor.public_key), "1"
-    ).build()
-    inner_tx.sign(alice)
-    bump = TransactionBuilder.build_fee_bump_transaction(
-        sponsor.public_key, 100, inner_tx, devnet.network_passphrase
+    inner_tx = (
+        builder(devnet, await server.load_account(alice.public_key)).append_payment_op(bob.public_key, Asset("EUR", sponsor.public_key), "1").build()
     )
+    inner_tx.sign(alice)
+    bump = TransactionBuilder.build_fee_bump_transaction(sponsor.public_key, 100, inner_tx, devnet.network_passphrase)
     bump.sign(sponsor)
     err = await expect_failure(server, bump)
     assert err.extras["result_codes"] == {
@@ -449,17 +409,13 @@ async def test_insufficient_fee_and_fee_bump(
     assert await sequence(server, alice.public_key) == inner_tx.transaction.sequence
 
 
-async def test_timebounds_and_ledger_bounds(
-    devnet: StellarDevnet, server: ServerAsync, http: httpx.AsyncClient
-) -> None:
+async def test_timebounds_and_ledger_bounds(devnet: StellarDevnet, server: ServerAsync, http: httpx.AsyncClient) -> None:
     alice, bob = await fund(http), await fund(http)
     seq = await sequence(server, alice.public_key)
     now = int(time.time())
 
     def payment(account: Account) -> TransactionBuilder:
-        return TransactionBuilder(account, devnet.network_passphrase, base_fee=100).append_payment_op(
-            bob.public_key, Asset.native(), "1"
-        )
+        return TransactionBuilder(account, devnet.network_passphrase, base_fee=100).append_payment_op(bob.public_key, Asset.native(), "1")
 
     late = payment(await server.load_account(alice.public_key)).add_time_bounds(now - 600, now - 300).build()
     late.sign(alice)
@@ -472,12 +428,7 @@ async def test_timebounds_and_ledger_bounds(
     assert err.extras["result_codes"] == {"transaction": "tx_too_early"}
 
     latest = (await server.ledgers().order(desc=True).limit(1).call())["_embedded"]["records"][0]
-    past = (
-        payment(await server.load_account(alice.public_key))
-        .set_timeout(60)
-        .set_ledger_bounds(0, latest["sequence"])
-        .build()
-    )
+    past = payment(await server.load_account(alice.public_key)).set_timeout(60).set_ledger_bounds(0, latest["sequence"]).build()
     past.sign(alice)
     err = await expect_failure(server, past)
     assert err.extras["result_codes"] == {"transaction": "tx_too_late"}
@@ -485,9 +436,7 @@ async def test_timebounds_and_ledger_bounds(
     assert await sequence(server, alice.public_key) == seq
 
 
-async def test_failed_operation_consumes_seq_and_fee_and_rolls_back(
-    devnet: StellarDevnet, server: ServerAsync, http: httpx.AsyncClient
-) -> None:
+async def test_failed_operation_consumes_seq_and_fee_and_rolls_back(devnet: StellarDevnet, server: ServerAsync, http: httpx.AsyncClient) -> None:
     alice, bob = await fund(http), await fund(http)
     seq = await sequence(server, alice.public_key)
     tx = (
@@ -522,23 +471,17 @@ async def test_failed_operation_consumes_seq_and_fee_and_rolls_back(
     assert await native_balance(server, alice.public_key) == 10_000 * STROOPS - 200
 
 
-async def test_muxed_destination_credits_g_account(
-    devnet: StellarDevnet, server: ServerAsync, http: httpx.AsyncClient
-) -> None:
+async def test_muxed_destination_credits_g_account(devnet: StellarDevnet, server: ServerAsync, http: httpx.AsyncClient) -> None:
     alice, bob = await fund(http), await fund(http)
     muxed = MuxedAccount(bob.public_key, 42)
     assert muxed.account_muxed.startswith("M")
-    tx = builder(devnet, await server.load_account(alice.public_key)).append_payment_op(
-        muxed, Asset.native(), "7"
-    ).build()
+    tx = builder(devnet, await server.load_account(alice.public_key)).append_payment_op(muxed, Asset.native(), "7").build()
     tx.sign(alice)
     await server.submit_transaction(tx)
     assert await native_balance(server, bob.public_key) == 10_007 * STROOPS
     with pytest.raises(BadRequestError):  # Horizon only knows G accounts
         await server.accounts().account_id(muxed.account_muxed).call()
-    records = (await server.payments().for_account(bob.public_key).order(desc=True).limit(1).call())[
-        "_embedded"
-    ]["records"]
+    records = (await server.payments().for_account(bob.public_key).order(desc=True).limit(1).call())["_embedded"]["records"]
     assert records[0]["to"] == bob.public_key
     assert records[0]["to_muxed"] == muxed.account_muxed
     assert records[0]["to_muxed_id"] == "42"
@@ -546,9 +489,7 @@ async def test_muxed_destination_credits_g_account(
 
 async def test_memo_required(devnet: StellarDevnet, server: ServerAsync, http: httpx.AsyncClient) -> None:
     exchange, user = await fund(http), await fund(http)
-    tx = builder(devnet, await server.load_account(exchange.public_key)).append_manage_data_op(
-        "config.memo_required", "1"
-    ).build()
+    tx = builder(devnet, await server.load_account(exchange.public_key)).append_manage_data_op("config.memo_required", "1").build()
     tx.sign(exchange)
     await server.submit_transaction(tx)
 
@@ -558,9 +499,7 @@ async def test_memo_required(devnet: StellarDevnet, server: ServerAsync, http: h
     data = await server.data(exchange.public_key, "config.memo_required").call()
     assert data == {"value": "MQ=="}
 
-    no_memo = builder(devnet, await server.load_account(user.public_key)).append_payment_op(
-        exchange.public_key, Asset.native(), "5"
-    ).build()
+    no_memo = builder(devnet, await server.load_account(user.public_key)).append_payment_op(exchange.public_key, Asset.native(), "5").build()
     no_memo.sign(user)
     with pytest.raises(AccountRequiresMemoError) as info:
         await server.submit_transaction(no_memo, skip_memo_required_check=False)
@@ -578,14 +517,10 @@ async def test_memo_required(devnet: StellarDevnet, server: ServerAsync, http: h
     assert await native_balance(server, exchange.public_key) == 10_005 * STROOPS - 100
 
 
-async def test_lost_response_then_identical_resubmit_applies_once(
-    devnet: StellarDevnet, server: ServerAsync, http: httpx.AsyncClient
-) -> None:
+async def test_lost_response_then_identical_resubmit_applies_once(devnet: StellarDevnet, server: ServerAsync, http: httpx.AsyncClient) -> None:
     alice, bob = await fund(http), await fund(http)
     seq = await sequence(server, alice.public_key)
-    tx = builder(devnet, await server.load_account(alice.public_key)).append_payment_op(
-        bob.public_key, Asset.native(), "25"
-    ).build()
+    tx = builder(devnet, await server.load_account(alice.public_key)).append_payment_op(bob.public_key, Asset.native(), "25").build()
     tx.sign(alice)
     envelope = tx.to_xdr()
 
@@ -615,14 +550,10 @@ async def test_account_merge(devnet: StellarDevnet, server: ServerAsync, http: h
 
     # a trustline is a subentry: the merge must fail (and still charge the fee)
     issuer = await fund(http)
-    tx = builder(devnet, await server.load_account(lost.public_key)).append_change_trust_op(
-        Asset("ABC", issuer.public_key)
-    ).build()
+    tx = builder(devnet, await server.load_account(lost.public_key)).append_change_trust_op(Asset("ABC", issuer.public_key)).build()
     tx.sign(lost)
     await server.submit_transaction(tx)
-    tx = builder(devnet, await server.load_account(lost.public_key)).append_account_merge_op(
-        keeper.public_key
-    ).build()
+    tx = builder(devnet, await server.load_account(lost.public_key)).append_account_merge_op(keeper.public_key).build()
     tx.sign(lost)
     err = await expect_failure(server, tx)
     assert err.extras["result_codes"]["operations"] == ["op_has_sub_entries"]
@@ -643,14 +574,10 @@ async def test_account_merge(devnet: StellarDevnet, server: ServerAsync, http: h
         await server.load_account(lost.public_key)
 
 
-async def test_async_submission_and_background_closer(
-    devnet: StellarDevnet, server: ServerAsync, http: httpx.AsyncClient
-) -> None:
+async def test_async_submission_and_background_closer(devnet: StellarDevnet, server: ServerAsync, http: httpx.AsyncClient) -> None:
     alice, bob = await fund(http), await fund(http)
     first = (await server.ledgers().order(desc=True).limit(1).call())["_embedded"]["records"][0]
-    tx = builder(devnet, await server.load_account(alice.public_key)).append_payment_op(
-        bob.public_key, Asset.native(), "2"
-    ).build()
+    tx = builder(devnet, await server.load_account(alice.public_key)).append_payment_op(bob.public_key, Asset.native(), "2").build()
     tx.sign(alice)
     resp = await server.submit_transaction_async(tx, skip_memo_required_check=True)
     assert resp == {"tx_status": "PENDING", "hash": tx.hash_hex()}

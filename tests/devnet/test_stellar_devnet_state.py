@@ -43,9 +43,25 @@ class DevnetProcess:
     def start(self) -> None:
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "devnet.stellar", "--host", "127.0.0.1", "--port", str(self.port),
-                 "--state-dir", str(self.state_dir), "--close-interval-ms", "100", "--log-level", "warning"],
-                stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
+                [
+                    sys.executable,
+                    "-m",
+                    "devnet.stellar",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(self.port),
+                    "--state-dir",
+                    str(self.state_dir),
+                    "--close-interval-ms",
+                    "100",
+                    "--log-level",
+                    "warning",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                start_new_session=True,
             )
         deadline = time.monotonic() + 60
         while not port_open(self.port):
@@ -79,9 +95,7 @@ def devnet(tmp_path: Path) -> Iterator[DevnetProcess]:
 
 @asynccontextmanager
 async def connected(devnet: DevnetProcess) -> AsyncIterator[tuple[ServerAsync, httpx.AsyncClient]]:
-    async with ServerAsync(devnet.url, client=AiohttpClient()) as server, httpx.AsyncClient(
-        base_url=devnet.url, timeout=30
-    ) as http:
+    async with ServerAsync(devnet.url, client=AiohttpClient()) as server, httpx.AsyncClient(base_url=devnet.url, timeout=30) as http:
         yield server, http
 
 
@@ -104,9 +118,7 @@ async def _snapshot(server: ServerAsync, keypairs: dict[str, Keypair]) -> dict[s
     out = {}
     for name, keypair in keypairs.items():
         account = await server.accounts().account_id(keypair.public_key).call()
-        balances = sorted(
-            (b.get("asset_code", "XLM"), b["balance"], b.get("limit")) for b in account["balances"]
-        )
+        balances = sorted((b.get("asset_code", "XLM"), b["balance"], b.get("limit")) for b in account["balances"])
         out[name] = (account["sequence"], account["subentry_count"], balances)
     return out
 
@@ -116,17 +128,13 @@ async def _latest_ledger(http: httpx.AsyncClient) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
-async def test_accounts_trustlines_sequences_and_transactions_survive_a_restart(
-    devnet: DevnetProcess, stop: int
-) -> None:
+async def test_accounts_trustlines_sequences_and_transactions_survive_a_restart(devnet: DevnetProcess, stop: int) -> None:
     async with connected(devnet) as (server, http):
         issuer, alice, bob = await _fund(http), await _fund(http), await _fund(http)
         usd = Asset("USD", issuer.public_key)
         trust = await _submit(server, alice, lambda b: b.append_change_trust_op(usd, limit="1000"))
         paid_usd = await _submit(server, issuer, lambda b: b.append_payment_op(alice.public_key, usd, "100"))
-        paid_xlm = await _submit(
-            server, bob, lambda b: b.add_text_memo("rent").append_payment_op(alice.public_key, Asset.native(), "12.5")
-        )
+        paid_xlm = await _submit(server, bob, lambda b: b.add_text_memo("rent").append_payment_op(alice.public_key, Asset.native(), "12.5"))
         # an applied transaction whose operation failed (no trustline): it consumed the issuer's fee and sequence
         failed_tx = TransactionBuilder(await server.load_account(issuer.public_key), PASSPHRASE, 100)
         failed_tx = failed_tx.set_timeout(300).append_payment_op(bob.public_key, usd, "1").build()
@@ -146,8 +154,12 @@ async def test_accounts_trustlines_sequences_and_transactions_survive_a_restart(
         later.sign(bob)
 
         hashes = {
-            "trust": trust["hash"], "usd": paid_usd["hash"], "xlm": paid_xlm["hash"],
-            "failed": failed_tx.hash_hex(), "bump": bumped["hash"], "inner": inner.hash_hex(),
+            "trust": trust["hash"],
+            "usd": paid_usd["hash"],
+            "xlm": paid_xlm["hash"],
+            "failed": failed_tx.hash_hex(),
+            "bump": bumped["hash"],
+            "inner": inner.hash_hex(),
         }
         transactions = {name: (await http.get(f"/transactions/{h}")).json() for name, h in hashes.items()}
         assert transactions["failed"]["successful"] is False

@@ -86,9 +86,7 @@ class Stack:
 def start_stack(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
     stacks: list[Stack] = []
 
-    def start(
-        *, hold: str | None = None, unready: str | None = None, crash: str | None = None, wait_started: bool = True
-    ) -> Stack:
+    def start(*, hold: str | None = None, unready: str | None = None, crash: str | None = None, wait_started: bool = True) -> Stack:
         for marker, name in (("hold", hold), ("unready", unready), ("crash", crash)):
             if name:
                 (tmp_path / f"{name}.{marker}").touch()
@@ -96,7 +94,10 @@ def start_stack(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
         with open(out_path, "wb") as out:
             process = subprocess.Popen(
                 [sys.executable, "-m", "tests.devnet.supervised_children", str(tmp_path)],
-                stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, start_new_session=True,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=ROOT,
+                start_new_session=True,
             )
         stack = Stack(tmp_path, process, out_path)
         stacks.append(stack)

@@ -3,8 +3,9 @@
 Revision ID: 0003
 Revises: 0002
 """
-from alembic import op
+
 import sqlalchemy as sa
+from alembic import op
 
 revision = "0003"
 down_revision = "0002"
@@ -18,9 +19,7 @@ def upgrade() -> None:
     op.add_column("withdrawals", sa.Column("paused_reason", sa.String(), nullable=True))
     op.add_column("withdrawals", sa.Column("approved_by", sa.String(), nullable=True))
     op.add_column("withdrawals", sa.Column("cancel_requested_by", sa.String(), nullable=True))
-    op.add_column(
-        "transfer_attempts", sa.Column("purpose", sa.String(), nullable=False, server_default="TRANSFER")
-    )
+    op.add_column("transfer_attempts", sa.Column("purpose", sa.String(), nullable=False, server_default="TRANSFER"))
 
 
 def downgrade() -> None:

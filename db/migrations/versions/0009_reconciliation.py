@@ -4,8 +4,9 @@ reports and events
 Revision ID: 0009
 Revises: 0008
 """
-from alembic import op
+
 import sqlalchemy as sa
+from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0009"
@@ -32,9 +33,7 @@ def upgrade() -> None:
         sa.Column("block_hash", sa.String(), nullable=True),
         sa.Column("detail", sa.String(), nullable=False, server_default=""),
         sa.Column("observed_at", sa.DateTime(timezone=True), nullable=False),
-        sa.UniqueConstraint(
-            "chain", "tx_hash", "account", "asset", "direction", "event_key", name="uq_chain_transfers_event"
-        ),
+        sa.UniqueConstraint("chain", "tx_hash", "account", "asset", "direction", "event_key", name="uq_chain_transfers_event"),
     )
     op.create_index("ix_chain_transfers_chain_account", "chain_transfers", ["chain", "account"])
     op.create_index("ix_chain_transfers_chain_block", "chain_transfers", ["chain", "block_number"])

@@ -4,8 +4,9 @@ frozen wallets
 Revision ID: 0012
 Revises: 0011
 """
-from alembic import op
+
 import sqlalchemy as sa
+from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0012"

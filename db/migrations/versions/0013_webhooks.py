@@ -3,8 +3,9 @@
 Revision ID: 0013
 Revises: 0012
 """
-from alembic import op
+
 import sqlalchemy as sa
+from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0013"
@@ -46,9 +47,7 @@ def upgrade() -> None:
         sa.Column("dispatched_at", sa.DateTime(timezone=True), nullable=True),
     )
     # The dispatcher reads only what is not dispatched yet: keep that lookup small.
-    op.create_index(
-        "ix_webhook_outbox_undispatched", "webhook_outbox", ["id"], postgresql_where=sa.text("dispatched_at IS NULL")
-    )
+    op.create_index("ix_webhook_outbox_undispatched", "webhook_outbox", ["id"], postgresql_where=sa.text("dispatched_at IS NULL"))
     op.create_index("ix_webhook_outbox_dispatched_at", "webhook_outbox", ["dispatched_at"])
     op.create_table(
         "webhook_deliveries",
@@ -73,12 +72,13 @@ def upgrade() -> None:
     op.create_index("ix_webhook_deliveries_owner", "webhook_deliveries", ["owner"])
     # Exactly one delivery per (event, endpoint); redeliveries are extra rows on purpose.
     op.create_index(
-        "uq_webhook_deliveries_event_endpoint", "webhook_deliveries", ["event_id", "endpoint_id"], unique=True,
+        "uq_webhook_deliveries_event_endpoint",
+        "webhook_deliveries",
+        ["event_id", "endpoint_id"],
+        unique=True,
         postgresql_where=sa.text("redelivery_of IS NULL"),
     )
-    op.create_index(
-        "ix_webhook_deliveries_unstarted", "webhook_deliveries", ["created_at"], postgresql_where=sa.text("started_at IS NULL")
-    )
+    op.create_index("ix_webhook_deliveries_unstarted", "webhook_deliveries", ["created_at"], postgresql_where=sa.text("started_at IS NULL"))
     op.create_table(
         "webhook_attempts",
         sa.Column("id", sa.BigInteger(), primary_key=True),

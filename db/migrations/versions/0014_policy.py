@@ -4,8 +4,9 @@ address books
 Revision ID: 0014
 Revises: 0013
 """
-from alembic import op
+
 import sqlalchemy as sa
+from alembic import op
 from sqlalchemy.dialects import postgresql
 
 revision = "0014"
@@ -40,9 +41,7 @@ def upgrade() -> None:
         sa.Column("at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index("ix_policy_decisions_withdrawal_id", "policy_decisions", ["withdrawal_id"])
-    op.create_index(
-        "uq_policy_decisions_decide", "policy_decisions", ["withdrawal_id"], unique=True, postgresql_where=sa.text("stage = 'DECIDE'")
-    )
+    op.create_index("uq_policy_decisions_decide", "policy_decisions", ["withdrawal_id"], unique=True, postgresql_where=sa.text("stage = 'DECIDE'"))
     op.create_table(
         "policy_spends",
         sa.Column("id", sa.BigInteger(), primary_key=True),
@@ -77,7 +76,10 @@ def upgrade() -> None:
     )
     op.create_index("ix_address_book_entries_owner", "address_book_entries", ["owner"])
     op.create_index(
-        "uq_address_book_live", "address_book_entries", ["owner", "chain", "address"], unique=True,
+        "uq_address_book_live",
+        "address_book_entries",
+        ["owner", "chain", "address"],
+        unique=True,
         postgresql_where=sa.text("removed_at IS NULL"),
     )
     op.create_table(
