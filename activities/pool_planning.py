@@ -450,7 +450,7 @@ class PoolPlanning(PoolActivitiesBase):
                     key.state, key.funding_withdrawal_id, key.updated_at = KeyState.FUNDING, withdrawal.id, utcnow()
                     session.add(key)
                 else:
-                    withdrawal = await session.get(Withdrawal, key.funding_withdrawal_id)  # type: ignore[arg-type]
+                    withdrawal = await session.get(Withdrawal, key.funding_withdrawal_id)
                     assert withdrawal is not None
                     if withdrawal.status in FINAL:
                         continue

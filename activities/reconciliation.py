@@ -161,9 +161,7 @@ class ReconciliationActivities:
             if chunk.rewind_to_block is not None:
                 # A reorg replaced blocks already scanned: what was seen there is re-read.
                 await session.exec(
-                    sa.delete(ChainTransfer).where(  # type: ignore[call-overload]
-                        col(ChainTransfer.chain) == chain_name, col(ChainTransfer.block_number) >= chunk.rewind_to_block
-                    )
+                    sa.delete(ChainTransfer).where(col(ChainTransfer.chain) == chain_name, col(ChainTransfer.block_number) >= chunk.rewind_to_block)
                 )
                 log.warning("reorg below the discovery cursor: rescanning", extra={"chain": chain_name, "from_block": chunk.rewind_to_block})
             if chunk.transfers:
@@ -188,10 +186,10 @@ class ReconciliationActivities:
                     for t in chunk.transfers
                 ]
                 statement = pg_insert(table).values(values).on_conflict_do_nothing(constraint="uq_chain_transfers_event").returning(table.c.direction)
-                inserted = list((await session.exec(statement)).scalars().all())  # type: ignore[call-overload]
+                inserted = list((await session.exec(statement)).scalars().all())
             for scope, cursor in chunk.cursors.items():
                 upsert = pg_insert(ReconciliationCursor.__table__).values(chain=chain_name, scope=scope, cursor=cursor, updated_at=utcnow())
-                await session.exec(  # type: ignore[call-overload]
+                await session.exec(
                     upsert.on_conflict_do_update(
                         index_elements=["chain", "scope"], set_={"cursor": upsert.excluded.cursor, "updated_at": upsert.excluded.updated_at}
                     )
@@ -601,7 +599,7 @@ class ReconciliationActivities:
             if report is None:
                 report = ReconciliationReport(id=str(uuid.uuid4()), run_key=step.run_key, chain=step.chain, status=status)
             else:
-                await session.exec(sa.delete(ReconciliationEvent).where(col(ReconciliationEvent.report_id) == report.id))  # type: ignore[call-overload]
+                await session.exec(sa.delete(ReconciliationEvent).where(col(ReconciliationEvent.report_id) == report.id))
             report.status, report.point, report.rows = status, point, rows
             report.vanished, report.unexplained, report.summary = vanished, unexplained, summary
             report.created_at = utcnow()

@@ -168,7 +168,7 @@ class WebhookActivities:
                     targets = [e for e in endpoints if e.owner == row.owner and e.wants(row.event_type) and e.created_at <= row.occurred_at]
                     if targets:
                         body = self._body(row)
-                        inserted = await session.exec(  # type: ignore[call-overload]
+                        inserted = await session.exec(
                             insert(WebhookDelivery)
                             .values(
                                 [
@@ -227,7 +227,7 @@ class WebhookActivities:
         cutoff = utcnow() - timedelta(days=self._hooks.outbox_retention_days)
         async with self._sessions() as session, session.begin():
             old = select(WebhookOutboxEvent.id).where(col(WebhookOutboxEvent.dispatched_at) < cutoff).limit(1000)
-            await session.exec(sa.delete(WebhookOutboxEvent).where(col(WebhookOutboxEvent.id).in_(old.scalar_subquery())))  # type: ignore[call-overload]
+            await session.exec(sa.delete(WebhookOutboxEvent).where(col(WebhookOutboxEvent.id).in_(old.scalar_subquery())))
 
     @activity.defn(name="start_webhook_deliveries")
     async def start(self, _: WebhookDispatcherInput) -> WebhookStartResult:
@@ -267,7 +267,7 @@ class WebhookActivities:
             result.started += sum(started)
             result.already_started += len(started) - sum(started)
             async with self._sessions() as session, session.begin():
-                await session.exec(  # type: ignore[call-overload]
+                await session.exec(
                     sa.update(WebhookDelivery)
                     .where(col(WebhookDelivery.id).in_(ids), col(WebhookDelivery.started_at).is_(None))
                     .values(started_at=utcnow())
@@ -359,7 +359,7 @@ class WebhookActivities:
         metrics.WEBHOOK_ATTEMPT_SECONDS.observe(elapsed)
 
         async with self._sessions() as session, session.begin():
-            await session.exec(  # type: ignore[call-overload]
+            await session.exec(
                 insert(WebhookAttempt)
                 .values(
                     delivery_id=delivery.id,
@@ -400,7 +400,7 @@ class WebhookActivities:
 
     async def _finish(self, delivery_id: str, state: str, error: str | None) -> None:
         async with self._sessions() as session, session.begin():
-            ended = await session.exec(  # type: ignore[call-overload]
+            ended = await session.exec(
                 sa.update(WebhookDelivery)
                 .where(col(WebhookDelivery.id) == delivery_id, WebhookDelivery.state == "PENDING")
                 .values(state=state, finished_at=utcnow(), **({"last_error": error} if error else {}))

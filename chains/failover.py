@@ -159,7 +159,7 @@ class FailoverChain:
         return await self._read(lambda c: c.balance(address, asset))
 
     async def estimate_max_fee(self, intent: TransferIntent, **kwargs: Any) -> int:
-        return await self._read(lambda c: c.estimate_max_fee(intent, **kwargs))  # type: ignore[call-arg]
+        return await self._read(lambda c: c.estimate_max_fee(intent, **kwargs))
 
     async def sweep_quote(self, intent: TransferIntent) -> SweepQuote:
         return await self._read(lambda c: c.sweep_quote(intent))

@@ -42,7 +42,7 @@ async def append(
 ) -> AuditEntry:
     """Add one entry in the caller's transaction (which must be open: its commit makes it)."""
     # One chain, one order: appends serialize until their transaction ends.
-    await session.exec(select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended("audit_log", 0))))  # type: ignore[call-overload]
+    await session.exec(select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended("audit_log", 0))))
     last = (await session.exec(select(AuditEntry.hash).order_by(col(AuditEntry.id).desc()).limit(1))).first()
     prev = last or GENESIS
     at = utcnow()

@@ -59,7 +59,7 @@ async def publish(
     """Store `document` as the next version (in the caller's transaction). With `base_version`,
     refuse if someone published since (two admins editing at once lose nothing silently)."""
     # One publisher at a time: versions are consecutive and each is based on the one before.
-    await session.exec(select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended("policy:change", 0))))  # type: ignore[call-overload]
+    await session.exec(select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended("policy:change", 0))))
     latest, _ = await current(session)
     if base_version is not None and base_version != latest:
         raise PolicyVersionConflict(
@@ -126,7 +126,7 @@ async def window_totals(
 
 async def release_spend(session: AsyncSession, withdrawal_id: str) -> None:
     """The withdrawal paid nothing: it no longer counts in any window."""
-    await session.exec(  # type: ignore[call-overload]
+    await session.exec(
         sa.update(PolicySpend)
         .where(col(PolicySpend.withdrawal_id) == withdrawal_id, col(PolicySpend.state) == "ACTIVE")
         .values(state="RELEASED", released_at=sa.func.now())
