@@ -14,6 +14,7 @@ import dataclasses
 import logging
 import os
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 import temporalio.converter
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -92,7 +93,7 @@ def data_converter(codec: temporalio.converter.PayloadCodec | None) -> temporali
     )
 
 
-def payloads_to_json(payloads: Iterable[Payload]) -> dict:
+def payloads_to_json(payloads: Iterable[Payload]) -> dict[str, Any]:
     """Temporal's JSON form of Payloads (what the UI's codec endpoint exchanges)."""
     return {
         "payloads": [
@@ -105,7 +106,7 @@ def payloads_to_json(payloads: Iterable[Payload]) -> dict:
     }
 
 
-def payloads_from_json(body: dict) -> list[Payload]:
+def payloads_from_json(body: dict[str, Any]) -> list[Payload]:
     return [
         Payload(
             metadata={k: base64.b64decode(v) for k, v in (p.get("metadata") or {}).items()},

@@ -35,9 +35,11 @@ class JsonFormatter(logging.Formatter):
             entry.setdefault("withdrawal_id", workflow_id.removeprefix("withdrawal-"))
         if isinstance(workflow_id, str) and workflow_id.startswith("wallet-"):
             entry.setdefault("wallet_id", workflow_id.removeprefix("wallet-"))
-        if record.exc_text or record.exc_info:
-            # exc_text is the traceback as RedactingFilter left it (RPC URLs and secrets masked).
-            entry["exc"] = record.exc_text or self.formatException(record.exc_info)
+        # exc_text is the traceback as RedactingFilter left it (RPC URLs and secrets masked).
+        if record.exc_text:
+            entry["exc"] = record.exc_text
+        elif record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
 
 

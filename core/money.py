@@ -24,7 +24,7 @@ def to_base_units(amount: str, decimals: int) -> int:
     whole, _, fraction = amount.partition(".")
     if len(fraction) > decimals:
         raise InvalidAmount(f"amount has more than {decimals} decimal places", amount=amount, decimals=decimals)
-    units = int(whole) * 10**decimals + int((fraction or "0").ljust(decimals, "0") or "0")
+    units: int = int(whole) * 10**decimals + int((fraction or "0").ljust(decimals, "0") or "0")
     if units <= 0:
         raise InvalidAmount("amount must be greater than zero", amount=amount)
     if units > MAX_BASE_UNITS:

@@ -219,11 +219,11 @@ class PolicyDocument(_Strict):
         for where, quorum in quorums:
             if quorum.group is None:
                 continue
-            members = self.groups.get(quorum.group)
-            if members is None:
+            group_members = self.groups.get(quorum.group)
+            if group_members is None:
                 raise ValueError(f"{where}: no group {quorum.group!r}")
-            if len(members) < quorum.count:
-                raise ValueError(f"{where}: {quorum.count} of group {quorum.group!r} asked, it has {len(members)} members")
+            if len(group_members) < quorum.count:
+                raise ValueError(f"{where}: {quorum.count} of group {quorum.group!r} asked, it has {len(group_members)} members")
         return self
 
     def rule(self, rule_id: str) -> Rule | None:

@@ -111,7 +111,8 @@ def floor_units(amount: str, decimals: int) -> int:
     and x ≤ a ⟺ x ≤ floor(a), so comparisons stay exact whatever the bound's precision."""
     whole, _, fraction = amount.partition(".")
     scale = 10 ** len(fraction)
-    return (int(whole) * scale + int(fraction or "0")) * 10**decimals // scale
+    units: int = (int(whole) * scale + int(fraction or "0")) * 10**decimals // scale  # int ** int is typed Any (negative exponents)
+    return units
 
 
 def window_text(seconds: int) -> str:

@@ -15,7 +15,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class BaseUnits(sa.types.TypeDecorator):
+class BaseUnits(sa.types.TypeDecorator[int]):
     """uint256-capable integer column: NUMERIC(78, 0) in PostgreSQL, ``int`` in Python."""
 
     impl = sa.Numeric(78, 0)

@@ -13,7 +13,10 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
-from models.columns import BaseUnits, timestamp_field, utcnow  # noqa: F401  (utcnow: models.db.utcnow is used widely)
+# BaseUnits and utcnow are re-exported (models.db.utcnow and models.db.BaseUnits are used widely).
+from models.columns import BaseUnits as BaseUnits
+from models.columns import timestamp_field
+from models.columns import utcnow as utcnow
 
 # The shared timestamp column under the name the tables below have always used.
 _ts = timestamp_field
