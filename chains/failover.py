@@ -32,9 +32,9 @@ import logging
 import typing
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, NoReturn, TypeVar, cast
 
-from chains.base import Chain, DigestSigner, Funding, Memo, SignedTransfer, SigningRequest, SweepQuote, TransferIntent, TransferStatus
+from chains.base import Chain, ChainHistory, DigestSigner, Funding, Memo, SignedTransfer, SigningRequest, SweepQuote, TransferIntent, TransferStatus
 from chains.health import BreakerState, CircuitBreaker, Permit, endpoint_label, is_connectivity_failure
 from core import metrics
 from core.errors import ChainUnavailable, CustodyError
@@ -119,7 +119,8 @@ class FailoverChain:
         return self.endpoints[0].adapter.describe_unsigned(unsigned)
 
     def account_of(self, destination: str) -> str:
-        return self.endpoints[0].adapter.account_of(destination)  # type: ignore[attr-defined]
+        # Every adapter is also a ChainHistory (Endpoint.adapter is typed by the Chain protocol only).
+        return cast(ChainHistory, self.endpoints[0].adapter).account_of(destination)
 
     # --- reconciliation history (chains.base.ChainHistory): the first healthy endpoint ---------
     # A run reads everything after `history_point` from whichever endpoint answers; if that
@@ -406,7 +407,7 @@ class FailoverChain:
         level = logging.WARNING if after == BreakerState.OPEN else logging.INFO
         log.log(level, "endpoint circuit %s", after.value, extra={"chain": self.name, "endpoint": endpoint.label})
 
-    def _no_answer(self, what: str, outcomes: list[_Outcome]) -> Any:
+    def _no_answer(self, what: str, outcomes: list[_Outcome]) -> NoReturn:
         """No endpoint gave a result: raise the first node's refusal, as one endpoint would have,
         else ChainUnavailable."""
         for outcome in outcomes:

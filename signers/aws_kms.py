@@ -127,7 +127,8 @@ class AwsKmsSigner:
 
     async def _describe_alias(self, alias: str) -> dict[str, Any] | None:
         try:
-            return (await self._call("describe_key", frozenset({"NotFoundException"}), KeyId=alias))["KeyMetadata"]
+            metadata: dict[str, Any] = (await self._call("describe_key", frozenset({"NotFoundException"}), KeyId=alias))["KeyMetadata"]
+            return metadata
         except ClientError:
             return None
 

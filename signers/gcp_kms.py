@@ -95,7 +95,7 @@ class GcpKmsSigner:
             self._client = None
 
     # --- plumbing ----------------------------------------------------------------------------
-    async def _call(self, method: str, request: dict[str, Any], expected: tuple[type, ...] = ()) -> Any:
+    async def _call(self, method: str, request: dict[str, Any], expected: tuple[type[BaseException], ...] = ()) -> Any:
         """One Cloud KMS call; exceptions of `expected` types pass through untranslated."""
         try:
             return await getattr(self._kms(), method)(request=request, retry=RETRY, timeout=CALL_TIMEOUT)

@@ -34,12 +34,12 @@ from signers.signatures import SECP256K1_N, verify_signature  # noqa: F401  (SEC
 
 def _generate(scheme: KeyScheme) -> tuple[bytes, bytes]:
     if scheme == "secp256k1":
-        key = coincurve.PrivateKey()
-        return key.secret, key.public_key.format(compressed=False)
+        ec_key = coincurve.PrivateKey()
+        return ec_key.secret, ec_key.public_key.format(compressed=False)
     if scheme == "ed25519":
-        key = Ed25519PrivateKey.generate()
-        secret = key.private_bytes_raw()
-        return secret, key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+        ed_key = Ed25519PrivateKey.generate()
+        secret = ed_key.private_bytes_raw()
+        return secret, ed_key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
     raise SigningFailed(f"unsupported key scheme {scheme!r}")
 
 
