@@ -7,8 +7,9 @@ second run (overlapping, retried, reset) finds the same child running and waits 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import Any
+from typing import TypeVar
 
 from temporalio import workflow
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
@@ -26,12 +27,17 @@ from workflows.withdrawal import WithdrawalWorkflow
 WAIT_ELSEWHERE = timedelta(hours=2)  # a movement another run started (it heartbeats)
 WAIT_HEARTBEAT = timedelta(seconds=30)
 
+# An activity method (self, one argument) -> its result, as workflow.execute_activity_method types it.
+SelfT = TypeVar("SelfT")
+ArgT = TypeVar("ArgT")
+ResultT = TypeVar("ResultT")
 
-async def short_step(activity: Any, arg: Any) -> Any:
+
+async def short_step(activity: Callable[[SelfT, ArgT], Awaitable[ResultT]], arg: ArgT) -> ResultT:
     return await workflow.execute_activity_method(activity, arg, start_to_close_timeout=SHORT_STEP, retry_policy=RETRY_UNTIL_PERMANENT)
 
 
-async def wait_elsewhere(activity: Any, arg: Any) -> Any:
+async def wait_elsewhere(activity: Callable[[SelfT, ArgT], Awaitable[ResultT]], arg: ArgT) -> ResultT:
     return await workflow.execute_activity_method(
         activity,
         arg,

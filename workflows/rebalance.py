@@ -16,6 +16,7 @@ pool wallets are made by child `wallet-<id>` (WalletCreationWorkflow), pool tran
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ChildWorkflowError
@@ -26,7 +27,7 @@ with workflow.unsafe.imports_passed_through():
     from models.payloads import PoolPlan, PoolStepInput, PoolTransfer, PoolWalletRef, RebalanceInput, RebalanceResult
     from workflows.common import failure_of
 
-from workflows.children import short_step, wallet_child, withdrawal_child
+from workflows.children import ArgT, ResultT, SelfT, short_step, wallet_child, withdrawal_child
 
 
 @workflow.defn(name="RebalanceWorkflow")
@@ -80,7 +81,7 @@ class RebalanceWorkflow:
         return result
 
     # --- helpers ---------------------------------------------------------------------------
-    async def _act(self, activity, arg):  # type: ignore[no-untyped-def]
+    async def _act(self, activity: Callable[[SelfT, ArgT], Awaitable[ResultT]], arg: ArgT) -> ResultT:
         return await short_step(activity, arg)
 
     async def _make_wallets(self, chain: str, plan: PoolPlan) -> None:

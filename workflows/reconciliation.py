@@ -11,7 +11,9 @@ resumable, so a retried or reset run only redoes reads.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -30,6 +32,11 @@ RECONCILE_RETRY = RetryPolicy(
 )
 STEP_TIMEOUT = timedelta(minutes=20)
 STEP_HEARTBEAT = timedelta(minutes=2)
+
+# An activity method (self, one argument) -> its result, as workflow.execute_activity_method types it.
+SelfT = TypeVar("SelfT")
+ArgT = TypeVar("ArgT")
+ResultT = TypeVar("ResultT")
 
 
 @workflow.defn(name="ReconciliationWorkflow")
@@ -61,7 +68,7 @@ class ReconciliationWorkflow:
             )
         return result
 
-    async def _act(self, activity, arg):  # type: ignore[no-untyped-def]
+    async def _act(self, activity: Callable[[SelfT, ArgT], Awaitable[ResultT]], arg: ArgT) -> ResultT:
         return await workflow.execute_activity_method(
             activity, arg, start_to_close_timeout=STEP_TIMEOUT, heartbeat_timeout=STEP_HEARTBEAT, retry_policy=RECONCILE_RETRY
         )
