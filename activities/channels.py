@@ -52,7 +52,7 @@ LEASE_TRIES = 3
 def channel_settings(chains: ChainRegistry, chain_name: str) -> ChannelSettings | None:
     """The chain's channel set, or None where channels do not apply (count 0, or not Stellar)."""
     chain = chains.get(chain_name)
-    channels = getattr(chain.settings, "channels", None)
+    channels: ChannelSettings | None = getattr(chain.settings, "channels", None)  # only Stellar's settings have channels
     if not chain.supports_channels or channels is None or channels.count <= 0:
         return None
     return channels

@@ -20,7 +20,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 async def advisory_lock(session: AsyncSession, *parts: str) -> None:
     """Serialize on a key for the rest of this transaction (PostgreSQL advisory lock)."""
-    await session.exec(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(":".join(parts), 0))))
+    # sqlmodel's exec overloads take a select of model columns, not of a SQL function (stubs gap).
+    await session.exec(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(":".join(parts), 0))))  # type: ignore[call-overload]
 
 
 class KeyedLocks:

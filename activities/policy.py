@@ -121,7 +121,8 @@ class PolicyJudge:
                         internal=candidate.internal,
                         approval_required=judgement.outcome == Outcome.REQUIRE_APPROVAL,
                         # PostgreSQL's clock (the same for every worker), read now, under the lock.
-                        at=sa.func.clock_timestamp(),
+                        # A SQL expression the server evaluates at insert; sqlmodel types the field as the Python value only.
+                        at=sa.func.clock_timestamp(),  # type: ignore[arg-type]
                     )
                 )
         activity.logger.info("policy decided", extra={"outcome": judgement.outcome, "rule_id": judgement.rule_id, "policy_version": version})

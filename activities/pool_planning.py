@@ -401,7 +401,8 @@ class PoolPlanning(PoolActivitiesBase):
         assert bank is not None and bank.address is not None
         # Any existing account stands in for the (not yet made) explorer address.
         destination = other.address if other is not None and other.address else bank.address
-        return await adapter.estimate_max_fee(TransferIntent(sender=bank.address, destination=destination, asset=native, amount=amount))
+        fee: int = await adapter.estimate_max_fee(TransferIntent(sender=bank.address, destination=destination, asset=native, amount=amount))
+        return fee
 
     async def _bank_capacity(self, session: AsyncSession, chain: str, target: int, explorers: list[PoolKey]) -> dict[str, int]:
         """What each active bank can still spend on new explorers (balance - holds - what the
@@ -450,8 +451,9 @@ class PoolPlanning(PoolActivitiesBase):
                     key.state, key.funding_withdrawal_id, key.updated_at = KeyState.FUNDING, withdrawal.id, utcnow()
                     session.add(key)
                 else:
-                    withdrawal = await session.get(Withdrawal, key.funding_withdrawal_id)
-                    assert withdrawal is not None
+                    funding = await session.get(Withdrawal, key.funding_withdrawal_id)
+                    assert funding is not None
+                    withdrawal = funding
                     if withdrawal.status in FINAL:
                         continue
                 wait = not self._needs_approval(chain, native.symbol, withdrawal.amount, from_hodl=False)

@@ -154,7 +154,7 @@ class ReconciliationActivities:
                 return result
 
     async def _store(self, chain_name: str, chunk: HistoryChunk) -> tuple[int, int]:
-        table = ChainTransfer.__table__
+        table = ChainTransfer.__table__  # type: ignore[attr-defined]  # set by SQLModel's metaclass, not declared in its stubs
         inserted: list[str] = []
         async with self._sessions() as session, session.begin():
             await advisory_lock(session, "reconciliation", chain_name)
@@ -188,7 +188,9 @@ class ReconciliationActivities:
                 statement = pg_insert(table).values(values).on_conflict_do_nothing(constraint="uq_chain_transfers_event").returning(table.c.direction)
                 inserted = list((await session.exec(statement)).scalars().all())
             for scope, cursor in chunk.cursors.items():
-                upsert = pg_insert(ReconciliationCursor.__table__).values(chain=chain_name, scope=scope, cursor=cursor, updated_at=utcnow())
+                upsert = pg_insert(ReconciliationCursor.__table__).values(  # type: ignore[attr-defined]  # __table__: SQLModel's metaclass
+                    chain=chain_name, scope=scope, cursor=cursor, updated_at=utcnow()
+                )
                 await session.exec(
                     upsert.on_conflict_do_update(
                         index_elements=["chain", "scope"], set_={"cursor": upsert.excluded.cursor, "updated_at": upsert.excluded.updated_at}
@@ -397,8 +399,8 @@ class ReconciliationActivities:
                         line(destination, w.asset).internal_in += w.amount
                     line(sender, native).side_costs += side_costs.get(w.id) or 0
                 if w.fee_paid is not None:
-                    attempt = landed.get(w.tx_hash or "")
-                    payer = (attempt.fee_params or {}).get("source") if attempt is not None else None
+                    landed_attempt = landed.get(w.tx_hash or "")
+                    payer = (landed_attempt.fee_params or {}).get("source") if landed_attempt is not None else None
                     line(payer or sender, native).fees += w.fee_paid
                 continue
             tried = by_withdrawal.get(w.id, [])
@@ -517,9 +519,10 @@ class ReconciliationActivities:
             if used == 0:
                 continue
             async with self._sessions() as session:
-                claimed = await session.exec(
-                    sa.select(sa.distinct(TransferAttempt.sequence)).where(  # type: ignore[call-overload]
-                        TransferAttempt.chain == chain_name, TransferAttempt.sender == wallet.address
+                # sqlmodel's exec overloads take a select of whole models or columns, not of DISTINCT (stubs gap).
+                claimed = await session.exec(  # type: ignore[call-overload]
+                    sa.select(sa.distinct(col(TransferAttempt.sequence))).where(
+                        col(TransferAttempt.chain) == chain_name, col(TransferAttempt.sender) == wallet.address
                     )
                 )
                 known = {int(s) for s in claimed.scalars().all() if s is not None}

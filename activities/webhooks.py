@@ -402,7 +402,7 @@ class WebhookActivities:
         async with self._sessions() as session, session.begin():
             ended = await session.exec(
                 sa.update(WebhookDelivery)
-                .where(col(WebhookDelivery.id) == delivery_id, WebhookDelivery.state == "PENDING")
+                .where(col(WebhookDelivery.id) == delivery_id, col(WebhookDelivery.state) == "PENDING")
                 .values(state=state, finished_at=utcnow(), **({"last_error": error} if error else {}))
             )
         if ended.rowcount:
