@@ -155,7 +155,10 @@ class Chain(Protocol):
     # attempt the node does not know was dropped (evicted, or reorged out) and is re-sent as is.
     mempool_visible: ClassVar[bool]
     name: str
-    settings: ChainSettingsBase
+
+    # Read-only here, so each adapter may hold its own settings subclass (EvmChainSettings, ...).
+    @property
+    def settings(self) -> ChainSettingsBase: ...
 
     def normalize_address(self, address: str) -> str:
         """Canonical form of a destination. Raises InvalidRecipient."""

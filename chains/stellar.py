@@ -27,7 +27,6 @@ from stellar_sdk import (
     IdMemo,
     Keypair,
     MuxedAccount,
-    ServerAsync,
     StrKey,
     TextMemo,
     TransactionBuilder,
@@ -48,6 +47,7 @@ from stellar_sdk.exceptions import (
 from stellar_sdk.exceptions import (
     ConnectionError as HorizonConnectionError,
 )
+from stellar_sdk.server_async import ServerAsync  # not in stellar_sdk.__all__: imported from its module
 
 from chains.base import (
     ChannelKey,
@@ -112,7 +112,7 @@ def parse_stroops(value: str) -> int:
     whole, _, fraction = text.lstrip("+-").partition(".")
     if not whole.isdigit() or (fraction and not fraction.isdigit()) or len(fraction) > DECIMALS:
         raise ValueError(f"not a Stellar amount: {value!r}")
-    units = int(whole) * STROOPS_PER_XLM + int(fraction.ljust(DECIMALS, "0") or "0")
+    units: int = int(whole) * STROOPS_PER_XLM + int(fraction.ljust(DECIMALS, "0") or "0")
     return -units if negative else units
 
 
@@ -226,17 +226,20 @@ class StellarChain:
             raise ChainUnavailable(f"{self.name} Horizon answered {e.status}: {e.title or e.message[:200]}", chain=self.name) from e
 
     async def _account(self, account_id: str) -> dict[str, Any] | None:
-        return await self._read(self._horizon().accounts().account_id(account_id).call())
+        account: dict[str, Any] | None = await self._read(self._horizon().accounts().account_id(account_id).call())
+        return account
 
     async def _latest_ledger(self) -> dict[str, Any]:
         page = await self._read(self._horizon().ledgers().order(desc=True).limit(1).call())
         records = (page or {}).get("_embedded", {}).get("records") or []
         if not records:
             raise ChainUnavailable(f"{self.name} Horizon has no closed ledger yet", chain=self.name)
-        return records[0]
+        latest: dict[str, Any] = records[0]
+        return latest
 
     async def _transaction(self, tx_hash: str) -> dict[str, Any] | None:
-        return await self._read(self._horizon().transactions().transaction(tx_hash.removeprefix("0x")).call())
+        transaction: dict[str, Any] | None = await self._read(self._horizon().transactions().transaction(tx_hash.removeprefix("0x")).call())
+        return transaction
 
     # --- addresses and assets -------------------------------------------------------------
     def normalize_address(self, address: str) -> str:
