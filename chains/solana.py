@@ -577,10 +577,10 @@ class SolanaChain:
             else:
                 raise PolicyViolation(f"an instruction of program {program} is never part of our transfers")
         for mint, authority, destination, amount in transfers:
-            owner = token_account_owner.get(destination)
-            if owner is None:
+            proven_owner = token_account_owner.get(destination)
+            if proven_owner is None:
                 raise PolicyViolation("a token transfer to an account whose owner the message does not prove")
-            movements.append(Movement(mint, authority, owner, amount))
+            movements.append(Movement(mint, authority, proven_owner, amount))
         max_fee = LAMPORTS_PER_SIGNATURE * signatures + math.ceil(cu_price * cu_limit / 1_000_000)
         return SigningRequest(
             message=unsigned,
@@ -857,7 +857,7 @@ class SolanaChain:
         keys += [str(k) for k in meta.loaded_addresses.writable] + [str(k) for k in meta.loaded_addresses.readonly]
         signed_by_wallet = wallet in keys[: message.header.num_required_signatures]
         fee = int(meta.fee) if keys and keys[0] == wallet else 0
-        where = {"block_number": int(landed.slot)}
+        slot = int(landed.slot)
         found: list[ObservedTransfer] = []
         native = self.settings.native_symbol
         # Value moved, the fee apart: lamports, then each configured token the wallet owns.
@@ -874,13 +874,15 @@ class SolanaChain:
             # Ours by key, not by any attempt: listed even when it moved nothing but its fee.
             moved_out = max(-deltas[0][2], 0) if deltas and deltas[0][0] == native else 0
             found.append(
-                ObservedTransfer(signature, wallet, native, "OUT", moved_out, "lamports", fee=fee, detail="signed by the wallet's key", **where)
+                ObservedTransfer(
+                    signature, wallet, native, "OUT", moved_out, "lamports", fee=fee, detail="signed by the wallet's key", block_number=slot
+                )
             )
         for symbol, key, delta in deltas:
             if delta > 0:
-                found.append(ObservedTransfer(signature, wallet, symbol, "IN", delta, key, counterparty=payer, **where))
+                found.append(ObservedTransfer(signature, wallet, symbol, "IN", delta, key, counterparty=payer, block_number=slot))
             elif delta < 0 and not (signed_by_wallet and key == "lamports"):
-                found.append(ObservedTransfer(signature, wallet, symbol, "OUT", -delta, key, counterparty=payer, **where))
+                found.append(ObservedTransfer(signature, wallet, symbol, "OUT", -delta, key, counterparty=payer, block_number=slot))
         return found
 
     async def ledger_balance(self, account: str, asset: AssetSpec, point: HistoryPoint) -> int:
