@@ -18,9 +18,10 @@ import rlp
 from eth_account._utils.legacy_transactions import Transaction as LegacyTransaction
 from eth_account._utils.legacy_transactions import encode_transaction, serializable_unsigned_transaction_from_dict
 from eth_account._utils.transaction_utils import transaction_rpc_to_rlp_structure
-from eth_account.typed_transactions import TypedTransaction
 from eth_account.typed_transactions.dynamic_fee_transaction import DynamicFeeTransaction
-from eth_utils import is_address, is_checksum_address, keccak, to_checksum_address
+from eth_account.typed_transactions.typed_transaction import TypedTransaction  # the packages' __init__ re-export without __all__
+from eth_utils.address import is_address, is_checksum_address, to_checksum_address
+from eth_utils.crypto import keccak
 from hexbytes import HexBytes
 from web3 import AsyncHTTPProvider, AsyncWeb3
 from web3.exceptions import (
@@ -31,6 +32,7 @@ from web3.exceptions import (
     TransactionNotFound,
     Web3RPCError,
 )
+from web3.providers.async_base import AsyncBaseProvider
 
 from chains.base import (
     DigestSigner,
@@ -101,7 +103,7 @@ _CONNECTIVITY_ERRORS = (
 
 def _message(error: Exception) -> str:
     if isinstance(error, Web3RPCError) and isinstance(error.rpc_response, dict):
-        detail = error.rpc_response.get("error") or {}
+        detail: object = error.rpc_response.get("error") or {}
         if isinstance(detail, dict) and detail.get("message"):
             return str(detail["message"])
     return str(error)
@@ -132,7 +134,7 @@ class EvmChain:
     mempool_visible: ClassVar[bool] = True
     has_trustlines: ClassVar[bool] = False
 
-    def __init__(self, name: str, settings: EvmChainSettings, web3: AsyncWeb3 | None = None) -> None:
+    def __init__(self, name: str, settings: EvmChainSettings, web3: AsyncWeb3[AsyncBaseProvider] | None = None) -> None:
         self.name = name
         self.settings = settings
         self.web3 = web3 or AsyncWeb3(AsyncHTTPProvider(settings.rpc_url, request_kwargs={"timeout": 15}))
