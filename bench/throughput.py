@@ -489,7 +489,8 @@ def table(result: dict[str, Any]) -> Table:
 def markdown(result: dict[str, Any]) -> str:
     """The table as Markdown, for README."""
     lines = [
-        "| in flight | withdrawals/s | % of ceiling | x Temporal baseline | POST p50 / p99 ms | → broadcast p50 / p95 / p99 ms | → COMPLETED p50 / p95 / p99 ms | CPU ms per withdrawal: worker / API / Temporal / PostgreSQL / total |",
+        "| in flight | withdrawals/s | % of ceiling | x Temporal baseline | POST p50 / p99 ms | → broadcast p50 / p95 / p99 ms"
+        " | → COMPLETED p50 / p95 / p99 ms | CPU ms per withdrawal: worker / API / Temporal / PostgreSQL / total |",
         "|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for level in result["levels"]:

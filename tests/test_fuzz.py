@@ -48,26 +48,31 @@ def _fuzz(schema, base_url: str, headers: dict[str, str]) -> list[str]:  # type:
             continue
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             for auth in (headers, {}):
-
-                @hypothesis_settings(
-                    max_examples=EXAMPLES_PER_OPERATION,
-                    deadline=None,
-                    database=None,
-                    derandomize=DERANDOMIZE,
-                    suppress_health_check=list(HealthCheck),
-                    phases=[Phase.explicit, Phase.generate],
-                )
-                @given(case=operation.as_strategy(generation_mode=mode))
-                def run(case) -> None:  # type: ignore[no-untyped-def]
-                    response = case.call(base_url=base_url, session=session, headers=auth, timeout=60)
-                    if response.status_code >= 500 and not _probe_answer(name, response):
-                        failures.append(f"{name} ({mode.value}) -> {response.status_code}: {response.text[:300]} for {case.as_curl_command()}")
-
-                try:
-                    run()
-                except Unsatisfiable:
-                    pass  # nothing to make invalid (an operation without parameters or body)
+                _fuzz_operation(operation, name, mode, auth, base_url, session, failures)
     return failures
+
+
+def _fuzz_operation(operation, name: str, mode, auth: dict[str, str], base_url: str, session, failures: list[str]) -> None:  # type: ignore[no-untyped-def]
+    """One operation, in one generation mode, with or without credentials: 5xx answers go to `failures`."""
+
+    @hypothesis_settings(
+        max_examples=EXAMPLES_PER_OPERATION,
+        deadline=None,
+        database=None,
+        derandomize=DERANDOMIZE,
+        suppress_health_check=list(HealthCheck),
+        phases=[Phase.explicit, Phase.generate],
+    )
+    @given(case=operation.as_strategy(generation_mode=mode))
+    def run(case) -> None:  # type: ignore[no-untyped-def]
+        response = case.call(base_url=base_url, session=session, headers=auth, timeout=60)
+        if response.status_code >= 500 and not _probe_answer(name, response):
+            failures.append(f"{name} ({mode.value}) -> {response.status_code}: {response.text[:300]} for {case.as_curl_command()}")
+
+    try:
+        run()
+    except Unsatisfiable:
+        pass  # nothing to make invalid (an operation without parameters or body)
 
 
 async def test_fuzzing_the_openapi_schema_finds_no_server_error(settings, client, worker, sessions):
