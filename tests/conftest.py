@@ -371,12 +371,19 @@ async def wait_exit(process: subprocess.Popen, timeout: float) -> int:  # type: 
 @asynccontextmanager
 async def serve_api(settings: Settings, client: Client) -> AsyncIterator[str]:
     """The API app served by a real uvicorn on a free port of this event loop; yields its base URL."""
-    import uvicorn
-
     from api.main import create_app
 
+    async with serve_app(create_app(settings, temporal=client)) as url:
+        yield url
+
+
+@asynccontextmanager
+async def serve_app(app) -> AsyncIterator[str]:  # type: ignore[no-untyped-def]
+    """An ASGI app served by a real uvicorn on a free port of this event loop; yields its base URL."""
+    import uvicorn
+
     port = local.free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, temporal=client), host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     task = asyncio.create_task(server.serve())
     try:
         while not server.started:

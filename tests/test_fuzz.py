@@ -11,7 +11,6 @@ import os
 
 import requests
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis.errors import Unsatisfiable
@@ -19,7 +18,7 @@ from schemathesis import GenerationMode
 
 from api.main import create_app
 from core.identity import Role
-from devnet.local import free_port
+from tests.conftest import serve_app
 from tests.test_access import new_identity
 
 # CI: 15 derandomized examples per operation. A longer hunt by hand:
@@ -82,17 +81,11 @@ async def test_fuzzing_the_openapi_schema_finds_no_server_error(settings, client
     async with sessions() as session:
         _, policy_before = await policy.current(session)  # the fuzzer is an admin: it publishes policies
     app = create_app(settings, temporal=client)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.05)
     try:
-        schema = schemathesis.openapi.from_dict(app.openapi())
-        failures = await asyncio.to_thread(_fuzz, schema, f"http://127.0.0.1:{port}", fuzzer)
+        async with serve_app(app) as base_url:
+            schema = schemathesis.openapi.from_dict(app.openapi())
+            failures = await asyncio.to_thread(_fuzz, schema, base_url, fuzzer)
     finally:
-        server.should_exit = True
-        await task
         async with sessions() as session, session.begin():
             await policy.publish(session, policy_before, author="test", summary="put back after fuzzing")
     assert failures == [], "\n".join(failures[:20])
