@@ -456,8 +456,11 @@ def _print_policy(body: dict[str, Any]) -> None:
         action = rule["action"] + (f" {json.dumps(_compact(rule['quorum']))}" if rule.get("quorum") else "")
         extras = [f"max {rule['max_per_transaction']}/tx"] if rule.get("max_per_transaction") else []
         extras += [
-            f"{l['per']} {l['window_seconds']}s: {l.get('max_amount') or ''} {('x' + str(l['max_count'])) if l.get('max_count') else ''}".strip()
-            for l in rule["limits"]
+            (
+                f"{lim['per']} {lim['window_seconds']}s: {lim.get('max_amount') or ''} "
+                f"{('x' + str(lim['max_count'])) if lim.get('max_count') else ''}"
+            ).strip()
+            for lim in rule["limits"]
         ]
         rows.append(
             {

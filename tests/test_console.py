@@ -15,12 +15,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-import uvicorn
 
-from api.main import create_app
 from core.identity import Role
 from devnet.local import free_port
-from tests.conftest import create_wallet, fund, random_address, wait_for_status, withdraw
+from tests.conftest import create_wallet, fund, random_address, serve_api, wait_for_status, withdraw
 from tests.test_access import new_identity
 from tests.test_docs_offline import BROWSER_ARGS, CHROMIUM
 from tests.test_policy import add_rule, change_policy, policy_put_back  # noqa: F401  (autouse: the policy is put back)
@@ -39,14 +37,8 @@ async def screenshot(page, name: str) -> None:  # type: ignore[no-untyped-def]
 @pytest.fixture
 async def served(settings, client, api):  # type: ignore[no-untyped-def]
     """The API under uvicorn for the browser (`api`, in-process, sets things up; its worker runs them)."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, temporal=client), host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await task
+    async with serve_api(settings, client) as url:
+        yield url
 
 
 @pytest.fixture
