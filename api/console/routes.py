@@ -60,6 +60,7 @@ ACTIONS: dict[str, str] = {
     "cancel": "POST /v1/withdrawals/{withdrawal_id}/cancel",
     "retry": "POST /v1/withdrawals/{withdrawal_id}/retry",
     "approve": APPROVE,
+    "reject": "POST /v1/withdrawals/{withdrawal_id}/reject",
 }
 FILTERS = ("status", "chain", "asset", "owner", "wallet")
 LIST_LIMIT = 100
@@ -311,6 +312,7 @@ async def _detail_context(request: Request, me: Viewer, withdrawal_id: str) -> d
         "cancel": not status.is_final,
         "retry": status == WithdrawalStatus.FAILED,
         "approve": status == WithdrawalStatus.AWAITING_APPROVAL and me.identity.id != w.owner,
+        "reject": status == WithdrawalStatus.AWAITING_APPROVAL and me.identity.id != w.owner,
     }
     actions = [name for name, shown in offered.items() if shown and me.may(ACTIONS[name])]
     return {"w": w, "final": status.is_final, "actions": actions, "fee": _fee(state, w.chain, w.fee_paid_base_units)}
@@ -344,7 +346,7 @@ async def withdrawal_status(request: Request, withdrawal_id: str) -> Response:
 @router.post("/withdrawals/{withdrawal_id}/{action}")
 @console_page
 async def withdrawal_action(request: Request, withdrawal_id: str, action: str) -> Response:
-    """Pause, resume, cancel, retry or approve, through the API route's own function."""
+    """Pause, resume, cancel, retry, approve or reject, through the API route's own function."""
     if action not in ACTIONS:
         raise ValidationFailed(f"unknown action {action!r}", field="action", known=sorted(ACTIONS))
     me = await viewer(request, ACTIONS[action], write=True)
@@ -354,6 +356,10 @@ async def withdrawal_action(request: Request, withdrawal_id: str, action: str) -
     async with state.sessions() as db:
         if action == "retry":
             result = await operations.retry(withdrawal_id, me.identity, state, db, Response())
+        elif action == "reject":
+            if not body.reason.strip():
+                raise ValidationFailed("a rejection needs a reason", field="reason")
+            result = await operations.reject(withdrawal_id, operations.RejectAction(reason=body.reason), me.identity, state, db)
         else:
             handler = {"pause": operations.pause, "resume": operations.resume, "cancel": operations.cancel, "approve": operations.approve}[action]
             result = await handler(withdrawal_id, body, me.identity, state, db)
