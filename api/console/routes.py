@@ -315,7 +315,9 @@ async def _detail_context(request: Request, me: Viewer, withdrawal_id: str) -> d
         "reject": status == WithdrawalStatus.AWAITING_APPROVAL and me.identity.id != w.owner,
     }
     actions = [name for name, shown in offered.items() if shown and me.may(ACTIONS[name])]
-    return {"w": w, "final": status.is_final, "actions": actions, "fee": _fee(state, w.chain, w.fee_paid_base_units)}
+    chain = state.settings.chains.get(w.chain)
+    tx_links = {a.tx_hash: chain.explorer_tx_link(a.tx_hash) for a in w.attempts if chain is not None and a.tx_hash}
+    return {"w": w, "final": status.is_final, "actions": actions, "fee": _fee(state, w.chain, w.fee_paid_base_units), "tx_links": tx_links}
 
 
 def _fee(state, chain: str, base_units: str | None) -> str | None:  # type: ignore[no-untyped-def]
