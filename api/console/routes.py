@@ -19,6 +19,7 @@ from sqlmodel import col, select
 
 from api.auth import api_key_identity, api_key_identity_by_id, authenticated, client_ip, may, permitted
 from api.console import session as sessions
+from api.console.charts import dashboard_charts
 from api.console.session import ConsoleSession
 from api.limits import INT64_MAX
 from api.routes import address_book, admin, channels, operations, policy, pools, withdrawals
@@ -380,7 +381,7 @@ async def dashboard(request: Request) -> Response:
         raise ValidationFailed("days is a whole number from 1 to 366", field="days")
     async with state.sessions() as db:
         numbers = await admin.stats(me.identity.id, state, db, int(days))
-    return render(request, "dashboard.html", me, stats=numbers, days=int(days))
+    return render(request, "dashboard.html", me, stats=numbers, days=int(days), charts=dashboard_charts(numbers))
 
 
 STUCK_AFTER_SECONDS = 600
