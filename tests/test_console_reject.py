@@ -37,6 +37,12 @@ async def test_an_approver_rejects_from_the_queue_and_the_detail_shows_rejected(
     assert "REJECTED" in shown and first_id in shown and "destination unknown to the desk" in shown, shown
     assert await page.query_selector("#action-reject") is None
 
+    # The dashboard counts it among the CANCELLED, in its charts too (inline SVG).
+    ops = await signed_in(browser, served, "dev-ops-key")
+    await ops.goto(f"{served}/console/dashboard")
+    assert await ops.query_selector("svg#chart-counts g.bar[data-label='anvil CANCELLED']") is not None
+    await screenshot(ops, "dashboard")
+
 
 async def test_reject_without_a_reason_is_refused_and_the_detail_page_offers_reject(api, served, browser):  # noqa: F811
     held, ((first, _), _) = await held_for_two_approvers(api)
