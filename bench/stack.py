@@ -1,8 +1,9 @@
 """The stack the benchmark measures: `./dev up`'s processes, on free ports, in a temporary directory.
 
 PostgreSQL (pgserver), Redis, anvil, the Temporal dev server with its SQLite file, then the worker
-and the API as separate processes, each owned by devnet.supervisor as `./dev up` does. Only the
-EVM chain (anvil) is configured. Everything is stopped and the directory removed on exit.
+and the API as separate processes, each owned by devnet.supervisor as `./dev up` does; the Solana
+(LiteSVM) and Stellar devnets only when a target needs them. anvil carries the TUSD test token.
+Everything is stopped and the directory removed on exit.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from devnet import local
-from devnet.stack import DEV_API_KEY, TEMPORAL_SQLITE_PRAGMAS, _migrate
+from devnet.stack import DEV_API_KEY, STELLAR_DEVNET_PASSPHRASE, TEMPORAL_SQLITE_PRAGMAS, _migrate
 from devnet.supervisor import ChildProcess, Supervisor
 from models import search_attributes
 
@@ -30,7 +31,8 @@ class BenchStack:
     supervisor: Supervisor
     ports: dict[str, int]
     database_url: str
-    chain: dict
+    chains: dict[str, dict]
+    endpoints: dict[str, str]  # the nodes' URLs, for the ceilings: anvil, anvil_token, solana, stellar, ...
     pids: dict[str, int] = field(default_factory=dict)
     worker: ChildProcess | None = None
 
@@ -69,18 +71,28 @@ def _port_ready(port: int):  # type: ignore[no-untyped-def]
     return lambda _child: local.port_open(port)
 
 
+def _devnet(module: str, port: int, state_dir: Path, logs: Path, extra: list[str] | None = None) -> ChildProcess:
+    argv = [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", str(port), "--state-dir", str(state_dir), "--log-level", "warning"]
+    return ChildProcess(module.replace(".", "-"), argv + (extra or []), logs, ready=_port_ready(port), cwd=local.ROOT)
+
+
 def start(
     *,
     block_time: float | None = None,
     sqlite_pragmas: bool = True,
     task_queue: str = "bench",
     poll_interval_seconds: float | None = None,
+    chains: tuple[str, ...] = ("anvil",),
+    solana_slot_ms: int | None = None,
 ) -> BenchStack:
     """Start every service in dependency order; on failure, stop what was started and raise."""
     work = Path(tempfile.mkdtemp(prefix="custody-bench-"))
     work.chmod(0o755)  # as root, PostgreSQL runs as pgserver's own user and must reach its data dir
     logs = work / "logs"
-    ports = {name: local.free_port() for name in ("api", "temporal", "temporal_ui", "anvil", "redis", "worker_metrics", "temporal_metrics")}
+    ports = {
+        name: local.free_port()
+        for name in ("api", "temporal", "temporal_ui", "anvil", "solana", "stellar", "redis", "worker_metrics", "temporal_metrics")
+    }
     supervisor = Supervisor(say=lambda line: print(f"[bench] {line}", file=sys.stderr, flush=True))
     pgdata = work / "postgres"
     database_url = f"postgresql+asyncpg://postgres@/postgres?host={pgdata.resolve()}"
@@ -96,7 +108,13 @@ def start(
         **({} if block_time else {"finality": "depth", "confirmations": 1}),
         **({"poll_interval_seconds": poll_interval_seconds} if poll_interval_seconds else {}),
     }
-    stack = BenchStack(work, supervisor, ports, database_url, chain)
+    endpoints = {
+        "anvil": chain["rpc_url"],
+        "solana": f"http://127.0.0.1:{ports['solana']}",
+        "stellar": f"http://127.0.0.1:{ports['stellar']}",
+        "stellar_passphrase": STELLAR_DEVNET_PASSPHRASE,
+    }
+    stack = BenchStack(work, supervisor, ports, database_url, {"anvil": chain}, endpoints)
     try:
         pg_argv, pg_user = local.postgres_foreground(pgdata)
         stack.pids["postgres"] = supervisor.start(
@@ -127,6 +145,21 @@ def start(
                 ready=_port_ready(ports["anvil"]),
             )
         ).pid  # type: ignore[attr-defined]
+        endpoints["anvil_token"] = asyncio.run(local.deploy_test_token(chain["rpc_url"], "Test USD", "TUSD", 6))
+        chain["tokens"] = {"TUSD": {"address": endpoints["anvil_token"], "decimals": 6}}
+        if "solana" in chains:
+            slot = ["--ledger-slot-ms", str(solana_slot_ms)] if solana_slot_ms else []
+            stack.pids["solana"] = supervisor.start(_devnet("devnet.solana", ports["solana"], work / "solana", logs, slot)).pid  # type: ignore[attr-defined]
+            stack.chains["solana"] = {"family": "solana", "rpc_url": endpoints["solana"], "faucet_enabled": True}
+        if "stellar" in chains:
+            stack.pids["stellar"] = supervisor.start(_devnet("devnet.stellar", ports["stellar"], work / "stellar", logs)).pid  # type: ignore[attr-defined]
+            stack.chains["stellar"] = {
+                "family": "stellar",
+                "horizon_url": endpoints["stellar"],
+                "network_passphrase": STELLAR_DEVNET_PASSPHRASE,
+                "faucet_enabled": True,
+                "channels": {"count": 16},  # friendbot creates them at worker start; one transaction in flight each
+            }
         temporal_argv = local.temporal_argv(
             ports["temporal"],
             ports["temporal_ui"],
@@ -160,7 +193,7 @@ def start(
             "CUSTODY_RATE_LIMITS__PER_IDENTITY": "1000000/minute",
             "CUSTODY_RATE_LIMITS__PER_IP": "1000000/minute",
             "CUSTODY_RATE_LIMITS__WALLET_CREATION": "10000/hour",
-            "CUSTODY_CHAINS": json.dumps({"anvil": chain}),
+            "CUSTODY_CHAINS": json.dumps(stack.chains),
         }
         stack.worker = supervisor.start(
             ChildProcess(

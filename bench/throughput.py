@@ -1,22 +1,28 @@
-"""Throughput benchmark: custody's EVM withdrawals/s against the chain's and Temporal's ceilings.
+"""Throughput benchmark: custody's withdrawals/s per chain against the chain's and Temporal's ceilings.
 
-    python -m bench [--levels 1,8,32,128] [--per-level 2] [--senders 8] [--out .data/bench]
+    python -m bench [--targets evm,evm-token,solana,stellar] [--levels 1,8,32,128,512] [--per-level 2]
+                    [--senders 8] [--out .data/bench]
     custody bench ...   (the same)
 
 Starts the stack as `./dev up` does (bench/stack.py: free ports, temporary directory, anvil
-auto-mining, i.e. instant blocks), then measures in one run on one machine:
+auto-mining, i.e. instant blocks; the Solana and Stellar devnets when measured), then measures in
+one run on one machine, for each target (EVM native, EVM token, Solana, Stellar; bench/targets.py):
 
-- ceiling: plain web3 sign + send + wait-for-receipt of the same ETH transfer on the same anvil,
+- ceiling: the chain's own client signs, sends and confirms the same transfer on the same node,
   no custody, no Temporal (transfers/s);
-- baseline: a Temporal workflow of one no-op activity on the same server (workflows/s);
-- custody: EVM native withdrawals through the API at each in-flight level (closed loop: a slot
-  submits its next withdrawal when its last one is final), withdrawals/s, with latency
-  p50/p95/p99 of API accepted (the POST), request → broadcast and request → COMPLETED;
-- CPU seconds per withdrawal per process (psutil, before/after each level);
-- history events and billable actions of one finished withdrawal's workflow.
+- custody: withdrawals through the API at each in-flight level (closed loop: a slot submits its
+  next withdrawal when its last one is final), withdrawals/s, with latency p50/p95/p99 of API
+  accepted (the POST), request → broadcast and request → COMPLETED;
+- history events and billable actions of one finished withdrawal's workflow;
 
-Prints a table, writes results.json and results.png (matplotlib) into --out. Timings live here,
-never in tests. Solana, Stellar and token withdrawals are not measured yet.
+and once:
+
+- baseline: a Temporal workflow of one no-op activity on the same server (workflows/s);
+- CPU seconds per withdrawal per process (psutil, before/after each level);
+- the API alone at a fixed POST rate (worker stopped).
+
+Prints a table, writes results.json, results.md and results.png (matplotlib) into --out. Timings
+live here, never in tests.
 """
 
 from __future__ import annotations
@@ -40,10 +46,11 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from bench.targets import KNOWN, Target, ceiling, target
+
 console = Console(stderr=True)
 
 FINAL = ("COMPLETED", "FAILED", "CANCELLED")
-WITHDRAWAL_AMOUNT = "0.0001"
 # Temporal Cloud bills these history events as actions (local activities: one per workflow task
 # that ran any, recorded as markers; heartbeats are not in the history and not counted).
 BILLABLE_EVENTS = {
@@ -143,55 +150,6 @@ class CpuMeter:
         return per
 
 
-# --------------------------------------------------------------------------- the ceiling
-
-
-async def measure_ceiling(rpc_url: str, senders: int, per_sender: int, progress: Progress) -> dict[str, Any]:
-    """Plain web3: each sender signs, sends and waits for the receipt of the same ETH transfer
-    custody makes, one after another; all senders at once."""
-    from eth_account import Account
-    from web3 import AsyncHTTPProvider, AsyncWeb3
-
-    web3 = AsyncWeb3(AsyncHTTPProvider(rpc_url))
-    accounts = [Account.create() for _ in range(senders)]
-    for account in accounts:
-        await web3.provider.make_request("anvil_setBalance", [account.address, hex(10**20)])
-    chain_id = await web3.eth.chain_id
-    task = progress.add_task("ceiling (plain web3)", total=senders * per_sender)
-
-    async def sender(account: Any) -> None:
-        nonce = await web3.eth.get_transaction_count(account.address)
-        for _ in range(per_sender):
-            block = await web3.eth.get_block("latest")
-            tip = await web3.eth.max_priority_fee
-            tx = {
-                "chainId": chain_id,
-                "nonce": nonce,
-                "to": Account.create().address,
-                "value": 10**14,
-                "gas": 21000,
-                "maxPriorityFeePerGas": tip,
-                "maxFeePerGas": 2 * block["baseFeePerGas"] + tip,
-                "type": 2,
-            }
-            signed = account.sign_transaction(tx)
-            tx_hash = await web3.eth.send_raw_transaction(signed.raw_transaction)
-            receipt = await web3.eth.wait_for_transaction_receipt(tx_hash, timeout=60, poll_latency=0.01)
-            if receipt["status"] != 1:
-                raise RuntimeError("ceiling transfer reverted")
-            nonce += 1
-            progress.advance(task)
-
-    started = time.perf_counter()
-    try:
-        await asyncio.gather(*(sender(a) for a in accounts))
-    finally:
-        await web3.provider.disconnect()
-    elapsed = time.perf_counter() - started
-    total = senders * per_sender
-    return {"senders": senders, "transfers": total, "seconds": elapsed, "per_second": total / elapsed}
-
-
 # --------------------------------------------------------------------------- the Temporal baseline
 
 
@@ -229,13 +187,14 @@ class Custody:
         self.api = api
         self.engine = create_engine(database_url, pool_size=2)
 
-    async def wallets(self, count: int) -> list[str]:
+    async def wallets(self, target: Target, count: int) -> list[str]:
         ids = []
         for n in range(count):
-            response = await self.api.post("/v1/wallets", json={"chain": "anvil", "label": f"bench-{n}"})
+            response = await self.api.post("/v1/wallets", json={"chain": target.chain, "label": f"bench-{target.name}-{n}"})
             response.raise_for_status()
             wallet_id = response.json()["id"]
-            (await self.api.post(f"/v1/wallets/{wallet_id}/fund", json={"amount": "10"})).raise_for_status()
+            for body in target.fund:
+                (await self.api.post(f"/v1/wallets/{wallet_id}/fund", json=body)).raise_for_status()
             ids.append(wallet_id)
         return ids
 
@@ -259,9 +218,9 @@ class Custody:
             )
             return {row.id: (row.broadcast_at, row.completed_at) for row in rows}
 
-    async def run_level(self, wallets: list[str], in_flight: int, total: int, progress: Progress) -> dict[str, Any]:
+    async def run_level(self, target: Target, wallets: list[str], in_flight: int, total: int, progress: Progress) -> dict[str, Any]:
         """`in_flight` slots, each submitting a withdrawal and waiting until it is final, `total` in all."""
-        task = progress.add_task(f"custody EVM withdrawals, {in_flight} in flight", total=total)
+        task = progress.add_task(f"custody {target.label} withdrawals, {in_flight} in flight", total=total)
         requested: dict[str, float] = {}  # id -> wall clock at the request (the database's clock is this machine's)
         accepted_ms: list[float] = []
         outcome: dict[str, str] = {}
@@ -283,7 +242,7 @@ class Custody:
                 t = time.perf_counter()
                 response = await self.api.post(
                     "/v1/withdrawals",
-                    json={"wallet_id": wallets[i % len(wallets)], "to": "0x" + os.urandom(20).hex(), "asset": "ETH", "amount": WITHDRAWAL_AMOUNT},
+                    json={"wallet_id": wallets[i % len(wallets)], "to": target.destination(), "asset": target.asset, "amount": target.amount},
                     headers={"Idempotency-Key": uuid.uuid4().hex},
                 )
                 accepted_ms.append((time.perf_counter() - t) * 1000)
@@ -325,7 +284,9 @@ class Custody:
         await self.engine.dispose()
 
 
-async def measure_api(api_url: str, headers: dict[str, str], wallets: list[str], rate: float, seconds: float, progress: Progress) -> dict[str, Any]:
+async def measure_api(
+    api_url: str, headers: dict[str, str], target: Target, wallets: list[str], rate: float, seconds: float, progress: Progress
+) -> dict[str, Any]:
     """POST /v1/withdrawals alone at a fixed rate (open loop: request i is due at i / rate s,
     whether or not the earlier ones answered), the worker stopped so only the API and what it
     calls (PostgreSQL, Redis, Temporal's start) work. Latency counts from the time a request was
@@ -348,7 +309,7 @@ async def measure_api(api_url: str, headers: dict[str, str], wallets: list[str],
             try:
                 async with session.post(
                     f"{api_url}/v1/withdrawals",
-                    json={"wallet_id": wallets[i % len(wallets)], "to": "0x" + os.urandom(20).hex(), "asset": "ETH", "amount": WITHDRAWAL_AMOUNT},
+                    json={"wallet_id": wallets[i % len(wallets)], "to": target.destination(), "asset": target.asset, "amount": target.amount},
                     headers={**headers, "Idempotency-Key": uuid.uuid4().hex},
                 ) as response:
                     body = await response.read()
@@ -402,20 +363,27 @@ async def workflow_cost(temporal_address: str, workflow_id: str) -> dict[str, An
 
 async def measure(stack: Any, args: argparse.Namespace) -> dict[str, Any]:
     meter = CpuMeter(stack.pids)
-    result: dict[str, Any] = {"levels": []}
+    result: dict[str, Any] = {"targets": []}
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:
-        result["ceiling"] = await measure_ceiling(stack.rpc_url, args.ceiling_senders, args.ceiling_per_sender, progress)
         async with httpx.AsyncClient(base_url=stack.api_url, headers=stack.api_headers, timeout=120) as api:
             custody = Custody(api, stack.database_url)
             try:
-                wallets = await custody.wallets(args.senders)
-                for level in args.levels:
-                    total = max(args.min_per_level, args.per_level * level)
-                    before = meter.sample()
-                    measured = await custody.run_level(wallets, level, total, progress)
-                    measured["cpu_seconds_per_withdrawal"] = CpuMeter.per_item(before, meter.sample(), measured["completed"])
-                    result["levels"].append(measured)
+                wallets: dict[str, list[str]] = {}
+                for name in args.targets:
+                    measured_target = target(name)
+                    one: dict[str, Any] = {"name": name, "chain": measured_target.chain, "asset": measured_target.asset, "levels": []}
+                    one["ceiling"] = await ceiling(measured_target, stack.endpoints, args.ceiling_senders, args.ceiling_per_sender, progress)
+                    wallets[name] = await custody.wallets(measured_target, args.senders)
+                    for level in args.levels:
+                        total = max(args.min_per_level, args.per_level * level)
+                        before = meter.sample()
+                        measured = await custody.run_level(measured_target, wallets[name], level, total, progress)
+                        measured["cpu_seconds_per_withdrawal"] = CpuMeter.per_item(before, meter.sample(), measured["completed"])
+                        one["levels"].append(measured)
+                    finished = next((i for level in one["levels"] for i in level["ids"]), None)
+                    one["history"] = await workflow_cost(stack.temporal_address, f"withdrawal-{finished}") if finished else None
+                    result["targets"].append(one)
                 top = max(args.levels)
                 before = meter.sample()
                 baseline = await measure_baseline(stack.temporal_address, top, max(args.min_per_level, args.per_level * top), progress)
@@ -423,19 +391,21 @@ async def measure(stack: Any, args: argparse.Namespace) -> dict[str, Any]:
                 result["baseline"] = baseline
                 # Last: the withdrawals it accepts are never run (the worker is stopped).
                 if args.api_rate > 0:
+                    first = args.targets[0]
                     await asyncio.to_thread(stack.stop_worker)
                     before = meter.sample()
-                    api_alone = await measure_api(stack.api_url, stack.api_headers, wallets, args.api_rate, args.api_seconds, progress)
+                    api_alone = await measure_api(
+                        stack.api_url, stack.api_headers, target(first), wallets[first], args.api_rate, args.api_seconds, progress
+                    )
                     api_alone["cpu_seconds_per_request"] = CpuMeter.per_item(before, meter.sample(), api_alone["requests"])
                     result["api_alone"] = api_alone
             finally:
                 await custody.close()
-    finished = next((i for level in result["levels"] for i in level["ids"]), None)
-    result["history"] = await workflow_cost(stack.temporal_address, f"withdrawal-{finished}") if finished else None
-    for level in result["levels"]:
-        level["ratio_to_ceiling"] = level["per_second"] / result["ceiling"]["per_second"]
-        level["ratio_to_baseline"] = level["per_second"] / baseline["per_second"]
-        level.pop("ids")
+    for one in result["targets"]:
+        for level in one["levels"]:
+            level["ratio_to_ceiling"] = level["per_second"] / one["ceiling"]["per_second"]
+            level["ratio_to_baseline"] = level["per_second"] / baseline["per_second"]
+            level.pop("ids")
     return result
 
 
@@ -444,8 +414,9 @@ def _ms(value: float | None) -> str:
 
 
 def table(result: dict[str, Any]) -> Table:
-    t = Table(title="custody throughput (EVM native withdrawals, anvil instant blocks)")
+    t = Table(title="custody throughput (instant blocks on anvil; the devnets' own slot and ledger times)")
     for column in (
+        "target",
         "in flight",
         "withdrawals/s",
         "% ceiling",
@@ -456,68 +427,71 @@ def table(result: dict[str, Any]) -> Table:
         "CPU ms/withdrawal (worker/API/temporal/pg/total)",
     ):
         t.add_column(column, justify="right")
-    for level in result["levels"]:
-        lat = level["latency_ms"]
-        cpu = level["cpu_seconds_per_withdrawal"]
-        t.add_row(
-            str(level["in_flight"]),
-            f"{level['per_second']:.2f}",
-            f"{100 * level['ratio_to_ceiling']:.1f} %",
-            f"{level['ratio_to_baseline']:.3f}",
-            f"{_ms(lat['api_accepted']['p50'])}/{_ms(lat['api_accepted']['p99'])}",
-            "/".join(_ms(lat["to_broadcast"][q]) for q in ("p50", "p95", "p99")),
-            "/".join(_ms(lat["to_completed"][q]) for q in ("p50", "p95", "p99")),
-            "/".join(f"{1000 * cpu[k]:.0f}" for k in ("worker", "api", "temporal", "postgres", "total")),
-        )
-    c, b, h = result["ceiling"], result["baseline"], result["history"] or {}
-    t.caption = (
-        f"ceiling (plain web3, {c['senders']} senders): {c['per_second']:.0f} transfers/s · "
-        f"Temporal baseline (no-op workflow, {b['in_flight']} in flight): {b['per_second']:.1f} workflows/s, "
-        f"{1000 * b['cpu_seconds_per_workflow']['total']:.0f} ms CPU each · "
-        f"one withdrawal: {h.get('history_events', '-')} history events, {h.get('billable_actions', '-')} billable actions, "
-        f"{h.get('activities', '-')} activities"
-        + (
-            f" · API alone: POST at {a['achieved_rate']:.0f}/s (asked {a['target_rate']:.0f}/s) p50 {_ms(a['latency_ms']['p50'])} ms, "
-            f"p99 {_ms(a['latency_ms']['p99'])} ms, {a['errors']} errors"
-            if (a := result.get("api_alone"))
-            else ""
-        )
-    )
+    for one in result["targets"]:
+        for level in one["levels"]:
+            lat = level["latency_ms"]
+            cpu = level["cpu_seconds_per_withdrawal"]
+            t.add_row(
+                f"{one['chain']} {one['asset']}",
+                str(level["in_flight"]),
+                f"{level['per_second']:.2f}",
+                f"{100 * level['ratio_to_ceiling']:.1f} %",
+                f"{level['ratio_to_baseline']:.3f}",
+                f"{_ms(lat['api_accepted']['p50'])}/{_ms(lat['api_accepted']['p99'])}",
+                "/".join(_ms(lat["to_broadcast"][q]) for q in ("p50", "p95", "p99")),
+                "/".join(_ms(lat["to_completed"][q]) for q in ("p50", "p95", "p99")),
+                "/".join(f"{1000 * cpu[k]:.0f}" for k in ("worker", "api", "temporal", "postgres", "total")),
+            )
+    t.caption = " · ".join(_notes(result))
     return t
+
+
+def _notes(result: dict[str, Any]) -> list[str]:
+    b = result["baseline"]
+    notes = [
+        f"{one['chain']} {one['asset']}: ceiling (plain client, {one['ceiling']['senders']} senders, same node) "
+        f"{one['ceiling']['per_second']:.1f} transfers/s; one withdrawal {h.get('history_events', '-')} history events, "
+        f"{h.get('billable_actions', '-')} billable actions, {h.get('activities', '-')} activities"
+        for one in result["targets"]
+        for h in [one["history"] or {}]
+    ]
+    notes.append(
+        f"Temporal baseline (one no-op activity, {b['in_flight']} in flight, same server): {b['per_second']:.1f} workflows/s, "
+        f"{1000 * b['cpu_seconds_per_workflow']['total']:.0f} ms CPU each"
+    )
+    if a := result.get("api_alone"):
+        notes.append(
+            f"API alone (worker stopped): POST /v1/withdrawals at {a['achieved_rate']:.0f}/s (asked {a['target_rate']:.0f}/s) "
+            f"for {a['seconds']:.0f} s: p50 {_ms(a['latency_ms']['p50'])} ms, p99 {_ms(a['latency_ms']['p99'])} ms, {a['errors']} errors, "
+            f"{1000 * a['cpu_seconds_per_request']['api']:.1f} ms API CPU per request"
+        )
+    return notes
 
 
 def markdown(result: dict[str, Any]) -> str:
     """The table as Markdown, for README."""
     lines = [
-        "| in flight | withdrawals/s | % of ceiling | x Temporal baseline | POST p50 / p99 ms | → broadcast p50 / p95 / p99 ms | → COMPLETED p50 / p95 / p99 ms | CPU ms per withdrawal: worker / API / Temporal / PostgreSQL / total |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| target | in flight | withdrawals/s | % of ceiling | x Temporal baseline | POST p50 / p99 ms | → broadcast p50 / p95 / p99 ms "
+        "| → COMPLETED p50 / p95 / p99 ms | CPU ms per withdrawal: worker / API / Temporal / PostgreSQL / total |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for level in result["levels"]:
-        lat, cpu = level["latency_ms"], level["cpu_seconds_per_withdrawal"]
-        lines.append(
-            f"| {level['in_flight']} | {level['per_second']:.2f} | {100 * level['ratio_to_ceiling']:.1f} % | {level['ratio_to_baseline']:.2f} "
-            f"| {_ms(lat['api_accepted']['p50'])} / {_ms(lat['api_accepted']['p99'])} "
-            f"| {' / '.join(_ms(lat['to_broadcast'][q]) for q in ('p50', 'p95', 'p99'))} "
-            f"| {' / '.join(_ms(lat['to_completed'][q]) for q in ('p50', 'p95', 'p99'))} "
-            f"| {' / '.join(f'{1000 * cpu[k]:.0f}' for k in ('worker', 'api', 'temporal', 'postgres', 'total'))} |"
-        )
-    c, b, h, m = result["ceiling"], result["baseline"], result["history"] or {}, result["run"]["machine"]
-    lines += [
-        "",
-        f"Ceiling (plain web3 sign + send + receipt, {c['senders']} senders, same anvil): {c['per_second']:.0f} transfers/s. "
-        f"Temporal baseline (one no-op activity, {b['in_flight']} in flight, same server): {b['per_second']:.1f} workflows/s, "
-        f"{1000 * b['cpu_seconds_per_workflow']['total']:.0f} ms CPU each. One withdrawal: {h.get('history_events', '-')} history events, "
-        f"{h.get('billable_actions', '-')} billable actions, {h.get('activities', '-')} activities."
-        + (
-            f" API alone (worker stopped): POST /v1/withdrawals at {a['achieved_rate']:.0f}/s (asked {a['target_rate']:.0f}/s) "
-            f"for {a['seconds']:.0f} s: p50 {_ms(a['latency_ms']['p50'])} ms, p99 {_ms(a['latency_ms']['p99'])} ms, {a['errors']} errors, "
-            f"{1000 * a['cpu_seconds_per_request']['api']:.1f} ms API CPU per request."
-            if (a := result.get("api_alone"))
-            else ""
-        ),
-        f"Machine: {m['nproc']} CPUs ({m['cpu_model']}), {m['ram_gb']} GB RAM, load average at start "
-        f"{', '.join(f'{x:.1f}' for x in m['load_avg_at_start'])}; shared with other processes during the run.",
-    ]
+    for one in result["targets"]:
+        for level in one["levels"]:
+            lat, cpu = level["latency_ms"], level["cpu_seconds_per_withdrawal"]
+            lines.append(
+                f"| {one['chain']} {one['asset']} | {level['in_flight']} | {level['per_second']:.2f} | {100 * level['ratio_to_ceiling']:.1f} % "
+                f"| {level['ratio_to_baseline']:.2f} "
+                f"| {_ms(lat['api_accepted']['p50'])} / {_ms(lat['api_accepted']['p99'])} "
+                f"| {' / '.join(_ms(lat['to_broadcast'][q]) for q in ('p50', 'p95', 'p99'))} "
+                f"| {' / '.join(_ms(lat['to_completed'][q]) for q in ('p50', 'p95', 'p99'))} "
+                f"| {' / '.join(f'{1000 * cpu[k]:.0f}' for k in ('worker', 'api', 'temporal', 'postgres', 'total'))} |"
+            )
+    m = result["run"]["machine"]
+    lines += ["", *(f"- {note}." for note in _notes(result))]
+    lines.append(
+        f"- Machine: {m['nproc']} CPUs ({m['cpu_model']}), {m['ram_gb']} GB RAM, load average at start "
+        f"{', '.join(f'{x:.1f}' for x in m['load_avg_at_start'])}."
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -530,24 +504,33 @@ def chart(result: dict[str, Any], path: Path) -> bool:
     except ImportError:
         console.print("matplotlib is not installed: no chart")
         return False
-    levels = [level["in_flight"] for level in result["levels"]]
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    left.plot(levels, [level["per_second"] for level in result["levels"]], "o-", label="custody withdrawals/s")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for one in result["targets"]:
+        label = f"{one['chain']} {one['asset']}"
+        levels = [level["in_flight"] for level in one["levels"]]
+        (line,) = left.plot(levels, [level["per_second"] for level in one["levels"]], "o-", label=f"{label} withdrawals/s")
+        left.axhline(one["ceiling"]["per_second"], color=line.get_color(), linestyle=":", label=f"{label} raw client transfers/s")
+        right.plot(
+            levels,
+            [level["latency_ms"]["to_completed"]["p50"] or 0 for level in one["levels"]],
+            "o-",
+            color=line.get_color(),
+            label=f"{label} → COMPLETED p50",
+        )
+        right.plot(
+            levels,
+            [level["latency_ms"]["to_completed"]["p99"] or 0 for level in one["levels"]],
+            "x--",
+            color=line.get_color(),
+            label=f"{label} → COMPLETED p99",
+        )
     left.axhline(result["baseline"]["per_second"], color="gray", linestyle="--", label="Temporal no-op workflows/s")
-    left.axhline(result["ceiling"]["per_second"], color="red", linestyle=":", label="raw web3 transfers/s")
-    left.set_xscale("log", base=2)
-    left.set_yscale("log")
-    left.set_xlabel("in flight")
-    left.set_ylabel("per second")
-    left.legend(fontsize=8)
-    for name in ("to_broadcast", "to_completed"):
-        for q, style in (("p50", "o-"), ("p99", "x--")):
-            right.plot(levels, [level["latency_ms"][name][q] or 0 for level in result["levels"]], style, label=f"request → {name[3:]} {q}")
-    right.set_xscale("log", base=2)
-    right.set_yscale("log")
-    right.set_xlabel("in flight")
-    right.set_ylabel("ms")
-    right.legend(fontsize=8)
+    for axis, ylabel in ((left, "per second"), (right, "ms")):
+        axis.set_xscale("log", base=2)
+        axis.set_yscale("log")
+        axis.set_xlabel("in flight")
+        axis.set_ylabel(ylabel)
+        axis.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -556,6 +539,7 @@ def chart(result: dict[str, Any], path: Path) -> bool:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--targets", default="evm,evm-token,solana,stellar", help=f"what to measure, comma separated: {', '.join(KNOWN)}")
     parser.add_argument("--levels", default="1,8,32,128", help="in-flight levels, comma separated (e.g. 1,8,32,128,512)")
     parser.add_argument("--per-level", type=int, default=2, help="withdrawals per level = this x the level (at least --min-per-level)")
     parser.add_argument("--min-per-level", type=int, default=10)
@@ -565,12 +549,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--api-rate", type=float, default=200, help="POST /v1/withdrawals per second for the API-alone test (0: skip it)")
     parser.add_argument("--api-seconds", type=float, default=5)
     parser.add_argument("--block-time", type=float, default=None, help="anvil block time in s (default: instant blocks)")
+    parser.add_argument("--solana-slot-ms", type=int, default=None, help="the Solana devnet's slot period (default: its own, 400 ms)")
     parser.add_argument("--no-sqlite-pragmas", action="store_true", help="start Temporal without WAL / synchronous=normal (to compare)")
     parser.add_argument("--out", type=Path, default=Path(".data/bench"), help="directory for results.json and results.png")
     args = parser.parse_args(argv)
     args.levels = [int(x) for x in str(args.levels).split(",") if x.strip()]
     if not args.levels or min(args.levels) < 1:
         parser.error("--levels needs positive integers")
+    args.targets = [x.strip() for x in str(args.targets).split(",") if x.strip()]
+    if not args.targets or any(name not in KNOWN for name in args.targets):
+        parser.error(f"--targets takes {', '.join(KNOWN)}")
     return args
 
 
@@ -580,8 +568,11 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     started_at = datetime.now(UTC).isoformat()
     host = machine()
-    console.print("starting the stack (PostgreSQL, Redis, anvil, Temporal with SQLite file, worker, API)…")
-    stack = bench_stack.start(block_time=args.block_time, sqlite_pragmas=not args.no_sqlite_pragmas)
+    chains = tuple(dict.fromkeys(KNOWN[name][0] for name in args.targets))
+    console.print(f"starting the stack (PostgreSQL, Redis, {', '.join(chains)}, Temporal with SQLite file, worker, API)…")
+    stack = bench_stack.start(
+        block_time=args.block_time, sqlite_pragmas=not args.no_sqlite_pragmas, chains=chains, solana_slot_ms=args.solana_slot_ms
+    )
     try:
         result = asyncio.run(measure(stack, args))
     finally:
@@ -589,8 +580,10 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     result["run"] = {
         "started_at": started_at,
         "machine": host,
+        "targets": args.targets,
         "levels": args.levels,
         "senders": args.senders,
+        "solana_slot_ms": args.solana_slot_ms,
         "block_time": args.block_time,
         "temporal_sqlite_pragmas": not args.no_sqlite_pragmas,
         "note": "the machine may be shared with other processes during the run",
@@ -606,4 +599,4 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> None:
     result = run(argv)
-    sys.exit(0 if all(level["completed"] == level["withdrawals"] for level in result["levels"]) else 1)
+    sys.exit(0 if all(level["completed"] == level["withdrawals"] for one in result["targets"] for level in one["levels"]) else 1)

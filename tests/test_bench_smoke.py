@@ -23,6 +23,10 @@ def test_bench_runs_at_tiny_size_and_reports_every_figure(tmp_path: Path) -> Non
             sys.executable,
             "-m",
             "bench",
+            "--targets",
+            "evm,evm-token,solana,stellar",
+            "--solana-slot-ms",
+            "100",  # finalized 3.2 s after the send instead of 12.8 s: the same path, a shorter wait
             "--levels",
             "1,2",
             "--min-per-level",
@@ -51,33 +55,35 @@ def test_bench_runs_at_tiny_size_and_reports_every_figure(tmp_path: Path) -> Non
     result = json.loads((tmp_path / "results.json").read_text())
     assert (tmp_path / "results.png").stat().st_size > 0
     assert "withdrawals/s" in run.stdout  # the table
-    assert (tmp_path / "results.md").read_text().count("\n| ") == 2  # a Markdown row per level
+    assert (tmp_path / "results.md").read_text().count("\n| ") == 8  # a Markdown row per target and level
 
-    assert result["ceiling"]["transfers"] == 6 and result["ceiling"]["per_second"] > 0
     assert result["baseline"]["workflows"] == 3 and result["baseline"]["per_second"] > 0
-    assert [level["in_flight"] for level in result["levels"]] == [1, 2]
-    for level in result["levels"]:
-        assert level["completed"] == level["withdrawals"] == 3, level["failures"]
-        assert level["failures"] == []
-        assert level["per_second"] > 0
-        assert level["ratio_to_ceiling"] == pytest.approx(level["per_second"] / result["ceiling"]["per_second"])
-        assert level["ratio_to_baseline"] == pytest.approx(level["per_second"] / result["baseline"]["per_second"])
-        latency = level["latency_ms"]
-        assert all(_ordered(latency[name]) for name in ("api_accepted", "to_broadcast", "to_completed"))
-        assert latency["to_broadcast"]["n"] == latency["to_completed"]["n"] == 3
-        # each withdrawal is broadcast before it completes; both after it was requested
-        assert latency["to_broadcast"]["p50"] <= latency["to_completed"]["p99"]
-        cpu = level["cpu_seconds_per_withdrawal"]
-        assert {"worker", "api", "temporal", "postgres", "redis", "anvil", "bench", "total"} <= set(cpu)
-        assert all(seconds >= 0 for seconds in cpu.values())
-        assert cpu["worker"] > 0 and cpu["temporal"] > 0
-        assert cpu["total"] == pytest.approx(sum(cpu[name] for name in ("worker", "api", "temporal", "postgres", "redis")))
+    assert [(one["chain"], one["asset"]) for one in result["targets"]] == [("anvil", "ETH"), ("anvil", "TUSD"), ("solana", "SOL"), ("stellar", "XLM")]
+    for one in result["targets"]:
+        assert one["ceiling"]["transfers"] == 6 and one["ceiling"]["per_second"] > 0, one["name"]
+        assert [level["in_flight"] for level in one["levels"]] == [1, 2]
+        for level in one["levels"]:
+            assert level["completed"] == level["withdrawals"] == 3, (one["name"], level["failures"])
+            assert level["failures"] == []
+            assert level["per_second"] > 0
+            assert level["ratio_to_ceiling"] == pytest.approx(level["per_second"] / one["ceiling"]["per_second"])
+            assert level["ratio_to_baseline"] == pytest.approx(level["per_second"] / result["baseline"]["per_second"])
+            latency = level["latency_ms"]
+            assert all(_ordered(latency[name]) for name in ("api_accepted", "to_broadcast", "to_completed"))
+            assert latency["to_broadcast"]["n"] == latency["to_completed"]["n"] == 3
+            # each withdrawal is broadcast before it completes; both after it was requested
+            assert latency["to_broadcast"]["p50"] <= latency["to_completed"]["p99"]
+            cpu = level["cpu_seconds_per_withdrawal"]
+            assert {"worker", "api", "temporal", "postgres", "redis", "anvil", "bench", "total"} <= set(cpu)
+            assert all(seconds >= 0 for seconds in cpu.values())
+            assert cpu["worker"] > 0 and cpu["temporal"] > 0
+            assert cpu["total"] == pytest.approx(sum(cpu[name] for name in ("worker", "api", "temporal", "postgres", "redis")))
 
-    history = result["history"]
-    assert history["workflow_id"].startswith("withdrawal-")
-    assert history["by_type"]["EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED"] == 1
-    assert history["history_events"] == sum(history["by_type"].values())
-    assert 0 < history["activities"] and 0 < history["billable_actions"] < history["history_events"]
+        history = one["history"]
+        assert history["workflow_id"].startswith("withdrawal-")
+        assert history["by_type"]["EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED"] == 1
+        assert history["history_events"] == sum(history["by_type"].values())
+        assert 0 < history["activities"] and 0 < history["billable_actions"] < history["history_events"]
     machine = result["run"]["machine"]
     assert machine["nproc"] >= 1 and machine["ram_gb"] > 0 and machine["cpu_model"]
     api_alone = result["api_alone"]
