@@ -60,6 +60,7 @@ EXPECTED: dict[str, object] = {
     "POST /v1/withdrawals/{withdrawal_id}/cancel": {U, OP},
     "POST /v1/withdrawals/{withdrawal_id}/retry": {U, OP},
     "POST /v1/withdrawals/{withdrawal_id}/approve": {A},
+    "POST /v1/withdrawals/{withdrawal_id}/reject": {A},
     "POST /v1/withdrawals/pause-all": {OP},
     "POST /v1/withdrawals/resume-all": {OP},
     "GET /v1/admin/stats": {OP},

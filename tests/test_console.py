@@ -214,8 +214,8 @@ async def test_two_approvers_release_a_held_withdrawal_and_an_operator_pauses_an
     await page.goto(served + "/console/approvals")
     text = await page.inner_text(row)
     assert "0.25 ETH" in text and "2 of 2 from" in text and "0 of 2" in text, text
-    await page.fill(f"{row} input[name=reason]", "known counterparty")
-    await page.click(f"{row} button")
+    await page.fill(f"{row} form.approve input[name=reason]", "known counterparty")
+    await page.click(f"{row} form.approve button")
     await page.wait_for_url(re.compile(r"/console/approvals$"))
     assert "1 of 2" in await page.inner_text(row) and "you approved" in await page.inner_text(row)
     await screenshot(page, "approvals")
@@ -224,8 +224,8 @@ async def test_two_approvers_release_a_held_withdrawal_and_an_operator_pauses_an
     # The second approver releases it; its detail page refreshes itself until COMPLETED.
     page = await signed_in(browser, served, key_of(second))
     await page.goto(served + "/console/approvals")
-    await page.fill(f"{row} input[name=reason]", "second pair of eyes")
-    await page.click(f"{row} button")
+    await page.fill(f"{row} form.approve input[name=reason]", "second pair of eyes")
+    await page.click(f"{row} form.approve button")
     await page.wait_for_url(re.compile(r"/console/approvals$"))
     await page.goto(f"{served}/console/withdrawals/{held['id']}")
     await page.wait_for_selector("#status[data-final=true]", timeout=60_000)
