@@ -65,3 +65,13 @@ async def test_dashboard_charts_show_the_stats_of_real_withdrawals(api):
         assert [width for _, _, width in drawn] == [bar_length(value, largest) for _, value, _ in drawn]
         assert max(width for _, _, width in drawn) == bar_length(largest, largest) > 0
     assert "<script" not in page.text.split('<svg id="chart-counts"')[1].split("</svg>")[0]
+
+
+def test_a_bars_value_is_written_in_full() -> None:
+    """A volume in base units of a chain no longer configured has 15+ digits: `:g` wrote 6 of them,
+    and the page no longer matched the stats once the suite had made such a withdrawal."""
+    from api.console.charts import Bar, bar_chart
+
+    value = 1.49957999687457e17
+    drawn = bars(bar_chart("chart-test", "test", [Bar("x", value, "x"), Bar("y", 33, "33")]), "chart-test")
+    assert [(label, number) for label, number, _ in drawn] == [("x", value), ("y", 33.0)]

@@ -17,7 +17,7 @@ ROW = 22  # px per bar
 @dataclass(frozen=True)
 class Bar:
     label: str
-    value: float  # what the bar's length stands for
+    value: float  # what the bar's length stands for (written in full in data-value: `:g` kept 6 digits)
     shown: str  # the number as written next to it (e.g. a decimal volume with its asset)
 
 
@@ -41,7 +41,7 @@ def bar_chart(chart_id: str, title: str, bars: list[Bar]) -> Markup:
         y = i * ROW + 4
         length = bar_length(bar.value, largest)
         parts.append(
-            f'<g class="bar" data-label="{escape(bar.label)}" data-value="{bar.value:g}">'
+            f'<g class="bar" data-label="{escape(bar.label)}" data-value="{float(bar.value)!r}">'
             f'<text x="{LABEL_WIDTH - 8}" y="{y + 14}" text-anchor="end">{escape(bar.label)}</text>'
             f'<rect x="{LABEL_WIDTH}" y="{y}" width="{length}" height="{ROW - 6}" fill="#4a78b5"></rect>'
             f'<text x="{LABEL_WIDTH + length + 6}" y="{y + 14}">{escape(bar.shown)}</text></g>'
