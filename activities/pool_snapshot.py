@@ -49,7 +49,7 @@ async def pool_snapshot(sessions: SessionFactory, chains: ChainRegistry, chain: 
             return None
         return await adapter.balance(wallet.address, native)
 
-    balances = dict(zip([w.id for _, w in live], await asyncio.gather(*(read(w) for _, w in live))))
+    balances = dict(zip([w.id for _, w in live], await asyncio.gather(*(read(w) for _, w in live)), strict=True))
     sizes: dict[str, dict[str, int]] = {t.lower(): {} for t in PoolTier.ALL}
     totals: dict[str, int] = {t.lower(): 0 for t in PoolTier.ALL}
     keys: list[dict[str, Any]] = []

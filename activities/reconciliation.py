@@ -279,7 +279,7 @@ class ReconciliationActivities:
         """Balances on chain against the database's view, vanished withdrawals and unexplained
         spends: stored as the run's report (keyed by the run), with events for what is new."""
         chain, history = self._history(step.chain)
-        for attempt in (1, 2):
+        for _attempt in (1, 2):
             point = await history.history_point()
             await self._discover_to(step.chain, point)
             wallets = await self._wallets(step.chain)
@@ -435,7 +435,7 @@ class ReconciliationActivities:
         pairs = [(w, a) for w in wallets if w.address for a in assets]
         balances = await asyncio.gather(*(read(w.address, a) for w, a in pairs))  # type: ignore[arg-type]
         rows = []
-        for (wallet, asset), on_chain in zip(pairs, balances):
+        for (wallet, asset), on_chain in zip(pairs, balances, strict=True):
             assert wallet.address is not None
             line = lines.get((wallet.address, asset.symbol), _Line())
             if on_chain == 0 and not line.touched():

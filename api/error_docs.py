@@ -107,9 +107,7 @@ def _dependency_calls(route: APIRoute) -> list[Callable[..., Any]]:
         if dependant.call is not None:
             calls.append(dependant.call)
             if inspect.isclass(dependant.call) or not inspect.isroutine(dependant.call):
-                call = getattr(dependant.call, "__call__", None)  # a callable instance (rate limits)
-                if call is not None:
-                    calls.append(call)
+                calls.append(dependant.call.__call__)  # a callable instance (rate limits)
         pending.extend(dependant.dependencies)
     return calls
 

@@ -60,6 +60,7 @@ PERMISSIONS: dict[str, str | tuple[Grant, ...]] = {
     "POST /v1/withdrawals/{withdrawal_id}/cancel": (_WRITE_OWN, _OPERATE),
     "POST /v1/withdrawals/{withdrawal_id}/retry": (_WRITE_OWN, _OPERATE),
     "POST /v1/withdrawals/{withdrawal_id}/approve": (_APPROVE,),
+    "POST /v1/withdrawals/{withdrawal_id}/reject": (_APPROVE,),
     "POST /v1/withdrawals/pause-all": (_OPERATE,),
     "POST /v1/withdrawals/resume-all": (_OPERATE,),
     # operators

@@ -32,6 +32,7 @@ import asyncio
 import json
 import os
 import platform
+import shutil
 import sys
 import time
 import uuid
@@ -240,12 +241,12 @@ class Custody:
             for i in counter:
                 wall = time.time()
                 t = time.perf_counter()
-                response = await self.api.post(
-                    "/v1/withdrawals",
-                    json={"wallet_id": wallets[i % len(wallets)], "to": target.destination(), "asset": target.asset, "amount": target.amount},
-                    headers={"Idempotency-Key": uuid.uuid4().hex},
-                )
+                body = {"wallet_id": wallets[i % len(wallets)], "to": target.destination(), "asset": target.asset, "amount": target.amount}
+                response = await self._post_withdrawal(body, failures)
                 accepted_ms.append((time.perf_counter() - t) * 1000)
+                if response is None:
+                    progress.advance(task)
+                    continue
                 if response.status_code >= 300:
                     failures.append(f"POST {response.status_code}: {response.text[:200]}")
                     progress.advance(task)
@@ -279,6 +280,19 @@ class Custody:
             "latency_ms": {"api_accepted": summary(accepted_ms), "to_broadcast": summary(to_broadcast), "to_completed": summary(to_completed)},
             "ids": list(requested),
         }
+
+    async def _post_withdrawal(self, body: dict[str, str], failures: list[str], attempts: int = 3) -> httpx.Response | None:
+        """POST as a custody client should: a connection lost before the answer is retried with the
+        same Idempotency-Key (the first request may have been accepted: the key returns it)."""
+        key = uuid.uuid4().hex
+        for attempt in range(attempts):
+            try:
+                return await self.api.post("/v1/withdrawals", json=body, headers={"Idempotency-Key": key})
+            except httpx.TransportError as e:
+                if attempt == attempts - 1:
+                    failures.append(f"POST: {e!r}")
+                await asyncio.sleep(0.5)
+        return None
 
     async def close(self) -> None:
         await self.engine.dispose()
@@ -575,6 +589,12 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     )
     try:
         result = asyncio.run(measure(stack, args))
+    except BaseException:
+        kept = args.out / "failed-run-logs"
+        shutil.rmtree(kept, ignore_errors=True)
+        shutil.copytree(stack.work / "logs", kept, dirs_exist_ok=True)
+        console.print(f"the run failed: the stack's logs are in {kept}")
+        raise
     finally:
         stack.stop()
     result["run"] = {

@@ -95,7 +95,7 @@ class FailoverChain:
         cfg = settings.failover
         self.endpoints = [
             Endpoint(endpoint_label(i, url), adapter, CircuitBreaker(cfg.failure_threshold, cfg.cooldown_seconds))
-            for i, (adapter, url) in enumerate(zip(adapters, urls))
+            for i, (adapter, url) in enumerate(zip(adapters, urls, strict=True))
         ]
         # Longest first, so a URL is replaced whole before its path is.
         self._secrets = sorted({s for url in urls for s in url_secrets(url)}, key=len, reverse=True)

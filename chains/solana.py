@@ -659,7 +659,7 @@ class SolanaChain:
         finalized_height = int((await self._call(self._rpc().get_block_height(Finalized))).value)
         signatures = [Signature.from_string(a.tx_hash) for a in attempts]
         statuses = await self._statuses(signatures)
-        landed = [(a, sig, st) for a, sig, st in zip(attempts, signatures, statuses) if st is not None]
+        landed = [(a, sig, st) for a, sig, st in zip(attempts, signatures, statuses, strict=True) if st is not None]
         for attempt, signature, st in landed:
             if not self._is_final(st):
                 continue

@@ -157,7 +157,7 @@ def _close_servers(servers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop,
     for loop, server in list(servers.items()):
         try:
             if not loop.is_closed():
-                loop.call_soon_threadsafe(lambda s=server: loop.create_task(s.close()))
+                loop.call_soon_threadsafe(lambda s=server, lp=loop: lp.create_task(s.close()))
                 continue
             # The loop is gone (interpreter exit): its sockets are dead; drop the pool quietly.
             session = getattr(server._client, "_session", None)

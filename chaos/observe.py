@@ -83,7 +83,7 @@ async def read_anvil(rpc_url: str, token: str, destinations: dict[str, str], sen
             "pending": int(await web3.eth.get_transaction_count(s, "pending")),
         }
     await web3.provider.disconnect()
-    return {"balances": dict(zip([a for a, _ in items], balances)), "mined": mined, "nonces": nonces, "head": head}
+    return {"balances": dict(zip([a for a, _ in items], balances, strict=True)), "mined": mined, "nonces": nonces, "head": head}
 
 
 # --- Solana ---------------------------------------------------------------------------------
@@ -109,7 +109,7 @@ async def read_solana(rpc_url: str, mint: str, destinations: dict[str, str]) -> 
 
         items = list(destinations.items())
         values = await _bounded([lambda a=a, s=s: balance(a, s) for a, s in items])
-    return dict(zip([a for a, _ in items], values))
+    return dict(zip([a for a, _ in items], values, strict=True))
 
 
 # --- Stellar --------------------------------------------------------------------------------
@@ -127,4 +127,4 @@ async def read_stellar(horizon_url: str, destinations: dict[str, str]) -> dict[s
 
         addresses = list(destinations)
         values = await _bounded([lambda a=a: balance(a) for a in addresses])
-    return dict(zip(addresses, values))
+    return dict(zip(addresses, values, strict=True))

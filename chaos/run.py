@@ -176,7 +176,11 @@ async def run_chaos(config: ChaosConfig) -> dict[str, Any]:
 
         observed = await _observe(stack, workload)
         reports = dict(
-            zip(("anvil", "solana", "stellar"), await asyncio.gather(*(_reconcile(ops, chain) for chain in ("anvil", "solana", "stellar"))))
+            zip(
+                ("anvil", "solana", "stellar"),
+                await asyncio.gather(*(_reconcile(ops, chain) for chain in ("anvil", "solana", "stellar"))),
+                strict=True,
+            )
         )
         wire = await executor.counters()
         stop_supervising.set()

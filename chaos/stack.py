@@ -302,7 +302,7 @@ class ChaosStack:
 
     def start_custody(self) -> None:
         """The two workers and the API, with the current settings (signer backend included)."""
-        for worker, port in zip(self.workers, self.ports.workers):
+        for worker, port in zip(self.workers, self.ports.workers, strict=True):
             worker.env = self.custody_env(port)
         self.api.env = self.custody_env()
         with ThreadPoolExecutor(3) as pool:

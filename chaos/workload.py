@@ -90,7 +90,7 @@ def plan(config: ChaosConfig, rng: random.Random) -> list[Planned]:
     planned = []
     for index, at in enumerate(times):
         chain = rng.choice(CHAINS)
-        assets, weights = zip(*ASSETS[chain])
+        assets, weights = zip(*ASSETS[chain], strict=True)
         asset = rng.choices(assets, weights)[0]
         decimals = DECIMALS[(chain, asset)]
         oversized = rng.random() < config.oversized_share

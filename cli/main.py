@@ -3,6 +3,7 @@ CUSTODY_API_KEY) and, for batch actions, to Temporal directly (CUSTODY_TEMPORAL_
 
     custody withdrawals pause <id> --reason "..."     custody withdrawals resume <id>
     custody withdrawals cancel <id> --reason "..."    custody withdrawals approve <id>
+    custody withdrawals reject <id> --reason "..."
     custody withdrawals list --status SIGNING --chain anvil
     custody withdrawals show <id>          custody withdrawals wait <id> [--until AWAITING_APPROVAL]
     custody withdrawals pause-all --chain anvil --reason "RPC incident"   (and resume-all)
@@ -216,6 +217,12 @@ def withdrawal_cancel(withdrawal_id: str, reason: ReasonOpt = "") -> None:
 def withdrawal_approve(withdrawal_id: str, reason: ReasonOpt = "") -> None:
     """Four eyes: run with an operator's API key that is not the requester's."""
     _operate("approve", withdrawal_id, reason)
+
+
+@withdrawals.command("reject")
+def withdrawal_reject(withdrawal_id: str, reason: str = typer.Option(..., "--reason", help="why: required")) -> None:
+    """Turn down a withdrawal awaiting approval: it ends CANCELLED (REJECTED), its hold released."""
+    _operate("reject", withdrawal_id, reason)
 
 
 @withdrawals.command("retry")
@@ -456,8 +463,11 @@ def _print_policy(body: dict[str, Any]) -> None:
         action = rule["action"] + (f" {json.dumps(_compact(rule['quorum']))}" if rule.get("quorum") else "")
         extras = [f"max {rule['max_per_transaction']}/tx"] if rule.get("max_per_transaction") else []
         extras += [
-            f"{l['per']} {l['window_seconds']}s: {l.get('max_amount') or ''} {('x' + str(l['max_count'])) if l.get('max_count') else ''}".strip()
-            for l in rule["limits"]
+            (
+                f"{lim['per']} {lim['window_seconds']}s: {lim.get('max_amount') or ''} "
+                f"{('x' + str(lim['max_count'])) if lim.get('max_count') else ''}"
+            ).strip()
+            for lim in rule["limits"]
         ]
         rows.append(
             {

@@ -471,6 +471,7 @@ OPERATOR_REFUSALS: dict[str, str] = {
 WITHDRAWAL_ENDINGS: dict[str, str] = {
     "APPROVAL_TIMEOUT": "no approval came in time",
     "CANCELLED": "cancelled by an operator or the owner",
+    "REJECTED": "rejected by an approver (who and why in its error message); its hold released, nothing sent",
 }
 # The API's answers outside custody's own errors (api/errors.py, api/edge.py).
 API_ANSWERS: dict[str, tuple[int, str]] = {

@@ -173,7 +173,7 @@ class RuleIn(_Strict):
             raise ValueError("REQUIRE_APPROVAL needs a quorum, and only REQUIRE_APPROVAL has one")
         if self.action == Action.BLOCK and (self.limits or self.max_per_transaction):
             raise ValueError("a BLOCK rule has no limits: it lets nothing through")
-        uses_amounts = self.match.amount is not None or self.max_per_transaction or any(l.max_amount for l in self.limits)
+        uses_amounts = self.match.amount is not None or self.max_per_transaction or any(limit.max_amount for limit in self.limits)
         if uses_amounts and not self.match.assets:
             raise ValueError("a rule with amounts must name its assets (amounts are in the asset's unit)")
         return self

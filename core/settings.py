@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 from functools import cached_property
 from typing import Annotated, Literal
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, SecretStr, Tag, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -90,6 +90,22 @@ class ChainSettingsBase(BaseModel):
     tokens: dict[str, TokenSettings] = Field(default_factory=dict)
     # Only used with more than one endpoint (rpc_urls / horizon_urls): see chains/failover.py.
     failover: FailoverSettings = Field(default_factory=FailoverSettings)
+    # The console links each attempt's transaction here, `{hash}` replaced by its hash
+    # (e.g. "https://polygonscan.com/tx/{hash}"); empty: no links.
+    explorer_tx_url: str = ""
+
+    @field_validator("explorer_tx_url")
+    @classmethod
+    def _explorer_template(cls, value: str) -> str:
+        if value and (urlsplit(value).scheme not in ("http", "https") or "{hash}" not in value):
+            raise ValueError("explorer_tx_url is an http(s) URL with {hash} where the transaction hash goes")
+        return value
+
+    def explorer_tx_link(self, tx_hash: str | None) -> str | None:
+        """The explorer's page of a transaction, or None without a template (or a hash)."""
+        if not self.explorer_tx_url or not tx_hash:
+            return None
+        return self.explorer_tx_url.replace("{hash}", quote(tx_hash, safe=""))
 
     @property
     def native_decimals(self) -> int:

@@ -70,7 +70,7 @@ class WithdrawalAction(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     withdrawal_id: str = Field(foreign_key="withdrawals.id", index=True)
-    action: str  # APPROVE | CANCEL
+    action: str  # APPROVE | CANCEL | REJECT
     actor: str
     actor_roles: list[str] = Field(default_factory=list, sa_type=JSONB)
     via: str  # the credential: "api_key:<prefix>" or "oidc:<issuer>"

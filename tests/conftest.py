@@ -19,6 +19,19 @@ from pathlib import Path
 
 import httpx
 import pytest
+from solana.rpc.async_api import AsyncClient as SolanaClient
+from solana.rpc.commitment import Confirmed
+from solana.rpc.models import TxOpts
+from solders.keypair import Keypair as SolanaKeypair
+from solders.pubkey import Pubkey
+from solders.system_program import CreateAccountParams, create_account
+from solders.transaction import Transaction
+from spl.token.constants import TOKEN_PROGRAM_ID
+from spl.token.instructions import initialize_mint2
+from spl.token.models import InitializeMint2Params
+from stellar_sdk import Keypair as StellarKeypair
+from stellar_sdk import ServerAsync
+from stellar_sdk.client.aiohttp_client import AiohttpClient
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -28,6 +41,8 @@ from core.temporal import client_over
 from db.engine import SessionFactory, create_engine, create_session_factory
 from db.migrate import upgrade
 from devnet import local
+from devnet.solana import SolanaDevnet, run_solana_devnet
+from devnet.stellar import StellarDevnet, run_stellar_devnet
 from models import search_attributes
 
 ALICE = {"Authorization": "Bearer dev-alice-key"}
@@ -351,3 +366,142 @@ async def wait_exit(process: subprocess.Popen, timeout: float) -> int:  # type: 
             raise AssertionError("the chaos worker did not exit")
         await asyncio.sleep(0.2)
     return process.returncode
+
+
+@asynccontextmanager
+async def serve_api(settings: Settings, client: Client) -> AsyncIterator[str]:
+    """The API app served by a real uvicorn on a free port of this event loop; yields its base URL."""
+    from api.main import create_app
+
+    async with serve_app(create_app(settings, temporal=client)) as url:
+        yield url
+
+
+@asynccontextmanager
+async def serve_app(app) -> AsyncIterator[str]:  # type: ignore[no-untyped-def]
+    """An ASGI app served by a real uvicorn on a free port of this event loop; yields its base URL."""
+    import uvicorn
+
+    port = local.free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            if task.done():  # uvicorn gave up (port taken, app failed to start): say why
+                task.result()
+                raise RuntimeError(f"uvicorn exited before serving the API on 127.0.0.1:{port}")
+            await asyncio.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+
+
+@pytest.fixture
+async def api_url(settings: Settings, client: Client, worker: Worker) -> AsyncIterator[str]:
+    """The API over HTTP (uvicorn), with a worker on the test's task queue behind it."""
+    async with serve_api(settings, client) as url:
+        yield url
+
+
+async def custody(api_url: str, *args: str, key: str = "dev-alice-key", temporal: str = "") -> tuple[int, str, str]:
+    """The `custody` CLI as a subprocess against `api_url`: (exit code, stdout, stderr)."""
+    env = {**os.environ, "CUSTODY_API_URL": api_url, "CUSTODY_API_KEY": key, "CUSTODY_TEMPORAL_ADDRESS": temporal}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "cli.main",
+        *args,
+        cwd=local.ROOT,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate()
+    return process.returncode or 0, out.decode(), err.decode()
+
+
+# ----------------------------------------------------------------------------- Solana devnet (one per module)
+
+SOL = 1_000_000_000
+
+
+@pytest.fixture(scope="module")
+async def solana_devnet() -> AsyncIterator[SolanaDevnet]:
+    """The project's Solana JSON-RPC devnet (LiteSVM), in this process, 100 ms slots."""
+    async with run_solana_devnet(host="127.0.0.1", port=0, slot_ms=100) as d:
+        yield d
+
+
+@pytest.fixture(scope="module")
+async def rpc(solana_devnet: SolanaDevnet) -> AsyncIterator[SolanaClient]:
+    async with SolanaClient(solana_devnet.url, commitment=Confirmed) as c:
+        yield c
+
+
+async def send_signed(rpc: SolanaClient, payer: SolanaKeypair, instructions, extra=()) -> None:  # type: ignore[no-untyped-def]
+    recent = (await rpc.get_latest_blockhash(Confirmed)).value.blockhash
+    tx = Transaction.new_signed_with_payer(instructions, payer.pubkey(), [payer, *extra], recent)
+    await rpc.send_transaction(tx, TxOpts(preflight_commitment=Confirmed))
+
+
+@pytest.fixture(scope="module")
+async def mint_authority(rpc: SolanaClient) -> SolanaKeypair:
+    authority = SolanaKeypair()
+    await rpc.request_airdrop(authority.pubkey(), 100 * SOL)
+    return authority
+
+
+@pytest.fixture(scope="module")
+async def mint(rpc: SolanaClient, mint_authority: SolanaKeypair) -> Pubkey:
+    """A classic SPL Token mint made with the devnet's own SPL program."""
+    mint = SolanaKeypair()
+    rent = (await rpc.get_minimum_balance_for_rent_exemption(82)).value
+    await send_signed(
+        rpc,
+        mint_authority,
+        [
+            create_account(
+                CreateAccountParams(
+                    from_pubkey=mint_authority.pubkey(),
+                    to_pubkey=mint.pubkey(),
+                    lamports=rent,
+                    space=82,
+                    owner=TOKEN_PROGRAM_ID,
+                )
+            ),
+            initialize_mint2(
+                InitializeMint2Params(
+                    decimals=TOKEN_DECIMALS,
+                    program_id=TOKEN_PROGRAM_ID,
+                    mint=mint.pubkey(),
+                    mint_authority=mint_authority.pubkey(),
+                )
+            ),
+        ],
+        (mint,),
+    )
+    return mint.pubkey()
+
+
+# ----------------------------------------------------------------------------- Stellar devnet (one per module)
+
+STELLAR_ISSUER = StellarKeypair.random()  # funded by friendbot on every `stellar_devnet`; issues USDX
+
+
+@pytest.fixture(scope="module")
+async def stellar_devnet() -> AsyncIterator[StellarDevnet]:
+    """The project's Horizon-compatible devnet, in this process, with STELLAR_ISSUER funded."""
+    # A transaction stellar-core answers TRY_AGAIN_LATER is held by Horizon until its timeout
+    # (then 504); keep that short here so collisions cost seconds, not half a minute.
+    async with run_stellar_devnet(port=0, close_interval_ms=100, submission_timeout=3) as d:
+        async with httpx.AsyncClient(timeout=30) as http:
+            r = await http.get(d.friendbot_url, params={"addr": STELLAR_ISSUER.public_key})
+            assert r.status_code == 200, r.text
+        yield d
+
+
+@pytest.fixture(scope="module")
+async def horizon(stellar_devnet: StellarDevnet) -> AsyncIterator[ServerAsync]:
+    async with ServerAsync(stellar_devnet.url, client=AiohttpClient()) as s:
+        yield s

@@ -12,8 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError
 
 from db import audit
-from tests.conftest import ALICE, create_wallet, fund, random_address, wait_for_status, withdraw
-from tests.test_cli import api_url, custody  # noqa: F401  (the API served over HTTP for the CLI)
+from tests.conftest import ALICE, create_wallet, custody, fund, random_address, wait_for_status, withdraw
 
 ADMIN = {"Authorization": "Bearer dev-admin-key"}
 
@@ -42,7 +41,7 @@ async def test_a_withdrawal_s_life_is_in_the_audit_log_in_order(api, sessions):
     requested, signed = page["entries"][-1], next(e for e in page["entries"] if e["action"] == "withdrawal.signed")
     assert requested["actor"] == "alice" and requested["details"]["amount"] == str(2 * 10**17)
     assert signed["details"]["tx_hash"] == done["tx_hash"] and signed["actor"] == "system:signer"
-    for newer, older in zip(page["entries"], page["entries"][1:]):
+    for newer, older in zip(page["entries"], page["entries"][1:], strict=False):
         assert newer["id"] > older["id"]
     verified = (await api.get("/v1/audit/verify", headers=ADMIN)).json()
     assert verified["ok"] and verified["checked"] >= len(actions)
@@ -74,7 +73,7 @@ async def test_access_changes_and_failed_logins_are_audited(api):
     assert "not-a-key" not in str(failed)  # the presented credential is never recorded
 
 
-async def test_the_table_refuses_to_change_and_verify_names_the_first_edited_entry(sessions, tmp_path, api_url):  # noqa: F811
+async def test_the_table_refuses_to_change_and_verify_names_the_first_edited_entry(sessions, tmp_path, api_url):
     marker = uuid.uuid4().hex
     async with sessions() as session, session.begin():
         first = await audit.append(session, actor="tester", action="test.one", object_type="test", object_id=marker, details={"n": 1})

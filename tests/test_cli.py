@@ -4,48 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import sys
 
 import pytest
-import uvicorn
 
-from api.main import create_app
-from devnet.local import ROOT, free_port
-from tests.conftest import random_address
+from tests.conftest import custody, random_address
 
 
 @pytest.fixture
 def settings(base_settings, task_queue):  # type: ignore[no-untyped-def]
     return base_settings.model_copy(update={"task_queue": task_queue, "approval_thresholds": {"anvil:ETH": "1"}})
-
-
-@pytest.fixture
-async def api_url(settings, client, worker):  # type: ignore[no-untyped-def]
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, temporal=client), host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await task
-
-
-async def custody(api_url: str, *args: str, key: str = "dev-alice-key", temporal: str = "") -> tuple[int, str, str]:
-    env = {**os.environ, "CUSTODY_API_URL": api_url, "CUSTODY_API_KEY": key, "CUSTODY_TEMPORAL_ADDRESS": temporal}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "cli.main",
-        *args,
-        cwd=ROOT,
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await process.communicate()
-    return process.returncode or 0, out.decode(), err.decode()
 
 
 async def _until(api_url: str, withdrawal_id: str, statuses: set[str], timeout: float = 60) -> dict:

@@ -8,6 +8,7 @@ import json
 import os
 
 import pytest
+from cryptography.exceptions import InvalidTag
 from temporalio.api.common.v1 import Payload
 
 from core.codec import EncryptionCodec, payloads_from_json, payloads_to_json
@@ -33,7 +34,7 @@ async def test_round_trip_rotation_and_tamper_detection():
     tampered = Payload()
     tampered.CopyFrom(sealed[0])
     tampered.data = tampered.data[:-1] + bytes([tampered.data[-1] ^ 1])
-    with pytest.raises(Exception):
+    with pytest.raises(InvalidTag):
         await rotated.decode([tampered])
     with pytest.raises(ValueError, match="unknown key"):
         await EncryptionCodec({"k2": new_key}, "k2").decode(sealed)

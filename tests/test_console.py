@@ -15,12 +15,10 @@ import uuid
 from pathlib import Path
 
 import pytest
-import uvicorn
 
-from api.main import create_app
 from core.identity import Role
 from devnet.local import free_port
-from tests.conftest import create_wallet, fund, random_address, wait_for_status, withdraw
+from tests.conftest import create_wallet, fund, random_address, serve_api, wait_for_status, withdraw
 from tests.test_access import new_identity
 from tests.test_docs_offline import BROWSER_ARGS, CHROMIUM
 from tests.test_policy import add_rule, change_policy, policy_put_back  # noqa: F401  (autouse: the policy is put back)
@@ -39,14 +37,8 @@ async def screenshot(page, name: str) -> None:  # type: ignore[no-untyped-def]
 @pytest.fixture
 async def served(settings, client, api):  # type: ignore[no-untyped-def]
     """The API under uvicorn for the browser (`api`, in-process, sets things up; its worker runs them)."""
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, temporal=client), host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await task
+    async with serve_api(settings, client) as url:
+        yield url
 
 
 @pytest.fixture
@@ -222,8 +214,8 @@ async def test_two_approvers_release_a_held_withdrawal_and_an_operator_pauses_an
     await page.goto(served + "/console/approvals")
     text = await page.inner_text(row)
     assert "0.25 ETH" in text and "2 of 2 from" in text and "0 of 2" in text, text
-    await page.fill(f"{row} input[name=reason]", "known counterparty")
-    await page.click(f"{row} button")
+    await page.fill(f"{row} form.approve input[name=reason]", "known counterparty")
+    await page.click(f"{row} form.approve button")
     await page.wait_for_url(re.compile(r"/console/approvals$"))
     assert "1 of 2" in await page.inner_text(row) and "you approved" in await page.inner_text(row)
     await screenshot(page, "approvals")
@@ -232,8 +224,8 @@ async def test_two_approvers_release_a_held_withdrawal_and_an_operator_pauses_an
     # The second approver releases it; its detail page refreshes itself until COMPLETED.
     page = await signed_in(browser, served, key_of(second))
     await page.goto(served + "/console/approvals")
-    await page.fill(f"{row} input[name=reason]", "second pair of eyes")
-    await page.click(f"{row} button")
+    await page.fill(f"{row} form.approve input[name=reason]", "second pair of eyes")
+    await page.click(f"{row} form.approve button")
     await page.wait_for_url(re.compile(r"/console/approvals$"))
     await page.goto(f"{served}/console/withdrawals/{held['id']}")
     await page.wait_for_selector("#status[data-final=true]", timeout=60_000)

@@ -11,7 +11,6 @@ import os
 
 import requests
 import schemathesis
-import uvicorn
 from hypothesis import HealthCheck, Phase, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis.errors import Unsatisfiable
@@ -19,7 +18,7 @@ from schemathesis import GenerationMode
 
 from api.main import create_app
 from core.identity import Role
-from devnet.local import free_port
+from tests.conftest import serve_app
 from tests.test_access import new_identity
 
 # CI: 15 derandomized examples per operation. A longer hunt by hand:
@@ -48,26 +47,31 @@ def _fuzz(schema, base_url: str, headers: dict[str, str]) -> list[str]:  # type:
             continue
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             for auth in (headers, {}):
-
-                @hypothesis_settings(
-                    max_examples=EXAMPLES_PER_OPERATION,
-                    deadline=None,
-                    database=None,
-                    derandomize=DERANDOMIZE,
-                    suppress_health_check=list(HealthCheck),
-                    phases=[Phase.explicit, Phase.generate],
-                )
-                @given(case=operation.as_strategy(generation_mode=mode))
-                def run(case) -> None:  # type: ignore[no-untyped-def]
-                    response = case.call(base_url=base_url, session=session, headers=auth, timeout=60)
-                    if response.status_code >= 500 and not _probe_answer(name, response):
-                        failures.append(f"{name} ({mode.value}) -> {response.status_code}: {response.text[:300]} for {case.as_curl_command()}")
-
-                try:
-                    run()
-                except Unsatisfiable:
-                    pass  # nothing to make invalid (an operation without parameters or body)
+                _fuzz_operation(operation, name, mode, auth, base_url, session, failures)
     return failures
+
+
+def _fuzz_operation(operation, name: str, mode, auth: dict[str, str], base_url: str, session, failures: list[str]) -> None:  # type: ignore[no-untyped-def]
+    """One operation, in one generation mode, with or without credentials: 5xx answers go to `failures`."""
+
+    @hypothesis_settings(
+        max_examples=EXAMPLES_PER_OPERATION,
+        deadline=None,
+        database=None,
+        derandomize=DERANDOMIZE,
+        suppress_health_check=list(HealthCheck),
+        phases=[Phase.explicit, Phase.generate],
+    )
+    @given(case=operation.as_strategy(generation_mode=mode))
+    def run(case) -> None:  # type: ignore[no-untyped-def]
+        response = case.call(base_url=base_url, session=session, headers=auth, timeout=60)
+        if response.status_code >= 500 and not _probe_answer(name, response):
+            failures.append(f"{name} ({mode.value}) -> {response.status_code}: {response.text[:300]} for {case.as_curl_command()}")
+
+    try:
+        run()
+    except Unsatisfiable:
+        pass  # nothing to make invalid (an operation without parameters or body)
 
 
 async def test_fuzzing_the_openapi_schema_finds_no_server_error(settings, client, worker, sessions):
@@ -77,17 +81,11 @@ async def test_fuzzing_the_openapi_schema_finds_no_server_error(settings, client
     async with sessions() as session:
         _, policy_before = await policy.current(session)  # the fuzzer is an admin: it publishes policies
     app = create_app(settings, temporal=client)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.05)
     try:
-        schema = schemathesis.openapi.from_dict(app.openapi())
-        failures = await asyncio.to_thread(_fuzz, schema, f"http://127.0.0.1:{port}", fuzzer)
+        async with serve_app(app) as base_url:
+            schema = schemathesis.openapi.from_dict(app.openapi())
+            failures = await asyncio.to_thread(_fuzz, schema, base_url, fuzzer)
     finally:
-        server.should_exit = True
-        await task
         async with sessions() as session, session.begin():
             await policy.publish(session, policy_before, author="test", summary="put back after fuzzing")
     assert failures == [], "\n".join(failures[:20])

@@ -20,7 +20,6 @@ import typer
 
 from cli.main import app
 from devnet.local import ROOT, free_port
-from tests.test_cli import api_url  # noqa: F401  (the API over HTTP, with a worker behind it)
 
 
 def _commands(group: typer.Typer, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -53,10 +52,14 @@ def _installed(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     return venv, env
 
 
-async def test_a_non_editable_install_outside_the_repository_works(tmp_path, api_url, settings):  # noqa: F811
+async def test_a_non_editable_install_outside_the_repository_works(tmp_path, api_url, settings):
     venv, env = await asyncio.to_thread(_installed, tmp_path)  # the API on this event loop keeps serving
-    origin = subprocess.check_output(
-        [str(venv / "bin" / "python"), "-c", "import core, worker; print(core.__file__)"], text=True, cwd=tmp_path, env=env
+    origin = await asyncio.to_thread(
+        subprocess.check_output,
+        [str(venv / "bin" / "python"), "-c", "import core, worker; print(core.__file__)"],
+        text=True,
+        cwd=tmp_path,
+        env=env,
     )
     assert origin.startswith(str(venv)), f"imported from {origin}, not from the installed package"
 

@@ -26,9 +26,8 @@ from db import policy as store
 from models.db import Wallet, Withdrawal
 from models.payloads import OperatorRequest
 from models.policy import PolicySpend
-from tests.conftest import ALICE, create_wallet, fund, random_address, replay_and_record, wait_for_status, withdraw
+from tests.conftest import ALICE, create_wallet, custody, fund, random_address, replay_and_record, wait_for_status, withdraw
 from tests.test_access import new_identity
-from tests.test_cli import api_url, custody  # noqa: F401  (the CLI against a real uvicorn)
 from workflows.withdrawal import WithdrawalWorkflow
 
 FINAL = {"COMPLETED", "FAILED", "CANCELLED"}
@@ -395,7 +394,7 @@ async def test_a_withdrawal_that_paid_nothing_gives_its_share_of_the_window_back
     assert over.json()["details"]["remaining_amount"] == "4.8 ETH" and over.json()["details"]["used_count"] == "1"
 
 
-async def test_custody_policy_test_explains_which_rule_matches_and_why(api_url, settings):  # noqa: F811
+async def test_custody_policy_test_explains_which_rule_matches_and_why(api_url, settings):
     code, out, err = await custody(api_url, "wallets", "create", "--chain", "anvil", "--label", f"p-{uuid.uuid4().hex[:6]}")
     assert code == 0, err
     wallet = json.loads(out)

@@ -27,8 +27,7 @@ from models.db import TransferAttempt, Wallet, Withdrawal
 from models.payloads import LeaseRequest, PoolStepInput, RebalanceInput, RebalanceResult
 from models.pools import KeyState, PoolKey, PoolTier, pool_owner
 from signers.registry import SignerSet
-from tests.conftest import ALICE, random_address, wait_exit, wait_for_status, worker_process
-from tests.test_cli import api_url, custody  # noqa: F401
+from tests.conftest import ALICE, custody, random_address, wait_exit, wait_for_status, worker_process
 from worker import build_worker, ensure_rebalance_schedules
 from workflows.rebalance import RebalanceWorkflow
 
@@ -210,7 +209,7 @@ async def test_full_cycle_lease_use_return_recover_refill_and_approved_hodl_topu
 async def _available_explorers(sessions, chain: str, n: int) -> list[str]:  # type: ignore[no-untyped-def]
     ids = []
     async with sessions() as session, session.begin():
-        for i in range(n):
+        for _ in range(n):
             wallet = Wallet(
                 id=str(uuid.uuid4()),
                 owner=pool_owner(chain),

@@ -17,9 +17,16 @@ from spl.token.instructions import create_idempotent_associated_token_account, g
 from spl.token.models import MintToCheckedParams
 
 from core.settings import PoolSettings, SolanaChainSettings, TokenSettings
-from tests.conftest import wait_for_status
+from devnet.solana import SolanaDevnet
+from tests.conftest import SOL, send_signed, wait_for_status
 from tests.test_pools import OPS, approve, keys_of, rebalance, show, withdrawal
-from tests.test_withdrawal_solana import SOL, TOKEN_DECIMALS, devnet, mint, mint_authority, rpc, send_signed  # noqa: F401
+from tests.test_withdrawal_solana import TOKEN_DECIMALS
+
+
+@pytest.fixture(scope="module")
+def devnet(solana_devnet: SolanaDevnet) -> SolanaDevnet:
+    """This module's devnet is conftest's Solana one (its `rpc`, `mint` and `mint_authority` too)."""
+    return solana_devnet
 
 
 @pytest.fixture

@@ -9,9 +9,16 @@ import httpx
 import pytest
 
 from core.settings import PoolSettings, StellarChainSettings
+from devnet.stellar import StellarDevnet
 from tests.conftest import wait_for_status
 from tests.test_pools import OPS, approve, keys_of, rebalance, show, withdrawal
-from tests.test_withdrawal_stellar import XLM, balance, devnet, friendbot, horizon  # noqa: F401
+from tests.test_withdrawal_stellar import XLM, balance, friendbot
+
+
+@pytest.fixture(scope="module")
+def devnet(stellar_devnet: StellarDevnet) -> StellarDevnet:
+    """This module's devnet is conftest's Stellar one (its `horizon` too)."""
+    return stellar_devnet
 
 
 @pytest.fixture

@@ -66,10 +66,9 @@ from devnet.stellar import StellarDevnet, run_stellar_devnet
 from models.db import Wallet
 from models.reconciliation import ReconciliationEvent
 from signers.registry import SignerSet
-from tests.conftest import ALICE, TOKEN_DECIMALS, api_client, random_address, wait_exit, wait_for_status, worker_process
+from tests.conftest import ALICE, TOKEN_DECIMALS, api_client, random_address, send_signed, wait_exit, wait_for_status, worker_process
 from tests.test_replay import HISTORIES
 from tests.test_stellar_channels import run_channels
-from tests.test_withdrawal_solana import send_signed
 from worker import WORKFLOWS, build_worker, ensure_reconciliation_schedules
 
 OPS = {"Authorization": "Bearer dev-ops-key"}

@@ -56,12 +56,13 @@ async def test_fresh_runs_replay_and_are_recorded_on_request(api, client):
     wallet = await create_wallet(api)
     await fund(api, wallet, "1")
     await fund(api, wallet, "10", asset="TUSD")
-    await fund(api, wallet, "2")
+    await fund(api, wallet, "4")  # 2, and the rejected one's hold
     completed = (await withdraw(api, wallet, random_address(), "0.1")).json()
     token = (await withdraw(api, wallet, random_address(), "1.5", asset="TUSD")).json()
     failed = (await withdraw(api, wallet, random_address(), "50")).json()
     approved = (await withdraw(api, wallet, random_address(), "1.1")).json()
     cancelled = (await withdraw(api, wallet, random_address(), "1.2")).json()
+    rejected = (await withdraw(api, wallet, random_address(), "1.3")).json()
     ops = {"Authorization": "Bearer dev-ops-key"}
     await wait_for_status(api, approved["id"], {"AWAITING_APPROVAL"})
     assert (await api.post(f"/v1/withdrawals/{approved['id']}/pause", json={"reason": "r"}, headers=ops)).status_code == 200
@@ -69,7 +70,16 @@ async def test_fresh_runs_replay_and_are_recorded_on_request(api, client):
     assert (await api.post(f"/v1/withdrawals/{approved['id']}/resume", json={}, headers=ops)).status_code == 200
     await wait_for_status(api, cancelled["id"], {"AWAITING_APPROVAL"})
     assert (await api.post(f"/v1/withdrawals/{cancelled['id']}/cancel", json={}, headers=ops)).status_code == 200
-    expected = ((completed, "COMPLETED"), (token, "COMPLETED"), (failed, "FAILED"), (approved, "COMPLETED"), (cancelled, "CANCELLED"))
+    await wait_for_status(api, rejected["id"], {"AWAITING_APPROVAL"})
+    assert (await api.post(f"/v1/withdrawals/{rejected['id']}/reject", json={"reason": "unknown desk"}, headers=ops)).status_code == 200
+    expected = (
+        (completed, "COMPLETED"),
+        (token, "COMPLETED"),
+        (failed, "FAILED"),
+        (approved, "COMPLETED"),
+        (cancelled, "CANCELLED"),
+        (rejected, "CANCELLED"),
+    )
     for withdrawal, status in expected:
         assert (await wait_for_status(api, withdrawal["id"], {"COMPLETED", "FAILED", "CANCELLED"}))["status"] == status
 
@@ -83,6 +93,7 @@ async def test_fresh_runs_replay_and_are_recorded_on_request(api, client):
         # handlers-finish-before-end: the cancel's handler returns before the run ends
         "WithdrawalWorkflow__v5_cancelled_awaiting_approval": f"withdrawal-{cancelled['id']}",
         "WithdrawalWorkflow__v5_completed": f"withdrawal-{completed['id']}",
+        "WithdrawalWorkflow__v5_rejected_awaiting_approval": f"withdrawal-{rejected['id']}",
         "WalletCreationWorkflow__created": f"wallet-{wallet['id']}",
     }
     async for execution in client.list_workflows(f"WorkflowType = 'FaucetWorkflow' AND WorkflowId STARTS_WITH 'fund-{wallet['id']}'"):

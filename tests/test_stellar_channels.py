@@ -30,9 +30,15 @@ from models.db import SequenceClaim, Wallet
 from models.payloads import ChannelSetResult
 from tests.conftest import ALICE, api_client, wait_for_status
 from tests.test_replay import HISTORIES
-from tests.test_withdrawal_stellar import XLM, balance, devnet, horizon, sequence  # noqa: F401
+from tests.test_withdrawal_stellar import XLM, balance, sequence
 from worker import WORKFLOWS, build_worker
 from workflows.channels import ChannelAccountsWorkflow
+
+
+@pytest.fixture(scope="module")
+def devnet(stellar_devnet: StellarDevnet) -> StellarDevnet:
+    """This module's devnet is conftest's Stellar one (its `horizon` too)."""
+    return stellar_devnet
 
 
 @pytest.fixture
@@ -154,7 +160,7 @@ async def test_parallel_payments_from_one_wallet_take_distinct_channels(api, cli
     assert all(len(f["attempts"]) == 1 for f in finals)
     assert sorted(f["attempts"][0]["source"] for f in finals) == sorted(channels)
     sources = []
-    for final, destination in zip(finals, destinations):
+    for final, destination in zip(finals, destinations, strict=True):
         tx = await horizon.transactions().transaction(final["tx_hash"]).call()
         assert tx["successful"]
         sources.append(tx["source_account"])

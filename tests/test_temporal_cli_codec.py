@@ -12,11 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
-import uvicorn
 from pydantic import SecretStr
 
-from devnet import local
-from tests.conftest import ALICE, api_client, create_wallet, wait_for_status
+from tests.conftest import ALICE, api_client, create_wallet, serve_api, wait_for_status
 
 TOKEN = "codec-t0ken"
 TEMPORAL = str(Path(sys.executable).parent / "temporal")
@@ -35,14 +33,7 @@ async def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
 
 
 async def test_the_plain_cli_reads_through_the_codec_with_its_token(settings, client, worker, temporal_env) -> None:  # type: ignore[no-untyped-def]
-    from api.main import create_app
-
-    port = local.free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, temporal=client), host="127.0.0.1", port=port, log_level="warning"))
-    serving = asyncio.create_task(server.serve())
-    try:
-        while not server.started:
-            await asyncio.sleep(0.05)
+    async with serve_api(settings, client) as base_url:
         async with api_client(settings, client) as api:
             wallet = await create_wallet(api)
             await api.post(f"/v1/wallets/{wallet['id']}/fund", json={"amount": "3"}, headers=ALICE)
@@ -57,7 +48,7 @@ async def test_the_plain_cli_reads_through_the_codec_with_its_token(settings, cl
 
         address = temporal_env.client.service_client.config.target_host
         query = ["workflow", "query", "--address", address, "-w", f"withdrawal-{withdrawal_id}", "--name", "state"]
-        codec = f"http://127.0.0.1:{port}/codec"
+        codec = f"{base_url}/codec"
         read = await _cli(*query, "--codec-endpoint", codec, "--codec-auth", f"Bearer {TOKEN}")
         assert read.returncode == 0 and '"AWAITING_APPROVAL"' in read.stdout, read.stdout + read.stderr
         by_env = await _cli(*query, env={"TEMPORAL_CODEC_ENDPOINT": codec, "TEMPORAL_CODEC_AUTH": f"Bearer {TOKEN}"})
@@ -65,6 +56,3 @@ async def test_the_plain_cli_reads_through_the_codec_with_its_token(settings, cl
         refused = await _cli(*query, "--codec-endpoint", codec)  # no token: the codec answers 401
         assert "AWAITING_APPROVAL" not in refused.stdout, refused.stdout
         assert refused.returncode != 0 and "codec endpoint needs its bearer token" in refused.stderr, refused.stderr
-    finally:
-        server.should_exit = True
-        await serving

@@ -42,6 +42,7 @@ from signers.secret_box import SecretBox
 from tests.conftest import (
     api_client,
     create_wallet,
+    custody,
     fund,
     random_address,
     replay_and_record,
@@ -51,7 +52,6 @@ from tests.conftest import (
     worker_process,
 )
 from tests.test_access import new_identity
-from tests.test_cli import custody
 from worker import build_worker, ensure_webhook_dispatcher
 
 README = Path(__file__).resolve().parent.parent / "README.md"

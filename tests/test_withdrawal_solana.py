@@ -8,32 +8,26 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from solana.rpc.async_api import AsyncClient
 from solana.rpc.commitment import Confirmed
-from solana.rpc.models import TxOpts
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from solders.signature import Signature
-from solders.system_program import CreateAccountParams, create_account
-from solders.transaction import Transaction
 from spl.token.constants import TOKEN_PROGRAM_ID
 from spl.token.instructions import (
     create_idempotent_associated_token_account,
     get_associated_token_address,
-    initialize_mint2,
     mint_to_checked,
 )
-from spl.token.models import InitializeMint2Params, MintToCheckedParams
+from spl.token.models import MintToCheckedParams
 
 from core.settings import Settings, SolanaChainSettings, TokenSettings
-from devnet.solana import SolanaDevnet, run_solana_devnet
-from tests.conftest import ALICE, replay_and_record, wait_for_status
+from devnet.solana import SolanaDevnet
+from tests.conftest import ALICE, SOL, replay_and_record, send_signed, wait_for_status
 
-SOL = 1_000_000_000
 TOKEN_DECIMALS = 6
 
 
@@ -41,60 +35,9 @@ TOKEN_DECIMALS = 6
 
 
 @pytest.fixture(scope="module")
-async def devnet() -> AsyncIterator[SolanaDevnet]:
-    async with run_solana_devnet(host="127.0.0.1", port=0, slot_ms=100) as d:
-        yield d
-
-
-@pytest.fixture(scope="module")
-async def rpc(devnet: SolanaDevnet) -> AsyncIterator[AsyncClient]:
-    async with AsyncClient(devnet.url, commitment=Confirmed) as c:
-        yield c
-
-
-async def send_signed(rpc: AsyncClient, payer: Keypair, instructions, extra=()) -> None:  # type: ignore[no-untyped-def]
-    recent = (await rpc.get_latest_blockhash(Confirmed)).value.blockhash
-    tx = Transaction.new_signed_with_payer(instructions, payer.pubkey(), [payer, *extra], recent)
-    await rpc.send_transaction(tx, TxOpts(preflight_commitment=Confirmed))
-
-
-@pytest.fixture(scope="module")
-async def mint_authority(rpc: AsyncClient) -> Keypair:
-    authority = Keypair()
-    await rpc.request_airdrop(authority.pubkey(), 100 * SOL)
-    return authority
-
-
-@pytest.fixture(scope="module")
-async def mint(rpc: AsyncClient, mint_authority: Keypair) -> Pubkey:
-    """A classic SPL Token mint made with the devnet's own SPL program."""
-    mint = Keypair()
-    rent = (await rpc.get_minimum_balance_for_rent_exemption(82)).value
-    await send_signed(
-        rpc,
-        mint_authority,
-        [
-            create_account(
-                CreateAccountParams(
-                    from_pubkey=mint_authority.pubkey(),
-                    to_pubkey=mint.pubkey(),
-                    lamports=rent,
-                    space=82,
-                    owner=TOKEN_PROGRAM_ID,
-                )
-            ),
-            initialize_mint2(
-                InitializeMint2Params(
-                    decimals=TOKEN_DECIMALS,
-                    program_id=TOKEN_PROGRAM_ID,
-                    mint=mint.pubkey(),
-                    mint_authority=mint_authority.pubkey(),
-                )
-            ),
-        ],
-        (mint,),
-    )
-    return mint.pubkey()
+def devnet(solana_devnet: SolanaDevnet) -> SolanaDevnet:
+    """This module's devnet is conftest's Solana one (its `rpc`, `mint` and `mint_authority` too)."""
+    return solana_devnet
 
 
 @pytest.fixture

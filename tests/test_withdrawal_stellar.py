@@ -14,17 +14,17 @@ import httpx
 import pytest
 from pydantic import SecretStr
 from stellar_sdk import Asset, Keypair, ServerAsync, TransactionBuilder
-from stellar_sdk.client.aiohttp_client import AiohttpClient
+from stellar_sdk.exceptions import NotFoundError
 
 from chains.stellar import parse_stroops
 from core.settings import Settings, StellarChainSettings, TokenSettings
 from db.engine import SessionFactory
 from devnet.stellar import StellarDevnet, run_stellar_devnet
 from tests.conftest import ALICE, api_client, wait_for_status
+from tests.conftest import STELLAR_ISSUER as ISSUER
 
 XLM = 10_000_000
 FRIENDBOT_XLM = 10_000
-ISSUER = Keypair.random()
 USDX = Asset("USDX", ISSUER.public_key)
 
 
@@ -32,20 +32,9 @@ USDX = Asset("USDX", ISSUER.public_key)
 
 
 @pytest.fixture(scope="module")
-async def devnet() -> AsyncIterator[StellarDevnet]:
-    # A transaction stellar-core answers TRY_AGAIN_LATER is held by Horizon until its timeout
-    # (then 504); keep that short here so collisions cost seconds, not half a minute.
-    async with run_stellar_devnet(port=0, close_interval_ms=100, submission_timeout=3) as d:
-        async with httpx.AsyncClient(timeout=30) as http:
-            r = await http.get(d.friendbot_url, params={"addr": ISSUER.public_key})
-            assert r.status_code == 200, r.text
-        yield d
-
-
-@pytest.fixture(scope="module")
-async def horizon(devnet: StellarDevnet) -> AsyncIterator[ServerAsync]:
-    async with ServerAsync(devnet.url, client=AiohttpClient()) as s:
-        yield s
+def devnet(stellar_devnet: StellarDevnet) -> StellarDevnet:
+    """This module's devnet is conftest's Stellar one (its `horizon` too)."""
+    return stellar_devnet
 
 
 @pytest.fixture
@@ -260,7 +249,7 @@ async def test_expired_attempt_is_resigned_in_the_same_sequence_and_lands_once(a
     assert (first["state"], second["state"]) == ("NOT_LANDED", "LANDED")  # expired, then the one on chain
     assert await balance(horizon, destination) == 4 * XLM
     assert await sequence(horizon, wallet["address"]) == seq + 1
-    with pytest.raises(Exception):
+    with pytest.raises(NotFoundError):
         await horizon.transactions().transaction(first["tx_hash"]).call()
 
 

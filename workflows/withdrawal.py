@@ -15,6 +15,8 @@ Operator controls (CLI, API, or `temporal workflow signal/update`):
 - update ``approve`` ({"by"}): releases a withdrawal held in AWAITING_APPROVAL once its quorum
   of distinct approvers approved (the policy's rule: N approvers with a role, or N members of a
   group); an approver must not be the requester, nor approve twice.
+- update ``reject`` ({"by", "reason"}): one approver (same rules as approve) ends a withdrawal held
+  in AWAITING_APPROVAL CANCELLED with code REJECTED; its hold is released, nothing was signed.
 
 Before funds are held the policy engine judges the withdrawal (`decide_withdrawal_policy`):
 BLOCK and LIMIT_EXCEEDED end it FAILED (POLICY_BLOCKED, LIMIT_EXCEEDED) with nothing held or
@@ -102,6 +104,7 @@ class WithdrawalWorkflow:
         self._cancel: OperatorRequest | None = None
         self._approved: OperatorRequest | None = None
         self._approvals: list[OperatorRequest] = []  # distinct approvers, in order
+        self._rejected: OperatorRequest | None = None
         self._verdict: PolicyVerdict | None = None  # the policy's decision (runs with the marker)
         self._validation: ValidationResult | None = None
         self._withdrawal_id = ""
@@ -202,6 +205,28 @@ class WithdrawalWorkflow:
                     type="NOT_AN_APPROVER",
                 )
 
+    @workflow.update(name="reject")
+    async def reject(self, request: OperatorRequest) -> WithdrawalState:
+        self._rejected = request
+        await self._record(ControlEvent(self._wid(), "REJECTED", request.by, request.reason))
+        return self.state()
+
+    @reject.validator
+    def _may_reject(self, request: OperatorRequest) -> None:
+        if self._status != WithdrawalStatus.AWAITING_APPROVAL or self._rejected is not None:
+            raise ApplicationError(f"withdrawal is {self._status.value}, not awaiting approval", type="NOT_AWAITING_APPROVAL")
+        if not request.by:
+            raise ValueError("reject needs `by`: who rejects")
+        if not request.reason:
+            raise ValueError("reject needs a `reason`")
+        if self._validation is not None and request.by == self._validation.requested_by:
+            raise ApplicationError("the requester cannot reject their own withdrawal", type="SELF_APPROVAL")
+        if self._verdict is not None and self._verdict.approvers and request.by not in self._verdict.approvers:
+            raise ApplicationError(
+                f"{request.by} is not in group {self._verdict.approver_group}, whose approvers decide this withdrawal",
+                type="NOT_AN_APPROVER",
+            )
+
     # --- the process -----------------------------------------------------------------------
     @workflow.run
     async def run(self, request: WithdrawalInput) -> WithdrawalResult:
@@ -226,6 +251,9 @@ class WithdrawalWorkflow:
             if self._needs_approval():
                 if not await self._await_approval(wid, self._validation):
                     return await self._finish(wid, WithdrawalStatus.FAILED, None, "APPROVAL_TIMEOUT", "not approved in time; nothing was sent")
+                if self._rejected is not None:
+                    # Only a reject update sets this, so runs without one take the same steps.
+                    return await self._finish(wid, WithdrawalStatus.CANCELLED, None, "REJECTED", self._reject_reason())
             await self._checkpoint()
             await self._set_status(wid, WithdrawalStatus.SIGNING)
             self._track(await self._step(WithdrawalActivities.prepare, wid))
@@ -294,7 +322,7 @@ class WithdrawalWorkflow:
         await self._set_status(wid, WithdrawalStatus.AWAITING_APPROVAL)
         try:
             await workflow.wait_condition(
-                lambda: self._approved_enough() or self._cancel is not None,
+                lambda: self._approved_enough() or self._cancel is not None or self._rejected is not None,
                 timeout=timedelta(seconds=validation.approval_timeout_seconds),
             )
         except TimeoutError:
@@ -487,6 +515,10 @@ class WithdrawalWorkflow:
         if self._cancel is None:
             return "cancelled"
         return f"cancelled by {self._cancel.by}" + (f": {self._cancel.reason}" if self._cancel.reason else "")
+
+    def _reject_reason(self) -> str:
+        assert self._rejected is not None
+        return f"rejected by {self._rejected.by}: {self._rejected.reason}"
 
     def _track(self, prepared) -> None:  # type: ignore[no-untyped-def]
         self._tx_hash = prepared.tx_hash

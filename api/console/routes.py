@@ -19,6 +19,7 @@ from sqlmodel import col, select
 
 from api.auth import api_key_identity, api_key_identity_by_id, authenticated, client_ip, may, permitted
 from api.console import session as sessions
+from api.console.charts import dashboard_charts
 from api.console.session import ConsoleSession
 from api.limits import INT64_MAX
 from api.routes import address_book, admin, channels, operations, policy, pools, withdrawals
@@ -60,6 +61,7 @@ ACTIONS: dict[str, str] = {
     "cancel": "POST /v1/withdrawals/{withdrawal_id}/cancel",
     "retry": "POST /v1/withdrawals/{withdrawal_id}/retry",
     "approve": APPROVE,
+    "reject": "POST /v1/withdrawals/{withdrawal_id}/reject",
 }
 FILTERS = ("status", "chain", "asset", "owner", "wallet")
 LIST_LIMIT = 100
@@ -311,9 +313,12 @@ async def _detail_context(request: Request, me: Viewer, withdrawal_id: str) -> d
         "cancel": not status.is_final,
         "retry": status == WithdrawalStatus.FAILED,
         "approve": status == WithdrawalStatus.AWAITING_APPROVAL and me.identity.id != w.owner,
+        "reject": status == WithdrawalStatus.AWAITING_APPROVAL and me.identity.id != w.owner,
     }
     actions = [name for name, shown in offered.items() if shown and me.may(ACTIONS[name])]
-    return {"w": w, "final": status.is_final, "actions": actions, "fee": _fee(state, w.chain, w.fee_paid_base_units)}
+    chain = state.settings.chains.get(w.chain)
+    tx_links = {a.tx_hash: chain.explorer_tx_link(a.tx_hash) for a in w.attempts if chain is not None and a.tx_hash}
+    return {"w": w, "final": status.is_final, "actions": actions, "fee": _fee(state, w.chain, w.fee_paid_base_units), "tx_links": tx_links}
 
 
 def _fee(state, chain: str, base_units: str | None) -> str | None:  # type: ignore[no-untyped-def]
@@ -344,7 +349,7 @@ async def withdrawal_status(request: Request, withdrawal_id: str) -> Response:
 @router.post("/withdrawals/{withdrawal_id}/{action}")
 @console_page
 async def withdrawal_action(request: Request, withdrawal_id: str, action: str) -> Response:
-    """Pause, resume, cancel, retry or approve, through the API route's own function."""
+    """Pause, resume, cancel, retry, approve or reject, through the API route's own function."""
     if action not in ACTIONS:
         raise ValidationFailed(f"unknown action {action!r}", field="action", known=sorted(ACTIONS))
     me = await viewer(request, ACTIONS[action], write=True)
@@ -354,6 +359,10 @@ async def withdrawal_action(request: Request, withdrawal_id: str, action: str) -
     async with state.sessions() as db:
         if action == "retry":
             result = await operations.retry(withdrawal_id, me.identity, state, db, Response())
+        elif action == "reject":
+            if not body.reason.strip():
+                raise ValidationFailed("a rejection needs a reason", field="reason")
+            result = await operations.reject(withdrawal_id, operations.RejectAction(reason=body.reason), me.identity, state, db)
         else:
             handler = {"pause": operations.pause, "resume": operations.resume, "cancel": operations.cancel, "approve": operations.approve}[action]
             result = await handler(withdrawal_id, body, me.identity, state, db)
@@ -372,7 +381,7 @@ async def dashboard(request: Request) -> Response:
         raise ValidationFailed("days is a whole number from 1 to 366", field="days")
     async with state.sessions() as db:
         numbers = await admin.stats(me.identity.id, state, db, int(days))
-    return render(request, "dashboard.html", me, stats=numbers, days=int(days))
+    return render(request, "dashboard.html", me, stats=numbers, days=int(days), charts=dashboard_charts(numbers))
 
 
 STUCK_AFTER_SECONDS = 600

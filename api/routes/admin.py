@@ -71,13 +71,13 @@ async def stats(caller: OwnerDep, state: StateDep, session: SessionDep, days: An
         )
     ).all()
     by_status = []
-    for chain, asset, status, count, volume in rows:
+    for chain, asset, withdrawal_status, count, volume in rows:
         try:
             decimals = state.chains.get(chain).asset(asset).decimals
             shown = to_decimal_string(int(volume or 0), decimals)
         except (UnknownChain, UnknownAsset):  # a chain or asset no longer configured
             shown = str(int(volume or 0))
-        by_status.append(StatusCount(chain=chain, asset=asset, status=status, count=count, volume=shown))
+        by_status.append(StatusCount(chain=chain, asset=asset, status=withdrawal_status, count=count, volume=shown))
 
     day = sa.func.to_char(sa.func.date_trunc("day", w.created_at), "YYYY-MM-DD")
     daily = (

@@ -1,4 +1,4 @@
-"""Operator controls over HTTP: pause, resume, cancel, approve (and pause-all / resume-all).
+"""Operator controls over HTTP: pause, resume, cancel, approve, reject (and pause-all / resume-all).
 Each is a Temporal signal or update on `withdrawal-<id>`, sent only after the API authorized it
 and recorded it in PostgreSQL with the identity that made it: holds in `withdrawal_holds`,
 approvals and cancellations in `withdrawal_actions`. Signing steps re-check those rows
@@ -53,6 +53,10 @@ SIGNAL_SETTLE_POLLS = 50  # x 0.1 s
 
 class OperatorAction(BaseModel):
     reason: str = Field(default="", max_length=500)
+
+
+class RejectAction(BaseModel):
+    reason: str = Field(min_length=1, max_length=500, pattern=r"\S", description="why: required, shown to the requester")
 
 
 def _not_delivered(error: RPCError) -> Exception:
@@ -189,6 +193,26 @@ async def approve(withdrawal_id: str, body: OperatorAction, caller: CallerDep, s
         await _refused(session, action)
         raise
     return await _refreshed(session, state, withdrawal_id)
+
+
+@router.post("/{withdrawal_id}/reject", response_model=WithdrawalPublic)
+async def reject(withdrawal_id: str, body: RejectAction, caller: CallerDep, state: StateDep, session: SessionDep) -> WithdrawalPublic:
+    """Turn down a withdrawal awaiting approval, with a reason: who may approve it may reject it
+    (an APPROVER of its quorum's role or group, not the owner or requester). One rejection ends it
+    CANCELLED with error_code REJECTED; its hold is released and nothing was signed."""
+    withdrawal = await visible_withdrawal(session, state, caller, withdrawal_id)
+    if caller.id in (withdrawal.owner, withdrawal.requested_by):
+        raise OperationRefused("SELF_APPROVAL", "the requester cannot reject their own withdrawal")
+    if withdrawal.status != WithdrawalStatus.AWAITING_APPROVAL.value:
+        raise OperationRefused("NOT_AWAITING_APPROVAL", f"withdrawal is {withdrawal.status}, not awaiting approval")
+    await _refuse_ineligible_approver(session, withdrawal, caller)
+    action = await _record_action(session, withdrawal_id, "REJECT", caller, body.reason)
+    try:
+        await _update(state, withdrawal_id, WithdrawalWorkflow.reject, OperatorRequest(by=caller.id, reason=body.reason))
+    except OperationRefused:
+        await _refused(session, action)
+        raise
+    return await _refreshed(session, state, withdrawal_id, until=lambda w: WithdrawalStatus(w.status).is_final)
 
 
 async def _refuse_ineligible_approver(session: SessionDep, withdrawal: Withdrawal, caller: Identity) -> None:

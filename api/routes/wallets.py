@@ -198,7 +198,7 @@ async def wallet_balances(wallet_id: str, owner: OwnerDep, state: StateDep, sess
                 balance_base_units=str(amount),
                 reserved=to_decimal_string(reserved.get(a.symbol, 0), a.decimals),
             )
-            for a, amount in zip(assets, amounts)
+            for a, amount in zip(assets, amounts, strict=True)
         ],
     )
 

@@ -116,7 +116,10 @@ class LedgerStore:
         return SavedLedger(
             network=Network(**network),
             entries=[entry_from_json(json.loads(e)) for (e,) in self._db.execute("SELECT entry FROM entries")],
-            ledgers=[dict(zip(_LEDGER_COLUMNS, row)) for row in self._db.execute(f"SELECT {', '.join(_LEDGER_COLUMNS)} FROM ledgers ORDER BY seq")],
+            ledgers=[
+                dict(zip(_LEDGER_COLUMNS, row, strict=True))
+                for row in self._db.execute(f"SELECT {', '.join(_LEDGER_COLUMNS)} FROM ledgers ORDER BY seq")
+            ],
             transactions=[json.loads(record) for (record,) in self._db.execute("SELECT record FROM transactions ORDER BY ledger, ord")],
         )
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from typing import Union
 
 from stellar_sdk import xdr as x
 
@@ -72,7 +71,7 @@ class DataEntry:
     last_modified: int = 0
 
 
-Entry = Union[Account, TrustLine, DataEntry]
+Entry = Account | TrustLine | DataEntry
 # ("account", G) | ("trustline", G, code, issuer) | ("data", G, name)
 Key = tuple
 
