@@ -8,7 +8,7 @@ import functools
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import sqlalchemy as sa
 from fastapi import APIRouter, FastAPI, Request
@@ -17,7 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlmodel import col, select
 
-from api.auth import api_key_identity, api_key_identity_by_id, authenticated, client_ip, may, permitted
+from api.auth import api_key_identity, api_key_identity_by_id, authenticated, client_ip, may, oidc_claims_identity, permitted
 from api.console import session as sessions
 from api.console.charts import dashboard_charts
 from api.console.session import ConsoleSession
@@ -90,8 +90,12 @@ async def viewer(request: Request, route: str, *, write: bool = False) -> Viewer
     if write and not sessions.csrf_matches(current, (await _form(request)).get("csrf", "")):
         raise CsrfFailed("this form's CSRF token is missing or wrong: reload the page and try again")
     ip = client_ip(request)
+    claims = current.oidc_claims
     try:
-        identity = await authenticated(state, f"console {route}", ip, write, lambda: api_key_identity_by_id(state, current.key_id, ip))
+        if claims is not None:
+            identity = await authenticated(state, f"console {route}", ip, write, lambda: oidc_claims_identity(state, claims, ip))
+        else:
+            identity = await authenticated(state, f"console {route}", ip, write, lambda: api_key_identity_by_id(state, current.key_id, ip))
     except Unauthorized as e:
         await sessions.end(state, current, Response())
         raise SignInNeeded() from e
@@ -151,6 +155,7 @@ async def sign_in_form(request: Request) -> Response:
 
 def render_with_cookies(request: Request, carrier: Response, template: str, status_code: int = 200, **context: Any) -> Response:
     """`template` rendered, keeping the cookies already set on `carrier`."""
+    context.setdefault("oidc_label", oidc_label(request.app.state.custody.settings))
     response = render(request, template, None, status_code=status_code, **context)
     for name, value in carrier.raw_headers:
         if name == b"set-cookie":
@@ -597,7 +602,17 @@ async def audit_page(request: Request) -> Response:
     return render(request, "audit.html", me, page=page, chosen=chosen, verified=verified, older=older)
 
 
+def oidc_label(settings: Any) -> str | None:
+    """The name on the "Sign in with ..." button; None: OIDC sign-in is not configured."""
+    oidc = settings.oidc
+    if oidc is None or oidc.client_id is None:
+        return None
+    return oidc.display_name or urlsplit(oidc.issuer).hostname or oidc.issuer
+
+
 def install(app: FastAPI) -> None:
+    from api.console import oidc_sign_in  # noqa: F401  (registers its routes on `router`)
+
     app.include_router(router)
     app.mount("/console/static", StaticFiles(directory=HERE / "static"), name="console-static")
 
