@@ -4,11 +4,12 @@ GET /console/login/oidc sends the browser to the issuer's authorization endpoint
 state (against CSRF), nonce and PKCE challenge (S256), all three kept in a short-lived signed
 cookie; the issuer sends it back to /console/login/oidc/callback with a code, which is exchanged
 (with the verifier) for an id_token verified by api/oidc.py's own checks plus the nonce, with the
-client id as audience. The identity comes from the same function bearer tokens use, the user is
-provisioned as `GET /v1/users/me` does, and the session is the one the API-key form starts.
+client id as audience. The identity comes from the same function bearer tokens use, and the user
+is provisioned as a bearer token's first `GET /v1/users/me` is (that route's own function).
 
-Every refusal is the sign-in page with a stable code (CSRF_FAILED, UNAUTHORIZED,
-IDENTITY_PROVIDER_UNAVAILABLE) and a 401/403, never a 5xx; no token is logged or shown.
+The pages themselves are in api/console/routes.py; a refusal raised here (CSRF_FAILED,
+UNAUTHORIZED, IDENTITY_PROVIDER_UNAVAILABLE) is shown there on the sign-in page, never as a 5xx.
+Nothing here logs or shows a token.
 """
 
 from __future__ import annotations
@@ -16,25 +17,23 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from typing import Any
 from urllib.parse import urlencode
 
-from fastapi import Request
-from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.requests import Request
+from starlette.responses import Response
 
 from api.auth import authenticated, client_ip, oidc_claims_identity, permitted
 from api.console import session as sessions
-from api.console.routes import console_page, render_with_cookies, router
-from api.oidc import IdentityProviderUnavailable
 from api.routes import users
-from core.errors import CsrfFailed, CustodyError, Forbidden, NotAvailable, Unauthorized
-from db import audit
+from core.errors import CsrfFailed, NotAvailable, Unauthorized
+from core.identity import Identity
 
 CALLBACK_PATH = "/console/login/oidc/callback"
 ME = "GET /v1/users/me"
 
 
-def _verifier(request: Request):  # type: ignore[no-untyped-def]
-    state = request.app.state.custody
+def _verifier(state):  # type: ignore[no-untyped-def]
     if state.oidc is None or state.settings.oidc is None or state.settings.oidc.client_id is None:
         raise NotAvailable("console sign-in with OIDC is not configured (oidc.client_id)")
     return state.oidc
@@ -45,26 +44,12 @@ def code_challenge(verifier: str) -> str:
     return base64.urlsafe_b64encode(hashlib.sha256(verifier.encode("ascii")).digest()).rstrip(b"=").decode("ascii")
 
 
-def _refused(request: Request, error: CustodyError) -> Response:
-    """The sign-in page again, saying why (never a 5xx: the issuer's outage is not ours)."""
-    carrier = Response()
-    carrier.delete_cookie(sessions.OIDC_FLOW_COOKIE, path=sessions.PATH)
-    token = sessions.sign_in_token(request.app.state.custody.settings, carrier)
-    status = 403 if isinstance(error, Forbidden) else 401
-    return render_with_cookies(request, carrier, "sign_in.html", status_code=status, sign_in_csrf=token, error=error.message, error_code=error.code)
-
-
-@router.get("/login/oidc")
-@console_page
-async def oidc_login(request: Request) -> Response:
-    verifier = _verifier(request)
-    settings = request.app.state.custody.settings
-    try:
-        metadata = await verifier.provider_metadata()
-    except IdentityProviderUnavailable as e:
-        return _refused(request, e)
+async def authorization_url(request: Request, response: Response) -> str:
+    """Where to send the browser to sign in; the flow's cookie is set on `response`."""
+    state = request.app.state.custody
+    metadata = await _verifier(state).provider_metadata()
+    settings = state.settings
     redirect_uri = settings.oidc.redirect_url or str(request.base_url).rstrip("/") + CALLBACK_PATH
-    response = RedirectResponse("", status_code=302)
     flow = sessions.start_oidc_flow(settings, response, redirect_uri)
     query = {
         "response_type": "code",
@@ -76,57 +61,36 @@ async def oidc_login(request: Request) -> Response:
         "code_challenge": code_challenge(flow.verifier),
         "code_challenge_method": "S256",
     }
-    endpoint = metadata["authorization_endpoint"]
-    response.headers["location"] = endpoint + ("&" if "?" in endpoint else "?") + urlencode(query)
-    return response
+    endpoint = str(metadata["authorization_endpoint"])
+    return endpoint + ("&" if "?" in endpoint else "?") + urlencode(query)
 
 
-@router.get("/login/oidc/callback")
-@console_page
-async def oidc_callback(request: Request) -> Response:
-    verifier = _verifier(request)
+async def signed_in(request: Request) -> tuple[dict[str, Any], Identity]:
+    """The issuer's answer to this browser's sign-in: its verified claims and their identity,
+    the user provisioned. Refusals are CustodyErrors with their stable codes."""
     state = request.app.state.custody
+    verifier = _verifier(state)
     settings = state.settings
     params = request.query_params
     flow = sessions.oidc_flow(settings, request)
     if flow is None:
-        return _refused(request, CsrfFailed("this sign-in expired or was not started from this browser: sign in again"))
-    if not params.get("state") or not hmac.compare_digest(params["state"], flow.state):
-        return _refused(request, CsrfFailed("the issuer's answer is not for this sign-in (state mismatch): sign in again"))
+        raise CsrfFailed("this sign-in expired or was not started from this browser: sign in again")
+    if not hmac.compare_digest(params.get("state", ""), flow.state):
+        raise CsrfFailed("the issuer's answer is not for this sign-in (state mismatch): sign in again")
     if "error" in params:
-        reason = params["error"][:100]
-        return _refused(request, Unauthorized(f"the issuer did not sign you in: {reason}"))
+        raise Unauthorized(f"the issuer did not sign you in: {params['error'][:100]}")
     code = params.get("code", "")
     if not code or len(code) > 4096:
-        return _refused(request, Unauthorized("the issuer's answer has no authorization code"))
+        raise Unauthorized("the issuer's answer has no authorization code")
     ip = client_ip(request)
+    claims: dict[str, Any] = {}
 
-    async def proven():  # type: ignore[no-untyped-def]
+    async def proven() -> Identity:
         id_token = await verifier.exchange_code(code, flow.verifier, flow.redirect_uri)
-        claims = await verifier.verify(id_token, audience=settings.oidc.client_id, nonce=flow.nonce)
-        return claims, await oidc_claims_identity(state, claims, ip)
+        claims.update(await verifier.verify(id_token, audience=settings.oidc.client_id, nonce=flow.nonce))
+        return await oidc_claims_identity(state, claims, ip)
 
-    try:
-        claims, identity = await authenticated(state, "console sign-in", ip, True, proven)  # type: ignore[arg-type]
-    except (Unauthorized, Forbidden, IdentityProviderUnavailable) as e:
-        return _refused(request, e)
-    # Provisioned as a bearer token's first `GET /v1/users/me` is: that route's own function.
+    identity = await authenticated(state, "console sign-in", ip, True, proven)
     async with state.sessions() as db:
         await users.me(await permitted(state, identity, ME, False), state, db)
-    # A page, not a redirect, carries the session cookie: SameSite=Strict cookies set in answer to
-    # the issuer's cross-site redirect are sent on a navigation this page starts itself.
-    response = HTMLResponse(
-        '<!doctype html><meta http-equiv="refresh" content="0;url=/console"><title>Signed in</title><a href="/console">Continue to the console</a>'
-    )
-    stored = {k: v for k, v in claims.items() if k != "nonce"}
-    await sessions.start(state, response, "", identity.id, oidc_claims=stored)
-    async with state.sessions() as db, db.begin():
-        await audit.append(
-            db,
-            actor=identity.id,
-            action="console.signed_in",
-            object_type="oidc_subject",
-            object_id=str(claims["sub"]),
-            details={"via": identity.via, "ip": ip or "unknown"},
-        )
-    return response
+    return {k: v for k, v in claims.items() if k != "nonce"}, identity
