@@ -125,7 +125,7 @@ async def base_settings(
         temporal_address=temporal_env.client.service_client.config.target_host,
         worker_shutdown_grace_seconds=1,  # a test's worker stops at its end; pollers need not drain long
         # The whole session shares a few identities and one Redis: limits sized for production
-        # would throttle the suite (tests/test_access_edge.py tests the limits themselves).
+        # would throttle the suite (tests/api/test_access_edge.py tests the limits themselves).
         rate_limits=RateLimitSettings(
             per_identity="1000000/minute", per_ip="1000000/minute", wallet_creation="1000000/hour", failed_auth="1000000/minute"
         ),
@@ -317,7 +317,7 @@ HISTORIES = Path(__file__).parent / "histories"
 async def replay_and_record(client: Client, workflow_id: str, name: str, run_id: str | None = None) -> None:
     """Replay a finished run's history against the current code (fails on non-determinism) and,
     with CUSTODY_RECORD_HISTORIES=1, save it as tests/histories/<name>.json if not saved yet:
-    tests/test_replay.py then replays it against every later version of the code."""
+    tests/workflows/test_replay.py then replays it against every later version of the code."""
     from temporalio.worker import Replayer
 
     from core.temporal import custody_data_converter

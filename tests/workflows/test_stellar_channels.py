@@ -29,8 +29,8 @@ from models.channels import ChannelAccount, ChannelState, channel_owner
 from models.db import SequenceClaim, Wallet
 from models.payloads import ChannelSetResult
 from tests.conftest import ALICE, api_client, wait_for_status
-from tests.test_replay import HISTORIES
-from tests.test_withdrawal_stellar import XLM, balance, sequence
+from tests.workflows.test_replay import HISTORIES
+from tests.workflows.test_withdrawal_stellar import XLM, balance, sequence
 from worker import WORKFLOWS, build_worker
 from workflows.channels import ChannelAccountsWorkflow
 

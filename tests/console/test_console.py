@@ -18,10 +18,10 @@ import pytest
 
 from core.identity import Role
 from devnet.local import free_port
+from tests.api.test_access import new_identity
+from tests.api.test_policy import add_rule, change_policy, policy_put_back  # noqa: F401  (autouse: the policy is put back)
 from tests.conftest import create_wallet, fund, random_address, serve_api, wait_for_status, withdraw
-from tests.test_access import new_identity
 from tests.test_docs_offline import BROWSER_ARGS, CHROMIUM
-from tests.test_policy import add_rule, change_policy, policy_put_back  # noqa: F401  (autouse: the policy is put back)
 
 FINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 TIMEOUT_MS = 20_000
@@ -73,7 +73,7 @@ def key_of(headers: dict[str, str]) -> str:
 
 async def held_for_two_approvers(api) -> tuple[dict, list[tuple[dict, str]]]:  # type: ignore[no-untyped-def]
     """A withdrawal of alice's held by a 2-of-2 rule (a group of two fresh approvers)."""
-    from tests.test_policy import ADMIN  # noqa: F401  (add_rule and change_policy use it)
+    from tests.api.test_policy import ADMIN  # noqa: F401  (add_rule and change_policy use it)
 
     sessions = api._transport.app.state.custody.sessions
     approvers = [await new_identity(sessions, Role.APPROVER) for _ in range(2)]
@@ -105,8 +105,8 @@ async def alerts_drift_and_failing_webhooks(api, ops, served: str, held: dict) -
 
     from activities.alerts import record_withdrawal_alert
     from models.webhooks import WebhookDelivery
+    from tests.api.test_access import OPS
     from tests.conftest import ALICE
-    from tests.test_access import OPS
     from worker import ensure_webhook_dispatcher
 
     state = api._transport.app.state.custody
@@ -139,7 +139,7 @@ async def alerts_drift_and_failing_webhooks(api, ops, served: str, held: dict) -
 @pytest.fixture
 def settings(base_settings, task_queue):  # type: ignore[no-untyped-def]
     """The suite's settings with a key pool on an alias of the session's anvil (the wallets page)."""
-    from tests.test_pools import pool_settings, with_pool
+    from tests.workflows.test_pools import pool_settings, with_pool
 
     return with_pool(base_settings, task_queue, f"pool{uuid.uuid4().hex[:8]}", pool_settings())
 
@@ -291,8 +291,8 @@ async def test_policy_versions_address_book_and_audit_log_as_the_permission_tabl
     """An admin reads the rules (now and at the version before), the versions and the audit log
     with its verification; an operator (who may read the policy and anyone's address book, not the
     audit log) sees a new entry cooling; a USER gets neither page."""
+    from tests.api.test_access import OPS
     from tests.conftest import ALICE
-    from tests.test_access import OPS
 
     before = (await change_policy(api, lambda d: None, summary="console: the version before"))["version"]
     rule_id, version = await add_rule(api, {"name": f"console block {uuid.uuid4().hex[:6]}", "match": {"assets": ["TUSD"]}, "action": "BLOCK"})

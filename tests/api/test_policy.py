@@ -26,8 +26,8 @@ from db import policy as store
 from models.db import Wallet, Withdrawal
 from models.payloads import OperatorRequest
 from models.policy import PolicySpend
+from tests.api.test_access import new_identity
 from tests.conftest import ALICE, create_wallet, custody, fund, random_address, replay_and_record, wait_for_status, withdraw
-from tests.test_access import new_identity
 from workflows.withdrawal import WithdrawalWorkflow
 
 FINAL = {"COMPLETED", "FAILED", "CANCELLED"}

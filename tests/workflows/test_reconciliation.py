@@ -67,8 +67,8 @@ from models.db import Wallet
 from models.reconciliation import ReconciliationEvent
 from signers.registry import SignerSet
 from tests.conftest import ALICE, TOKEN_DECIMALS, api_client, random_address, send_signed, wait_exit, wait_for_status, worker_process
-from tests.test_replay import HISTORIES
-from tests.test_stellar_channels import run_channels
+from tests.workflows.test_replay import HISTORIES
+from tests.workflows.test_stellar_channels import run_channels
 from worker import WORKFLOWS, build_worker, ensure_reconciliation_schedules
 
 OPS = {"Authorization": "Bearer dev-ops-key"}

@@ -19,8 +19,8 @@ from spl.token.models import MintToCheckedParams
 from core.settings import PoolSettings, SolanaChainSettings, TokenSettings
 from devnet.solana import SolanaDevnet
 from tests.conftest import SOL, send_signed, wait_for_status
-from tests.test_pools import OPS, approve, keys_of, rebalance, show, withdrawal
-from tests.test_withdrawal_solana import TOKEN_DECIMALS
+from tests.workflows.test_pools import OPS, approve, keys_of, rebalance, show, withdrawal
+from tests.workflows.test_withdrawal_solana import TOKEN_DECIMALS
 
 
 @pytest.fixture(scope="module")

@@ -39,6 +39,7 @@ from models.payloads import WebhookDeliveryResult
 from models.webhooks import WITHDRAWAL_EVENTS, WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookOutboxEvent
 from signers.kek import LocalAesGcmKek, kek_from_settings
 from signers.secret_box import SecretBox
+from tests.api.test_access import new_identity
 from tests.conftest import (
     api_client,
     create_wallet,
@@ -51,10 +52,9 @@ from tests.conftest import (
     withdraw,
     worker_process,
 )
-from tests.test_access import new_identity
 from worker import build_worker, ensure_webhook_dispatcher
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 # What one completed withdrawal announces, in order.
 LIFECYCLE = ["withdrawal.validating", "withdrawal.signing", "withdrawal.broadcasting", "withdrawal.confirming", "withdrawal.completed"]
 FAST = dict(first_retry_seconds=0.2, max_retry_interval_seconds=0.5, poll_interval_seconds=0.1, idle_round_seconds=1, allow_local_receivers=True)

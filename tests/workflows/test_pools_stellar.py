@@ -11,8 +11,8 @@ import pytest
 from core.settings import PoolSettings, StellarChainSettings
 from devnet.stellar import StellarDevnet
 from tests.conftest import wait_for_status
-from tests.test_pools import OPS, approve, keys_of, rebalance, show, withdrawal
-from tests.test_withdrawal_stellar import XLM, balance, friendbot
+from tests.workflows.test_pools import OPS, approve, keys_of, rebalance, show, withdrawal
+from tests.workflows.test_withdrawal_stellar import XLM, balance, friendbot
 
 
 @pytest.fixture(scope="module")
