@@ -36,6 +36,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from core.identity import Role
 from core.settings import EvmChainSettings, RateLimitSettings, Settings, TokenSettings
 from core.temporal import client_over
 from db.engine import SessionFactory, create_engine, create_session_factory
@@ -47,6 +48,8 @@ from models import search_attributes
 
 ALICE = {"Authorization": "Bearer dev-alice-key"}
 BOB = {"Authorization": "Bearer dev-bob-key"}
+OPS = {"Authorization": "Bearer dev-ops-key"}
+ADMIN = {"Authorization": "Bearer dev-admin-key"}
 TOKEN_DECIMALS = 6
 
 
@@ -309,6 +312,30 @@ def random_address() -> str:
     from eth_account import Account
 
     return Account.create().address
+
+
+async def new_identity(sessions, *roles: Role, **key_options) -> tuple[dict[str, str], str]:  # type: ignore[no-untyped-def]
+    """A fresh user with these roles and an API key of theirs: (headers, user id)."""
+    from db.access import create_api_key, upsert_user
+
+    user_id = f"u-{uuid.uuid4().hex[:10]}"
+    async with sessions() as session, session.begin():
+        await upsert_user(session, user_id, [r.value for r in roles])
+        _, key = await create_api_key(session, owner=user_id, name="test", created_by="test", **key_options)
+    return {"Authorization": f"Bearer {key}"}, user_id
+
+
+@pytest.fixture
+async def policy_put_back(sessions: SessionFactory) -> AsyncIterator[None]:
+    """The policy is global: a test that changes it (`pytestmark = pytest.mark.usefixtures(
+    "policy_put_back")`) leaves it as it found it (a new version with the old document)."""
+    from db import policy as store
+
+    async with sessions() as session:
+        _, before = await store.current(session)
+    yield
+    async with sessions() as session, session.begin():
+        await store.publish(session, before, author="test", summary="put back after a test")
 
 
 HISTORIES = Path(__file__).parent / "histories"

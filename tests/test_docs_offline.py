@@ -12,20 +12,7 @@ import uvicorn
 
 from api.main import create_app
 from devnet.local import free_port
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-# The flags a sandboxed CI machine needs; background networking off so nothing but the page loads.
-BROWSER_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
+from tests.support.browser import BROWSER_ARGS, CHROMIUM
 
 # ReDoc's footer badge is an <img> that hides itself when it cannot load: the only request the
 # bundle makes elsewhere, and nothing the page needs.

@@ -23,12 +23,12 @@ from temporalio.client import WorkflowUpdateFailedError
 
 from core.identity import Role
 from core.settings import OidcSettings
-from db.access import create_api_key, prefix_of, upsert_user
+from db.access import prefix_of
 from devnet.local import free_port
 from models.access import ApiKey, User
 from models.db import Wallet, utcnow
 from models.payloads import OperatorRequest
-from tests.conftest import ALICE, api_client, create_wallet, fund, random_address, wait_for_status, withdraw
+from tests.conftest import ALICE, api_client, create_wallet, fund, new_identity, random_address, wait_for_status, withdraw
 
 OPS = {"Authorization": "Bearer dev-ops-key"}
 ADMIN = {"Authorization": "Bearer dev-admin-key"}
@@ -105,15 +105,6 @@ EXPECTED: dict[str, object] = {
     "POST /v1/admin/wallets/{wallet_id}/freeze": {D},
     "POST /v1/admin/wallets/{wallet_id}/unfreeze": {D},
 }
-
-
-async def new_identity(sessions, *roles: Role, **key_options) -> tuple[dict[str, str], str]:  # type: ignore[no-untyped-def]
-    """A fresh user with these roles and an API key of theirs: (headers, user id)."""
-    user_id = f"u-{uuid.uuid4().hex[:10]}"
-    async with sessions() as session, session.begin():
-        await upsert_user(session, user_id, [r.value for r in roles])
-        _, key = await create_api_key(session, owner=user_id, name="test", created_by="test", **key_options)
-    return {"Authorization": f"Bearer {key}"}, user_id
 
 
 def _concrete(path: str) -> str:

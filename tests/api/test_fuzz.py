@@ -18,8 +18,7 @@ from schemathesis import GenerationMode
 
 from api.main import create_app
 from core.identity import Role
-from tests.api.test_access import new_identity
-from tests.conftest import serve_app
+from tests.conftest import new_identity, serve_app
 
 # CI: 15 derandomized examples per operation. A longer hunt by hand:
 # CUSTODY_FUZZ_EXAMPLES=100 CUSTODY_FUZZ_RANDOM=1 ./dev test tests/api/test_fuzz.py

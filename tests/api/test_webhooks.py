@@ -39,12 +39,12 @@ from models.payloads import WebhookDeliveryResult
 from models.webhooks import WITHDRAWAL_EVENTS, WebhookAttempt, WebhookDelivery, WebhookEndpoint, WebhookOutboxEvent
 from signers.kek import LocalAesGcmKek, kek_from_settings
 from signers.secret_box import SecretBox
-from tests.api.test_access import new_identity
 from tests.conftest import (
     api_client,
     create_wallet,
     custody,
     fund,
+    new_identity,
     random_address,
     replay_and_record,
     wait_exit,

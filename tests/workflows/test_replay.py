@@ -25,11 +25,9 @@ from core.temporal import custody_data_converter
 from models.db import Wallet
 from models.payloads import LeaseRequest, LeaseReturn, RebalanceResult
 from models.pools import pool_owner
-from tests.conftest import create_wallet, fund, random_address, wait_for_status, withdraw
-from tests.workflows.test_pools import pool_settings, rebalance, with_pool
+from tests.conftest import HISTORIES, create_wallet, fund, random_address, wait_for_status, withdraw
+from tests.support.pools import pool_settings, rebalance, with_pool
 from worker import WORKFLOWS, build_worker
-
-HISTORIES = Path(__file__).parents[1] / "histories"
 
 
 def _saved() -> list[Path]:
