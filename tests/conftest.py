@@ -405,11 +405,11 @@ async def serve_api(settings: Settings, client: Client) -> AsyncIterator[str]:
 
 
 @asynccontextmanager
-async def serve_app(app) -> AsyncIterator[str]:  # type: ignore[no-untyped-def]
-    """An ASGI app served by a real uvicorn on a free port of this event loop; yields its base URL."""
+async def serve_app(app, port: int | None = None) -> AsyncIterator[str]:  # type: ignore[no-untyped-def]
+    """An ASGI app served by a real uvicorn on a free port (or `port`) of this event loop; yields its base URL."""
     import uvicorn
 
-    port = local.free_port()
+    port = port or local.free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     task = asyncio.create_task(server.serve())
     try:

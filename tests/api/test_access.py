@@ -13,7 +13,6 @@ from datetime import timedelta
 import httpx
 import jwt
 import pytest
-import uvicorn
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlmodel import select
 from starlette.applications import Starlette
@@ -28,7 +27,7 @@ from devnet.local import free_port
 from models.access import ApiKey, User
 from models.db import Wallet, utcnow
 from models.payloads import OperatorRequest
-from tests.conftest import ALICE, api_client, create_wallet, fund, new_identity, random_address, wait_for_status, withdraw
+from tests.conftest import ALICE, api_client, create_wallet, fund, new_identity, random_address, serve_app, wait_for_status, withdraw
 
 OPS = {"Authorization": "Bearer dev-ops-key"}
 ADMIN = {"Authorization": "Bearer dev-admin-key"}
@@ -226,13 +225,8 @@ class Issuer:
 @pytest.fixture
 async def issuer():  # type: ignore[no-untyped-def]
     issuer = Issuer()
-    server = uvicorn.Server(uvicorn.Config(issuer.app, host="127.0.0.1", port=issuer.port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.05)
-    yield issuer
-    server.should_exit = True
-    await task
+    async with serve_app(issuer.app, port=issuer.port):  # on the port its tokens name as their issuer
+        yield issuer
 
 
 @pytest.fixture

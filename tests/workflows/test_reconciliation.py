@@ -21,7 +21,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from prometheus_client import REGISTRY
 from solana.rpc.async_api import AsyncClient
 from solana.rpc.commitment import Confirmed
@@ -45,7 +44,6 @@ from temporalio.worker import Replayer
 from web3 import AsyncHTTPProvider, AsyncWeb3
 from web3.exceptions import TransactionNotFound
 
-from api.main import create_app
 from chains.base import TransferIntent
 from chains.registry import ChainRegistry
 from core.settings import (
@@ -59,7 +57,7 @@ from core.settings import (
 )
 from core.temporal import custody_data_converter
 from db.engine import SessionFactory
-from devnet.local import ROOT, free_port
+from devnet.local import ROOT
 from devnet.solana import SolanaDevnet
 from devnet.stellar import StellarDevnet
 from models.db import Wallet
@@ -582,17 +580,7 @@ async def _merge(horizon: ServerAsync, devnet: StellarDevnet, source: StellarKey
 # ----------------------------------------------------------------------------- CLI
 
 
-@pytest.fixture
-async def api_url(settings, client, sessions):  # type: ignore[no-untyped-def]
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, temporal=client), host="127.0.0.1", port=port, log_level="warning"))
-    async with build_worker(client, settings, sessions):
-        task = asyncio.create_task(server.serve())
-        while not server.started:
-            await asyncio.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-        server.should_exit = True
-        await task
+# `api_url` is conftest's: the API under uvicorn, with a worker on the test's task queue behind it.
 
 
 async def custody(api_url: str, *args: str, key: str) -> tuple[int, str, str]:
