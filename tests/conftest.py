@@ -1,21 +1,26 @@
 """Session-wide real servers (one set per xdist worker): Temporal dev server, PostgreSQL,
-Redis and anvil. Each test gets its own task queue, worker and API app on top of them."""
+Redis, anvil and the local AWS and Google Cloud KMS; each test gets its own task queue, worker
+and API app on top of them. The Solana and Stellar devnets are one per module (a module's tests
+share a ledger; several modules start theirs with other settings). A server that does not start
+fails its fixture with its name, its command and where its log is (`started`)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -46,11 +51,24 @@ from devnet.solana import SolanaDevnet, run_solana_devnet
 from devnet.stellar import StellarDevnet, run_stellar_devnet
 from models import search_attributes
 
+if TYPE_CHECKING:
+    from devnet.gcp_kms.server import GcpKmsServer
+
 ALICE = {"Authorization": "Bearer dev-alice-key"}
 BOB = {"Authorization": "Bearer dev-bob-key"}
 OPS = {"Authorization": "Bearer dev-ops-key"}
 ADMIN = {"Authorization": "Bearer dev-admin-key"}
 TOKEN_DECIMALS = 6
+
+
+@contextmanager
+def started(server: str, command: str, log: str | Path) -> Iterator[None]:
+    """A server that fails to start fails its fixture saying which server, how it was started and
+    where to read why, not with the launcher's bare exception."""
+    try:
+        yield
+    except Exception as exc:
+        raise RuntimeError(f"{server} did not start.\n  command: {command}\n  log: {log}\n  error: {exc}") from exc
 
 
 @pytest.fixture(scope="session")
@@ -60,12 +78,15 @@ def tmp_session(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
-    env = await WorkflowEnvironment.start_local(
-        ip="127.0.0.1",
-        dev_server_existing_path=local.temporal_path(),
-        search_attributes=list(search_attributes.ALL),
-        dev_server_log_level="error",
-    )
+    temporal = local.temporal_path()  # not found: says which variable or ./dev provides it
+    command = f"{temporal} server start-dev --ip 127.0.0.1 (temporalio's WorkflowEnvironment.start_local)"
+    with started("Temporal dev server", command, "none: the dev server writes to this pytest's stderr (log level error)"):
+        env = await WorkflowEnvironment.start_local(
+            ip="127.0.0.1",
+            dev_server_existing_path=temporal,
+            search_attributes=list(search_attributes.ALL),
+            dev_server_log_level="error",
+        )
     try:
         yield env
     finally:
@@ -77,7 +98,8 @@ def postgres_url():  # type: ignore[no-untyped-def]
     # Not under pytest's 0700 tmp tree: pgserver runs postgres as its own unprivileged user.
     data_dir = Path(tempfile.mkdtemp(prefix="custody-pg-"))
     data_dir.chmod(0o755)
-    server, url = local.start_postgres(data_dir / "pg")
+    with started("PostgreSQL (pgserver)", f"pg_ctl -D {data_dir / 'pg'} -w start (pgserver.get_server)", data_dir / "pg" / "log"):
+        server, url = local.start_postgres(data_dir / "pg")
     yield url
     server.cleanup()
     shutil.rmtree(data_dir, ignore_errors=True)
@@ -85,7 +107,9 @@ def postgres_url():  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_session: Path):  # type: ignore[no-untyped-def]
-    proc = local.start_redis(local.free_port(), tmp_session / "redis", tmp_session / "logs")
+    port = local.free_port()
+    with started("Redis", shlex.join(local.redis_argv(port, tmp_session / "redis")), tmp_session / "logs" / "redis.log"):
+        proc = local.start_redis(port, tmp_session / "redis", tmp_session / "logs")
     yield proc.info["url"]
     proc.stop()
 
@@ -100,13 +124,32 @@ def aws_server():  # type: ignore[no-untyped-def]
         mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
         mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
         mp.delenv("AWS_PROFILE", raising=False)
-        with run_aws_kms(host="127.0.0.1", port=0) as srv:
+        with ExitStack() as stack:
+            with started(
+                "AWS KMS (moto server)", "devnet.aws_kms.run_aws_kms(port=0), in this process", "none: in process, see this pytest's output"
+            ):
+                srv = stack.enter_context(run_aws_kms(host="127.0.0.1", port=0))
             yield srv
 
 
 @pytest.fixture(scope="session")
+async def gcp_server() -> AsyncIterator[GcpKmsServer]:
+    """The local Google Cloud KMS (gRPC, devnet/gcp_kms), reached by the real google-cloud-kms client."""
+    from devnet.gcp_kms import run_gcp_kms
+
+    async with AsyncExitStack() as stack:
+        with started(
+            "Google Cloud KMS (devnet.gcp_kms)", "devnet.gcp_kms.run_gcp_kms(port=0), in this process", "none: in process, see this pytest's output"
+        ):
+            srv = await stack.enter_async_context(run_gcp_kms(host="127.0.0.1", port=0))
+        yield srv
+
+
+@pytest.fixture(scope="session")
 def anvil(tmp_session: Path):  # type: ignore[no-untyped-def]
-    proc = local.start_anvil(local.free_port(), tmp_session / "logs")
+    port = local.free_port()
+    with started("anvil", shlex.join(local.anvil_argv(port)), tmp_session / "logs" / "anvil.log"):
+        proc = local.start_anvil(port, tmp_session / "logs")
     yield proc
     proc.stop()
 
@@ -189,7 +232,9 @@ async def worker(client: Client, settings: Settings, sessions: SessionFactory) -
 @pytest.fixture
 def paused_anvil(tmp_path: Path):  # type: ignore[no-untyped-def]
     """An anvil of the test's own, for tests that stop its mining or reorganize it."""
-    proc = local.start_anvil(local.free_port(), tmp_path)
+    port = local.free_port()
+    with started("anvil (the test's own)", shlex.join(local.anvil_argv(port)), tmp_path / "anvil.log"):
+        proc = local.start_anvil(port, tmp_path)
     yield proc
     proc.stop()
 
@@ -456,7 +501,11 @@ SOL = 1_000_000_000
 @pytest.fixture(scope="module")
 async def solana_devnet() -> AsyncIterator[SolanaDevnet]:
     """The project's Solana JSON-RPC devnet (LiteSVM), in this process, 100 ms slots."""
-    async with run_solana_devnet(host="127.0.0.1", port=0, slot_ms=100) as d:
+    async with AsyncExitStack() as stack:
+        with started(
+            "Solana devnet", "devnet.solana.run_solana_devnet(port=0, slot_ms=100), in this process", "none: in process, see this pytest's output"
+        ):
+            d = await stack.enter_async_context(run_solana_devnet(host="127.0.0.1", port=0, slot_ms=100))
         yield d
 
 
@@ -521,7 +570,10 @@ async def stellar_devnet() -> AsyncIterator[StellarDevnet]:
     """The project's Horizon-compatible devnet, in this process, with STELLAR_ISSUER funded."""
     # A transaction stellar-core answers TRY_AGAIN_LATER is held by Horizon until its timeout
     # (then 504); keep that short here so collisions cost seconds, not half a minute.
-    async with run_stellar_devnet(port=0, close_interval_ms=100, submission_timeout=3) as d:
+    async with AsyncExitStack() as stack:
+        command = "devnet.stellar.run_stellar_devnet(port=0, close_interval_ms=100, submission_timeout=3), in this process"
+        with started("Stellar devnet", command, "none: in process, see this pytest's output"):
+            d = await stack.enter_async_context(run_stellar_devnet(port=0, close_interval_ms=100, submission_timeout=3))
         async with httpx.AsyncClient(timeout=30) as http:
             r = await http.get(d.friendbot_url, params={"addr": STELLAR_ISSUER.public_key})
             assert r.status_code == 200, r.text

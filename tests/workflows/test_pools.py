@@ -352,18 +352,6 @@ async def test_cli_pools_rebalance_and_show(api_url, client, settings, chain):
 # ------------------------------------------------------------------------------ HODL backend
 
 
-@pytest.fixture(scope="module")
-def aws_server():  # type: ignore[no-untyped-def]
-    from devnet.aws_kms import run_aws_kms
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
-        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        mp.delenv("AWS_PROFILE", raising=False)
-        with run_aws_kms(host="127.0.0.1", port=0) as server:
-            yield server
-
-
 async def test_hodl_key_on_its_own_signer_backend(base_settings, task_queue, chain, client, sessions, web3, aws_server):
     """hodl_signer_backend: the HODL key is made in (and signs from) AWS KMS while banks and
     explorers stay in the default local keystore."""

@@ -11,7 +11,6 @@ import uuid
 
 import httpx
 import pytest
-import pytest_asyncio
 from google.cloud import kms_v1
 from solana.rpc.async_api import AsyncClient
 from solana.rpc.commitment import Confirmed
@@ -26,7 +25,6 @@ from web3 import AsyncHTTPProvider, AsyncWeb3
 
 from chains.stellar import parse_stroops
 from core.settings import AwsKmsSettings, GcpKmsSettings, SolanaChainSettings, StellarChainSettings
-from devnet.gcp_kms import run_gcp_kms
 from devnet.solana import SolanaDevnet, run_solana_devnet
 from devnet.stellar import StellarDevnet, run_stellar_devnet
 from models.db import Wallet
@@ -36,12 +34,6 @@ from worker import build_worker
 LAMPORTS = 10**9
 STROOPS = 10**7
 ED25519_SPEC = {"aws-kms": "ECC_NIST_EDWARDS25519", "gcp-kms": "EC_SIGN_ED25519"}
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def gcp_server():  # type: ignore[no-untyped-def]
-    async with run_gcp_kms(host="127.0.0.1", port=0) as srv:
-        yield srv
 
 
 @pytest.fixture(scope="module")
