@@ -11,10 +11,7 @@ a ``channel_accounts`` row. Exactly-once is the withdrawal's own mechanism, unch
 only decides whose sequence numbers a withdrawal claims. A withdrawal leases a READY channel
 (``FOR UPDATE SKIP LOCKED``) when it signs and keeps it until it is final; the sequence claim and
 signed attempt are then written for the channel, under the channel's sender lock. With every
-READY channel leased, the signing step waits for one (LEASE_WAIT_SECONDS, then its activity is
-retried): falling back to the wallet as source would put several of the wallet's transactions in
-the queue at once, and all but one would be refused (TRY_AGAIN_LATER). With no READY channel at
-all (none configured yet, or all set aside as underfunded) the wallet is its own source.
+channel busy (or none configured), the wallet is its own source, as before.
 
 ChannelAccountsWorkflow (``channels-<chain>``, at worker start and on its schedule) keeps the set:
 it creates missing channels (child WalletCreationWorkflow), funds new ones (friendbot on test
@@ -24,11 +21,8 @@ tops up channels set aside as UNDERFUNDED.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
-import random
-import time
 import uuid
 
 import sqlalchemy as sa
@@ -40,7 +34,7 @@ from activities.locks import advisory_lock
 from activities.pools import units
 from chains.registry import ChainRegistry
 from core import metrics
-from core.errors import AlreadyFunded, ChannelsBusy, NotAvailable, PermanentError, SubmissionFailed, WalletNotFound
+from core.errors import AlreadyFunded, NotAvailable, PermanentError, SubmissionFailed, WalletNotFound
 from core.settings import ChannelSettings, Settings
 from db import audit
 from db.engine import SessionFactory
@@ -53,10 +47,6 @@ log = logging.getLogger(__name__)
 
 # Channels found underfunded while leasing, per withdrawal, before it signs without one.
 LEASE_TRIES = 3
-# How long a signing step waits for a channel while all are leased (inside its 30 s step), and how
-# often it looks; then ChannelsBusy, and the step is retried.
-LEASE_WAIT_SECONDS = 15.0
-LEASE_POLL_SECONDS = 0.25
 
 
 def channel_settings(chains: ChainRegistry, chain_name: str) -> ChannelSettings | None:
@@ -77,53 +67,35 @@ class ChannelLeases:
 
     async def lease(self, withdrawal: Withdrawal) -> Wallet | None:
         """The withdrawal's channel: the one it holds already, else a free READY one with enough
-        XLM for fees, waiting for one while every READY channel is leased (ChannelsBusy after
-        LEASE_WAIT_SECONDS: the step is retried); None where no channel is READY at all (the
-        wallet is then its own transaction source)."""
+        XLM for fees, else None (the wallet is its own transaction source)."""
         channels = channel_settings(self._chains, withdrawal.chain)
         if channels is None or withdrawal.sweep:
             return None  # a merge's amount is net of the fee the wallet pays itself
         held = await self.held(withdrawal.id)
         if held is not None:
             return held
-        deadline = time.monotonic() + LEASE_WAIT_SECONDS
-        waited = False
-        while True:
-            channel, all_busy = await self._lease_free(withdrawal, channels)
-            if not all_busy:
-                return channel
-            if not waited:
-                metrics.CHANNEL_LEASES.labels(chain=withdrawal.chain, result="waited").inc()
-                waited = True
-            if time.monotonic() >= deadline:
-                raise ChannelsBusy(f"every channel account of {withdrawal.chain} is in use: waiting for one", chain=withdrawal.chain)
-            # Jittered, so the waiting steps do not all ask at once.
-            await asyncio.sleep(LEASE_POLL_SECONDS * (0.5 + random.random()))
-
-    async def _lease_free(self, withdrawal: Withdrawal, channels: ChannelSettings) -> tuple[Wallet | None, bool]:
-        """(a free READY channel with enough XLM, leased now, or None; whether READY channels
-        exist but every one is leased)."""
         chain = self._chains.get(withdrawal.chain)
         native = chain.asset(chain.settings.native_symbol)
         minimum = units(channels.min_balance, native.decimals)
         for _ in range(LEASE_TRIES):
             async with self._sessions() as session, session.begin():
-                ready = (
-                    select(ChannelAccount)
-                    .where(ChannelAccount.chain == withdrawal.chain, ChannelAccount.state == ChannelState.READY)
-                    .order_by(col(ChannelAccount.leased_at).asc().nulls_first(), col(ChannelAccount.position))
-                )
                 row = (
                     await session.exec(
+                        select(ChannelAccount)
+                        .where(
+                            ChannelAccount.chain == withdrawal.chain,
+                            ChannelAccount.state == ChannelState.READY,
+                            col(ChannelAccount.leased_by).is_(None),
+                        )
                         # Least recently used first: spreads fees and keeps hot channels cool.
-                        ready.where(col(ChannelAccount.leased_by).is_(None)).limit(1).with_for_update(skip_locked=True)
+                        .order_by(col(ChannelAccount.leased_at).asc().nulls_first(), col(ChannelAccount.position))
+                        .limit(1)
+                        .with_for_update(skip_locked=True)
                     )
                 ).first()
                 if row is None:
-                    busy = (await session.exec(ready.limit(1))).first() is not None
-                    if not busy:
-                        metrics.CHANNEL_LEASES.labels(chain=withdrawal.chain, result="none_ready").inc()
-                    return None, busy
+                    metrics.CHANNEL_LEASES.labels(chain=withdrawal.chain, result="none_free").inc()
+                    return None
                 row.leased_by, row.leased_at = withdrawal.id, utcnow()
                 row.lease_count += 1
                 row.updated_at = utcnow()
@@ -132,7 +104,7 @@ class ChannelLeases:
             assert wallet is not None and wallet.address is not None
             if await chain.balance(wallet.address, native) >= minimum:
                 metrics.CHANNEL_LEASES.labels(chain=withdrawal.chain, result="leased").inc()
-                return wallet, False
+                return wallet
             # Set it aside for the next ChannelAccountsWorkflow run to top up; try another.
             async with self._sessions() as session, session.begin():
                 await session.exec(
@@ -142,7 +114,7 @@ class ChannelLeases:
                 )
             metrics.CHANNEL_LEASES.labels(chain=withdrawal.chain, result="underfunded").inc()
             log.warning("channel account underfunded: set aside", extra={"channel": wallet.address})
-        return None, False
+        return None
 
     async def set_aside_vanished(self, channel: Wallet, withdrawal_id: str) -> None:
         """A leased channel whose account no longer exists on chain (a network reset): free the

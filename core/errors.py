@@ -356,13 +356,6 @@ class ChainUnavailable(TransientError):
     code = "CHAIN_UNAVAILABLE"
 
 
-class ChannelsBusy(TransientError):
-    """Every Stellar channel account of the chain is leased by a withdrawal in flight: the signing
-    step waits for one (retried) rather than sending from the wallet itself."""
-
-    code = "CHANNELS_BUSY"
-
-
 class OnHold(TransientError):
     """A hold placed through the API is active: the signing step waits (retried) until it is
     lifted through the API, whatever the workflow itself was told."""

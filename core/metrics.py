@@ -76,7 +76,7 @@ POOL_KEY_BALANCE = Histogram(
 )
 CHANNEL_LEASES = Counter(
     "custody_channel_leases_total",
-    "Stellar channel account leases by result (leased, waited: all were leased, none_ready: the wallet signs alone, underfunded, vanished)",
+    "Stellar channel account lease attempts by result (leased, none_free, underfunded)",
     ["chain", "result"],
 )
 CHANNELS = Gauge("custody_channel_accounts", "Channel accounts by state (last channel-set run)", ["chain", "state"])
