@@ -9,6 +9,7 @@ none does. Each test uses its own chain name, so its channel set is its own.
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -16,14 +17,15 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from sqlmodel import col, select
-from stellar_sdk import Keypair
+from stellar_sdk import Account, Keypair, TransactionBuilder, TransactionEnvelope
 from temporalio.client import Client
 from temporalio.worker import Replayer
 
+from chains.base import SignedTransfer
 from core.settings import ChannelSettings, Settings, StellarChainSettings
 from core.temporal import custody_data_converter
 from db.engine import SessionFactory
-from devnet.stellar import StellarDevnet
+from devnet.stellar import StellarDevnet, run_stellar_devnet
 from models.audit import AuditEntry
 from models.channels import ChannelAccount, ChannelState, channel_owner
 from models.db import SequenceClaim, Wallet
@@ -368,3 +370,46 @@ async def test_only_a_first_attempt_takes_a_channel(client, base_settings, task_
     assert done["status"] == "COMPLETED" and [a["source"] for a in done["attempts"]] == [None, None], done
     [(after, _)] = await channel_rows(sessions, chain)
     assert after.lease_count == row.lease_count and after.leased_by is None
+
+
+async def test_try_again_later_is_answered_at_once_as_a_transient_error(devnet):  # type: ignore[no-untyped-def]
+    """Issue 14: Horizon's synchronous submit holds a transaction stellar-core answered
+    TRY_AGAIN_LATER until its own timeout (30 s) and then says 504, which tells nothing. The
+    adapter asks the async endpoint first, so the queue's refusal comes back as what it is: a
+    transient error about the transaction (no endpoint is blamed), the same bytes landing later."""
+    from chains.health import is_connectivity_failure
+    from chains.stellar import StellarChain
+    from core.errors import ChainUnavailable
+
+    # Ledgers close on demand only: the first transaction stays in the open ledger meanwhile, and
+    # a synchronous submit answers its timeout at once instead of after `submission_timeout`.
+    async with run_stellar_devnet(port=0, close_interval_ms=0) as manual, httpx.AsyncClient(base_url=manual.url, timeout=30) as http:
+        settings = StellarChainSettings(horizon_url=manual.url, network_passphrase=manual.network_passphrase, friendbot_url=manual.friendbot_url)
+        adapter = StellarChain("manual", settings)
+        source = Keypair.random()
+        assert (await http.get(manual.friendbot_url, params={"addr": source.public_key})).status_code == 200
+        start = int((await http.get(f"/accounts/{source.public_key}")).json()["sequence"])
+
+        def envelope(sequence: int) -> TransactionEnvelope:
+            account = Account(source.public_key, sequence - 1)
+            builder = TransactionBuilder(account, manual.network_passphrase, base_fee=100).set_timeout(3600)
+            tx = builder.append_create_account_op(Keypair.random().public_key, "2").build()
+            tx.sign(source)
+            return tx
+
+        first, second = envelope(start + 1), envelope(start + 2)
+        queued = await http.post("/transactions_async", data={"tx": first.to_xdr()})
+        assert queued.status_code == 201, queued.text  # in the open ledger: the account's one slot
+        signed = SignedTransfer(tx_hash=second.hash_hex(), raw_tx=base64.b64decode(second.to_xdr()).hex(), sequence=start + 2, max_fee=100)
+        try:
+            with pytest.raises(ChainUnavailable) as refused:
+                await adapter.broadcast(signed)
+            assert "TRY_AGAIN_LATER" in refused.value.message, refused.value.message
+            assert not is_connectivity_failure(refused.value)  # the node answered about the transaction
+            await http.post("/_devnet/close_ledgers", json={"count": 1})
+            assert await adapter.broadcast(signed) == "accepted"  # the same bytes, once the slot is free
+            assert await adapter.is_known(second.hash_hex())
+        finally:
+            await adapter.close()
+        status = (await http.get("/_devnet/status")).json()
+        assert status["rejections"].get("TRY_AGAIN_LATER") == 1, status
