@@ -50,7 +50,7 @@ class _ActivityInbound(ActivityInboundInterceptor):
                 e.details or None,
                 type=e.code,
                 non_retryable=e.permanent,
-                next_retry_delay=e.retry_after if waiting else None,
+                next_retry_delay=e.retry_after if isinstance(e, ChannelsBusy) else None,
                 category=ApplicationErrorCategory.BENIGN if waiting else ApplicationErrorCategory.UNSPECIFIED,
             ) from e
         except Exception as e:

@@ -137,9 +137,7 @@ def _result_codes(result_xdr: str | None) -> tuple[str, list[str]]:
     except Exception:  # noqa: BLE001 - only used for a human-readable detail
         return "", []
     ops: list[str] = []
-    inner = result
-    if getattr(result, "inner_result_pair", None) is not None:
-        inner = result.inner_result_pair.result.result
+    inner = _inner_result(result)
     for op in getattr(inner, "results", None) or []:
         if op.code != stellar_xdr.OperationResultCode.opINNER or op.tr is None:
             ops.append(op.code.name)
@@ -152,6 +150,12 @@ def _result_codes(result_xdr: str | None) -> tuple[str, list[str]]:
     return inner.code.name, ops
 
 
+def _inner_result(result: stellar_xdr.TransactionResultResult) -> Any:
+    """A fee bump's inner transaction result (its codes are the ones that tell), else `result`."""
+    pair = getattr(result, "inner_result_pair", None)
+    return pair.result.result if pair is not None else result
+
+
 def _tx_status(response: Any) -> str | None:
     """`tx_status` of an async submission's answer (None if the body is not that JSON)."""
     try:
@@ -162,12 +166,17 @@ def _tx_status(response: Any) -> str | None:
     return str(status) if status is not None else None
 
 
+def _schedule_close(loop: asyncio.AbstractEventLoop, server: ServerAsync) -> None:
+    """Runs on `loop`: close `server`'s HTTP session there."""
+    loop.create_task(server.close())
+
+
 def _close_servers(servers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ServerAsync]) -> None:
     """Best effort, for adapters dropped without close(): close each loop's HTTP session."""
     for loop, server in list(servers.items()):
         try:
             if not loop.is_closed():
-                loop.call_soon_threadsafe(lambda s=server, lp=loop: lp.create_task(s.close()))
+                loop.call_soon_threadsafe(_schedule_close, loop, server)
                 continue
             # The loop is gone (interpreter exit): its sockets are dead; drop the pool quietly.
             session = getattr(server._client, "_session", None)
@@ -316,7 +325,8 @@ class StellarChain:
                 and line.get("asset_code") == asset.code
                 and line.get("asset_issuer") == asset.issuer
             ):
-                return line
+                found: dict[str, Any] = line
+                return found
         return None
 
     # --- reads -----------------------------------------------------------------------------
@@ -375,6 +385,7 @@ class StellarChain:
         if intent.asset.is_native:
             raise PermanentError("XLM needs no trustline", asset=intent.asset.symbol)
         asset = self._sdk_asset(intent.asset)
+        assert asset.issuer is not None  # a credit asset always has one
         if await self._account(asset.issuer) is None:
             raise InvalidRecipient(f"the issuer of {intent.asset.symbol} does not exist on this network", issuer=asset.issuer)
         account = await self._account(intent.sender)
@@ -1049,9 +1060,7 @@ def _merged_balances(result_xdr: str | None) -> dict[int, int]:
     the result carries the merged account's balance, as Horizon's account_credited effect does)."""
     if not result_xdr:
         return {}
-    result = stellar_xdr.TransactionResult.from_xdr(result_xdr).result
-    if getattr(result, "inner_result_pair", None) is not None:
-        result = result.inner_result_pair.result.result
+    result = _inner_result(stellar_xdr.TransactionResult.from_xdr(result_xdr).result)
     moved: dict[int, int] = {}
     for index, op in enumerate(getattr(result, "results", None) or []):
         merge = getattr(op.tr, "account_merge_result", None) if op.tr is not None else None
