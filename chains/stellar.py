@@ -17,7 +17,7 @@ import binascii
 import logging
 import weakref
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from stellar_sdk import (
     Account,
@@ -83,6 +83,7 @@ from core.errors import (
 from core.money import to_decimal_string
 from core.settings import AssetSpec, StellarChainSettings
 from models.payloads import OnChainState
+from signers.base import KeyScheme
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,10 @@ def _result_codes(result_xdr: str | None) -> tuple[str, list[str]]:
     except Exception:  # noqa: BLE001 - only used for a human-readable detail
         return "", []
     ops: list[str] = []
-    inner = _inner_result(result)
+    # A fee bump's outcome is its inner transaction's; the two result types share the fields read here.
+    inner: Any = result
+    if result.inner_result_pair is not None:
+        inner = result.inner_result_pair.result.result
     for op in getattr(inner, "results", None) or []:
         if op.code != stellar_xdr.OperationResultCode.opINNER or op.tr is None:
             ops.append(op.code.name)
@@ -150,12 +154,6 @@ def _result_codes(result_xdr: str | None) -> tuple[str, list[str]]:
     return inner.code.name, ops
 
 
-def _inner_result(result: stellar_xdr.TransactionResultResult) -> Any:
-    """A fee bump's inner transaction result (its codes are the ones that tell), else `result`."""
-    pair = getattr(result, "inner_result_pair", None)
-    return pair.result.result if pair is not None else result
-
-
 def _tx_status(response: Any) -> str | None:
     """`tx_status` of an async submission's answer (None if the body is not that JSON)."""
     try:
@@ -166,8 +164,7 @@ def _tx_status(response: Any) -> str | None:
     return str(status) if status is not None else None
 
 
-def _schedule_close(loop: asyncio.AbstractEventLoop, server: ServerAsync) -> None:
-    """Runs on `loop`: close `server`'s HTTP session there."""
+def _close_later(loop: asyncio.AbstractEventLoop, server: ServerAsync) -> None:
     loop.create_task(server.close())
 
 
@@ -176,7 +173,7 @@ def _close_servers(servers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop,
     for loop, server in list(servers.items()):
         try:
             if not loop.is_closed():
-                loop.call_soon_threadsafe(_schedule_close, loop, server)
+                loop.call_soon_threadsafe(_close_later, loop, server)
                 continue
             # The loop is gone (interpreter exit): its sockets are dead; drop the pool quietly.
             session = getattr(server._client, "_session", None)
@@ -189,7 +186,7 @@ def _close_servers(servers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop,
 
 class StellarChain:
     family: ClassVar[str] = "stellar"
-    key_scheme: ClassVar[str] = "ed25519"
+    key_scheme: ClassVar[KeyScheme] = "ed25519"
     # The same envelope is re-sent until it lands or provably expires (no fee bump needed).
     replaceable_in_slot: ClassVar[bool] = False
     supports_channels: ClassVar[bool] = True
@@ -325,8 +322,7 @@ class StellarChain:
                 and line.get("asset_code") == asset.code
                 and line.get("asset_issuer") == asset.issuer
             ):
-                found: dict[str, Any] = line
-                return found
+                return cast(dict[str, Any], line)
         return None
 
     # --- reads -----------------------------------------------------------------------------
@@ -385,7 +381,7 @@ class StellarChain:
         if intent.asset.is_native:
             raise PermanentError("XLM needs no trustline", asset=intent.asset.symbol)
         asset = self._sdk_asset(intent.asset)
-        assert asset.issuer is not None  # a credit asset always has one
+        assert asset.issuer is not None  # a credit asset: _sdk_asset made it from CODE:ISSUER
         if await self._account(asset.issuer) is None:
             raise InvalidRecipient(f"the issuer of {intent.asset.symbol} does not exist on this network", issuer=asset.issuer)
         account = await self._account(intent.sender)
@@ -1060,7 +1056,9 @@ def _merged_balances(result_xdr: str | None) -> dict[int, int]:
     the result carries the merged account's balance, as Horizon's account_credited effect does)."""
     if not result_xdr:
         return {}
-    result = _inner_result(stellar_xdr.TransactionResult.from_xdr(result_xdr).result)
+    outer = stellar_xdr.TransactionResult.from_xdr(result_xdr).result
+    # A fee bump's outcome is its inner transaction's; the two result types share the fields read here.
+    result: Any = outer.inner_result_pair.result.result if outer.inner_result_pair is not None else outer
     moved: dict[int, int] = {}
     for index, op in enumerate(getattr(result, "results", None) or []):
         merge = getattr(op.tr, "account_merge_result", None) if op.tr is not None else None
