@@ -207,12 +207,17 @@ class WithdrawalActivities:
         `new_slot`: a re-sign, whose held channel may have vanished from the chain meanwhile."""
         async with self._sessions() as session:
             withdrawal, wallet = await self._load(session, withdrawal_id)
-            signed_before = bool(await self._attempts(session, withdrawal_id))
+            attempts = await self._attempts(session, withdrawal_id)
         channel = None
         if with_channel:
             # Only a first attempt takes a channel; later ones (a retried step, a re-sign after
-            # expiry) keep the source the withdrawal already has: its channel, or the wallet.
-            channel = await (self._channels.held(withdrawal.id) if signed_before else self._channels.lease(withdrawal))
+            # expiry) keep the source the withdrawal already has: its channel, or the wallet. A
+            # re-sign whose channel vanished (handed back below) takes another, or waits for one.
+            on_channel = any((a.fee_params or {}).get("source") for a in attempts)
+            if not attempts or (on_channel and new_slot):
+                channel = await self._channels.lease(withdrawal)
+            elif on_channel:
+                channel = await self._channels.held(withdrawal.id)
             if channel is not None and new_slot and not await self._chains.get(withdrawal.chain).account_exists(channel.address or ""):
                 # Gone from the chain (a network reset): its sequence numbers mean nothing now.
                 # Set it aside for the channel-set run to re-create; sign on another source.

@@ -154,6 +154,16 @@ def _result_codes(result_xdr: str | None) -> tuple[str, list[str]]:
     return inner.code.name, ops
 
 
+def _tx_status(response: Any) -> str | None:
+    """`tx_status` of an async submission's answer (None if the body is not that JSON)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    status = body.get("tx_status") if isinstance(body, dict) else None
+    return str(status) if status is not None else None
+
+
 def _close_later(loop: asyncio.AbstractEventLoop, server: ServerAsync) -> None:
     loop.create_task(server.close())
 
@@ -662,9 +672,11 @@ class StellarChain:
             raise SubmissionFailed("stored envelope is not hex", tx_hash=transfer.tx_hash) from e
         # POST the stored bytes verbatim (form field `tx`), like ServerAsync.submit_transaction
         # with skip_memo_required_check=True (preflight already did SEP-29), minus its re-parse.
-        url = self.settings.horizon_url.rstrip("/") + "/transactions"
+        base = self.settings.horizon_url.rstrip("/")
+        client = self._horizon()._client
         try:
-            response = await self._horizon()._client.post(url, data={"tx": envelope_b64})
+            await self._admitted(client, base, envelope_b64, transfer)
+            response = await client.post(base + "/transactions", data={"tx": envelope_b64})
             raise_request_exception(response)
             return "accepted"
         except (TimeoutError, HorizonConnectionError, OSError) as e:
@@ -678,6 +690,25 @@ class StellarChain:
             return await self._classify_rejection(transfer, e)
         except BaseHorizonError as e:
             raise SubmissionFailed(f"unexpected Horizon answer {e.status}", chain=self.name) from e
+
+    async def _admitted(self, client: Any, base: str, envelope_b64: str, transfer: SignedTransfer) -> None:
+        """Hand the envelope to stellar-core's queue through Horizon's async endpoint first.
+        stellar-core admits one transaction per source account at a time; the synchronous
+        endpoint treats its TRY_AGAIN_LATER as pending and holds the request until its own
+        timeout (30 s) to answer a 504 that says nothing. Asked this way, the refusal comes back
+        at once and is raised as the transient answer it is (no cause: it says nothing against
+        the endpoint). Every other answer (queued, duplicate, an error about the transaction, a
+        Horizon without this endpoint) leaves the verdict to the synchronous submit that follows:
+        it finds the queued envelope (the same bytes are harmless) and waits for its ledger."""
+        response = await client.post(base + "/transactions_async", data={"tx": envelope_b64})
+        if response.status_code == 503 and _tx_status(response) == "TRY_AGAIN_LATER":
+            raise ChainUnavailable(
+                f"{self.name}: stellar-core answered TRY_AGAIN_LATER (its source account has a transaction queued already); resend the same envelope",
+                chain=self.name,
+                tx_hash=transfer.tx_hash,
+            ) from None
+        if response.status_code >= 500 or response.status_code == 429:
+            raise_request_exception(response)  # unreachable or overloaded: as the synchronous submit would say
 
     async def _classify_rejection(self, transfer: SignedTransfer, error: BadRequestError) -> str:
         if error.status == 429:
