@@ -207,12 +207,17 @@ class WithdrawalActivities:
         `new_slot`: a re-sign, whose held channel may have vanished from the chain meanwhile."""
         async with self._sessions() as session:
             withdrawal, wallet = await self._load(session, withdrawal_id)
-            signed_before = bool(await self._attempts(session, withdrawal_id))
+            attempts = await self._attempts(session, withdrawal_id)
         channel = None
         if with_channel:
             # Only a first attempt takes a channel; later ones (a retried step, a re-sign after
-            # expiry) keep the source the withdrawal already has: its channel, or the wallet.
-            channel = await (self._channels.held(withdrawal.id) if signed_before else self._channels.lease(withdrawal))
+            # expiry) keep the source the withdrawal already has: its channel, or the wallet. A
+            # re-sign whose channel vanished (handed back below) takes another, or waits for one.
+            on_channel = any((a.fee_params or {}).get("source") for a in attempts)
+            if not attempts or (on_channel and new_slot):
+                channel = await self._channels.lease(withdrawal)
+            elif on_channel:
+                channel = await self._channels.held(withdrawal.id)
             if channel is not None and new_slot and not await self._chains.get(withdrawal.chain).account_exists(channel.address or ""):
                 # Gone from the chain (a network reset): its sequence numbers mean nothing now.
                 # Set it aside for the channel-set run to re-create; sign on another source.
@@ -560,8 +565,8 @@ class WithdrawalActivities:
                 return _prepared(attempts)
             sequence = await self._claim_sequence(session, withdrawal, slot_owner)
             chain = self._chains.get(withdrawal.chain)
-            sign, channel_arg = self._guarded(withdrawal, wallet, intent, sequence, channel)
-            signed = await chain.sign_transfer(intent, sequence, sign, **channel_arg)
+            sign, channel_key = self._guarded(withdrawal, wallet, intent, sequence, channel)
+            signed = await chain.sign_transfer(intent, sequence, sign, channel=channel_key)
             attempt = self._attempt_row(withdrawal, intent, signed)
             session.add(attempt)
             withdrawal.nonce = sequence
@@ -579,7 +584,7 @@ class WithdrawalActivities:
         channel: Wallet | None = None,
         *,
         cancelling: bool = False,
-    ) -> tuple[GuardedSigner, dict[str, ChannelKey]]:
+    ) -> tuple[GuardedSigner, ChannelKey | None]:
         """The wallet's signer (and the channel's), each signing only the approved intent
         (activities/signing_guard.py); the stored intent's seal is checked first."""
         require_seal(self._policy.intent_seal_key, withdrawal)
@@ -607,11 +612,11 @@ class WithdrawalActivities:
         async def refused(reasons: str) -> None:
             await record_withdrawal_alert(self._sessions, withdrawal.id, "POLICY_VIOLATION", reasons)
 
-        channel_arg: dict[str, ChannelKey] = {}
+        channel_key = None
         if channel is not None:
             assert channel.address is not None
-            channel_arg["channel"] = ChannelKey(address=channel.address, sign=GuardedSigner(self._signer_for(channel), chain, expected, refused))
-        return GuardedSigner(self._signer_for(wallet), chain, expected, refused), channel_arg
+            channel_key = ChannelKey(address=channel.address, sign=GuardedSigner(self._signer_for(channel), chain, expected, refused))
+        return GuardedSigner(self._signer_for(wallet), chain, expected, refused), channel_key
 
     async def _claim_sequence(self, session: AsyncSession, withdrawal: Withdrawal, slot_owner: str) -> int | None:
         """The next slot of `slot_owner`: the wallet, or the channel account the withdrawal leases."""
@@ -623,13 +628,10 @@ class WithdrawalActivities:
         settled = await chain.settled_sequence(slot_owner)
         if settled is None:
             return None
-        if not chain.queues_future_sequences:
-            sequence = await self._next_exact_sequence(session, withdrawal.chain, slot_owner, settled)
-        else:
-            sequence = await self._next_queued_sequence(session, withdrawal, slot_owner, settled)
-            if sequence is None:
-                return await self._claim_fresh(session, withdrawal, slot_owner)
-            return sequence
+        if chain.queues_future_sequences:
+            queued = await self._next_queued_sequence(session, withdrawal, slot_owner, settled)
+            return queued if queued is not None else await self._claim_fresh(session, withdrawal, slot_owner)
+        sequence = await self._next_exact_sequence(session, withdrawal.chain, slot_owner, settled)
         await self._take_claim(session, withdrawal, slot_owner, sequence)
         return sequence
 
@@ -662,11 +664,10 @@ class WithdrawalActivities:
         return reusable.sequence
 
     async def _claim_fresh(self, session: AsyncSession, withdrawal: Withdrawal, slot_owner: str) -> int:
-        claims = SequenceClaim.__table__
         highest = await session.exec(
-            sa.select(sa.func.max(claims.c.sequence)).where(claims.c.chain == withdrawal.chain, claims.c.sender == slot_owner)
+            select(sa.func.max(col(SequenceClaim.sequence))).where(SequenceClaim.chain == withdrawal.chain, SequenceClaim.sender == slot_owner)
         )
-        sequence = await self._chains.get(withdrawal.chain).next_sequence(slot_owner, highest.scalar_one_or_none())
+        sequence = await self._chains.get(withdrawal.chain).next_sequence(slot_owner, highest.one())
         assert sequence is not None
         session.add(SequenceClaim(chain=withdrawal.chain, sender=slot_owner, sequence=sequence, withdrawal_id=withdrawal.id))
         return sequence
@@ -866,9 +867,9 @@ class WithdrawalActivities:
             )
             await session.flush()
             sequence = await self._claim_sequence(session, withdrawal, slot_owner)
-            sign, channel_arg = self._guarded(withdrawal, wallet, intent, sequence, channel)
+            sign, channel_key = self._guarded(withdrawal, wallet, intent, sequence, channel)
             try:
-                signed = await chain.sign_transfer(intent, sequence, sign, **channel_arg)
+                signed = await chain.sign_transfer(intent, sequence, sign, channel=channel_key)
             except FeeAboveCap as e:
                 raise _Blocked(e) from e
             attempt = self._attempt_row(withdrawal, intent, signed)
@@ -925,7 +926,7 @@ class WithdrawalActivities:
                 .where(col(TransferAttempt.id) == latest.id, col(TransferAttempt.broadcast_at).is_(None))
                 .values(state="BROADCAST", broadcast_at=utcnow())
             )
-            if first_send.rowcount:  # type: ignore[attr-defined]
+            if first_send.rowcount:
                 await audit.append(
                     session,
                     actor=WORKFLOW_ACTOR,

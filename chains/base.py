@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Protocol
 
 from core.settings import AssetSpec, ChainSettingsBase
 from models.payloads import OnChainState
+from signers.base import KeyScheme
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,7 @@ class ChannelKey:
 
 class Chain(Protocol):
     family: ClassVar[str]
-    key_scheme: ClassVar[str]  # "secp256k1" | "ed25519"
+    key_scheme: ClassVar[KeyScheme]  # what the wallet keys of this chain are: the signer backends make and use them
     # True where a stuck transaction can be replaced inside its slot with a higher fee (EVM);
     # elsewhere "bumping" re-sends the same bytes until the attempt lands or provably expires.
     replaceable_in_slot: ClassVar[bool]

@@ -55,6 +55,7 @@ from spl.token.instructions import (
 from spl.token.models import CloseAccountParams, MintToCheckedParams, TransferCheckedParams
 
 from chains.base import (
+    ChannelKey,
     DigestSigner,
     Funding,
     Memo,
@@ -82,6 +83,7 @@ from core.errors import (
 from core.money import to_decimal_string
 from core.settings import AssetSpec, SolanaChainSettings
 from models.payloads import OnChainState
+from signers.base import KeyScheme
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +142,7 @@ def _logs(e: RPCException) -> list[str]:
 
 class SolanaChain:
     family: ClassVar[str] = "solana"
-    key_scheme: ClassVar[str] = "ed25519"
+    key_scheme: ClassVar[KeyScheme] = "ed25519"
     replaceable_in_slot: ClassVar[bool] = False
     supports_channels: ClassVar[bool] = False
     queues_future_sequences: ClassVar[bool] = False
@@ -483,7 +485,10 @@ class SolanaChain:
         sequence: int | None,
         sign: DigestSigner,
         replacing: SignedTransfer | None = None,
+        channel: ChannelKey | None = None,
     ) -> SignedTransfer:
+        if channel is not None:  # the protocol's channel accounts are Stellar's (supports_channels)
+            raise SigningFailed("this chain signs with the wallet alone: no channel accounts", chain=self.name)
         sender = Pubkey.from_string(intent.sender)
         instructions = await (self._sweep_instructions(intent) if intent.sweep else self._instructions(intent))
         latest = (await self._call(self._rpc().get_latest_blockhash(self.commitment))).value
@@ -687,14 +692,16 @@ class SolanaChain:
                 detail=f"landed in slot {st.slot}, awaiting {self.settings.commitment}",
             )
         windows = [a.fee_params.get("last_valid_block_height") for a in attempts]
-        if all(isinstance(w, int) for w in windows) and finalized_height > max(windows):  # type: ignore[type-var]
+        heights = [w for w in windows if isinstance(w, int)]
+        every_window_known = len(heights) == len(windows)
+        if every_window_known and finalized_height > max(heights):
             return TransferStatus(
                 OnChainState.EXPIRED,
                 tx_hash=attempts[-1].tx_hash,
                 detail=f"finalized block height {finalized_height} is past every attempt's "
-                f"lastValidBlockHeight (latest {max(windows)}) and no attempt landed",  # type: ignore[type-var]
+                f"lastValidBlockHeight (latest {max(heights)}) and no attempt landed",
             )
-        if all(isinstance(w, int) for w in windows) and finalized_height + MAX_PROCESSING_AGE < min(windows) - MAX_PROCESSING_AGE:  # type: ignore[operator]
+        if every_window_known and finalized_height + MAX_PROCESSING_AGE < min(heights) - MAX_PROCESSING_AGE:
             # The chain's height went back more than a blockhash's whole lifetime below where we
             # signed: the network was reset (a restarted test validator, a cluster restarted from
             # genesis). Our blockhashes belong to a chain that no longer exists; heights would
@@ -703,7 +710,7 @@ class SolanaChain:
                 OnChainState.EXPIRED,
                 tx_hash=attempts[-1].tx_hash,
                 detail=f"finalized block height {finalized_height} is far below where the attempts were "
-                f"signed (lastValidBlockHeight {min(windows)}): the network was reset",  # type: ignore[type-var]
+                f"signed (lastValidBlockHeight {min(heights)}): the network was reset",
             )
         return TransferStatus(OnChainState.PENDING, detail="not landed yet")
 
@@ -751,11 +758,11 @@ class SolanaChain:
         latest = (await self._call(self._rpc().get_latest_blockhash(self.commitment))).value
         tx = Transaction.new_signed_with_payer(instructions, authority.pubkey(), [authority], latest.blockhash)
         try:
-            return (
-                await self._call(self._rpc().send_raw_transaction(bytes(tx), TxOpts(preflight_commitment=self.commitment)), rpc_errors=True)
-            ).value
+            sent = await self._call(self._rpc().send_raw_transaction(bytes(tx), TxOpts(preflight_commitment=self.commitment)), rpc_errors=True)
         except RPCException as e:
             raise SubmissionFailed(f"minting {asset.symbol} refused: {_rpc_error(e)[0]}", chain=self.name) from e
+        signature: Signature = sent.value  # solana-py's SendTransactionResp
+        return signature
 
     async def _await_faucet(self, signature: Signature) -> None:
         deadline = time.monotonic() + 30

@@ -7,6 +7,7 @@ them into ``{"error": {"code", "message", "details"}}``. Nothing else maps error
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any, ClassVar
 
 from core.redaction import redact, redact_value
@@ -356,6 +357,20 @@ class ChainUnavailable(TransientError):
     code = "CHAIN_UNAVAILABLE"
 
 
+class ChannelsBusy(TransientError):
+    """Every channel account of the chain is leased by another withdrawal in flight: the signing
+    step waits (retried shortly) for one to be handed back rather than make the wallet its own
+    transaction source, which the network admits once per ledger."""
+
+    code = "CHANNELS_BUSY"
+
+    def __init__(self, message: str = "", *, retry_after: timedelta | None = None, **details: Any) -> None:
+        super().__init__(message, **details)
+        # When to try again: a channel frees within about a ledger, sooner than the retry
+        # policy's doubling interval would look again.
+        self.retry_after = retry_after
+
+
 class OnHold(TransientError):
     """A hold placed through the API is active: the signing step waits (retried) until it is
     lifted through the API, whatever the workflow itself was told."""
@@ -509,7 +524,7 @@ def error_catalog() -> dict[str, tuple[int | None, str, str]]:
 
 
 def markdown_table() -> str:
-    """README's error table (`python -m core.errors` prints it; tests/test_error_codes.py keeps
+    """README's error table (`python -m core.errors` prints it; tests/api/test_error_codes.py keeps
     README equal to it)."""
     rows = ["| code | HTTP | kind | meaning |", "|---|---|---|---|"]
     for code, (status, kind, meaning) in error_catalog().items():

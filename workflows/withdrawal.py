@@ -66,7 +66,7 @@ with workflow.unsafe.imports_passed_through():
         WithdrawalState,
         WithdrawalStatus,
     )
-    from workflows.common import RETRY_UNTIL_PERMANENT, SHORT_STEP, failure_of
+    from workflows.common import RETRY_UNTIL_PERMANENT, ActivityMethod, ArgT, ResultT, SelfT, failure_of, short_step
 
 CONFIRMATION_WAIT = timedelta(minutes=15)
 CONFIRMATION_HEARTBEAT = timedelta(seconds=30)
@@ -379,7 +379,7 @@ class WithdrawalWorkflow:
             if self._rules_v3 and validation is not None and 0 < validation.rounds_per_run <= rounds:
                 await self._continue_as_new(wid)
 
-    async def _replace(self, wid: str, activity: object, what: str) -> bool:
+    async def _replace(self, wid: str, activity: ActivityMethod[WithdrawalActivities, BumpInput, PreparedAttempt], what: str) -> bool:
         """Sign a replacement (fee bump or cancellation) and send it; True when one was made.
         Under the rules, one that cannot be made is alerted and the attempts already out stay
         in play; a permanent refusal (a disabled KMS key) also stops further replacements."""
@@ -524,8 +524,8 @@ class WithdrawalWorkflow:
         self._tx_hash = prepared.tx_hash
         self._attempts = prepared.attempt_count
 
-    async def _step(self, activity, arg):  # type: ignore[no-untyped-def]
-        return await workflow.execute_activity_method(activity, arg, start_to_close_timeout=SHORT_STEP, retry_policy=RETRY_UNTIL_PERMANENT)
+    async def _step(self, activity: ActivityMethod[SelfT, ArgT, ResultT], arg: ArgT) -> ResultT:
+        return await short_step(activity, arg)
 
     async def _record(self, event: ControlEvent) -> None:
         await self._step(WithdrawalActivities.record_control, event)
