@@ -1,5 +1,5 @@
 """Console sign-in with OIDC (authorization code + PKCE) against a local issuer over real HTTP:
-tests/test_access.py's Issuer (discovery, JWKS, signed tokens) given a real authorization
+tests/api/test_access.py's Issuer (discovery, JWKS, signed tokens) given a real authorization
 endpoint (302 back with a code and the state) and token endpoint (checks the code_verifier
 against the code's S256 challenge, returns an id_token carrying the nonce).
 
@@ -32,9 +32,8 @@ from starlette.routing import Route
 from core.settings import OidcSettings
 from devnet.local import free_port
 from models.access import User
+from tests.api.test_access import Issuer
 from tests.conftest import api_client, serve_api
-from tests.test_access import Issuer
-from tests.test_docs_offline import BROWSER_ARGS, CHROMIUM
 
 CLIENT_ID = "custody-console"
 APPROVER_ROLE = "custody-approver"  # mapped to APPROVER by the settings below
@@ -235,24 +234,18 @@ async def test_the_issuer_down_or_failing_is_a_clear_error_never_a_5xx(settings,
         assert refusal(page) == "IDENTITY_PROVIDER_UNAVAILABLE" and "discovery" in page.text
 
 
-async def test_a_browser_signs_in_with_the_issuer_to_the_dashboard(settings, client, sessions, oidc_issuer):  # type: ignore[no-untyped-def]
-    from playwright.async_api import async_playwright
-
+async def test_a_browser_signs_in_with_the_issuer_to_the_dashboard(settings, client, sessions, oidc_issuer, browser):  # type: ignore[no-untyped-def]
     oidc_issuer.next_roles = ["user", APPROVER_ROLE]
-    async with serve_api(with_oidc(settings, oidc_issuer.url), client) as served, async_playwright() as p:
-        browser = await p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
-        try:
-            page = await browser.new_page()
-            page.set_default_timeout(20_000)
-            await page.goto(served + "/console")
-            assert page.url.endswith("/console/sign-in")
-            await page.click("text=Sign in with Test IdP")
-            await page.wait_for_selector("#signed-in-as")
-            assert "/console" in page.url and "/login/oidc" not in page.url
-            who = await page.inner_text("#signed-in-as")
-            assert oidc_issuer.subjects[-1] in who and "APPROVER" in who
-            assert await page.query_selector("#nav-approvals") is not None
-            cookie = next(c for c in await page.context.cookies() if c["name"] == "custody_console")
-            assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
-        finally:
-            await browser.close()
+    async with serve_api(with_oidc(settings, oidc_issuer.url), client) as served:
+        page = await (await browser.new_context()).new_page()
+        page.set_default_timeout(20_000)
+        await page.goto(served + "/console")
+        assert page.url.endswith("/console/sign-in")
+        await page.click("text=Sign in with Test IdP")
+        await page.wait_for_selector("#signed-in-as")
+        assert "/console" in page.url and "/login/oidc" not in page.url
+        who = await page.inner_text("#signed-in-as")
+        assert oidc_issuer.subjects[-1] in who and "APPROVER" in who
+        assert await page.query_selector("#nav-approvals") is not None
+        cookie = next(c for c in await page.context.cookies() if c["name"] == "custody_console")
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
