@@ -122,3 +122,16 @@ def test_the_graph_covers_the_packages() -> None:
 def test_no_import_cycles(package: str) -> None:
     cycles = [c for c in import_cycles(custody_import_graph()) if any(m.split(".")[0] == package for m in c)]
     assert not cycles, f"import cycles through {package}/: {cycles}"
+
+
+def test_no_test_module_imports_another() -> None:
+    """Shared test code lives in tests/conftest.py (fixtures) or tests/support/ (helpers): a test
+    module imported by another would run its tests' module-level setup, and its fixtures would
+    shadow conftest's."""
+    offenders = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            names = [node.module or ""] if isinstance(node, ast.ImportFrom) else [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if any(name.startswith("tests.") and name.rsplit(".", 1)[-1].startswith("test_") for name in names):
+                offenders.append(f"{path.relative_to(ROOT)} imports {names}")
+    assert not offenders, offenders

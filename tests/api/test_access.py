@@ -6,28 +6,23 @@ a back door (a raw client's approve or resume signs nothing)."""
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from datetime import timedelta
 
 import httpx
-import jwt
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlmodel import select
-from starlette.applications import Starlette
-from starlette.responses import JSONResponse
-from starlette.routing import Route
 from temporalio.client import WorkflowUpdateFailedError
 
 from core.identity import Role
 from core.settings import OidcSettings
 from db.access import prefix_of
-from devnet.local import free_port
 from models.access import ApiKey, User
 from models.db import Wallet, utcnow
 from models.payloads import OperatorRequest
 from tests.conftest import ALICE, api_client, create_wallet, fund, new_identity, random_address, serve_app, wait_for_status, withdraw
+from tests.support.oidc import Issuer
 
 OPS = {"Authorization": "Bearer dev-ops-key"}
 ADMIN = {"Authorization": "Bearer dev-admin-key"}
@@ -196,32 +191,6 @@ async def test_expired_revoked_and_ip_refused_keys(api, sessions, settings, clie
 
 
 # --- OIDC ----------------------------------------------------------------------------------
-class Issuer:
-    """A local OpenID Connect issuer: discovery document and JWKS over HTTP, tokens signed here."""
-
-    def __init__(self) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        self.kid = "k1"
-        jwk = jwt.algorithms.RSAAlgorithm.to_jwk(self.key.public_key(), as_dict=True) | {"kid": self.kid, "use": "sig", "alg": "RS256"}
-        self.jwks_requests = 0
-
-        async def discovery(_):  # type: ignore[no-untyped-def]
-            return JSONResponse({"issuer": self.url, "jwks_uri": f"{self.url}/certs"})
-
-        async def certs(_):  # type: ignore[no-untyped-def]
-            self.jwks_requests += 1
-            return JSONResponse({"keys": [jwk]})
-
-        self.app = Starlette(routes=[Route("/.well-known/openid-configuration", discovery), Route("/certs", certs)])
-
-    def token(self, sub: str, *, roles=("USER",), audience="custody", expires_in=300, key=None, kid=None) -> str:  # type: ignore[no-untyped-def]
-        now = int(time.time())
-        claims = {"iss": self.url, "sub": sub, "aud": audience, "iat": now, "exp": now + expires_in, "realm_access": {"roles": list(roles)}}
-        return jwt.encode(claims, key or self.key, algorithm="RS256", headers={"kid": kid or self.kid})
-
-
 @pytest.fixture
 async def issuer():  # type: ignore[no-untyped-def]
     issuer = Issuer()

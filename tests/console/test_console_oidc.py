@@ -32,8 +32,8 @@ from starlette.routing import Route
 from core.settings import OidcSettings
 from devnet.local import free_port
 from models.access import User
-from tests.api.test_access import Issuer
 from tests.conftest import api_client, serve_api
+from tests.support.oidc import Issuer
 
 CLIENT_ID = "custody-console"
 APPROVER_ROLE = "custody-approver"  # mapped to APPROVER by the settings below
