@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import time
 from pathlib import Path
 
 from temporalio.client import Client, RPCTimeoutOrCancelledError
@@ -11,6 +14,18 @@ from temporalio.service import RPCError, RPCStatusCode, ServiceClient, TLSConfig
 from core.codec import codec_from_settings, data_converter
 from core.settings import Settings
 from core.tracing import tracing_interceptors
+
+log = logging.getLogger(__name__)
+
+# A Temporal frontend that was just started (a dev server, a restarted cluster node) accepts
+# connections before it serves: for a moment its GetSystemInfo answers Unavailable "Frontend is
+# not healthy yet". Connecting waits that out, this long at most; any other failure is raised.
+NOT_HEALTHY_PATIENCE_SECONDS = 60.0
+
+
+def _not_healthy_yet(error: RuntimeError) -> bool:
+    # temporalio's bridge raises a RuntimeError carrying the gRPC status as text.
+    return "code: Unavailable" in str(error) and "not healthy yet" in str(error)
 
 
 def custody_data_converter(settings: Settings, *, refuse_plaintext: bool = False):  # type: ignore[no-untyped-def]
@@ -38,15 +53,23 @@ def tls_config(settings: Settings) -> TLSConfig | bool:
 
 async def connect_temporal(settings: Settings, runtime: Runtime | None = None) -> Client:
     api_key = settings.temporal_api_key.get_secret_value() if settings.temporal_api_key else None
-    return await Client.connect(
-        settings.temporal_address,
-        namespace=settings.temporal_namespace,
-        data_converter=custody_data_converter(settings),
-        runtime=runtime,
-        tls=tls_config(settings),
-        api_key=api_key or None,
-        interceptors=tracing_interceptors(settings),  # none unless CUSTODY_TRACING
-    )
+    deadline = time.monotonic() + NOT_HEALTHY_PATIENCE_SECONDS
+    while True:
+        try:
+            return await Client.connect(
+                settings.temporal_address,
+                namespace=settings.temporal_namespace,
+                data_converter=custody_data_converter(settings),
+                runtime=runtime,
+                tls=tls_config(settings),
+                api_key=api_key or None,
+                interceptors=tracing_interceptors(settings),  # none unless CUSTODY_TRACING
+            )
+        except RuntimeError as e:
+            if not _not_healthy_yet(e) or time.monotonic() >= deadline:
+                raise
+            log.info("Temporal frontend not healthy yet: connecting again", extra={"temporal_address": settings.temporal_address})
+            await asyncio.sleep(0.25)
 
 
 def worker_client(client: Client, settings: Settings) -> Client:
