@@ -230,7 +230,8 @@ class Chain(Protocol):
         """Build and sign. With `replacing`, a fee-bumped replacement inside the same slot.
         With `channel` (supports_channels only), `sequence` is the channel's and it pays the fee;
         the result's `fee_params["source"]` names the account whose slot it takes.
-        Raises ChainUnavailable, FeeAboveCap, InsufficientFunds, SigningFailed."""
+        Raises ChainUnavailable, FeeAboveCap, InsufficientFunds, SigningFailed; NotAvailable for
+        a channel where not supports_channels."""
         ...
 
     async def broadcast(self, transfer: SignedTransfer) -> str:

@@ -11,7 +11,8 @@ import asyncio
 import logging
 import math
 import string
-from typing import Any, ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar, TypedDict, cast
 
 import aiohttp
 import rlp
@@ -20,6 +21,8 @@ from eth_account._utils.legacy_transactions import encode_transaction, serializa
 from eth_account._utils.transaction_utils import transaction_rpc_to_rlp_structure
 from eth_account.typed_transactions.dynamic_fee_transaction import DynamicFeeTransaction
 from eth_account.typed_transactions.typed_transaction import TypedTransaction  # the packages' __init__ re-export without __all__
+from eth_account.types import TransactionDictType
+from eth_typing import ChecksumAddress, HexAddress, HexStr
 from eth_utils.address import is_address, is_checksum_address, to_checksum_address
 from eth_utils.crypto import keccak
 from hexbytes import HexBytes
@@ -33,8 +36,10 @@ from web3.exceptions import (
     Web3RPCError,
 )
 from web3.providers.async_base import AsyncBaseProvider
+from web3.types import BlockIdentifier, TxParams, Wei
 
 from chains.base import (
+    ChannelKey,
     DigestSigner,
     Funding,
     Memo,
@@ -55,6 +60,7 @@ from core.errors import (
     InvalidAmount,
     InvalidMemo,
     InvalidRecipient,
+    NotAvailable,
     PermanentError,
     PolicyViolation,
     SigningFailed,
@@ -120,9 +126,34 @@ ERC20_TRANSFER_SELECTOR = keccak(text="transfer(address,uint256)")[:4]
 
 def _unsigned_type2(unsigned: TypedTransaction) -> bytes:
     """0x02 || rlp(unsigned fields): the bytes whose keccak an EIP-1559 signature covers."""
-    fields = {k: v for k, v in unsigned.transaction.dictionary.items() if k not in ("v", "r", "s")}
-    serializer = DynamicFeeTransaction._unsigned_transaction_serializer
-    return bytes([2]) + rlp.encode(serializer.from_dict(transaction_rpc_to_rlp_structure(fields)))
+    # sign_transfer builds it from a dict with "type": 2, so the implementation is this class.
+    transaction = cast(DynamicFeeTransaction, unsigned.transaction)
+    fields = {k: v for k, v in transaction.dictionary.items() if k not in ("v", "r", "s")}
+    # An rlp Serializable class eth-account builds with type(), and rlp ships no types.
+    serializer: Any = DynamicFeeTransaction._unsigned_transaction_serializer
+    encoded: bytes = rlp.encode(serializer.from_dict(transaction_rpc_to_rlp_structure(fields)))
+    return bytes([2]) + encoded
+
+
+def _address(address: str) -> ChecksumAddress:
+    """An address of ours as web3 types it. They are EIP-55 already (normalize_address,
+    address_from_public_key make them so), and web3 validates them again at runtime."""
+    return ChecksumAddress(HexAddress(HexStr(address)))  # NewTypes: no conversion at runtime
+
+
+def _contract(asset: AssetSpec) -> ChecksumAddress:
+    """The token contract of an asset the caller knows is not native."""
+    if asset.contract is None:
+        raise PermanentError(f"{asset.symbol} is the native asset: it has no contract", asset=asset.symbol)
+    return to_checksum_address(asset.contract)
+
+
+class CallFields(TypedDict):
+    """What a transfer calls: the recipient (native) or token contract, value and call data."""
+
+    to: ChecksumAddress
+    value: int
+    data: bytes
 
 
 class EvmChain:
@@ -183,14 +214,14 @@ class EvmChain:
             raise ChainUnavailable(f"{self.name} RPC unreachable: {e}", chain=self.name) from e
 
     def _token(self, asset: AssetSpec) -> Any:
-        return self.web3.eth.contract(address=to_checksum_address(asset.contract), abi=ERC20_ABI)
+        return self.web3.eth.contract(address=_contract(asset), abi=ERC20_ABI)
 
     async def account_exists(self, address: str) -> bool:
         return True  # every address can hold and receive ETH
 
     async def balance(self, address: str, asset: AssetSpec) -> int:
         if asset.is_native:
-            return int(await self._call(self.web3.eth.get_balance(address, "latest")))
+            return int(await self._call(self.web3.eth.get_balance(_address(address), "latest")))
         return int(await self._call(self._token(asset).functions.balanceOf(address).call()))
 
     async def _fees(self) -> tuple[int, int]:
@@ -207,16 +238,17 @@ class EvmChain:
             )
         return min(2 * next_base_fee + tip, cfg.max_fee_per_gas_cap_wei), tip
 
-    def _call_fields(self, intent: TransferIntent) -> dict[str, Any]:
+    def _call_fields(self, intent: TransferIntent) -> CallFields:
         if intent.asset.is_native:
-            return {"to": intent.destination, "value": intent.amount, "data": b""}
+            return {"to": _address(intent.destination), "value": intent.amount, "data": b""}
         data = self._token(intent.asset).encode_abi("transfer", args=[intent.destination, intent.amount])
-        return {"to": to_checksum_address(intent.asset.contract), "value": 0, "data": HexBytes(data)}
+        return {"to": _contract(intent.asset), "value": 0, "data": HexBytes(data)}
 
     async def _gas_limit(self, intent: TransferIntent) -> int:
         fields = self._call_fields(intent)
+        call: TxParams = {"from": _address(intent.sender), "to": fields["to"], "value": Wei(fields["value"]), "data": fields["data"]}
         try:
-            estimate = int(await self._call(self.web3.eth.estimate_gas({"from": intent.sender, **fields}, "latest")))
+            estimate = int(await self._call(self.web3.eth.estimate_gas(call, "latest")))
         except (ContractLogicError, Web3RPCError) as e:
             message = _message(e).lower()
             if "insufficient" in message or "exceeds balance" in message or "revert" in message:
@@ -235,7 +267,7 @@ class EvmChain:
         so the account ends at 0 wei. gasPrice = this block's maxFeePerGas (2 x base fee + tip)."""
         if not intent.asset.is_native:
             raise PermanentError("a sweep moves the native asset", asset=intent.asset.symbol)
-        code = await self._call(self.web3.eth.get_code(intent.destination))
+        code = await self._call(self.web3.eth.get_code(_address(intent.destination)))
         if code:
             raise InvalidRecipient("a sweep goes to an account without code (exactly 21000 gas)", address=intent.destination)
         gas_price, _ = await self._fees()
@@ -244,11 +276,11 @@ class EvmChain:
         return SweepQuote(amount=balance - fee, fee=fee)
 
     async def next_sequence(self, sender: str, highest_claimed: int | None) -> int:
-        pending = int(await self._call(self.web3.eth.get_transaction_count(sender, "pending")))
+        pending = int(await self._call(self.web3.eth.get_transaction_count(_address(sender), "pending")))
         return max(pending, -1 if highest_claimed is None else highest_claimed + 1)
 
     async def settled_sequence(self, sender: str) -> int:
-        return int(await self._call(self.web3.eth.get_transaction_count(sender, "latest")))
+        return int(await self._call(self.web3.eth.get_transaction_count(_address(sender), "latest")))
 
     # --- signing ---------------------------------------------------------------------------
     async def sign_transfer(
@@ -257,7 +289,12 @@ class EvmChain:
         sequence: int | None,
         sign: DigestSigner,
         replacing: SignedTransfer | None = None,
+        channel: ChannelKey | None = None,
     ) -> SignedTransfer:
+        if channel is not None:
+            # supports_channels is False: a channel's sequence is no slot here, and signing
+            # with the wallet alone would take a slot the caller does not expect.
+            raise NotAvailable("EVM transactions have no channel accounts", chain=self.name)
         if sequence is None:
             raise SigningFailed("an EVM transaction needs a nonce")
         if intent.sweep:
@@ -266,10 +303,11 @@ class EvmChain:
         if replacing is not None:
             bump = self.settings.fee_bump_percent
             # A legacy (sweep) attempt has one gasPrice: it is both its fee cap and its tip.
-            previous_tip = replacing.fee_params.get("maxPriorityFeePerGas", replacing.fee_params.get("gasPrice"))
-            previous_max = replacing.fee_params.get("maxFeePerGas", replacing.fee_params.get("gasPrice"))
-            tip = max(tip, _bumped(int(previous_tip), bump))
-            max_fee = max(max_fee, _bumped(int(previous_max), bump), tip)
+            previous = replacing.fee_params
+            previous_tip = int(previous["maxPriorityFeePerGas"] if "maxPriorityFeePerGas" in previous else previous["gasPrice"])
+            previous_max = int(previous["maxFeePerGas"] if "maxFeePerGas" in previous else previous["gasPrice"])
+            tip = max(tip, _bumped(previous_tip, bump))
+            max_fee = max(max_fee, _bumped(previous_max, bump), tip)
             if max_fee > self.settings.max_fee_per_gas_cap_wei:
                 raise FeeAboveCap("a replacement would exceed the fee cap", chain=self.name)
             gas = int(replacing.fee_params["gas"])
@@ -321,12 +359,12 @@ class EvmChain:
             value = total - gas * gas_price
             if value <= 0:
                 raise FeeAboveCap("a bumped sweep would cost more than the account holds", chain=self.name)
-        tx = {
+        tx: TransactionDictType = {
             "chainId": self.settings.chain_id,
             "nonce": sequence,
             "gasPrice": gas_price,
             "gas": gas,
-            "to": intent.destination,
+            "to": _address(intent.destination),
             "value": value,
             "data": b"",
         }
@@ -337,7 +375,7 @@ class EvmChain:
             raise SigningFailed("secp256k1 signer returned a malformed signature")
         r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:64], "big")
         v = signature[64] + 35 + 2 * self.settings.chain_id  # EIP-155
-        raw = encode_transaction(unsigned, vrs=(v, r, s))  # type: ignore[arg-type]
+        raw = encode_transaction(unsigned, vrs=(v, r, s))
         recovered = self._sender_of(raw)
         if recovered != intent.sender:
             raise SigningFailed("signature does not recover to the wallet address", recovered=recovered)
@@ -353,7 +391,9 @@ class EvmChain:
     def _sender_of(raw: bytes) -> str:
         from eth_account import Account
 
-        return Account.recover_transaction(raw)
+        # Its combomethod decorator hides the return type from mypy: the checksummed sender.
+        sender: ChecksumAddress = Account.recover_transaction(raw)
+        return sender
 
     def describe_unsigned(self, unsigned: bytes) -> SigningRequest:
         """EIP-1559 (0x02) or legacy EIP-155 bytes, decoded with rlp and eth-account's own
@@ -429,14 +469,14 @@ class EvmChain:
 
     async def is_known(self, tx_hash: str) -> bool:
         try:
-            await self._call(self.web3.eth.get_transaction(tx_hash))
+            await self._call(self.web3.eth.get_transaction(HexStr(tx_hash)))
             return True
         except TransactionNotFound:
             return False
 
     async def _receipt(self, tx_hash: str) -> Any | None:
         try:
-            return await self._call(self.web3.eth.get_transaction_receipt(tx_hash))
+            return await self._call(self.web3.eth.get_transaction_receipt(HexStr(tx_hash)))
         except TransactionNotFound:
             return None
 
@@ -466,7 +506,7 @@ class EvmChain:
 
     async def _final_nonce(self, sender: str) -> int:
         """The sender's nonce in the last final block: transactions no reorg can take out."""
-        return int(await self._call(self.web3.eth.get_transaction_count(sender, await self._last_final_block())))
+        return int(await self._call(self.web3.eth.get_transaction_count(_address(sender), await self._last_final_block())))
 
     async def _finalized_block_number(self) -> int | None:
         """The node's finalized block, or None where finality is by depth (configured, or
@@ -489,7 +529,7 @@ class EvmChain:
             return False
         if intent.asset.is_native:
             return True
-        token = to_checksum_address(intent.asset.contract).lower()
+        token = _contract(intent.asset).lower()
         for entry in receipt["logs"]:
             topics = [HexBytes(t).hex() for t in entry["topics"]]
             topics = [t if t.startswith("0x") else "0x" + t for t in topics]
@@ -557,7 +597,7 @@ class EvmChain:
         funder = accounts[0]
         try:
             if asset.is_native:
-                tx_hash = await self.web3.eth.send_transaction({"from": funder, "to": address, "value": amount})
+                tx_hash = await self.web3.eth.send_transaction({"from": funder, "to": address, "value": Wei(amount)})
             else:
                 tx_hash = await self._token(asset).functions.mint(address, amount).transact({"from": funder})
             receipt = await self.web3.eth.wait_for_transaction_receipt(tx_hash, timeout=30)
@@ -651,7 +691,7 @@ class EvmChain:
                 raise ChainUnavailable(f"{self.name} RPC unreachable: {e}", chain=self.name) from e
         return blocks
 
-    async def _native_movements(self, blocks: list[Any], accounts: dict[str, str], ours: OwnTransactions) -> list[ObservedTransfer]:
+    async def _native_movements(self, blocks: list[Any], accounts: Mapping[str, str], ours: OwnTransactions) -> list[ObservedTransfer]:
         candidates = [
             (block, tx)
             for block in blocks
@@ -669,7 +709,7 @@ class EvmChain:
                 raise ChainUnavailable(f"{self.name} has no receipt for mined {tx_hash}", chain=self.name)
             moved = int(tx["value"]) if int(receipt["status"]) == 1 else 0
             sender, receiver = str(tx["from"]).lower(), str(tx.get("to") or "").lower()
-            where = {"block_number": int(block["number"]), "block_hash": _0x(block["hash"])}
+            block_number, block_hash = int(block["number"]), _0x(block["hash"])
             if sender in accounts:
                 found.append(
                     ObservedTransfer(
@@ -682,7 +722,8 @@ class EvmChain:
                         event_key="tx",
                         counterparty=tx.get("to"),
                         sequence=int(tx["nonce"]),
-                        **where,
+                        block_number=block_number,
+                        block_hash=block_hash,
                     )
                 )
             if receiver in accounts and moved > 0:
@@ -695,12 +736,13 @@ class EvmChain:
                         amount=moved,
                         event_key="value",
                         counterparty=tx["from"],
-                        **where,
+                        block_number=block_number,
+                        block_hash=block_hash,
                     )
                 )
         return found
 
-    async def _token_movements(self, start: int, end: int, accounts: dict[str, str], ours: OwnTransactions) -> list[ObservedTransfer]:
+    async def _token_movements(self, start: int, end: int, accounts: Mapping[str, str], ours: OwnTransactions) -> list[ObservedTransfer]:
         tokens = {to_checksum_address(a.contract).lower(): a.symbol for a in self.assets() if not a.is_native and a.contract}
         if not tokens or not accounts:
             return []
@@ -730,7 +772,7 @@ class EvmChain:
             sender, receiver = "0x" + topics_hex[1][-40:], "0x" + topics_hex[2][-40:]
             amount = int.from_bytes(HexBytes(entry["data"]), "big")
             symbol = tokens[str(entry["address"]).lower()]
-            where = {"block_number": int(entry["blockNumber"]), "block_hash": _0x(entry["blockHash"])}
+            block_number, block_hash = int(entry["blockNumber"]), _0x(entry["blockHash"])
             if sender in accounts:
                 found.append(
                     ObservedTransfer(
@@ -741,7 +783,8 @@ class EvmChain:
                         amount=amount,
                         event_key=f"log:{index}",
                         counterparty=to_checksum_address(receiver),
-                        **where,
+                        block_number=block_number,
+                        block_hash=block_hash,
                     )
                 )
             if receiver in accounts:
@@ -754,15 +797,16 @@ class EvmChain:
                         amount=amount,
                         event_key=f"log:{index}",
                         counterparty=to_checksum_address(sender),
-                        **where,
+                        block_number=block_number,
+                        block_hash=block_hash,
                     )
                 )
         return found
 
     async def ledger_balance(self, account: str, asset: AssetSpec, point: HistoryPoint) -> int:
-        block = point.block_number if point.block_number is not None else "latest"
+        block: BlockIdentifier = point.block_number if point.block_number is not None else "latest"
         if asset.is_native:
-            return int(await self._call(self.web3.eth.get_balance(account, block)))
+            return int(await self._call(self.web3.eth.get_balance(_address(account), block)))
         return int(await self._call(self._token(asset).functions.balanceOf(account).call(block_identifier=block)))
 
     async def recheck_landed(self, tx_hash: str, block_number: int | None, reorg_depth: int) -> LandedCheck:
@@ -786,8 +830,8 @@ class EvmChain:
         return LandedCheck("FINAL" if final else "NOT_FINAL", f"block {mined_in}")
 
     async def consumed_slots(self, account: str, point: HistoryPoint) -> int:
-        block = point.block_number if point.block_number is not None else "latest"
-        return int(await self._call(self.web3.eth.get_transaction_count(account, block)))
+        block: BlockIdentifier = point.block_number if point.block_number is not None else "latest"
+        return int(await self._call(self.web3.eth.get_transaction_count(_address(account), block)))
 
     async def side_costs(self, tx_hash: str, payer: str) -> None:
         return None  # gas is the whole cost: gasUsed x effectiveGasPrice, the fee custody records

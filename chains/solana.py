@@ -33,6 +33,7 @@ from solders.instruction import AccountMeta, Instruction
 from solders.keypair import Keypair
 from solders.message import Message
 from solders.pubkey import Pubkey
+from solders.rpc.responses import SendTransactionResp
 from solders.signature import Signature
 from solders.system_program import ID as SYSTEM_PROGRAM_ID
 from solders.system_program import TransferParams, transfer
@@ -55,6 +56,7 @@ from spl.token.instructions import (
 from spl.token.models import CloseAccountParams, MintToCheckedParams, TransferCheckedParams
 
 from chains.base import (
+    ChannelKey,
     DigestSigner,
     Funding,
     Memo,
@@ -483,7 +485,12 @@ class SolanaChain:
         sequence: int | None,
         sign: DigestSigner,
         replacing: SignedTransfer | None = None,
+        channel: ChannelKey | None = None,
     ) -> SignedTransfer:
+        if channel is not None:
+            # supports_channels is False: a channel's sequence is no slot here, and signing
+            # with the wallet alone would take a slot the caller does not expect.
+            raise NotAvailable("Solana transactions have no channel accounts", chain=self.name)
         sender = Pubkey.from_string(intent.sender)
         instructions = await (self._sweep_instructions(intent) if intent.sweep else self._instructions(intent))
         latest = (await self._call(self._rpc().get_latest_blockhash(self.commitment))).value
@@ -687,14 +694,17 @@ class SolanaChain:
                 detail=f"landed in slot {st.slot}, awaiting {self.settings.commitment}",
             )
         windows = [a.fee_params.get("last_valid_block_height") for a in attempts]
-        if all(isinstance(w, int) for w in windows) and finalized_height > max(windows):  # type: ignore[type-var]
+        # Expiry is proven only when every attempt recorded its window (an int).
+        heights = [w for w in windows if isinstance(w, int)]
+        every_window = len(heights) == len(windows)
+        if every_window and finalized_height > max(heights):
             return TransferStatus(
                 OnChainState.EXPIRED,
                 tx_hash=attempts[-1].tx_hash,
                 detail=f"finalized block height {finalized_height} is past every attempt's "
-                f"lastValidBlockHeight (latest {max(windows)}) and no attempt landed",  # type: ignore[type-var]
+                f"lastValidBlockHeight (latest {max(heights)}) and no attempt landed",
             )
-        if all(isinstance(w, int) for w in windows) and finalized_height + MAX_PROCESSING_AGE < min(windows) - MAX_PROCESSING_AGE:  # type: ignore[operator]
+        if every_window and finalized_height + MAX_PROCESSING_AGE < min(heights) - MAX_PROCESSING_AGE:
             # The chain's height went back more than a blockhash's whole lifetime below where we
             # signed: the network was reset (a restarted test validator, a cluster restarted from
             # genesis). Our blockhashes belong to a chain that no longer exists; heights would
@@ -751,9 +761,10 @@ class SolanaChain:
         latest = (await self._call(self._rpc().get_latest_blockhash(self.commitment))).value
         tx = Transaction.new_signed_with_payer(instructions, authority.pubkey(), [authority], latest.blockhash)
         try:
-            return (
-                await self._call(self._rpc().send_raw_transaction(bytes(tx), TxOpts(preflight_commitment=self.commitment)), rpc_errors=True)
-            ).value
+            sent: SendTransactionResp = await self._call(
+                self._rpc().send_raw_transaction(bytes(tx), TxOpts(preflight_commitment=self.commitment)), rpc_errors=True
+            )
+            return sent.value
         except RPCException as e:
             raise SubmissionFailed(f"minting {asset.symbol} refused: {_rpc_error(e)[0]}", chain=self.name) from e
 
