@@ -17,6 +17,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from typing import TypedDict, cast
 
 import sqlalchemy as sa
 from sqlmodel import col, select
@@ -38,7 +39,7 @@ from activities.signing_guard import (
     require_seal,
 )
 from activities.transfers import as_signed, attempts_of, transfer_intent
-from chains.base import ChannelKey, SignedTransfer, TransferIntent
+from chains.base import Chain, ChannelKey, DigestSigner, SignedTransfer, TransferIntent
 from chains.registry import ChainRegistry
 from core import metrics
 from core.errors import (
@@ -80,6 +81,7 @@ from models.payloads import (
     WithdrawalStatus,
 )
 from models.pools import PoolKey, PoolTier
+from signers.base import KeyScheme
 from signers.registry import SignerSet
 
 # Actors of audit entries written by the system itself (people are named by their identity).
@@ -149,6 +151,12 @@ async def _settle_attempt_states(session: AsyncSession, withdrawal_id: str, land
             .where(col(TransferAttempt.withdrawal_id) == withdrawal_id, col(TransferAttempt.tx_hash) == landed.tx_hash)
             .values(state="REVERTED" if landed.state == OnChainState.REVERTED else "LANDED")
         )
+
+
+class _ChannelArg(TypedDict, total=False):
+    """sign_transfer's `channel=`, passed only where the withdrawal leases a channel account."""
+
+    channel: ChannelKey
 
 
 def _prepared(attempts: list[TransferAttempt], blocked: FeeAboveCap | None = None) -> PreparedAttempt:
@@ -228,9 +236,10 @@ class WithdrawalActivities:
     async def _attempts(self, session: AsyncSession, withdrawal_id: str) -> list[TransferAttempt]:
         return await attempts_of(session, withdrawal_id)
 
-    def _signer_for(self, wallet: Wallet):  # type: ignore[no-untyped-def]
+    def _signer_for(self, wallet: Wallet) -> DigestSigner:
         """Sign with the backend the wallet's key lives in, whatever today's default is."""
-        scheme = self._chains.get(wallet.chain).key_scheme
+        # Chain.key_scheme is declared str; every adapter sets one of KeyScheme's two values.
+        scheme = cast(KeyScheme, self._chains.get(wallet.chain).key_scheme)
         key_ref = wallet.key_ref
         assert key_ref is not None
         signer = self._signers.get(wallet.signer_backend)
@@ -579,7 +588,7 @@ class WithdrawalActivities:
         channel: Wallet | None = None,
         *,
         cancelling: bool = False,
-    ) -> tuple[GuardedSigner, dict[str, ChannelKey]]:
+    ) -> tuple[GuardedSigner, _ChannelArg]:
         """The wallet's signer (and the channel's), each signing only the approved intent
         (activities/signing_guard.py); the stored intent's seal is checked first."""
         require_seal(self._policy.intent_seal_key, withdrawal)
@@ -607,7 +616,7 @@ class WithdrawalActivities:
         async def refused(reasons: str) -> None:
             await record_withdrawal_alert(self._sessions, withdrawal.id, "POLICY_VIOLATION", reasons)
 
-        channel_arg: dict[str, ChannelKey] = {}
+        channel_arg: _ChannelArg = {}
         if channel is not None:
             assert channel.address is not None
             channel_arg["channel"] = ChannelKey(address=channel.address, sign=GuardedSigner(self._signer_for(channel), chain, expected, refused))
@@ -623,6 +632,7 @@ class WithdrawalActivities:
         settled = await chain.settled_sequence(slot_owner)
         if settled is None:
             return None
+        sequence: int | None
         if not chain.queues_future_sequences:
             sequence = await self._next_exact_sequence(session, withdrawal.chain, slot_owner, settled)
         else:
@@ -662,11 +672,12 @@ class WithdrawalActivities:
         return reusable.sequence
 
     async def _claim_fresh(self, session: AsyncSession, withdrawal: Withdrawal, slot_owner: str) -> int:
-        claims = SequenceClaim.__table__
         highest = await session.exec(
-            sa.select(sa.func.max(claims.c.sequence)).where(claims.c.chain == withdrawal.chain, claims.c.sender == slot_owner)
+            select(sa.func.max(col(SequenceClaim.sequence))).where(
+                col(SequenceClaim.chain) == withdrawal.chain, col(SequenceClaim.sender) == slot_owner
+            )
         )
-        sequence = await self._chains.get(withdrawal.chain).next_sequence(slot_owner, highest.scalar_one_or_none())
+        sequence = await self._chains.get(withdrawal.chain).next_sequence(slot_owner, highest.one_or_none())
         assert sequence is not None
         session.add(SequenceClaim(chain=withdrawal.chain, sender=slot_owner, sequence=sequence, withdrawal_id=withdrawal.id))
         return sequence
@@ -792,7 +803,7 @@ class WithdrawalActivities:
             session.add(reservation)
 
     @staticmethod
-    def _cancel_intent(chain, intent: TransferIntent) -> TransferIntent:  # type: ignore[no-untyped-def]
+    def _cancel_intent(chain: Chain, intent: TransferIntent) -> TransferIntent:
         native = chain.asset(chain.settings.native_symbol)
         return TransferIntent(sender=intent.sender, destination=intent.sender, asset=native, amount=0)
 
@@ -925,7 +936,7 @@ class WithdrawalActivities:
                 .where(col(TransferAttempt.id) == latest.id, col(TransferAttempt.broadcast_at).is_(None))
                 .values(state="BROADCAST", broadcast_at=utcnow())
             )
-            if first_send.rowcount:  # type: ignore[attr-defined]
+            if first_send.rowcount:
                 await audit.append(
                     session,
                     actor=WORKFLOW_ACTOR,
@@ -966,7 +977,7 @@ class WithdrawalActivities:
             await asyncio.sleep(chain_settings.poll_interval_seconds)
 
     @staticmethod
-    async def _resend_if_dropped(chain, withdrawal: Withdrawal, latest: SignedTransfer) -> None:  # type: ignore[no-untyped-def]
+    async def _resend_if_dropped(chain: Chain, withdrawal: Withdrawal, latest: SignedTransfer) -> None:
         if await chain.is_known(latest.tx_hash):
             return
         try:
