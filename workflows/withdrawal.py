@@ -37,7 +37,9 @@ new every `rounds_per_run` rounds so its history stays bounded. Runs started bef
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import TypeVar
 
 from temporalio import workflow
 from temporalio.common import WorkflowIDReusePolicy
@@ -87,6 +89,11 @@ FAILURE_OF_OUTCOME = {
     OnChainState.REVERTED: ("TRANSACTION_REVERTED", "the transaction was mined but reverted; its fee is spent"),
     OnChainState.SLOT_LOST: ("SLOT_CONSUMED_EXTERNALLY", "the nonce was used by a transaction that is not ours"),
 }
+
+# _step's activity method: its class, its single argument and its result.
+_Activities = TypeVar("_Activities")
+_Arg = TypeVar("_Arg")
+_Result = TypeVar("_Result")
 
 
 class _Cancelled(Exception):
@@ -379,7 +386,7 @@ class WithdrawalWorkflow:
             if self._rules_v3 and validation is not None and 0 < validation.rounds_per_run <= rounds:
                 await self._continue_as_new(wid)
 
-    async def _replace(self, wid: str, activity: object, what: str) -> bool:
+    async def _replace(self, wid: str, activity: Callable[[WithdrawalActivities, BumpInput], Awaitable[PreparedAttempt]], what: str) -> bool:
         """Sign a replacement (fee bump or cancellation) and send it; True when one was made.
         Under the rules, one that cannot be made is alerted and the attempts already out stay
         in play; a permanent refusal (a disabled KMS key) also stops further replacements."""
@@ -520,11 +527,12 @@ class WithdrawalWorkflow:
         assert self._rejected is not None
         return f"rejected by {self._rejected.by}: {self._rejected.reason}"
 
-    def _track(self, prepared) -> None:  # type: ignore[no-untyped-def]
+    def _track(self, prepared: PreparedAttempt) -> None:
         self._tx_hash = prepared.tx_hash
         self._attempts = prepared.attempt_count
 
-    async def _step(self, activity, arg):  # type: ignore[no-untyped-def]
+    async def _step(self, activity: Callable[[_Activities, _Arg], Awaitable[_Result]], arg: _Arg) -> _Result:
+        """One activity method with its single argument, typed as the method declares them."""
         return await workflow.execute_activity_method(activity, arg, start_to_close_timeout=SHORT_STEP, retry_policy=RETRY_UNTIL_PERMANENT)
 
     async def _record(self, event: ControlEvent) -> None:
