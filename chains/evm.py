@@ -303,11 +303,13 @@ class EvmChain:
         if replacing is not None:
             bump = self.settings.fee_bump_percent
             # A legacy (sweep) attempt has one gasPrice: it is both its fee cap and its tip.
-            previous = replacing.fee_params
-            previous_tip = int(previous["maxPriorityFeePerGas"] if "maxPriorityFeePerGas" in previous else previous["gasPrice"])
-            previous_max = int(previous["maxFeePerGas"] if "maxFeePerGas" in previous else previous["gasPrice"])
-            tip = max(tip, _bumped(previous_tip, bump))
-            max_fee = max(max_fee, _bumped(previous_max, bump), tip)
+            # fee_params values are the attempt's stored JSON (Any). Neither key present is a
+            # corrupted attempt: int(None) raises TypeError, an unexpected error that is alerted
+            # (test_chain_faults_evm pins that), so the None stays in.
+            previous_tip: Any = replacing.fee_params.get("maxPriorityFeePerGas", replacing.fee_params.get("gasPrice"))
+            previous_max: Any = replacing.fee_params.get("maxFeePerGas", replacing.fee_params.get("gasPrice"))
+            tip = max(tip, _bumped(int(previous_tip), bump))
+            max_fee = max(max_fee, _bumped(int(previous_max), bump), tip)
             if max_fee > self.settings.max_fee_per_gas_cap_wei:
                 raise FeeAboveCap("a replacement would exceed the fee cap", chain=self.name)
             gas = int(replacing.fee_params["gas"])
