@@ -713,7 +713,7 @@ class SolanaChain:
                 OnChainState.EXPIRED,
                 tx_hash=attempts[-1].tx_hash,
                 detail=f"finalized block height {finalized_height} is far below where the attempts were "
-                f"signed (lastValidBlockHeight {min(windows)}): the network was reset",  # type: ignore[type-var]
+                f"signed (lastValidBlockHeight {min(heights)}): the network was reset",
             )
         return TransferStatus(OnChainState.PENDING, detail="not landed yet")
 
