@@ -11,7 +11,11 @@ a ``channel_accounts`` row. Exactly-once is the withdrawal's own mechanism, unch
 only decides whose sequence numbers a withdrawal claims. A withdrawal leases a READY channel
 (``FOR UPDATE SKIP LOCKED``) when it signs and keeps it until it is final; the sequence claim and
 signed attempt are then written for the channel, under the channel's sender lock. With every
-channel busy (or none configured), the wallet is its own source, as before.
+READY channel leased, the signing step waits (CHANNELS_BUSY, retried shortly) for one to be handed
+back: the wallet as its own source would land one payment per ledger and get TRY_AGAIN_LATER for
+the rest. The wallet is its own source only where no channel is configured or none is READY (not
+created yet, all underfunded or vanished), so that a channel set that cannot be funded never stalls
+withdrawals.
 
 ChannelAccountsWorkflow (``channels-<chain>``, at worker start and on its schedule) keeps the set:
 it creates missing channels (child WalletCreationWorkflow), funds new ones (friendbot on test
@@ -23,7 +27,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import random
 import uuid
+from datetime import timedelta
 
 import sqlalchemy as sa
 from sqlmodel import col, select
@@ -34,7 +40,7 @@ from activities.locks import advisory_lock
 from activities.pools import units
 from chains.registry import ChainRegistry
 from core import metrics
-from core.errors import AlreadyFunded, NotAvailable, PermanentError, SubmissionFailed, WalletNotFound
+from core.errors import AlreadyFunded, ChannelsBusy, NotAvailable, PermanentError, SubmissionFailed, WalletNotFound
 from core.settings import ChannelSettings, Settings
 from db import audit
 from db.engine import SessionFactory
@@ -45,8 +51,19 @@ from models.payloads import ChannelPlan, ChannelSetResult, WithdrawalStatus
 
 log = logging.getLogger(__name__)
 
-# Channels found underfunded while leasing, per withdrawal, before it signs without one.
+# Channels found underfunded while leasing, per try, before the signing step looks again.
 LEASE_TRIES = 3
+# How soon a withdrawal waiting for a channel looks again: a channel is handed back when its
+# withdrawal is final (about a ledger after it signed). Jittered, so waiters do not move in step;
+# growing with the attempt, so a long queue costs few tries (activity retries add no history events).
+BUSY_RETRY_FIRST_SECONDS = 0.25
+BUSY_RETRY_MAX_SECONDS = 2.0
+
+
+def _busy_delay() -> timedelta:
+    attempt = activity.info().attempt if activity.in_activity() else 1
+    ceiling = min(BUSY_RETRY_MAX_SECONDS, BUSY_RETRY_FIRST_SECONDS * attempt)
+    return timedelta(seconds=random.uniform(ceiling / 2, ceiling))  # noqa: S311 - jitter, not a secret
 
 
 def channel_settings(chains: ChainRegistry, chain_name: str) -> ChannelSettings | None:
@@ -67,7 +84,10 @@ class ChannelLeases:
 
     async def lease(self, withdrawal: Withdrawal) -> Wallet | None:
         """The withdrawal's channel: the one it holds already, else a free READY one with enough
-        XLM for fees, else None (the wallet is its own transaction source)."""
+        XLM for fees. None (the wallet is its own transaction source) only where channels do not
+        apply or none is usable (none READY: not created yet, all underfunded or vanished); with
+        READY channels all leased, ChannelsBusy: the signing step waits for one to be handed back,
+        since the network admits one transaction per source account per ledger."""
         channels = channel_settings(self._chains, withdrawal.chain)
         if channels is None or withdrawal.sweep:
             return None  # a merge's amount is net of the fee the wallet pays itself
@@ -94,8 +114,11 @@ class ChannelLeases:
                     )
                 ).first()
                 if row is None:
+                    if not await self._any_ready(session, withdrawal.chain):
+                        metrics.CHANNEL_LEASES.labels(chain=withdrawal.chain, result="none_ready").inc()
+                        return None
                     metrics.CHANNEL_LEASES.labels(chain=withdrawal.chain, result="none_free").inc()
-                    return None
+                    raise ChannelsBusy("every channel account is leased: waiting for one", chain=withdrawal.chain, retry_after=_busy_delay())
                 row.leased_by, row.leased_at = withdrawal.id, utcnow()
                 row.lease_count += 1
                 row.updated_at = utcnow()
@@ -114,7 +137,16 @@ class ChannelLeases:
                 )
             metrics.CHANNEL_LEASES.labels(chain=withdrawal.chain, result="underfunded").inc()
             log.warning("channel account underfunded: set aside", extra={"channel": wallet.address})
-        return None
+        # Several set aside in a row: look again shortly (the next try finds a good one or none READY).
+        raise ChannelsBusy("channel accounts found underfunded: looking again", chain=withdrawal.chain, retry_after=_busy_delay())
+
+    @staticmethod
+    async def _any_ready(session: AsyncSession, chain: str) -> bool:
+        """Whether the chain has a READY channel at all (leased, or being leased right now)."""
+        found = await session.exec(
+            select(ChannelAccount.wallet_id).where(ChannelAccount.chain == chain, ChannelAccount.state == ChannelState.READY).limit(1)
+        )
+        return found.first() is not None
 
     async def set_aside_vanished(self, channel: Wallet, withdrawal_id: str) -> None:
         """A leased channel whose account no longer exists on chain (a network reset): free the

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 from temporalio.worker import (
     ActivityInboundInterceptor,
     ExecuteActivityInput,
@@ -16,7 +16,7 @@ from temporalio.worker import (
 )
 
 from core import metrics
-from core.errors import CustodyError, DatabaseUnavailable, UnexpectedError
+from core.errors import ChannelsBusy, CustodyError, DatabaseUnavailable, UnexpectedError
 from db.unavailable import database_unavailable
 
 # Called once an activity has failed with an unexpected error `alert_after` times:
@@ -38,8 +38,21 @@ class _ActivityInbound(ActivityInboundInterceptor):
             result = await self.next.execute_activity(input)
         except CustodyError as e:
             metrics.ACTIVITY_ERRORS.labels(activity=name, code=e.code, permanent=str(e.permanent)).inc()
-            activity.logger.warning("activity failed", extra={"error_code": e.code, "permanent": e.permanent, "error": e.message})
-            raise ApplicationError(e.message, e.details or None, type=e.code, non_retryable=e.permanent) from e
+            # A wait the design expects (every channel leased) is no failure: logged at debug level.
+            waiting = isinstance(e, ChannelsBusy)
+            activity.logger.log(
+                logging.DEBUG if waiting else logging.WARNING,
+                "activity failed",
+                extra={"error_code": e.code, "permanent": e.permanent, "error": e.message},
+            )
+            raise ApplicationError(
+                e.message,
+                e.details or None,
+                type=e.code,
+                non_retryable=e.permanent,
+                next_retry_delay=e.retry_after if isinstance(e, ChannelsBusy) else None,
+                category=ApplicationErrorCategory.BENIGN if waiting else ApplicationErrorCategory.UNSPECIFIED,
+            ) from e
         except Exception as e:
             if database_unavailable(e):
                 # Foreseen: PostgreSQL restarting or failing over. Retried until it is back.

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -147,14 +149,21 @@ class PoolPlanning(PoolActivitiesBase):
         wallet = await session.get(Wallet, key.wallet_id)
         return wallet if wallet is not None and wallet.status == "ACTIVE" and wallet.address else None
 
+    @asynccontextmanager
+    async def _locked(self, chain: str) -> AsyncIterator[AsyncSession]:
+        """One transaction holding the chain's pool lock: each planning step reads and changes the
+        pool alone, so two runs (or a retried step) never plan the same transfer twice."""
+        async with self._sessions() as session, session.begin():
+            await advisory_lock(session, "pool", chain)
+            yield session
+
     # --- step 0: the run, expired leases, HODL and Bank keys -----------------------------------
     @activity.defn(name="pool_begin_rebalance")
     async def begin(self, step: PoolStepInput) -> PoolPlan:
         chain = step.chain.lower()
         pool = pool_settings(self._settings, chain)
         self._chains.get(chain)
-        async with self._sessions() as session, session.begin():
-            await advisory_lock(session, "pool", chain)
+        async with self._locked(chain) as session:
             run = await session.get(PoolRebalance, step.run_key, with_for_update=True)
             if run is None:
                 session.add(PoolRebalance(id=step.run_key, chain=chain, run_id=step.run_id))
@@ -186,8 +195,7 @@ class PoolPlanning(PoolActivitiesBase):
         chain = step.chain.lower()
         adapter, native = self._native(chain)
         plan = PoolPlan()
-        async with self._sessions() as session, session.begin():
-            await advisory_lock(session, "pool", chain)
+        async with self._locked(chain) as session:
             await self._settle_recoveries(session, chain)
             banks = await pool_keys(session, chain, PoolTier.BANK, KeyState.ACTIVE)
             for key in await pool_keys(session, chain, PoolTier.EXPLORER, KeyState.RETIRED, KeyState.RECOVERING):
@@ -266,8 +274,7 @@ class PoolPlanning(PoolActivitiesBase):
     @activity.defn(name="pool_finish_recovery")
     async def finish_recovery(self, step: PoolStepInput) -> int:
         chain = step.chain.lower()
-        async with self._sessions() as session, session.begin():
-            await advisory_lock(session, "pool", chain)
+        async with self._locked(chain) as session:
             return await self._settle_recoveries(session, chain)
 
     # --- step 2: top up underfunded banks from HODL ------------------------------------------
@@ -293,8 +300,7 @@ class PoolPlanning(PoolActivitiesBase):
         adapter, native = self._native(chain)
         target = units(pool.bank_target_balance, native.decimals)
         plan = PoolPlan()
-        async with self._sessions() as session, session.begin():
-            await advisory_lock(session, "pool", chain)
+        async with self._locked(chain) as session:
             await self._sync_created(session, chain)
             await self._settle_topups(session, chain)
             hodl_keys = await pool_keys(session, chain, PoolTier.HODL, KeyState.ACTIVE)
@@ -347,8 +353,7 @@ class PoolPlanning(PoolActivitiesBase):
     @activity.defn(name="pool_finish_bank_topups")
     async def finish_bank_topups(self, step: PoolStepInput) -> int:
         chain = step.chain.lower()
-        async with self._sessions() as session, session.begin():
-            await advisory_lock(session, "pool", chain)
+        async with self._locked(chain) as session:
             return await self._settle_topups(session, chain)
 
     # --- step 3: create and fund explorers ---------------------------------------------------
@@ -361,8 +366,7 @@ class PoolPlanning(PoolActivitiesBase):
         adapter, native = self._native(chain)
         target = units(pool.explorer_target_balance, native.decimals)
         plan = PoolPlan()
-        async with self._sessions() as session, session.begin():
-            await advisory_lock(session, "pool", chain)
+        async with self._locked(chain) as session:
             await self._sync_created(session, chain)
             explorers = await pool_keys(session, chain, PoolTier.EXPLORER)
             counts = {s: sum(1 for k in explorers if k.state == s) for s in KeyState.EXPLORER_STATES}
@@ -426,8 +430,7 @@ class PoolPlanning(PoolActivitiesBase):
         _, native = self._native(chain)
         target = units(pool.explorer_target_balance, native.decimals)
         plan = PoolPlan()
-        async with self._sessions() as session, session.begin():
-            await advisory_lock(session, "pool", chain)
+        async with self._locked(chain) as session:
             await self._sync_created(session, chain)
             for key in await pool_keys(session, chain, PoolTier.EXPLORER, KeyState.CREATING, KeyState.FUNDING):
                 explorer = await session.get(Wallet, key.wallet_id)
@@ -465,8 +468,7 @@ class PoolPlanning(PoolActivitiesBase):
         """Funded explorers become AVAILABLE; a funding that failed leaves the key FAILED (unused)."""
         chain = step.chain.lower()
         created = 0
-        async with self._sessions() as session, session.begin():
-            await advisory_lock(session, "pool", chain)
+        async with self._locked(chain) as session:
             for key in await pool_keys(session, chain, PoolTier.EXPLORER, KeyState.FUNDING):
                 withdrawal = await session.get(Withdrawal, key.funding_withdrawal_id) if key.funding_withdrawal_id else None
                 if withdrawal is not None and withdrawal.status not in FINAL:

@@ -49,7 +49,7 @@ class WalletActivities:
         """Idempotent: the key id derives from the wallet id, so a retry finds the same key."""
         wallet = await self._wallet(wallet_id)
         scheme = self._chains.get(wallet.chain).key_scheme
-        key = await self._signers.get(wallet.signer_backend).create_key(f"wallet-{wallet_id}", scheme)  # type: ignore[arg-type]
+        key = await self._signers.get(wallet.signer_backend).create_key(f"wallet-{wallet_id}", scheme)
         return CreatedKey(key_ref=key.key_ref, public_key_hex=key.public_key.hex())
 
     @activity.defn(name="activate_wallet")

@@ -17,7 +17,6 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import TypedDict, cast
 
 import sqlalchemy as sa
 from sqlmodel import col, select
@@ -39,7 +38,7 @@ from activities.signing_guard import (
     require_seal,
 )
 from activities.transfers import as_signed, attempts_of, transfer_intent
-from chains.base import Chain, ChannelKey, DigestSigner, SignedTransfer, TransferIntent
+from chains.base import ChannelKey, SignedTransfer, TransferIntent
 from chains.registry import ChainRegistry
 from core import metrics
 from core.errors import (
@@ -81,7 +80,6 @@ from models.payloads import (
     WithdrawalStatus,
 )
 from models.pools import PoolKey, PoolTier
-from signers.base import KeyScheme
 from signers.registry import SignerSet
 
 # Actors of audit entries written by the system itself (people are named by their identity).
@@ -153,12 +151,6 @@ async def _settle_attempt_states(session: AsyncSession, withdrawal_id: str, land
         )
 
 
-class _ChannelArg(TypedDict, total=False):
-    """sign_transfer's `channel=`, passed only where the withdrawal leases a channel account."""
-
-    channel: ChannelKey
-
-
 def _prepared(attempts: list[TransferAttempt], blocked: FeeAboveCap | None = None) -> PreparedAttempt:
     latest = attempts[-1]
     prepared = PreparedAttempt(tx_hash=latest.tx_hash, sequence=latest.sequence, attempt_count=len(attempts))
@@ -215,12 +207,17 @@ class WithdrawalActivities:
         `new_slot`: a re-sign, whose held channel may have vanished from the chain meanwhile."""
         async with self._sessions() as session:
             withdrawal, wallet = await self._load(session, withdrawal_id)
-            signed_before = bool(await self._attempts(session, withdrawal_id))
+            attempts = await self._attempts(session, withdrawal_id)
         channel = None
         if with_channel:
             # Only a first attempt takes a channel; later ones (a retried step, a re-sign after
-            # expiry) keep the source the withdrawal already has: its channel, or the wallet.
-            channel = await (self._channels.held(withdrawal.id) if signed_before else self._channels.lease(withdrawal))
+            # expiry) keep the source the withdrawal already has: its channel, or the wallet. A
+            # re-sign whose channel vanished (handed back below) takes another, or waits for one.
+            on_channel = any((a.fee_params or {}).get("source") for a in attempts)
+            if not attempts or (on_channel and new_slot):
+                channel = await self._channels.lease(withdrawal)
+            elif on_channel:
+                channel = await self._channels.held(withdrawal.id)
             if channel is not None and new_slot and not await self._chains.get(withdrawal.chain).account_exists(channel.address or ""):
                 # Gone from the chain (a network reset): its sequence numbers mean nothing now.
                 # Set it aside for the channel-set run to re-create; sign on another source.
@@ -236,10 +233,9 @@ class WithdrawalActivities:
     async def _attempts(self, session: AsyncSession, withdrawal_id: str) -> list[TransferAttempt]:
         return await attempts_of(session, withdrawal_id)
 
-    def _signer_for(self, wallet: Wallet) -> DigestSigner:
+    def _signer_for(self, wallet: Wallet):  # type: ignore[no-untyped-def]
         """Sign with the backend the wallet's key lives in, whatever today's default is."""
-        # Chain.key_scheme is declared str; every adapter sets one of KeyScheme's two values.
-        scheme = cast(KeyScheme, self._chains.get(wallet.chain).key_scheme)
+        scheme = self._chains.get(wallet.chain).key_scheme
         key_ref = wallet.key_ref
         assert key_ref is not None
         signer = self._signers.get(wallet.signer_backend)
@@ -569,8 +565,8 @@ class WithdrawalActivities:
                 return _prepared(attempts)
             sequence = await self._claim_sequence(session, withdrawal, slot_owner)
             chain = self._chains.get(withdrawal.chain)
-            sign, channel_arg = self._guarded(withdrawal, wallet, intent, sequence, channel)
-            signed = await chain.sign_transfer(intent, sequence, sign, **channel_arg)
+            sign, channel_key = self._guarded(withdrawal, wallet, intent, sequence, channel)
+            signed = await chain.sign_transfer(intent, sequence, sign, channel=channel_key)
             attempt = self._attempt_row(withdrawal, intent, signed)
             session.add(attempt)
             withdrawal.nonce = sequence
@@ -588,7 +584,7 @@ class WithdrawalActivities:
         channel: Wallet | None = None,
         *,
         cancelling: bool = False,
-    ) -> tuple[GuardedSigner, _ChannelArg]:
+    ) -> tuple[GuardedSigner, ChannelKey | None]:
         """The wallet's signer (and the channel's), each signing only the approved intent
         (activities/signing_guard.py); the stored intent's seal is checked first."""
         require_seal(self._policy.intent_seal_key, withdrawal)
@@ -616,11 +612,11 @@ class WithdrawalActivities:
         async def refused(reasons: str) -> None:
             await record_withdrawal_alert(self._sessions, withdrawal.id, "POLICY_VIOLATION", reasons)
 
-        channel_arg: _ChannelArg = {}
+        channel_key = None
         if channel is not None:
             assert channel.address is not None
-            channel_arg["channel"] = ChannelKey(address=channel.address, sign=GuardedSigner(self._signer_for(channel), chain, expected, refused))
-        return GuardedSigner(self._signer_for(wallet), chain, expected, refused), channel_arg
+            channel_key = ChannelKey(address=channel.address, sign=GuardedSigner(self._signer_for(channel), chain, expected, refused))
+        return GuardedSigner(self._signer_for(wallet), chain, expected, refused), channel_key
 
     async def _claim_sequence(self, session: AsyncSession, withdrawal: Withdrawal, slot_owner: str) -> int | None:
         """The next slot of `slot_owner`: the wallet, or the channel account the withdrawal leases."""
@@ -632,14 +628,10 @@ class WithdrawalActivities:
         settled = await chain.settled_sequence(slot_owner)
         if settled is None:
             return None
-        sequence: int | None
-        if not chain.queues_future_sequences:
-            sequence = await self._next_exact_sequence(session, withdrawal.chain, slot_owner, settled)
-        else:
-            sequence = await self._next_queued_sequence(session, withdrawal, slot_owner, settled)
-            if sequence is None:
-                return await self._claim_fresh(session, withdrawal, slot_owner)
-            return sequence
+        if chain.queues_future_sequences:
+            queued = await self._next_queued_sequence(session, withdrawal, slot_owner, settled)
+            return queued if queued is not None else await self._claim_fresh(session, withdrawal, slot_owner)
+        sequence = await self._next_exact_sequence(session, withdrawal.chain, slot_owner, settled)
         await self._take_claim(session, withdrawal, slot_owner, sequence)
         return sequence
 
@@ -673,11 +665,9 @@ class WithdrawalActivities:
 
     async def _claim_fresh(self, session: AsyncSession, withdrawal: Withdrawal, slot_owner: str) -> int:
         highest = await session.exec(
-            select(sa.func.max(col(SequenceClaim.sequence))).where(
-                col(SequenceClaim.chain) == withdrawal.chain, col(SequenceClaim.sender) == slot_owner
-            )
+            select(sa.func.max(col(SequenceClaim.sequence))).where(SequenceClaim.chain == withdrawal.chain, SequenceClaim.sender == slot_owner)
         )
-        sequence = await self._chains.get(withdrawal.chain).next_sequence(slot_owner, highest.one_or_none())
+        sequence = await self._chains.get(withdrawal.chain).next_sequence(slot_owner, highest.one())
         assert sequence is not None
         session.add(SequenceClaim(chain=withdrawal.chain, sender=slot_owner, sequence=sequence, withdrawal_id=withdrawal.id))
         return sequence
@@ -803,7 +793,7 @@ class WithdrawalActivities:
             session.add(reservation)
 
     @staticmethod
-    def _cancel_intent(chain: Chain, intent: TransferIntent) -> TransferIntent:
+    def _cancel_intent(chain, intent: TransferIntent) -> TransferIntent:  # type: ignore[no-untyped-def]
         native = chain.asset(chain.settings.native_symbol)
         return TransferIntent(sender=intent.sender, destination=intent.sender, asset=native, amount=0)
 
@@ -877,9 +867,9 @@ class WithdrawalActivities:
             )
             await session.flush()
             sequence = await self._claim_sequence(session, withdrawal, slot_owner)
-            sign, channel_arg = self._guarded(withdrawal, wallet, intent, sequence, channel)
+            sign, channel_key = self._guarded(withdrawal, wallet, intent, sequence, channel)
             try:
-                signed = await chain.sign_transfer(intent, sequence, sign, **channel_arg)
+                signed = await chain.sign_transfer(intent, sequence, sign, channel=channel_key)
             except FeeAboveCap as e:
                 raise _Blocked(e) from e
             attempt = self._attempt_row(withdrawal, intent, signed)
@@ -977,7 +967,7 @@ class WithdrawalActivities:
             await asyncio.sleep(chain_settings.poll_interval_seconds)
 
     @staticmethod
-    async def _resend_if_dropped(chain: Chain, withdrawal: Withdrawal, latest: SignedTransfer) -> None:
+    async def _resend_if_dropped(chain, withdrawal: Withdrawal, latest: SignedTransfer) -> None:  # type: ignore[no-untyped-def]
         if await chain.is_known(latest.tx_hash):
             return
         try:

@@ -9,20 +9,16 @@ Everything is stopped and the directory removed on exit.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import shutil
-import signal
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from devnet import local
+from devnet import local, services
 from devnet.stack import DEV_API_KEY, STELLAR_DEVNET_PASSPHRASE, TEMPORAL_SQLITE_PRAGMAS, _migrate
 from devnet.supervisor import ChildProcess, Supervisor
-from models import search_attributes
 
 
 @dataclass
@@ -67,15 +63,6 @@ class BenchStack:
         shutil.rmtree(self.work, ignore_errors=True)
 
 
-def _port_ready(port: int):  # type: ignore[no-untyped-def]
-    return lambda _child: local.port_open(port)
-
-
-def _devnet(module: str, port: int, state_dir: Path, logs: Path, extra: list[str] | None = None) -> ChildProcess:
-    argv = [sys.executable, "-m", module, "--host", "127.0.0.1", "--port", str(port), "--state-dir", str(state_dir), "--log-level", "warning"]
-    return ChildProcess(module.replace(".", "-"), argv + (extra or []), logs, ready=_port_ready(port), cwd=local.ROOT)
-
-
 def start(
     *,
     block_time: float | None = None,
@@ -95,7 +82,7 @@ def start(
     }
     supervisor = Supervisor(say=lambda line: print(f"[bench] {line}", file=sys.stderr, flush=True))
     pgdata = work / "postgres"
-    database_url = f"postgresql+asyncpg://postgres@/postgres?host={pgdata.resolve()}"
+    database_url = services.postgres_url(pgdata)
     chain = {
         "family": "evm",
         "chain_id": 31337,
@@ -116,43 +103,17 @@ def start(
     }
     stack = BenchStack(work, supervisor, ports, database_url, {"anvil": chain}, endpoints)
     try:
-        pg_argv, pg_user = local.postgres_foreground(pgdata)
-        stack.pids["postgres"] = supervisor.start(
-            ChildProcess(
-                "postgres",
-                pg_argv,
-                logs,
-                ready=lambda child: local.postgres_ready(pgdata.resolve(), child.pid),
-                user=pg_user,
-                stop_signal=signal.SIGINT,
-                stop_timeout=30,
-            )
-        ).pid  # type: ignore[attr-defined]
-        stack.pids["redis"] = supervisor.start(
-            ChildProcess(
-                "redis",
-                local.redis_argv(ports["redis"], work / "redis"),
-                logs,
-                ready=_port_ready(ports["redis"]),
-            )
-        ).pid  # type: ignore[attr-defined]
-        anvil_extra = ["--slots-in-an-epoch", "1"] if block_time else []
-        stack.pids["anvil"] = supervisor.start(
-            ChildProcess(
-                "anvil",
-                local.anvil_argv(ports["anvil"], block_time=block_time, extra_args=anvil_extra),
-                logs,
-                ready=_port_ready(ports["anvil"]),
-            )
-        ).pid  # type: ignore[attr-defined]
+        stack.pids["postgres"] = supervisor.start(services.postgres(pgdata, logs)).pid  # type: ignore[attr-defined]
+        stack.pids["redis"] = supervisor.start(services.redis(ports["redis"], work / "redis", logs)).pid  # type: ignore[attr-defined]
+        stack.pids["anvil"] = supervisor.start(services.anvil(ports["anvil"], logs, block_time=block_time)).pid  # type: ignore[attr-defined]
         endpoints["anvil_token"] = asyncio.run(local.deploy_test_token(chain["rpc_url"], "Test USD", "TUSD", 6))
         chain["tokens"] = {"TUSD": {"address": endpoints["anvil_token"], "decimals": 6}}
         if "solana" in chains:
             slot = ["--ledger-slot-ms", str(solana_slot_ms)] if solana_slot_ms else []
-            stack.pids["solana"] = supervisor.start(_devnet("devnet.solana", ports["solana"], work / "solana", logs, slot)).pid  # type: ignore[attr-defined]
+            stack.pids["solana"] = supervisor.start(services.chain_devnet("solana", ports["solana"], work / "solana", logs, slot)).pid  # type: ignore[attr-defined]
             stack.chains["solana"] = {"family": "solana", "rpc_url": endpoints["solana"], "faucet_enabled": True}
         if "stellar" in chains:
-            stack.pids["stellar"] = supervisor.start(_devnet("devnet.stellar", ports["stellar"], work / "stellar", logs)).pid  # type: ignore[attr-defined]
+            stack.pids["stellar"] = supervisor.start(services.chain_devnet("stellar", ports["stellar"], work / "stellar", logs)).pid  # type: ignore[attr-defined]
             stack.chains["stellar"] = {
                 "family": "stellar",
                 "horizon_url": endpoints["stellar"],
@@ -160,76 +121,30 @@ def start(
                 "faucet_enabled": True,
                 "channels": {"count": 16},  # friendbot creates them at worker start; one transaction in flight each
             }
-        temporal_argv = local.temporal_argv(
-            ports["temporal"],
-            ports["temporal_ui"],
-            work / "temporal.db",
-            {key.name: kind for key, kind in search_attributes.KINDS.items()},
-            sqlite_pragmas=TEMPORAL_SQLITE_PRAGMAS if sqlite_pragmas else (),
-        )
-        stack.pids["temporal"] = supervisor.start(
-            ChildProcess(
-                "temporal",
-                temporal_argv,
-                logs,
-                ready=lambda _child: local.port_open(ports["temporal"]) and local.port_open(ports["temporal_ui"]),
-            ),
-            ready_timeout=90,
-        ).pid  # type: ignore[attr-defined]
+        pragmas = TEMPORAL_SQLITE_PRAGMAS if sqlite_pragmas else ()
+        temporal = services.temporal(ports["temporal"], ports["temporal_ui"], work / "temporal.db", logs, sqlite_pragmas=pragmas)
+        stack.pids["temporal"] = supervisor.start(temporal, ready_timeout=90).pid  # type: ignore[attr-defined]
         asyncio.run(_migrate(database_url))
-        env = {
-            **os.environ,
-            "CUSTODY_ENVIRONMENT": "development",
-            "CUSTODY_LOG_LEVEL": "WARNING",
-            "CUSTODY_DATABASE_URL": database_url,
-            "CUSTODY_REDIS_URL": f"redis://127.0.0.1:{ports['redis']}/0",
-            "CUSTODY_TEMPORAL_ADDRESS": stack.temporal_address,
-            "CUSTODY_TASK_QUEUE": task_queue,
-            "CUSTODY_WORKER_METRICS_PORT": str(ports["worker_metrics"]),
-            "CUSTODY_TEMPORAL_METRICS_PORT": str(ports["temporal_metrics"]),
-            "CUSTODY_FAUCET_DAILY_LIMIT": "100000",
+        env = services.custody_env(
+            database_url=database_url,
+            redis_port=ports["redis"],
+            temporal_port=ports["temporal"],
+            worker_metrics_port=ports["worker_metrics"],
+            temporal_metrics_port=ports["temporal_metrics"],
+            chains=stack.chains,
+            LOG_LEVEL="WARNING",
+            TASK_QUEUE=task_queue,
+            FAUCET_DAILY_LIMIT="100000",
             # One identity is the whole load here: the limiter still runs (its Redis round trips are
             # part of a request's cost) with buckets the benchmark does not empty.
-            "CUSTODY_RATE_LIMITS__PER_IDENTITY": "1000000/minute",
-            "CUSTODY_RATE_LIMITS__PER_IP": "1000000/minute",
-            "CUSTODY_RATE_LIMITS__WALLET_CREATION": "10000/hour",
-            "CUSTODY_CHAINS": json.dumps(stack.chains),
-        }
-        stack.worker = supervisor.start(
-            ChildProcess(
-                "worker",
-                [sys.executable, "worker.py"],
-                logs,
-                ready=_port_ready(ports["worker_metrics"]),
-                env=env,
-                cwd=local.ROOT,
-                stop_timeout=5,  # the measurement is over: nothing to let finish
-            )
-        )  # type: ignore[assignment]
+            RATE_LIMITS__PER_IDENTITY="1000000/minute",
+            RATE_LIMITS__PER_IP="1000000/minute",
+            RATE_LIMITS__WALLET_CREATION="10000/hour",
+        )
+        # stop_timeout: the measurement is over, nothing to let finish
+        stack.worker = supervisor.start(services.worker(env, logs, stop_timeout=5))  # type: ignore[assignment]
         stack.pids["worker"] = stack.worker.pid  # type: ignore[assignment]
-        stack.pids["api"] = supervisor.start(
-            ChildProcess(
-                "api",
-                [
-                    sys.executable,
-                    "-m",
-                    "uvicorn",
-                    "api.main:app_from_env",
-                    "--factory",
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(ports["api"]),
-                    "--no-access-log",
-                    "--log-level",
-                    "warning",
-                ],
-                logs,
-                ready=_port_ready(ports["api"]),
-                env=env,
-                cwd=local.ROOT,
-            )
-        ).pid  # type: ignore[attr-defined]
+        stack.pids["api"] = supervisor.start(services.api(ports["api"], env, logs, log_level="warning")).pid  # type: ignore[attr-defined]
     except BaseException:
         stack.stop()
         raise

@@ -146,16 +146,18 @@ async def _solana_ceiling(target: Target, endpoints: dict[str, str], senders: in
     from solders.system_program import TransferParams, transfer
     from solders.transaction import Transaction
 
+    from devnet.local import solana_signature_reached
+
     async with AsyncClient(endpoints["solana"], commitment=Confirmed) as rpc:
         keys = [Keypair() for _ in range(senders)]
         for key in keys:
-            await _solana_until(rpc, (await rpc.request_airdrop(key.pubkey(), 10 * 10**9)).value, "confirmed")
+            await solana_signature_reached(rpc, (await rpc.request_airdrop(key.pubkey(), 10 * 10**9)).value, "confirmed", 120, poll_seconds=0.05)
 
         async def one(key: Keypair) -> None:
             recent = (await rpc.get_latest_blockhash(Confirmed)).value.blockhash
             instruction = transfer(TransferParams(from_pubkey=key.pubkey(), to_pubkey=Keypair().pubkey(), lamports=1_000_000))
             tx = Transaction([key], Message([instruction], key.pubkey()), recent)
-            await _solana_until(rpc, (await rpc.send_raw_transaction(bytes(tx))).value, "finalized")
+            await solana_signature_reached(rpc, (await rpc.send_raw_transaction(bytes(tx))).value, "finalized", 120, poll_seconds=0.05)
             advance()
 
         async def sender(key: Keypair) -> None:
@@ -164,20 +166,6 @@ async def _solana_ceiling(target: Target, endpoints: dict[str, str], senders: in
             await asyncio.gather(*(one(key) for _ in range(per_sender)))
 
         await asyncio.gather(*(sender(k) for k in keys))
-
-
-async def _solana_until(rpc: Any, signature: Any, commitment: str, within_seconds: float = 120) -> None:
-    order = ("processed", "confirmed", "finalized")
-    deadline = time.monotonic() + within_seconds
-    while time.monotonic() < deadline:
-        status = (await rpc.get_signature_statuses([signature])).value[0]
-        if status is not None and status.err is not None:
-            raise RuntimeError(f"ceiling transfer failed: {status.err}")
-        reached = str(status.confirmation_status).rsplit(".", 1)[-1].lower() if status is not None and status.confirmation_status else None
-        if reached is not None and order.index(reached) >= order.index(commitment):
-            return
-        await asyncio.sleep(0.05)
-    raise TimeoutError(f"ceiling transfer {signature} not {commitment} in {within_seconds:.0f}s")
 
 
 async def _stellar_ceiling(target: Target, endpoints: dict[str, str], senders: int, per_sender: int, advance: Callable[[], None]) -> None:

@@ -2,8 +2,8 @@
 
     .venv/bin/python bench/withdrawals.py [--withdrawals 50] [--senders 5] [--rate 10]
 
-Starts its own PostgreSQL, Redis, anvil (1 s blocks, like a real chain) and Temporal dev server
-(in memory), then the worker and the API as separate processes, as `./dev up` runs them, and
+Starts the benchmark's stack (bench/stack.py: `./dev up`'s processes on free ports, anvil with
+1 s blocks like a real chain, the Temporal dev server with its SQLite file), and
 submits withdrawals from several wallets at a steady rate (requests per second), polling each
 until it is final. Prints p50/p95/max and checks them against the seed targets:
 GET < 100 ms, POST < 200 ms (p95), CREATED -> COMPLETED < 10 s (p95). Exit 1 if a target is missed.
@@ -14,12 +14,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
-import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -28,16 +24,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import httpx  # noqa: E402
 from eth_account import Account  # noqa: E402
-from temporalio.testing import WorkflowEnvironment  # noqa: E402
 
-from core.settings import EvmChainSettings, Settings  # noqa: E402
-from db.engine import create_engine  # noqa: E402
-from db.migrate import upgrade  # noqa: E402
-from devnet import local  # noqa: E402
-from models import search_attributes  # noqa: E402
+from bench.stack import BenchStack, start  # noqa: E402
 
 TARGETS = {"GET p95 ms": 100.0, "POST p95 ms": 200.0, "to COMPLETED p95 s": 10.0}
-ALICE = {"Authorization": "Bearer dev-alice-key"}
 
 
 def pct(values: list[float], q: float) -> float:
@@ -45,121 +35,49 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
 
 
-async def run(withdrawals: int, senders: int, rate: float) -> int:
-    work = Path(tempfile.mkdtemp(prefix="custody-bench-"))
-    work.chmod(0o755)
-    pg, database_url = local.start_postgres(work / "pg")
-    redis = local.start_redis(local.free_port(), work / "redis", work / "logs")
-    # One slot per epoch: anvil's `finalized` block trails the head by two blocks, so COMPLETED
-    # (final, by default) costs two block times, as finality does on a real chain.
-    anvil = local.start_anvil(local.free_port(), work / "logs", block_time=1, extra_args=["--slots-in-an-epoch", "1"])
-    env_temporal = await WorkflowEnvironment.start_local(
-        ip="127.0.0.1",
-        dev_server_existing_path=local.temporal_path(),
-        search_attributes=list(search_attributes.ALL),
-        dev_server_log_level="error",
-    )
-    settings = Settings(
-        environment="test",
-        log_json=False,
-        database_url=database_url,
-        redis_url=redis.info["url"],
-        temporal_address=env_temporal.client.service_client.config.target_host,
-        task_queue="bench",
-        faucet_daily_limit=1000,
-        chains={"anvil": EvmChainSettings(chain_id=31337, rpc_url=anvil.info["rpc_url"], faucet_enabled=True, poll_interval_seconds=0.25)},
-    )
-    engine = create_engine(database_url)
-    await upgrade(engine)
-    await engine.dispose()
-    port = local.free_port()
-    env = {
-        **os.environ,
-        "CUSTODY_ENVIRONMENT": "test",
-        "CUSTODY_LOG_LEVEL": "WARNING",
-        "CUSTODY_DATABASE_URL": settings.database_url,
-        "CUSTODY_REDIS_URL": settings.redis_url,
-        "CUSTODY_TEMPORAL_ADDRESS": settings.temporal_address,
-        "CUSTODY_TASK_QUEUE": settings.task_queue,
-        "CUSTODY_WORKER_METRICS_PORT": str(local.free_port()),
-        "CUSTODY_TEMPORAL_METRICS_PORT": str(local.free_port()),
-        "CUSTODY_FAUCET_DAILY_LIMIT": "1000",
-        "CUSTODY_CHAINS": json.dumps({name: c.model_dump() for name, c in settings.chains.items()}),
-    }
-    worker = local.spawn(
-        "bench-worker", [sys.executable, "worker.py"], work / "logs", lambda: local.port_open(int(env["CUSTODY_WORKER_METRICS_PORT"])), env=env
-    )
-    api_server = local.spawn(
-        "bench-api",
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "api.main:app_from_env",
-            "--factory",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--no-access-log",
-            "--log-level",
-            "warning",
-        ],
-        work / "logs",
-        lambda: local.port_open(port),
-        env=env,
-    )
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", headers=ALICE, timeout=60) as api:
-            wallets = []
-            for n in range(senders):
-                wallet = (await api.post("/v1/wallets", json={"chain": "anvil", "label": f"bench-{n}"})).json()
-                await api.post(f"/v1/wallets/{wallet['id']}/fund", json={"amount": "5"})
-                wallets.append(wallet)
+async def run(stack: BenchStack, withdrawals: int, senders: int, rate: float) -> int:
+    async with httpx.AsyncClient(base_url=stack.api_url, headers=stack.api_headers, timeout=60) as api:
+        wallets = []
+        for n in range(senders):
+            wallet = (await api.post("/v1/wallets", json={"chain": "anvil", "label": f"bench-{n}"})).json()
+            await api.post(f"/v1/wallets/{wallet['id']}/fund", json={"amount": "5"})
+            wallets.append(wallet)
 
-            post_ms: list[float] = []
-            get_ms: list[float] = []
-            started: dict[str, float] = {}
+        post_ms: list[float] = []
+        get_ms: list[float] = []
+        started: dict[str, float] = {}
 
-            async def submit(i: int) -> str:
-                wallet = wallets[i % senders]
+        async def submit(i: int) -> str:
+            wallet = wallets[i % senders]
+            t = time.perf_counter()
+            response = await api.post(
+                "/v1/withdrawals",
+                json={"wallet_id": wallet["id"], "to": Account.create().address, "asset": "ETH", "amount": "0.01"},
+                headers={"Idempotency-Key": uuid.uuid4().hex},
+            )
+            post_ms.append((time.perf_counter() - t) * 1000)
+            response.raise_for_status()
+            started[response.json()["id"]] = t
+            return response.json()["id"]
+
+        async def paced(i: int) -> str:
+            await asyncio.sleep(i / rate)
+            return await submit(i)
+
+        ids = await asyncio.gather(*(paced(i) for i in range(withdrawals)))
+        finished: dict[str, float] = {}
+        while len(finished) < len(ids):
+            for withdrawal_id in ids:
+                if withdrawal_id in finished:
+                    continue
                 t = time.perf_counter()
-                response = await api.post(
-                    "/v1/withdrawals",
-                    json={"wallet_id": wallet["id"], "to": Account.create().address, "asset": "ETH", "amount": "0.01"},
-                    headers={"Idempotency-Key": uuid.uuid4().hex},
-                )
-                post_ms.append((time.perf_counter() - t) * 1000)
-                response.raise_for_status()
-                started[response.json()["id"]] = t
-                return response.json()["id"]
-
-            async def paced(i: int) -> str:
-                await asyncio.sleep(i / rate)
-                return await submit(i)
-
-            ids = await asyncio.gather(*(paced(i) for i in range(withdrawals)))
-            finished: dict[str, float] = {}
-            while len(finished) < len(ids):
-                for withdrawal_id in ids:
-                    if withdrawal_id in finished:
-                        continue
-                    t = time.perf_counter()
-                    body = (await api.get(f"/v1/withdrawals/{withdrawal_id}")).json()
-                    get_ms.append((time.perf_counter() - t) * 1000)
-                    if body["status"] in ("COMPLETED", "FAILED", "CANCELLED"):
-                        if body["status"] != "COMPLETED":
-                            print(f"{withdrawal_id} ended {body['status']} {body['error_code']}")
-                        finished[withdrawal_id] = time.perf_counter()
-                await asyncio.sleep(0.2)
-    finally:
-        api_server.stop()
-        worker.stop()
-        await env_temporal.shutdown()
-        anvil.stop()
-        redis.stop()
-        pg.cleanup()
-        shutil.rmtree(work, ignore_errors=True)
+                body = (await api.get(f"/v1/withdrawals/{withdrawal_id}")).json()
+                get_ms.append((time.perf_counter() - t) * 1000)
+                if body["status"] in ("COMPLETED", "FAILED", "CANCELLED"):
+                    if body["status"] != "COMPLETED":
+                        print(f"{withdrawal_id} ended {body['status']} {body['error_code']}")
+                    finished[withdrawal_id] = time.perf_counter()
+            await asyncio.sleep(0.2)
 
     to_completed = [finished[i] - started[i] for i in ids]
     results = {
@@ -183,7 +101,13 @@ def main() -> None:
     parser.add_argument("--senders", type=int, default=5)
     parser.add_argument("--rate", type=float, default=10.0, help="withdrawal requests per second")
     args = parser.parse_args()
-    sys.exit(asyncio.run(run(args.withdrawals, args.senders, args.rate)))
+    # 1 s blocks, like a real chain: COMPLETED (final) then costs two block times.
+    stack = start(block_time=1, poll_interval_seconds=0.25, chains=("anvil",))
+    try:
+        code = asyncio.run(run(stack, args.withdrawals, args.senders, args.rate))
+    finally:
+        stack.stop()
+    sys.exit(code)
 
 
 if __name__ == "__main__":

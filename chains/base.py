@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Protocol
 
 from core.settings import AssetSpec, ChainSettingsBase
 from models.payloads import OnChainState
+from signers.base import KeyScheme
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,7 @@ class ChannelKey:
 
 class Chain(Protocol):
     family: ClassVar[str]
-    key_scheme: ClassVar[str]  # "secp256k1" | "ed25519"
+    key_scheme: ClassVar[KeyScheme]  # what the wallet keys of this chain are: the signer backends make and use them
     # True where a stuck transaction can be replaced inside its slot with a higher fee (EVM);
     # elsewhere "bumping" re-sends the same bytes until the attempt lands or provably expires.
     replaceable_in_slot: ClassVar[bool]
@@ -230,8 +231,7 @@ class Chain(Protocol):
         """Build and sign. With `replacing`, a fee-bumped replacement inside the same slot.
         With `channel` (supports_channels only), `sequence` is the channel's and it pays the fee;
         the result's `fee_params["source"]` names the account whose slot it takes.
-        Raises ChainUnavailable, FeeAboveCap, InsufficientFunds, SigningFailed; NotAvailable for
-        a channel where not supports_channels."""
+        Raises ChainUnavailable, FeeAboveCap, InsufficientFunds, SigningFailed."""
         ...
 
     async def broadcast(self, transfer: SignedTransfer) -> str:

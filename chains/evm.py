@@ -11,8 +11,7 @@ import asyncio
 import logging
 import math
 import string
-from collections.abc import Mapping
-from typing import Any, ClassVar, TypedDict, cast
+from typing import Any, ClassVar, cast
 
 import aiohttp
 import rlp
@@ -21,8 +20,7 @@ from eth_account._utils.legacy_transactions import encode_transaction, serializa
 from eth_account._utils.transaction_utils import transaction_rpc_to_rlp_structure
 from eth_account.typed_transactions.dynamic_fee_transaction import DynamicFeeTransaction
 from eth_account.typed_transactions.typed_transaction import TypedTransaction  # the packages' __init__ re-export without __all__
-from eth_account.types import TransactionDictType
-from eth_typing import ChecksumAddress, HexAddress, HexStr
+from eth_typing import ChecksumAddress, HexStr
 from eth_utils.address import is_address, is_checksum_address, to_checksum_address
 from eth_utils.crypto import keccak
 from hexbytes import HexBytes
@@ -36,7 +34,7 @@ from web3.exceptions import (
     Web3RPCError,
 )
 from web3.providers.async_base import AsyncBaseProvider
-from web3.types import BlockIdentifier, FilterParams, TopicFilter, TxParams, Wei
+from web3.types import BlockIdentifier, TxParams, Wei
 
 from chains.base import (
     ChannelKey,
@@ -60,7 +58,6 @@ from core.errors import (
     InvalidAmount,
     InvalidMemo,
     InvalidRecipient,
-    NotAvailable,
     PermanentError,
     PolicyViolation,
     SigningFailed,
@@ -68,6 +65,7 @@ from core.errors import (
 )
 from core.settings import AssetSpec, EvmChainSettings
 from models.payloads import OnChainState
+from signers.base import KeyScheme
 
 log = logging.getLogger(__name__)
 
@@ -124,41 +122,35 @@ MAX_GAS_PER_TRANSFER = 1_000_000
 ERC20_TRANSFER_SELECTOR = keccak(text="transfer(address,uint256)")[:4]
 
 
-def _unsigned_type2(unsigned: TypedTransaction) -> bytes:
-    """0x02 || rlp(unsigned fields): the bytes whose keccak an EIP-1559 signature covers."""
-    # sign_transfer builds it from a dict with "type": 2, so the implementation is this class.
-    transaction = cast(DynamicFeeTransaction, unsigned.transaction)
-    fields = {k: v for k, v in transaction.dictionary.items() if k not in ("v", "r", "s")}
-    # An rlp Serializable class eth-account builds with type(), and rlp ships no types.
-    serializer: Any = DynamicFeeTransaction._unsigned_transaction_serializer
-    encoded: bytes = rlp.encode(serializer.from_dict(transaction_rpc_to_rlp_structure(fields)))
-    return bytes([2]) + encoded
+# web3 types its arguments with eth-typing's NewTypes; custody holds addresses and hashes as text
+# (checksummed where stored). These name the text for web3 without converting it.
+def _address(value: str) -> ChecksumAddress:
+    return cast(ChecksumAddress, value)
 
 
-def _address(address: str) -> ChecksumAddress:
-    """An address of ours as web3 types it. They are EIP-55 already (normalize_address,
-    address_from_public_key make them so), and web3 validates them again at runtime."""
-    return ChecksumAddress(HexAddress(HexStr(address)))  # NewTypes: no conversion at runtime
+def _hash(value: str) -> HexStr:
+    return cast(HexStr, value)
 
 
 def _contract(asset: AssetSpec) -> ChecksumAddress:
-    """The token contract of an asset the caller knows is not native."""
+    """A token's contract address (settings require one for every token)."""
     if asset.contract is None:
-        raise PermanentError(f"{asset.symbol} is the native asset: it has no contract", asset=asset.symbol)
+        raise PermanentError("a token asset needs its contract address", asset=asset.symbol)
     return to_checksum_address(asset.contract)
 
 
-class CallFields(TypedDict):
-    """What a transfer calls: the recipient (native) or token contract, value and call data."""
-
-    to: ChecksumAddress
-    value: int
-    data: bytes
+def _unsigned_type2(unsigned: TypedTransaction) -> bytes:
+    """0x02 || rlp(unsigned fields): the bytes whose keccak an EIP-1559 signature covers."""
+    # eth-account types `transaction` as its abstract base and the serializer as a plain type:
+    # a 0x02 transaction is a DynamicFeeTransaction with an rlp Serializable class.
+    fields = {k: v for k, v in cast(DynamicFeeTransaction, unsigned.transaction).dictionary.items() if k not in ("v", "r", "s")}
+    serializer: Any = DynamicFeeTransaction._unsigned_transaction_serializer
+    return bytes([2]) + bytes(rlp.encode(serializer.from_dict(transaction_rpc_to_rlp_structure(fields))))
 
 
 class EvmChain:
     family: ClassVar[str] = "evm"
-    key_scheme: ClassVar[str] = "secp256k1"
+    key_scheme: ClassVar[KeyScheme] = "secp256k1"
     replaceable_in_slot: ClassVar[bool] = True
     supports_channels: ClassVar[bool] = False
     queues_future_sequences: ClassVar[bool] = True
@@ -238,17 +230,16 @@ class EvmChain:
             )
         return min(2 * next_base_fee + tip, cfg.max_fee_per_gas_cap_wei), tip
 
-    def _call_fields(self, intent: TransferIntent) -> CallFields:
+    def _call_fields(self, intent: TransferIntent) -> dict[str, Any]:
         if intent.asset.is_native:
-            return {"to": _address(intent.destination), "value": intent.amount, "data": b""}
+            return {"to": intent.destination, "value": intent.amount, "data": b""}
         data = self._token(intent.asset).encode_abi("transfer", args=[intent.destination, intent.amount])
         return {"to": _contract(intent.asset), "value": 0, "data": HexBytes(data)}
 
     async def _gas_limit(self, intent: TransferIntent) -> int:
         fields = self._call_fields(intent)
-        call: TxParams = {"from": _address(intent.sender), "to": fields["to"], "value": Wei(fields["value"]), "data": fields["data"]}
         try:
-            estimate = int(await self._call(self.web3.eth.estimate_gas(call, "latest")))
+            estimate = int(await self._call(self.web3.eth.estimate_gas(cast(TxParams, {"from": intent.sender, **fields}), "latest")))
         except (ContractLogicError, Web3RPCError) as e:
             message = _message(e).lower()
             if "insufficient" in message or "exceeds balance" in message or "revert" in message:
@@ -291,10 +282,8 @@ class EvmChain:
         replacing: SignedTransfer | None = None,
         channel: ChannelKey | None = None,
     ) -> SignedTransfer:
-        if channel is not None:
-            # supports_channels is False: a channel's sequence is no slot here, and signing
-            # with the wallet alone would take a slot the caller does not expect.
-            raise NotAvailable("EVM transactions have no channel accounts", chain=self.name)
+        if channel is not None:  # the protocol's channel accounts are Stellar's (supports_channels)
+            raise SigningFailed("this chain signs with the wallet alone: no channel accounts", chain=self.name)
         if sequence is None:
             raise SigningFailed("an EVM transaction needs a nonce")
         if intent.sweep:
@@ -303,13 +292,10 @@ class EvmChain:
         if replacing is not None:
             bump = self.settings.fee_bump_percent
             # A legacy (sweep) attempt has one gasPrice: it is both its fee cap and its tip.
-            # fee_params values are the attempt's stored JSON (Any). Neither key present is a
-            # corrupted attempt: int(None) raises TypeError, an unexpected error that is alerted
-            # (test_chain_faults_evm pins that), so the None stays in.
-            previous_tip: Any = replacing.fee_params.get("maxPriorityFeePerGas", replacing.fee_params.get("gasPrice"))
-            previous_max: Any = replacing.fee_params.get("maxFeePerGas", replacing.fee_params.get("gasPrice"))
-            tip = max(tip, _bumped(int(previous_tip), bump))
-            max_fee = max(max_fee, _bumped(int(previous_max), bump), tip)
+            previous_tip = replacing.fee_params.get("maxPriorityFeePerGas", replacing.fee_params.get("gasPrice"))
+            previous_max = replacing.fee_params.get("maxFeePerGas", replacing.fee_params.get("gasPrice"))
+            tip = max(tip, _bumped(int(cast(int, previous_tip)), bump))
+            max_fee = max(max_fee, _bumped(int(cast(int, previous_max)), bump), tip)
             if max_fee > self.settings.max_fee_per_gas_cap_wei:
                 raise FeeAboveCap("a replacement would exceed the fee cap", chain=self.name)
             gas = int(replacing.fee_params["gas"])
@@ -361,12 +347,12 @@ class EvmChain:
             value = total - gas * gas_price
             if value <= 0:
                 raise FeeAboveCap("a bumped sweep would cost more than the account holds", chain=self.name)
-        tx: TransactionDictType = {
+        tx: dict[str, Any] = {
             "chainId": self.settings.chain_id,
             "nonce": sequence,
             "gasPrice": gas_price,
             "gas": gas,
-            "to": _address(intent.destination),
+            "to": intent.destination,
             "value": value,
             "data": b"",
         }
@@ -393,8 +379,7 @@ class EvmChain:
     def _sender_of(raw: bytes) -> str:
         from eth_account import Account
 
-        # Its combomethod decorator hides the return type from mypy: the checksummed sender.
-        sender: ChecksumAddress = Account.recover_transaction(raw)
+        sender: str = Account.recover_transaction(raw)
         return sender
 
     def describe_unsigned(self, unsigned: bytes) -> SigningRequest:
@@ -471,14 +456,14 @@ class EvmChain:
 
     async def is_known(self, tx_hash: str) -> bool:
         try:
-            await self._call(self.web3.eth.get_transaction(HexStr(tx_hash)))
+            await self._call(self.web3.eth.get_transaction(_hash(tx_hash)))
             return True
         except TransactionNotFound:
             return False
 
     async def _receipt(self, tx_hash: str) -> Any | None:
         try:
-            return await self._call(self.web3.eth.get_transaction_receipt(HexStr(tx_hash)))
+            return await self._call(self.web3.eth.get_transaction_receipt(_hash(tx_hash)))
         except TransactionNotFound:
             return None
 
@@ -599,7 +584,7 @@ class EvmChain:
         funder = accounts[0]
         try:
             if asset.is_native:
-                tx_hash = await self.web3.eth.send_transaction({"from": funder, "to": address, "value": Wei(amount)})
+                tx_hash = await self.web3.eth.send_transaction({"from": funder, "to": _address(address), "value": Wei(amount)})
             else:
                 tx_hash = await self._token(asset).functions.mint(address, amount).transact({"from": funder})
             receipt = await self.web3.eth.wait_for_transaction_receipt(tx_hash, timeout=30)
@@ -667,7 +652,7 @@ class EvmChain:
         end = min(point.block_number, start + SCAN_BLOCKS - 1)
         if start > end:
             return HistoryChunk([], dict(cursors), done=True, rewind_to_block=rewind)
-        ours_by_key = {a.lower(): to_checksum_address(a) for a in accounts}
+        ours_by_key: dict[str, str] = {a.lower(): to_checksum_address(a) for a in accounts}
         blocks = await self._blocks(start, end)
         transfers = await self._native_movements(blocks, ours_by_key, ours)
         transfers += await self._token_movements(start, end, ours_by_key, ours)
@@ -693,7 +678,7 @@ class EvmChain:
                 raise ChainUnavailable(f"{self.name} RPC unreachable: {e}", chain=self.name) from e
         return blocks
 
-    async def _native_movements(self, blocks: list[Any], accounts: Mapping[str, str], ours: OwnTransactions) -> list[ObservedTransfer]:
+    async def _native_movements(self, blocks: list[Any], accounts: dict[str, str], ours: OwnTransactions) -> list[ObservedTransfer]:
         candidates = [
             (block, tx)
             for block in blocks
@@ -744,24 +729,24 @@ class EvmChain:
                 )
         return found
 
-    async def _token_movements(self, start: int, end: int, accounts: Mapping[str, str], ours: OwnTransactions) -> list[ObservedTransfer]:
+    async def _token_movements(self, start: int, end: int, accounts: dict[str, str], ours: OwnTransactions) -> list[ObservedTransfer]:
         tokens = {to_checksum_address(a.contract).lower(): a.symbol for a in self.assets() if not a.is_native and a.contract}
         if not tokens or not accounts:
             return []
         logs: dict[tuple[str, int], Any] = {}
-        topics = [HexStr("0x" + "0" * 24 + key[2:]) for key in accounts]
+        topics = ["0x" + "0" * 24 + key[2:] for key in accounts]
         for i in range(0, len(topics), LOG_FILTER_ADDRESSES):
             chunk = topics[i : i + LOG_FILTER_ADDRESSES]
             for position in (1, 2):  # Transfer(from, to, value): from us, to us
-                query: list[TopicFilter] = [HexStr(TRANSFER_TOPIC), None, None]
+                query: list[Any] = [TRANSFER_TOPIC, None, None]
                 query[position] = chunk
-                params: FilterParams = {
+                params = {
                     "fromBlock": start,
                     "toBlock": end,
                     "address": [to_checksum_address(t) for t in tokens],
                     "topics": query,
                 }
-                for entry in await self._call(self.web3.eth.get_logs(params)):
+                for entry in await self._call(self.web3.eth.get_logs(params)):  # type: ignore[arg-type]
                     logs[(_0x(entry["transactionHash"]), int(entry["logIndex"]))] = entry
         known = await ours(sorted({tx_hash for tx_hash, _ in logs}))
         found: list[ObservedTransfer] = []

@@ -33,7 +33,6 @@ from solders.instruction import AccountMeta, Instruction
 from solders.keypair import Keypair
 from solders.message import Message
 from solders.pubkey import Pubkey
-from solders.rpc.responses import SendTransactionResp
 from solders.signature import Signature
 from solders.system_program import ID as SYSTEM_PROGRAM_ID
 from solders.system_program import TransferParams, transfer
@@ -84,6 +83,7 @@ from core.errors import (
 from core.money import to_decimal_string
 from core.settings import AssetSpec, SolanaChainSettings
 from models.payloads import OnChainState
+from signers.base import KeyScheme
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ def _logs(e: RPCException) -> list[str]:
 
 class SolanaChain:
     family: ClassVar[str] = "solana"
-    key_scheme: ClassVar[str] = "ed25519"
+    key_scheme: ClassVar[KeyScheme] = "ed25519"
     replaceable_in_slot: ClassVar[bool] = False
     supports_channels: ClassVar[bool] = False
     queues_future_sequences: ClassVar[bool] = False
@@ -487,10 +487,8 @@ class SolanaChain:
         replacing: SignedTransfer | None = None,
         channel: ChannelKey | None = None,
     ) -> SignedTransfer:
-        if channel is not None:
-            # supports_channels is False: a channel's sequence is no slot here, and signing
-            # with the wallet alone would take a slot the caller does not expect.
-            raise NotAvailable("Solana transactions have no channel accounts", chain=self.name)
+        if channel is not None:  # the protocol's channel accounts are Stellar's (supports_channels)
+            raise SigningFailed("this chain signs with the wallet alone: no channel accounts", chain=self.name)
         sender = Pubkey.from_string(intent.sender)
         instructions = await (self._sweep_instructions(intent) if intent.sweep else self._instructions(intent))
         latest = (await self._call(self._rpc().get_latest_blockhash(self.commitment))).value
@@ -694,17 +692,16 @@ class SolanaChain:
                 detail=f"landed in slot {st.slot}, awaiting {self.settings.commitment}",
             )
         windows = [a.fee_params.get("last_valid_block_height") for a in attempts]
-        # Expiry is proven only when every attempt recorded its window (an int).
         heights = [w for w in windows if isinstance(w, int)]
-        every_window = len(heights) == len(windows)
-        if every_window and finalized_height > max(heights):
+        every_window_known = len(heights) == len(windows)
+        if every_window_known and finalized_height > max(heights):
             return TransferStatus(
                 OnChainState.EXPIRED,
                 tx_hash=attempts[-1].tx_hash,
                 detail=f"finalized block height {finalized_height} is past every attempt's "
                 f"lastValidBlockHeight (latest {max(heights)}) and no attempt landed",
             )
-        if every_window and finalized_height + MAX_PROCESSING_AGE < min(heights) - MAX_PROCESSING_AGE:
+        if every_window_known and finalized_height + MAX_PROCESSING_AGE < min(heights) - MAX_PROCESSING_AGE:
             # The chain's height went back more than a blockhash's whole lifetime below where we
             # signed: the network was reset (a restarted test validator, a cluster restarted from
             # genesis). Our blockhashes belong to a chain that no longer exists; heights would
@@ -761,12 +758,11 @@ class SolanaChain:
         latest = (await self._call(self._rpc().get_latest_blockhash(self.commitment))).value
         tx = Transaction.new_signed_with_payer(instructions, authority.pubkey(), [authority], latest.blockhash)
         try:
-            sent: SendTransactionResp = await self._call(
-                self._rpc().send_raw_transaction(bytes(tx), TxOpts(preflight_commitment=self.commitment)), rpc_errors=True
-            )
-            return sent.value
+            sent = await self._call(self._rpc().send_raw_transaction(bytes(tx), TxOpts(preflight_commitment=self.commitment)), rpc_errors=True)
         except RPCException as e:
             raise SubmissionFailed(f"minting {asset.symbol} refused: {_rpc_error(e)[0]}", chain=self.name) from e
+        signature: Signature = sent.value  # solana-py's SendTransactionResp
+        return signature
 
     async def _await_faucet(self, signature: Signature) -> None:
         deadline = time.monotonic() + 30

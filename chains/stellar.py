@@ -17,7 +17,7 @@ import binascii
 import logging
 import weakref
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 from stellar_sdk import (
     Account,
@@ -83,6 +83,7 @@ from core.errors import (
 from core.money import to_decimal_string
 from core.settings import AssetSpec, StellarChainSettings
 from models.payloads import OnChainState
+from signers.base import KeyScheme
 
 log = logging.getLogger(__name__)
 
@@ -137,8 +138,9 @@ def _result_codes(result_xdr: str | None) -> tuple[str, list[str]]:
     except Exception:  # noqa: BLE001 - only used for a human-readable detail
         return "", []
     ops: list[str] = []
-    inner = result
-    if getattr(result, "inner_result_pair", None) is not None:
+    # A fee bump's outcome is its inner transaction's; the two result types share the fields read here.
+    inner: Any = result
+    if result.inner_result_pair is not None:
         inner = result.inner_result_pair.result.result
     for op in getattr(inner, "results", None) or []:
         if op.code != stellar_xdr.OperationResultCode.opINNER or op.tr is None:
@@ -152,12 +154,26 @@ def _result_codes(result_xdr: str | None) -> tuple[str, list[str]]:
     return inner.code.name, ops
 
 
+def _tx_status(response: Any) -> str | None:
+    """`tx_status` of an async submission's answer (None if the body is not that JSON)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    status = body.get("tx_status") if isinstance(body, dict) else None
+    return str(status) if status is not None else None
+
+
+def _close_later(loop: asyncio.AbstractEventLoop, server: ServerAsync) -> None:
+    loop.create_task(server.close())
+
+
 def _close_servers(servers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, ServerAsync]) -> None:
     """Best effort, for adapters dropped without close(): close each loop's HTTP session."""
     for loop, server in list(servers.items()):
         try:
             if not loop.is_closed():
-                loop.call_soon_threadsafe(lambda s=server, lp=loop: lp.create_task(s.close()))
+                loop.call_soon_threadsafe(_close_later, loop, server)
                 continue
             # The loop is gone (interpreter exit): its sockets are dead; drop the pool quietly.
             session = getattr(server._client, "_session", None)
@@ -170,7 +186,7 @@ def _close_servers(servers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop,
 
 class StellarChain:
     family: ClassVar[str] = "stellar"
-    key_scheme: ClassVar[str] = "ed25519"
+    key_scheme: ClassVar[KeyScheme] = "ed25519"
     # The same envelope is re-sent until it lands or provably expires (no fee bump needed).
     replaceable_in_slot: ClassVar[bool] = False
     supports_channels: ClassVar[bool] = True
@@ -306,7 +322,7 @@ class StellarChain:
                 and line.get("asset_code") == asset.code
                 and line.get("asset_issuer") == asset.issuer
             ):
-                return line
+                return cast(dict[str, Any], line)
         return None
 
     # --- reads -----------------------------------------------------------------------------
@@ -365,6 +381,7 @@ class StellarChain:
         if intent.asset.is_native:
             raise PermanentError("XLM needs no trustline", asset=intent.asset.symbol)
         asset = self._sdk_asset(intent.asset)
+        assert asset.issuer is not None  # a credit asset: _sdk_asset made it from CODE:ISSUER
         if await self._account(asset.issuer) is None:
             raise InvalidRecipient(f"the issuer of {intent.asset.symbol} does not exist on this network", issuer=asset.issuer)
         account = await self._account(intent.sender)
@@ -655,9 +672,11 @@ class StellarChain:
             raise SubmissionFailed("stored envelope is not hex", tx_hash=transfer.tx_hash) from e
         # POST the stored bytes verbatim (form field `tx`), like ServerAsync.submit_transaction
         # with skip_memo_required_check=True (preflight already did SEP-29), minus its re-parse.
-        url = self.settings.horizon_url.rstrip("/") + "/transactions"
+        base = self.settings.horizon_url.rstrip("/")
+        client = self._horizon()._client
         try:
-            response = await self._horizon()._client.post(url, data={"tx": envelope_b64})
+            await self._admitted(client, base, envelope_b64, transfer)
+            response = await client.post(base + "/transactions", data={"tx": envelope_b64})
             raise_request_exception(response)
             return "accepted"
         except (TimeoutError, HorizonConnectionError, OSError) as e:
@@ -671,6 +690,25 @@ class StellarChain:
             return await self._classify_rejection(transfer, e)
         except BaseHorizonError as e:
             raise SubmissionFailed(f"unexpected Horizon answer {e.status}", chain=self.name) from e
+
+    async def _admitted(self, client: Any, base: str, envelope_b64: str, transfer: SignedTransfer) -> None:
+        """Hand the envelope to stellar-core's queue through Horizon's async endpoint first.
+        stellar-core admits one transaction per source account at a time; the synchronous
+        endpoint treats its TRY_AGAIN_LATER as pending and holds the request until its own
+        timeout (30 s) to answer a 504 that says nothing. Asked this way, the refusal comes back
+        at once and is raised as the transient answer it is (no cause: it says nothing against
+        the endpoint). Every other answer (queued, duplicate, an error about the transaction, a
+        Horizon without this endpoint) leaves the verdict to the synchronous submit that follows:
+        it finds the queued envelope (the same bytes are harmless) and waits for its ledger."""
+        response = await client.post(base + "/transactions_async", data={"tx": envelope_b64})
+        if response.status_code == 503 and _tx_status(response) == "TRY_AGAIN_LATER":
+            raise ChainUnavailable(
+                f"{self.name}: stellar-core answered TRY_AGAIN_LATER (its source account has a transaction queued already); resend the same envelope",
+                chain=self.name,
+                tx_hash=transfer.tx_hash,
+            ) from None
+        if response.status_code >= 500 or response.status_code == 429:
+            raise_request_exception(response)  # unreachable or overloaded: as the synchronous submit would say
 
     async def _classify_rejection(self, transfer: SignedTransfer, error: BadRequestError) -> str:
         if error.status == 429:
@@ -1018,9 +1056,9 @@ def _merged_balances(result_xdr: str | None) -> dict[int, int]:
     the result carries the merged account's balance, as Horizon's account_credited effect does)."""
     if not result_xdr:
         return {}
-    result = stellar_xdr.TransactionResult.from_xdr(result_xdr).result
-    if getattr(result, "inner_result_pair", None) is not None:
-        result = result.inner_result_pair.result.result
+    outer = stellar_xdr.TransactionResult.from_xdr(result_xdr).result
+    # A fee bump's outcome is its inner transaction's; the two result types share the fields read here.
+    result: Any = outer.inner_result_pair.result.result if outer.inner_result_pair is not None else outer
     moved: dict[int, int] = {}
     for index, op in enumerate(getattr(result, "results", None) or []):
         merge = getattr(op.tr, "account_merge_result", None) if op.tr is not None else None

@@ -7,6 +7,7 @@ them into ``{"error": {"code", "message", "details"}}``. Nothing else maps error
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any, ClassVar
 
 from core.redaction import redact, redact_value
@@ -354,6 +355,20 @@ class ChainUnavailable(TransientError):
     """The chain's node (every configured endpoint) cannot be reached or answered with an error: retried."""
 
     code = "CHAIN_UNAVAILABLE"
+
+
+class ChannelsBusy(TransientError):
+    """Every channel account of the chain is leased by another withdrawal in flight: the signing
+    step waits (retried shortly) for one to be handed back rather than make the wallet its own
+    transaction source, which the network admits once per ledger."""
+
+    code = "CHANNELS_BUSY"
+
+    def __init__(self, message: str = "", *, retry_after: timedelta | None = None, **details: Any) -> None:
+        super().__init__(message, **details)
+        # When to try again: a channel frees within about a ledger, sooner than the retry
+        # policy's doubling interval would look again.
+        self.retry_after = retry_after
 
 
 class OnHold(TransientError):

@@ -292,7 +292,7 @@ async def create_test_spl_mint(rpc_url: str, authority_secret: str, decimals: in
 
     authority, mint = Keypair.from_base58_string(authority_secret), Keypair()
     async with AsyncClient(rpc_url, commitment=Confirmed) as rpc:
-        await _solana_confirmed(rpc, (await rpc.request_airdrop(authority.pubkey(), 10**9)).value)
+        await solana_signature_reached(rpc, (await rpc.request_airdrop(authority.pubkey(), 10**9)).value)
         rent = (await rpc.get_minimum_balance_for_rent_exemption(82)).value
         instructions = [
             create_account(
@@ -315,7 +315,7 @@ async def create_test_spl_mint(rpc_url: str, authority_secret: str, decimals: in
         ]
         recent = (await rpc.get_latest_blockhash(Confirmed)).value.blockhash
         tx = Transaction.new_signed_with_payer(instructions, authority.pubkey(), [authority, mint], recent)
-        await _solana_confirmed(rpc, (await rpc.send_transaction(tx)).value)
+        await solana_signature_reached(rpc, (await rpc.send_transaction(tx)).value)
     return str(mint.pubkey())
 
 
@@ -328,18 +328,27 @@ async def solana_account_exists(rpc_url: str, address: str) -> bool:
         return (await rpc.get_account_info(Pubkey.from_string(address))).value is not None
 
 
-async def _solana_confirmed(rpc, signature, timeout: float = 30) -> None:  # type: ignore[no-untyped-def]
+SOLANA_COMMITMENTS = ("processed", "confirmed", "finalized")
+
+
+async def solana_signature_reached(rpc, signature, commitment: str = "confirmed", within_seconds: float = 30, poll_seconds: float = 0.2) -> None:  # type: ignore[no-untyped-def]
+    """Wait until a Solana transaction reached `commitment` (or a stronger one) on `rpc` (a
+    solana-py AsyncClient); its failure on chain raises RuntimeError, no answer in time TimeoutError."""
     import asyncio
 
-    deadline = time.monotonic() + timeout
+    wanted = SOLANA_COMMITMENTS.index(commitment)
+    deadline = time.monotonic() + within_seconds
     while time.monotonic() < deadline:
         status = (await rpc.get_signature_statuses([signature])).value[0]
         if status is not None and status.err is not None:
-            raise RuntimeError(f"Solana devnet transaction {signature} failed: {status.err}")
+            raise RuntimeError(f"Solana transaction {signature} failed: {status.err}")
         if status is not None and status.confirmation_status is not None:
-            return
-        await asyncio.sleep(0.2)
-    raise TimeoutError(f"Solana devnet transaction {signature} not confirmed in {timeout:.0f}s")
+            # solders' enum prints as TransactionConfirmationStatus.Finalized
+            reached = str(status.confirmation_status).rsplit(".", 1)[-1].lower()
+            if SOLANA_COMMITMENTS.index(reached) >= wanted:
+                return
+        await asyncio.sleep(poll_seconds)
+    raise TimeoutError(f"Solana transaction {signature} not {commitment} in {within_seconds:.0f}s")
 
 
 async def create_test_stellar_issuer(horizon_url: str, issuer_secret: str) -> None:

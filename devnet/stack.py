@@ -13,15 +13,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-from devnet import local
+from devnet import local, services
 from devnet.supervisor import ChildProcess, ServiceFailed, StopRequested, Supervisor
-from models import search_attributes
 
 # CUSTODY_DEV_DATA_DIR moves the state (tests start a stack of their own this way).
 DATA = Path(os.environ.get("CUSTODY_DEV_DATA_DIR") or local.ROOT / ".data")
@@ -165,100 +162,34 @@ def _start(supervisor: Supervisor, label: str, service: ChildProcess, ready_time
     _done(t)
 
 
-def _port_ready(port: int) -> Callable[[ChildProcess], bool]:
-    return lambda _child: local.port_open(port)
+def dev_env(ports: dict[str, int], database_url: str, chains: dict[str, dict]) -> dict[str, str]:
+    """The worker's and the API's environment under `./dev up` (docker-compose.yml sets the same)."""
+    return services.custody_env(
+        database_url=database_url,
+        redis_port=ports["redis"],
+        temporal_port=ports["temporal"],
+        worker_metrics_port=ports["worker_metrics"],
+        temporal_metrics_port=ports["temporal_metrics"],
+        chains=chains,
+        TEMPORAL_UI_URL=f"http://127.0.0.1:{ports['temporal_ui']}",
+        # Four eyes above 1 ETH, so the tour can show a withdrawal awaiting approval.
+        APPROVAL_THRESHOLDS=os.environ.get("CUSTODY_APPROVAL_THRESHOLDS", DEV_APPROVAL_THRESHOLDS),
+    )
 
 
 def _start_stack(supervisor: Supervisor, ports: dict[str, int]) -> None:
     """Every service in dependency order, each supervised from the moment it answers."""
     pgdata = DATA / "postgres"
-    t = _step("PostgreSQL 16 (pgserver)")
-    pg_argv, pg_user = local.postgres_foreground(pgdata)  # the first time: initdb
-    supervisor.start(
-        ChildProcess(
-            "postgres",
-            pg_argv,
-            LOGS,
-            ready=lambda child: local.postgres_ready(pgdata, child.pid),
-            user=pg_user,
-            stop_signal=signal.SIGINT,  # "fast" shutdown: SIGTERM would wait for every client to leave
-            stop_timeout=30,
-        )
+    _start(supervisor, "PostgreSQL 16 (pgserver)", services.postgres(pgdata, LOGS))  # the first time: initdb
+    database_url = services.postgres_url(pgdata)
+    _start(supervisor, f"Redis on :{ports['redis']}", services.redis(ports["redis"], DATA / "redis", LOGS))
+    anvil = services.anvil(
+        ports["anvil"], LOGS, state_file=DATA / "anvil-state.json", block_time=ANVIL_BLOCK_SECONDS, state_interval=ANVIL_STATE_INTERVAL
     )
-    _done(t)
-    database_url = f"postgresql+asyncpg://postgres@/postgres?host={pgdata.resolve()}"
-    _start(
-        supervisor,
-        f"Redis on :{ports['redis']}",
-        ChildProcess(
-            "redis",
-            local.redis_argv(ports["redis"], DATA / "redis"),
-            LOGS,
-            ready=_port_ready(ports["redis"]),
-        ),
-    )
-    _start(
-        supervisor,
-        f"anvil on :{ports['anvil']}",
-        ChildProcess(
-            "anvil",
-            local.anvil_argv(
-                ports["anvil"],
-                DATA / "anvil-state.json",
-                block_time=ANVIL_BLOCK_SECONDS,
-                state_interval=ANVIL_STATE_INTERVAL,
-                extra_args=["--slots-in-an-epoch", "1"],
-            ),
-            LOGS,
-            ready=_port_ready(ports["anvil"]),
-        ),
-    )
-    _start(
-        supervisor,
-        f"Solana devnet (LiteSVM) on :{ports['solana']}",
-        ChildProcess(
-            "solana-devnet",
-            [
-                sys.executable,
-                "-m",
-                "devnet.solana",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(ports["solana"]),
-                "--state-dir",
-                str(DATA / "solana"),
-                "--log-level",
-                "warning",
-            ],
-            LOGS,
-            ready=_port_ready(ports["solana"]),
-            cwd=local.ROOT,
-        ),
-    )
-    _start(
-        supervisor,
-        f"Stellar devnet (Horizon API) on :{ports['stellar']}",
-        ChildProcess(
-            "stellar-devnet",
-            [
-                sys.executable,
-                "-m",
-                "devnet.stellar",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(ports["stellar"]),
-                "--state-dir",
-                str(DATA / "stellar"),
-                "--log-level",
-                "warning",
-            ],
-            LOGS,
-            ready=_port_ready(ports["stellar"]),
-            cwd=local.ROOT,
-        ),
-    )
+    _start(supervisor, f"anvil on :{ports['anvil']}", anvil)
+    _start(supervisor, f"Solana devnet (LiteSVM) on :{ports['solana']}", services.chain_devnet("solana", ports["solana"], DATA / "solana", LOGS))
+    stellar = services.chain_devnet("stellar", ports["stellar"], DATA / "stellar", LOGS)
+    _start(supervisor, f"Stellar devnet (Horizon API) on :{ports['stellar']}", stellar)
     t = _step("TUSD test token")
     token = asyncio.run(_dev_token(f"http://127.0.0.1:{ports['anvil']}"))
     _done(t)
@@ -269,79 +200,23 @@ def _start_stack(supervisor: Supervisor, ports: dict[str, int]) -> None:
     stellar_asset = asyncio.run(_dev_stellar_asset(f"http://127.0.0.1:{ports['stellar']}"))
     _done(t)
     supervisor.raise_if_stopping()
-    temporal_argv = local.temporal_argv(
+    temporal = services.temporal(
         ports["temporal"],
         ports["temporal_ui"],
         DATA / "temporal.db",
-        {key.name: kind for key, kind in search_attributes.KINDS.items()},
-        ui_codec_endpoint=f"http://127.0.0.1:{ports['api']}/codec",
+        LOGS,
         sqlite_pragmas=TEMPORAL_SQLITE_PRAGMAS,
+        ui_codec_endpoint=f"http://127.0.0.1:{ports['api']}/codec",
     )
-    _start(
-        supervisor,
-        f"Temporal dev server on :{ports['temporal']} with Web UI on :{ports['temporal_ui']}",
-        ChildProcess(
-            "temporal",
-            temporal_argv,
-            LOGS,
-            ready=lambda _child: local.port_open(ports["temporal"]) and local.port_open(ports["temporal_ui"]),
-        ),
-        ready_timeout=90,
-    )
+    _start(supervisor, f"Temporal dev server on :{ports['temporal']} with Web UI on :{ports['temporal_ui']}", temporal, ready_timeout=90)
     t = _step("database migrations")
     asyncio.run(_migrate(database_url))
     _done(t)
     supervisor.raise_if_stopping()
 
-    env = {
-        **os.environ,
-        "CUSTODY_ENVIRONMENT": "development",
-        "CUSTODY_DATABASE_URL": database_url,
-        "CUSTODY_REDIS_URL": f"redis://127.0.0.1:{ports['redis']}/0",
-        "CUSTODY_TEMPORAL_ADDRESS": f"127.0.0.1:{ports['temporal']}",
-        "CUSTODY_TEMPORAL_UI_URL": f"http://127.0.0.1:{ports['temporal_ui']}",
-        "CUSTODY_WORKER_METRICS_PORT": str(ports["worker_metrics"]),
-        "CUSTODY_TEMPORAL_METRICS_PORT": str(ports["temporal_metrics"]),
-        "CUSTODY_CHAINS": json.dumps(_chains(ports, token, solana_token, stellar_asset)),
-        # Four eyes above 1 ETH, so the tour can show a withdrawal awaiting approval.
-        "CUSTODY_APPROVAL_THRESHOLDS": os.environ.get("CUSTODY_APPROVAL_THRESHOLDS", DEV_APPROVAL_THRESHOLDS),
-    }
-    _start(
-        supervisor,
-        "worker",
-        ChildProcess(
-            "worker",
-            [sys.executable, "worker.py"],
-            LOGS,
-            ready=_port_ready(ports["worker_metrics"]),
-            env=env,
-            cwd=local.ROOT,
-            stop_timeout=30,  # lets running activities finish
-        ),
-    )
-    _start(
-        supervisor,
-        f"API on :{ports['api']}",
-        ChildProcess(
-            "api",
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "api.main:app_from_env",
-                "--factory",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(ports["api"]),
-                "--no-access-log",
-            ],
-            LOGS,
-            ready=_port_ready(ports["api"]),
-            env=env,
-            cwd=local.ROOT,
-        ),
-    )
+    env = dev_env(ports, database_url, _chains(ports, token, solana_token, stellar_asset))
+    _start(supervisor, "worker", services.worker(env, LOGS, stop_timeout=30))  # lets running activities finish
+    _start(supervisor, f"API on :{ports['api']}", services.api(ports["api"], env, LOGS))
 
     api_url = f"http://127.0.0.1:{ports['api']}"
     print(

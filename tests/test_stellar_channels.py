@@ -9,6 +9,7 @@ none does. Each test uses its own chain name, so its channel set is its own.
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -16,14 +17,15 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from sqlmodel import col, select
-from stellar_sdk import Keypair
+from stellar_sdk import Account, Keypair, TransactionBuilder, TransactionEnvelope
 from temporalio.client import Client
 from temporalio.worker import Replayer
 
+from chains.base import SignedTransfer
 from core.settings import ChannelSettings, Settings, StellarChainSettings
 from core.temporal import custody_data_converter
 from db.engine import SessionFactory
-from devnet.stellar import StellarDevnet
+from devnet.stellar import StellarDevnet, run_stellar_devnet
 from models.audit import AuditEntry
 from models.channels import ChannelAccount, ChannelState, channel_owner
 from models.db import SequenceClaim, Wallet
@@ -179,6 +181,44 @@ async def test_parallel_payments_from_one_wallet_take_distinct_channels(api, cli
     assert sorted(c.sender for c in claims) == sorted(sources)
 
 
+async def test_more_withdrawals_than_channels_wait_for_a_channel(client, base_settings, task_queue, sessions, chain, devnet, horizon):  # type: ignore[no-untyped-def]
+    """Issue 14: with every channel leased, a withdrawal waits for a free one (its signing step
+    is retried) instead of making the wallet its own transaction source, which the queue admits
+    once per ledger (TRY_AGAIN_LATER for the rest). Judged by the network's view of the
+    transactions, not by timings: every one has a channel as source, the wallet's sequence
+    number never moved, and no submission was answered TRY_AGAIN_LATER."""
+    settings = with_channels(base_settings, task_queue, chain, devnet, ChannelSettings(count=2))
+    async with build_worker(client, settings, sessions), api_client(settings, client) as api:
+        assert (await run_channels(client, settings, chain)).ready == 2
+        channels = {w.address for _, w in await channel_rows(sessions, chain)}
+        wallet = await funded_wallet(api, chain)
+        wallet_sequence = await sequence(horizon, wallet["address"])
+        wallet_before = await balance(horizon, wallet["address"])
+        before = await rejections(devnet)
+        destinations = [Keypair.random().public_key for _ in range(8)]
+
+        ids = await asyncio.gather(*(start_withdrawal(api, wallet, d, "2") for d in destinations))
+        finals = await asyncio.gather(*(wait_for_status(api, i, {"COMPLETED", "FAILED"}, timeout=90) for i in ids))
+
+    assert [f["status"] for f in finals] == ["COMPLETED"] * 8, finals
+    for final, destination in zip(finals, destinations, strict=True):
+        assert [a["source"] for a in final["attempts"]] == [final["attempts"][0]["source"]] and final["attempts"][0]["source"] in channels
+        tx = await horizon.transactions().transaction(final["tx_hash"]).call()
+        assert tx["successful"] and tx["source_account"] in channels, tx
+        assert await balance(horizon, destination) == 2 * XLM  # paid exactly once
+    # No transaction had the wallet as source: its sequence number never moved; it paid 8 x 2 XLM.
+    assert await sequence(horizon, wallet["address"]) == wallet_sequence
+    assert await balance(horizon, wallet["address"]) == wallet_before - 8 * 2 * XLM
+    payments = await horizon.payments().for_account(wallet["address"]).limit(200).call()
+    # New accounts: each got one create_account from the wallet, and nothing else did.
+    sent = [p for p in payments["_embedded"]["records"] if wallet["address"] in (p.get("from"), p.get("funder"))]
+    assert sorted(p.get("to") or p.get("account") for p in sent) == sorted(destinations), sent
+    after = await rejections(devnet)
+    for code in ("TRY_AGAIN_LATER", "tx_bad_seq"):
+        assert after.get(code, 0) == before.get(code, 0), (code, before, after)
+    assert all(r.leased_by is None for r, _ in await channel_rows(sessions, chain))  # every lease handed back
+
+
 async def test_without_channels_the_wallet_lands_one_payment_per_ledger(client, base_settings, task_queue, sessions, chain, devnet, horizon):  # type: ignore[no-untyped-def]
     """The contrast: same payments, no channels. Each is the wallet's own transaction, and the
     queue admits one per source account, so they land in as many ledgers (a payment that arrived
@@ -306,27 +346,70 @@ async def test_worker_start_schedules_the_channel_set_and_runs_it_at_once(client
 
 
 async def test_only_a_first_attempt_takes_a_channel(client, base_settings, task_queue, sessions, chain, devnet, horizon):  # type: ignore[no-untyped-def]
-    """Signed with the wallet as source while every channel was busy, a withdrawal keeps that
-    source when it is re-signed after expiry, even if a channel is free by then."""
+    """Signed with the wallet as source while no channel was usable (none READY), a withdrawal
+    keeps that source when it is re-signed after expiry, even if a channel is READY by then."""
     import sqlalchemy as sa
 
     settings = with_channels(base_settings, task_queue, chain, devnet, ChannelSettings(count=1))
     async with build_worker(client, settings, sessions), api_client(settings, client) as api:
         assert (await run_channels(client, settings, chain)).ready == 1
         [(row, _)] = await channel_rows(sessions, chain)
-        async with sessions() as session, session.begin():  # busy with someone else's payment
-            await session.exec(sa.update(ChannelAccount).where(col(ChannelAccount.wallet_id) == row.wallet_id).values(leased_by="elsewhere"))
+        async with sessions() as session, session.begin():  # set aside: no channel is usable
+            await session.exec(sa.update(ChannelAccount).where(col(ChannelAccount.wallet_id) == row.wallet_id).values(state=ChannelState.UNDERFUNDED))
         wallet = await funded_wallet(api, chain)
         async with httpx.AsyncClient(base_url=devnet.url, timeout=30) as http:
             await http.post("/_devnet/fail_next_submissions", json={"count": 2, "status": 504, "apply": False})
             withdrawal_id = await start_withdrawal(api, wallet, Keypair.random().public_key, "4")
             signed = await wait_for_status(api, withdrawal_id, {"BROADCASTING", "CONFIRMING", "COMPLETED", "FAILED"})
             assert [a["source"] for a in signed["attempts"]] == [None]
-            async with sessions() as session, session.begin():  # the channel is free again
-                await session.exec(sa.update(ChannelAccount).where(col(ChannelAccount.wallet_id) == row.wallet_id).values(leased_by=None))
+            async with sessions() as session, session.begin():  # the channel is READY again
+                await session.exec(sa.update(ChannelAccount).where(col(ChannelAccount.wallet_id) == row.wallet_id).values(state=ChannelState.READY))
             await http.post("/_devnet/advance_time", json={"seconds": 400})
             await http.post("/_devnet/close_ledgers", json={"count": 1})
         done = await wait_for_status(api, withdrawal_id, {"COMPLETED", "FAILED"}, timeout=45)
     assert done["status"] == "COMPLETED" and [a["source"] for a in done["attempts"]] == [None, None], done
     [(after, _)] = await channel_rows(sessions, chain)
     assert after.lease_count == row.lease_count and after.leased_by is None
+
+
+async def test_try_again_later_is_answered_at_once_as_a_transient_error(devnet):  # type: ignore[no-untyped-def]
+    """Issue 14: Horizon's synchronous submit holds a transaction stellar-core answered
+    TRY_AGAIN_LATER until its own timeout (30 s) and then says 504, which tells nothing. The
+    adapter asks the async endpoint first, so the queue's refusal comes back as what it is: a
+    transient error about the transaction (no endpoint is blamed), the same bytes landing later."""
+    from chains.health import is_connectivity_failure
+    from chains.stellar import StellarChain
+    from core.errors import ChainUnavailable
+
+    # Ledgers close on demand only: the first transaction stays in the open ledger meanwhile, and
+    # a synchronous submit answers its timeout at once instead of after `submission_timeout`.
+    async with run_stellar_devnet(port=0, close_interval_ms=0) as manual, httpx.AsyncClient(base_url=manual.url, timeout=30) as http:
+        settings = StellarChainSettings(horizon_url=manual.url, network_passphrase=manual.network_passphrase, friendbot_url=manual.friendbot_url)
+        adapter = StellarChain("manual", settings)
+        source = Keypair.random()
+        assert (await http.get(manual.friendbot_url, params={"addr": source.public_key})).status_code == 200
+        start = int((await http.get(f"/accounts/{source.public_key}")).json()["sequence"])
+
+        def envelope(sequence: int) -> TransactionEnvelope:
+            account = Account(source.public_key, sequence - 1)
+            builder = TransactionBuilder(account, manual.network_passphrase, base_fee=100).set_timeout(3600)
+            tx = builder.append_create_account_op(Keypair.random().public_key, "2").build()
+            tx.sign(source)
+            return tx
+
+        first, second = envelope(start + 1), envelope(start + 2)
+        queued = await http.post("/transactions_async", data={"tx": first.to_xdr()})
+        assert queued.status_code == 201, queued.text  # in the open ledger: the account's one slot
+        signed = SignedTransfer(tx_hash=second.hash_hex(), raw_tx=base64.b64decode(second.to_xdr()).hex(), sequence=start + 2, max_fee=100)
+        try:
+            with pytest.raises(ChainUnavailable) as refused:
+                await adapter.broadcast(signed)
+            assert "TRY_AGAIN_LATER" in refused.value.message, refused.value.message
+            assert not is_connectivity_failure(refused.value)  # the node answered about the transaction
+            await http.post("/_devnet/close_ledgers", json={"count": 1})
+            assert await adapter.broadcast(signed) == "accepted"  # the same bytes, once the slot is free
+            assert await adapter.is_known(second.hash_hex())
+        finally:
+            await adapter.close()
+        status = (await http.get("/_devnet/status")).json()
+        assert status["rejections"].get("TRY_AGAIN_LATER") == 1, status

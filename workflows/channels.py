@@ -19,8 +19,9 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from activities.channels import ChannelActivities
     from models.payloads import ChannelSetResult
+    from workflows.common import short_step
 
-from workflows.children import short_step, wallet_child, withdrawal_child
+from workflows.children import wallet_child, withdrawal_child
 
 
 @workflow.defn(name="ChannelAccountsWorkflow")

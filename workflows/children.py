@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import TypeVar
 
 from temporalio import workflow
 from temporalio.common import SearchAttributePair, TypedSearchAttributes, WorkflowIDReusePolicy
@@ -19,22 +18,13 @@ with workflow.unsafe.imports_passed_through():
     from activities.pools import PoolActivities
     from models import search_attributes
     from models.payloads import WalletCreationInput, WithdrawalInput, WithdrawalStatus
-    from workflows.common import RETRY_UNTIL_PERMANENT, SHORT_STEP
+    from workflows.common import RETRY_UNTIL_PERMANENT, ArgT, ResultT, SelfT
 
 from workflows.wallet_creation import WalletCreationWorkflow
 from workflows.withdrawal import WithdrawalWorkflow
 
 WAIT_ELSEWHERE = timedelta(hours=2)  # a movement another run started (it heartbeats)
 WAIT_HEARTBEAT = timedelta(seconds=30)
-
-# An activity method (self, one argument) -> its result, as workflow.execute_activity_method types it.
-SelfT = TypeVar("SelfT")
-ArgT = TypeVar("ArgT")
-ResultT = TypeVar("ResultT")
-
-
-async def short_step(activity: Callable[[SelfT, ArgT], Awaitable[ResultT]], arg: ArgT) -> ResultT:
-    return await workflow.execute_activity_method(activity, arg, start_to_close_timeout=SHORT_STEP, retry_policy=RETRY_UNTIL_PERMANENT)
 
 
 async def wait_elsewhere(activity: Callable[[SelfT, ArgT], Awaitable[ResultT]], arg: ArgT) -> ResultT:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
+from typing import TypeVar
 
+from temporalio import workflow
 from temporalio.common import RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
@@ -17,6 +20,17 @@ RETRY_UNTIL_PERMANENT = RetryPolicy(
 )
 
 SHORT_STEP = timedelta(seconds=30)
+
+# An activity method (self, one argument) -> its result, as workflow.execute_activity_method types it.
+SelfT = TypeVar("SelfT")
+ArgT = TypeVar("ArgT")
+ResultT = TypeVar("ResultT")
+ActivityMethod = Callable[[SelfT, ArgT], Awaitable[ResultT]]
+
+
+async def short_step(activity: ActivityMethod[SelfT, ArgT, ResultT], arg: ArgT) -> ResultT:
+    """A short activity, retried until it passes or fails permanently."""
+    return await workflow.execute_activity_method(activity, arg, start_to_close_timeout=SHORT_STEP, retry_policy=RETRY_UNTIL_PERMANENT)
 
 
 def failure_of(error: ActivityError) -> tuple[str, str]:

@@ -25,9 +25,9 @@ with workflow.unsafe.imports_passed_through():
     from activities.pools import CompleteRebalance, PoolActivities
     from activities.wallets import ActivateWalletInput
     from models.payloads import PoolPlan, PoolStepInput, PoolTransfer, PoolWalletRef, RebalanceInput, RebalanceResult
-    from workflows.common import failure_of
+    from workflows.common import ArgT, ResultT, SelfT, failure_of, short_step
 
-from workflows.children import ArgT, ResultT, SelfT, short_step, wallet_child, withdrawal_child
+from workflows.children import wallet_child, withdrawal_child
 
 
 @workflow.defn(name="RebalanceWorkflow")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -21,6 +20,7 @@ from temporalio.common import RetryPolicy
 with workflow.unsafe.imports_passed_through():
     from activities.reconciliation import ReconciliationActivities
     from models.payloads import ReconciliationInput, ReconciliationResult, ReconciliationStep
+    from workflows.common import ArgT, ResultT, SelfT
 
 # Node trouble is retried a while; a run that still cannot finish fails and the next scheduled
 # run starts over from the stored checkpoints.
@@ -32,11 +32,6 @@ RECONCILE_RETRY = RetryPolicy(
 )
 STEP_TIMEOUT = timedelta(minutes=20)
 STEP_HEARTBEAT = timedelta(minutes=2)
-
-# An activity method (self, one argument) -> its result, as workflow.execute_activity_method types it.
-SelfT = TypeVar("SelfT")
-ArgT = TypeVar("ArgT")
-ResultT = TypeVar("ResultT")
 
 
 @workflow.defn(name="ReconciliationWorkflow")

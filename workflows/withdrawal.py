@@ -37,9 +37,7 @@ new every `rounds_per_run` rounds so its history stays bounded. Runs started bef
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
-from typing import TypeVar
 
 from temporalio import workflow
 from temporalio.common import WorkflowIDReusePolicy
@@ -68,7 +66,7 @@ with workflow.unsafe.imports_passed_through():
         WithdrawalState,
         WithdrawalStatus,
     )
-    from workflows.common import RETRY_UNTIL_PERMANENT, SHORT_STEP, failure_of
+    from workflows.common import RETRY_UNTIL_PERMANENT, ActivityMethod, ArgT, ResultT, SelfT, failure_of, short_step
 
 CONFIRMATION_WAIT = timedelta(minutes=15)
 CONFIRMATION_HEARTBEAT = timedelta(seconds=30)
@@ -89,11 +87,6 @@ FAILURE_OF_OUTCOME = {
     OnChainState.REVERTED: ("TRANSACTION_REVERTED", "the transaction was mined but reverted; its fee is spent"),
     OnChainState.SLOT_LOST: ("SLOT_CONSUMED_EXTERNALLY", "the nonce was used by a transaction that is not ours"),
 }
-
-# _step's activity method: its class, its single argument and its result.
-_Activities = TypeVar("_Activities")
-_Arg = TypeVar("_Arg")
-_Result = TypeVar("_Result")
 
 
 class _Cancelled(Exception):
@@ -386,7 +379,7 @@ class WithdrawalWorkflow:
             if self._rules_v3 and validation is not None and 0 < validation.rounds_per_run <= rounds:
                 await self._continue_as_new(wid)
 
-    async def _replace(self, wid: str, activity: Callable[[WithdrawalActivities, BumpInput], Awaitable[PreparedAttempt]], what: str) -> bool:
+    async def _replace(self, wid: str, activity: ActivityMethod[WithdrawalActivities, BumpInput, PreparedAttempt], what: str) -> bool:
         """Sign a replacement (fee bump or cancellation) and send it; True when one was made.
         Under the rules, one that cannot be made is alerted and the attempts already out stay
         in play; a permanent refusal (a disabled KMS key) also stops further replacements."""
@@ -527,13 +520,12 @@ class WithdrawalWorkflow:
         assert self._rejected is not None
         return f"rejected by {self._rejected.by}: {self._rejected.reason}"
 
-    def _track(self, prepared: PreparedAttempt) -> None:
+    def _track(self, prepared) -> None:  # type: ignore[no-untyped-def]
         self._tx_hash = prepared.tx_hash
         self._attempts = prepared.attempt_count
 
-    async def _step(self, activity: Callable[[_Activities, _Arg], Awaitable[_Result]], arg: _Arg) -> _Result:
-        """One activity method with its single argument, typed as the method declares them."""
-        return await workflow.execute_activity_method(activity, arg, start_to_close_timeout=SHORT_STEP, retry_policy=RETRY_UNTIL_PERMANENT)
+    async def _step(self, activity: ActivityMethod[SelfT, ArgT, ResultT], arg: ArgT) -> ResultT:
+        return await short_step(activity, arg)
 
     async def _record(self, event: ControlEvent) -> None:
         await self._step(WithdrawalActivities.record_control, event)

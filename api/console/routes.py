@@ -45,6 +45,8 @@ LIST = "GET /v1/withdrawals"
 DETAIL = "GET /v1/withdrawals/{withdrawal_id}"
 STATS = "GET /v1/admin/stats"
 RECONCILIATION = "GET /v1/admin/reconciliation/{chain}"
+RECONCILE = "POST /v1/admin/reconciliation/{chain}/runs"
+RECONCILE_WAIT_SECONDS = 20  # the page waits this long for the run's report, then shows it RUNNING
 POOLS = "GET /v1/pools/{chain}"
 CHANNELS = "GET /v1/channels/{chain}"
 REBALANCE = "POST /v1/pools/{chain}/rebalance"
@@ -433,19 +435,23 @@ async def _open_alerts(db) -> list[tuple[WithdrawalEvent, Withdrawal]]:  # type:
     return list((await db.exec(query)).all())
 
 
-async def _drift(me: Viewer, state, db) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
-    """Each chain's latest reconciliation report, read through GET /v1/admin/reconciliation/{chain}'s
-    own function, with its drifting rows (none when the viewer may not read reports)."""
+async def _latest_reports(me: Viewer, state, db) -> list[Any]:  # type: ignore[no-untyped-def]
+    """Each configured chain's latest reconciliation report, read through GET
+    /v1/admin/reconciliation/{chain}'s own function (none when the viewer may not read reports)."""
     if not me.may(RECONCILIATION):
         return []
     reports = []
     for chain in sorted(state.settings.chains):
         try:
-            report = await admin.latest_reconciliation(chain, me.identity.id, state, db, None)
+            reports.append(await admin.latest_reconciliation(chain, me.identity.id, state, db, None))
         except NotAvailable:
             continue
-        reports.append({"report": report, "drifting": [r for r in report.rows if r.status == "DRIFT"]})
     return reports
+
+
+async def _drift(me: Viewer, state, db) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]
+    """The latest reports with their drifting rows."""
+    return [{"report": r, "drifting": [row for row in r.rows if row.status == "DRIFT"]} for r in await _latest_reports(me, state, db)]
 
 
 async def _failing_deliveries(db) -> list[WebhookDelivery]:  # type: ignore[no-untyped-def]
@@ -469,6 +475,7 @@ async def wallets_and_pools(request: Request) -> Response:
     state = request.app.state.custody
     async with state.sessions() as db:
         holds = await _holds(state, db)
+        reports = {r.chain: r for r in await _latest_reports(me, state, db)}
         pool_views = [
             {"pool": pool, "targets": _pool_targets(pool.settings)}
             for pool in [await pools.show_pool(chain, me.identity.id, state, db) for chain in sorted(state.settings.pools)]
@@ -487,7 +494,25 @@ async def wallets_and_pools(request: Request) -> Response:
         channel_sets=channel_sets,
         may_rebalance=me.may(REBALANCE),
         started=request.query_params.get("rebalance", ""),
+        # On-chain balances per wallet come from reconciliation (operators read users' wallets only
+        # there: api/permissions.py), one report per chain, each with the block/ledger it read.
+        balances=[{"chain": chain, "report": reports.get(chain)} for chain in sorted(state.settings.chains)] if me.may(RECONCILIATION) else [],
+        may_reconcile=me.may(RECONCILE),
+        reconciled=request.query_params.get("reconciled", ""),
     )
+
+
+@router.post("/reconciliation/{chain}/runs")
+@console_page
+async def reconcile_chain(request: Request, chain: str) -> Response:
+    """Read every wallet's balance on chain now, through POST /v1/admin/reconciliation/{chain}/runs's
+    own function; back to the wallets page, which shows the new report (or RUNNING when it takes longer)."""
+    me = await viewer(request, RECONCILE, write=True)
+    state = request.app.state.custody
+    async with state.sessions() as db:
+        run = await admin.run_reconciliation(chain, me.identity.id, state, db, Response(), RECONCILE_WAIT_SECONDS)
+    query = urlencode({"reconciled": f"{run.workflow_id} {run.state}"})
+    return RedirectResponse(f"/console/wallets?{query}#balances-{chain.lower()}", status_code=303)
 
 
 async def _holds(state, db) -> list[dict[str, Any]]:  # type: ignore[no-untyped-def]

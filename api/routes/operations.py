@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from fastapi import APIRouter, Response
 from pydantic import BaseModel, Field
@@ -18,6 +19,7 @@ from sqlmodel import select
 from temporalio.client import WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
+from temporalio.workflow import UpdateMethodMultiParam
 
 from activities.transfers import (
     attempts_of,
@@ -41,7 +43,7 @@ from db import audit
 from models.access import WithdrawalAction, WithdrawalHold
 from models.db import Wallet, Withdrawal, WithdrawalEvent, utcnow
 from models.intent_seal import seal
-from models.payloads import OnChainState, OperatorRequest, WithdrawalStatus
+from models.payloads import OnChainState, OperatorRequest, WithdrawalState, WithdrawalStatus
 from models.policy import PolicyDecision
 from models.schemas import WithdrawalPublic
 from workflows.withdrawal import WithdrawalWorkflow
@@ -57,6 +59,10 @@ class OperatorAction(BaseModel):
 
 class RejectAction(BaseModel):
     reason: str = Field(min_length=1, max_length=500, pattern=r"\S", description="why: required, shown to the requester")
+
+
+# One of WithdrawalWorkflow's update handlers (cancel, approve, reject), as execute_update takes it.
+WorkflowUpdate = UpdateMethodMultiParam[[WithdrawalWorkflow, OperatorRequest], Coroutine[Any, Any, WithdrawalState]]
 
 
 def _not_delivered(error: RPCError) -> Exception:
@@ -75,10 +81,12 @@ async def _signal(state: StateDep, withdrawal_id: str, name: str, request: Opera
         raise _not_delivered(e) from e
 
 
-async def _update(state: StateDep, withdrawal_id: str, update, request: OperatorRequest) -> None:  # type: ignore[no-untyped-def]
+async def _update(state: StateDep, withdrawal_id: str, update: WorkflowUpdate, request: OperatorRequest) -> None:
     handle = state.temporal.get_workflow_handle_for(WithdrawalWorkflow.run, f"withdrawal-{withdrawal_id}")
     try:
-        await handle.execute_update(update, request)
+        # temporalio types an async handler's result as its coroutine; the state it returns is
+        # not needed here (the caller re-reads the row).
+        _ = await handle.execute_update(update, request)
     except WorkflowUpdateFailedError as e:
         cause = e.cause
         if isinstance(cause, ApplicationError) and cause.type == "AcceptedUpdateCompletedWorkflow":
@@ -123,11 +131,26 @@ async def _record_action(session: SessionDep, withdrawal_id: str, action: str, c
     return row
 
 
-async def _refused(session: SessionDep, row: WithdrawalAction) -> None:
-    """The workflow refused the action: it must count for nothing when signing is re-checked."""
-    row.state = "REFUSED"
-    session.add(row)
-    await session.commit()
+async def _recorded_update(
+    session: SessionDep,
+    state: StateDep,
+    withdrawal_id: str,
+    action: str,
+    update: WorkflowUpdate,
+    caller: Identity,
+    reason: str,
+) -> None:
+    """Record the action, then deliver it as a workflow update. The record comes first so the
+    signing guard can count it; when the workflow refuses, it is marked REFUSED and counts for
+    nothing when signing is re-checked."""
+    row = await _record_action(session, withdrawal_id, action, caller, reason)
+    try:
+        await _update(state, withdrawal_id, update, OperatorRequest(by=caller.id, reason=reason))
+    except OperationRefused:
+        row.state = "REFUSED"
+        session.add(row)
+        await session.commit()
+        raise
 
 
 @router.post("/{withdrawal_id}/pause", response_model=WithdrawalPublic)
@@ -168,12 +191,7 @@ async def cancel(withdrawal_id: str, body: OperatorAction, caller: CallerDep, st
     """Accepted means the cancellation is under way; the final status says which side won."""
     withdrawal = await visible_withdrawal(session, state, caller, withdrawal_id)
     _refuse_if_final(withdrawal.status, "CANCEL_TOO_LATE")
-    action = await _record_action(session, withdrawal_id, "CANCEL", caller, body.reason)
-    try:
-        await _update(state, withdrawal_id, WithdrawalWorkflow.cancel, OperatorRequest(by=caller.id, reason=body.reason))
-    except OperationRefused:
-        await _refused(session, action)
-        raise
+    await _recorded_update(session, state, withdrawal_id, "CANCEL", WithdrawalWorkflow.cancel, caller, body.reason)
     return await _refreshed(session, state, withdrawal_id)
 
 
@@ -182,16 +200,10 @@ async def approve(withdrawal_id: str, body: OperatorAction, caller: CallerDep, s
     """Four eyes: an APPROVER who is neither the owner nor the requester; with a policy quorum,
     one of its role's holders or its group's members, once (N distinct approvals release it)."""
     withdrawal = await visible_withdrawal(session, state, caller, withdrawal_id)
-    if caller.id in (withdrawal.owner, withdrawal.requested_by):
-        raise OperationRefused("SELF_APPROVAL", "the requester cannot approve their own withdrawal")
+    _refuse_self_approval(withdrawal, caller, "approve")
     _refuse_if_final(withdrawal.status, "NOT_AWAITING_APPROVAL")
     await _refuse_ineligible_approver(session, withdrawal, caller)
-    action = await _record_action(session, withdrawal_id, "APPROVE", caller, body.reason)
-    try:
-        await _update(state, withdrawal_id, WithdrawalWorkflow.approve, OperatorRequest(by=caller.id, reason=body.reason))
-    except OperationRefused:
-        await _refused(session, action)
-        raise
+    await _recorded_update(session, state, withdrawal_id, "APPROVE", WithdrawalWorkflow.approve, caller, body.reason)
     return await _refreshed(session, state, withdrawal_id)
 
 
@@ -201,18 +213,18 @@ async def reject(withdrawal_id: str, body: RejectAction, caller: CallerDep, stat
     (an APPROVER of its quorum's role or group, not the owner or requester). One rejection ends it
     CANCELLED with error_code REJECTED; its hold is released and nothing was signed."""
     withdrawal = await visible_withdrawal(session, state, caller, withdrawal_id)
-    if caller.id in (withdrawal.owner, withdrawal.requested_by):
-        raise OperationRefused("SELF_APPROVAL", "the requester cannot reject their own withdrawal")
+    _refuse_self_approval(withdrawal, caller, "reject")
     if withdrawal.status != WithdrawalStatus.AWAITING_APPROVAL.value:
         raise OperationRefused("NOT_AWAITING_APPROVAL", f"withdrawal is {withdrawal.status}, not awaiting approval")
     await _refuse_ineligible_approver(session, withdrawal, caller)
-    action = await _record_action(session, withdrawal_id, "REJECT", caller, body.reason)
-    try:
-        await _update(state, withdrawal_id, WithdrawalWorkflow.reject, OperatorRequest(by=caller.id, reason=body.reason))
-    except OperationRefused:
-        await _refused(session, action)
-        raise
+    await _recorded_update(session, state, withdrawal_id, "REJECT", WithdrawalWorkflow.reject, caller, body.reason)
     return await _refreshed(session, state, withdrawal_id, until=lambda w: WithdrawalStatus(w.status).is_final)
+
+
+def _refuse_self_approval(withdrawal: Withdrawal, caller: Identity, verb: str) -> None:
+    """Four eyes: neither the owner nor the requester decides on their own withdrawal."""
+    if caller.id in (withdrawal.owner, withdrawal.requested_by):
+        raise OperationRefused("SELF_APPROVAL", f"the requester cannot {verb} their own withdrawal")
 
 
 async def _refuse_ineligible_approver(session: SessionDep, withdrawal: Withdrawal, caller: Identity) -> None:

@@ -15,7 +15,7 @@ from dataclasses import replace
 import pytest
 
 from chains.base import ChannelKey, SignedTransfer, TransferIntent, TransferStatus
-from core.errors import InvalidMemo, InvalidRecipient, NotAvailable, PolicyViolation, SigningFailed, UnknownAsset
+from core.errors import InvalidMemo, InvalidRecipient, PolicyViolation, SigningFailed, UnknownAsset
 from models.payloads import OnChainState
 from tests.chains.conftest import KEYS, Account, Harness, RecordingSigner
 
@@ -124,9 +124,9 @@ class TestChainConformance:
             pytest.skip("this family signs with channel accounts (activities/channels.py)")
         sender, channel = adapter.new_key(), adapter.new_key()
         intent = TransferIntent(sender.address, adapter.new_key().address, adapter.native, adapter.amount)
-        with pytest.raises(NotAvailable) as refused:  # its sequence is no slot here: never signed
+        with pytest.raises(SigningFailed) as refused:  # its sequence is no slot here: never signed
             await _sign(adapter, intent, sender.sign, channel=ChannelKey(channel.address, channel.sign))
-        assert refused.value.code == "NOT_AVAILABLE"
+        assert refused.value.code == "SIGNING_FAILED"
 
     async def test_a_send_never_broadcast_is_unknown_pending_and_can_still_land(self, adapter: Harness) -> None:
         chain = adapter.chain
