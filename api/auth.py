@@ -179,8 +179,15 @@ async def _identity_of_key(state, key: ApiKey, user: User, ip: str | None) -> Id
 
 
 async def _oidc_identity(state, token: str, ip: str | None) -> Identity:  # type: ignore[no-untyped-def]
+    return await oidc_claims_identity(state, await state.oidc.verify(token), ip)
+
+
+async def oidc_claims_identity(state, claims: dict, ip: str | None) -> Identity:  # type: ignore[no-untyped-def,type-arg]
+    """The identity verified OIDC claims prove: a bearer token's, and a console session's
+    signed in with OIDC (re-checked on every request like a key: a blocked user counts at once)."""
     verifier = state.oidc
-    claims = await verifier.verify(token)
+    if verifier is None:
+        raise Unauthorized("OIDC is no longer configured")
     user_id = verifier.user_id(claims)
     async with state.sessions() as session:
         user = (await session.exec(select(User).where(User.id == user_id))).first()

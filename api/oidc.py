@@ -9,6 +9,7 @@ and are mapped to custody's roles; unknown names are ignored.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import time
 from typing import Any
 
@@ -38,12 +39,22 @@ class OidcVerifier:
         self._keys: dict[str, jwt.PyJWK] = {}
         self._fetched_at = 0.0
         self._lock = asyncio.Lock()
+        self._metadata: dict[str, Any] | None = None
+        self._metadata_at = 0.0
 
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def verify(self, token: str) -> dict[str, Any]:
-        """The token's claims once every check passed; Unauthorized (401) says which failed."""
+    async def verify(self, token: str, *, audience: str | None = None, nonce: str | None = None) -> dict[str, Any]:
+        """The token's claims once every check passed; Unauthorized (401) says which failed.
+        `audience` (default: the configured one) and `nonce` are for the console's id_token."""
+        claims = await self._decode(token, audience or self.settings.audience)
+        # The nonce binds an id_token to the sign-in that asked for it: a replayed one is refused.
+        if nonce is not None and not hmac.compare_digest(str(claims.get("nonce", "")), nonce):
+            raise Unauthorized("the id_token's nonce is not this sign-in's")
+        return claims
+
+    async def _decode(self, token: str, audience: str) -> dict[str, Any]:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as e:
@@ -54,7 +65,7 @@ class OidcVerifier:
                 token,
                 key.key,
                 algorithms=self.settings.algorithms,
-                audience=self.settings.audience,
+                audience=audience,
                 issuer=self.settings.issuer,
                 leeway=self.settings.leeway_seconds,
                 options={"require": ["exp", "iss", "aud", "sub"]},
@@ -111,3 +122,55 @@ class OidcVerifier:
             raise IdentityProviderUnavailable(f"the OIDC issuer's keys cannot be fetched: {type(e).__name__}") from e
         self._keys = {k.key_id or "": k for k in keyset.keys}
         self._fetched_at = time.monotonic()
+
+    async def provider_metadata(self) -> dict[str, Any]:
+        """The issuer's discovery document (the console's sign-in needs its authorization and
+        token endpoints), cached like the keys; IdentityProviderUnavailable when it cannot be had."""
+        if self._metadata is not None and time.monotonic() - self._metadata_at < self.settings.jwks_cache_seconds:
+            return self._metadata
+        try:
+            response = await self._http.get(self.settings.issuer.rstrip("/") + "/.well-known/openid-configuration")
+            response.raise_for_status()
+            metadata = response.json()
+            for field in ("authorization_endpoint", "token_endpoint"):
+                if not isinstance(metadata.get(field), str):
+                    raise KeyError(field)
+        except (httpx.HTTPError, ValueError, KeyError, AttributeError) as e:
+            raise IdentityProviderUnavailable(f"the OIDC issuer's discovery document cannot be had: {type(e).__name__}") from e
+        self._metadata, self._metadata_at = metadata, time.monotonic()
+        return metadata
+
+    async def exchange_code(self, code: str, code_verifier: str, redirect_uri: str) -> str:
+        """The id_token the token endpoint gives for an authorization code and its PKCE verifier.
+        A refusal (4xx) is Unauthorized with the issuer's own error name; the issuer unreachable or
+        failing (5xx) is IdentityProviderUnavailable. Nothing here logs or quotes a token."""
+        settings = self.settings
+        assert settings.client_id is not None
+        form = {
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": redirect_uri,
+            "client_id": settings.client_id,
+            "code_verifier": code_verifier,
+        }
+        secret = settings.client_secret.get_secret_value() if settings.client_secret is not None else None
+        auth = httpx.BasicAuth(settings.client_id, secret) if secret is not None else None
+        endpoint = (await self.provider_metadata())["token_endpoint"]
+        try:
+            response = await self._http.post(endpoint, data=form, auth=auth, headers={"Accept": "application/json"})
+        except httpx.HTTPError as e:
+            raise IdentityProviderUnavailable(f"the OIDC issuer's token endpoint cannot be reached: {type(e).__name__}") from e
+        if response.status_code >= 500:
+            raise IdentityProviderUnavailable(f"the OIDC issuer's token endpoint failed (HTTP {response.status_code})")
+        try:
+            body = response.json()
+        except ValueError:
+            body = {}
+        body = body if isinstance(body, dict) else {}
+        if response.status_code >= 400:
+            refusal = str(body.get("error", f"HTTP {response.status_code}"))[:100]
+            raise Unauthorized(f"the issuer refused the sign-in code: {refusal}")
+        id_token = body.get("id_token")
+        if not isinstance(id_token, str) or not looks_like_jwt(id_token):
+            raise Unauthorized("the issuer's answer has no id_token")
+        return id_token

@@ -524,7 +524,7 @@ def error_catalog() -> dict[str, tuple[int | None, str, str]]:
 
 
 def markdown_table() -> str:
-    """README's error table (`python -m core.errors` prints it; tests/test_error_codes.py keeps
+    """README's error table (`python -m core.errors` prints it; tests/api/test_error_codes.py keeps
     README equal to it)."""
     rows = ["| code | HTTP | kind | meaning |", "|---|---|---|---|"]
     for code, (status, kind, meaning) in error_catalog().items():

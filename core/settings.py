@@ -356,6 +356,15 @@ class OidcSettings(BaseModel):
     algorithms: list[str] = Field(default_factory=lambda: ["RS256", "ES256"])
     leeway_seconds: int = Field(default=30, ge=0, le=300)
     jwks_cache_seconds: int = Field(default=300, gt=0)
+    # Console sign-in ("Sign in with <issuer>": authorization code + PKCE). Unset: the console
+    # takes API keys only. The id_token's audience is this client id.
+    client_id: str | None = None
+    # Only for a confidential client (sent with HTTP Basic to the token endpoint); never logged.
+    client_secret: SecretStr | None = None
+    # Registered at the issuer; unset: {the request's base URL}console/login/oidc/callback.
+    redirect_url: str | None = None
+    # The button's name ("Sign in with <display_name>"); unset: the issuer's host.
+    display_name: str | None = None
 
 
 class RateLimitSettings(BaseModel):

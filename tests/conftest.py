@@ -1,21 +1,26 @@
 """Session-wide real servers (one set per xdist worker): Temporal dev server, PostgreSQL,
-Redis and anvil. Each test gets its own task queue, worker and API app on top of them."""
+Redis, anvil and the local AWS and Google Cloud KMS; each test gets its own task queue, worker
+and API app on top of them. The Solana and Stellar devnets are one per module (a module's tests
+share a ledger; several modules start theirs with other settings). A server that does not start
+fails its fixture with its name, its command and where its log is (`started`)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AsyncExitStack, ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
@@ -36,6 +41,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from core.identity import Role
 from core.settings import EvmChainSettings, RateLimitSettings, Settings, TokenSettings
 from core.temporal import client_over
 from db.engine import SessionFactory, create_engine, create_session_factory
@@ -45,9 +51,24 @@ from devnet.solana import SolanaDevnet, run_solana_devnet
 from devnet.stellar import StellarDevnet, run_stellar_devnet
 from models import search_attributes
 
+if TYPE_CHECKING:
+    from devnet.gcp_kms.server import GcpKmsServer
+
 ALICE = {"Authorization": "Bearer dev-alice-key"}
 BOB = {"Authorization": "Bearer dev-bob-key"}
+OPS = {"Authorization": "Bearer dev-ops-key"}
+ADMIN = {"Authorization": "Bearer dev-admin-key"}
 TOKEN_DECIMALS = 6
+
+
+@contextmanager
+def started(server: str, command: str, log: str | Path) -> Iterator[None]:
+    """A server that fails to start fails its fixture saying which server, how it was started and
+    where to read why, not with the launcher's bare exception."""
+    try:
+        yield
+    except Exception as exc:
+        raise RuntimeError(f"{server} did not start.\n  command: {command}\n  log: {log}\n  error: {exc}") from exc
 
 
 @pytest.fixture(scope="session")
@@ -57,12 +78,15 @@ def tmp_session(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
-    env = await WorkflowEnvironment.start_local(
-        ip="127.0.0.1",
-        dev_server_existing_path=local.temporal_path(),
-        search_attributes=list(search_attributes.ALL),
-        dev_server_log_level="error",
-    )
+    temporal = local.temporal_path()  # not found: says which variable or ./dev provides it
+    command = f"{temporal} server start-dev --ip 127.0.0.1 (temporalio's WorkflowEnvironment.start_local)"
+    with started("Temporal dev server", command, "none: the dev server writes to this pytest's stderr (log level error)"):
+        env = await WorkflowEnvironment.start_local(
+            ip="127.0.0.1",
+            dev_server_existing_path=temporal,
+            search_attributes=list(search_attributes.ALL),
+            dev_server_log_level="error",
+        )
     try:
         yield env
     finally:
@@ -74,7 +98,8 @@ def postgres_url():  # type: ignore[no-untyped-def]
     # Not under pytest's 0700 tmp tree: pgserver runs postgres as its own unprivileged user.
     data_dir = Path(tempfile.mkdtemp(prefix="custody-pg-"))
     data_dir.chmod(0o755)
-    server, url = local.start_postgres(data_dir / "pg")
+    with started("PostgreSQL (pgserver)", f"pg_ctl -D {data_dir / 'pg'} -w start (pgserver.get_server)", data_dir / "pg" / "log"):
+        server, url = local.start_postgres(data_dir / "pg")
     yield url
     server.cleanup()
     shutil.rmtree(data_dir, ignore_errors=True)
@@ -82,7 +107,9 @@ def postgres_url():  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_session: Path):  # type: ignore[no-untyped-def]
-    proc = local.start_redis(local.free_port(), tmp_session / "redis", tmp_session / "logs")
+    port = local.free_port()
+    with started("Redis", shlex.join(local.redis_argv(port, tmp_session / "redis")), tmp_session / "logs" / "redis.log"):
+        proc = local.start_redis(port, tmp_session / "redis", tmp_session / "logs")
     yield proc.info["url"]
     proc.stop()
 
@@ -97,13 +124,32 @@ def aws_server():  # type: ignore[no-untyped-def]
         mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
         mp.setenv("AWS_EC2_METADATA_DISABLED", "true")
         mp.delenv("AWS_PROFILE", raising=False)
-        with run_aws_kms(host="127.0.0.1", port=0) as srv:
+        with ExitStack() as stack:
+            with started(
+                "AWS KMS (moto server)", "devnet.aws_kms.run_aws_kms(port=0), in this process", "none: in process, see this pytest's output"
+            ):
+                srv = stack.enter_context(run_aws_kms(host="127.0.0.1", port=0))
             yield srv
 
 
 @pytest.fixture(scope="session")
+async def gcp_server() -> AsyncIterator[GcpKmsServer]:
+    """The local Google Cloud KMS (gRPC, devnet/gcp_kms), reached by the real google-cloud-kms client."""
+    from devnet.gcp_kms import run_gcp_kms
+
+    async with AsyncExitStack() as stack:
+        with started(
+            "Google Cloud KMS (devnet.gcp_kms)", "devnet.gcp_kms.run_gcp_kms(port=0), in this process", "none: in process, see this pytest's output"
+        ):
+            srv = await stack.enter_async_context(run_gcp_kms(host="127.0.0.1", port=0))
+        yield srv
+
+
+@pytest.fixture(scope="session")
 def anvil(tmp_session: Path):  # type: ignore[no-untyped-def]
-    proc = local.start_anvil(local.free_port(), tmp_session / "logs")
+    port = local.free_port()
+    with started("anvil", shlex.join(local.anvil_argv(port)), tmp_session / "logs" / "anvil.log"):
+        proc = local.start_anvil(port, tmp_session / "logs")
     yield proc
     proc.stop()
 
@@ -125,7 +171,7 @@ async def base_settings(
         temporal_address=temporal_env.client.service_client.config.target_host,
         worker_shutdown_grace_seconds=1,  # a test's worker stops at its end; pollers need not drain long
         # The whole session shares a few identities and one Redis: limits sized for production
-        # would throttle the suite (tests/test_access_edge.py tests the limits themselves).
+        # would throttle the suite (tests/api/test_access_edge.py tests the limits themselves).
         rate_limits=RateLimitSettings(
             per_identity="1000000/minute", per_ip="1000000/minute", wallet_creation="1000000/hour", failed_auth="1000000/minute"
         ),
@@ -186,7 +232,9 @@ async def worker(client: Client, settings: Settings, sessions: SessionFactory) -
 @pytest.fixture
 def paused_anvil(tmp_path: Path):  # type: ignore[no-untyped-def]
     """An anvil of the test's own, for tests that stop its mining or reorganize it."""
-    proc = local.start_anvil(local.free_port(), tmp_path)
+    port = local.free_port()
+    with started("anvil (the test's own)", shlex.join(local.anvil_argv(port)), tmp_path / "anvil.log"):
+        proc = local.start_anvil(port, tmp_path)
     yield proc
     proc.stop()
 
@@ -311,13 +359,37 @@ def random_address() -> str:
     return Account.create().address
 
 
+async def new_identity(sessions, *roles: Role, **key_options) -> tuple[dict[str, str], str]:  # type: ignore[no-untyped-def]
+    """A fresh user with these roles and an API key of theirs: (headers, user id)."""
+    from db.access import create_api_key, upsert_user
+
+    user_id = f"u-{uuid.uuid4().hex[:10]}"
+    async with sessions() as session, session.begin():
+        await upsert_user(session, user_id, [r.value for r in roles])
+        _, key = await create_api_key(session, owner=user_id, name="test", created_by="test", **key_options)
+    return {"Authorization": f"Bearer {key}"}, user_id
+
+
+@pytest.fixture
+async def policy_put_back(sessions: SessionFactory) -> AsyncIterator[None]:
+    """The policy is global: a test that changes it (`pytestmark = pytest.mark.usefixtures(
+    "policy_put_back")`) leaves it as it found it (a new version with the old document)."""
+    from db import policy as store
+
+    async with sessions() as session:
+        _, before = await store.current(session)
+    yield
+    async with sessions() as session, session.begin():
+        await store.publish(session, before, author="test", summary="put back after a test")
+
+
 HISTORIES = Path(__file__).parent / "histories"
 
 
 async def replay_and_record(client: Client, workflow_id: str, name: str, run_id: str | None = None) -> None:
     """Replay a finished run's history against the current code (fails on non-determinism) and,
     with CUSTODY_RECORD_HISTORIES=1, save it as tests/histories/<name>.json if not saved yet:
-    tests/test_replay.py then replays it against every later version of the code."""
+    tests/workflows/test_replay.py then replays it against every later version of the code."""
     from temporalio.worker import Replayer
 
     from core.temporal import custody_data_converter
@@ -378,11 +450,11 @@ async def serve_api(settings: Settings, client: Client) -> AsyncIterator[str]:
 
 
 @asynccontextmanager
-async def serve_app(app) -> AsyncIterator[str]:  # type: ignore[no-untyped-def]
-    """An ASGI app served by a real uvicorn on a free port of this event loop; yields its base URL."""
+async def serve_app(app, port: int | None = None) -> AsyncIterator[str]:  # type: ignore[no-untyped-def]
+    """An ASGI app served by a real uvicorn on a free port (or `port`) of this event loop; yields its base URL."""
     import uvicorn
 
-    port = local.free_port()
+    port = port or local.free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     task = asyncio.create_task(server.serve())
     try:
@@ -429,7 +501,11 @@ SOL = 1_000_000_000
 @pytest.fixture(scope="module")
 async def solana_devnet() -> AsyncIterator[SolanaDevnet]:
     """The project's Solana JSON-RPC devnet (LiteSVM), in this process, 100 ms slots."""
-    async with run_solana_devnet(host="127.0.0.1", port=0, slot_ms=100) as d:
+    async with AsyncExitStack() as stack:
+        with started(
+            "Solana devnet", "devnet.solana.run_solana_devnet(port=0, slot_ms=100), in this process", "none: in process, see this pytest's output"
+        ):
+            d = await stack.enter_async_context(run_solana_devnet(host="127.0.0.1", port=0, slot_ms=100))
         yield d
 
 
@@ -494,7 +570,10 @@ async def stellar_devnet() -> AsyncIterator[StellarDevnet]:
     """The project's Horizon-compatible devnet, in this process, with STELLAR_ISSUER funded."""
     # A transaction stellar-core answers TRY_AGAIN_LATER is held by Horizon until its timeout
     # (then 504); keep that short here so collisions cost seconds, not half a minute.
-    async with run_stellar_devnet(port=0, close_interval_ms=100, submission_timeout=3) as d:
+    async with AsyncExitStack() as stack:
+        command = "devnet.stellar.run_stellar_devnet(port=0, close_interval_ms=100, submission_timeout=3), in this process"
+        with started("Stellar devnet", command, "none: in process, see this pytest's output"):
+            d = await stack.enter_async_context(run_stellar_devnet(port=0, close_interval_ms=100, submission_timeout=3))
         async with httpx.AsyncClient(timeout=30) as http:
             r = await http.get(d.friendbot_url, params={"addr": STELLAR_ISSUER.public_key})
             assert r.status_code == 200, r.text

@@ -4,28 +4,12 @@ Debian's chromium, driven by Playwright's Python package (`./dev test` installs 
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 
 import pytest
-import uvicorn
 
-from api.main import create_app
-from devnet.local import free_port
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-# The flags a sandboxed CI machine needs; background networking off so nothing but the page loads.
-BROWSER_ARGS = [
-    "--headless=new",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
+from tests.conftest import serve_api
+from tests.support.browser import BROWSER_ARGS, CHROMIUM
 
 # ReDoc's footer badge is an <img> that hides itself when it cannot load: the only request the
 # bundle makes elsewhere, and nothing the page needs.
@@ -34,14 +18,8 @@ BADGES = {"https://cdn.redoc.ly/redoc/logo-mini.svg"}
 
 @pytest.fixture
 async def served(settings, client):  # type: ignore[no-untyped-def]
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, temporal=client), host="127.0.0.1", port=port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    await task
+    async with serve_api(settings, client) as url:
+        yield url
 
 
 @pytest.mark.parametrize("page_path, rendered", [("/docs", ".opblock"), ("/redoc", "[data-section-id]")])

@@ -8,7 +8,7 @@ import functools
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
+from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import sqlalchemy as sa
 from fastapi import APIRouter, FastAPI, Request
@@ -17,15 +17,17 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from sqlmodel import col, select
 
-from api.auth import api_key_identity, api_key_identity_by_id, authenticated, client_ip, may, permitted
+from api.auth import api_key_identity, api_key_identity_by_id, authenticated, client_ip, may, oidc_claims_identity, permitted
+from api.console import oidc_sign_in
 from api.console import session as sessions
 from api.console.charts import dashboard_charts
 from api.console.session import ConsoleSession
 from api.limits import INT64_MAX
+from api.oidc import IdentityProviderUnavailable
 from api.routes import address_book, admin, channels, operations, policy, pools, withdrawals
 from api.routes import audit as audit_routes
 from api.routes.operations import OperatorAction
-from core.errors import CsrfFailed, CustodyError, NotAvailable, Unauthorized, ValidationFailed
+from core.errors import CsrfFailed, CustodyError, Forbidden, NotAvailable, Unauthorized, ValidationFailed
 from core.identity import Identity
 from core.money import to_decimal_string
 from db import audit
@@ -92,8 +94,12 @@ async def viewer(request: Request, route: str, *, write: bool = False) -> Viewer
     if write and not sessions.csrf_matches(current, (await _form(request)).get("csrf", "")):
         raise CsrfFailed("this form's CSRF token is missing or wrong: reload the page and try again")
     ip = client_ip(request)
+    claims = current.oidc_claims
     try:
-        identity = await authenticated(state, f"console {route}", ip, write, lambda: api_key_identity_by_id(state, current.key_id, ip))
+        if claims is not None:
+            identity = await authenticated(state, f"console {route}", ip, write, lambda: oidc_claims_identity(state, claims, ip))
+        else:
+            identity = await authenticated(state, f"console {route}", ip, write, lambda: api_key_identity_by_id(state, current.key_id, ip))
     except Unauthorized as e:
         await sessions.end(state, current, Response())
         raise SignInNeeded() from e
@@ -153,6 +159,7 @@ async def sign_in_form(request: Request) -> Response:
 
 def render_with_cookies(request: Request, carrier: Response, template: str, status_code: int = 200, **context: Any) -> Response:
     """`template` rendered, keeping the cookies already set on `carrier`."""
+    context.setdefault("oidc_label", oidc_label(request.app.state.custody.settings))
     response = render(request, template, None, status_code=status_code, **context)
     for name, value in carrier.raw_headers:
         if name == b"set-cookie":
@@ -163,7 +170,7 @@ def render_with_cookies(request: Request, carrier: Response, template: str, stat
 @router.post("/sign-in")
 @console_page
 async def sign_in(request: Request) -> Response:
-    """An API key in, a session out: the same identities and keys as the API (OIDC: not yet)."""
+    """An API key in, a session out: the same identities and keys as the API (OIDC: oidc_login)."""
     state = request.app.state.custody
     form = await _form(request)
     if not sessions.sign_in_token_matches(state.settings, request, form.get("csrf", "")):
@@ -189,6 +196,55 @@ async def sign_in(request: Request) -> Response:
             object_type="api_key",
             object_id=identity.subject,
             details={"via": identity.via, "ip": ip or "unknown"},
+        )
+    return response
+
+
+def _oidc_refused(request: Request, error: CustodyError) -> Response:
+    """The sign-in page again, saying why, the OIDC flow ended (never a 5xx: the issuer's
+    outage is not the console's)."""
+    carrier = Response()
+    carrier.delete_cookie(sessions.OIDC_FLOW_COOKIE, path=sessions.PATH)
+    token = sessions.sign_in_token(request.app.state.custody.settings, carrier)
+    status = 403 if isinstance(error, Forbidden) else 401
+    return render_with_cookies(request, carrier, "sign_in.html", status_code=status, sign_in_csrf=token, error=error.message, error_code=error.code)
+
+
+@router.get("/login/oidc")
+@console_page
+async def oidc_login(request: Request) -> Response:
+    """ "Sign in with <issuer>": to the issuer's authorization endpoint (api/console/oidc_sign_in.py)."""
+    response = RedirectResponse("/console/sign-in", status_code=302)
+    try:
+        response.headers["location"] = await oidc_sign_in.authorization_url(request, response)
+    except IdentityProviderUnavailable as e:
+        return _oidc_refused(request, e)
+    return response
+
+
+@router.get("/login/oidc/callback")
+@console_page
+async def oidc_callback(request: Request) -> Response:
+    """The issuer's answer: the same console session the API-key form starts, or the sign-in page."""
+    state = request.app.state.custody
+    try:
+        claims, identity = await oidc_sign_in.signed_in(request)
+    except (Unauthorized, Forbidden, IdentityProviderUnavailable) as e:
+        return _oidc_refused(request, e)
+    # A page, not a redirect, carries the session cookie: SameSite=Strict cookies set in answer to
+    # the issuer's cross-site redirect are sent on a navigation this page starts itself.
+    response = HTMLResponse(
+        '<!doctype html><meta http-equiv="refresh" content="0;url=/console"><title>Signed in</title><a href="/console">Continue to the console</a>'
+    )
+    await sessions.start(state, response, "", identity.id, oidc_claims=claims)
+    async with state.sessions() as db, db.begin():
+        await audit.append(
+            db,
+            actor=identity.id,
+            action="console.signed_in",
+            object_type="oidc_subject",
+            object_id=str(claims["sub"]),
+            details={"via": identity.via, "ip": client_ip(request) or "unknown"},
         )
     return response
 
@@ -620,6 +676,14 @@ async def audit_page(request: Request) -> Response:
         verified = await audit_routes.verify(me.identity.id, db) if me.may(AUDIT_VERIFY) else None
     older = {**chosen, "before_id": str(page.next_before_id)} if page.next_before_id else None
     return render(request, "audit.html", me, page=page, chosen=chosen, verified=verified, older=older)
+
+
+def oidc_label(settings: Any) -> str | None:
+    """The name on the "Sign in with ..." button; None: OIDC sign-in is not configured."""
+    oidc = settings.oidc
+    if oidc is None or oidc.client_id is None:
+        return None
+    return oidc.display_name or urlsplit(oidc.issuer).hostname or oidc.issuer
 
 
 def install(app: FastAPI) -> None:

@@ -13,6 +13,7 @@ import hmac
 import json
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from starlette.requests import Request
@@ -24,6 +25,8 @@ SESSION_COOKIE = "custody_console"
 SIGN_IN_COOKIE = "custody_console_sign_in"
 SESSION_SECONDS = 8 * 3600  # one working day; signing in again is cheap
 SIGN_IN_SECONDS = 15 * 60
+OIDC_FLOW_COOKIE = "custody_console_oidc"
+OIDC_FLOW_SECONDS = 10 * 60  # from "Sign in with ..." to the issuer's redirect back
 PATH = "/console"
 
 
@@ -33,6 +36,9 @@ class ConsoleSession:
     key_id: str
     user_id: str
     csrf: str
+    # Signed in with OIDC: the id_token's verified claims (never the token), whose identity is
+    # re-derived on every request; None: signed in with the API key `key_id`.
+    oidc_claims: dict[str, Any] | None = None
 
 
 def _serializer(settings: Settings, purpose: str) -> URLSafeTimedSerializer:
@@ -58,13 +64,14 @@ def _set_cookie(response: Response, settings: Settings, name: str, value: str, m
     )
 
 
-async def start(state, response: Response, key_id: str, user_id: str) -> ConsoleSession:  # type: ignore[no-untyped-def]
-    session = ConsoleSession(id=secrets.token_urlsafe(32), key_id=key_id, user_id=user_id, csrf=secrets.token_urlsafe(32))
-    record = json.dumps({"key_id": key_id, "user_id": user_id, "csrf": session.csrf})
+async def start(state, response: Response, key_id: str, user_id: str, oidc_claims: dict[str, Any] | None = None) -> ConsoleSession:  # type: ignore[no-untyped-def]
+    session = ConsoleSession(id=secrets.token_urlsafe(32), key_id=key_id, user_id=user_id, csrf=secrets.token_urlsafe(32), oidc_claims=oidc_claims)
+    record = json.dumps({"key_id": key_id, "user_id": user_id, "csrf": session.csrf, "oidc_claims": oidc_claims})
     await state.redis.set(_redis_key(session.id), record, ex=SESSION_SECONDS)
     cookie = _serializer(state.settings, "session").dumps(session.id)
     _set_cookie(response, state.settings, SESSION_COOKIE, cookie, SESSION_SECONDS)
     response.delete_cookie(SIGN_IN_COOKIE, path=PATH)
+    response.delete_cookie(OIDC_FLOW_COOKIE, path=PATH)
     return session
 
 
@@ -81,7 +88,9 @@ async def current(state, request: Request) -> ConsoleSession | None:  # type: ig
     if raw is None:
         return None
     record = json.loads(raw)
-    return ConsoleSession(id=session_id, key_id=record["key_id"], user_id=record["user_id"], csrf=record["csrf"])
+    return ConsoleSession(
+        id=session_id, key_id=record["key_id"], user_id=record["user_id"], csrf=record["csrf"], oidc_claims=record.get("oidc_claims")
+    )
 
 
 async def end(state, session: ConsoleSession | None, response: Response) -> None:  # type: ignore[no-untyped-def]
@@ -110,3 +119,43 @@ def sign_in_token_matches(settings: Settings, request: Request, submitted: str) 
 
 def csrf_matches(session: ConsoleSession, submitted: str) -> bool:
     return bool(submitted) and hmac.compare_digest(session.csrf, submitted)
+
+
+@dataclass(frozen=True)
+class OidcFlow:
+    """One OIDC sign-in in flight: what the callback must find again (state against CSRF, the
+    nonce the id_token must carry, the PKCE verifier) and the redirect_uri the code was sent to."""
+
+    state: str
+    nonce: str
+    verifier: str
+    redirect_uri: str
+
+
+def start_oidc_flow(settings: Settings, response: Response, redirect_uri: str) -> OidcFlow:
+    flow = OidcFlow(state=secrets.token_urlsafe(32), nonce=secrets.token_urlsafe(32), verifier=secrets.token_urlsafe(48), redirect_uri=redirect_uri)
+    value = _serializer(settings, "oidc").dumps([flow.state, flow.nonce, flow.verifier, flow.redirect_uri])
+    # Lax, not Strict: the issuer's redirect back is a cross-site navigation, on which a Strict
+    # cookie would not be sent. It is signed, short-lived and good for one callback only.
+    response.set_cookie(
+        OIDC_FLOW_COOKIE,
+        value,
+        max_age=OIDC_FLOW_SECONDS,
+        path=PATH,
+        httponly=True,
+        samesite="lax",
+        secure=settings.environment == "production",
+    )
+    return flow
+
+
+def oidc_flow(settings: Settings, request: Request) -> OidcFlow | None:
+    """The flow the browser's cookie names (None: none, expired, or not signed by us)."""
+    cookie = request.cookies.get(OIDC_FLOW_COOKIE)
+    if not cookie or len(cookie) > 2048:
+        return None
+    try:
+        state, nonce, verifier, redirect_uri = _serializer(settings, "oidc").loads(cookie, max_age=OIDC_FLOW_SECONDS)
+    except (BadSignature, ValueError, TypeError):
+        return None
+    return OidcFlow(state=str(state), nonce=str(nonce), verifier=str(verifier), redirect_uri=str(redirect_uri))

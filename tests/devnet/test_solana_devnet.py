@@ -21,14 +21,13 @@ from solana.rpc.core import RPCException
 from solana.rpc.models import TokenAccountOpts, TxOpts
 from solders.compute_budget import set_compute_unit_limit, set_compute_unit_price
 from solders.hash import Hash
-from solders.instruction import Instruction
 from solders.keypair import Keypair
 from solders.litesvm import LiteSVM
 from solders.message import MessageV0
 from solders.pubkey import Pubkey
-from solders.rpc.errors import RpcCustomErrorFieldless, SendTransactionPreflightFailureMessage
+from solders.rpc.errors import RpcCustomErrorFieldless
 from solders.signature import Signature
-from solders.system_program import CreateAccountParams, TransferParams, create_account, transfer
+from solders.system_program import TransferParams, transfer
 from solders.transaction import VersionedTransaction
 from solders.transaction_status import (
     InstructionErrorCustom,
@@ -40,17 +39,26 @@ from spl.token.constants import TOKEN_2022_PROGRAM_ID, TOKEN_PROGRAM_ID
 from spl.token.instructions import (
     create_idempotent_associated_token_account,
     get_associated_token_address,
-    initialize_mint2,
     mint_to_checked,
     transfer_checked,
 )
-from spl.token.models import InitializeMint2Params, MintToCheckedParams, TransferCheckedParams
+from spl.token.models import MintToCheckedParams, TransferCheckedParams
 
 from devnet.solana import SolanaDevnet, run_solana_devnet
 from devnet.solana.codec import b58encode
+from tests.support.solana_rpc import (
+    CONFIRMED_PREFLIGHT,
+    SOL,
+    blockhash,
+    create_mint,
+    funded,
+    get_tx,
+    preflight_error,
+    sign,
+    sol_transfer,
+    status,
+)
 
-SOL = 1_000_000_000
-CONFIRMED_PREFLIGHT = TxOpts(preflight_commitment=Confirmed)
 FINALIZED_PREFLIGHT = TxOpts(preflight_commitment=Finalized)
 SKIP_PREFLIGHT = TxOpts(skip_preflight=True)
 
@@ -72,42 +80,8 @@ async def client(devnet: SolanaDevnet) -> AsyncIterator[AsyncClient]:
         yield c
 
 
-async def funded(client: AsyncClient, lamports: int = 10 * SOL) -> Keypair:
-    kp = Keypair()
-    await client.request_airdrop(kp.pubkey(), lamports)
-    assert (await client.get_balance(kp.pubkey())).value == lamports
-    return kp
-
-
-async def blockhash(client: AsyncClient) -> tuple[Hash, int]:
-    value = (await client.get_latest_blockhash(Confirmed)).value
-    return value.blockhash, value.last_valid_block_height
-
-
-def sign(payer: Keypair, instructions: list[Instruction], recent: Hash, extra: tuple[Keypair, ...] = ()) -> VersionedTransaction:
-    return VersionedTransaction(MessageV0.try_compile(payer.pubkey(), instructions, [], recent), [payer, *extra])
-
-
-def sol_transfer(payer: Keypair, to: Pubkey, lamports: int, recent: Hash) -> VersionedTransaction:
-    return sign(payer, [transfer(TransferParams(from_pubkey=payer.pubkey(), to_pubkey=to, lamports=lamports))], recent)
-
-
 def b64(data: bytes | bytearray | VersionedTransaction) -> str:
     return base64.b64encode(bytes(data)).decode()
-
-
-async def get_tx(client: AsyncClient, sig: Signature, commitment: Any = Confirmed) -> Any:
-    return (await client.get_transaction(sig, commitment=commitment, max_supported_transaction_version=0)).value
-
-
-def preflight_error(exc: pytest.ExceptionInfo[RPCException]) -> SendTransactionPreflightFailureMessage:
-    err = exc.value.args[0]
-    assert isinstance(err, SendTransactionPreflightFailureMessage), err
-    return err
-
-
-async def status(client: AsyncClient, sig: Signature) -> Any:
-    return (await client.get_signature_statuses([sig], search_transaction_history=True)).value[0]
 
 
 RawRpc = Callable[..., Awaitable[dict[str, Any]]]
@@ -462,23 +436,6 @@ async def test_hold_and_release_sends(devnet: SolanaDevnet, client: AsyncClient)
 
 
 # ----------------------------------------------------------------------------- SPL tokens
-
-
-async def create_mint(client: AsyncClient, payer: Keypair, program: Pubkey, decimals: int) -> Pubkey:
-    mint = Keypair()
-    rent = (await client.get_minimum_balance_for_rent_exemption(82)).value
-    recent, _ = await blockhash(client)
-    tx = sign(
-        payer,
-        [
-            create_account(CreateAccountParams(from_pubkey=payer.pubkey(), to_pubkey=mint.pubkey(), lamports=rent, space=82, owner=program)),
-            initialize_mint2(InitializeMint2Params(decimals=decimals, program_id=program, mint=mint.pubkey(), mint_authority=payer.pubkey())),
-        ],
-        recent,
-        (mint,),
-    )
-    await client.send_transaction(tx, CONFIRMED_PREFLIGHT)
-    return mint.pubkey()
 
 
 @pytest.mark.parametrize("program", [TOKEN_PROGRAM_ID, TOKEN_2022_PROGRAM_ID], ids=["spl-token", "token-2022"])

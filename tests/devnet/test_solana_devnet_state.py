@@ -34,7 +34,7 @@ from spl.token.instructions import (
 from spl.token.models import MintToCheckedParams, TransferCheckedParams
 
 from devnet.local import free_port, port_open
-from tests.devnet.test_solana_devnet import (
+from tests.support.solana_rpc import (
     CONFIRMED_PREFLIGHT,
     SOL,
     blockhash,

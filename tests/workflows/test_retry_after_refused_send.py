@@ -15,7 +15,6 @@ import asyncio
 import uuid
 
 import httpx
-import pytest
 from solana.rpc.async_api import AsyncClient
 from solana.rpc.commitment import Confirmed
 from solders.keypair import Keypair as SolanaKeypair
@@ -24,7 +23,7 @@ from sqlmodel import select
 from web3 import AsyncHTTPProvider, AsyncWeb3
 
 from core.settings import AwsKmsSettings, SolanaChainSettings
-from devnet.solana import SolanaDevnet, run_solana_devnet
+from devnet.solana import SolanaDevnet
 from models.db import TransferAttempt
 from tests.conftest import (
     ALICE,
@@ -38,12 +37,6 @@ from worker import build_worker
 
 FINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 LAMPORTS = 10**9
-
-
-@pytest.fixture(scope="module")
-async def solana_devnet():  # type: ignore[no-untyped-def]
-    async with run_solana_devnet(host="127.0.0.1", port=0, slot_ms=100) as d:
-        yield d
 
 
 def _kms_settings(base_settings, task_queue, aws_server, **chains):  # type: ignore[no-untyped-def]

@@ -27,7 +27,6 @@ from google.cloud import kms_v1
 
 from core.errors import SignerUnavailable, SigningFailed
 from core.settings import AwsKmsSettings, GcpKmsSettings, Settings
-from devnet.gcp_kms import run_gcp_kms
 from signers.aws_kms import AwsKmsSigner, alias_name
 from signers.crc32c import crc32c
 from signers.gcp_kms import GcpKmsSigner, crypto_key_id
@@ -139,46 +138,47 @@ class _GcpOtherMessage:
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def gcp():
-    async with run_gcp_kms(host="127.0.0.1", port=0) as srv:
-        settings = GcpKmsSettings(
-            project="custody-test",
-            location="us-east1",
-            key_ring=f"ring-{uuid.uuid4().hex[:8]}",
-            protection_level="HSM",
-            endpoint=srv.address,
+async def gcp(gcp_server):
+    srv = gcp_server  # the session's (tests/conftest.py)
+    settings = GcpKmsSettings(
+        project="custody-test",
+        location="us-east1",
+        key_ring=f"ring-{uuid.uuid4().hex[:8]}",
+        protection_level="HSM",
+        endpoint=srv.address,
+    )
+    signer = GcpKmsSigner(settings)
+    admin = srv.async_client()
+
+    async def disable(key_ref: str) -> None:
+        await admin.update_crypto_key_version(
+            request={"crypto_key_version": {"name": key_ref, "state": State.DISABLED}, "update_mask": {"paths": ["state"]}}
         )
-        signer = GcpKmsSigner(settings)
-        admin = srv.async_client()
 
-        async def disable(key_ref: str) -> None:
-            await admin.update_crypto_key_version(
-                request={"crypto_key_version": {"name": key_ref, "state": State.DISABLED}, "update_mask": {"paths": ["state"]}}
-            )
+    async def live_keys(key_id: str) -> int:
+        pager = await admin.list_crypto_keys(request={"parent": signer.key_ring_name})
+        return sum([k.name.endswith("/" + crypto_key_id(key_id)) async for k in pager])
 
-        async def live_keys(key_id: str) -> int:
-            pager = await admin.list_crypto_keys(request={"parent": signer.key_ring_name})
-            return sum([k.name.endswith("/" + crypto_key_id(key_id)) async for k in pager])
+    async def inject(kind: str, count: int) -> None:
+        code = {"transient": "UNAVAILABLE", "internal": "RESOURCE_EXHAUSTED", "denied": "PERMISSION_DENIED"}[kind]
+        srv.set_faults({"AsymmetricSign": {"code": code, "count": count}})
 
-        async def inject(kind: str, count: int) -> None:
-            code = {"transient": "UNAVAILABLE", "internal": "RESOURCE_EXHAUSTED", "denied": "PERMISSION_DENIED"}[kind]
-            srv.set_faults({"AsymmetricSign": {"code": code, "count": count}})
+    async def clear() -> None:
+        srv.clear_faults()
 
-        async def clear() -> None:
-            srv.clear_faults()
-
-        yield Harness(
-            "gcp",
-            signer,
-            disable,
-            live_keys,
-            inject,
-            clear,
-            fault_count=1000,  # UNAVAILABLE is retried by the client for a 2 s window
-            wrap=lambda: GcpKmsSigner(settings, client=_GcpOtherMessage(signer._kms())),
-        )
-        await signer.aclose()
-        await admin.transport.close()
+    yield Harness(
+        "gcp",
+        signer,
+        disable,
+        live_keys,
+        inject,
+        clear,
+        fault_count=1000,  # UNAVAILABLE is retried by the client for a 2 s window
+        wrap=lambda: GcpKmsSigner(settings, client=_GcpOtherMessage(signer._kms())),
+    )
+    await signer.aclose()
+    await admin.transport.close()
+    srv.clear_faults()  # the server is the session's: hand it on without faults
 
 
 @pytest.fixture(params=["aws", "gcp"])

@@ -13,8 +13,7 @@ import pytest
 from eth_account import Account
 from eth_keys import keys as eth_keys
 from sqlmodel import col, select
-from temporalio.client import Client, ScheduleActionStartWorkflow, ScheduleOverlapPolicy
-from temporalio.common import WorkflowIDReusePolicy
+from temporalio.client import ScheduleActionStartWorkflow, ScheduleOverlapPolicy
 from temporalio.service import RPCError
 from web3 import AsyncHTTPProvider, AsyncWeb3
 
@@ -22,12 +21,13 @@ from activities.pools import PoolActivities, lease_explorer
 from chains.base import TransferIntent
 from chains.evm import EvmChain
 from chains.registry import ChainRegistry
-from core.settings import AwsKmsSettings, PoolSettings, Settings
+from core.settings import AwsKmsSettings
 from models.db import TransferAttempt, Wallet, Withdrawal
 from models.payloads import LeaseRequest, PoolStepInput, RebalanceInput, RebalanceResult
 from models.pools import KeyState, PoolKey, PoolTier, pool_owner
 from signers.registry import SignerSet
 from tests.conftest import ALICE, custody, random_address, wait_exit, wait_for_status, worker_process
+from tests.support.pools import keys_of, pool_settings, rebalance, show, with_pool, withdrawal
 from worker import build_worker, ensure_rebalance_schedules
 from workflows.rebalance import RebalanceWorkflow
 
@@ -41,26 +41,6 @@ def chain() -> str:
     return f"pool{uuid.uuid4().hex[:8]}"
 
 
-def pool_settings(**overrides) -> PoolSettings:  # type: ignore[no-untyped-def]
-    values = dict(
-        min_available_explorers=2,
-        explorers_to_create=2,
-        explorer_target_balance="0.01",
-        bank_count=1,
-        bank_target_balance="0.1",
-        hodl_auto_approve_up_to="0",
-        lease_seconds=600,
-        rebalance_interval_seconds=3600,
-    )
-    return PoolSettings(**(values | overrides))
-
-
-def with_pool(base: Settings, task_queue: str, chain: str, pool: PoolSettings) -> Settings:
-    """The session's anvil under another name, with a key pool on it."""
-    anvil = base.chains["anvil"]
-    return base.model_copy(update={"task_queue": task_queue, "chains": {**base.chains, chain: anvil}, "pools": {chain: pool}})
-
-
 @pytest.fixture
 def settings(base_settings, task_queue, chain):  # type: ignore[no-untyped-def]
     return with_pool(base_settings, task_queue, chain, pool_settings())
@@ -69,37 +49,6 @@ def settings(base_settings, task_queue, chain):  # type: ignore[no-untyped-def]
 @pytest.fixture
 def web3(base_settings) -> AsyncWeb3:  # type: ignore[no-untyped-def]
     return AsyncWeb3(AsyncHTTPProvider(base_settings.chains["anvil"].rpc_url))
-
-
-async def rebalance(client: Client, settings: Settings, chain: str, workflow_id: str | None = None) -> RebalanceResult:
-    return await client.execute_workflow(
-        RebalanceWorkflow.run,
-        RebalanceInput(chain=chain),
-        id=workflow_id or f"rebalance-{chain}-test-{uuid.uuid4().hex[:8]}",
-        task_queue=settings.task_queue,
-        id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
-    )
-
-
-async def show(api, chain: str) -> dict:  # type: ignore[no-untyped-def]
-    response = await api.get(f"/v1/pools/{chain}", headers=OPS)
-    assert response.status_code == 200, response.text
-    return response.json()
-
-
-def keys_of(pool: dict, tier: str, *states: str) -> list[dict]:
-    return [k for k in pool["keys"] if k["tier"] == tier and (not states or k["state"] in states)]
-
-
-async def withdrawal(api, withdrawal_id: str) -> dict:  # type: ignore[no-untyped-def]
-    return (await api.get(f"/v1/withdrawals/{withdrawal_id}", headers=OPS)).json()
-
-
-async def approve(api, withdrawal_id: str) -> None:  # type: ignore[no-untyped-def]
-    """An operator approves a HODL movement (four eyes: the rebalance asked, ops approves)."""
-    await wait_for_status(api, withdrawal_id, {"AWAITING_APPROVAL"}, headers=OPS)
-    assert (await api.post(f"/v1/withdrawals/{withdrawal_id}/approve", json={}, headers=OPS)).status_code == 200
-    assert (await wait_for_status(api, withdrawal_id, {"COMPLETED", "FAILED"}, headers=OPS))["status"] == "COMPLETED"
 
 
 # ------------------------------------------------------------------------------ the full cycle
@@ -401,18 +350,6 @@ async def test_cli_pools_rebalance_and_show(api_url, client, settings, chain):
 
 
 # ------------------------------------------------------------------------------ HODL backend
-
-
-@pytest.fixture(scope="module")
-def aws_server():  # type: ignore[no-untyped-def]
-    from devnet.aws_kms import run_aws_kms
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AWS_ACCESS_KEY_ID", "testing")
-        mp.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        mp.delenv("AWS_PROFILE", raising=False)
-        with run_aws_kms(host="127.0.0.1", port=0) as server:
-            yield server
 
 
 async def test_hodl_key_on_its_own_signer_backend(base_settings, task_queue, chain, client, sessions, web3, aws_server):

@@ -18,11 +18,10 @@ from schemathesis import GenerationMode
 
 from api.main import create_app
 from core.identity import Role
-from tests.conftest import serve_app
-from tests.test_access import new_identity
+from tests.conftest import new_identity, serve_app
 
 # CI: 15 derandomized examples per operation. A longer hunt by hand:
-# CUSTODY_FUZZ_EXAMPLES=100 CUSTODY_FUZZ_RANDOM=1 ./dev test tests/test_fuzz.py
+# CUSTODY_FUZZ_EXAMPLES=100 CUSTODY_FUZZ_RANDOM=1 ./dev test tests/api/test_fuzz.py
 EXAMPLES_PER_OPERATION = int(os.environ.get("CUSTODY_FUZZ_EXAMPLES", "15"))
 DERANDOMIZE = os.environ.get("CUSTODY_FUZZ_RANDOM") != "1"
 SKIPPED = {"POST /v1/withdrawals/pause-all", "POST /v1/withdrawals/resume-all"}

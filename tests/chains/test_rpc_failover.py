@@ -39,7 +39,7 @@ from core.settings import (
 )
 from devnet import local
 from devnet.faultproxy import FaultProxy
-from devnet.solana import SolanaDevnet, run_solana_devnet
+from devnet.solana import SolanaDevnet
 from devnet.stellar import StellarDevnet, run_stellar_devnet
 from models.payloads import OnChainState
 from tests.conftest import ALICE, create_wallet, fund, random_address, wait_for_status, withdraw
@@ -528,12 +528,8 @@ async def test_evm_landed_verdict_of_the_second_endpoint_wins(anvil_proxies: tup
 # ----------------------------------------------------------------------------- end to end (API)
 
 
-@pytest.fixture(scope="module")
-async def solana_devnet() -> AsyncIterator[SolanaDevnet]:
-    async with run_solana_devnet(host="127.0.0.1", port=0, slot_ms=100) as d:
-        yield d
-
-
+# Overrides conftest's stellar_devnet (the Solana one is conftest's): the devnet's default 30 s
+# submission timeout, and no USDX issuer funded.
 @pytest.fixture(scope="module")
 async def stellar_devnet() -> AsyncIterator[StellarDevnet]:
     async with run_stellar_devnet(port=0, close_interval_ms=100) as d:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Callable
 
 import pytest
 from sqlmodel import select
@@ -26,45 +25,20 @@ from db import policy as store
 from models.db import Wallet, Withdrawal
 from models.payloads import OperatorRequest
 from models.policy import PolicySpend
-from tests.conftest import ALICE, create_wallet, custody, fund, random_address, replay_and_record, wait_for_status, withdraw
-from tests.test_access import new_identity
+from tests.conftest import ALICE, create_wallet, custody, fund, new_identity, random_address, replay_and_record, wait_for_status, withdraw
+from tests.support.policy import add_rule, change_policy
 from workflows.withdrawal import WithdrawalWorkflow
 
 FINAL = {"COMPLETED", "FAILED", "CANCELLED"}
 ADMIN = {"Authorization": "Bearer dev-admin-key"}
 OPS = {"Authorization": "Bearer dev-ops-key"}
+# The policy is global: every test here puts it back as it found it.
+pytestmark = pytest.mark.usefixtures("policy_put_back")
 
 
 @pytest.fixture
 def settings(base_settings, task_queue):  # type: ignore[no-untyped-def]
     return base_settings.model_copy(update={"task_queue": task_queue, "approval_thresholds": {"anvil:ETH": "1"}, "approval_timeout_seconds": 600})
-
-
-@pytest.fixture(autouse=True)
-async def policy_put_back(sessions):  # type: ignore[no-untyped-def]
-    async with sessions() as session:
-        _, before = await store.current(session)
-    yield
-    async with sessions() as session, session.begin():
-        await store.publish(session, before, author="test", summary="put back after a test")
-
-
-async def change_policy(api, change: Callable[[dict], None], summary: str = "test") -> dict:  # type: ignore[no-untyped-def]
-    current = (await api.get("/v1/policy", headers=ADMIN)).json()
-    document = current["document"]
-    change(document)
-    body = {"document": document, "base_version": current["version"], "summary": summary}
-    changed = await api.put("/v1/policy", json=body, headers=ADMIN)
-    assert changed.status_code == 200, changed.text
-    return changed.json()
-
-
-async def add_rule(api, rule: dict, position: int | None = None) -> tuple[str, int]:  # type: ignore[no-untyped-def]
-    added = await api.post("/v1/policy/rules", json={"rule": rule, "position": position, "summary": rule["name"]}, headers=ADMIN)
-    assert added.status_code == 201, added.text
-    body = added.json()
-    rule_id = next(r["id"] for r in body["document"]["rules"] if r["name"] == rule["name"])
-    return rule_id, body["version"]
 
 
 async def detail(api, withdrawal_id: str, headers=ALICE) -> dict:  # type: ignore[no-untyped-def]

@@ -19,13 +19,11 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
-import uvicorn
 from aiohttp import web
 from multidict import CIMultiDict
 from sqlmodel import col, select
 from temporalio.client import Client, WorkflowExecutionStatus
 
-from api.main import create_app
 from core import metrics
 from core.errors import InvalidWebhookUrl, SigningFailed
 from core.identity import Role
@@ -44,17 +42,18 @@ from tests.conftest import (
     create_wallet,
     custody,
     fund,
+    new_identity,
     random_address,
     replay_and_record,
+    serve_api,
     wait_exit,
     wait_for_status,
     withdraw,
     worker_process,
 )
-from tests.test_access import new_identity
 from worker import build_worker, ensure_webhook_dispatcher
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 # What one completed withdrawal announces, in order.
 LIFECYCLE = ["withdrawal.validating", "withdrawal.signing", "withdrawal.broadcasting", "withdrawal.confirming", "withdrawal.completed"]
 FAST = dict(first_retry_seconds=0.2, max_retry_interval_seconds=0.5, poll_interval_seconds=0.1, idle_round_seconds=1, allow_local_receivers=True)
@@ -276,14 +275,9 @@ async def test_retries_stop_after_the_period_and_a_redelivery_posts_the_same_eve
     headers, _ = owner
     settings = short_period
     receiver.answer("/down", then=503)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, temporal=client), host="127.0.0.1", port=port, log_level="warning"))
-    serving = asyncio.create_task(server.serve())
-    async with build_worker(client, settings, sessions), api_client(settings, client) as api:
+    async with build_worker(client, settings, sessions), api_client(settings, client) as api, serve_api(settings, client) as url:
         workflow_id = await ensure_webhook_dispatcher(client, settings)
         try:
-            while not server.started:
-                await asyncio.sleep(0.05)
             hook = await register(api, headers, receiver.url("/down"), ["withdrawal.completed"])
             await completed_withdrawal(api, headers)
             [failed] = await until(lambda: _in_state(sessions, hook["id"], "FAILED"), what="delivery FAILED")
@@ -300,7 +294,7 @@ async def test_retries_stop_after_the_period_and_a_redelivery_posts_the_same_eve
             await replay_and_record(client, f"webhook-delivery-{failed.id}", "WebhookDeliveryWorkflow__failed_after_period")
 
             # Redeliver through the CLI: a new delivery of the same event, posted when it is up again.
-            code, out, err = await custody(f"http://127.0.0.1:{port}", "webhooks", "redeliver", failed.id, key=headers["Authorization"].split()[1])
+            code, out, err = await custody(url, "webhooks", "redeliver", failed.id, key=headers["Authorization"].split()[1])
             assert code == 0, err
             again_id = re.search(r"as delivery ([0-9a-f-]{36})", out).group(1)  # type: ignore[union-attr]
             twice = await api.post(f"/v1/webhooks/deliveries/{failed.id}/redeliver", headers=headers)
@@ -312,13 +306,11 @@ async def test_retries_stop_after_the_period_and_a_redelivery_posts_the_same_eve
             assert last.body == posts[0].body and verify(
                 hook["secret"], last.headers["X-Custody-Timestamp"], last.body, last.headers["X-Custody-Signature"]
             )
-            code, out, _ = await custody(f"http://127.0.0.1:{port}", "webhooks", "deliveries", hook["id"], key=headers["Authorization"].split()[1])
+            code, out, _ = await custody(url, "webhooks", "deliveries", hook["id"], key=headers["Authorization"].split()[1])
             assert code == 0 and again_id in out and failed.id in out and "DELIVERED" in out and "FAILED" in out
             assert hook["secret"] not in caplog.text
         finally:
             await client.get_workflow_handle(workflow_id).terminate("test over")
-            server.should_exit = True
-            await serving
 
 
 async def _in_state(sessions, endpoint_id: str, state: str) -> list[WebhookDelivery] | None:  # type: ignore[no-untyped-def]

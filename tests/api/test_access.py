@@ -13,7 +13,6 @@ from datetime import timedelta
 import httpx
 import jwt
 import pytest
-import uvicorn
 from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlmodel import select
 from starlette.applications import Starlette
@@ -23,12 +22,12 @@ from temporalio.client import WorkflowUpdateFailedError
 
 from core.identity import Role
 from core.settings import OidcSettings
-from db.access import create_api_key, prefix_of, upsert_user
+from db.access import prefix_of
 from devnet.local import free_port
 from models.access import ApiKey, User
 from models.db import Wallet, utcnow
 from models.payloads import OperatorRequest
-from tests.conftest import ALICE, api_client, create_wallet, fund, random_address, wait_for_status, withdraw
+from tests.conftest import ALICE, api_client, create_wallet, fund, new_identity, random_address, serve_app, wait_for_status, withdraw
 
 OPS = {"Authorization": "Bearer dev-ops-key"}
 ADMIN = {"Authorization": "Bearer dev-admin-key"}
@@ -105,15 +104,6 @@ EXPECTED: dict[str, object] = {
     "POST /v1/admin/wallets/{wallet_id}/freeze": {D},
     "POST /v1/admin/wallets/{wallet_id}/unfreeze": {D},
 }
-
-
-async def new_identity(sessions, *roles: Role, **key_options) -> tuple[dict[str, str], str]:  # type: ignore[no-untyped-def]
-    """A fresh user with these roles and an API key of theirs: (headers, user id)."""
-    user_id = f"u-{uuid.uuid4().hex[:10]}"
-    async with sessions() as session, session.begin():
-        await upsert_user(session, user_id, [r.value for r in roles])
-        _, key = await create_api_key(session, owner=user_id, name="test", created_by="test", **key_options)
-    return {"Authorization": f"Bearer {key}"}, user_id
 
 
 def _concrete(path: str) -> str:
@@ -235,13 +225,8 @@ class Issuer:
 @pytest.fixture
 async def issuer():  # type: ignore[no-untyped-def]
     issuer = Issuer()
-    server = uvicorn.Server(uvicorn.Config(issuer.app, host="127.0.0.1", port=issuer.port, log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.05)
-    yield issuer
-    server.should_exit = True
-    await task
+    async with serve_app(issuer.app, port=issuer.port):  # on the port its tokens name as their issuer
+        yield issuer
 
 
 @pytest.fixture

@@ -26,8 +26,7 @@ from core.redaction import redact
 from core.settings import DEV_PAYLOAD_KEY, EvmChainSettings, RateLimitSettings, Settings, TemporalTlsSettings
 from core.temporal import connect_temporal, tls_config
 from devnet import local
-from tests.conftest import ALICE, api_client, create_wallet, random_address, withdraw
-from tests.test_access import new_identity
+from tests.conftest import ALICE, api_client, create_wallet, new_identity, random_address, withdraw
 
 SECRET = "SUPERSECRETKEY123abc"
 

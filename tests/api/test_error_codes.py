@@ -13,7 +13,7 @@ from api.main import create_app
 from core.errors import API_ANSWERS, error_catalog, markdown_table
 from core.settings import Settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SOURCES = ("activities", "api", "chains", "core", "db", "workflows", "signers", "cli", "models")
 # Where a code is written as a string: an update refusal's type, an operator refusal, a
 # refusal of a final withdrawal, a withdrawal's ending, an answer built by hand.

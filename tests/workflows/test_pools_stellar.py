@@ -10,9 +10,9 @@ import pytest
 
 from core.settings import PoolSettings, StellarChainSettings
 from devnet.stellar import StellarDevnet
-from tests.conftest import wait_for_status
-from tests.test_pools import OPS, approve, keys_of, rebalance, show, withdrawal
-from tests.test_withdrawal_stellar import XLM, balance, friendbot
+from tests.conftest import OPS, wait_for_status
+from tests.support.pools import approve, keys_of, rebalance, show, withdrawal
+from tests.support.stellar import XLM, balance, friendbot
 
 
 @pytest.fixture(scope="module")

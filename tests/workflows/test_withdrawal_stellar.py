@@ -16,14 +16,13 @@ from pydantic import SecretStr
 from stellar_sdk import Asset, Keypair, ServerAsync, TransactionBuilder
 from stellar_sdk.exceptions import NotFoundError
 
-from chains.stellar import parse_stroops
 from core.settings import Settings, StellarChainSettings, TokenSettings
 from db.engine import SessionFactory
 from devnet.stellar import StellarDevnet, run_stellar_devnet
 from tests.conftest import ALICE, api_client, wait_for_status
 from tests.conftest import STELLAR_ISSUER as ISSUER
+from tests.support.stellar import XLM, balance, friendbot, sequence
 
-XLM = 10_000_000
 FRIENDBOT_XLM = 10_000
 USDX = Asset("USDX", ISSUER.public_key)
 
@@ -84,35 +83,11 @@ async def withdraw(api: httpx.AsyncClient, wallet: dict, to: str, amount: str, a
     return await wait_for_status(api, response.json()["id"], {"COMPLETED", "FAILED", "CANCELLED"}, timeout=45)
 
 
-async def balance(horizon: ServerAsync, account_id: str, asset: Asset | None = None) -> int | None:
-    try:
-        account = await horizon.accounts().account_id(account_id).call()
-    except Exception:  # noqa: BLE001 - NotFoundError: no such account
-        return None
-    for line in account["balances"]:
-        if asset is None and line["asset_type"] == "native":
-            return parse_stroops(line["balance"])
-        if asset is not None and line.get("asset_code") == asset.code and line.get("asset_issuer") == asset.issuer:
-            return parse_stroops(line["balance"])
-    return None
-
-
-async def sequence(horizon: ServerAsync, account_id: str) -> int:
-    return int((await horizon.accounts().account_id(account_id).call())["sequence"])
-
-
 async def submit(horizon: ServerAsync, devnet: StellarDevnet, kp: Keypair, build) -> None:  # type: ignore[no-untyped-def]
     account = await horizon.load_account(kp.public_key)
     tx = build(TransactionBuilder(account, devnet.network_passphrase, base_fee=100).set_timeout(3600)).build()
     tx.sign(kp)
     await horizon.submit_transaction(tx, skip_memo_required_check=True)
-
-
-async def friendbot(devnet: StellarDevnet) -> Keypair:
-    kp = Keypair.random()
-    async with httpx.AsyncClient(timeout=30) as http:
-        assert (await http.get(devnet.friendbot_url, params={"addr": kp.public_key})).status_code == 200
-    return kp
 
 
 async def wallet_trusts(api: httpx.AsyncClient, wallet: dict, asset: str = "USDX") -> dict:

@@ -6,9 +6,13 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from tests.conftest import wait_for_status
-from tests.test_console import FINAL, browser, held_for_two_approvers, key_of, screenshot, served, signed_in  # noqa: F401  (fixtures)
-from tests.test_policy import policy_put_back  # noqa: F401  (autouse: the policy is put back)
+from tests.support.console import FINAL, held_for_two_approvers, key_of, screenshot, signed_in
+
+# The policy is global: every test here puts it back as it found it.
+pytestmark = pytest.mark.usefixtures("policy_put_back")
 
 
 async def test_an_approver_rejects_from_the_queue_and_the_detail_shows_rejected(api, served, browser):  # noqa: F811

@@ -18,9 +18,8 @@ from spl.token.models import MintToCheckedParams
 
 from core.settings import PoolSettings, SolanaChainSettings, TokenSettings
 from devnet.solana import SolanaDevnet
-from tests.conftest import SOL, send_signed, wait_for_status
-from tests.test_pools import OPS, approve, keys_of, rebalance, show, withdrawal
-from tests.test_withdrawal_solana import TOKEN_DECIMALS
+from tests.conftest import OPS, SOL, TOKEN_DECIMALS, send_signed, wait_for_status
+from tests.support.pools import approve, keys_of, rebalance, show, withdrawal
 
 
 @pytest.fixture(scope="module")

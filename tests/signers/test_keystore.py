@@ -23,7 +23,6 @@ from pydantic import ValidationError
 import signers.local
 from core.errors import SignerUnavailable, SigningFailed
 from core.settings import DEV_KEYSTORE_KEK, AwsKmsSettings, GcpKmsSettings, Settings
-from devnet.gcp_kms import run_gcp_kms
 from models.db import KeystoreKey
 from signers.kek import AwsKmsKek, GcpKmsKek, LocalAesGcmKek, kek_from_settings
 from signers.local import LocalKeystoreSigner
@@ -169,40 +168,41 @@ def aws_kek(aws_server) -> KmsKek:  # type: ignore[no-untyped-def]
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def gcp_kek():  # type: ignore[no-untyped-def]
-    async with run_gcp_kms(host="127.0.0.1", port=0) as srv:
-        admin = srv.async_client()
-        ring = await admin.create_key_ring(request={"parent": "projects/custody-test/locations/global", "key_ring_id": "kek-ring", "key_ring": {}})
+async def gcp_kek(gcp_server):  # type: ignore[no-untyped-def]
+    srv = gcp_server  # the session's (tests/conftest.py)
+    admin = srv.async_client()
+    ring = await admin.create_key_ring(request={"parent": "projects/custody-test/locations/global", "key_ring_id": "kek-ring", "key_ring": {}})
 
-        async def new_settings() -> Settings:
-            key = await admin.create_crypto_key(
-                request={
-                    "parent": ring.name,
-                    "crypto_key_id": f"kek-{uuid.uuid4().hex[:8]}",
-                    "crypto_key": {"purpose": kms_v1.CryptoKey.CryptoKeyPurpose.ENCRYPT_DECRYPT},
-                }
-            )
-            return Settings(
-                environment="test",
-                keystore_kek=f"gcp-kms:{key.name}",
-                keystore_kek_id="gcp-" + key.name.rsplit("/", 1)[1],
-                gcp_kms=GcpKmsSettings(endpoint=srv.address),
-            )
+    async def new_settings() -> Settings:
+        key = await admin.create_crypto_key(
+            request={
+                "parent": ring.name,
+                "crypto_key_id": f"kek-{uuid.uuid4().hex[:8]}",
+                "crypto_key": {"purpose": kms_v1.CryptoKey.CryptoKeyPurpose.ENCRYPT_DECRYPT},
+            }
+        )
+        return Settings(
+            environment="test",
+            keystore_kek=f"gcp-kms:{key.name}",
+            keystore_kek_id="gcp-" + key.name.rsplit("/", 1)[1],
+            gcp_kms=GcpKmsSettings(endpoint=srv.address),
+        )
 
-        async def disable(settings: Settings) -> None:
-            name = settings.keystore_kek.get_secret_value().removeprefix("gcp-kms:") + "/cryptoKeyVersions/1"
-            await admin.update_crypto_key_version(
-                request={"crypto_key_version": {"name": name, "state": State.DISABLED}, "update_mask": {"paths": ["state"]}}
-            )
+    async def disable(settings: Settings) -> None:
+        name = settings.keystore_kek.get_secret_value().removeprefix("gcp-kms:") + "/cryptoKeyVersions/1"
+        await admin.update_crypto_key_version(
+            request={"crypto_key_version": {"name": name, "state": State.DISABLED}, "update_mask": {"paths": ["state"]}}
+        )
 
-        async def outage() -> None:  # UNAVAILABLE: the client retries for its 2 s window, then gives up
-            srv.set_faults({"Decrypt": {"code": "UNAVAILABLE", "count": 10_000}})
+    async def outage() -> None:  # UNAVAILABLE: the client retries for its 2 s window, then gives up
+        srv.set_faults({"Decrypt": {"code": "UNAVAILABLE", "count": 10_000}})
 
-        async def clear() -> None:
-            srv.clear_faults()
+    async def clear() -> None:
+        srv.clear_faults()
 
-        yield KmsKek("gcp", new_settings, disable, outage, clear, ("FAILED_PRECONDITION",))
-        await admin.transport.close()
+    yield KmsKek("gcp", new_settings, disable, outage, clear, ("FAILED_PRECONDITION",))
+    await admin.transport.close()
+    srv.clear_faults()  # the server is the session's: hand it on without faults
 
 
 @pytest.fixture(params=["aws", "gcp"])

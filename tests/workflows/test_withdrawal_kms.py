@@ -11,7 +11,6 @@ import uuid
 
 import httpx
 import pytest
-import pytest_asyncio
 from google.cloud import kms_v1
 from solana.rpc.async_api import AsyncClient
 from solana.rpc.commitment import Confirmed
@@ -26,8 +25,7 @@ from web3 import AsyncHTTPProvider, AsyncWeb3
 
 from chains.stellar import parse_stroops
 from core.settings import AwsKmsSettings, GcpKmsSettings, SolanaChainSettings, StellarChainSettings
-from devnet.gcp_kms import run_gcp_kms
-from devnet.solana import SolanaDevnet, run_solana_devnet
+from devnet.solana import SolanaDevnet
 from devnet.stellar import StellarDevnet, run_stellar_devnet
 from models.db import Wallet
 from tests.conftest import ALICE, api_client, create_wallet, fund, random_address, wait_for_status, withdraw
@@ -38,18 +36,8 @@ STROOPS = 10**7
 ED25519_SPEC = {"aws-kms": "ECC_NIST_EDWARDS25519", "gcp-kms": "EC_SIGN_ED25519"}
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def gcp_server():  # type: ignore[no-untyped-def]
-    async with run_gcp_kms(host="127.0.0.1", port=0) as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-async def solana_devnet():  # type: ignore[no-untyped-def]
-    async with run_solana_devnet(host="127.0.0.1", port=0, slot_ms=100) as d:
-        yield d
-
-
+# Overrides conftest's stellar_devnet (the Solana one is conftest's): the devnet's default 30 s
+# submission timeout, and no USDX issuer funded.
 @pytest.fixture(scope="module")
 async def stellar_devnet():  # type: ignore[no-untyped-def]
     async with run_stellar_devnet(host="127.0.0.1", port=0, close_interval_ms=100) as d:

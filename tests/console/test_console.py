@@ -8,93 +8,19 @@ form posted without its CSRF token is refused (403) while the same form with it 
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import shutil
 import uuid
-from pathlib import Path
 
 import pytest
 
 from core.identity import Role
 from devnet.local import free_port
-from tests.conftest import create_wallet, fund, random_address, serve_api, wait_for_status, withdraw
-from tests.test_access import new_identity
-from tests.test_docs_offline import BROWSER_ARGS, CHROMIUM
-from tests.test_policy import add_rule, change_policy, policy_put_back  # noqa: F401  (autouse: the policy is put back)
+from tests.conftest import new_identity, random_address, wait_for_status
+from tests.support.console import FINAL, held_for_two_approvers, key_of, screenshot, signed_in
+from tests.support.policy import add_rule, change_policy
 
-FINAL = {"COMPLETED", "FAILED", "CANCELLED"}
-TIMEOUT_MS = 20_000
-# Set to a folder (docs/console) to save the README's screenshots of the queue and a detail page.
-SCREENSHOTS = os.environ.get("CUSTODY_CONSOLE_SCREENSHOTS")
-
-
-async def screenshot(page, name: str) -> None:  # type: ignore[no-untyped-def]
-    if SCREENSHOTS:
-        await page.screenshot(path=str(Path(SCREENSHOTS) / f"{name}.png"), full_page=True)
-
-
-@pytest.fixture
-async def served(settings, client, api):  # type: ignore[no-untyped-def]
-    """The API under uvicorn for the browser (`api`, in-process, sets things up; its worker runs them)."""
-    async with serve_api(settings, client) as url:
-        yield url
-
-
-@pytest.fixture
-async def browser():  # type: ignore[no-untyped-def]
-    from playwright.async_api import async_playwright
-
-    assert shutil.which("chromium") or CHROMIUM, "chromium is missing: ./dev test installs it (apt-get install chromium)"
-    async with async_playwright() as p:
-        launched = await p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
-        try:
-            yield launched
-        finally:
-            await launched.close()
-
-
-async def signed_in(browser, served: str, api_key: str):  # type: ignore[no-untyped-def]
-    """A fresh browser context (its own cookies) signed in with `api_key`; its page."""
-    context = await browser.new_context()
-    context.set_default_timeout(TIMEOUT_MS)
-    page = await context.new_page()
-    await page.goto(served + "/console")
-    assert page.url.endswith("/console/sign-in")
-    await page.fill("input[name=api_key]", api_key)
-    await page.click("#sign-in button")
-    await page.wait_for_selector("#signed-in-as")
-    return page
-
-
-def key_of(headers: dict[str, str]) -> str:
-    return headers["Authorization"].removeprefix("Bearer ")
-
-
-async def held_for_two_approvers(api) -> tuple[dict, list[tuple[dict, str]]]:  # type: ignore[no-untyped-def]
-    """A withdrawal of alice's held by a 2-of-2 rule (a group of two fresh approvers)."""
-    from tests.test_policy import ADMIN  # noqa: F401  (add_rule and change_policy use it)
-
-    sessions = api._transport.app.state.custody.sessions
-    approvers = [await new_identity(sessions, Role.APPROVER) for _ in range(2)]
-    group = f"console-{uuid.uuid4().hex[:6]}"
-    await change_policy(api, lambda d: d["groups"].__setitem__(group, [user for _, user in approvers]))
-    wallet = await create_wallet(api)
-    await fund(api, wallet, "2")
-    await add_rule(
-        api,
-        {
-            "name": f"2 of 2 from {wallet['id']}",
-            "match": {"source": {"wallets": [wallet["id"]]}, "assets": ["ETH"]},
-            "action": "REQUIRE_APPROVAL",
-            "quorum": {"count": 2, "group": group},
-        },
-        position=0,
-    )
-    accepted = (await withdraw(api, wallet, random_address(), "0.25")).json()
-    held = await wait_for_status(api, accepted["id"], {"AWAITING_APPROVAL", *FINAL})
-    assert held["status"] == "AWAITING_APPROVAL", held
-    return held, approvers
+# The policy is global: every test here puts it back as it found it.
+pytestmark = pytest.mark.usefixtures("policy_put_back")
 
 
 async def alerts_drift_and_failing_webhooks(api, ops, served: str, held: dict) -> None:  # type: ignore[no-untyped-def]
@@ -105,8 +31,7 @@ async def alerts_drift_and_failing_webhooks(api, ops, served: str, held: dict) -
 
     from activities.alerts import record_withdrawal_alert
     from models.webhooks import WebhookDelivery
-    from tests.conftest import ALICE
-    from tests.test_access import OPS
+    from tests.conftest import ALICE, OPS
     from worker import ensure_webhook_dispatcher
 
     state = api._transport.app.state.custody
@@ -139,7 +64,7 @@ async def alerts_drift_and_failing_webhooks(api, ops, served: str, held: dict) -
 @pytest.fixture
 def settings(base_settings, task_queue):  # type: ignore[no-untyped-def]
     """The suite's settings with a key pool on an alias of the session's anvil (the wallets page)."""
-    from tests.test_pools import pool_settings, with_pool
+    from tests.support.pools import pool_settings, with_pool
 
     return with_pool(base_settings, task_queue, f"pool{uuid.uuid4().hex[:8]}", pool_settings())
 
@@ -291,8 +216,7 @@ async def test_policy_versions_address_book_and_audit_log_as_the_permission_tabl
     """An admin reads the rules (now and at the version before), the versions and the audit log
     with its verification; an operator (who may read the policy and anyone's address book, not the
     audit log) sees a new entry cooling; a USER gets neither page."""
-    from tests.conftest import ALICE
-    from tests.test_access import OPS
+    from tests.conftest import ALICE, OPS
 
     before = (await change_policy(api, lambda d: None, summary="console: the version before"))["version"]
     rule_id, version = await add_rule(api, {"name": f"console block {uuid.uuid4().hex[:6]}", "match": {"assets": ["TUSD"]}, "action": "BLOCK"})

@@ -3,7 +3,7 @@ and histories saved from earlier versions still replay against the current code 
 workflow without `workflow.patched` fails CI).
 
 Record new histories after an intended, patched change:
-    CUSTODY_RECORD_HISTORIES=1 ./dev test tests/test_replay.py   (writes only names not saved yet;
+    CUSTODY_RECORD_HISTORIES=1 ./dev test tests/workflows/test_replay.py   (writes only names not saved yet;
     payloads are encrypted with the development payload key)
 """
 
@@ -25,11 +25,9 @@ from core.temporal import custody_data_converter
 from models.db import Wallet
 from models.payloads import LeaseRequest, LeaseReturn, RebalanceResult
 from models.pools import pool_owner
-from tests.conftest import create_wallet, fund, random_address, wait_for_status, withdraw
-from tests.test_pools import pool_settings, rebalance, with_pool
+from tests.conftest import HISTORIES, create_wallet, fund, random_address, wait_for_status, withdraw
+from tests.support.pools import pool_settings, rebalance, with_pool
 from worker import WORKFLOWS, build_worker
-
-HISTORIES = Path(__file__).parent / "histories"
 
 
 def _saved() -> list[Path]:

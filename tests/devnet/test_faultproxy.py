@@ -26,7 +26,7 @@ from web3.exceptions import Web3RPCError
 
 from devnet import local
 from devnet.faultproxy import FaultProxy
-from devnet.solana import SolanaDevnet, run_solana_devnet
+from devnet.solana import SolanaDevnet
 from devnet.stellar import StellarDevnet, run_stellar_devnet
 
 RESET_ERRORS = (aiohttp.ClientOSError, aiohttp.ServerDisconnectedError)
@@ -54,12 +54,8 @@ async def proxy(anvil: local.ManagedProcess) -> AsyncIterator[FaultProxy]:
         yield p
 
 
-@pytest.fixture(scope="module")
-async def solana_devnet() -> AsyncIterator[SolanaDevnet]:
-    async with run_solana_devnet(host="127.0.0.1", port=0, slot_ms=100) as d:
-        yield d
-
-
+# Overrides conftest's stellar_devnet (the Solana one is conftest's): the devnet's default 30 s
+# submission timeout, and no USDX issuer funded.
 @pytest.fixture(scope="module")
 async def stellar_devnet() -> AsyncIterator[StellarDevnet]:
     async with run_stellar_devnet(port=0, close_interval_ms=100) as d:

@@ -1,7 +1,7 @@
 """The policy engine's judgement alone (core/policy_engine.py): rule order, each condition, amounts
 over rolling windows, limits and what remains, allowlist-only sources, HODL movements, and the
 document's own validation. The windows' totals are given as numbers here; how PostgreSQL adds
-them up under concurrency is tested end to end in tests/test_policy.py."""
+them up under concurrency is tested end to end in tests/api/test_policy.py."""
 
 from __future__ import annotations
 
@@ -238,7 +238,7 @@ def test_the_readme_worked_examples_are_valid_rules():
 
     from core.policy import RuleIn
 
-    readme = Path(__file__).parent.parent.joinpath("README.md").read_text()
+    readme = Path(__file__).parents[2].joinpath("README.md").read_text()
     section = readme.split("## Policy engine", 1)[1].split("\n## ", 1)[0]
     rules = [json.loads(text) for text in re.findall(r"--json '(\{.*?\})'", section, flags=re.DOTALL)]
     assert len(rules) == 2

@@ -21,7 +21,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 from prometheus_client import REGISTRY
 from solana.rpc.async_api import AsyncClient
 from solana.rpc.commitment import Confirmed
@@ -39,14 +38,12 @@ from spl.token.models import InitializeMint2Params, MintToCheckedParams
 from sqlmodel import select
 from stellar_sdk import Asset, ServerAsync, TransactionBuilder
 from stellar_sdk import Keypair as StellarKeypair
-from stellar_sdk.client.aiohttp_client import AiohttpClient
 from temporalio.client import Client, ScheduleActionStartWorkflow, ScheduleOverlapPolicy
 from temporalio.service import RPCError
 from temporalio.worker import Replayer
 from web3 import AsyncHTTPProvider, AsyncWeb3
 from web3.exceptions import TransactionNotFound
 
-from api.main import create_app
 from chains.base import TransferIntent
 from chains.registry import ChainRegistry
 from core.settings import (
@@ -60,83 +57,58 @@ from core.settings import (
 )
 from core.temporal import custody_data_converter
 from db.engine import SessionFactory
-from devnet.local import ROOT, free_port
-from devnet.solana import SolanaDevnet, run_solana_devnet
-from devnet.stellar import StellarDevnet, run_stellar_devnet
+from devnet.local import ROOT
+from devnet.solana import SolanaDevnet
+from devnet.stellar import StellarDevnet
 from models.db import Wallet
 from models.reconciliation import ReconciliationEvent
 from signers.registry import SignerSet
-from tests.conftest import ALICE, TOKEN_DECIMALS, api_client, random_address, send_signed, wait_exit, wait_for_status, worker_process
-from tests.test_replay import HISTORIES
-from tests.test_stellar_channels import run_channels
+from tests.conftest import ALICE, HISTORIES, TOKEN_DECIMALS, api_client, random_address, send_signed, wait_exit, wait_for_status, worker_process
+from tests.conftest import STELLAR_ISSUER as ISSUER
+from tests.support.stellar import run_channels
 from worker import WORKFLOWS, build_worker, ensure_reconciliation_schedules
 
 OPS = {"Authorization": "Bearer dev-ops-key"}
 ETH = 10**18
 SOL = 10**9
 XLM = 10**7
-ISSUER = StellarKeypair.random()
 USDX = Asset("USDX", ISSUER.public_key)
 
 
 # ----------------------------------------------------------------------------- fixtures
+# The Solana and Stellar devnets, their clients and the USDX issuer are conftest's (one per module).
 
 
 @pytest.fixture(scope="module")
-async def solana_devnet() -> AsyncIterator[SolanaDevnet]:
-    async with run_solana_devnet(host="127.0.0.1", port=0, slot_ms=100) as d:
-        yield d
-
-
-@pytest.fixture(scope="module")
-async def solana_rpc(solana_devnet: SolanaDevnet) -> AsyncIterator[AsyncClient]:
-    async with AsyncClient(solana_devnet.url, commitment=Confirmed) as c:
-        yield c
-
-
-@pytest.fixture(scope="module")
-async def mint_authority(solana_rpc: AsyncClient) -> SolanaKeypair:
+async def spl_mint_authority(rpc: AsyncClient) -> SolanaKeypair:
+    """Like conftest's `mint_authority`, and waits until its airdrop shows in its balance."""
     authority = SolanaKeypair()
-    await solana_rpc.request_airdrop(authority.pubkey(), 100 * SOL)
-    await _until(lambda: _lamports(solana_rpc, authority.pubkey()), lambda v: v > 0)
+    await rpc.request_airdrop(authority.pubkey(), 100 * SOL)
+    await _until(lambda: _lamports(rpc, authority.pubkey()), lambda v: v > 0)
     return authority
 
 
 @pytest.fixture(scope="module")
-async def spl_mint(solana_rpc: AsyncClient, mint_authority: SolanaKeypair) -> Pubkey:
+async def spl_mint(rpc: AsyncClient, spl_mint_authority: SolanaKeypair) -> Pubkey:
     mint = SolanaKeypair()
-    rent = (await solana_rpc.get_minimum_balance_for_rent_exemption(82)).value
+    rent = (await rpc.get_minimum_balance_for_rent_exemption(82)).value
     await send_signed(
-        solana_rpc,
-        mint_authority,
+        rpc,
+        spl_mint_authority,
         [
             create_account(
-                CreateAccountParams(from_pubkey=mint_authority.pubkey(), to_pubkey=mint.pubkey(), lamports=rent, space=82, owner=TOKEN_PROGRAM_ID)
+                CreateAccountParams(from_pubkey=spl_mint_authority.pubkey(), to_pubkey=mint.pubkey(), lamports=rent, space=82, owner=TOKEN_PROGRAM_ID)
             ),
             initialize_mint2(
                 InitializeMint2Params(
-                    decimals=TOKEN_DECIMALS, program_id=TOKEN_PROGRAM_ID, mint=mint.pubkey(), mint_authority=mint_authority.pubkey()
+                    decimals=TOKEN_DECIMALS, program_id=TOKEN_PROGRAM_ID, mint=mint.pubkey(), mint_authority=spl_mint_authority.pubkey()
                 )
             ),
         ],
         (mint,),
     )
-    await _until(lambda: _lamports(solana_rpc, mint.pubkey()), lambda v: v > 0)
+    await _until(lambda: _lamports(rpc, mint.pubkey()), lambda v: v > 0)
     return mint.pubkey()
-
-
-@pytest.fixture(scope="module")
-async def stellar_devnet() -> AsyncIterator[StellarDevnet]:
-    async with run_stellar_devnet(port=0, close_interval_ms=100, submission_timeout=3) as d:
-        async with httpx.AsyncClient(timeout=30) as http:
-            assert (await http.get(d.friendbot_url, params={"addr": ISSUER.public_key})).status_code == 200
-        yield d
-
-
-@pytest.fixture(scope="module")
-async def horizon(stellar_devnet: StellarDevnet) -> AsyncIterator[ServerAsync]:
-    async with ServerAsync(stellar_devnet.url, client=AiohttpClient()) as s:
-        yield s
 
 
 @pytest.fixture
@@ -466,7 +438,7 @@ async def test_worker_start_schedules_reconciliation_per_chain(api, client, sett
 
 
 async def test_solana_wallet_reconciles_to_zero_then_an_outside_spend_is_unexplained_drift(
-    api, settings, sessions, names, solana_rpc, mint_authority, spl_mint
+    api, settings, sessions, names, rpc, spl_mint_authority, spl_mint
 ):
     chain_name = names["solana"]
     a, b = await wallet_on(api, chain_name), await wallet_on(api, chain_name)
@@ -474,29 +446,29 @@ async def test_solana_wallet_reconciles_to_zero_then_an_outside_spend_is_unexpla
     await fund(api, a, "2")
     # From outside custody: 0.5 SOL from another key; 10 TUSD minted into A's token account.
     outsider = SolanaKeypair()
-    await solana_rpc.request_airdrop(outsider.pubkey(), 5 * SOL)
-    await _until(lambda: _lamports(solana_rpc, outsider.pubkey()), lambda v: v > 0)
-    await send_signed(solana_rpc, outsider, [transfer(TransferParams(from_pubkey=outsider.pubkey(), to_pubkey=owner, lamports=SOL // 2))])
-    await _until(lambda: _lamports(solana_rpc, owner), lambda v: v == 2 * SOL + SOL // 2)
+    await rpc.request_airdrop(outsider.pubkey(), 5 * SOL)
+    await _until(lambda: _lamports(rpc, outsider.pubkey()), lambda v: v > 0)
+    await send_signed(rpc, outsider, [transfer(TransferParams(from_pubkey=outsider.pubkey(), to_pubkey=owner, lamports=SOL // 2))])
+    await _until(lambda: _lamports(rpc, owner), lambda v: v == 2 * SOL + SOL // 2)
     ata = get_associated_token_address(owner, spl_mint, TOKEN_PROGRAM_ID)
     await send_signed(
-        solana_rpc,
-        mint_authority,
+        rpc,
+        spl_mint_authority,
         [
-            create_idempotent_associated_token_account(mint_authority.pubkey(), owner, spl_mint, TOKEN_PROGRAM_ID),
+            create_idempotent_associated_token_account(spl_mint_authority.pubkey(), owner, spl_mint, TOKEN_PROGRAM_ID),
             mint_to_checked(
                 MintToCheckedParams(
                     program_id=TOKEN_PROGRAM_ID,
                     mint=spl_mint,
                     dest=ata,
-                    mint_authority=mint_authority.pubkey(),
+                    mint_authority=spl_mint_authority.pubkey(),
                     amount=10 * 10**TOKEN_DECIMALS,
                     decimals=TOKEN_DECIMALS,
                 )
             ),
         ],
     )
-    await _until(lambda: _lamports(solana_rpc, ata), lambda v: v > 0)
+    await _until(lambda: _lamports(rpc, ata), lambda v: v > 0)
     await withdraw(api, a, str(SolanaKeypair().pubkey()), "0.3", "SOL")
     await withdraw(api, a, str(SolanaKeypair().pubkey()), "2", "TUSD")  # A pays the recipient's token account rent
     await withdraw(api, a, b["address"], "0.1", "SOL")
@@ -505,16 +477,16 @@ async def test_solana_wallet_reconciles_to_zero_then_an_outside_spend_is_unexpla
     assert_zero_drift(report)
     sol, tusd = row(report, a, "SOL"), row(report, a, "TUSD")
     assert sol["deposits"] == "2.5" and tusd["deposits"] == "10" and tusd["withdrawn"] == "2"
-    rent = (await solana_rpc.get_minimum_balance_for_rent_exemption(165)).value
+    rent = (await rpc.get_minimum_balance_for_rent_exemption(165)).value
     assert sol["side_costs"] == _decimal(rent, 9)
     assert row(report, b, "SOL")["internal_in"] == "0.1"
 
     chain = ChainRegistry.from_settings(settings).get(chain_name)
     intent = TransferIntent(sender=a["address"], destination=str(SolanaKeypair().pubkey()), asset=chain.asset("SOL"), amount=SOL // 20)
     signed = await chain.sign_transfer(intent, None, await outside_signer(settings, sessions, a))
-    before = await _lamports(solana_rpc, owner)
+    before = await _lamports(rpc, owner)
     assert await chain.broadcast(signed) == "accepted"
-    await _until(lambda: _lamports(solana_rpc, owner), lambda v: v < before)
+    await _until(lambda: _lamports(rpc, owner), lambda v: v < before)
 
     report = await reconcile(api, chain_name)
     assert report["status"] == "MISMATCH"
@@ -608,17 +580,7 @@ async def _merge(horizon: ServerAsync, devnet: StellarDevnet, source: StellarKey
 # ----------------------------------------------------------------------------- CLI
 
 
-@pytest.fixture
-async def api_url(settings, client, sessions):  # type: ignore[no-untyped-def]
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, temporal=client), host="127.0.0.1", port=port, log_level="warning"))
-    async with build_worker(client, settings, sessions):
-        task = asyncio.create_task(server.serve())
-        while not server.started:
-            await asyncio.sleep(0.05)
-        yield f"http://127.0.0.1:{port}"
-        server.should_exit = True
-        await task
+# `api_url` is conftest's: the API under uvicorn, with a worker on the test's task queue behind it.
 
 
 async def custody(api_url: str, *args: str, key: str) -> tuple[int, str, str]:

@@ -30,11 +30,9 @@ from models.audit import AuditEntry
 from models.channels import ChannelAccount, ChannelState, channel_owner
 from models.db import SequenceClaim, Wallet
 from models.payloads import ChannelSetResult
-from tests.conftest import ALICE, api_client, wait_for_status
-from tests.test_replay import HISTORIES
-from tests.test_withdrawal_stellar import XLM, balance, sequence
+from tests.conftest import ALICE, HISTORIES, api_client, wait_for_status
+from tests.support.stellar import XLM, balance, run_channels, sequence
 from worker import WORKFLOWS, build_worker
-from workflows.channels import ChannelAccountsWorkflow
 
 
 @pytest.fixture(scope="module")
@@ -71,12 +69,6 @@ async def api(client: Client, settings: Settings, sessions: SessionFactory) -> A
     async with build_worker(client, settings, sessions):
         async with api_client(settings, client) as http:
             yield http
-
-
-async def run_channels(client: Client, settings: Settings, chain: str, workflow_id: str | None = None) -> ChannelSetResult:
-    return await client.execute_workflow(
-        ChannelAccountsWorkflow.run, chain, id=workflow_id or f"channels-{chain}-{uuid.uuid4().hex[:6]}", task_queue=settings.task_queue
-    )
 
 
 async def channel_rows(sessions: SessionFactory, chain: str) -> list[tuple[ChannelAccount, Wallet]]:
