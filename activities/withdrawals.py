@@ -38,7 +38,7 @@ from activities.signing_guard import (
     require_seal,
 )
 from activities.transfers import as_signed, attempts_of, transfer_intent
-from chains.base import ChannelKey, SignedTransfer, TransferIntent
+from chains.base import Chain, ChannelKey, DigestSigner, SignedTransfer, TransferIntent
 from chains.registry import ChainRegistry
 from core import metrics
 from core.errors import (
@@ -233,7 +233,7 @@ class WithdrawalActivities:
     async def _attempts(self, session: AsyncSession, withdrawal_id: str) -> list[TransferAttempt]:
         return await attempts_of(session, withdrawal_id)
 
-    def _signer_for(self, wallet: Wallet):  # type: ignore[no-untyped-def]
+    def _signer_for(self, wallet: Wallet) -> DigestSigner:
         """Sign with the backend the wallet's key lives in, whatever today's default is."""
         scheme = self._chains.get(wallet.chain).key_scheme
         key_ref = wallet.key_ref
@@ -793,7 +793,7 @@ class WithdrawalActivities:
             session.add(reservation)
 
     @staticmethod
-    def _cancel_intent(chain, intent: TransferIntent) -> TransferIntent:  # type: ignore[no-untyped-def]
+    def _cancel_intent(chain: Chain, intent: TransferIntent) -> TransferIntent:
         native = chain.asset(chain.settings.native_symbol)
         return TransferIntent(sender=intent.sender, destination=intent.sender, asset=native, amount=0)
 
@@ -967,7 +967,7 @@ class WithdrawalActivities:
             await asyncio.sleep(chain_settings.poll_interval_seconds)
 
     @staticmethod
-    async def _resend_if_dropped(chain, withdrawal: Withdrawal, latest: SignedTransfer) -> None:  # type: ignore[no-untyped-def]
+    async def _resend_if_dropped(chain: Chain, withdrawal: Withdrawal, latest: SignedTransfer) -> None:
         if await chain.is_known(latest.tx_hash):
             return
         try:

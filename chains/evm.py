@@ -34,7 +34,7 @@ from web3.exceptions import (
     Web3RPCError,
 )
 from web3.providers.async_base import AsyncBaseProvider
-from web3.types import BlockIdentifier, TxParams, Wei
+from web3.types import BlockIdentifier, FilterParams, TopicFilter, TxParams, Wei
 
 from chains.base import (
     ChannelKey,
@@ -734,19 +734,19 @@ class EvmChain:
         if not tokens or not accounts:
             return []
         logs: dict[tuple[str, int], Any] = {}
-        topics = ["0x" + "0" * 24 + key[2:] for key in accounts]
+        topics = [HexStr("0x" + "0" * 24 + key[2:]) for key in accounts]
         for i in range(0, len(topics), LOG_FILTER_ADDRESSES):
             chunk = topics[i : i + LOG_FILTER_ADDRESSES]
             for position in (1, 2):  # Transfer(from, to, value): from us, to us
-                query: list[Any] = [TRANSFER_TOPIC, None, None]
+                query: list[TopicFilter] = [HexStr(TRANSFER_TOPIC), None, None]
                 query[position] = chunk
-                params = {
+                params: FilterParams = {
                     "fromBlock": start,
                     "toBlock": end,
                     "address": [to_checksum_address(t) for t in tokens],
                     "topics": query,
                 }
-                for entry in await self._call(self.web3.eth.get_logs(params)):  # type: ignore[arg-type]
+                for entry in await self._call(self.web3.eth.get_logs(params)):
                     logs[(_0x(entry["transactionHash"]), int(entry["logIndex"]))] = entry
         known = await ours(sorted({tx_hash for tx_hash, _ in logs}))
         found: list[ObservedTransfer] = []

@@ -35,6 +35,8 @@ def build_chain(name: str, chain_settings: ChainSettingsBase) -> Chain:
     from chains.failover import FailoverChain
 
     adapters = [build_adapter(name, chain_settings.for_endpoint(url)) for url in urls]
+    # FailoverChain copies its adapters' ClassVar traits (family, key_scheme...) with setattr at
+    # runtime, so mypy cannot see it meets the protocol's ClassVars.
     return FailoverChain(name, chain_settings, adapters, urls)  # type: ignore[return-value]
 
 

@@ -520,7 +520,7 @@ class WithdrawalWorkflow:
         assert self._rejected is not None
         return f"rejected by {self._rejected.by}: {self._rejected.reason}"
 
-    def _track(self, prepared) -> None:  # type: ignore[no-untyped-def]
+    def _track(self, prepared: PreparedAttempt) -> None:
         self._tx_hash = prepared.tx_hash
         self._attempts = prepared.attempt_count
 

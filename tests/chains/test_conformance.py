@@ -14,7 +14,7 @@ from dataclasses import replace
 
 import pytest
 
-from chains.base import SignedTransfer, TransferIntent, TransferStatus
+from chains.base import ChannelKey, SignedTransfer, TransferIntent, TransferStatus
 from core.errors import InvalidMemo, InvalidRecipient, PolicyViolation, SigningFailed, UnknownAsset
 from models.payloads import OnChainState
 from tests.chains.conftest import KEYS, Account, Harness, RecordingSigner
@@ -118,6 +118,15 @@ class TestChainConformance:
         assert await chain.balance(sender.address, adapter.native) == sender_before - adapter.amount - status.fee_paid
         if slot is not None:
             assert await chain.settled_sequence(sender.address) == slot + 1
+
+    async def test_a_channel_is_refused_where_the_family_has_none(self, adapter: Harness) -> None:
+        if adapter.chain.supports_channels:
+            pytest.skip("this family signs with channel accounts (activities/channels.py)")
+        sender, channel = adapter.new_key(), adapter.new_key()
+        intent = TransferIntent(sender.address, adapter.new_key().address, adapter.native, adapter.amount)
+        with pytest.raises(SigningFailed) as refused:  # its sequence is no slot here: never signed
+            await _sign(adapter, intent, sender.sign, channel=ChannelKey(channel.address, channel.sign))
+        assert refused.value.code == "SIGNING_FAILED"
 
     async def test_a_send_never_broadcast_is_unknown_pending_and_can_still_land(self, adapter: Harness) -> None:
         chain = adapter.chain
