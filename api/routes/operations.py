@@ -139,17 +139,26 @@ async def _recorded_update(
     update: WorkflowUpdate,
     caller: Identity,
     reason: str,
+    ended_code: str,
 ) -> None:
     """Record the action, then deliver it as a workflow update. The record comes first so the
     signing guard can count it; when the workflow refuses, it is marked REFUSED and counts for
-    nothing when signing is re-checked."""
+    nothing when signing is re-checked. A workflow that ended after the caller's status check
+    (the withdrawal went final meanwhile, e.g. a retried cancel whose first try took effect) is
+    answered as that check would have answered it: `ended_code` with the final status, not
+    WORKFLOW_NOT_RUNNING, which would tell an operator the action could not happen."""
     row = await _record_action(session, withdrawal_id, action, caller, reason)
     try:
         await _update(state, withdrawal_id, update, OperatorRequest(by=caller.id, reason=reason))
-    except OperationRefused:
+    except OperationRefused as refused:
         row.state = "REFUSED"
         session.add(row)
         await session.commit()
+        if refused.code == "WORKFLOW_NOT_RUNNING":
+            # The final status is written (finish) before the workflow completes: read it now.
+            status = (await session.exec(select(Withdrawal.status).where(Withdrawal.id == withdrawal_id))).one()
+            if WithdrawalStatus(status).is_final:
+                raise OperationRefused(ended_code, f"withdrawal is already {status}") from refused
         raise
 
 
@@ -191,7 +200,7 @@ async def cancel(withdrawal_id: str, body: OperatorAction, caller: CallerDep, st
     """Accepted means the cancellation is under way; the final status says which side won."""
     withdrawal = await visible_withdrawal(session, state, caller, withdrawal_id)
     _refuse_if_final(withdrawal.status, "CANCEL_TOO_LATE")
-    await _recorded_update(session, state, withdrawal_id, "CANCEL", WithdrawalWorkflow.cancel, caller, body.reason)
+    await _recorded_update(session, state, withdrawal_id, "CANCEL", WithdrawalWorkflow.cancel, caller, body.reason, "CANCEL_TOO_LATE")
     return await _refreshed(session, state, withdrawal_id)
 
 
@@ -203,7 +212,7 @@ async def approve(withdrawal_id: str, body: OperatorAction, caller: CallerDep, s
     _refuse_self_approval(withdrawal, caller, "approve")
     _refuse_if_final(withdrawal.status, "NOT_AWAITING_APPROVAL")
     await _refuse_ineligible_approver(session, withdrawal, caller)
-    await _recorded_update(session, state, withdrawal_id, "APPROVE", WithdrawalWorkflow.approve, caller, body.reason)
+    await _recorded_update(session, state, withdrawal_id, "APPROVE", WithdrawalWorkflow.approve, caller, body.reason, "NOT_AWAITING_APPROVAL")
     return await _refreshed(session, state, withdrawal_id)
 
 
@@ -217,7 +226,7 @@ async def reject(withdrawal_id: str, body: RejectAction, caller: CallerDep, stat
     if withdrawal.status != WithdrawalStatus.AWAITING_APPROVAL.value:
         raise OperationRefused("NOT_AWAITING_APPROVAL", f"withdrawal is {withdrawal.status}, not awaiting approval")
     await _refuse_ineligible_approver(session, withdrawal, caller)
-    await _recorded_update(session, state, withdrawal_id, "REJECT", WithdrawalWorkflow.reject, caller, body.reason)
+    await _recorded_update(session, state, withdrawal_id, "REJECT", WithdrawalWorkflow.reject, caller, body.reason, "NOT_AWAITING_APPROVAL")
     return await _refreshed(session, state, withdrawal_id, until=lambda w: WithdrawalStatus(w.status).is_final)
 
 
