@@ -13,10 +13,15 @@ import signal
 import subprocess
 import sys
 import sysconfig
+import threading
 from pathlib import Path
 
 import httpx
 import typer
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import Client
 
 from cli.main import app
 from devnet.local import ROOT, free_port
@@ -52,7 +57,20 @@ def _installed(tmp_path: Path) -> tuple[Path, dict[str, str]]:
     return venv, env
 
 
-async def test_a_non_editable_install_outside_the_repository_works(tmp_path, api_url, settings):
+async def _until_polled(client: Client, task_queue: str) -> None:
+    """Until the task queue has a workflow poller and an activity poller (Temporal's view)."""
+    for _ in range(300):
+        polled = []
+        for kind in (TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY):
+            request = DescribeTaskQueueRequest(namespace=client.namespace, task_queue=TaskQueue(name=task_queue), task_queue_type=kind)
+            polled.append(bool((await client.workflow_service.describe_task_queue(request)).pollers))
+        if all(polled):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"no worker polls {task_queue}")
+
+
+async def test_a_non_editable_install_outside_the_repository_works(tmp_path, api_url, settings, client):
     venv, env = await asyncio.to_thread(_installed, tmp_path)  # the API on this event loop keeps serving
     origin = await asyncio.to_thread(
         subprocess.check_output,
@@ -140,19 +158,30 @@ async def test_a_non_editable_install_outside_the_repository_works(tmp_path, api
         stderr=subprocess.PIPE,
         text=True,
     )
-    try:
-        started = False
+    # Its log is read to the end by a thread: a pipe nobody reads fills up and blocks the worker's
+    # writes (at shutdown, a thread blocked holding stderr's lock aborts the interpreter).
+    lines: list[str] = []
+    started_event = threading.Event()
+
+    def read_log() -> None:
         assert worker.stderr is not None
-        for _ in range(300):
-            line = await asyncio.to_thread(worker.stderr.readline)
+        for line in worker.stderr:
+            lines.append(line)
             if '"worker started"' in line:
-                started = True
-                break
-            if not line and worker.poll() is not None:
-                break
-        assert started, f"the installed worker did not start (exit {worker.poll()})"
+                started_event.set()
+
+    reader = threading.Thread(target=read_log, daemon=True)
+    reader.start()
+    try:
+        started = await asyncio.to_thread(started_event.wait, 30)
+        assert started, f"the installed worker did not start (exit {worker.poll()}):\n{''.join(lines[-40:])}"
+        # Stopped once it polls, as a worker in service is: a SIGTERM in the same instant as the
+        # start races the SDK core's own start-up (seen as an abort, exit -6, under load).
+        await _until_polled(client, worker_env["CUSTODY_TASK_QUEUE"])
         worker.send_signal(signal.SIGTERM)
-        assert await asyncio.to_thread(worker.wait, 60) == 0
+        code = await asyncio.to_thread(worker.wait, 60)
+        await asyncio.to_thread(reader.join, 10)
+        assert code == 0, f"the worker exited {code} on SIGTERM:\n{''.join(lines[-40:])}"
     finally:
         if worker.poll() is None:
             worker.kill()
