@@ -88,6 +88,34 @@ WORKFLOW_ACTOR, SIGNER_ACTOR = "system:workflow", "system:signer"
 GAP_FILL = "GAP_FILL"
 
 
+# The statuses a withdrawal passes through before it is final, in order (see _enter_step).
+_STEP_ORDER = (
+    WithdrawalStatus.PENDING,
+    WithdrawalStatus.VALIDATING,
+    WithdrawalStatus.AWAITING_APPROVAL,
+    WithdrawalStatus.SIGNING,
+    WithdrawalStatus.BROADCASTING,
+    WithdrawalStatus.CONFIRMING,
+)
+
+
+async def _record_transition(session: AsyncSession, withdrawal: Withdrawal, status: WithdrawalStatus, detail: dict[str, str]) -> None:
+    """A status change with its history event, webhook outbox row and audit entry, in the caller's transaction."""
+    withdrawal.status = status.value
+    withdrawal.updated_at = utcnow()
+    session.add(withdrawal)
+    session.add(WithdrawalEvent(withdrawal_id=withdrawal.id, status=status.value, detail=detail))
+    enqueue_withdrawal_event(session, withdrawal, status.value, detail)  # webhooks: one outbox row
+    await audit.append(
+        session,
+        actor=WORKFLOW_ACTOR,
+        action=f"withdrawal.{status.value.lower()}",
+        object_type="withdrawal",
+        object_id=withdrawal.id,
+        details=detail,
+    )
+
+
 class _Blocked(Exception):
     """Leaves a signing transaction (rolling it back) when the fee cap allows no new attempt."""
 
@@ -303,27 +331,30 @@ class WithdrawalActivities:
     async def record_status(self, change: StatusChange) -> None:
         """Persist a status transition and its history event (once, however often retried)."""
         async with self._sessions() as session, session.begin():
-            withdrawal = await session.get(Withdrawal, change.withdrawal_id, with_for_update=True)
-            if withdrawal is None:
-                raise WithdrawalNotFound("no such withdrawal", withdrawal_id=change.withdrawal_id)
-            if withdrawal.status == change.status.value:
-                return
-            if WithdrawalStatus(withdrawal.status).is_final:
-                # A reset run of a finished workflow: its outcome stands; nothing may be redone.
-                raise AlreadyFinal(f"withdrawal is already {withdrawal.status}", status=withdrawal.status)
-            withdrawal.status = change.status.value
-            withdrawal.updated_at = utcnow()
-            session.add(withdrawal)
-            session.add(WithdrawalEvent(withdrawal_id=withdrawal.id, status=change.status.value, detail=change.detail))
-            enqueue_withdrawal_event(session, withdrawal, change.status.value, change.detail)  # webhooks: one outbox row
-            await audit.append(
-                session,
-                actor=WORKFLOW_ACTOR,
-                action=f"withdrawal.{change.status.value.lower()}",
-                object_type="withdrawal",
-                object_id=withdrawal.id,
-                details=change.detail,
-            )
+            withdrawal = await self._locked_unfinished(session, change.withdrawal_id)
+            if withdrawal.status != change.status.value:
+                await _record_transition(session, withdrawal, change.status, change.detail)
+
+    async def _enter_step(self, withdrawal_id: str, status: WithdrawalStatus) -> None:
+        """The status a step stands for, recorded by the step itself (the workflow's runs with
+        the `status-recorded-by-steps` marker schedule no record_status of their own): forward
+        only, so a re-send from the confirm loop leaves CONFIRMING as it is, and once per status
+        however often the step is retried. A final withdrawal raises ALREADY_FINAL: a reset run
+        of a finished workflow changes nothing."""
+        async with self._sessions() as session, session.begin():
+            withdrawal = await self._locked_unfinished(session, withdrawal_id)
+            if _STEP_ORDER.index(WithdrawalStatus(withdrawal.status)) < _STEP_ORDER.index(status):
+                await _record_transition(session, withdrawal, status, {})
+
+    @staticmethod
+    async def _locked_unfinished(session: AsyncSession, withdrawal_id: str) -> Withdrawal:
+        withdrawal = await session.get(Withdrawal, withdrawal_id, with_for_update=True)
+        if withdrawal is None:
+            raise WithdrawalNotFound("no such withdrawal", withdrawal_id=withdrawal_id)
+        if WithdrawalStatus(withdrawal.status).is_final:
+            # A reset run of a finished workflow: its outcome stands; nothing may be redone.
+            raise AlreadyFinal(f"withdrawal is already {withdrawal.status}", status=withdrawal.status)
+        return withdrawal
 
     @activity.defn(name="record_operator_action")
     async def record_control(self, event: ControlEvent) -> None:
@@ -356,6 +387,7 @@ class WithdrawalActivities:
     @activity.defn(name="validate_withdrawal")
     async def validate(self, withdrawal_id: str) -> ValidationResult:
         """Wallet exists, is the caller's and active; asset known; destination well-formed."""
+        await self._enter_step(withdrawal_id, WithdrawalStatus.VALIDATING)
         async with self._sessions() as session:
             withdrawal, wallet = await self._load(session, withdrawal_id)
             pool_key = await session.get(PoolKey, wallet.id) if wallet.owner.startswith("pool:") else None
@@ -550,6 +582,7 @@ class WithdrawalActivities:
         A retry (or a reset of the workflow) returns the stored attempt; it never signs again.
         Nothing is signed while the access re-check refuses (activities/access.py).
         """
+        await self._enter_step(withdrawal_id, WithdrawalStatus.SIGNING)
         refusal, _ = await self._refusal_to_sign(withdrawal_id, SigningStep.FIRST)
         if refusal is not None:
             raise refusal
@@ -885,7 +918,14 @@ class WithdrawalActivities:
 
     @activity.defn(name="broadcast_transfer")
     async def broadcast(self, withdrawal_id: str) -> PreparedAttempt:
-        """Send the latest stored bytes. Safe to repeat: the same bytes are the same transfer."""
+        """Send the latest stored bytes. Safe to repeat: the same bytes are the same transfer.
+        The withdrawal is BROADCASTING while it sends and CONFIRMING once it is out."""
+        await self._enter_step(withdrawal_id, WithdrawalStatus.BROADCASTING)
+        prepared = await self._send_latest(withdrawal_id)
+        await self._enter_step(withdrawal_id, WithdrawalStatus.CONFIRMING)
+        return prepared
+
+    async def _send_latest(self, withdrawal_id: str) -> PreparedAttempt:
         async with self._sessions() as session:
             withdrawal, wallet = await self._load(session, withdrawal_id)
             attempts = await self._attempts(session, withdrawal_id)

@@ -82,6 +82,10 @@ ORDERED_CONTROLS_PATCH = "pause-records-in-order"
 # Marker: a run ends only after its update handlers finished (a cancel that ends the withdrawal
 # answers its caller instead of "the workflow completed before the update completed").
 HANDLERS_FINISH_PATCH = "handlers-finish-before-end"
+# Marker: validate, sign and broadcast record the status they stand for themselves (VALIDATING,
+# SIGNING, BROADCASTING then CONFIRMING): four record_status activities fewer per withdrawal
+# (11 -> 7 activities, 24 history events fewer). Runs without it keep recording them one by one.
+STATUS_IN_STEPS_PATCH = "status-recorded-by-steps"
 
 FAILURE_OF_OUTCOME = {
     OnChainState.REVERTED: ("TRANSACTION_REVERTED", "the transaction was mined but reverted; its fee is spent"),
@@ -115,6 +119,7 @@ class WithdrawalWorkflow:
         self._run_number = 1
         self._chain = ""
         self._pause_records = asyncio.Lock()
+        self._status_in_steps = False  # runs with STATUS_IN_STEPS_PATCH
 
     # --- reads -----------------------------------------------------------------------------
     @workflow.query(name="state")
@@ -236,9 +241,10 @@ class WithdrawalWorkflow:
             return await self._resume(wid, request.resume)
         self._rules_v3 = workflow.patched(CHAIN_FAULTS_PATCH)
         judged_by_policy = workflow.patched(POLICY_PATCH)
+        self._status_in_steps = workflow.patched(STATUS_IN_STEPS_PATCH)
         try:
             await self._checkpoint()
-            await self._set_status(wid, WithdrawalStatus.VALIDATING)
+            await self._enter_step(wid, WithdrawalStatus.VALIDATING)
             self._validation = await self._step(WithdrawalActivities.validate, wid)
             if judged_by_policy:
                 # Judged before anything is held: a refusal holds and sends nothing.
@@ -255,14 +261,14 @@ class WithdrawalWorkflow:
                     # Only a reject update sets this, so runs without one take the same steps.
                     return await self._finish(wid, WithdrawalStatus.CANCELLED, None, "REJECTED", self._reject_reason())
             await self._checkpoint()
-            await self._set_status(wid, WithdrawalStatus.SIGNING)
+            await self._enter_step(wid, WithdrawalStatus.SIGNING)
             self._track(await self._step(WithdrawalActivities.prepare, wid))
             await self._checkpoint()
-            await self._set_status(wid, WithdrawalStatus.BROADCASTING)
+            await self._enter_step(wid, WithdrawalStatus.BROADCASTING)
             # Refused outright with no attempt of ours known anywhere: nothing went out, so the
             # withdrawal may fail (its nonce is handed back, and gap fills use it up).
             await self._step(WithdrawalActivities.broadcast, wid)
-            await self._set_status(wid, WithdrawalStatus.CONFIRMING)
+            await self._enter_step(wid, WithdrawalStatus.CONFIRMING)
             outcome = await self._confirm(wid)
         except _Cancelled:
             return await self._finish(wid, WithdrawalStatus.CANCELLED, None, "CANCELLED", self._cancel_reason())
@@ -538,6 +544,14 @@ class WithdrawalWorkflow:
         self._alerts.append(key)
         workflow.logger.warning("withdrawal alert %s: %s", code, message)
         await self._step(WithdrawalActivities.record_alert, AlertEvent(wid, code, message))
+
+    async def _enter_step(self, wid: str, status: WithdrawalStatus) -> None:
+        """The status of the step that follows; the step's activity records it (marker runs)."""
+        if not self._status_in_steps:
+            await self._set_status(wid, status)
+            return
+        self._status = status
+        workflow.upsert_search_attributes([search_attributes.STATUS.value_set(status.value)])
 
     async def _set_status(self, wid: str, status: WithdrawalStatus) -> None:
         self._status = status

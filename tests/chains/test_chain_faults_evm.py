@@ -214,6 +214,7 @@ async def test_a_replacement_that_costs_more_grows_the_hold(base_settings, task_
         await web3.provider.make_request("evm_mine", [])
         assert (await wait_for_status(api, accepted["id"], FINAL))["status"] == "COMPLETED"
     await replay_and_record(client, bumped["workflow_id"], "WithdrawalWorkflow__v3_bumped")
+    await replay_and_record(client, bumped["workflow_id"], "WithdrawalWorkflow__v6_bumped")
 
 
 async def test_a_long_wait_continues_as_new_and_completes_once(base_settings, task_queue, client, sessions, paused_anvil):
@@ -243,6 +244,7 @@ async def test_a_long_wait_continues_as_new_and_completes_once(base_settings, ta
     runs = sorted([r async for r in client.list_workflows(f"WorkflowId = '{workflow_id}'")], key=lambda r: r.start_time)
     assert runs[0].status.name == "CONTINUED_AS_NEW" and runs[-1].status.name == "COMPLETED"
     await replay_and_record(client, workflow_id, "WithdrawalWorkflow__v3_continued_as_new_first_run", run_id=runs[0].run_id)
+    await replay_and_record(client, workflow_id, "WithdrawalWorkflow__v6_continued_as_new_first_run", run_id=runs[0].run_id)
     await replay_and_record(client, workflow_id, "WithdrawalWorkflow__v3_continued_as_new_last_run", run_id=runs[-1].run_id)
 
 

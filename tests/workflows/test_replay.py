@@ -92,6 +92,13 @@ async def test_fresh_runs_replay_and_are_recorded_on_request(api, client):
         "WithdrawalWorkflow__v5_cancelled_awaiting_approval": f"withdrawal-{cancelled['id']}",
         "WithdrawalWorkflow__v5_completed": f"withdrawal-{completed['id']}",
         "WithdrawalWorkflow__v5_rejected_awaiting_approval": f"withdrawal-{rejected['id']}",
+        # status-recorded-by-steps: validate, sign and broadcast record their own status
+        "WithdrawalWorkflow__v6_completed": f"withdrawal-{completed['id']}",
+        "WithdrawalWorkflow__v6_token_completed": f"withdrawal-{token['id']}",
+        "WithdrawalWorkflow__v6_insufficient_funds": f"withdrawal-{failed['id']}",
+        "WithdrawalWorkflow__v6_paused_approved_resumed": f"withdrawal-{approved['id']}",
+        "WithdrawalWorkflow__v6_cancelled_awaiting_approval": f"withdrawal-{cancelled['id']}",
+        "WithdrawalWorkflow__v6_rejected_awaiting_approval": f"withdrawal-{rejected['id']}",
         "WalletCreationWorkflow__created": f"wallet-{wallet['id']}",
     }
     async for execution in client.list_workflows(f"WorkflowType = 'FaucetWorkflow' AND WorkflowId STARTS_WITH 'fund-{wallet['id']}'"):

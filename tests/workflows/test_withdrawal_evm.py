@@ -35,6 +35,31 @@ async def test_native_withdrawal_completes_and_moves_exactly_the_amount(api, wor
     assert int(done["fee_paid_base_units"]) == receipt["gasUsed"] * receipt["effectiveGasPrice"]
 
 
+async def test_each_step_records_its_own_status_so_a_withdrawal_is_seven_activities(api, worker, client):
+    """validate, sign and broadcast record VALIDATING, SIGNING, BROADCASTING and CONFIRMING
+    themselves (issue 14: four record-only activities and 22 history events fewer)."""
+    wallet = await create_wallet(api)
+    await fund(api, wallet, "1")
+    accepted = (await withdraw(api, wallet, random_address(), "0.1")).json()
+    done = await wait_for_status(api, accepted["id"], {"COMPLETED", "FAILED"})
+    assert [e["status"] for e in done["history"]] == ["PENDING", "VALIDATING", "SIGNING", "BROADCASTING", "CONFIRMING", "COMPLETED"]
+    history = await client.get_workflow_handle(done["workflow_id"]).fetch_history()
+    scheduled = [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    ]
+    assert scheduled == [
+        "validate_withdrawal",
+        "decide_withdrawal_policy",
+        "reserve_funds",
+        "sign_transfer",
+        "broadcast_transfer",
+        "await_confirmation",
+        "finish_withdrawal",
+    ]
+
+
 async def test_erc20_withdrawal_completes(api, worker, settings):
     wallet = await create_wallet(api)
     await fund(api, wallet, "1")
