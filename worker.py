@@ -99,6 +99,7 @@ def build_activities(settings: Settings, sessions: SessionFactory) -> list[Any]:
         withdrawals.record_control,
         withdrawals.cancel_by_replacement,
         withdrawals.validate,
+        withdrawals.validate_and_decide,
         withdrawals.reserve,
         withdrawals.prepare,
         withdrawals.bump,

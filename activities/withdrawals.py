@@ -420,6 +420,15 @@ class WithdrawalActivities:
             rounds_per_run=self._policy.rounds_per_run,
         )
 
+    @activity.defn(name="validate_and_decide_withdrawal")
+    async def validate_and_decide(self, withdrawal_id: str) -> ValidationResult:
+        """validate_withdrawal, then the policy's decision (decide_withdrawal_policy) in the same
+        activity: one step fewer per withdrawal. Both are safe to repeat: a retry validates again
+        and returns the decision recorded by the first try."""
+        validation = await self.validate(withdrawal_id)
+        validation.verdict = await self._judge.decide(withdrawal_id)
+        return validation
+
     @activity.defn(name="record_withdrawal_alert")
     async def record_alert(self, alert: AlertEvent) -> None:
         """An operator must look (activities/alerts.py); the withdrawal itself goes on."""

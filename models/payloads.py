@@ -67,6 +67,8 @@ class ValidationResult:
     fills_sequence_gaps: bool = False
     # Confirmation rounds one run makes before it continues as new (bounded history); 0: never.
     rounds_per_run: int = 0
+    # The policy's decision, when validate_and_decide_withdrawal judged it in the same step.
+    verdict: PolicyVerdict | None = None
 
 
 @dataclass

@@ -12,7 +12,7 @@ from core.temporal import client_over
 from core.tracing import tracing_interceptors
 from tests.conftest import api_client, create_wallet, fund, random_address, wait_for_status, withdraw
 
-STEPS = ("validate_withdrawal", "reserve_funds", "sign_transfer", "broadcast_transfer", "await_confirmation", "finish_withdrawal")
+STEPS = ("validate_and_decide_withdrawal", "reserve_funds", "sign_transfer", "broadcast_transfer", "await_confirmation", "finish_withdrawal")
 
 
 @pytest.fixture(scope="module")

@@ -47,11 +47,21 @@ def _kms_settings(base_settings, task_queue, aws_server, **chains):  # type: ign
 
 
 async def _signed_then_held(api: httpx.AsyncClient, aws_server, wallet: dict, to: str, amount: str, asset: str) -> dict:  # type: ignore[no-untyped-def]
-    """Start a withdrawal whose signature takes 3 s, pause it meanwhile: it holds after signing."""
+    """Start a withdrawal whose signature takes 3 s, pause it meanwhile: it holds after signing.
+    The pause waits until KMS has the Sign request: one that lands before signing's access
+    re-check is a hold that refuses to sign (ON_HOLD), which is not what this test is about
+    (fresh-clone run 71: paused 51 ms after SIGNING was recorded, the signature never made)."""
+    signs_before = (await asyncio.to_thread(aws_server.faults))["fired"].get("Sign", 0)
     aws_server.set_faults({"Sign": {"error": None, "delay": 3, "count": 1}})
     try:
         accepted = (await withdraw(api, wallet, to, amount, asset=asset)).json()
         await wait_for_status(api, accepted["id"], {"SIGNING"})
+        for _ in range(500):
+            if (await asyncio.to_thread(aws_server.faults))["fired"].get("Sign", 0) > signs_before:
+                break
+            await asyncio.sleep(0.02)
+        else:
+            raise AssertionError("KMS never received the Sign request")
         assert (await api.post(f"/v1/withdrawals/{accepted['id']}/pause", json={}, headers=ALICE)).status_code == 200
         for _ in range(150):
             body = (await api.get(f"/v1/withdrawals/{accepted['id']}", headers=ALICE)).json()
