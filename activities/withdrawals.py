@@ -337,7 +337,7 @@ class WithdrawalActivities:
 
     async def _enter_step(self, withdrawal_id: str, status: WithdrawalStatus) -> None:
         """The status a step stands for, recorded by the step itself (the workflow's runs with
-        the `status-recorded-by-steps` marker schedule no record_status of their own): forward
+        the `folded-steps` marker schedule no record_status of their own): forward
         only, so a re-send from the confirm loop leaves CONFIRMING as it is, and once per status
         however often the step is retried. A final withdrawal raises ALREADY_FINAL: a reset run
         of a finished workflow changes nothing."""

@@ -86,8 +86,9 @@ HANDLERS_FINISH_PATCH = "handlers-finish-before-end"
 # Marker of fewer steps per withdrawal (issue 14: 11 activities -> 6, 82 history events -> 48):
 # validate, sign and broadcast record the status they stand for themselves (VALIDATING, SIGNING,
 # BROADCASTING then CONFIRMING) instead of a record_status activity each; validation and the
-# policy's decision are one activity; and it implies the three markers above that every new run
-# took (each marker costs two history events). Runs without it keep the earlier steps.
+# policy's decision are one activity; and it implies the exactly-once-under-chain-faults,
+# policy-engine and handlers-finish-before-end markers, which every new run took (each marker costs
+# two history events). Runs without it keep the earlier steps.
 FOLDED_STEPS_PATCH = "folded-steps"
 
 FAILURE_OF_OUTCOME = {
