@@ -33,6 +33,9 @@ async def test_a_cancel_that_meets_a_workflow_ended_meanwhile_answers_cancel_too
     done = await wait_for_status(api, accepted["id"], {"COMPLETED", "FAILED", "CANCELLED"})
     assert done["status"] == "COMPLETED", done
     state = api._transport.app.state.custody  # type: ignore[attr-defined]
+    # The row goes final inside finish_withdrawal, a moment before the workflow learns it: until
+    # the run is closed, a cancel is still accepted (fresh-clone run 90), which is not this race.
+    await state.temporal.get_workflow_handle(done["workflow_id"]).result()
     caller = Identity(id=ALICE_ID, roles=frozenset({Role.USER}), scopes=frozenset(Scope), via="api_key:test")
     async with state.sessions() as session:
         stale = await session.get(Withdrawal, accepted["id"])
