@@ -17,6 +17,7 @@ import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import sqlalchemy as sa
 from sqlmodel import col, select
@@ -99,10 +100,19 @@ _STEP_ORDER = (
 )
 
 
-async def _record_transition(session: AsyncSession, withdrawal: Withdrawal, status: WithdrawalStatus, detail: dict[str, str]) -> None:
-    """A status change with its history event, webhook outbox row and audit entry, in the caller's transaction."""
+async def _record_transition(
+    session: AsyncSession,
+    withdrawal: Withdrawal,
+    status: WithdrawalStatus,
+    detail: dict[str, str],
+    *,
+    at: datetime | None = None,
+    audit_details: dict[str, str] | None = None,
+) -> None:
+    """A status change with its history event, webhook outbox row and audit entry (`detail`,
+    or `audit_details` where the audit says more), in the caller's transaction."""
     withdrawal.status = status.value
-    withdrawal.updated_at = utcnow()
+    withdrawal.updated_at = at or utcnow()
     session.add(withdrawal)
     session.add(WithdrawalEvent(withdrawal_id=withdrawal.id, status=status.value, detail=detail))
     enqueue_withdrawal_event(session, withdrawal, status.value, detail)  # webhooks: one outbox row
@@ -112,7 +122,7 @@ async def _record_transition(session: AsyncSession, withdrawal: Withdrawal, stat
         action=f"withdrawal.{status.value.lower()}",
         object_type="withdrawal",
         object_id=withdrawal.id,
-        details=detail,
+        details=detail if audit_details is None else audit_details,
     )
 
 
@@ -1045,36 +1055,25 @@ class WithdrawalActivities:
             if WithdrawalStatus(row.status).is_final:
                 return
             now = utcnow()
-            row.status = finish.status.value
             row.paused, row.paused_by, row.paused_reason = False, None, None  # nothing left to hold
             row.error_code = finish.error_code
             row.error_message = finish.error_message
-            row.updated_at = row.completed_at = now
+            row.completed_at = now
             if outcome is not None:
                 # Only a transaction of ours that is on chain is the withdrawal's tx_hash (an
                 # expired attempt is not); the workflow's result says the same.
                 row.tx_hash = (outcome.tx_hash or row.tx_hash) if landed else None
                 row.block_number = outcome.block_number
                 row.fee_paid = outcome.fee_paid
-            row.paused, row.paused_by, row.paused_reason = False, None, None  # nothing is left to hold
             await _settle_attempt_states(session, row.id, outcome if landed else None)
             landed_attempt = next((a for a in attempts if outcome is not None and a.tx_hash == outcome.tx_hash), None)
             if row.sweep and landed_attempt is not None and "value" in (landed_attempt.fee_params or {}):
                 # Each replacement of a sweep moves a little less (it pays more fee out of the
                 # same total): what was swept is the value of the attempt that landed.
                 row.amount = int(landed_attempt.fee_params["value"])
-            session.add(row)
             detail = {k: v for k, v in {"error_code": finish.error_code, "tx_hash": row.tx_hash}.items() if v}
-            session.add(WithdrawalEvent(withdrawal_id=row.id, status=finish.status.value, detail=detail))
-            enqueue_withdrawal_event(session, row, finish.status.value, detail)  # webhooks: one outbox row
-            await audit.append(
-                session,
-                actor=WORKFLOW_ACTOR,
-                action=f"withdrawal.{finish.status.value.lower()}",
-                object_type="withdrawal",
-                object_id=row.id,
-                details=detail | ({"fee_paid": str(row.fee_paid)} if row.fee_paid is not None else {}),
-            )
+            fee_paid = {"fee_paid": str(row.fee_paid)} if row.fee_paid is not None else {}
+            await _record_transition(session, row, finish.status, detail, at=now, audit_details=detail | fee_paid)
             if finish.status != WithdrawalStatus.COMPLETED:
                 await policy_store.release_spend(session, row.id)  # paid nothing: frees its share of rolling windows
             reservation = await session.get(Reservation, row.id, with_for_update=True)
