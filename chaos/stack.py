@@ -156,6 +156,7 @@ class ChaosStack:
                 str(work_dir / "temporal.db"),
                 "--log-level",
                 "error",
+                *local.temporal_dynamic_config_args(),
                 *[a for key, kind in search_attributes.KINDS.items() for a in ("--search-attribute", f"{key.name}={kind}")],
             ],
             self.logs,

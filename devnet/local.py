@@ -172,6 +172,20 @@ def start_redis(port: int, data_dir: Path, log_dir: Path) -> ManagedProcess:
     return managed
 
 
+# Dynamic config custody's Temporal servers run with (the dev server here, docker-compose's from
+# ops/temporal/dynamicconfig.yaml, the tests' and the chaos harness's): eager activity dispatch, as
+# Temporal Cloud runs it. When a workflow task schedules an activity on its own task queue, the
+# server hands that activity back to the same worker in the task's completion response instead of
+# queueing it for a poll: for a withdrawal's six activities, six trips through matching fewer.
+# Retries, timeouts and heartbeats are the same as for a polled activity (a worker that dies with
+# one times out on start-to-close like any other).
+TEMPORAL_DYNAMIC_CONFIG: dict[str, str] = {"system.enableActivityEagerExecution": "true"}
+
+
+def temporal_dynamic_config_args() -> list[str]:
+    return [arg for key, value in TEMPORAL_DYNAMIC_CONFIG.items() for arg in ("--dynamic-config-value", f"{key}={value}")]
+
+
 def temporal_argv(
     port: int,
     ui_port: int,
@@ -193,6 +207,7 @@ def temporal_argv(
         "--log-level",
         "warn",
         "--ui-disable-news-fetch",
+        *temporal_dynamic_config_args(),
     ]
     if db_file is not None:
         db_file.parent.mkdir(parents=True, exist_ok=True)

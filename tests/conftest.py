@@ -86,6 +86,7 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
             dev_server_existing_path=temporal,
             search_attributes=list(search_attributes.ALL),
             dev_server_log_level="error",
+            dev_server_extra_args=local.temporal_dynamic_config_args(),  # as ./dev up runs it
         )
     try:
         yield env

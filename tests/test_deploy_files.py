@@ -13,7 +13,7 @@ from pathlib import Path
 import yaml
 
 from core.settings import Settings
-from devnet import stack
+from devnet import local, stack
 from models import search_attributes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,3 +74,14 @@ def test_dockerfile_runs_as_a_non_root_user_and_the_context_leaves_local_state_o
     assert lines.index(f"USER {users[-1]}") > max(i for i, line in enumerate(lines) if line.startswith("RUN "))
     ignored = set((ROOT / ".dockerignore").read_text().split())
     assert {".git", ".venv", ".data", ".tools/node_modules"} <= ignored
+
+
+def test_compose_temporal_runs_with_the_dynamic_config_dev_up_gives_its_server() -> None:
+    temporal = SERVICES["temporal"]
+    config_path = temporal["environment"]["DYNAMIC_CONFIG_FILE_PATH"]
+    mounted = {target: source for source, target, *_ in (v.split(":") for v in temporal["volumes"])}
+    assert config_path in mounted, f"{config_path} is not mounted into the temporal container"
+    values = yaml.safe_load((ROOT / mounted[config_path]).read_text())
+    # The file's form: each key a list of {value}; ./dev up passes key=value on the command line.
+    given = {key: str(entries[0]["value"]).lower() for key, entries in values.items()}
+    assert given == local.TEMPORAL_DYNAMIC_CONFIG
