@@ -34,7 +34,7 @@ from web3.exceptions import (
     Web3RPCError,
 )
 from web3.providers.async_base import AsyncBaseProvider
-from web3.types import BlockIdentifier, FilterParams, TopicFilter, TxParams, Wei
+from web3.types import BlockIdentifier, FilterParams, RPCEndpoint, TopicFilter, TxParams, Wei
 
 from chains.base import (
     ChannelKey,
@@ -94,6 +94,26 @@ ERC20_ABI: list[dict[str, Any]] = [
         "outputs": [],
     },
 ]
+
+# Open connections to one node per worker process at most (aiohttp's default): calls beyond it
+# wait for a free one.
+RPC_CONNECTIONS = 100
+
+
+def _http_provider(rpc_url: str) -> AsyncHTTPProvider:
+    # eth_chainId is answered from web3's own request cache: its validation middleware asks the
+    # node for the chain id before every eth_estimateGas and eth_call, a round trip each time for
+    # a value an endpoint never changes. Nothing else is cached (receipts, blocks, nonces never), so
+    # no block-age threshold is needed to validate cached blocks (None: web3 would ask the chain id
+    # once more to pick one).
+    return AsyncHTTPProvider(
+        rpc_url,
+        request_kwargs={"timeout": 15},
+        cache_allowed_requests=True,
+        cacheable_requests={RPCEndpoint("eth_chainId")},
+        request_cache_validation_threshold=None,
+    )
+
 
 _CONNECTIVITY_ERRORS = (
     aiohttp.ClientError,
@@ -160,8 +180,9 @@ class EvmChain:
     def __init__(self, name: str, settings: EvmChainSettings, web3: AsyncWeb3[AsyncBaseProvider] | None = None) -> None:
         self.name = name
         self.settings = settings
-        self.web3 = web3 or AsyncWeb3(AsyncHTTPProvider(settings.rpc_url, request_kwargs={"timeout": 15}))
+        self.web3 = web3 or AsyncWeb3(_http_provider(settings.rpc_url))
         self._no_finalized_tag = False  # learned once per process (finality "auto")
+        self._kept_alive_in: asyncio.AbstractEventLoop | None = None
 
     # --- addresses and assets -------------------------------------------------------------
     def normalize_address(self, address: str) -> str:
@@ -199,7 +220,22 @@ class EvmChain:
     async def check_account_minimum(self, destination: str, asset: AssetSpec, amount: int) -> None:
         """Every EVM address exists: any amount can be its first."""
 
+    async def _keep_connections_alive(self) -> None:
+        """Give web3 a pooled, keep-alive HTTP session for this event loop before its first request
+        there. web3's own (aiohttp, force_close=True) opens and closes a TCP connection for every
+        call: a withdrawal's dozen calls, a dozen connections for the worker and the node."""
+        loop = asyncio.get_running_loop()
+        provider = self.web3.provider
+        if self._kept_alive_in is loop or not isinstance(provider, AsyncHTTPProvider):
+            return
+        self._kept_alive_in = loop
+        # raise_for_status as web3's own session does: an HTTP error answer is a ClientResponseError.
+        session = aiohttp.ClientSession(raise_for_status=True, connector=aiohttp.TCPConnector(limit=RPC_CONNECTIONS))
+        if await provider.cache_async_session(session) is not session:
+            await session.close()  # web3 already had one for this loop and keeps it
+
     async def _call(self, awaitable: Any) -> Any:
+        await self._keep_connections_alive()
         try:
             return await awaitable
         except _CONNECTIVITY_ERRORS as e:
@@ -429,6 +465,7 @@ class EvmChain:
 
     # --- broadcast and outcome -------------------------------------------------------------
     async def broadcast(self, transfer: SignedTransfer) -> str:
+        await self._keep_connections_alive()
         try:
             await self.web3.eth.send_raw_transaction(HexBytes(transfer.raw_tx))
             return "accepted"
@@ -669,6 +706,7 @@ class EvmChain:
         blocks: list[Any] = []
         for first in range(start, end + 1, BATCH_SIZE):
             numbers = range(first, min(first + BATCH_SIZE, end + 1))
+            await self._keep_connections_alive()
             try:
                 async with self.web3.batch_requests() as batch:
                     for number in numbers:

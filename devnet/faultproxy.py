@@ -40,7 +40,8 @@ As a process::
 Counters (``snapshot()``, GET /_faults): ``requests`` proxied, ``forwarded`` to the node,
 ``injected`` per action, ``fired`` per rule name, ``seen`` per JSON-RPC method and per
 "METHOD /first-path-segment" (what reached the proxy, faulted or not), ``upstream_errors``
-(the node itself unreachable: answered 502).
+(the node itself unreachable: answered 502), ``connections``: client TCP connections that
+carried those requests (a client that keeps its connections alive opens few).
 
 The proxy runs on its own event loop in a background thread, so blocking test code and the
 clients under test cannot stall it; rule changes are thread-safe.
@@ -252,6 +253,7 @@ class FaultProxy:
         self._names = itertools.count(1)
         self._counters: dict[str, Counter[str]] = {}
         self._totals: Counter[str] = Counter()
+        self._connections: dict[int, asyncio.BaseTransport] = {}  # open ones, by id (held: no id reuse)
         self._reset_counters()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -314,12 +316,19 @@ class FaultProxy:
 
     def _reset_counters(self) -> None:
         self._counters = {"injected": Counter(), "fired": Counter(), "seen": Counter()}
-        self._totals = Counter({"requests": 0, "forwarded": 0, "upstream_errors": 0})
+        self._totals = Counter({"requests": 0, "forwarded": 0, "upstream_errors": 0, "connections": 0})
+        self._connections = {}
 
-    def _choose(self, request: _Request) -> FaultRule | None:
-        """Count the request; the first rule that matches and fires (its count consumed)."""
+    def _choose(self, request: _Request, connection: asyncio.BaseTransport | None) -> FaultRule | None:
+        """Count the request (and its connection, if new); the first rule that matches and fires
+        (its count consumed)."""
         with self._lock:
             self._totals["requests"] += 1
+            if connection is not None and self._connections.get(id(connection)) is not connection:
+                self._totals["connections"] += 1
+                for key in [key for key, known in self._connections.items() if known.is_closing()]:
+                    del self._connections[key]
+                self._connections[id(connection)] = connection
             seen = self._counters["seen"]
             for rpc_method in request.rpc_methods:
                 seen[rpc_method] += 1
@@ -427,7 +436,7 @@ class FaultProxy:
     # --- the proxy route -----------------------------------------------------------------------
     async def _proxy(self, http: web.Request) -> web.StreamResponse:
         request = _parse(http.method, http.path, await http.read())
-        rule = self._choose(request)
+        rule = self._choose(request, http.transport)
         if rule is None:
             return await self._forward(http, request)
         if rule.action == "delay":

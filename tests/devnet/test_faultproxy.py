@@ -324,3 +324,16 @@ async def test_horizon_faults_by_http_path(stellar_devnet: StellarDevnet) -> Non
     snapshot = proxy.snapshot()
     assert snapshot["injected"] == {"error": 1, "drop_response": 1}
     assert snapshot["seen"]["POST /transactions"] == 1 and snapshot["seen"]["GET /accounts"] == 2
+
+
+async def test_connections_counts_the_client_connections_that_carried_requests(proxy: FaultProxy) -> None:
+    web3 = web3_at(proxy.url)  # web3's default session closes its connection after each call
+    for _ in range(3):
+        await web3.eth.block_number
+    assert proxy.snapshot()["connections"] == 3
+    proxy.clear(counters=True)
+    async with aiohttp.ClientSession() as kept_alive:
+        for i in range(3):
+            async with kept_alive.post(proxy.url, json={"jsonrpc": "2.0", "id": i, "method": "eth_blockNumber", "params": []}) as answer:
+                assert answer.status == 200
+    assert proxy.snapshot()["connections"] == 1 and proxy.snapshot()["requests"] == 3
