@@ -1,6 +1,6 @@
 """The stack the benchmark measures: `./dev up`'s processes, on free ports, in a temporary directory.
 
-PostgreSQL (pgserver), Redis, anvil, the Temporal dev server with its SQLite file, then the worker
+PostgreSQL (pgserver), Redis, anvil, the Temporal dev server with its SQLite file, then the worker(s)
 and the API as separate processes, each owned by devnet.supervisor as `./dev up` does; the Solana
 (LiteSVM) and Stellar devnets only when a target needs them. anvil carries the TUSD test token.
 Everything is stopped and the directory removed on exit.
@@ -29,8 +29,9 @@ class BenchStack:
     database_url: str
     chains: dict[str, dict]
     endpoints: dict[str, str]  # the nodes' URLs, for the ceilings: anvil, anvil_token, solana, stellar, ...
+    # "worker#2" and on: the second worker process and on (bench.throughput adds them to "worker")
     pids: dict[str, int] = field(default_factory=dict)
-    worker: ChildProcess | None = None
+    workers: list[ChildProcess] = field(default_factory=list)
 
     @property
     def api_url(self) -> str:
@@ -48,13 +49,12 @@ class BenchStack:
     def api_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {DEV_API_KEY}"}
 
-    def stop_worker(self) -> None:
-        """Stop the worker alone (the API is then measured alone; nothing restarts it: the
-        supervisor's watch loop does not run under the bench). Waits until it has exited."""
-        if self.worker is None:
-            return
-        self.worker.kill()
-        while self.worker.exit_code() is None:
+    def stop_workers(self) -> None:
+        """Stop the workers alone (the API is then measured alone; nothing restarts them: the
+        supervisor's watch loop does not run under the bench). Waits until they have exited."""
+        for worker in self.workers:
+            worker.kill()
+        while any(worker.exit_code() is None for worker in self.workers):
             time.sleep(0.05)
 
     def stop(self) -> None:
@@ -71,6 +71,7 @@ def start(
     poll_interval_seconds: float | None = None,
     chains: tuple[str, ...] = ("anvil",),
     solana_slot_ms: int | None = None,
+    workers: int = 1,
 ) -> BenchStack:
     """Start every service in dependency order; on failure, stop what was started and raise."""
     work = Path(tempfile.mkdtemp(prefix="custody-bench-"))
@@ -80,6 +81,9 @@ def start(
         name: local.free_port()
         for name in ("api", "temporal", "temporal_ui", "anvil", "solana", "stellar", "redis", "worker_metrics", "temporal_metrics")
     }
+    # Each worker process serves its two metrics ports (custody's, the SDK's); the first, the environment's.
+    metrics_ports = [(ports["worker_metrics"], ports["temporal_metrics"])]
+    metrics_ports += [(local.free_port(), local.free_port()) for _ in range(workers - 1)]
     supervisor = Supervisor(say=lambda line: print(f"[bench] {line}", file=sys.stderr, flush=True))
     pgdata = work / "postgres"
     database_url = services.postgres_url(pgdata)
@@ -141,9 +145,12 @@ def start(
             RATE_LIMITS__PER_IP="1000000/minute",
             RATE_LIMITS__WALLET_CREATION="10000/hour",
         )
-        # stop_timeout: the measurement is over, nothing to let finish
-        stack.worker = supervisor.start(services.worker(env, logs, stop_timeout=5))  # type: ignore[assignment]
-        stack.pids["worker"] = stack.worker.pid  # type: ignore[assignment]
+        for number, (worker_metrics, temporal_metrics) in enumerate(metrics_ports, start=1):
+            worker_env = services.nth_worker_env(env, worker_metrics, temporal_metrics)
+            # stop_timeout: the measurement is over, nothing to let finish
+            worker: ChildProcess = supervisor.start(services.worker(worker_env, logs, stop_timeout=5, number=number))  # type: ignore[assignment]
+            stack.workers.append(worker)
+            stack.pids["worker" if number == 1 else f"worker#{number}"] = worker.pid  # type: ignore[assignment]
         stack.pids["api"] = supervisor.start(services.api(ports["api"], env, logs, log_level="warning")).pid  # type: ignore[attr-defined]
     except BaseException:
         stack.stop()

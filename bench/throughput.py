@@ -135,12 +135,13 @@ class CpuMeter:
         return total
 
     def sample(self) -> dict[str, float]:
-        samples = {}
+        samples: dict[str, float] = {}
         for name, pid in self.pids.items():
+            role = name.partition("#")[0]  # "worker#2": the second worker process counts as "worker"
             if name == "bench":  # the load generator only, not the stack it started (its children)
-                samples[name] = self._seconds(psutil.Process(pid), with_reaped_children=False)
+                samples[role] = self._seconds(psutil.Process(pid), with_reaped_children=False)
             else:
-                samples[name] = self._tree_seconds(pid)
+                samples[role] = samples.get(role, 0.0) + self._tree_seconds(pid)
         return samples
 
     @staticmethod
@@ -406,7 +407,7 @@ async def measure(stack: Any, args: argparse.Namespace) -> dict[str, Any]:
                 # Last: the withdrawals it accepts are never run (the worker is stopped).
                 if args.api_rate > 0:
                     first = args.targets[0]
-                    await asyncio.to_thread(stack.stop_worker)
+                    await asyncio.to_thread(stack.stop_workers)
                     before = meter.sample()
                     api_alone = await measure_api(
                         stack.api_url, stack.api_headers, target(first), wallets[first], args.api_rate, args.api_seconds, progress
@@ -564,12 +565,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--api-seconds", type=float, default=5)
     parser.add_argument("--block-time", type=float, default=None, help="anvil block time in s (default: instant blocks)")
     parser.add_argument("--solana-slot-ms", type=int, default=None, help="the Solana devnet's slot period (default: its own, 400 ms)")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes on the task queue (./dev up --workers)")
     parser.add_argument("--no-sqlite-pragmas", action="store_true", help="start Temporal without WAL / synchronous=normal (to compare)")
     parser.add_argument("--out", type=Path, default=Path(".data/bench"), help="directory for results.json and results.png")
     args = parser.parse_args(argv)
     args.levels = [int(x) for x in str(args.levels).split(",") if x.strip()]
     if not args.levels or min(args.levels) < 1:
         parser.error("--levels needs positive integers")
+    if args.workers < 1:
+        parser.error("--workers needs at least 1")
     args.targets = [x.strip() for x in str(args.targets).split(",") if x.strip()]
     if not args.targets or any(name not in KNOWN for name in args.targets):
         parser.error(f"--targets takes {', '.join(KNOWN)}")
@@ -583,9 +587,13 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
     started_at = datetime.now(UTC).isoformat()
     host = machine()
     chains = tuple(dict.fromkeys(KNOWN[name][0] for name in args.targets))
-    console.print(f"starting the stack (PostgreSQL, Redis, {', '.join(chains)}, Temporal with SQLite file, worker, API)…")
+    console.print(f"starting the stack (PostgreSQL, Redis, {', '.join(chains)}, Temporal with SQLite file, {args.workers} worker process(es), API)…")
     stack = bench_stack.start(
-        block_time=args.block_time, sqlite_pragmas=not args.no_sqlite_pragmas, chains=chains, solana_slot_ms=args.solana_slot_ms
+        block_time=args.block_time,
+        sqlite_pragmas=not args.no_sqlite_pragmas,
+        chains=chains,
+        solana_slot_ms=args.solana_slot_ms,
+        workers=args.workers,
     )
     try:
         result = asyncio.run(measure(stack, args))
@@ -606,6 +614,7 @@ def run(argv: list[str] | None = None) -> dict[str, Any]:
         "solana_slot_ms": args.solana_slot_ms,
         "block_time": args.block_time,
         "temporal_sqlite_pragmas": not args.no_sqlite_pragmas,
+        "workers": args.workers,
         "note": "the machine may be shared with other processes during the run",
     }
     args.out.mkdir(parents=True, exist_ok=True)

@@ -111,12 +111,19 @@ def custody_env(
     }
 
 
-def worker(env: dict[str, str], logs: Path, *, stop_timeout: float) -> ChildProcess:
-    """`python worker.py`; ready once its metrics port answers (it serves it after connecting)."""
+def worker(env: dict[str, str], logs: Path, *, stop_timeout: float, number: int = 1) -> ChildProcess:
+    """`python worker.py`; ready once its metrics port answers (it serves it after connecting).
+    Several on one task queue share the work: each with its own environment (`nth_worker_env`),
+    the second and on named (and logging as) worker-2, worker-3, ..."""
     metrics_port = int(env["CUSTODY_WORKER_METRICS_PORT"])
-    return ChildProcess(
-        "worker", [sys.executable, "worker.py"], logs, ready=port_ready(metrics_port), env=env, cwd=local.ROOT, stop_timeout=stop_timeout
-    )
+    name = "worker" if number == 1 else f"worker-{number}"
+    return ChildProcess(name, [sys.executable, "worker.py"], logs, ready=port_ready(metrics_port), env=env, cwd=local.ROOT, stop_timeout=stop_timeout)
+
+
+def nth_worker_env(env: dict[str, str], worker_metrics_port: int, temporal_metrics_port: int) -> dict[str, str]:
+    """`env` for one more worker process: each serves custody's metrics and the Temporal SDK's on
+    ports of its own (two on one port: the second cannot start)."""
+    return {**env, "CUSTODY_WORKER_METRICS_PORT": str(worker_metrics_port), "CUSTODY_TEMPORAL_METRICS_PORT": str(temporal_metrics_port)}
 
 
 def api(port: int, env: dict[str, str], logs: Path, *, log_level: str | None = None) -> ChildProcess:

@@ -5,11 +5,14 @@ devnets (state directories), the Temporal dev server with its Web UI (SQLite fil
 worker and the API: the wiring only. devnet.supervisor owns the processes: one that exits is
 restarted with a backoff while the others keep running; Ctrl-C or SIGTERM stops them all, once,
 in reverse order. Ports can be moved with CUSTODY_DEV_<NAME>_PORT (API, TEMPORAL, TEMPORAL_UI,
-ANVIL, REDIS, SOLANA, STELLAR, WORKER_METRICS, TEMPORAL_METRICS).
+ANVIL, REDIS, SOLANA, STELLAR, WORKER_METRICS, TEMPORAL_METRICS). `--workers N` runs N worker
+processes on the task queue; worker n > 1 serves its two metrics endpoints (custody's, the
+Temporal SDK's) on WORKER_METRICS + 2(n - 1) and TEMPORAL_METRICS + 2(n - 1): 9466 and 9467, ...
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -177,7 +180,7 @@ def dev_env(ports: dict[str, int], database_url: str, chains: dict[str, dict]) -
     )
 
 
-def _start_stack(supervisor: Supervisor, ports: dict[str, int]) -> None:
+def _start_stack(supervisor: Supervisor, ports: dict[str, int], workers: int = 1) -> None:
     """Every service in dependency order, each supervised from the moment it answers."""
     pgdata = DATA / "postgres"
     _start(supervisor, "PostgreSQL 16 (pgserver)", services.postgres(pgdata, LOGS))  # the first time: initdb
@@ -215,7 +218,10 @@ def _start_stack(supervisor: Supervisor, ports: dict[str, int]) -> None:
     supervisor.raise_if_stopping()
 
     env = dev_env(ports, database_url, _chains(ports, token, solana_token, stellar_asset))
-    _start(supervisor, "worker", services.worker(env, LOGS, stop_timeout=30))  # lets running activities finish
+    for number in range(1, workers + 1):
+        worker_env = env if number == 1 else services.nth_worker_env(env, ports[f"worker_metrics_{number}"], ports[f"temporal_metrics_{number}"])
+        label = "worker" if workers == 1 else f"worker {number} of {workers}"
+        _start(supervisor, label, services.worker(worker_env, LOGS, stop_timeout=30, number=number))  # lets running activities finish
     _start(supervisor, f"API on :{ports['api']}", services.api(ports["api"], env, LOGS))
 
     api_url = f"http://127.0.0.1:{ports['api']}"
@@ -233,7 +239,12 @@ def _start_stack(supervisor: Supervisor, ports: dict[str, int]) -> None:
     )
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="./dev up", description="Start the whole local stack.")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes on the task queue (default 1)")
+    args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error("--workers needs at least 1")
     ports = {
         "api": _port("API", 8000),
         "temporal": _port("TEMPORAL", 7233),
@@ -245,6 +256,9 @@ def main() -> None:
         "worker_metrics": _port("WORKER_METRICS", 9464),
         "temporal_metrics": _port("TEMPORAL_METRICS", 9465),
     }
+    for n in range(2, args.workers + 1):  # worker n's two metrics ports, after the first worker's
+        ports[f"worker_metrics_{n}"] = ports["worker_metrics"] + 2 * (n - 1)
+        ports[f"temporal_metrics_{n}"] = ports["temporal_metrics"] + 2 * (n - 1)
     for name, port in ports.items():
         _require_free(name, port)
     DATA.mkdir(parents=True, exist_ok=True)
@@ -253,7 +267,7 @@ def main() -> None:
     failed = False
     print(f"custody dev stack (data in {_shown(DATA)}/, logs in {_shown(LOGS)}/)")
     try:
-        _start_stack(supervisor, ports)
+        _start_stack(supervisor, ports, args.workers)
         supervisor.run()
     except StopRequested:
         pass

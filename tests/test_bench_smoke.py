@@ -43,6 +43,8 @@ def test_bench_runs_at_tiny_size_and_reports_every_figure(tmp_path: Path) -> Non
             "10",
             "--api-seconds",
             "1",
+            "--workers",
+            "2",  # two worker processes on the task queue, their CPU counted as one "worker"
             "--out",
             str(tmp_path),
         ],
@@ -75,6 +77,7 @@ def test_bench_runs_at_tiny_size_and_reports_every_figure(tmp_path: Path) -> Non
             assert latency["to_broadcast"]["p50"] <= latency["to_completed"]["p99"]
             cpu = level["cpu_seconds_per_withdrawal"]
             assert {"worker", "api", "temporal", "postgres", "redis", "anvil", "bench", "total"} <= set(cpu)
+            assert not any("#" in name for name in cpu)  # worker#2 is part of "worker"
             assert all(seconds >= 0 for seconds in cpu.values())
             assert cpu["worker"] > 0 and cpu["temporal"] > 0
             assert cpu["total"] == pytest.approx(sum(cpu[name] for name in ("worker", "api", "temporal", "postgres", "redis")))
@@ -84,6 +87,7 @@ def test_bench_runs_at_tiny_size_and_reports_every_figure(tmp_path: Path) -> Non
         assert history["by_type"]["EVENT_TYPE_WORKFLOW_EXECUTION_COMPLETED"] == 1
         assert history["history_events"] == sum(history["by_type"].values())
         assert 0 < history["activities"] and 0 < history["billable_actions"] < history["history_events"]
+    assert result["run"]["workers"] == 2
     machine = result["run"]["machine"]
     assert machine["nproc"] >= 1 and machine["ram_gb"] > 0 and machine["cpu_model"]
     api_alone = result["api_alone"]
