@@ -15,7 +15,7 @@ from core.errors import InvalidAmount, NotAvailable, PermanentError
 from core.money import to_base_units
 from core.settings import PoolSettings, Settings
 from db.engine import SessionFactory
-from models.db import Reservation
+from db.reservations import held_funds
 from models.payloads import WithdrawalStatus
 from models.pools import PoolKey
 from signers.registry import SignerSet
@@ -56,8 +56,7 @@ async def pool_keys(session: AsyncSession, chain: str, tier: str, *states: str) 
 
 async def held_native(session: AsyncSession, wallet_id: str, native: str) -> int:
     """What in-flight withdrawals hold of a wallet's native asset (amounts and fees)."""
-    rows = await session.exec(select(Reservation).where(Reservation.wallet_id == wallet_id, Reservation.state == "HELD"))
-    return sum(r.fee_amount + (r.amount if r.asset == native else 0) for r in rows.all())
+    return (await held_funds(session, wallet_id)).native(native)
 
 
 class PoolActivitiesBase:

@@ -57,6 +57,7 @@ from core.settings import DEV_INTENT_SEAL_KEY
 from db import audit
 from db import policy as policy_store
 from db.engine import SessionFactory
+from db.reservations import held_funds
 from db.webhook_outbox import enqueue_withdrawal_event
 from models.db import (
     Reservation,
@@ -531,11 +532,8 @@ class WithdrawalActivities:
             await advisory_lock(session, "wallet", wallet.id)
             if await session.get(Reservation, withdrawal_id) is not None:
                 return
-            held = await session.exec(select(Reservation).where(Reservation.wallet_id == wallet.id, Reservation.state == "HELD"))
-            held_native = held_asset = 0
-            for r in held.all():
-                held_native += r.fee_amount + (r.amount if r.asset == native.symbol else 0)
-                held_asset += r.amount if r.asset == intent.asset.symbol else 0
+            held = await held_funds(session, wallet.id)
+            held_native, held_asset = held.native(native.symbol), held.of(intent.asset.symbol)
             if intent.asset.is_native:
                 needed, available = intent.amount + fee, native_balance - held_native
             else:

@@ -30,7 +30,8 @@ from core.errors import (
     WalletNotFound,
 )
 from core.money import to_base_units, to_decimal_string
-from models.db import Reservation, Wallet, utcnow
+from db.reservations import held_funds
+from models.db import Wallet, utcnow
 from models.payloads import WalletCreationInput
 from models.schemas import (
     AssetBalance,
@@ -176,12 +177,7 @@ async def wallet_balances(wallet_id: str, owner: OwnerDep, state: StateDep, sess
     if wallet.address is None:
         raise WalletInactive("wallet has no address yet", wallet_id=wallet_id)
     chain = state.chains.get(wallet.chain)
-    held = await session.exec(select(Reservation).where(Reservation.wallet_id == wallet.id, Reservation.state == "HELD"))
-    native_symbol = chain.settings.native_symbol  # type: ignore[attr-defined]
-    reserved: dict[str, int] = {}
-    for r in held.all():
-        reserved[r.asset] = reserved.get(r.asset, 0) + r.amount
-        reserved[native_symbol] = reserved.get(native_symbol, 0) + r.fee_amount
+    reserved = (await held_funds(session, wallet.id)).by_asset(chain.settings.native_symbol)  # type: ignore[attr-defined]
     assets = chain.assets()  # type: ignore[attr-defined]
     funded, *amounts = await asyncio.gather(chain.account_exists(wallet.address), *(chain.balance(wallet.address, a) for a in assets))
     return WalletBalances(
