@@ -183,6 +183,7 @@ class EvmChain:
         self.web3 = web3 or AsyncWeb3(_http_provider(settings.rpc_url))
         self._no_finalized_tag = False  # learned once per process (finality "auto")
         self._kept_alive_in: asyncio.AbstractEventLoop | None = None
+        self._keeping_alive: asyncio.Task[None] | None = None  # installing the session, in its loop
 
     # --- addresses and assets -------------------------------------------------------------
     def normalize_address(self, address: str) -> str:
@@ -223,12 +224,20 @@ class EvmChain:
     async def _keep_connections_alive(self) -> None:
         """Give web3 a pooled, keep-alive HTTP session for this event loop before its first request
         there. web3's own (aiohttp, force_close=True) opens and closes a TCP connection for every
-        call: a withdrawal's dozen calls, a dozen connections for the worker and the node."""
+        call: a withdrawal's dozen calls, a dozen connections for the worker and the node. Calls
+        that arrive together all wait for the one installation (a call let through earlier would
+        make web3 cache its own session first, for good)."""
         loop = asyncio.get_running_loop()
         provider = self.web3.provider
         if self._kept_alive_in is loop or not isinstance(provider, AsyncHTTPProvider):
             return
+        if self._keeping_alive is None or self._keeping_alive.get_loop() is not loop:
+            self._keeping_alive = loop.create_task(self._install_session(provider))
+        await asyncio.shield(self._keeping_alive)
         self._kept_alive_in = loop
+
+    @staticmethod
+    async def _install_session(provider: AsyncHTTPProvider) -> None:
         # raise_for_status as web3's own session does: an HTTP error answer is a ClientResponseError.
         session = aiohttp.ClientSession(raise_for_status=True, connector=aiohttp.TCPConnector(limit=RPC_CONNECTIONS))
         if await provider.cache_async_session(session) is not session:

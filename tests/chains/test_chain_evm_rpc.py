@@ -3,6 +3,8 @@ counting at the wire): calls share kept-alive connections, and the chain id is a
 
 from __future__ import annotations
 
+import asyncio
+
 from web3 import AsyncHTTPProvider, AsyncWeb3
 
 from chains.base import TransferIntent
@@ -21,6 +23,10 @@ async def test_evm_calls_share_kept_alive_connections_and_ask_the_chain_id_once(
         chain = EvmChain("anvil", EvmChainSettings(chain_id=31337, rpc_url=proxy.url))
         try:
             eth = chain.asset("ETH")
+            # The first calls arrive together (a worker starting with activities waiting): each
+            # waits for the kept-alive session rather than racing web3 into caching its own.
+            assert all(b > 0 for b in await asyncio.gather(*(chain.balance(sender, eth) for _ in range(8))))
+            together = proxy.snapshot()["connections"]
             intent = TransferIntent(sender, random_address(), eth, 10**15)
             for _ in range(5):
                 # fee_history + eth_estimateGas (which web3 validates against the node's chain id),
@@ -31,7 +37,8 @@ async def test_evm_calls_share_kept_alive_connections_and_ask_the_chain_id_once(
             seen = proxy.snapshot()
         finally:
             await chain.web3.provider.disconnect()
-    assert seen["seen"]["eth_estimateGas"] == 5 and seen["requests"] >= 20, seen
-    # web3's own session opens a TCP connection per call (force_close): 20 and more here.
-    assert seen["connections"] == 1, seen
+    assert seen["seen"]["eth_estimateGas"] == 5 and seen["requests"] >= 28, seen
+    # web3's own session opens a TCP connection per call (force_close): 28 and more here. Kept
+    # alive: at most one per call in flight at once (8), reused by the 20 calls after them.
+    assert together <= 8 and seen["connections"] == together, seen
     assert seen["seen"].get("eth_chainId", 0) <= 1, seen
