@@ -233,7 +233,10 @@ class EvmChain:
             return
         if self._keeping_alive is None or self._keeping_alive.get_loop() is not loop:
             self._keeping_alive = loop.create_task(self._install_session(provider))
-        await asyncio.shield(self._keeping_alive)
+        try:
+            await asyncio.shield(self._keeping_alive)
+        except Exception:  # never a reason to fail a call: web3's own session serves it instead
+            log.warning("keep-alive RPC session not installed", extra={"chain": self.name}, exc_info=True)
         self._kept_alive_in = loop
 
     @staticmethod
