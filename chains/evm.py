@@ -182,7 +182,6 @@ class EvmChain:
         self.settings = settings
         self.web3 = web3 or AsyncWeb3(_http_provider(settings.rpc_url))
         self._no_finalized_tag = False  # learned once per process (finality "auto")
-        self._kept_alive_in: asyncio.AbstractEventLoop | None = None
         self._keeping_alive: asyncio.Task[None] | None = None  # installing the session, in its loop
 
     # --- addresses and assets -------------------------------------------------------------
@@ -229,15 +228,17 @@ class EvmChain:
         make web3 cache its own session first, for good)."""
         loop = asyncio.get_running_loop()
         provider = self.web3.provider
-        if self._kept_alive_in is loop or not isinstance(provider, AsyncHTTPProvider):
+        if not isinstance(provider, AsyncHTTPProvider):
             return
-        if self._keeping_alive is None or self._keeping_alive.get_loop() is not loop:
-            self._keeping_alive = loop.create_task(self._install_session(provider))
+        installing = self._keeping_alive
+        if installing is None or installing.get_loop() is not loop:
+            installing = self._keeping_alive = loop.create_task(self._install_session(provider))
+        if installing.done():
+            return
         try:
-            await asyncio.shield(self._keeping_alive)
+            await asyncio.shield(installing)
         except Exception:  # never a reason to fail a call: web3's own session serves it instead
             log.warning("keep-alive RPC session not installed", extra={"chain": self.name}, exc_info=True)
-        self._kept_alive_in = loop
 
     @staticmethod
     async def _install_session(provider: AsyncHTTPProvider) -> None:
