@@ -67,7 +67,7 @@ with workflow.unsafe.imports_passed_through():
         WithdrawalState,
         WithdrawalStatus,
     )
-    from workflows.common import RETRY_UNTIL_PERMANENT, ActivityMethod, ArgT, ResultT, SelfT, failure_of, short_step
+    from workflows.common import RETRY_UNTIL_PERMANENT, ActivityMethod, ArgT, ResultT, SelfT, failure_of, local_step, short_step
 
 CONFIRMATION_WAIT = timedelta(minutes=15)
 CONFIRMATION_HEARTBEAT = timedelta(seconds=30)
@@ -90,6 +90,12 @@ HANDLERS_FINISH_PATCH = "handlers-finish-before-end"
 # policy-engine and handlers-finish-before-end markers, which every new run took (each marker costs
 # two history events). Runs without it keep the earlier steps.
 FOLDED_STEPS_PATCH = "folded-steps"
+# Marker of local steps (issue 14: 48 history events -> 33): the short steps before signing
+# (validate-and-decide, reserve) and the final one (finish) run as local activities, each one
+# marker in the history instead of an activity's three events and a workflow task's three. It
+# implies folded-steps, which runs with it do not ask. Signing, broadcasting and confirming stay
+# activities of their own (a signature may wait on a KMS; their retries are the server's).
+LOCAL_STEPS_PATCH = "local-steps"
 
 FAILURE_OF_OUTCOME = {
     OnChainState.REVERTED: ("TRANSACTION_REVERTED", "the transaction was mined but reverted; its fee is spent"),
@@ -124,6 +130,7 @@ class WithdrawalWorkflow:
         self._chain = ""
         self._pause_records = asyncio.Lock()
         self._folded_steps = False  # runs with FOLDED_STEPS_PATCH
+        self._local_steps = False  # runs with LOCAL_STEPS_PATCH
 
     # --- reads -----------------------------------------------------------------------------
     @workflow.query(name="state")
@@ -245,14 +252,15 @@ class WithdrawalWorkflow:
             return await self._resume(wid, request.resume)
         # Asked first: runs with it skip the older markers it implies (replays of runs without
         # it find those markers in their history as before).
-        self._folded_steps = workflow.patched(FOLDED_STEPS_PATCH)
+        self._local_steps = workflow.patched(LOCAL_STEPS_PATCH)
+        self._folded_steps = self._local_steps or workflow.patched(FOLDED_STEPS_PATCH)
         self._rules_v3 = self._folded_steps or workflow.patched(CHAIN_FAULTS_PATCH)
         judged_by_policy = self._folded_steps or workflow.patched(POLICY_PATCH)
         try:
             await self._checkpoint()
             await self._enter_step(wid, WithdrawalStatus.VALIDATING)
             if self._folded_steps:
-                self._validation = await self._step(WithdrawalActivities.validate_and_decide, wid)
+                self._validation = await self._short_step(WithdrawalActivities.validate_and_decide, wid)
                 self._verdict = self._validation.verdict
             else:
                 self._validation = await self._step(WithdrawalActivities.validate, wid)
@@ -263,7 +271,7 @@ class WithdrawalWorkflow:
                 return await self._finish(wid, WithdrawalStatus.FAILED, None, self._verdict.error_code, self._verdict.reason)
             await self._checkpoint()
             # Funds are held before an approver looks, so what they approve can be paid.
-            await self._step(WithdrawalActivities.reserve, wid)
+            await self._short_step(WithdrawalActivities.reserve, wid)
             if self._needs_approval():
                 if not await self._await_approval(wid, self._validation):
                     return await self._finish(wid, WithdrawalStatus.FAILED, None, "APPROVAL_TIMEOUT", "not approved in time; nothing was sent")
@@ -292,6 +300,8 @@ class WithdrawalWorkflow:
     async def _resume(self, wid: str, carried: ConfirmingState) -> WithdrawalResult:
         """A continued run: the withdrawal is out on chain; pick up the confirmation loop."""
         self._rules_v3 = True
+        self._local_steps = workflow.patched(LOCAL_STEPS_PATCH)
+        self._folded_steps = self._local_steps  # implied, as in run(): its markers are not asked
         self._status = WithdrawalStatus.CONFIRMING
         self._validation = carried.validation
         self._tx_hash, self._attempts = carried.tx_hash, carried.attempt_count
@@ -543,6 +553,12 @@ class WithdrawalWorkflow:
     async def _step(self, activity: ActivityMethod[SelfT, ArgT, ResultT], arg: ArgT) -> ResultT:
         return await short_step(activity, arg)
 
+    async def _short_step(self, activity: ActivityMethod[SelfT, ArgT, ResultT], arg: ArgT) -> ResultT:
+        """A step run locally in runs with LOCAL_STEPS_PATCH, as an activity in earlier ones."""
+        if self._local_steps:
+            return await local_step(activity, arg)
+        return await short_step(activity, arg)
+
     async def _record(self, event: ControlEvent) -> None:
         await self._step(WithdrawalActivities.record_control, event)
 
@@ -581,7 +597,7 @@ class WithdrawalWorkflow:
         if self._paused is not None and workflow.patched(ORDERED_CONTROLS_PATCH):
             self._paused = None  # nothing is left to hold: a final withdrawal is not paused
             workflow.upsert_search_attributes([search_attributes.PAUSED.value_set(False)])
-        await self._step(
+        await self._short_step(
             WithdrawalActivities.finish,
             FinishInput(wid, status, outcome, error_code=code, error_message=message),
         )

@@ -64,6 +64,9 @@ async def test_activities_fail_database_unavailable_and_are_retried_while_postgr
                         break
                     await asyncio.sleep(0.1)
                 assert pending and pending[0].attempt >= 3, pending
+                # Run locally first (local-steps): failing on its one local attempt, the
+                # step went on as a server activity, pending in the Web UI with its attempts.
+                assert pending[0].activity_type.name == "validate_and_decide_withdrawal", pending
                 failure = pending[0].last_failure
                 assert failure.application_failure_info.type == "DATABASE_UNAVAILABLE", failure
                 assert not failure.application_failure_info.non_retryable

@@ -35,10 +35,11 @@ async def test_native_withdrawal_completes_and_moves_exactly_the_amount(api, wor
     assert int(done["fee_paid_base_units"]) == receipt["gasUsed"] * receipt["effectiveGasPrice"]
 
 
-async def test_each_step_records_its_own_status_so_a_withdrawal_is_six_activities(api, worker, client):
+async def test_each_step_records_its_own_status_and_the_short_steps_run_locally(api, worker, client):
     """validate, sign and broadcast record VALIDATING, SIGNING, BROADCASTING and CONFIRMING
-    themselves, and validation and the policy's decision are one step (issue 14: 82 history
-    events -> 48)."""
+    themselves, validation and the policy's decision are one step (issue 14: 82 history events
+    -> 48), and validate-and-decide, reserve and finish run as local activities, one marker each
+    in the history (48 -> 33): signing, broadcasting and confirming are the server's activities."""
     wallet = await create_wallet(api)
     await fund(api, wallet, "1")
     accepted = (await withdraw(api, wallet, random_address(), "0.1")).json()
@@ -50,14 +51,10 @@ async def test_each_step_records_its_own_status_so_a_withdrawal_is_six_activitie
         for e in history.events
         if e.HasField("activity_task_scheduled_event_attributes")
     ]
-    assert scheduled == [
-        "validate_and_decide_withdrawal",
-        "reserve_funds",
-        "sign_transfer",
-        "broadcast_transfer",
-        "await_confirmation",
-        "finish_withdrawal",
-    ]
+    assert scheduled == ["sign_transfer", "broadcast_transfer", "await_confirmation"]
+    markers = [e.marker_recorded_event_attributes.marker_name for e in history.events if e.HasField("marker_recorded_event_attributes")]
+    assert markers.count("core_local_activity") == 3, markers  # validate-and-decide, reserve, finish
+    assert len(history.events) <= 33, len(history.events)
 
 
 async def test_erc20_withdrawal_completes(api, worker, settings):

@@ -1,20 +1,25 @@
 """A worker killed after the signed attempt is committed but before Temporal hears of it (so
-before any broadcast) and then restarted produces exactly one on-chain transfer; a worker stopped
-with SIGTERM lets the activity in flight finish first."""
+before any broadcast) and then restarted produces exactly one on-chain transfer, as does one
+killed right after a local step (reserve, finish) committed; a worker stopped with SIGTERM lets
+the activity in flight finish first, and does not wait on a local step that keeps failing."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import subprocess
 import uuid
 
+import pytest
 from sqlmodel import select
 from temporalio.api.enums.v1 import EventType
 from web3 import AsyncHTTPProvider, AsyncWeb3
 
 from core.settings import AwsKmsSettings
-from models.db import TransferAttempt
+from devnet.faultproxy import FaultProxy
+from models.db import Reservation, TransferAttempt
+from models.payloads import WithdrawalResult, WithdrawalStatus
 from tests.conftest import (
     ALICE,
     api_client,
@@ -60,6 +65,97 @@ async def test_worker_killed_between_persist_and_broadcast_sends_exactly_once(se
             if process is not None and process.poll() is None:
                 process.terminate()
                 process.wait(10)
+
+
+@pytest.mark.parametrize("step", ["reserve_funds", "finish_withdrawal"])
+async def test_worker_killed_right_after_a_local_step_committed_pays_once(step, settings, client, sessions):
+    """reserve and finish run as local activities inside a workflow task: a worker that dies right
+    after one committed takes that task with it, the next worker runs the step again, finds its
+    own work done (the hold, the final status) and the withdrawal completes, once."""
+    crashing = worker_process(settings, chaos_after=step)
+    restarted = None
+    try:
+        async with api_client(settings, client) as api:
+            wallet = await create_wallet(api)
+            await fund(api, wallet, "1")
+            destination = random_address()
+            accepted = (await withdraw(api, wallet, destination, "0.2")).json()
+
+            assert await wait_exit(crashing, timeout=60) == 137
+            async with sessions() as session:
+                held = await session.get(Reservation, accepted["id"])
+            assert held is not None and held.state == ("SETTLED" if step == "finish_withdrawal" else "HELD")
+
+            restarted = worker_process(settings)
+            result = await client.get_workflow_handle(f"withdrawal-{accepted['id']}", result_type=WithdrawalResult).result()
+            assert result.status == WithdrawalStatus.COMPLETED, result
+            done = (await api.get(f"/v1/withdrawals/{accepted['id']}", headers=ALICE)).json()
+            assert [e["status"] for e in done["history"]] == ["PENDING", "VALIDATING", "SIGNING", "BROADCASTING", "CONFIRMING", "COMPLETED"]
+            web3 = AsyncWeb3(AsyncHTTPProvider(settings.chains["anvil"].rpc_url))
+            assert await web3.eth.get_transaction_count(wallet["address"]) == 1
+            assert await web3.eth.get_balance(destination) == 2 * 10**17
+            async with sessions() as session:
+                held = await session.get(Reservation, accepted["id"])
+            assert held is not None and held.state == "SETTLED"
+    finally:
+        for process in (crashing, restarted):
+            if process is not None and process.poll() is None:
+                process.terminate()
+                process.wait(10)
+
+
+async def test_a_local_step_failing_on_the_chain_carries_on_as_an_activity_and_sigterm_stops_at_once(settings, client, sessions):
+    """reserve runs locally; with the node answering 503 it fails once, then carries on as a
+    server activity (retried by the server, shown as pending in the Web UI) instead of retrying
+    inside the workflow task. So a SIGTERM stops the worker at once (core would keep local
+    retries going through the shutdown: about 30 s), and the next worker completes it, once."""
+    with FaultProxy(settings.chains["anvil"].rpc_url) as proxy:
+        chains = {**settings.chains, "anvil": settings.chains["anvil"].model_copy(update={"rpc_url": proxy.url})}
+        proxied = settings.model_copy(update={"chains": chains})
+        stopping = worker_process(proxied)
+        restarted = None
+        try:
+            async with api_client(proxied, client) as api:
+                wallet = await create_wallet(api)
+                await fund(api, wallet, "1")
+                proxy.add(action="error", status=503)  # the node is down from here on
+                destination = random_address()
+                accepted = (await withdraw(api, wallet, destination, "0.2")).json()
+                for _ in range(600):  # reserve's first attempt, local, meets the 503
+                    if proxy.injected("error"):
+                        break
+                    await asyncio.sleep(0.01)
+                stopping.send_signal(signal.SIGTERM)
+                assert await wait_exit(stopping, timeout=15) == 0  # grace 1 s: no local retry holds the shutdown
+
+                handle = client.get_workflow_handle(f"withdrawal-{accepted['id']}", result_type=WithdrawalResult)
+                events = (await handle.fetch_history()).events
+                scheduled = [
+                    e.activity_task_scheduled_event_attributes.activity_type.name
+                    for e in events
+                    if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+                ]
+                assert scheduled == ["reserve_funds"], "the failing local step was not handed to the server"
+                local_failures = [
+                    json.loads(e.marker_recorded_event_attributes.details["data"].payloads[0].data)
+                    for e in events
+                    if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED and e.marker_recorded_event_attributes.HasField("failure")
+                ]
+                # tried once in the workflow task, never retried there
+                assert [(m["activity_type"], m["attempt"]) for m in local_failures] == [("reserve_funds", 1)], local_failures
+
+                proxy.clear()  # the node is back
+                restarted = worker_process(proxied)
+                result = await handle.result()
+                assert result.status == WithdrawalStatus.COMPLETED, result
+                web3 = AsyncWeb3(AsyncHTTPProvider(settings.chains["anvil"].rpc_url))
+                assert await web3.eth.get_transaction_count(wallet["address"]) == 1
+                assert await web3.eth.get_balance(destination) == 2 * 10**17
+        finally:
+            for process in (stopping, restarted):
+                if process is not None and process.poll() is None:
+                    process.terminate()
+                    process.wait(10)
 
 
 async def test_sigterm_lets_the_activity_in_flight_finish_before_the_worker_exits(base_settings, task_queue, client, sessions, aws_server):
