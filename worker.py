@@ -105,6 +105,7 @@ def build_activities(settings: Settings, sessions: SessionFactory) -> list[Any]:
         withdrawals.bump,
         withdrawals.resign_expired,
         withdrawals.broadcast,
+        withdrawals.sign_and_broadcast,
         withdrawals.await_confirmation,
         withdrawals.finish,
         withdrawals.record_alert,

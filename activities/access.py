@@ -96,6 +96,13 @@ async def _refusal(
     return None
 
 
+async def stop_requested(session: AsyncSession, withdrawal: Withdrawal) -> bool:
+    """A hold placed or a cancellation made through the API, still standing: a first attempt
+    signed meanwhile is not sent in the same step (the workflow holds, or cancels, first)."""
+    hold = await session.exec(select(WithdrawalHold.id).where(WithdrawalHold.withdrawal_id == withdrawal.id, col(WithdrawalHold.lifted_at).is_(None)))
+    return hold.first() is not None or await _recorded(session, withdrawal, "CANCEL")
+
+
 async def approval_refusal(session: AsyncSession, withdrawal: Withdrawal, quorum: ApprovalQuorum) -> CustodyError | None:
     """The first attempt's approval check alone (the rest of `refusal_to_sign` already passed)."""
     refusal = await _missing_approvals(session, withdrawal, quorum)

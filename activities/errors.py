@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from typing import Any
 
 from temporalio import activity
@@ -24,6 +25,18 @@ from db.unavailable import database_unavailable
 # the workers lets it pass, and no withdrawal is ever failed by a bug.
 StuckAlert = Callable[[str, str, str], Awaitable[object]]
 
+# The step after which the chaos hook exits the worker (tests only), for the activity running.
+_exit_after: ContextVar[str | None] = ContextVar("custody_chaos_exit_after", default=None)
+
+
+def crash_point(step: str) -> None:
+    """A side effect committed inside an activity that has more than one (sign_and_broadcast:
+    the signature, then the send). With the chaos hook set to `step`, the worker exits here, as
+    it exits after a whole activity of that name, so a test crashes between the two."""
+    if _exit_after.get() == step:
+        activity.logger.warning("chaos: exiting the worker process after %s", step)
+        os._exit(137)
+
 
 class _ActivityInbound(ActivityInboundInterceptor):
     def __init__(self, next: ActivityInboundInterceptor, exit_after: str | None, alert_after: int, on_stuck: StuckAlert | None) -> None:
@@ -34,6 +47,7 @@ class _ActivityInbound(ActivityInboundInterceptor):
 
     async def execute_activity(self, input: ExecuteActivityInput) -> Any:
         name = activity.info().activity_type
+        _exit_after.set(self._exit_after)  # this activity's own task: its context only
         try:
             result = await self.next.execute_activity(input)
         except CustodyError as e:

@@ -158,6 +158,16 @@ class PreparedAttempt:
 
 
 @dataclass
+class SentAttempt:
+    """What sign_and_broadcast_transfer did: the first attempt it signed (or found stored), and
+    whether it sent it. Not sent: a hold or a cancellation was recorded through the API while it
+    was signed, and the workflow holds or cancels before anything goes out."""
+
+    attempt: PreparedAttempt
+    sent: bool
+
+
+@dataclass
 class ConfirmationCheck:
     withdrawal_id: str
     # Return PENDING after this long without a final outcome, so the workflow can bump fees.

@@ -40,7 +40,7 @@ async def short_step(activity: ActivityMethod[SelfT, ArgT, ResultT], arg: ArgT) 
 LOCAL_ATTEMPTS = RetryPolicy(maximum_attempts=1)
 
 
-async def local_step(activity: ActivityMethod[SelfT, ArgT, ResultT], arg: ArgT) -> ResultT:
+async def local_step(activity: ActivityMethod[SelfT, ArgT, ResultT], arg: ArgT, *, before_handing_over: Callable[[], None] | None = None) -> ResultT:
     """A short activity run as a local activity: by the worker running the workflow task, with no
     trip through the server (no task to schedule, poll and complete, no workflow task after it),
     its result recorded in the history as one marker. A worker that dies meanwhile loses its
@@ -50,7 +50,7 @@ async def local_step(activity: ActivityMethod[SelfT, ArgT, ResultT], arg: ArgT) 
     A permanent failure ends it as it would end the activity. A transient one is handed to
     `short_step`: retried by the server until it passes, shown in the
     Web UI as a pending activity with its attempts and last failure, and never holding a workflow
-    task (nor a worker's shutdown) while it waits."""
+    task (nor a worker's shutdown) while it waits; `before_handing_over` is called first."""
     try:
         return await workflow.execute_local_activity_method(activity, arg, start_to_close_timeout=SHORT_STEP, retry_policy=LOCAL_ATTEMPTS)
     except FailureError as error:
@@ -69,6 +69,8 @@ async def local_step(activity: ActivityMethod[SelfT, ArgT, ResultT], arg: ArgT) 
                 activity_id="",
                 retry_state=RetryState.NON_RETRYABLE_FAILURE,
             ) from failure
+    if before_handing_over is not None:
+        before_handing_over()
     return await short_step(activity, arg)
 
 

@@ -96,6 +96,14 @@ FOLDED_STEPS_PATCH = "folded-steps"
 # implies folded-steps, which runs with it do not ask. Signing, broadcasting and confirming stay
 # activities of their own (a signature may wait on a KMS; their retries are the server's).
 LOCAL_STEPS_PATCH = "local-steps"
+# Marker of one send step (issue 14: 33 history events -> 25): the first attempt is signed and
+# sent by one activity, sign_and_broadcast_transfer (the bytes still committed before the send),
+# and the VALIDATING search attribute is upserted only when a workflow task may end in it (a
+# step handed to the server, a pause): otherwise the local steps after it end in the task that
+# upserts the next status, and Temporal never showed VALIDATING anyway. When a hold
+# or cancellation was recorded while it signed, it does not send: the workflow holds or cancels
+# at its checkpoint and sends with broadcast_transfer as before. Implies local-steps.
+ONE_SEND_STEP_PATCH = "one-send-step"
 
 FAILURE_OF_OUTCOME = {
     OnChainState.REVERTED: ("TRANSACTION_REVERTED", "the transaction was mined but reverted; its fee is spent"),
@@ -111,6 +119,8 @@ class _Cancelled(Exception):
 class WithdrawalWorkflow:
     def __init__(self) -> None:
         self._status = WithdrawalStatus.PENDING
+        # The status search attribute (what the Web UI filters on): PENDING from the API's start.
+        self._status_shown = WithdrawalStatus.PENDING
         self._tx_hash: str | None = None
         self._attempts = 0
         self._error_code: str | None = None
@@ -131,6 +141,7 @@ class WithdrawalWorkflow:
         self._pause_records = asyncio.Lock()
         self._folded_steps = False  # runs with FOLDED_STEPS_PATCH
         self._local_steps = False  # runs with LOCAL_STEPS_PATCH
+        self._one_send_step = False  # runs with ONE_SEND_STEP_PATCH
 
     # --- reads -----------------------------------------------------------------------------
     @workflow.query(name="state")
@@ -252,7 +263,8 @@ class WithdrawalWorkflow:
             return await self._resume(wid, request.resume)
         # Asked first: runs with it skip the older markers it implies (replays of runs without
         # it find those markers in their history as before).
-        self._local_steps = workflow.patched(LOCAL_STEPS_PATCH)
+        self._one_send_step = workflow.patched(ONE_SEND_STEP_PATCH)
+        self._local_steps = self._one_send_step or workflow.patched(LOCAL_STEPS_PATCH)
         self._folded_steps = self._local_steps or workflow.patched(FOLDED_STEPS_PATCH)
         self._rules_v3 = self._folded_steps or workflow.patched(CHAIN_FAULTS_PATCH)
         judged_by_policy = self._folded_steps or workflow.patched(POLICY_PATCH)
@@ -280,12 +292,16 @@ class WithdrawalWorkflow:
                     return await self._finish(wid, WithdrawalStatus.CANCELLED, None, "REJECTED", self._reject_reason())
             await self._checkpoint()
             await self._enter_step(wid, WithdrawalStatus.SIGNING)
-            self._track(await self._step(WithdrawalActivities.prepare, wid))
-            await self._checkpoint()
-            await self._enter_step(wid, WithdrawalStatus.BROADCASTING)
             # Refused outright with no attempt of ours known anywhere: nothing went out, so the
             # withdrawal may fail (its nonce is handed back, and gap fills use it up).
-            await self._step(WithdrawalActivities.broadcast, wid)
+            if self._one_send_step:
+                signed = await self._step(WithdrawalActivities.sign_and_broadcast, wid)
+                self._track(signed.attempt)
+                if not signed.sent:  # held or cancelled through the API while it was signed
+                    await self._send_after_checkpoint(wid)
+            else:
+                self._track(await self._step(WithdrawalActivities.prepare, wid))
+                await self._send_after_checkpoint(wid)
             await self._enter_step(wid, WithdrawalStatus.CONFIRMING)
             outcome = await self._confirm(wid)
         except _Cancelled:
@@ -297,12 +313,18 @@ class WithdrawalWorkflow:
             return await self._finish(wid, WithdrawalStatus.FAILED, None, code, message)
         return await self._conclude(wid, outcome)
 
+    async def _send_after_checkpoint(self, wid: str) -> None:
+        """Send the signed attempt once nothing holds or cancels the withdrawal."""
+        await self._checkpoint()
+        await self._enter_step(wid, WithdrawalStatus.BROADCASTING)
+        await self._step(WithdrawalActivities.broadcast, wid)
+
     async def _resume(self, wid: str, carried: ConfirmingState) -> WithdrawalResult:
         """A continued run: the withdrawal is out on chain; pick up the confirmation loop."""
         self._rules_v3 = True
         self._local_steps = workflow.patched(LOCAL_STEPS_PATCH)
         self._folded_steps = self._local_steps  # implied, as in run(): its markers are not asked
-        self._status = WithdrawalStatus.CONFIRMING
+        self._status = self._status_shown = WithdrawalStatus.CONFIRMING  # carried over by continue-as-new
         self._validation = carried.validation
         self._tx_hash, self._attempts = carried.tx_hash, carried.attempt_count
         self._cancel, self._cancel_sent = carried.cancel, carried.cancel_sent
@@ -329,6 +351,8 @@ class WithdrawalWorkflow:
 
     async def _checkpoint(self) -> None:
         """Before a side-effecting step: hold while paused; stop here if cancelled."""
+        if self._paused is not None:
+            self._show_status_if_behind()
         await workflow.wait_condition(lambda: self._paused is None or self._cancel is not None)
         if self._cancel is not None:
             raise _Cancelled()
@@ -529,7 +553,7 @@ class WithdrawalWorkflow:
         details = error.cause.details if isinstance(error.cause, ApplicationError) else ()
         stored = details[0].get("status") if details and isinstance(details[0], dict) else None
         self._status = WithdrawalStatus(stored) if stored else WithdrawalStatus.FAILED
-        workflow.upsert_search_attributes([search_attributes.STATUS.value_set(self._status.value)])
+        self._show_status()
         workflow.logger.warning("withdrawal already %s; this run changes nothing", self._status.value)
         return WithdrawalResult(wid, self._status, self._tx_hash, None, "already final; run made no changes")
 
@@ -556,7 +580,7 @@ class WithdrawalWorkflow:
     async def _short_step(self, activity: ActivityMethod[SelfT, ArgT, ResultT], arg: ArgT) -> ResultT:
         """A step run locally in runs with LOCAL_STEPS_PATCH, as an activity in earlier ones."""
         if self._local_steps:
-            return await local_step(activity, arg)
+            return await local_step(activity, arg, before_handing_over=self._show_status_if_behind)
         return await short_step(activity, arg)
 
     async def _record(self, event: ControlEvent) -> None:
@@ -577,11 +601,25 @@ class WithdrawalWorkflow:
             await self._set_status(wid, status)
             return
         self._status = status
-        workflow.upsert_search_attributes([search_attributes.STATUS.value_set(status.value)])
+        if self._one_send_step and status == WithdrawalStatus.VALIDATING:
+            # Its local steps end in the workflow task that shows the next status: shown only if
+            # the task may end in it (_show_status_if_behind).
+            return
+        self._show_status()
+
+    def _show_status(self) -> None:
+        self._status_shown = self._status
+        workflow.upsert_search_attributes([search_attributes.STATUS.value_set(self._status.value)])
+
+    def _show_status_if_behind(self) -> None:
+        """The workflow task may end here (a local step handed to the server, a pause): show the
+        status it ends in."""
+        if self._status_shown != self._status:
+            self._show_status()
 
     async def _set_status(self, wid: str, status: WithdrawalStatus) -> None:
         self._status = status
-        workflow.upsert_search_attributes([search_attributes.STATUS.value_set(status.value)])
+        self._show_status()
         await self._step(WithdrawalActivities.record_status, StatusChange(wid, status))
 
     async def _finish(
@@ -602,7 +640,7 @@ class WithdrawalWorkflow:
             FinishInput(wid, status, outcome, error_code=code, error_message=message),
         )
         self._status, self._error_code = status, code
-        workflow.upsert_search_attributes([search_attributes.STATUS.value_set(status.value)])
+        self._show_status()
         if code:
             workflow.logger.warning("withdrawal ended: %s %s", code, message)
         if self._folded_steps or workflow.patched(HANDLERS_FINISH_PATCH):

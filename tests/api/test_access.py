@@ -336,7 +336,7 @@ async def test_only_an_operator_lifts_an_operators_pause_and_a_raw_resume_signs_
     # Straight to Temporal (with the payload key, even): the workflow's own pause is lifted, but
     # the operator's hold in the database keeps the signing step waiting.
     await client.get_workflow_handle(f"withdrawal-{wid}").signal("resume", OperatorRequest(by="ops"))
-    await _pending_failure(client, wid, "sign_transfer", "ON_HOLD")
+    await _pending_failure(client, wid, "sign_and_broadcast_transfer", "ON_HOLD")
     body = (await api.get(f"/v1/withdrawals/{wid}", headers=ALICE)).json()
     assert body["status"] == "SIGNING" and body["attempts"] == []
     assert (await api.post(f"/v1/withdrawals/{wid}/resume", json={}, headers=OPS)).status_code == 200

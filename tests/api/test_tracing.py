@@ -12,7 +12,7 @@ from core.temporal import client_over
 from core.tracing import tracing_interceptors
 from tests.conftest import api_client, create_wallet, fund, random_address, wait_for_status, withdraw
 
-STEPS = ("validate_and_decide_withdrawal", "reserve_funds", "sign_transfer", "broadcast_transfer", "await_confirmation", "finish_withdrawal")
+STEPS = ("validate_and_decide_withdrawal", "reserve_funds", "sign_and_broadcast_transfer", "await_confirmation", "finish_withdrawal")
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +68,7 @@ async def test_one_trace_from_the_request_through_the_workflow_to_each_activity(
 
     start = next(s for s in trace_of if s.name == "StartWorkflow:WithdrawalWorkflow")
     assert request.name in list(ancestors(start)), list(ancestors(start))
-    sign = next(s for s in trace_of if s.name == "RunActivity:sign_transfer")
+    sign = next(s for s in trace_of if s.name == "RunActivity:sign_and_broadcast_transfer")
     assert "StartWorkflow:WithdrawalWorkflow" in list(ancestors(sign)), list(ancestors(sign))
     assert request.attributes["http.route"] == "/v1/withdrawals" and request.attributes["http.response.status_code"] == 202
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from prometheus_client import REGISTRY
 
 from db.engine import create_engine, create_session_factory
+from models import search_attributes
 from models.payloads import WithdrawalInput
 from tests.conftest import ALICE, api_client
 from workflows.withdrawal import WithdrawalWorkflow
@@ -71,6 +72,10 @@ async def test_activities_fail_database_unavailable_and_are_retried_while_postgr
                 assert failure.application_failure_info.type == "DATABASE_UNAVAILABLE", failure
                 assert not failure.application_failure_info.non_retryable
                 assert _unexpected("record_withdrawal_status") == before
+                # The workflow task ended in VALIDATING: the Web UI's status filter shows it
+                # (one-send-step upserts VALIDATING only when a task may end in it).
+                shown = (await handle.describe()).typed_search_attributes.get(search_attributes.STATUS)
+                assert shown == "VALIDATING", shown
             finally:
                 await handle.terminate("test over")
     finally:

@@ -100,12 +100,12 @@ async def test_fresh_runs_replay_and_are_recorded_on_request(api, client):
         "WithdrawalWorkflow__v6_cancelled_awaiting_approval": f"withdrawal-{cancelled['id']}",
         "WithdrawalWorkflow__v6_rejected_awaiting_approval": f"withdrawal-{rejected['id']}",
         # local-steps: validate-and-decide, reserve and finish run as local activities
-        "WithdrawalWorkflow__v7_completed": f"withdrawal-{completed['id']}",
-        "WithdrawalWorkflow__v7_token_completed": f"withdrawal-{token['id']}",
-        "WithdrawalWorkflow__v7_insufficient_funds": f"withdrawal-{failed['id']}",
-        "WithdrawalWorkflow__v7_paused_approved_resumed": f"withdrawal-{approved['id']}",
-        "WithdrawalWorkflow__v7_cancelled_awaiting_approval": f"withdrawal-{cancelled['id']}",
-        "WithdrawalWorkflow__v7_rejected_awaiting_approval": f"withdrawal-{rejected['id']}",
+        "WithdrawalWorkflow__v8_completed": f"withdrawal-{completed['id']}",
+        "WithdrawalWorkflow__v8_token_completed": f"withdrawal-{token['id']}",
+        "WithdrawalWorkflow__v8_insufficient_funds": f"withdrawal-{failed['id']}",
+        "WithdrawalWorkflow__v8_paused_approved_resumed": f"withdrawal-{approved['id']}",
+        "WithdrawalWorkflow__v8_cancelled_awaiting_approval": f"withdrawal-{cancelled['id']}",
+        "WithdrawalWorkflow__v8_rejected_awaiting_approval": f"withdrawal-{rejected['id']}",
         "WalletCreationWorkflow__created": f"wallet-{wallet['id']}",
     }
     async for execution in client.list_workflows(f"WorkflowType = 'FaucetWorkflow' AND WorkflowId STARTS_WITH 'fund-{wallet['id']}'"):

@@ -30,6 +30,7 @@ from tests.conftest import (
     api_client,
     create_wallet,
     random_address,
+    replay_and_record,
     wait_for_status,
     withdraw,
 )
@@ -73,6 +74,44 @@ async def _signed_then_held(api: httpx.AsyncClient, aws_server, wallet: dict, to
         aws_server.clear_faults()
 
 
+async def test_a_cancel_made_while_signing_sends_nothing_and_the_next_withdrawal_pays(base_settings, task_queue, client, sessions, aws_server):
+    """Signing and sending are one activity (one-send-step), but a cancellation made while the
+    signature is being made still stops it before anything goes out: the activity finds the
+    cancellation recorded, returns unsent, and the workflow cancels at its checkpoint. The
+    signed nonce is not left as a gap: the wallet's next withdrawal completes."""
+    settings = _kms_settings(base_settings, task_queue, aws_server)
+    web3 = AsyncWeb3(AsyncHTTPProvider(settings.chains["anvil"].rpc_url))
+    async with build_worker(client, settings, sessions), api_client(settings, client) as api:
+        wallet = await create_wallet(api)
+        await web3.provider.make_request("anvil_setBalance", [wallet["address"], hex(10**18)])
+        signs_before = (await asyncio.to_thread(aws_server.faults))["fired"].get("Sign", 0)
+        aws_server.set_faults({"Sign": {"error": None, "delay": 3, "count": 1}})
+        try:
+            accepted = (await withdraw(api, wallet, random_address(), "0.3")).json()
+            for _ in range(500):
+                if (await asyncio.to_thread(aws_server.faults))["fired"].get("Sign", 0) > signs_before:
+                    break
+                await asyncio.sleep(0.02)
+            else:
+                raise AssertionError("KMS never received the Sign request")
+            cancelled = await api.post(f"/v1/withdrawals/{accepted['id']}/cancel", json={"reason": "wrong address"}, headers=ALICE)
+            assert cancelled.status_code == 200, cancelled.text
+        finally:
+            aws_server.clear_faults()
+        done = await wait_for_status(api, accepted["id"], FINAL)
+        assert done["status"] == "CANCELLED", done
+        assert len(done["attempts"]) == 1  # signed while the cancellation was made, never sent
+        assert "BROADCASTING" not in [e["status"] for e in done["history"]]
+        assert await web3.eth.get_transaction_count(wallet["address"]) == 0
+
+        destination = random_address()
+        after = (await withdraw(api, wallet, destination, "0.2")).json()
+        paid = await wait_for_status(api, after["id"], FINAL, timeout=90)
+        assert paid["status"] == "COMPLETED", paid
+        assert await web3.eth.get_balance(destination) == 2 * 10**17
+        await replay_and_record(client, f"withdrawal-{accepted['id']}", "WithdrawalWorkflow__v8_cancelled_while_signing")
+
+
 async def test_evm_retry_of_a_refused_send_takes_the_original_nonce_and_pays_once(base_settings, task_queue, client, sessions, aws_server):
     settings = _kms_settings(base_settings, task_queue, aws_server)
     web3 = AsyncWeb3(AsyncHTTPProvider(settings.chains["anvil"].rpc_url))
@@ -86,6 +125,8 @@ async def test_evm_retry_of_a_refused_send_takes_the_original_nonce_and_pays_onc
         assert (await api.post(f"/v1/withdrawals/{held['id']}/resume", json={}, headers=ALICE)).status_code == 200
         failed = await wait_for_status(api, held["id"], FINAL)
         assert failed["status"] == "FAILED" and failed["error_code"] == "INSUFFICIENT_FUNDS", failed
+        # one-send-step: signed, not sent (held meanwhile), then sent by broadcast_transfer on resume
+        await replay_and_record(client, f"withdrawal-{held['id']}", "WithdrawalWorkflow__v8_held_after_signing")
 
         await web3.provider.make_request("anvil_setBalance", [wallet["address"], hex(10**18)])
         retried = await api.post(f"/v1/withdrawals/{held['id']}/retry", headers=ALICE)
@@ -120,6 +161,8 @@ async def test_solana_retry_waits_until_the_refused_attempt_has_expired(
         assert (await api.post(f"/v1/withdrawals/{held['id']}/resume", json={}, headers=ALICE)).status_code == 200
         failed = await wait_for_status(api, held["id"], FINAL)
         assert failed["status"] == "FAILED" and failed["error_code"] == "INSUFFICIENT_FUNDS", failed
+        # one-send-step: signed, not sent (held meanwhile), then sent by broadcast_transfer on resume
+        await replay_and_record(client, f"withdrawal-{held['id']}", "WithdrawalWorkflow__v8_held_after_signing_solana")
 
         refused = await api.post(f"/v1/withdrawals/{held['id']}/retry", headers=ALICE)
         assert refused.status_code == 409, refused.text

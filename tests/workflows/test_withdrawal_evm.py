@@ -39,7 +39,8 @@ async def test_each_step_records_its_own_status_and_the_short_steps_run_locally(
     """validate, sign and broadcast record VALIDATING, SIGNING, BROADCASTING and CONFIRMING
     themselves, validation and the policy's decision are one step (issue 14: 82 history events
     -> 48), and validate-and-decide, reserve and finish run as local activities, one marker each
-    in the history (48 -> 33): signing, broadcasting and confirming are the server's activities."""
+    in the history (48 -> 33); the first attempt is signed and sent by one server activity, and
+    the status search attribute goes PENDING -> SIGNING -> CONFIRMING -> COMPLETED (33 -> 25)."""
     wallet = await create_wallet(api)
     await fund(api, wallet, "1")
     accepted = (await withdraw(api, wallet, random_address(), "0.1")).json()
@@ -51,10 +52,17 @@ async def test_each_step_records_its_own_status_and_the_short_steps_run_locally(
         for e in history.events
         if e.HasField("activity_task_scheduled_event_attributes")
     ]
-    assert scheduled == ["sign_transfer", "broadcast_transfer", "await_confirmation"]
+    assert scheduled == ["sign_and_broadcast_transfer", "await_confirmation"]
     markers = [e.marker_recorded_event_attributes.marker_name for e in history.events if e.HasField("marker_recorded_event_attributes")]
     assert markers.count("core_local_activity") == 3, markers  # validate-and-decide, reserve, finish
-    assert len(history.events) <= 33, len(history.events)
+    shown = [
+        e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields["CustodyStatus"].data
+        for e in history.events
+        if e.HasField("upsert_workflow_search_attributes_event_attributes")
+        and "CustodyStatus" in e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
+    ]
+    assert shown == [b'"SIGNING"', b'"CONFIRMING"', b'"COMPLETED"'], shown
+    assert len(history.events) <= 25, len(history.events)
 
 
 async def test_erc20_withdrawal_completes(api, worker, settings):

@@ -194,7 +194,7 @@ async def test_sigterm_lets_the_activity_in_flight_finish_before_the_worker_exit
                 s.event_id
                 for s in history.events
                 if s.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-                and s.activity_task_scheduled_event_attributes.activity_type.name == "sign_transfer"
+                and s.activity_task_scheduled_event_attributes.activity_type.name == "sign_and_broadcast_transfer"
             }
         ]
         assert signing == [1], "the signing step was retried: the worker did not let it finish"
