@@ -95,3 +95,25 @@ def test_bench_runs_at_tiny_size_and_reports_every_figure(tmp_path: Path) -> Non
     assert _ordered(api_alone["latency_ms"]) and api_alone["latency_ms"]["n"] == 10
     assert _ordered(api_alone["service_ms"]) and api_alone["service_ms"]["p50"] <= api_alone["latency_ms"]["p99"]
     assert api_alone["achieved_rate"] > 0 and api_alone["cpu_seconds_per_request"]["api"] > 0
+
+
+@pytest.mark.parametrize(
+    ("history", "actions"),
+    [
+        # start, 2 activities, 3 status upserts (TemporalChangeVersion's is exempt), local
+        # activities in 2 workflow tasks (validate + reserve, then finish); the patch marker is free
+        ("WithdrawalWorkflow__v8_completed", 8),
+        # start, 3 activities, 5 status upserts, local activities in 2 workflow tasks
+        ("WithdrawalWorkflow__v7_completed", 11),
+        # start, 6 activities, 5 status upserts, no local activity
+        ("WithdrawalWorkflow__v6_completed", 12),
+    ],
+)
+def test_billable_actions_follow_temporal_clouds_counting(history: str, actions: int) -> None:
+    from temporalio.client import WorkflowHistory
+
+    from bench.throughput import billable_actions
+
+    path = Path(__file__).parent / "histories" / f"{history}.json"
+    events = WorkflowHistory.from_json("withdrawal-x", path.read_text()).events
+    assert billable_actions(events) == actions
