@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import httpx
 from solana.rpc.async_api import AsyncClient
@@ -47,11 +49,9 @@ def _kms_settings(base_settings, task_queue, aws_server, **chains):  # type: ign
     )
 
 
-async def _signed_then_held(api: httpx.AsyncClient, aws_server, wallet: dict, to: str, amount: str, asset: str) -> dict:  # type: ignore[no-untyped-def]
-    """Start a withdrawal whose signature takes 3 s, pause it meanwhile: it holds after signing.
-    The pause waits until KMS has the Sign request: one that lands before signing's access
-    re-check is a hold that refuses to sign (ON_HOLD), which is not what this test is about
-    (fresh-clone run 71: paused 51 ms after SIGNING was recorded, the signature never made)."""
+@asynccontextmanager
+async def _while_kms_signs(api: httpx.AsyncClient, aws_server, wallet: dict, to: str, amount: str, asset: str = "ETH") -> AsyncIterator[dict]:  # type: ignore[no-untyped-def]
+    """A withdrawal whose signature takes 3 s, yielded once KMS has its Sign request."""
     signs_before = (await asyncio.to_thread(aws_server.faults))["fired"].get("Sign", 0)
     aws_server.set_faults({"Sign": {"error": None, "delay": 3, "count": 1}})
     try:
@@ -63,6 +63,17 @@ async def _signed_then_held(api: httpx.AsyncClient, aws_server, wallet: dict, to
             await asyncio.sleep(0.02)
         else:
             raise AssertionError("KMS never received the Sign request")
+        yield accepted
+    finally:
+        aws_server.clear_faults()
+
+
+async def _signed_then_held(api: httpx.AsyncClient, aws_server, wallet: dict, to: str, amount: str, asset: str) -> dict:  # type: ignore[no-untyped-def]
+    """Start a withdrawal whose signature takes 3 s, pause it meanwhile: it holds after signing.
+    The pause waits until KMS has the Sign request: one that lands before signing's access
+    re-check is a hold that refuses to sign (ON_HOLD), which is not what this test is about
+    (fresh-clone run 71: paused 51 ms after SIGNING was recorded, the signature never made)."""
+    async with _while_kms_signs(api, aws_server, wallet, to, amount, asset) as accepted:
         assert (await api.post(f"/v1/withdrawals/{accepted['id']}/pause", json={}, headers=ALICE)).status_code == 200
         for _ in range(150):
             body = (await api.get(f"/v1/withdrawals/{accepted['id']}", headers=ALICE)).json()
@@ -70,8 +81,6 @@ async def _signed_then_held(api: httpx.AsyncClient, aws_server, wallet: dict, to
                 return body
             await asyncio.sleep(0.1)
         raise AssertionError(f"never signed: {body}")
-    finally:
-        aws_server.clear_faults()
 
 
 async def test_a_cancel_made_while_signing_sends_nothing_and_the_next_withdrawal_pays(base_settings, task_queue, client, sessions, aws_server):
@@ -84,20 +93,9 @@ async def test_a_cancel_made_while_signing_sends_nothing_and_the_next_withdrawal
     async with build_worker(client, settings, sessions), api_client(settings, client) as api:
         wallet = await create_wallet(api)
         await web3.provider.make_request("anvil_setBalance", [wallet["address"], hex(10**18)])
-        signs_before = (await asyncio.to_thread(aws_server.faults))["fired"].get("Sign", 0)
-        aws_server.set_faults({"Sign": {"error": None, "delay": 3, "count": 1}})
-        try:
-            accepted = (await withdraw(api, wallet, random_address(), "0.3")).json()
-            for _ in range(500):
-                if (await asyncio.to_thread(aws_server.faults))["fired"].get("Sign", 0) > signs_before:
-                    break
-                await asyncio.sleep(0.02)
-            else:
-                raise AssertionError("KMS never received the Sign request")
+        async with _while_kms_signs(api, aws_server, wallet, random_address(), "0.3") as accepted:
             cancelled = await api.post(f"/v1/withdrawals/{accepted['id']}/cancel", json={"reason": "wrong address"}, headers=ALICE)
             assert cancelled.status_code == 200, cancelled.text
-        finally:
-            aws_server.clear_faults()
         done = await wait_for_status(api, accepted["id"], FINAL)
         assert done["status"] == "CANCELLED", done
         assert len(done["attempts"]) == 1  # signed while the cancellation was made, never sent

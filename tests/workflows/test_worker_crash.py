@@ -11,6 +11,7 @@ import signal
 import subprocess
 import uuid
 
+import httpx
 import pytest
 from sqlmodel import select
 from temporalio.api.enums.v1 import EventType
@@ -33,17 +34,23 @@ from tests.conftest import (
 )
 
 
+async def _withdraw_until_the_crash(api: httpx.AsyncClient, crashing: subprocess.Popen, amount: str) -> tuple[dict, str, dict]:  # type: ignore[type-arg]
+    """A funded wallet's withdrawal of `amount` to a fresh address, returned once the chaos hook
+    has killed the worker (exit 137): (wallet, destination, accepted withdrawal)."""
+    wallet = await create_wallet(api)
+    await fund(api, wallet, "1")
+    destination = random_address()
+    accepted = (await withdraw(api, wallet, destination, amount)).json()
+    assert await wait_exit(crashing, timeout=60) == 137
+    return wallet, destination, accepted
+
+
 async def test_worker_killed_between_persist_and_broadcast_sends_exactly_once(settings, client, sessions):
     crashing = worker_process(settings, chaos_after="sign_transfer")
     restarted = None
     try:
         async with api_client(settings, client) as api:
-            wallet = await create_wallet(api)
-            await fund(api, wallet, "1")
-            destination = random_address()
-            accepted = (await withdraw(api, wallet, destination, "0.3")).json()
-
-            assert await wait_exit(crashing, timeout=60) == 137
+            wallet, destination, accepted = await _withdraw_until_the_crash(api, crashing, "0.3")
             async with sessions() as session:
                 attempts = (await session.exec(select(TransferAttempt).where(TransferAttempt.withdrawal_id == accepted["id"]))).all()
             assert len(attempts) == 1 and attempts[0].broadcast_at is None
@@ -76,12 +83,7 @@ async def test_worker_killed_right_after_a_local_step_committed_pays_once(step, 
     restarted = None
     try:
         async with api_client(settings, client) as api:
-            wallet = await create_wallet(api)
-            await fund(api, wallet, "1")
-            destination = random_address()
-            accepted = (await withdraw(api, wallet, destination, "0.2")).json()
-
-            assert await wait_exit(crashing, timeout=60) == 137
+            wallet, destination, accepted = await _withdraw_until_the_crash(api, crashing, "0.2")
             async with sessions() as session:
                 held = await session.get(Reservation, accepted["id"])
             assert held is not None and held.state == ("SETTLED" if step == "finish_withdrawal" else "HELD")
