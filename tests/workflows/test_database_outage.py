@@ -15,7 +15,7 @@ from prometheus_client import REGISTRY
 from db.engine import create_engine, create_session_factory
 from models import search_attributes
 from models.payloads import WithdrawalInput
-from tests.conftest import ALICE, api_client
+from tests.conftest import ALICE, api_client, replay_and_record
 from workflows.withdrawal import WithdrawalWorkflow
 
 
@@ -78,5 +78,7 @@ async def test_activities_fail_database_unavailable_and_are_retried_while_postgr
                 assert shown == "VALIDATING", shown
             finally:
                 await handle.terminate("test over")
+            # one-send-step, validation handed to the server: VALIDATING upserted before it
+            await replay_and_record(client, handle.id, "WithdrawalWorkflow__v8_validation_handed_to_the_server")
     finally:
         await engine.dispose()
