@@ -80,9 +80,7 @@ async def _refusal(
     if wallet.status != "ACTIVE":
         return WalletInactive("the wallet is not active: nothing is signed from it", wallet_id=wallet.id)
     if step == SigningStep.FIRST:
-        hold = (
-            await session.exec(select(WithdrawalHold).where(WithdrawalHold.withdrawal_id == withdrawal.id, col(WithdrawalHold.lifted_at).is_(None)))
-        ).first()
+        hold = await _active_hold(session, withdrawal.id)
         if hold is not None:
             return OnHold(
                 f"held by {hold.placed_by} ({hold.placed_as}): signing waits until the hold is lifted through the API",
@@ -91,16 +89,21 @@ async def _refusal(
             )
         if quorum is not None:
             return await _missing_approvals(session, withdrawal, quorum)
-    if step == SigningStep.CANCEL and not await _recorded(session, withdrawal, "CANCEL"):
+    if step == SigningStep.CANCEL and not await _recorded(session, withdrawal.id, "CANCEL"):
         return CancelNotRecorded("no cancellation made through custody is recorded for this withdrawal; nothing was signed")
     return None
 
 
-async def stop_requested(session: AsyncSession, withdrawal: Withdrawal) -> bool:
+async def stop_requested(session: AsyncSession, withdrawal_id: str) -> bool:
     """A hold placed or a cancellation made through the API, still standing: a first attempt
     signed meanwhile is not sent in the same step (the workflow holds, or cancels, first)."""
-    hold = await session.exec(select(WithdrawalHold.id).where(WithdrawalHold.withdrawal_id == withdrawal.id, col(WithdrawalHold.lifted_at).is_(None)))
-    return hold.first() is not None or await _recorded(session, withdrawal, "CANCEL")
+    return await _active_hold(session, withdrawal_id) is not None or await _recorded(session, withdrawal_id, "CANCEL")
+
+
+async def _active_hold(session: AsyncSession, withdrawal_id: str) -> WithdrawalHold | None:
+    """A hold placed through the API and not lifted."""
+    rows = await session.exec(select(WithdrawalHold).where(WithdrawalHold.withdrawal_id == withdrawal_id, col(WithdrawalHold.lifted_at).is_(None)))
+    return rows.first()
 
 
 async def approval_refusal(session: AsyncSession, withdrawal: Withdrawal, quorum: ApprovalQuorum) -> CustodyError | None:
@@ -123,20 +126,20 @@ async def _missing_approvals(session: AsyncSession, withdrawal: Withdrawal, quor
     )
 
 
-async def _accepted(session: AsyncSession, withdrawal: Withdrawal, action: str) -> list[WithdrawalAction]:
+async def _accepted(session: AsyncSession, withdrawal_id: str, action: str) -> list[WithdrawalAction]:
     rows = await session.exec(
         select(WithdrawalAction).where(
-            WithdrawalAction.withdrawal_id == withdrawal.id, WithdrawalAction.action == action, WithdrawalAction.state == "ACCEPTED"
+            WithdrawalAction.withdrawal_id == withdrawal_id, WithdrawalAction.action == action, WithdrawalAction.state == "ACCEPTED"
         )
     )
     return list(rows.all())
 
 
-async def _recorded(session: AsyncSession, withdrawal: Withdrawal, action: str) -> bool:
-    return bool(await _accepted(session, withdrawal, action))
+async def _recorded(session: AsyncSession, withdrawal_id: str, action: str) -> bool:
+    return bool(await _accepted(session, withdrawal_id, action))
 
 
 async def _approvers(session: AsyncSession, withdrawal: Withdrawal, *, excluding: set[str], quorum: ApprovalQuorum) -> set[str]:
     """The distinct identities whose recorded approvals count for `quorum` (the owner and the
     requester never do)."""
-    return {a.actor for a in await _accepted(session, withdrawal, "APPROVE") if a.actor not in excluding and quorum.counts(a.actor, a.actor_roles)}
+    return {a.actor for a in await _accepted(session, withdrawal.id, "APPROVE") if a.actor not in excluding and quorum.counts(a.actor, a.actor_roles)}

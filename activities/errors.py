@@ -80,11 +80,9 @@ class _ActivityInbound(ActivityInboundInterceptor):
                 except Exception:  # the alert is best effort; the failure below is what matters
                     activity.logger.exception("could not record the stuck-activity alert")
             raise failure from e
-        if self._exit_after and name == self._exit_after:
-            # Simulates a worker crash after the activity's side effects committed but before
-            # Temporal recorded its completion: the retry on the next worker must find them.
-            activity.logger.warning("chaos: exiting the worker process after %s", name)
-            os._exit(137)
+        # Simulates a worker crash after the activity's side effects committed but before
+        # Temporal recorded its completion: the retry on the next worker must find them.
+        crash_point(name)
         return result
 
     def _unexpected(self, name: str, error: Exception) -> ApplicationError:

@@ -956,8 +956,7 @@ class WithdrawalActivities:
         prepared = await self.prepare(withdrawal_id)
         crash_point("sign_transfer")
         async with self._sessions() as session:
-            withdrawal, _ = await self._load(session, withdrawal_id)
-            if await stop_requested(session, withdrawal):
+            if await stop_requested(session, withdrawal_id):
                 activity.logger.info("signed, not sent: a hold or cancellation was recorded meanwhile", extra={"tx_hash": prepared.tx_hash})
                 return SentAttempt(prepared, sent=False)
         out = await self.broadcast(withdrawal_id)
