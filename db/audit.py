@@ -4,8 +4,11 @@ Each entry's hash is SHA-256 over its canonical content and the previous entry's
 deleting or reordering any entry breaks every link after it; `verify` walks the chain and names the
 first broken one. Appends happen inside the transaction that makes the change (the change and its
 entry commit together or not at all) and are serialized by an advisory lock, so the chain has one
-order. The table itself refuses UPDATE, DELETE and TRUNCATE (a trigger), so breaking it takes a
-superuser disabling the trigger: exactly what `verify` is there to catch.
+order. The entries a transaction appends are chained and written as it commits (one lock, one
+read of the chain's head and one insert for all of them), so the lock every writer shares is held
+from then to the commit only, not while the rest of the transaction runs. The table itself
+refuses UPDATE, DELETE and TRUNCATE (a trigger), so breaking it takes a superuser disabling the
+trigger: exactly what `verify` is there to catch.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.orm import Session
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -37,29 +42,41 @@ def entry_hash(prev_hash: str, at: datetime, actor: str, action: str, object_typ
     return hashlib.sha256(content.encode()).hexdigest()
 
 
+_PENDING = "audit_pending"
+
+
 async def append(
     session: AsyncSession, *, actor: str, action: str, object_type: str, object_id: str, details: dict[str, Any] | None = None
 ) -> AuditEntry:
-    """Add one entry in the caller's transaction (which must be open: its commit makes it)."""
-    # One chain, one order: appends serialize until their transaction ends.
-    await session.exec(select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended("audit_log", 0))))
-    last = (await session.exec(select(AuditEntry.hash).order_by(col(AuditEntry.id).desc()).limit(1))).first()
-    prev = last or GENESIS
-    at = utcnow()
+    """Add one entry in the caller's transaction (its commit chains and writes it: `_chain_pending`);
+    the entry returned has its id, time and hashes once that transaction has committed."""
     clean = json.loads(json.dumps(details or {}, default=str))  # what JSONB will give back
-    entry = AuditEntry(
-        at=at,
-        actor=actor,
-        action=action,
-        object_type=object_type,
-        object_id=object_id,
-        details=clean,
-        prev_hash=prev,
-        hash=entry_hash(prev, at, actor, action, object_type, object_id, clean),
-    )
-    session.add(entry)
-    await session.flush()
+    entry = AuditEntry(actor=actor, action=action, object_type=object_type, object_id=object_id, details=clean, prev_hash="", hash="")
+    session.info.setdefault(_PENDING, []).append(entry)
     return entry
+
+
+@event.listens_for(Session, "before_commit")
+def _chain_pending(session: Session) -> None:
+    """Chain the transaction's entries to the log's head, under the lock that orders the log,
+    and add them to the commit's flush. Runs inside the commit (within asyncio's greenlet, so
+    synchronous SQL here is the async session's own connection)."""
+    pending: list[AuditEntry] = session.info.pop(_PENDING, [])
+    if not pending:
+        return
+    # One chain, one order: appends serialize until their transaction ends.
+    session.execute(select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended("audit_log", 0))))
+    prev = session.execute(select(AuditEntry.hash).order_by(col(AuditEntry.id).desc()).limit(1)).scalar() or GENESIS
+    at = utcnow()
+    for entry in pending:
+        entry.at, entry.prev_hash = at, prev
+        entry.hash = prev = entry_hash(prev, at, entry.actor, entry.action, entry.object_type, entry.object_id, entry.details)
+    session.add_all(pending)
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_pending(session: Session) -> None:
+    session.info.pop(_PENDING, None)
 
 
 @dataclass
