@@ -129,25 +129,26 @@ class PolicyJudge:
         return verdict_of(decision)
 
     # --- RECHECK -------------------------------------------------------------------------------
-    async def recheck(self, withdrawal_id: str) -> Recheck | None:
+    async def recheck_in(self, session: AsyncSession, withdrawal_id: str) -> Recheck | None:
         """Judge again by the current policy, with the windows as its decision saw them (the
-        spends decided before its own, minus those given back). None: the withdrawal was never
-        judged by the policy (accepted before the engine existed): the caller keeps the old rules."""
-        async with self._sessions() as session, session.begin():
-            decided = await _decision(session, withdrawal_id, DECIDE)
-            if decided is None:
-                return None
-            if decided.outcome == Outcome.EXEMPT:
-                return Recheck()
-            withdrawal, wallet = await _load(session, withdrawal_id, lock=False)
-            spend = (await session.exec(select(PolicySpend).where(PolicySpend.withdrawal_id == withdrawal_id))).first()
-            as_of = (spend.id, spend.at) if spend is not None and spend.id is not None else None
-            version, document = await store.current(session)
-            candidate = await self.candidate(session, withdrawal, wallet)
-            judgement = await self.judge(document, version).judge(candidate, lambda window: self._totals(session, withdrawal, window, as_of=as_of))
-            last = await _decision(session, withdrawal_id, RECHECK)
-            if last is None or (last.policy_version, last.rule_id, last.outcome) != (version, judgement.rule_id, judgement.outcome):
-                await self._record(session, withdrawal, RECHECK, judgement)
+        spends decided before its own, minus those given back), in the caller's transaction
+        (the signing step's, which has the withdrawal and wallet loaded already). None: the
+        withdrawal was never judged by the policy (accepted before the engine existed): the
+        caller keeps the old rules."""
+        decided = await _decision(session, withdrawal_id, DECIDE)
+        if decided is None:
+            return None
+        if decided.outcome == Outcome.EXEMPT:
+            return Recheck()
+        withdrawal, wallet = await _load(session, withdrawal_id, lock=False)
+        spend = (await session.exec(select(PolicySpend).where(PolicySpend.withdrawal_id == withdrawal_id))).first()
+        as_of = (spend.id, spend.at) if spend is not None and spend.id is not None else None
+        version, document = await store.current(session)
+        candidate = await self.candidate(session, withdrawal, wallet)
+        judgement = await self.judge(document, version).judge(candidate, lambda window: self._totals(session, withdrawal, window, as_of=as_of))
+        last = await _decision(session, withdrawal_id, RECHECK)
+        if last is None or (last.policy_version, last.rule_id, last.outcome) != (version, judgement.rule_id, judgement.outcome):
+            await self._record(session, withdrawal, RECHECK, judgement)
         if judgement.error_code is not None:
             activity.logger.warning("policy re-check refuses to sign", extra={"outcome": judgement.outcome, "rule_id": judgement.rule_id})
             return Recheck(refusal=refusal_of(judgement))

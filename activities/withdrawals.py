@@ -202,6 +202,23 @@ def _prepared(attempts: list[TransferAttempt], blocked: FeeAboveCap | None = Non
     return prepared
 
 
+@dataclass
+class _Loaded:
+    """A withdrawal, its wallet and its attempts, as read by the transaction that opened a step:
+    the later transactions of the same step reuse them (issue 14: each load is a round trip).
+    What may change meanwhile (a hold, a cancellation, a new attempt) is read again where it matters."""
+
+    withdrawal: Withdrawal
+    wallet: Wallet
+    attempts: list[TransferAttempt]
+
+
+@dataclass
+class _Signed:
+    prepared: PreparedAttempt
+    loaded: _Loaded
+
+
 class WithdrawalActivities:
     def __init__(
         self,
@@ -225,10 +242,14 @@ class WithdrawalActivities:
         withdrawal = await session.get(Withdrawal, withdrawal_id)
         if withdrawal is None:
             raise WithdrawalNotFound("no such withdrawal", withdrawal_id=withdrawal_id)
+        return withdrawal, await self._wallet_of(session, withdrawal)
+
+    @staticmethod
+    async def _wallet_of(session: AsyncSession, withdrawal: Withdrawal) -> Wallet:
         wallet = await session.get(Wallet, withdrawal.wallet_id)
         if wallet is None or wallet.owner != withdrawal.owner:
             raise WalletNotFound("wallet not found for this owner", wallet_id=withdrawal.wallet_id)
-        return withdrawal, wallet
+        return wallet
 
     async def _signing_intent(self, session: AsyncSession, withdrawal: Withdrawal, wallet: Wallet) -> TransferIntent:
         """The intent to sign: a sweep also carries the exact fee fixed with its amount at reserve time."""
@@ -241,14 +262,20 @@ class WithdrawalActivities:
         return dataclasses.replace(intent, amount=withdrawal.amount, fee=reservation.fee_amount)
 
     @asynccontextmanager
-    async def _slot_serialized(self, withdrawal_id: str, *, with_channel: bool = False, new_slot: bool = False) -> AsyncIterator[Wallet | None]:
+    async def _slot_serialized(
+        self, withdrawal_id: str, *, with_channel: bool = False, new_slot: bool = False, loaded: _Loaded | None = None
+    ) -> AsyncIterator[Wallet | None]:
         """Queue behind this worker's other signers for the same slot owner (the wallet, or the
         channel account the withdrawal leases: yielded) before borrowing a database connection
         (see activities/locks.py); the advisory lock on the same key then covers other workers.
-        `new_slot`: a re-sign, whose held channel may have vanished from the chain meanwhile."""
-        async with self._sessions() as session:
-            withdrawal, wallet = await self._load(session, withdrawal_id)
-            attempts = await self._attempts(session, withdrawal_id)
+        `new_slot`: a re-sign, whose held channel may have vanished from the chain meanwhile.
+        `loaded`: what the step has read already (otherwise read here)."""
+        if loaded is None:
+            async with self._sessions() as session:
+                withdrawal, wallet = await self._load(session, withdrawal_id)
+                attempts = await self._attempts(session, withdrawal_id)
+        else:
+            withdrawal, wallet, attempts = loaded.withdrawal, loaded.wallet, loaded.attempts
         channel = None
         if with_channel:
             # Only a first attempt takes a channel; later ones (a retried step, a re-sign after
@@ -300,33 +327,36 @@ class WithdrawalActivities:
         return needs_approval
 
     async def _refusal_to_sign(self, withdrawal_id: str, step: SigningStep) -> tuple[CustodyError | None, list[TransferAttempt]]:
-        """The access re-check before a new signature (activities/access.py), from the database
-        alone; with the withdrawal's attempts so far. A first attempt already made is never
-        refused: the retry returns it (it may already be out). Before a first attempt the policy
-        judges the withdrawal again (activities/policy.py): a rule that now blocks it or a limit
-        it now exceeds refuses, and the approvals checked are the ones the policy asks for now."""
-        async with self._sessions() as session:
+        """The access re-check before a new signature (`_refusal_in`), with the withdrawal's attempts so far."""
+        async with self._sessions() as session, session.begin():
             withdrawal, wallet = await self._load(session, withdrawal_id)
             attempts = await self._attempts(session, withdrawal_id)
-            if step == SigningStep.FIRST and attempts:
-                return None, attempts
-            # Blocks, freezes and holds first, at once (a pause placed after this point holds the
-            # withdrawal after its signature, before it is sent).
-            refusal = await refusal_to_sign(session, withdrawal, wallet, step)
-            if refusal is not None or step != SigningStep.FIRST:
-                return refusal, attempts
-            pool_key = await session.get(PoolKey, wallet.id) if wallet.owner.startswith("pool:") else None
-            quorum = ONE_APPROVER if self._needs_approval(withdrawal, pool_key) else None
-        recheck = await self._judge.recheck(withdrawal_id)
+            return await self._refusal_in(session, withdrawal, wallet, attempts, step), attempts
+
+    async def _refusal_in(
+        self, session: AsyncSession, withdrawal: Withdrawal, wallet: Wallet, attempts: list[TransferAttempt], step: SigningStep
+    ) -> CustodyError | None:
+        """The access re-check before a new signature (activities/access.py), from the database
+        alone, in the caller's transaction (which records the policy's re-check). A first
+        attempt already made is never refused: the retry returns it (it may already be out).
+        Before a first attempt the policy judges the withdrawal again (activities/policy.py): a
+        rule that now blocks it or a limit it now exceeds refuses, and the approvals checked
+        are the ones the policy asks for now."""
+        if step == SigningStep.FIRST and attempts:
+            return None
+        # Blocks, freezes and holds first, at once (a pause placed after this point holds the
+        # withdrawal after its signature, before it is sent).
+        refusal = await refusal_to_sign(session, withdrawal, wallet, step)
+        if refusal is not None or step != SigningStep.FIRST:
+            return refusal
+        pool_key = await session.get(PoolKey, wallet.id) if wallet.owner.startswith("pool:") else None
+        quorum = ONE_APPROVER if self._needs_approval(withdrawal, pool_key) else None
+        recheck = await self._judge.recheck_in(session, withdrawal.id)
         if recheck is not None:  # None: accepted before the policy engine, the threshold alone
             if recheck.refusal is not None:
-                return recheck.refusal, attempts
+                return recheck.refusal
             quorum = recheck.quorum
-        if quorum is None:
-            return None, attempts
-        async with self._sessions() as session:
-            withdrawal, _ = await self._load(session, withdrawal_id)
-            return await approval_refusal(session, withdrawal, quorum), attempts
+        return None if quorum is None else await approval_refusal(session, withdrawal, quorum)
 
     async def _held_back(self, withdrawal_id: str, step: SigningStep) -> PreparedAttempt | None:
         """For replacements and re-signs: a refusal comes back `blocked` (alerted by the
@@ -348,16 +378,17 @@ class WithdrawalActivities:
             if withdrawal.status != change.status.value:
                 await _record_transition(session, withdrawal, change.status, change.detail)
 
-    async def _enter_step(self, withdrawal_id: str, status: WithdrawalStatus) -> None:
-        """The status a step stands for, recorded by the step itself (the workflow's runs with
-        the `folded-steps` marker schedule no record_status of their own): forward
-        only, so a re-send from the confirm loop leaves CONFIRMING as it is, and once per status
-        however often the step is retried. A final withdrawal raises ALREADY_FINAL: a reset run
-        of a finished workflow changes nothing."""
-        async with self._sessions() as session, session.begin():
-            withdrawal = await self._locked_unfinished(session, withdrawal_id)
-            if _STEP_ORDER.index(WithdrawalStatus(withdrawal.status)) < _STEP_ORDER.index(status):
-                await _record_transition(session, withdrawal, status, {})
+    async def _enter_step(self, session: AsyncSession, withdrawal_id: str, status: WithdrawalStatus) -> Withdrawal:
+        """The status a step stands for, recorded by the step itself in the transaction that
+        opens it (the workflow's runs with the `folded-steps` marker schedule no record_status
+        of their own): forward only, so a re-send from the confirm loop leaves CONFIRMING as it
+        is, and once per status however often the step is retried. A final withdrawal raises
+        ALREADY_FINAL: a reset run of a finished workflow changes nothing. The withdrawal's row
+        stays locked until that transaction ends."""
+        withdrawal = await self._locked_unfinished(session, withdrawal_id)
+        if _STEP_ORDER.index(WithdrawalStatus(withdrawal.status)) < _STEP_ORDER.index(status):
+            await _record_transition(session, withdrawal, status, {})
+        return withdrawal
 
     @staticmethod
     async def _locked_unfinished(session: AsyncSession, withdrawal_id: str) -> Withdrawal:
@@ -400,9 +431,9 @@ class WithdrawalActivities:
     @activity.defn(name="validate_withdrawal")
     async def validate(self, withdrawal_id: str) -> ValidationResult:
         """Wallet exists, is the caller's and active; asset known; destination well-formed."""
-        await self._enter_step(withdrawal_id, WithdrawalStatus.VALIDATING)
-        async with self._sessions() as session:
-            withdrawal, wallet = await self._load(session, withdrawal_id)
+        async with self._sessions() as session, session.begin():
+            withdrawal = await self._enter_step(session, withdrawal_id, WithdrawalStatus.VALIDATING)
+            wallet = await self._wallet_of(session, withdrawal)
             pool_key = await session.get(PoolKey, wallet.id) if wallet.owner.startswith("pool:") else None
         if wallet.status != "ACTIVE" or wallet.address is None:
             raise WalletInactive("wallet is not active", wallet_id=wallet.id)
@@ -601,31 +632,41 @@ class WithdrawalActivities:
         A retry (or a reset of the workflow) returns the stored attempt; it never signs again.
         Nothing is signed while the access re-check refuses (activities/access.py).
         """
-        await self._enter_step(withdrawal_id, WithdrawalStatus.SIGNING)
-        refusal, _ = await self._refusal_to_sign(withdrawal_id, SigningStep.FIRST)
+        return (await self._sign_first(withdrawal_id)).prepared
+
+    async def _sign_first(self, withdrawal_id: str) -> _Signed:
+        """sign_transfer's work, with what it loaded (the send that follows in the same step reuses it)."""
+        # One transaction enters SIGNING and makes the access and policy re-check; its refusal
+        # is raised once SIGNING (and the policy's re-check) are committed.
+        async with self._sessions() as session, session.begin():
+            withdrawal = await self._enter_step(session, withdrawal_id, WithdrawalStatus.SIGNING)
+            wallet = await self._wallet_of(session, withdrawal)
+            loaded = _Loaded(withdrawal, wallet, await self._attempts(session, withdrawal_id))
+            refusal = await self._refusal_in(session, withdrawal, wallet, loaded.attempts, SigningStep.FIRST)
         if refusal is not None:
             raise refusal
-        serialized = self._slot_serialized(withdrawal_id, with_channel=True)
+        if loaded.attempts:  # a retry: the attempt already made (it may already be out)
+            return _Signed(_prepared(loaded.attempts), loaded)
+        serialized = self._slot_serialized(withdrawal_id, with_channel=True, loaded=loaded)
         async with serialized as channel, self._sessions() as session, session.begin():
-            withdrawal, wallet = await self._load(session, withdrawal_id)
             intent = await self._signing_intent(session, withdrawal, wallet)
             slot_owner = channel.address if channel is not None else intent.sender
             assert slot_owner is not None
             await advisory_lock(session, "sender", withdrawal.chain, slot_owner)
             attempts = await self._attempts(session, withdrawal_id)
-            if attempts:
-                return _prepared(attempts)
+            if attempts:  # signed by a concurrent try of this step meanwhile
+                return _Signed(_prepared(attempts), dataclasses.replace(loaded, attempts=attempts))
             sequence = await self._claim_sequence(session, withdrawal, slot_owner)
             chain = self._chains.get(withdrawal.chain)
             sign, channel_key = self._guarded(withdrawal, wallet, intent, sequence, channel)
             signed = await chain.sign_transfer(intent, sequence, sign, channel=channel_key)
             attempt = self._attempt_row(withdrawal, intent, signed)
             session.add(attempt)
+            await session.exec(sa.update(Withdrawal).where(col(Withdrawal.id) == withdrawal_id).values(nonce=sequence))
             withdrawal.nonce = sequence
-            session.add(withdrawal)
             await self._audit_signed(session, withdrawal.id, signed)
-            activity.logger.info("signed attempt persisted", extra={"tx_hash": signed.tx_hash, "nonce": sequence})
-            return _prepared([attempt])
+        activity.logger.info("signed attempt persisted", extra={"tx_hash": signed.tx_hash, "nonce": sequence})
+        return _Signed(_prepared([attempt]), dataclasses.replace(loaded, attempts=[attempt]))
 
     def _guarded(
         self,
@@ -939,10 +980,9 @@ class WithdrawalActivities:
     async def broadcast(self, withdrawal_id: str) -> PreparedAttempt:
         """Send the latest stored bytes. Safe to repeat: the same bytes are the same transfer.
         The withdrawal is BROADCASTING while it sends and CONFIRMING once it is out."""
-        await self._enter_step(withdrawal_id, WithdrawalStatus.BROADCASTING)
-        prepared = await self._send_latest(withdrawal_id)
-        await self._enter_step(withdrawal_id, WithdrawalStatus.CONFIRMING)
-        return prepared
+        loaded = await self._enter_sending(withdrawal_id)
+        assert loaded is not None
+        return await self._send(loaded)
 
     @activity.defn(name="sign_and_broadcast_transfer")
     async def sign_and_broadcast(self, withdrawal_id: str) -> SentAttempt:
@@ -953,22 +993,59 @@ class WithdrawalActivities:
         signature. A hold or cancellation recorded through the API while it signed (a pause
         during a slow KMS call) stops it before the send; the workflow then holds or cancels at
         its checkpoint and sends with broadcast_transfer only once resumed."""
-        prepared = await self.prepare(withdrawal_id)
+        signed = await self._sign_first(withdrawal_id)
         crash_point("sign_transfer")
-        async with self._sessions() as session:
-            if await stop_requested(session, withdrawal_id):
-                activity.logger.info("signed, not sent: a hold or cancellation was recorded meanwhile", extra={"tx_hash": prepared.tx_hash})
-                return SentAttempt(prepared, sent=False)
-        out = await self.broadcast(withdrawal_id)
+        if await self._enter_sending(withdrawal_id, signed=signed.loaded) is None:
+            activity.logger.info("signed, not sent: a hold or cancellation was recorded meanwhile", extra={"tx_hash": signed.prepared.tx_hash})
+            return SentAttempt(signed.prepared, sent=False)
+        out = await self._send(signed.loaded)
         crash_point("broadcast_transfer")
         return SentAttempt(out, sent=True)
 
-    async def _send_latest(self, withdrawal_id: str) -> PreparedAttempt:
-        async with self._sessions() as session:
-            withdrawal, wallet = await self._load(session, withdrawal_id)
-            attempts = await self._attempts(session, withdrawal_id)
+    async def _enter_sending(self, withdrawal_id: str, *, signed: _Loaded | None = None) -> _Loaded | None:
+        """BROADCASTING, with what the send needs. `signed`: what the same step just signed (or
+        found signed); then a hold or cancellation recorded meanwhile stops the step before the
+        send (None)."""
+        async with self._sessions() as session, session.begin():
+            if signed is not None and await stop_requested(session, withdrawal_id):
+                return None
+            withdrawal = await self._enter_step(session, withdrawal_id, WithdrawalStatus.BROADCASTING)
+            if signed is not None:
+                return signed
+            return _Loaded(withdrawal, await self._wallet_of(session, withdrawal), await self._attempts(session, withdrawal_id))
+
+    async def _send(self, loaded: _Loaded) -> PreparedAttempt:
+        """Send the latest attempt; then, in one transaction, mark its first send and enter CONFIRMING."""
+        withdrawal_id = loaded.withdrawal.id
+        prepared, result = await self._send_latest(loaded)
+        latest = loaded.attempts[-1]
+        async with self._sessions() as session, session.begin():
+            if result is not None:
+                first_send = await session.exec(
+                    sa.update(TransferAttempt)
+                    .where(col(TransferAttempt.id) == latest.id, col(TransferAttempt.broadcast_at).is_(None))
+                    .values(state="BROADCAST", broadcast_at=utcnow())
+                )
+                if first_send.rowcount:
+                    await audit.append(
+                        session,
+                        actor=WORKFLOW_ACTOR,
+                        action="withdrawal.broadcast",
+                        object_type="withdrawal",
+                        object_id=withdrawal_id,
+                        details={"tx_hash": latest.tx_hash, "result": result},
+                    )
+            await self._enter_step(session, withdrawal_id, WithdrawalStatus.CONFIRMING)
+        if result is not None:
+            activity.logger.info("broadcast", extra={"tx_hash": latest.tx_hash, "result": result})
+        return prepared
+
+    async def _send_latest(self, loaded: _Loaded) -> tuple[PreparedAttempt, str | None]:
+        """The latest attempt sent, with the node's answer; None when the send was refused in a
+        way that leaves the confirm loop to decide."""
+        withdrawal, attempts = loaded.withdrawal, loaded.attempts
         if not attempts:
-            raise PermanentError("no signed attempt to broadcast", withdrawal_id=withdrawal_id)
+            raise PermanentError("no signed attempt to broadcast", withdrawal_id=withdrawal.id)
         chain = self._chains.get(withdrawal.chain)
         latest = attempts[-1]
         try:
@@ -981,13 +1058,13 @@ class WithdrawalActivities:
             # re-signs with the fee of that moment (resign_expired). Never a FAILED withdrawal.
             activity.logger.warning("fee refused by the network: re-sending until it passes or expires", extra={"tx_hash": latest.tx_hash})
             metrics.BROADCASTS.labels(chain=withdrawal.chain, result="fee_too_low").inc()
-            return _prepared(attempts)
+            return _prepared(attempts), None
         except PermanentError:
             if not chain.replaceable_in_slot and (latest.broadcast_at is not None or activity.info().attempt > 1):
                 # Bytes a node once accepted (or that a lost response may have delivered) can
                 # still land until they expire: a refused re-send proves nothing, so let
                 # transfer_status decide (EXPIRED leads to a fresh attempt, not a failure).
-                return _prepared(attempts)
+                return _prepared(attempts), None
             # If any attempt of ours is already out there (an earlier send whose response was
             # lost, or the original of a refused replacement) it may still land: keep
             # confirming rather than declaring the withdrawal failed.
@@ -995,26 +1072,10 @@ class WithdrawalActivities:
                 if await chain.is_known(attempt.tx_hash):
                     activity.logger.warning("send refused but an attempt is pending", extra={"tx_hash": attempt.tx_hash})
                     metrics.BROADCASTS.labels(chain=withdrawal.chain, result="refused_but_pending").inc()
-                    return _prepared(attempts)
+                    return _prepared(attempts), None
             raise
         metrics.BROADCASTS.labels(chain=withdrawal.chain, result=result).inc()
-        async with self._sessions() as session, session.begin():
-            first_send = await session.exec(
-                sa.update(TransferAttempt)
-                .where(col(TransferAttempt.id) == latest.id, col(TransferAttempt.broadcast_at).is_(None))
-                .values(state="BROADCAST", broadcast_at=utcnow())
-            )
-            if first_send.rowcount:
-                await audit.append(
-                    session,
-                    actor=WORKFLOW_ACTOR,
-                    action="withdrawal.broadcast",
-                    object_type="withdrawal",
-                    object_id=withdrawal_id,
-                    details={"tx_hash": latest.tx_hash, "result": result},
-                )
-        activity.logger.info("broadcast", extra={"tx_hash": latest.tx_hash, "result": result})
-        return _prepared(attempts)
+        return _prepared(attempts), result
 
     @activity.defn(name="await_confirmation")
     async def await_confirmation(self, withdrawal_id: str) -> ConfirmationResult:
@@ -1059,18 +1120,22 @@ class WithdrawalActivities:
     @activity.defn(name="finish_withdrawal")
     async def finish(self, finish: FinishInput) -> None:
         """The terminal transition, atomically: status, history, reservation, nonce claim."""
-        async with self._sessions() as session:
-            withdrawal, wallet = await self._load(session, finish.withdrawal_id)
-            attempts = await self._attempts(session, finish.withdrawal_id)
-        chain = self._chains.get(withdrawal.chain)
         outcome = finish.outcome
         landed = outcome is not None and outcome.state in LANDED_OUTCOMES
-        # A nonce goes back to the pool only if no attempt of ours can still land with it.
-        release_slot = not landed and not any([await chain.is_known(a.tx_hash) for a in attempts])
+        release_slot = False
+        if not landed:
+            # A nonce goes back to the pool only if no attempt of ours can still land with it
+            # (asked of the node before the transaction below: no row stays locked meanwhile).
+            async with self._sessions() as session:
+                withdrawal, _ = await self._load(session, finish.withdrawal_id)
+                attempts = await self._attempts(session, finish.withdrawal_id)
+            chain = self._chains.get(withdrawal.chain)
+            release_slot = not any([await chain.is_known(a.tx_hash) for a in attempts])
 
         async with self._sessions() as session, session.begin():
             row = await session.get(Withdrawal, finish.withdrawal_id, with_for_update=True)
-            assert row is not None
+            if row is None:
+                raise WithdrawalNotFound("no such withdrawal", withdrawal_id=finish.withdrawal_id)
             if WithdrawalStatus(row.status).is_final:
                 return
             now = utcnow()
@@ -1085,11 +1150,12 @@ class WithdrawalActivities:
                 row.block_number = outcome.block_number
                 row.fee_paid = outcome.fee_paid
             await _settle_attempt_states(session, row.id, outcome if landed else None)
-            landed_attempt = next((a for a in attempts if outcome is not None and a.tx_hash == outcome.tx_hash), None)
-            if row.sweep and landed_attempt is not None and "value" in (landed_attempt.fee_params or {}):
+            if row.sweep and outcome is not None:
                 # Each replacement of a sweep moves a little less (it pays more fee out of the
                 # same total): what was swept is the value of the attempt that landed.
-                row.amount = int(landed_attempt.fee_params["value"])
+                landed_attempt = next((a for a in await self._attempts(session, row.id) if a.tx_hash == outcome.tx_hash), None)
+                if landed_attempt is not None and "value" in (landed_attempt.fee_params or {}):
+                    row.amount = int(landed_attempt.fee_params["value"])
             detail = {k: v for k, v in {"error_code": finish.error_code, "tx_hash": row.tx_hash}.items() if v}
             fee_paid = {"fee_paid": str(row.fee_paid)} if row.fee_paid is not None else {}
             await _record_transition(session, row, finish.status, detail, at=now, audit_details=detail | fee_paid)
@@ -1109,5 +1175,5 @@ class WithdrawalActivities:
                     .where(col(SequenceClaim.withdrawal_id) == row.id, col(SequenceClaim.state) == "ACTIVE")
                     .values(state="RELEASED", updated_at=now)
                 )
-        metrics.WITHDRAWALS_FINISHED.labels(chain=withdrawal.chain, asset=withdrawal.asset, status=finish.status.value).inc()
+        metrics.WITHDRAWALS_FINISHED.labels(chain=row.chain, asset=row.asset, status=finish.status.value).inc()
         activity.logger.info("withdrawal finished", extra={"status": finish.status.value, "error_code": finish.error_code})
