@@ -217,6 +217,9 @@ class _Loaded:
 class _Signed:
     prepared: PreparedAttempt
     loaded: _Loaded
+    # Signed by this very try: nothing can have sent it yet. An attempt found already signed
+    # (a retry) may be out, sent by a try that died before Temporal heard of it.
+    fresh: bool = False
 
 
 class WithdrawalActivities:
@@ -666,7 +669,7 @@ class WithdrawalActivities:
             withdrawal.nonce = sequence
             await self._audit_signed(session, withdrawal.id, signed)
         activity.logger.info("signed attempt persisted", extra={"tx_hash": signed.tx_hash, "nonce": sequence})
-        return _Signed(_prepared([attempt]), dataclasses.replace(loaded, attempts=[attempt]))
+        return _Signed(_prepared([attempt]), dataclasses.replace(loaded, attempts=[attempt]), fresh=True)
 
     def _guarded(
         self,
@@ -995,19 +998,22 @@ class WithdrawalActivities:
         its checkpoint and sends with broadcast_transfer only once resumed."""
         signed = await self._sign_first(withdrawal_id)
         crash_point("sign_transfer")
-        if await self._enter_sending(withdrawal_id, signed=signed.loaded) is None:
+        if await self._enter_sending(withdrawal_id, signed=signed.loaded, stop_if_requested=signed.fresh) is None:
             activity.logger.info("signed, not sent: a hold or cancellation was recorded meanwhile", extra={"tx_hash": signed.prepared.tx_hash})
             return SentAttempt(signed.prepared, sent=False)
         out = await self._send(signed.loaded)
         crash_point("broadcast_transfer")
         return SentAttempt(out, sent=True)
 
-    async def _enter_sending(self, withdrawal_id: str, *, signed: _Loaded | None = None) -> _Loaded | None:
-        """BROADCASTING, with what the send needs. `signed`: what the same step just signed (or
-        found signed); then a hold or cancellation recorded meanwhile stops the step before the
-        send (None)."""
+    async def _enter_sending(self, withdrawal_id: str, *, signed: _Loaded | None = None, stop_if_requested: bool = False) -> _Loaded | None:
+        """BROADCASTING, with what the send needs (`signed`: what the same step just signed or
+        found signed). `stop_if_requested`: the attempt was signed by this very try, so a hold or
+        cancellation recorded meanwhile stops the step before the send (None). Never for an
+        attempt found signed: an earlier try may have sent it and died before reporting, and a
+        cancellation read as "nothing went out" would report CANCELLED for money that moved;
+        the same bytes are sent again and a cancellation is answered after the send, on chain."""
         async with self._sessions() as session, session.begin():
-            if signed is not None and await stop_requested(session, withdrawal_id):
+            if stop_if_requested and await stop_requested(session, withdrawal_id):
                 return None
             withdrawal = await self._enter_step(session, withdrawal_id, WithdrawalStatus.BROADCASTING)
             if signed is not None:

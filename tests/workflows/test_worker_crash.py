@@ -74,6 +74,39 @@ async def test_worker_killed_between_persist_and_broadcast_sends_exactly_once(se
                 process.wait(10)
 
 
+async def test_a_cancel_made_after_the_send_of_a_try_that_died_never_reports_cancelled_for_money_that_moved(settings, client, sessions):
+    """The worker dies right after sign-and-broadcast sent the transfer (before Temporal heard of
+    it); the owner cancels meanwhile. The retried step must not read the cancellation as "stop
+    before the send": the bytes are already out (anvil mined them), so the withdrawal completes
+    and the cancellation is answered by the chain (too late), never CANCELLED with the money gone."""
+    crashing = worker_process(settings, chaos_after="broadcast_transfer")
+    restarted = None
+    try:
+        async with api_client(settings, client) as api:
+            wallet, destination, accepted = await _withdraw_until_the_crash(api, crashing, "0.25")
+            web3 = AsyncWeb3(AsyncHTTPProvider(settings.chains["anvil"].rpc_url))
+            assert await web3.eth.get_balance(destination) == 25 * 10**16  # sent and mined before the worker died
+            # Recorded at once; delivered to the workflow once a worker runs it again.
+            cancelling = asyncio.create_task(api.post(f"/v1/withdrawals/{accepted['id']}/cancel", json={"reason": "too late"}, headers=ALICE))
+            await asyncio.sleep(1)
+            restarted = worker_process(settings)
+            done = await wait_for_status(api, accepted["id"], {"COMPLETED", "FAILED", "CANCELLED"}, timeout=120)
+            await cancelling
+            assert done["status"] == "COMPLETED", done
+            # The transfer that went out before the crash is the one that landed (a cancelling
+            # replacement the workflow may have signed after the send could not: its nonce was used).
+            assert done["tx_hash"] == done["attempts"][0]["tx_hash"]
+            assert await web3.eth.get_transaction_count(wallet["address"]) == 1
+            async with sessions() as session:
+                held = await session.get(Reservation, accepted["id"])
+            assert held is not None and held.state == "SETTLED"
+    finally:
+        for process in (crashing, restarted):
+            if process is not None and process.poll() is None:
+                process.terminate()
+                process.wait(10)
+
+
 @pytest.mark.parametrize("step", ["reserve_funds", "finish_withdrawal"])
 async def test_worker_killed_right_after_a_local_step_committed_pays_once(step, settings, client, sessions):
     """reserve and finish run as local activities inside a workflow task: a worker that dies right
