@@ -5,7 +5,9 @@ RUN useradd --system --create-home --uid 10001 custody
 WORKDIR /app
 COPY pyproject.toml README.md ./
 COPY . .
-RUN pip install --no-cache-dir -e . && mkdir -p /data && chown custody:custody /data
+# Bytecode compiled at build time: the workflow sandbox imports each workflow module per run, and
+# the unprivileged user cannot write __pycache__ (core/sandbox_bytecode.py).
+RUN pip install --no-cache-dir -e . && python -m compileall -q workflows && mkdir -p /data && chown custody:custody /data
 ENV CUSTODY_LOG_JSON=true
 USER custody
 EXPOSE 8000 9464

@@ -7,6 +7,7 @@ import logging
 import signal
 from collections.abc import Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import start_http_server
@@ -25,6 +26,7 @@ from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.worker import Worker
 
 import core.importlock  # noqa: F401  (Python 3.11: the sandbox's imports must survive re-entrant imports)
+import workflows
 from activities.alerts import record_withdrawal_alert
 from activities.channels import ChannelActivities, channel_settings
 from activities.errors import CustodyWorkerInterceptor
@@ -38,6 +40,7 @@ from activities.withdrawals import WithdrawalActivities, WithdrawalPolicy
 from chains.registry import ChainRegistry
 from core.logs import configure_logging
 from core.redaction import register_settings
+from core.sandbox_bytecode import cache_workflow_bytecode
 from core.settings import Settings
 from core.temporal import connect_temporal, metrics_runtime, worker_client
 from core.tracing import configure_tracing, tracing_interceptors
@@ -149,6 +152,7 @@ def build_activities(settings: Settings, sessions: SessionFactory) -> list[Any]:
 
 def build_worker(client: Client, settings: Settings, sessions: SessionFactory, task_queue: str | None = None) -> Worker:
     register_settings(settings)  # endpoint keys and secrets masked in errors and logs
+    cache_workflow_bytecode(Path(workflows.__file__).parent)  # the sandbox imports them per run
     return Worker(
         worker_client(client, settings),  # refuses payloads not sealed with the payload keys
         task_queue=task_queue or settings.task_queue,
