@@ -10,6 +10,8 @@ import json
 import signal
 import subprocess
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -17,7 +19,7 @@ from sqlmodel import select
 from temporalio.api.enums.v1 import EventType
 from web3 import AsyncHTTPProvider, AsyncWeb3
 
-from core.settings import AwsKmsSettings
+from core.settings import AwsKmsSettings, Settings
 from devnet.faultproxy import FaultProxy
 from models.db import Reservation, TransferAttempt
 from models.payloads import WithdrawalResult, WithdrawalStatus
@@ -45,12 +47,38 @@ async def _withdraw_until_the_crash(api: httpx.AsyncClient, crashing: subprocess
     return wallet, destination, accepted
 
 
-async def test_worker_killed_between_persist_and_broadcast_sends_exactly_once(settings, client, sessions):
-    crashing = worker_process(settings, chaos_after="sign_transfer")
-    restarted = None
+class _CrashAndRestart:
+    """A worker the chaos hook kills right after `step`, and the plain worker started in its
+    place by `restart()`; both stopped when the test ends."""
+
+    def __init__(self, settings: Settings, step: str) -> None:
+        self.settings = settings
+        self.crashing = worker_process(settings, chaos_after=step)
+        self.processes = [self.crashing]
+
+    def restart(self) -> None:
+        self.processes.append(worker_process(self.settings))
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.terminate()
+                process.wait(10)
+
+
+@contextmanager
+def _worker_killed_after(settings: Settings, step: str) -> Iterator[_CrashAndRestart]:
+    workers = _CrashAndRestart(settings, step)
     try:
+        yield workers
+    finally:
+        workers.stop()
+
+
+async def test_worker_killed_between_persist_and_broadcast_sends_exactly_once(settings, client, sessions):
+    with _worker_killed_after(settings, "sign_transfer") as workers:
         async with api_client(settings, client) as api:
-            wallet, destination, accepted = await _withdraw_until_the_crash(api, crashing, "0.3")
+            wallet, destination, accepted = await _withdraw_until_the_crash(api, workers.crashing, "0.3")
             async with sessions() as session:
                 attempts = (await session.exec(select(TransferAttempt).where(TransferAttempt.withdrawal_id == accepted["id"]))).all()
             assert len(attempts) == 1 and attempts[0].broadcast_at is None
@@ -58,7 +86,7 @@ async def test_worker_killed_between_persist_and_broadcast_sends_exactly_once(se
             web3 = AsyncWeb3(AsyncHTTPProvider(settings.chains["anvil"].rpc_url))
             assert await web3.eth.get_transaction_count(wallet["address"]) == 0  # nothing sent yet
 
-            restarted = worker_process(settings, chaos_after=None)
+            workers.restart()
             done = await wait_for_status(api, accepted["id"], {"COMPLETED", "FAILED"}, timeout=120)
             assert done["status"] == "COMPLETED", done
             assert done["tx_hash"] == persisted_hash
@@ -67,11 +95,6 @@ async def test_worker_killed_between_persist_and_broadcast_sends_exactly_once(se
             assert await web3.eth.get_balance(destination) == 3 * 10**17
             history = (await api.get(f"/v1/withdrawals/{accepted['id']}", headers=ALICE)).json()["history"]
             assert [e["status"] for e in history].count("SIGNING") == 1
-    finally:
-        for process in (crashing, restarted):
-            if process is not None and process.poll() is None:
-                process.terminate()
-                process.wait(10)
 
 
 async def test_a_cancel_made_after_the_send_of_a_try_that_died_never_reports_cancelled_for_money_that_moved(settings, client, sessions):
@@ -79,17 +102,15 @@ async def test_a_cancel_made_after_the_send_of_a_try_that_died_never_reports_can
     it); the owner cancels meanwhile. The retried step must not read the cancellation as "stop
     before the send": the bytes are already out (anvil mined them), so the withdrawal completes
     and the cancellation is answered by the chain (too late), never CANCELLED with the money gone."""
-    crashing = worker_process(settings, chaos_after="broadcast_transfer")
-    restarted = None
-    try:
+    with _worker_killed_after(settings, "broadcast_transfer") as workers:
         async with api_client(settings, client) as api:
-            wallet, destination, accepted = await _withdraw_until_the_crash(api, crashing, "0.25")
+            wallet, destination, accepted = await _withdraw_until_the_crash(api, workers.crashing, "0.25")
             web3 = AsyncWeb3(AsyncHTTPProvider(settings.chains["anvil"].rpc_url))
             assert await web3.eth.get_balance(destination) == 25 * 10**16  # sent and mined before the worker died
             # Recorded at once; delivered to the workflow once a worker runs it again.
             cancelling = asyncio.create_task(api.post(f"/v1/withdrawals/{accepted['id']}/cancel", json={"reason": "too late"}, headers=ALICE))
             await asyncio.sleep(1)
-            restarted = worker_process(settings)
+            workers.restart()
             done = await wait_for_status(api, accepted["id"], {"COMPLETED", "FAILED", "CANCELLED"}, timeout=120)
             await cancelling
             assert done["status"] == "COMPLETED", done
@@ -100,11 +121,6 @@ async def test_a_cancel_made_after_the_send_of_a_try_that_died_never_reports_can
             async with sessions() as session:
                 held = await session.get(Reservation, accepted["id"])
             assert held is not None and held.state == "SETTLED"
-    finally:
-        for process in (crashing, restarted):
-            if process is not None and process.poll() is None:
-                process.terminate()
-                process.wait(10)
 
 
 @pytest.mark.parametrize("step", ["reserve_funds", "finish_withdrawal"])
@@ -112,16 +128,14 @@ async def test_worker_killed_right_after_a_local_step_committed_pays_once(step, 
     """reserve and finish run as local activities inside a workflow task: a worker that dies right
     after one committed takes that task with it, the next worker runs the step again, finds its
     own work done (the hold, the final status) and the withdrawal completes, once."""
-    crashing = worker_process(settings, chaos_after=step)
-    restarted = None
-    try:
+    with _worker_killed_after(settings, step) as workers:
         async with api_client(settings, client) as api:
-            wallet, destination, accepted = await _withdraw_until_the_crash(api, crashing, "0.2")
+            wallet, destination, accepted = await _withdraw_until_the_crash(api, workers.crashing, "0.2")
             async with sessions() as session:
                 held = await session.get(Reservation, accepted["id"])
             assert held is not None and held.state == ("SETTLED" if step == "finish_withdrawal" else "HELD")
 
-            restarted = worker_process(settings)
+            workers.restart()
             result = await client.get_workflow_handle(f"withdrawal-{accepted['id']}", result_type=WithdrawalResult).result()
             assert result.status == WithdrawalStatus.COMPLETED, result
             done = (await api.get(f"/v1/withdrawals/{accepted['id']}", headers=ALICE)).json()
@@ -132,11 +146,6 @@ async def test_worker_killed_right_after_a_local_step_committed_pays_once(step, 
             async with sessions() as session:
                 held = await session.get(Reservation, accepted["id"])
             assert held is not None and held.state == "SETTLED"
-    finally:
-        for process in (crashing, restarted):
-            if process is not None and process.poll() is None:
-                process.terminate()
-                process.wait(10)
 
 
 async def test_a_local_step_failing_on_the_chain_carries_on_as_an_activity_and_sigterm_stops_at_once(settings, client, sessions):
