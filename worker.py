@@ -44,7 +44,7 @@ from core.sandbox_bytecode import cache_workflow_bytecode
 from core.settings import Settings
 from core.temporal import connect_temporal, metrics_runtime, worker_client
 from core.tracing import configure_tracing, tracing_interceptors
-from db.engine import SessionFactory, create_engine, create_session_factory
+from db.engine import WORKER_PING_IDLE_AFTER_SECONDS, SessionFactory, create_engine, create_session_factory
 from db.gauges import sample_forever
 from db.migrate import upgrade
 from models.payloads import RebalanceInput, ReconciliationInput, WebhookDispatcherInput
@@ -301,7 +301,7 @@ async def main() -> None:
     settings = Settings()
     configure_logging(settings.log_level, settings.log_json)
     configure_tracing(settings, "custody-worker")
-    engine = create_engine(settings.database_url)
+    engine = create_engine(settings.database_url, ping_idle_after=WORKER_PING_IDLE_AFTER_SECONDS)
     await upgrade(engine)
     sessions = create_session_factory(engine)
     runtime = metrics_runtime(settings.temporal_metrics_port) if settings.temporal_metrics_port else None
