@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -22,10 +23,42 @@ ROOT = Path(__file__).resolve().parent.parent
 TOOLS = ROOT / ".tools"
 
 
+# Listening ports come from below the kernel's range for outgoing connections: a port the kernel
+# handed out (bind to 0) is in that range, and between our check and the server's own bind any
+# client connection (the worker to PostgreSQL, a test to anvil) may take it as its source port,
+# which failed the server's bind ("address already in use"). Below the range only listeners
+# compete, and a random start keeps parallel test processes apart.
+_LISTEN_PORTS_FROM = 20000
+_ports_handed_out: set[int] = set()
+
+
+def outgoing_port_range_start(path: Path = Path("/proc/sys/net/ipv4/ip_local_port_range")) -> int:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port on 127.0.0.1 nobody listens on now, outside the outgoing-connection range."""
+    first, end = _LISTEN_PORTS_FROM, outgoing_port_range_start()
+    if end - first < 1000:  # an unusual range leaves no room below it: let the kernel choose
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return int(s.getsockname()[1])
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(first, end)
+        if port in _ports_handed_out:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _ports_handed_out.add(port)
+        return port
+    raise RuntimeError(f"no free port to listen on in [{first}, {end})")
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:

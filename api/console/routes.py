@@ -22,6 +22,7 @@ from api.console import oidc_sign_in
 from api.console import session as sessions
 from api.console.charts import dashboard_charts
 from api.console.session import ConsoleSession
+from api.deps import snapshot_session
 from api.limits import INT64_MAX
 from api.oidc import IdentityProviderUnavailable
 from api.routes import address_book, admin, channels, operations, policy, pools, withdrawals
@@ -362,7 +363,7 @@ async def withdrawal_list(request: Request) -> Response:
 
 async def _detail_context(request: Request, me: Viewer, withdrawal_id: str) -> dict[str, Any]:
     state = request.app.state.custody
-    async with state.sessions() as db:
+    async with snapshot_session(state) as db:
         w = await withdrawals.get_withdrawal(withdrawal_id, me.identity, state, db)
     status = WithdrawalStatus(w.status)
     offered = {

@@ -17,7 +17,7 @@ from temporalio.common import (
 )
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from api.deps import CallerDep, OwnerDep, SessionDep, StateDep
+from api.deps import CallerDep, OwnerDep, SessionDep, SnapshotSessionDep, StateDep
 from api.limits import INT32_MAX
 from api.routes.wallets import owned_wallet
 from chains.base import Memo
@@ -352,7 +352,7 @@ async def visible_withdrawal(session: SessionDep, state: StateDep, caller: Ident
 
 
 @router.get("/{withdrawal_id}", response_model=WithdrawalPublic)
-async def get_withdrawal(withdrawal_id: str, caller: CallerDep, state: StateDep, session: SessionDep) -> WithdrawalPublic:
+async def get_withdrawal(withdrawal_id: str, caller: CallerDep, state: StateDep, session: SnapshotSessionDep) -> WithdrawalPublic:
     withdrawal = await visible_withdrawal(session, state, caller, withdrawal_id)
     return await _public(session, state, withdrawal, detail=True)
 
