@@ -6,6 +6,8 @@ connection; one idle longer is pinged and replaced before use, as with the API's
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 import sqlalchemy as sa
@@ -26,26 +28,29 @@ async def _terminate(sessions: SessionFactory, pid: int) -> None:
     await asyncio.sleep(0.2)  # the backend is gone before the pool hands its connection out again
 
 
-async def test_a_connection_idle_past_the_limit_is_pinged_and_replaced_before_use(base_settings, sessions) -> None:
-    engine = create_engine(base_settings.database_url, pool_size=1, ping_idle_after=0.0)
+@asynccontextmanager
+async def _pool_whose_connection_was_dropped(
+    database_url: str, sessions: SessionFactory, ping_idle_after: float
+) -> AsyncIterator[tuple[SessionFactory, int]]:
+    """A one-connection pool that used its connection, and the backend pid the server then ended."""
+    engine = create_engine(database_url, pool_size=1, ping_idle_after=ping_idle_after)
     factory = create_session_factory(engine)
     try:
         dropped = await _backend_pid(factory)
         await _terminate(sessions, dropped)
-        assert await _backend_pid(factory) != dropped  # no error: the ping found it dead
+        yield factory, dropped
     finally:
         await engine.dispose()
 
 
+async def test_a_connection_idle_past_the_limit_is_pinged_and_replaced_before_use(base_settings, sessions) -> None:
+    async with _pool_whose_connection_was_dropped(base_settings.database_url, sessions, ping_idle_after=0.0) as (factory, dropped):
+        assert await _backend_pid(factory) != dropped  # no error: the ping found it dead
+
+
 async def test_a_connection_used_moments_ago_is_not_pinged_and_its_loss_is_database_unavailable_once(base_settings, sessions) -> None:
-    engine = create_engine(base_settings.database_url, pool_size=1, ping_idle_after=60.0)
-    factory = create_session_factory(engine)
-    try:
-        dropped = await _backend_pid(factory)
-        await _terminate(sessions, dropped)
+    async with _pool_whose_connection_was_dropped(base_settings.database_url, sessions, ping_idle_after=60.0) as (factory, dropped):
         with pytest.raises(DBAPIError) as lost:
             await _backend_pid(factory)
         assert database_unavailable(lost.value)  # an activity fails DATABASE_UNAVAILABLE and is retried
         assert await _backend_pid(factory) != dropped
-    finally:
-        await engine.dispose()
