@@ -40,7 +40,7 @@ from activities.signing_guard import (
     require_seal,
 )
 from activities.transfers import as_signed, attempts_of, transfer_intent
-from chains.base import Chain, ChannelKey, DigestSigner, SignedTransfer, TransferIntent
+from chains.base import Chain, ChannelKey, DigestSigner, SignedTransfer, TransferIntent, TransferStatus
 from chains.registry import ChainRegistry
 from core import metrics
 from core.errors import (
@@ -190,6 +190,17 @@ async def _settle_attempt_states(session: AsyncSession, withdrawal_id: str, land
             .where(col(TransferAttempt.withdrawal_id) == withdrawal_id, col(TransferAttempt.tx_hash) == landed.tx_hash)
             .values(state="REVERTED" if landed.state == OnChainState.REVERTED else "LANDED")
         )
+
+
+def _confirmation(status: TransferStatus, attempts: list[SignedTransfer]) -> ConfirmationResult:
+    """What the workflow is told of a look at the chain."""
+    return ConfirmationResult(
+        state=status.state,
+        tx_hash=status.tx_hash or (attempts[-1].tx_hash if attempts else None),
+        block_number=status.block_number,
+        fee_paid=status.fee_paid,
+        detail=status.detail,
+    )
 
 
 def _prepared(attempts: list[TransferAttempt], blocked: FeeAboveCap | None = None) -> PreparedAttempt:
@@ -1003,7 +1014,30 @@ class WithdrawalActivities:
             return SentAttempt(signed.prepared, sent=False)
         out = await self._send(signed.loaded)
         crash_point("broadcast_transfer")
-        return SentAttempt(out, sent=True)
+        return SentAttempt(out, sent=True, outcome=await self._final_soon_after_sending(signed.loaded))
+
+    async def _final_soon_after_sending(self, sent: _Loaded) -> ConfirmationResult | None:
+        """The transfer's final outcome if the chain gives it within its finality wait after the
+        send (`finality_wait_in_send_step_seconds`, at most the bump delay), else None. Where
+        blocks are final that fast (one block deep on a fast chain, a Stellar ledger) the
+        withdrawal concludes without a confirmation activity and the workflow task around it
+        (issue 14); elsewhere await_confirmation takes over from where this stopped. Read-only:
+        the same look at the chain as await_confirmation's, so the same finality rules decide."""
+        chain = self._chains.get(sent.withdrawal.chain)
+        settings = chain.settings
+        wait = min(settings.finality_wait_in_send_step_seconds, settings.fee_bump_after_seconds)
+        if wait <= 0:
+            return None
+        intent = self._intent(sent.withdrawal, sent.wallet)
+        attempts = [as_signed(a) for a in sent.attempts]
+        deadline = time.monotonic() + wait
+        while True:
+            status = await chain.transfer_status(intent, attempts)
+            if status.state not in (OnChainState.PENDING, OnChainState.EXPIRED):
+                return _confirmation(status, attempts)
+            if status.state == OnChainState.EXPIRED or time.monotonic() + settings.poll_interval_seconds > deadline:
+                return None  # expiry is the confirmation loop's to handle (a re-sign, or a cancellation's end)
+            await asyncio.sleep(settings.poll_interval_seconds)
 
     async def _enter_sending(self, withdrawal_id: str, *, signed: _Loaded | None = None, stop_if_requested: bool = False) -> _Loaded | None:
         """BROADCASTING, with what the send needs (`signed`: what the same step just signed or
@@ -1100,13 +1134,7 @@ class WithdrawalActivities:
             status = await chain.transfer_status(intent, attempts)
             activity.heartbeat(status.state.value)
             if status.state != OnChainState.PENDING or time.monotonic() >= deadline:
-                return ConfirmationResult(
-                    state=status.state,
-                    tx_hash=status.tx_hash or (attempts[-1].tx_hash if attempts else None),
-                    block_number=status.block_number,
-                    fee_paid=status.fee_paid,
-                    detail=status.detail,
-                )
+                return _confirmation(status, attempts)
             if status.block_number is None and attempts and chain.mempool_visible:
                 await self._resend_if_dropped(chain, withdrawal, attempts[-1])
             await asyncio.sleep(chain_settings.poll_interval_seconds)

@@ -165,6 +165,10 @@ class SentAttempt:
 
     attempt: PreparedAttempt
     sent: bool
+    # The chain's final word on it when it came within the chain's finality wait after the send
+    # (an outcome the confirmation loop would have returned at once: landed, reverted, slot
+    # lost); None: still pending, and the workflow confirms with await_confirmation.
+    outcome: ConfirmationResult | None = None
 
 
 @dataclass

@@ -100,6 +100,9 @@ def test_bench_runs_at_tiny_size_and_reports_every_figure(tmp_path: Path) -> Non
 @pytest.mark.parametrize(
     ("history", "actions"),
     [
+        # start, 1 activity (signed, sent and seen final), 2 status upserts (SIGNING, COMPLETED),
+        # local activities in 2 workflow tasks (validate + reserve, then finish)
+        ("WithdrawalWorkflow__v9_completed", 6),
         # start, 2 activities, 3 status upserts (TemporalChangeVersion's is exempt), local
         # activities in 2 workflow tasks (validate + reserve, then finish); the patch marker is free
         ("WithdrawalWorkflow__v8_completed", 8),

@@ -104,6 +104,13 @@ LOCAL_STEPS_PATCH = "local-steps"
 # or cancellation was recorded while it signed, it does not send: the workflow holds or cancels
 # at its checkpoint and sends with broadcast_transfer as before. Implies local-steps.
 ONE_SEND_STEP_PATCH = "one-send-step"
+# Marker of a withdrawal concluded from the send step's own look at the chain (issue 14: 25
+# history events -> 18, 8 billable actions -> 6): sign_and_broadcast_transfer waits up to the
+# chain's finality_wait_in_send_step_seconds for a final outcome; one it returns (landed,
+# reverted, slot lost) is concluded as the confirmation loop would have at its first round, with
+# no await_confirmation. Implies one-send-step (asked first, so new runs record one marker);
+# runs without it take the loop whatever the send step returned.
+FINAL_IN_SEND_STEP_PATCH = "final-in-send-step"
 
 FAILURE_OF_OUTCOME = {
     OnChainState.REVERTED: ("TRANSACTION_REVERTED", "the transaction was mined but reverted; its fee is spent"),
@@ -142,6 +149,7 @@ class WithdrawalWorkflow:
         self._folded_steps = False  # runs with FOLDED_STEPS_PATCH
         self._local_steps = False  # runs with LOCAL_STEPS_PATCH
         self._one_send_step = False  # runs with ONE_SEND_STEP_PATCH
+        self._final_in_send_step = False  # runs with FINAL_IN_SEND_STEP_PATCH
 
     # --- reads -----------------------------------------------------------------------------
     @workflow.query(name="state")
@@ -263,7 +271,8 @@ class WithdrawalWorkflow:
             return await self._resume(wid, request.resume)
         # Asked first: runs with it skip the older markers it implies (replays of runs without
         # it find those markers in their history as before).
-        self._one_send_step = workflow.patched(ONE_SEND_STEP_PATCH)
+        self._final_in_send_step = workflow.patched(FINAL_IN_SEND_STEP_PATCH)
+        self._one_send_step = self._final_in_send_step or workflow.patched(ONE_SEND_STEP_PATCH)
         self._local_steps = self._one_send_step or workflow.patched(LOCAL_STEPS_PATCH)
         self._folded_steps = self._local_steps or workflow.patched(FOLDED_STEPS_PATCH)
         self._rules_v3 = self._folded_steps or workflow.patched(CHAIN_FAULTS_PATCH)
@@ -294,16 +303,25 @@ class WithdrawalWorkflow:
             await self._enter_step(wid, WithdrawalStatus.SIGNING)
             # Refused outright with no attempt of ours known anywhere: nothing went out, so the
             # withdrawal may fail (its nonce is handed back, and gap fills use it up).
+            final: ConfirmationResult | None = None
             if self._one_send_step:
                 signed = await self._step(WithdrawalActivities.sign_and_broadcast, wid)
                 self._track(signed.attempt)
                 if not signed.sent:  # held or cancelled through the API while it was signed
                     await self._send_after_checkpoint(wid)
+                elif self._concluded_by_send_step(signed.outcome):
+                    final = signed.outcome
             else:
                 self._track(await self._step(WithdrawalActivities.prepare, wid))
                 await self._send_after_checkpoint(wid)
-            await self._enter_step(wid, WithdrawalStatus.CONFIRMING)
-            outcome = await self._confirm(wid)
+            if final is not None:
+                # Recorded as CONFIRMING by the send step; shown only if finishing is handed
+                # to the server (the next upsert is the final status).
+                self._status = WithdrawalStatus.CONFIRMING
+                outcome = final
+            else:
+                await self._enter_step(wid, WithdrawalStatus.CONFIRMING)
+                outcome = await self._confirm(wid)
         except _Cancelled:
             return await self._finish(wid, WithdrawalStatus.CANCELLED, None, "CANCELLED", self._cancel_reason())
         except ActivityError as e:
@@ -312,6 +330,11 @@ class WithdrawalWorkflow:
                 return self._already_final(wid, e)
             return await self._finish(wid, WithdrawalStatus.FAILED, None, code, message)
         return await self._conclude(wid, outcome)
+
+    def _concluded_by_send_step(self, outcome: ConfirmationResult | None) -> bool:
+        """The send step saw the chain's final word: what _confirm returns at its first round
+        (an expiry is never concluded here: it re-signs, or ends a cancellation)."""
+        return self._final_in_send_step and outcome is not None and outcome.state not in (OnChainState.PENDING, OnChainState.EXPIRED)
 
     async def _send_after_checkpoint(self, wid: str) -> None:
         """Send the signed attempt once nothing holds or cancels the withdrawal."""

@@ -215,7 +215,7 @@ async def test_a_replacement_that_costs_more_grows_the_hold(base_settings, task_
         assert (await wait_for_status(api, accepted["id"], FINAL))["status"] == "COMPLETED"
     await replay_and_record(client, bumped["workflow_id"], "WithdrawalWorkflow__v3_bumped")
     await replay_and_record(client, bumped["workflow_id"], "WithdrawalWorkflow__v6_bumped")
-    await replay_and_record(client, bumped["workflow_id"], "WithdrawalWorkflow__v8_bumped")
+    await replay_and_record(client, bumped["workflow_id"], "WithdrawalWorkflow__v9_bumped")
 
 
 async def test_a_long_wait_continues_as_new_and_completes_once(base_settings, task_queue, client, sessions, paused_anvil):
@@ -248,8 +248,8 @@ async def test_a_long_wait_continues_as_new_and_completes_once(base_settings, ta
     await replay_and_record(client, workflow_id, "WithdrawalWorkflow__v6_continued_as_new_first_run", run_id=runs[0].run_id)
     await replay_and_record(client, workflow_id, "WithdrawalWorkflow__v3_continued_as_new_last_run", run_id=runs[-1].run_id)
     # local-steps: the continued run finishes with a local activity
-    await replay_and_record(client, workflow_id, "WithdrawalWorkflow__v8_continued_as_new_first_run", run_id=runs[0].run_id)
-    await replay_and_record(client, workflow_id, "WithdrawalWorkflow__v8_continued_as_new_last_run", run_id=runs[-1].run_id)
+    await replay_and_record(client, workflow_id, "WithdrawalWorkflow__v9_continued_as_new_first_run", run_id=runs[0].run_id)
+    await replay_and_record(client, workflow_id, "WithdrawalWorkflow__v9_continued_as_new_last_run", run_id=runs[-1].run_id)
 
 
 async def test_completed_means_final_and_a_reorged_transfer_lands_once(base_settings, task_queue, client, sessions, tmp_path):

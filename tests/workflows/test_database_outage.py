@@ -79,6 +79,6 @@ async def test_activities_fail_database_unavailable_and_are_retried_while_postgr
             finally:
                 await handle.terminate("test over")
             # one-send-step, validation handed to the server: VALIDATING upserted before it
-            await replay_and_record(client, handle.id, "WithdrawalWorkflow__v8_validation_handed_to_the_server")
+            await replay_and_record(client, handle.id, "WithdrawalWorkflow__v9_validation_handed_to_the_server")
     finally:
         await engine.dispose()

@@ -143,7 +143,7 @@ async def test_cancel_after_broadcast_replaces_the_transfer_in_the_same_nonce(ba
         assert receipt["to"] == receipt["from"] == wallet["address"]
     await replay_and_record(client, done["workflow_id"], "WithdrawalWorkflow__v3_cancelled_after_broadcast")
     await replay_and_record(client, done["workflow_id"], "WithdrawalWorkflow__v6_cancelled_after_broadcast")
-    await replay_and_record(client, done["workflow_id"], "WithdrawalWorkflow__v8_cancelled_after_broadcast")
+    await replay_and_record(client, done["workflow_id"], "WithdrawalWorkflow__v9_cancelled_after_broadcast")
 
 
 async def test_stuck_transfer_is_replaced_in_the_same_nonce_with_higher_fees(base_settings, task_queue, client, sessions, paused_anvil):

@@ -106,6 +106,10 @@ async def test_fresh_runs_replay_and_are_recorded_on_request(api, client):
         "WithdrawalWorkflow__v8_paused_approved_resumed": f"withdrawal-{approved['id']}",
         "WithdrawalWorkflow__v8_cancelled_awaiting_approval": f"withdrawal-{cancelled['id']}",
         "WithdrawalWorkflow__v8_rejected_awaiting_approval": f"withdrawal-{rejected['id']}",
+        # final-in-send-step: landed within the send step's finality wait, no await_confirmation
+        "WithdrawalWorkflow__v9_completed": f"withdrawal-{completed['id']}",
+        "WithdrawalWorkflow__v9_token_completed": f"withdrawal-{token['id']}",
+        "WithdrawalWorkflow__v9_paused_approved_resumed": f"withdrawal-{approved['id']}",
         "WalletCreationWorkflow__created": f"wallet-{wallet['id']}",
     }
     async for execution in client.list_workflows(f"WorkflowType = 'FaucetWorkflow' AND WorkflowId STARTS_WITH 'fund-{wallet['id']}'"):

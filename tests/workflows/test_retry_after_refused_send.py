@@ -107,7 +107,7 @@ async def test_a_cancel_made_while_signing_sends_nothing_and_the_next_withdrawal
         paid = await wait_for_status(api, after["id"], FINAL, timeout=90)
         assert paid["status"] == "COMPLETED", paid
         assert await web3.eth.get_balance(destination) == 2 * 10**17
-        await replay_and_record(client, f"withdrawal-{accepted['id']}", "WithdrawalWorkflow__v8_cancelled_while_signing")
+        await replay_and_record(client, f"withdrawal-{accepted['id']}", "WithdrawalWorkflow__v9_cancelled_while_signing")
 
 
 async def test_evm_retry_of_a_refused_send_takes_the_original_nonce_and_pays_once(base_settings, task_queue, client, sessions, aws_server):
@@ -124,7 +124,7 @@ async def test_evm_retry_of_a_refused_send_takes_the_original_nonce_and_pays_onc
         failed = await wait_for_status(api, held["id"], FINAL)
         assert failed["status"] == "FAILED" and failed["error_code"] == "INSUFFICIENT_FUNDS", failed
         # one-send-step: signed, not sent (held meanwhile), then sent by broadcast_transfer on resume
-        await replay_and_record(client, f"withdrawal-{held['id']}", "WithdrawalWorkflow__v8_held_after_signing")
+        await replay_and_record(client, f"withdrawal-{held['id']}", "WithdrawalWorkflow__v9_held_after_signing")
 
         await web3.provider.make_request("anvil_setBalance", [wallet["address"], hex(10**18)])
         retried = await api.post(f"/v1/withdrawals/{held['id']}/retry", headers=ALICE)
@@ -160,7 +160,7 @@ async def test_solana_retry_waits_until_the_refused_attempt_has_expired(
         failed = await wait_for_status(api, held["id"], FINAL)
         assert failed["status"] == "FAILED" and failed["error_code"] == "INSUFFICIENT_FUNDS", failed
         # one-send-step: signed, not sent (held meanwhile), then sent by broadcast_transfer on resume
-        await replay_and_record(client, f"withdrawal-{held['id']}", "WithdrawalWorkflow__v8_held_after_signing_solana")
+        await replay_and_record(client, f"withdrawal-{held['id']}", "WithdrawalWorkflow__v9_held_after_signing_solana")
 
         refused = await api.post(f"/v1/withdrawals/{held['id']}/retry", headers=ALICE)
         assert refused.status_code == 409, refused.text

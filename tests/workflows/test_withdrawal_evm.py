@@ -6,7 +6,7 @@ import asyncio
 
 from web3 import AsyncHTTPProvider, AsyncWeb3
 
-from tests.conftest import ALICE, create_wallet, fund, random_address, wait_for_status, withdraw
+from tests.conftest import ALICE, api_client, create_wallet, fund, random_address, wait_for_status, withdraw
 
 
 def web3_for(settings) -> AsyncWeb3:  # type: ignore[no-untyped-def]
@@ -35,12 +35,8 @@ async def test_native_withdrawal_completes_and_moves_exactly_the_amount(api, wor
     assert int(done["fee_paid_base_units"]) == receipt["gasUsed"] * receipt["effectiveGasPrice"]
 
 
-async def test_each_step_records_its_own_status_and_the_short_steps_run_locally(api, worker, client):
-    """validate, sign and broadcast record VALIDATING, SIGNING, BROADCASTING and CONFIRMING
-    themselves, validation and the policy's decision are one step (issue 14: 82 history events
-    -> 48), and validate-and-decide, reserve and finish run as local activities, one marker each
-    in the history (48 -> 33); the first attempt is signed and sent by one server activity, and
-    the status search attribute goes PENDING -> SIGNING -> CONFIRMING -> COMPLETED (33 -> 25)."""
+async def _steps_of_one_withdrawal(api, client) -> tuple[list[str], list[str], list[bytes], int]:  # type: ignore[no-untyped-def]
+    """One withdrawal to COMPLETED: its server activities, markers, status upserts, history size."""
     wallet = await create_wallet(api)
     await fund(api, wallet, "1")
     accepted = (await withdraw(api, wallet, random_address(), "0.1")).json()
@@ -52,17 +48,41 @@ async def test_each_step_records_its_own_status_and_the_short_steps_run_locally(
         for e in history.events
         if e.HasField("activity_task_scheduled_event_attributes")
     ]
-    assert scheduled == ["sign_and_broadcast_transfer", "await_confirmation"]
     markers = [e.marker_recorded_event_attributes.marker_name for e in history.events if e.HasField("marker_recorded_event_attributes")]
-    assert markers.count("core_local_activity") == 3, markers  # validate-and-decide, reserve, finish
     shown = [
         e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields["CustodyStatus"].data
         for e in history.events
         if e.HasField("upsert_workflow_search_attributes_event_attributes")
         and "CustodyStatus" in e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
     ]
+    return scheduled, markers, shown, len(history.events)
+
+
+async def test_each_step_records_its_own_status_and_the_short_steps_run_locally(api, worker, client):
+    """validate, sign and broadcast record VALIDATING, SIGNING, BROADCASTING and CONFIRMING
+    themselves, validation and the policy's decision are one step (issue 14: 82 history events
+    -> 48), and validate-and-decide, reserve and finish run as local activities, one marker each
+    in the history (48 -> 33); the first attempt is signed and sent by one server activity (33 ->
+    25), which also sees it final on this one-block-final anvil: no confirmation activity, and
+    the status search attribute goes PENDING -> SIGNING -> COMPLETED (25 -> 18)."""
+    scheduled, markers, shown, events = await _steps_of_one_withdrawal(api, client)
+    assert scheduled == ["sign_and_broadcast_transfer"]
+    assert markers.count("core_local_activity") == 3, markers  # validate-and-decide, reserve, finish
+    assert markers.count("core_patch") == 1, markers  # final-in-send-step alone: it implies the others
+    assert shown == [b'"SIGNING"', b'"COMPLETED"'], shown
+    assert events <= 18, events
+
+
+async def test_without_a_finality_wait_in_the_send_step_the_confirmation_activity_decides(base_settings, task_queue, client, sessions):
+    from worker import build_worker
+
+    anvil = base_settings.chains["anvil"].model_copy(update={"finality_wait_in_send_step_seconds": 0})
+    settings = base_settings.model_copy(update={"task_queue": task_queue, "chains": {**base_settings.chains, "anvil": anvil}})
+    async with build_worker(client, settings, sessions), api_client(settings, client) as api:
+        scheduled, _, shown, events = await _steps_of_one_withdrawal(api, client)
+    assert scheduled == ["sign_and_broadcast_transfer", "await_confirmation"]
     assert shown == [b'"SIGNING"', b'"CONFIRMING"', b'"COMPLETED"'], shown
-    assert len(history.events) <= 25, len(history.events)
+    assert events <= 25, events
 
 
 async def test_erc20_withdrawal_completes(api, worker, settings):

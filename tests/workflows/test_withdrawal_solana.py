@@ -247,7 +247,7 @@ async def test_expired_attempt_is_resigned_and_exactly_one_lands(api: httpx.Asyn
     assert await lamports(rpc, wallet["address"]) == SOL - SOL // 10 - 5_000
     await replay_and_record(client, done["workflow_id"], "WithdrawalWorkflow__v3_resigned_after_expiry")
     await replay_and_record(client, done["workflow_id"], "WithdrawalWorkflow__v6_resigned_after_expiry")
-    await replay_and_record(client, done["workflow_id"], "WithdrawalWorkflow__v8_resigned_after_expiry")
+    await replay_and_record(client, done["workflow_id"], "WithdrawalWorkflow__v9_resigned_after_expiry")
 
 
 async def test_cancel_after_broadcast_lets_the_attempt_expire_and_ends_cancelled(
