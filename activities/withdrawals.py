@@ -54,7 +54,7 @@ from core.errors import (
     WalletNotFound,
     WithdrawalNotFound,
 )
-from core.settings import DEV_INTENT_SEAL_KEY
+from core.settings import DEV_INTENT_SEAL_KEY, ChainSettingsBase
 from db import audit
 from db import policy as policy_store
 from db.engine import SessionFactory
@@ -190,6 +190,19 @@ async def _settle_attempt_states(session: AsyncSession, withdrawal_id: str, land
             .where(col(TransferAttempt.withdrawal_id) == withdrawal_id, col(TransferAttempt.tx_hash) == landed.tx_hash)
             .values(state="REVERTED" if landed.state == OnChainState.REVERTED else "LANDED")
         )
+
+
+# What the send step keeps of its start-to-close timeout after its finality wait: a step that
+# timed out would be retried, and its retry would send the same bytes again only to wait again.
+SEND_STEP_MARGIN_SECONDS = 5.0
+
+
+def finality_wait_after_send(settings: ChainSettingsBase, seconds_left_in_step: float) -> float:
+    """How long the send step looks for a final outcome after the send: the chain's
+    `finality_wait_in_send_step_seconds`, never past its bump delay (the confirmation loop's
+    business) nor into the last SEND_STEP_MARGIN_SECONDS of the step's timeout."""
+    wait = min(settings.finality_wait_in_send_step_seconds, settings.fee_bump_after_seconds, seconds_left_in_step - SEND_STEP_MARGIN_SECONDS)
+    return max(wait, 0.0)
 
 
 def _confirmation(status: TransferStatus, attempts: list[SignedTransfer]) -> ConfirmationResult:
@@ -1007,6 +1020,7 @@ class WithdrawalActivities:
         signature. A hold or cancellation recorded through the API while it signed (a pause
         during a slow KMS call) stops it before the send; the workflow then holds or cancels at
         its checkpoint and sends with broadcast_transfer only once resumed."""
+        step_started = time.monotonic()
         signed = await self._sign_first(withdrawal_id)
         crash_point("sign_transfer")
         if await self._enter_sending(withdrawal_id, signed=signed.loaded, stop_if_requested=signed.fresh) is None:
@@ -1014,18 +1028,20 @@ class WithdrawalActivities:
             return SentAttempt(signed.prepared, sent=False)
         out = await self._send(signed.loaded)
         crash_point("broadcast_transfer")
-        return SentAttempt(out, sent=True, outcome=await self._final_soon_after_sending(signed.loaded))
+        timeout = activity.info().start_to_close_timeout
+        left = timeout.total_seconds() - (time.monotonic() - step_started) if timeout else float("inf")
+        return SentAttempt(out, sent=True, outcome=await self._final_soon_after_sending(signed.loaded, left))
 
-    async def _final_soon_after_sending(self, sent: _Loaded) -> ConfirmationResult | None:
+    async def _final_soon_after_sending(self, sent: _Loaded, seconds_left_in_step: float) -> ConfirmationResult | None:
         """The transfer's final outcome if the chain gives it within its finality wait after the
-        send (`finality_wait_in_send_step_seconds`, at most the bump delay), else None. Where
-        blocks are final that fast (one block deep on a fast chain, a Stellar ledger) the
-        withdrawal concludes without a confirmation activity and the workflow task around it
-        (issue 14); elsewhere await_confirmation takes over from where this stopped. Read-only:
-        the same look at the chain as await_confirmation's, so the same finality rules decide."""
+        send (see `finality_wait_after_send`), else None. Where blocks are final that fast (one
+        block deep on a fast chain, a Stellar ledger) the withdrawal concludes without a
+        confirmation activity and the workflow task around it (issue 14); elsewhere
+        await_confirmation takes over from where this stopped. Read-only: the same look at the
+        chain as await_confirmation's, so the same finality rules decide."""
         chain = self._chains.get(sent.withdrawal.chain)
         settings = chain.settings
-        wait = min(settings.finality_wait_in_send_step_seconds, settings.fee_bump_after_seconds)
+        wait = finality_wait_after_send(settings, seconds_left_in_step)
         if wait <= 0:
             return None
         intent = self._intent(sent.withdrawal, sent.wallet)

@@ -94,3 +94,20 @@ def test_json_logs_carry_workflow_and_withdrawal_ids_and_redact_secrets():
     assert entry["workflow_id"] == "withdrawal-abc" and entry["withdrawal_id"] == "abc"
     assert entry["activity_type"] == "sign_transfer" and entry["tx_hash"] == "0x1"
     assert entry["private_key"] == "[redacted]"
+
+
+@pytest.mark.parametrize(
+    ("wait", "bump_after", "left_in_step", "expected"),
+    [
+        (2.0, 20.0, 30.0, 2.0),  # the chain's setting
+        (2.0, 1.0, 30.0, 1.0),  # never past the bump delay: the confirmation loop's business
+        (30.0, 60.0, 30.0, 25.0),  # never into the step's last 5 s: a timed-out step would send again
+        (30.0, 60.0, 4.0, 0.0),  # a slow signature used the step up: no wait at all
+        (0.0, 20.0, 30.0, 0.0),  # off
+    ],
+)
+def test_the_send_steps_finality_wait_stays_inside_the_bump_delay_and_the_steps_timeout(wait, bump_after, left_in_step, expected):
+    from activities.withdrawals import finality_wait_after_send
+
+    settings = EvmChainSettings(chain_id=1, rpc_url="http://node", finality_wait_in_send_step_seconds=wait, fee_bump_after_seconds=bump_after)
+    assert finality_wait_after_send(settings, left_in_step) == expected
