@@ -12,7 +12,9 @@ from core.temporal import client_over
 from core.tracing import tracing_interceptors
 from tests.conftest import api_client, create_wallet, fund, random_address, wait_for_status, withdraw
 
-STEPS = ("validate_and_decide_withdrawal", "reserve_funds", "sign_and_broadcast_transfer", "await_confirmation", "finish_withdrawal")
+# A happy-path withdrawal on the suite's one-block-final anvil: the send step sees it final, so no
+# await_confirmation (final-in-send-step).
+STEPS = ("validate_and_decide_withdrawal", "reserve_funds", "sign_and_broadcast_transfer", "finish_withdrawal")
 
 
 @pytest.fixture(scope="module")
