@@ -59,7 +59,7 @@ from db import audit
 from db import policy as policy_store
 from db.engine import SessionFactory
 from db.reservations import held_funds
-from db.webhook_outbox import enqueue_withdrawal_event
+from db.webhook_outbox import withdrawal_event_row
 from models.db import (
     Reservation,
     SequenceClaim,
@@ -84,6 +84,7 @@ from models.payloads import (
     WithdrawalStatus,
 )
 from models.pools import PoolKey, PoolTier
+from models.webhooks import WebhookOutboxEvent
 from signers.registry import SignerSet
 
 # Actors of audit entries written by the system itself (people are named by their identity).
@@ -113,12 +114,23 @@ async def _record_transition(
     audit_details: dict[str, str] | None = None,
 ) -> None:
     """A status change with its history event, webhook outbox row and audit entry (`detail`,
-    or `audit_details` where the audit says more), in the caller's transaction."""
-    withdrawal.status = status.value
-    withdrawal.updated_at = at or utcnow()
-    session.add(withdrawal)
-    session.add(WithdrawalEvent(withdrawal_id=withdrawal.id, status=status.value, detail=detail))
-    enqueue_withdrawal_event(session, withdrawal, status.value, detail)  # webhooks: one outbox row
+    or `audit_details` where the audit says more), in the caller's transaction. The row, the
+    event and the outbox row are one statement (issue 14: a withdrawal makes five transitions,
+    and each statement is a round trip); the session's copy of the row takes the new status."""
+    now = at or utcnow()
+    recorded = sa.insert(WithdrawalEvent).values(withdrawal_id=withdrawal.id, status=status.value, detail=detail, at=now).cte("recorded_event")
+    # webhooks: one outbox row, showing the withdrawal as it is once this change is made
+    outbox_row = withdrawal_event_row(withdrawal, status.value, detail, status=status.value)
+    announced = sa.insert(WebhookOutboxEvent).values(**outbox_row).cte("announced_event")
+    change = (
+        sa.update(Withdrawal)
+        .where(col(Withdrawal.id) == withdrawal.id)
+        .values(status=status.value, updated_at=now)
+        .add_cte(recorded)
+        .add_cte(announced)
+        .execution_options(synchronize_session="evaluate")
+    )
+    await session.exec(change)
     await audit.append(
         session,
         actor=WORKFLOW_ACTOR,

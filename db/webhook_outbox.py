@@ -39,16 +39,21 @@ def withdrawal_snapshot(withdrawal: Withdrawal) -> dict[str, Any]:
     }
 
 
+def withdrawal_event_row(withdrawal: Withdrawal, event: str, detail: dict[str, Any] | None = None, *, status: str | None = None) -> dict[str, Any]:
+    """The outbox row announcing `withdrawal.<event>`; `status`: the one the withdrawal is
+    entering, when the row is written with the change rather than after it."""
+    snapshot = withdrawal_snapshot(withdrawal) | ({"status": status} if status else {})
+    return {
+        "event_id": f"evt_{uuid.uuid4().hex}",
+        "event_type": f"withdrawal.{event.lower()}",
+        "owner": withdrawal.owner,
+        "object_type": "withdrawal",
+        "object_id": withdrawal.id,
+        "payload": {"withdrawal": snapshot, "detail": json.loads(json.dumps(detail or {}, default=str))},
+        "occurred_at": utcnow(),
+    }
+
+
 def enqueue_withdrawal_event(session: AsyncSession, withdrawal: Withdrawal, event: str, detail: dict[str, Any] | None = None) -> None:
     """Add the event `withdrawal.<event>` to the caller's open transaction (its commit makes it)."""
-    session.add(
-        WebhookOutboxEvent(
-            event_id=f"evt_{uuid.uuid4().hex}",
-            event_type=f"withdrawal.{event.lower()}",
-            owner=withdrawal.owner,
-            object_type="withdrawal",
-            object_id=withdrawal.id,
-            payload={"withdrawal": withdrawal_snapshot(withdrawal), "detail": json.loads(json.dumps(detail or {}, default=str))},
-            occurred_at=utcnow(),
-        )
-    )
+    session.add(WebhookOutboxEvent(**withdrawal_event_row(withdrawal, event, detail)))

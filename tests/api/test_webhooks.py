@@ -202,6 +202,8 @@ async def test_each_status_change_is_delivered_once_signed_after_the_receiver_re
         assert not readme(secret, post.headers, post.body + b" ")
         assert post.headers["X-Custody-Event-Id"] == post.event["id"] and post.headers["X-Custody-Event-Type"] == post.event["type"]
         assert post.event["data"]["withdrawal"]["id"] == done["id"]
+        # The withdrawal as it is once the announced change is made (written with the change).
+        assert post.event["data"]["withdrawal"]["status"] == post.event["type"].removeprefix("withdrawal.").upper()
     # Recovered: the three failed posts were retried; each event arrived answered 200 once.
     assert len(posts) == len(LIFECYCLE) + 3
     answered = {r.id: r for r in delivered}
