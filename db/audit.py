@@ -4,9 +4,9 @@ Each entry's hash is SHA-256 over its canonical content and the previous entry's
 deleting or reordering any entry breaks every link after it; `verify` walks the chain and names the
 first broken one. Appends happen inside the transaction that makes the change (the change and its
 entry commit together or not at all) and are serialized by an advisory lock, so the chain has one
-order. The entries a transaction appends are chained and written as it commits (one lock, one
-read of the chain's head and one insert for all of them), so the lock every writer shares is held
-from then to the commit only, not while the rest of the transaction runs. The table itself
+order. The entries a transaction appends are chained and written as it commits (one lock, then
+one statement per entry that reads the chain's head, hashes and inserts), so the lock every
+writer shares is held from then to the commit only, not while the rest of the transaction runs. The table itself
 refuses UPDATE, DELETE and TRUNCATE (a trigger), so breaking it takes a superuser disabling the
 trigger: exactly what `verify` is there to catch.
 """
@@ -21,6 +21,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -40,6 +41,15 @@ def entry_hash(prev_hash: str, at: datetime, actor: str, action: str, object_typ
         default=str,
     )
     return hashlib.sha256(content.encode()).hexdigest()
+
+
+def _content_after_prev(at: datetime, actor: str, action: str, object_type: str, object_id: str, details: dict[str, Any]) -> str:
+    """`entry_hash`'s content after `["<prev_hash>",`: a hex hash needs no escaping, so the
+    content is '["' + prev_hash + '",' + this (ASCII: json.dumps escapes the rest)."""
+    rest = json.dumps(
+        [at.isoformat(timespec="microseconds"), actor, action, object_type, object_id, details], sort_keys=True, separators=(",", ":"), default=str
+    )
+    return rest[1:]
 
 
 _PENDING = "audit_pending"
@@ -64,14 +74,41 @@ def _chain_pending(session: Session) -> None:
     pending: list[AuditEntry] = session.info.pop(_PENDING, [])
     if not pending:
         return
-    # One chain, one order: appends serialize until their transaction ends.
+    # One chain, one order: appends serialize until their transaction ends. Each insert below
+    # is a statement of its own, so its snapshot is taken once the lock is held: it reads the
+    # head as the previous holder committed it.
     session.execute(select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended("audit_log", 0))))
-    prev = session.execute(select(AuditEntry.hash).order_by(col(AuditEntry.id).desc()).limit(1)).scalar() or GENESIS
     at = utcnow()
     for entry in pending:
-        entry.at, entry.prev_hash = at, prev
-        entry.hash = prev = entry_hash(prev, at, entry.actor, entry.action, entry.object_type, entry.object_id, entry.details)
-    session.add_all(pending)
+        entry.at = at
+        entry.id, entry.prev_hash, entry.hash = session.execute(_chained_insert(entry)).one()
+
+
+def _chained_insert(entry: AuditEntry) -> sa.Insert:
+    """INSERT of `entry` chained to the log's head in the statement itself: the head read, the
+    SHA-256 over the previous hash and the entry's canonical content (`entry_hash`, the part
+    after the previous hash written here), one round trip instead of a read and an insert."""
+    head = select(AuditEntry.hash).order_by(col(AuditEntry.id).desc()).limit(1).scalar_subquery()
+    prev = sa.func.coalesce(head, GENESIS)
+    content = (
+        sa.literal('["')
+        + prev
+        + sa.literal('",')
+        + sa.literal(_content_after_prev(entry.at, entry.actor, entry.action, entry.object_type, entry.object_id, entry.details))
+    )
+    digest = sa.func.encode(sa.func.sha256(sa.func.convert_to(content, "UTF8")), "hex")
+    values = sa.select(
+        sa.literal(entry.at, sa.DateTime(timezone=True)),
+        sa.literal(entry.actor),
+        sa.literal(entry.action),
+        sa.literal(entry.object_type),
+        sa.literal(entry.object_id),
+        sa.literal(entry.details, JSONB),
+        prev,
+        digest,
+    )
+    columns = ["at", "actor", "action", "object_type", "object_id", "details", "prev_hash", "hash"]
+    return sa.insert(AuditEntry).from_select(columns, values).returning(col(AuditEntry.id), col(AuditEntry.prev_hash), col(AuditEntry.hash))
 
 
 @event.listens_for(Session, "after_rollback")

@@ -5,6 +5,7 @@ DELETE and TRUNCATE; a row edited with plain SQL (a superuser disabling the trig
 
 from __future__ import annotations
 
+import json
 import uuid
 
 import pytest
@@ -76,8 +77,13 @@ async def test_access_changes_and_failed_logins_are_audited(api):
 async def test_the_table_refuses_to_change_and_verify_names_the_first_edited_entry(sessions, tmp_path, api_url):
     marker = uuid.uuid4().hex
     async with sessions() as session, session.begin():
-        first = await audit.append(session, actor="tester", action="test.one", object_type="test", object_id=marker, details={"n": 1})
-        await audit.append(session, actor="tester", action="test.two", object_type="test", object_id=marker, details={"n": 2})
+        # Details with what JSON escapes (the chain's hash is computed by PostgreSQL over the
+        # content Python serialized, and verify recomputes it in Python).
+        details = {"n": 1, "reason": 'café — «ok» "quoted"', "nested": {"b": [1, "x"], "a": None}}
+        first = await audit.append(session, actor="tester", action="test.one", object_type="test", object_id=marker, details=details)
+        second = await audit.append(session, actor="tester", action="test.two", object_type="test", object_id=marker, details={"n": 2})
+    assert first.id is not None and second.prev_hash == first.hash
+    assert first.hash == audit.entry_hash(first.prev_hash, first.at, "tester", "test.one", "test", marker, first.details)
     for statement in (
         f"UPDATE audit_log SET actor = 'mallory' WHERE id = {first.id}",
         f"DELETE FROM audit_log WHERE id = {first.id}",
@@ -104,7 +110,9 @@ async def test_the_table_refuses_to_change_and_verify_names_the_first_edited_ent
         # Put the row back so the rest of the session's tests see an intact chain.
         async with sessions() as session, session.begin():
             await session.exec(sa.text("ALTER TABLE audit_log DISABLE TRIGGER audit_log_no_update_delete"))  # type: ignore[call-overload]
-            await session.exec(sa.text(f"UPDATE audit_log SET details = '{{\"n\": 1}}' WHERE id = {first.id}"))  # type: ignore[call-overload]
+            restore = sa.text("UPDATE audit_log SET details = CAST(:details AS jsonb) WHERE id = :id")
+            restore = restore.bindparams(details=json.dumps(details), id=first.id)
+            await session.exec(restore)  # type: ignore[call-overload]
             await session.exec(sa.text("ALTER TABLE audit_log ENABLE TRIGGER audit_log_no_update_delete"))  # type: ignore[call-overload]
     code, out, err = await custody(api_url, "audit", "verify", key="dev-admin-key")
     assert code == 0 and "intact" in out, (out, err)
