@@ -13,9 +13,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from temporalio.client import RPCTimeoutOrCancelledError
 from temporalio.service import RPCError
 
-from core.errors import CustodyError, DatabaseUnavailable, RateLimited, TemporalUnavailable
+from core.errors import CustodyError, DatabaseNotMigrated, DatabaseUnavailable, RateLimited, TemporalUnavailable
 from core.temporal import temporal_unreachable
-from db.unavailable import database_unavailable
+from db.unavailable import database_unavailable, schema_behind
 
 log = logging.getLogger("custody.api")
 
@@ -54,7 +54,12 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RPCTimeoutOrCancelledError, _temporal)
 
     async def _database(_: Request, e: Exception) -> JSONResponse:
-        """PostgreSQL out of reach (restarting, failing over) is a 503: nothing changed, try again."""
+        """PostgreSQL out of reach (restarting, failing over) is a 503: nothing changed, try again.
+        So is a schema older than the code (the API started before the worker migrated it)."""
+        if schema_behind(e):
+            log.warning("database schema behind the code", extra={"error": repr(e)})
+            message = "the database is not migrated to this version yet (the worker migrates it as it starts): try again"
+            return error_response(DatabaseNotMigrated.http_status, DatabaseNotMigrated.code, message)
         if not database_unavailable(e):
             log.error("unhandled error", exc_info=e)
             return error_response(500, "INTERNAL_ERROR", "internal error")

@@ -411,6 +411,13 @@ class DatabaseUnavailable(TransientError):
     code = "DATABASE_UNAVAILABLE"
 
 
+class DatabaseNotMigrated(TransientError):
+    """PostgreSQL answers but its schema is older than this code: its migrations have not run
+    yet (the worker applies them as it starts). Nothing was changed; try again once they have."""
+
+    code = "DATABASE_NOT_MIGRATED"
+
+
 class UnexpectedError(TransientError):
     """An exception custody did not foresee (a bug, an unmapped RPC answer): retried, counted,
     and alerted after a few attempts rather than retried in silence."""

@@ -50,3 +50,12 @@ def database_unavailable(error: BaseException) -> bool:
         if isinstance(e, (ConnectionError, FileNotFoundError, TimeoutError)) and _raised_by_asyncpg(e):
             return True
     return False
+
+
+# A table or column this code reads that the database does not have: its migrations are behind.
+_SCHEMA_BEHIND = (pg.UndefinedTableError, pg.UndefinedColumnError)
+
+
+def schema_behind(error: BaseException) -> bool:
+    """The database answered, without a table or column this code uses (not migrated yet)."""
+    return any(isinstance(e, _SCHEMA_BEHIND) for e in _chain(error))
