@@ -7,6 +7,7 @@ import logging
 import time
 from pathlib import Path
 
+from temporalio.api.errordetails.v1 import WorkflowNotReadyFailure
 from temporalio.client import Client, RPCTimeoutOrCancelledError
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError, RPCStatusCode, ServiceClient, TLSConfig
@@ -117,3 +118,14 @@ def temporal_unreachable(error: BaseException) -> bool:
     if isinstance(error, RPCTimeoutOrCancelledError):
         return True
     return isinstance(error, RPCError) and error.status in _UNREACHABLE
+
+
+def workflow_not_ready(error: BaseException) -> bool:
+    """True when the workflow runs but cannot take an update now: its last workflow task failed
+    or timed out (a worker died in the middle of it) and the server is retrying it. Nothing was
+    delivered; the same request succeeds once a worker completes that task."""
+    if not isinstance(error, RPCError) or error.status != RPCStatusCode.FAILED_PRECONDITION:
+        return False
+    if any(detail.Is(WorkflowNotReadyFailure.DESCRIPTOR) for detail in error.grpc_status.details):
+        return True
+    return "workflow task in failed state" in error.message.lower()

@@ -38,7 +38,7 @@ from core.errors import (
     UnknownChain,
 )
 from core.identity import Identity
-from core.temporal import temporal_unreachable
+from core.temporal import temporal_unreachable, workflow_not_ready
 from db import audit
 from models.access import WithdrawalAction, WithdrawalHold
 from models.db import Wallet, Withdrawal, WithdrawalEvent, utcnow
@@ -66,10 +66,15 @@ WorkflowUpdate = UpdateMethodMultiParam[[WithdrawalWorkflow, OperatorRequest], C
 
 
 def _not_delivered(error: RPCError) -> Exception:
-    """Temporal out of reach says nothing about the workflow (503: try again); an answer that
-    it is not there is WORKFLOW_NOT_RUNNING."""
+    """Temporal out of reach says nothing about the workflow (503: try again), nor does a
+    workflow whose last task failed or timed out (a worker died in it) and is being retried: it
+    runs, and the same request succeeds once a worker completes that task (it was answered
+    WORKFLOW_NOT_RUNNING, and a chaos run then saw the cancel happen through an earlier try). An
+    answer that it is not there is WORKFLOW_NOT_RUNNING."""
     if temporal_unreachable(error):
         return TemporalUnavailable(f"Temporal did not answer ({error.message}): try again")
+    if workflow_not_ready(error):
+        return TemporalUnavailable(f"the withdrawal's workflow cannot take this now ({error.message}): try again")
     return OperationRefused("WORKFLOW_NOT_RUNNING", f"the withdrawal's workflow is not running: {error.message}")
 
 

@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 from sqlmodel import select
+from temporalio import workflow
 from temporalio.client import WorkflowUpdateFailedError
 from web3 import AsyncHTTPProvider, AsyncWeb3
 
@@ -294,3 +295,38 @@ async def test_operator_actions_while_temporal_is_unreachable_answer_503_to_try_
     cancelled = await api.post(f"/v1/withdrawals/{accepted['id']}/cancel", json={}, headers=ALICE)
     assert cancelled.status_code == 200, cancelled.text
     assert (await wait_for_status(api, accepted["id"], {"COMPLETED", "FAILED", "CANCELLED"}))["status"] == "CANCELLED"
+
+
+@workflow.defn(name="WithdrawalWorkflow")
+class _WithdrawalWorkflowWithABug:
+    """Stands for a workflow task that fails (a bug, or a worker that died in the middle of it):
+    the server retries the task and meanwhile refuses updates ("Workflow Task in failed state")."""
+
+    @workflow.run
+    async def run(self, request: dict) -> None:  # type: ignore[type-arg]
+        raise RuntimeError("a workflow task that fails")
+
+
+async def test_an_operator_action_while_the_workflow_task_fails_answers_503_to_try_again(api, base_settings, client):
+    """Found by `custody chaos`: a cancel sent while the withdrawal's workflow task was being
+    retried (a worker had died in it) was answered 409 WORKFLOW_NOT_RUNNING, and an earlier try
+    of the same cancel then took effect. The workflow runs: 503 TEMPORAL_UNAVAILABLE, try again."""
+    from temporalio.worker import UnsandboxedWorkflowRunner, Worker
+
+    wallet = await create_wallet(api)
+    await fund(api, wallet, "1")
+    failing = base_settings.model_copy(update={"task_queue": f"tq-failing-{uuid.uuid4().hex[:8]}"})
+    # Unsandboxed: the stand-in lives in this test module, whose imports the sandbox refuses.
+    stand_in = Worker(client, task_queue=failing.task_queue, workflows=[_WithdrawalWorkflowWithABug], workflow_runner=UnsandboxedWorkflowRunner())
+    async with stand_in, api_client(failing, client) as on_failing:
+        accepted = (await withdraw(on_failing, wallet, random_address(), "0.1")).json()
+        handle = client.get_workflow_handle(f"withdrawal-{accepted['id']}")
+        for _ in range(100):  # until the first workflow task has failed
+            if any(e.HasField("workflow_task_failed_event_attributes") for e in (await handle.fetch_history()).events):
+                break
+            await asyncio.sleep(0.1)
+        else:
+            raise AssertionError("the workflow task never failed")
+        answer = await on_failing.post(f"/v1/withdrawals/{accepted['id']}/cancel", json={}, headers=OPS)
+        assert answer.status_code == 503 and answer.json()["error"]["code"] == "TEMPORAL_UNAVAILABLE", answer.text
+        await handle.terminate("test over")
