@@ -399,8 +399,9 @@ class SignerUnavailable(TransientError):
 
 
 class TemporalUnavailable(TransientError):
-    """Temporal did not answer (restarting, unreachable, timed out): whether the request reached
-    the workflow is unknown; sending it again is safe, and its answer tells."""
+    """Temporal did not answer (restarting, unreachable, timed out), or the workflow cannot take
+    the request now (its workflow task is being retried after a worker died in it): whether an
+    earlier try reached the workflow is unknown; sending it again is safe, and its answer tells."""
 
     code = "TEMPORAL_UNAVAILABLE"
 
