@@ -1060,7 +1060,13 @@ class WithdrawalActivities:
         attempts = [as_signed(a) for a in sent.attempts]
         deadline = time.monotonic() + wait
         while True:
-            status = await chain.transfer_status(intent, attempts)
+            try:
+                status = await chain.transfer_status(intent, attempts)
+            except CustodyError as e:
+                # The send is done and recorded: a failed look must not fail the step (its retry
+                # would send the bytes again for nothing). The confirmation loop looks again.
+                activity.logger.warning("finality look after the send failed", extra={"error_code": e.code})
+                return None
             if status.state not in (OnChainState.PENDING, OnChainState.EXPIRED):
                 return _confirmation(status, attempts)
             if status.state == OnChainState.EXPIRED or time.monotonic() + settings.poll_interval_seconds > deadline:

@@ -169,3 +169,31 @@ async def test_signers_queued_on_one_sender_do_not_starve_the_connection_pool(ba
                 assert attempts and max(attempts) == 1, f"an activity was retried: {attempts}"
     finally:
         await tight.dispose()
+
+
+async def test_a_failed_look_after_the_send_leaves_confirming_to_the_confirmation_step(base_settings, task_queue, client, sessions):
+    """The send step's finality look is a courtesy: the node failing it must not fail the step
+    (its retry would send the same bytes again for nothing); await_confirmation looks instead."""
+    from devnet.faultproxy import FaultProxy
+    from worker import build_worker
+
+    with FaultProxy(base_settings.chains["anvil"].rpc_url) as proxy:
+        anvil = base_settings.chains["anvil"].model_copy(update={"rpc_url": proxy.url})
+        settings = base_settings.model_copy(update={"task_queue": task_queue, "chains": {**base_settings.chains, "anvil": anvil}})
+        async with build_worker(client, settings, sessions), api_client(settings, client) as api:
+            wallet = await create_wallet(api)
+            await fund(api, wallet, "1")
+            # The first receipts asked for are the look's, right after the send: web3 tries a
+            # read six times (five retries) before the adapter hears of the failure.
+            proxy.add(action="error", status=503, rpc_method="eth_getTransactionReceipt", count=6)
+            accepted = (await withdraw(api, wallet, random_address(), "0.1")).json()
+            done = await wait_for_status(api, accepted["id"], {"COMPLETED", "FAILED"})
+        assert done["status"] == "COMPLETED", done
+        assert proxy.injected("error") == 6
+        assert proxy.seen("eth_sendRawTransaction") == 1  # sent once: the step was not retried
+    history = await client.get_workflow_handle(done["workflow_id"]).fetch_history()
+    events = history.events
+    scheduled = [e.activity_task_scheduled_event_attributes for e in events if e.HasField("activity_task_scheduled_event_attributes")]
+    assert [a.activity_type.name for a in scheduled] == ["sign_and_broadcast_transfer", "await_confirmation"]
+    attempts = [e.activity_task_started_event_attributes.attempt for e in events if e.HasField("activity_task_started_event_attributes")]
+    assert attempts[0] == 1, attempts
