@@ -1067,10 +1067,12 @@ class WithdrawalActivities:
                 # would send the bytes again for nothing). The confirmation loop looks again.
                 activity.logger.warning("finality look after the send failed", extra={"error_code": e.code})
                 return None
-            if status.state not in (OnChainState.PENDING, OnChainState.EXPIRED):
+            if status.state == OnChainState.EXPIRED:
+                return None  # the confirmation loop's to handle: a re-sign, or a cancellation's end
+            if status.state != OnChainState.PENDING:
                 return _confirmation(status, attempts)
-            if status.state == OnChainState.EXPIRED or time.monotonic() + settings.poll_interval_seconds > deadline:
-                return None  # expiry is the confirmation loop's to handle (a re-sign, or a cancellation's end)
+            if time.monotonic() + settings.poll_interval_seconds > deadline:
+                return None
             await asyncio.sleep(settings.poll_interval_seconds)
 
     async def _enter_sending(self, withdrawal_id: str, *, signed: _Loaded | None = None, stop_if_requested: bool = False) -> _Loaded | None:

@@ -85,10 +85,10 @@ class ChainSettingsBase(BaseModel):
     poll_interval_seconds: float = Field(default=1.0, gt=0)
     # After the first send, the send step asks the node for the transfer's final outcome for up
     # to this long (at most fee_bump_after_seconds, and never into the last 5 s of the step's
-    # 30 s timeout; 0: not at all): a transfer final by then (a
-    # chain or devnet whose blocks are final within it) is concluded without a confirmation
-    # activity and the workflow task around it. Otherwise await_confirmation waits as before;
-    # the wait only moves the first polls into the send step.
+    # 30 s timeout; 0: not at all): a transfer final by then (a chain or devnet whose blocks are
+    # final within it) is concluded without a confirmation activity and the workflow task
+    # around it. Otherwise await_confirmation waits as before; the wait only moves the first
+    # polls into the send step.
     finality_wait_in_send_step_seconds: float = Field(default=2.0, ge=0, le=30)
     # Test networks only: the fund route may draw from the network's faucet.
     faucet_enabled: bool = False

@@ -6,9 +6,9 @@ first broken one. Appends happen inside the transaction that makes the change (t
 entry commit together or not at all) and are serialized by an advisory lock, so the chain has one
 order. The entries a transaction appends are chained and written as it commits (one lock, then
 one statement per entry that reads the chain's head, hashes and inserts), so the lock every
-writer shares is held from then to the commit only, not while the rest of the transaction runs. The table itself
-refuses UPDATE, DELETE and TRUNCATE (a trigger), so breaking it takes a superuser disabling the
-trigger: exactly what `verify` is there to catch.
+writer shares is held from then to the commit only, not while the rest of the transaction runs.
+The table itself refuses UPDATE, DELETE and TRUNCATE (a trigger), so breaking it takes a
+superuser disabling the trigger: exactly what `verify` is there to catch.
 """
 
 from __future__ import annotations
@@ -34,18 +34,15 @@ VERIFY_BATCH = 1000
 
 
 def entry_hash(prev_hash: str, at: datetime, actor: str, action: str, object_type: str, object_id: str, details: dict[str, Any]) -> str:
-    content = json.dumps(
-        [prev_hash, at.isoformat(timespec="microseconds"), actor, action, object_type, object_id, details],
-        sort_keys=True,
-        separators=(",", ":"),
-        default=str,
-    )
+    """SHA-256 of the canonical JSON array [prev_hash, at, actor, action, object_type, object_id,
+    details] (sorted keys, no spaces): `_chained_insert` has PostgreSQL compute the same."""
+    content = '["' + prev_hash + '",' + _content_after_prev(at, actor, action, object_type, object_id, details)
     return hashlib.sha256(content.encode()).hexdigest()
 
 
 def _content_after_prev(at: datetime, actor: str, action: str, object_type: str, object_id: str, details: dict[str, Any]) -> str:
-    """`entry_hash`'s content after `["<prev_hash>",`: a hex hash needs no escaping, so the
-    content is '["' + prev_hash + '",' + this (ASCII: json.dumps escapes the rest)."""
+    """The canonical content after `["<prev_hash>",`: a hex hash needs no escaping, so the whole
+    is '["' + prev_hash + '",' + this (ASCII: json.dumps escapes the rest)."""
     rest = json.dumps(
         [at.isoformat(timespec="microseconds"), actor, action, object_type, object_id, details], sort_keys=True, separators=(",", ":"), default=str
     )

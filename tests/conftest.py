@@ -431,6 +431,18 @@ def worker_process(settings: Settings, chaos_after: str | None = None) -> subpro
     return subprocess.Popen([sys.executable, "worker.py"], cwd=local.ROOT, env=env)
 
 
+async def until(check, timeout: float = 60, what: str = "condition"):  # type: ignore[no-untyped-def]
+    """Await `check()` until it returns something truthy (returned), or fail after `timeout` s."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        value = await check()
+        if value:
+            return value
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.1)
+
+
 async def wait_exit(process: subprocess.Popen, timeout: float) -> int:  # type: ignore[type-arg]
     deadline = time.monotonic() + timeout
     while process.poll() is None:

@@ -46,6 +46,7 @@ from tests.conftest import (
     random_address,
     replay_and_record,
     serve_api,
+    until,
     wait_exit,
     wait_for_status,
     withdraw,
@@ -149,17 +150,6 @@ async def deliveries_of(sessions, endpoint_id: str) -> list[WebhookDelivery]:  #
     async with sessions() as session:
         rows = await session.exec(select(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint_id).order_by(col(WebhookDelivery.created_at)))
         return list(rows.all())
-
-
-async def until(check, timeout: float = 60, what: str = "condition"):  # type: ignore[no-untyped-def]
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        value = await check()
-        if value:
-            return value
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.1)
 
 
 async def completed_withdrawal(api, headers: dict) -> dict:  # type: ignore[no-untyped-def]

@@ -6,7 +6,6 @@ the same `sign(message) -> signature` shape a signer backend provides.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -37,6 +36,7 @@ from core.errors import (
 from core.settings import StellarChainSettings, TokenSettings
 from devnet.stellar import StellarDevnet, run_stellar_devnet
 from models.payloads import OnChainState
+from tests.conftest import until
 
 XLM = 10_000_000
 FRIENDBOT_XLM = 10_000
@@ -312,16 +312,6 @@ async def test_muxed_destination_credits_the_g_account(chain: StellarChain, serv
 # ----------------------------------------------------------------------------- exactly once
 
 
-async def known_within(chain: StellarChain, tx_hash: str, seconds: float) -> bool:
-    """Whether the transaction shows up in a closed ledger within `seconds`."""
-    deadline = asyncio.get_running_loop().time() + seconds
-    while not await chain.is_known(tx_hash):
-        if asyncio.get_running_loop().time() > deadline:
-            return False
-        await asyncio.sleep(0.05)
-    return True
-
-
 async def test_lost_response_resends_identical_bytes_and_applies_once(chain: StellarChain, server: ServerAsync, http: httpx.AsyncClient) -> None:
     alice, bob = await funded(chain), await funded(chain)
     seq = await account_sequence(server, alice.public_key)
@@ -335,7 +325,7 @@ async def test_lost_response_resends_identical_bytes_and_applies_once(chain: Ste
     # Only the answer was lost: stellar-core queued the envelope (the async endpoint answered
     # 504 after admitting it), and it lands when the next ledger closes (every 100 ms here), not
     # necessarily before this look: asking at once raced that close.
-    assert await known_within(chain, signed.tx_hash, seconds=5)
+    await until(lambda: chain.is_known(signed.tx_hash), timeout=5, what="the envelope in a closed ledger")
 
     assert await chain.broadcast(signed) in ("accepted", "known")  # the same bytes again
     status = await chain.transfer_status(transfer, [signed])

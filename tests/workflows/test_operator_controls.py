@@ -22,6 +22,7 @@ from tests.conftest import (
     mining_paused,
     random_address,
     replay_and_record,
+    until,
     wait_for_status,
     withdraw,
 )
@@ -321,12 +322,11 @@ async def test_an_operator_action_while_the_workflow_task_fails_answers_503_to_t
     async with stand_in, api_client(failing, client) as on_failing:
         accepted = (await withdraw(on_failing, wallet, random_address(), "0.1")).json()
         handle = client.get_workflow_handle(f"withdrawal-{accepted['id']}")
-        for _ in range(100):  # until the first workflow task has failed
-            if any(e.HasField("workflow_task_failed_event_attributes") for e in (await handle.fetch_history()).events):
-                break
-            await asyncio.sleep(0.1)
-        else:
-            raise AssertionError("the workflow task never failed")
+
+        async def task_failed() -> bool:
+            return any(e.HasField("workflow_task_failed_event_attributes") for e in (await handle.fetch_history()).events)
+
+        await until(task_failed, timeout=10, what="the first workflow task to fail")
         answer = await on_failing.post(f"/v1/withdrawals/{accepted['id']}/cancel", json={}, headers=OPS)
         assert answer.status_code == 503 and answer.json()["error"]["code"] == "TEMPORAL_UNAVAILABLE", answer.text
         await handle.terminate("test over")

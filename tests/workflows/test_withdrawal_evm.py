@@ -35,6 +35,11 @@ async def test_native_withdrawal_completes_and_moves_exactly_the_amount(api, wor
     assert int(done["fee_paid_base_units"]) == receipt["gasUsed"] * receipt["effectiveGasPrice"]
 
 
+def _scheduled_activities(events) -> list[str]:  # type: ignore[no-untyped-def]
+    """The server activities a history scheduled, in order."""
+    return [e.activity_task_scheduled_event_attributes.activity_type.name for e in events if e.HasField("activity_task_scheduled_event_attributes")]
+
+
 async def _steps_of_one_withdrawal(api, client) -> tuple[list[str], list[str], list[bytes], int]:  # type: ignore[no-untyped-def]
     """One withdrawal to COMPLETED: its server activities, markers, status upserts, history size."""
     wallet = await create_wallet(api)
@@ -43,11 +48,7 @@ async def _steps_of_one_withdrawal(api, client) -> tuple[list[str], list[str], l
     done = await wait_for_status(api, accepted["id"], {"COMPLETED", "FAILED"})
     assert [e["status"] for e in done["history"]] == ["PENDING", "VALIDATING", "SIGNING", "BROADCASTING", "CONFIRMING", "COMPLETED"]
     history = await client.get_workflow_handle(done["workflow_id"]).fetch_history()
-    scheduled = [
-        e.activity_task_scheduled_event_attributes.activity_type.name
-        for e in history.events
-        if e.HasField("activity_task_scheduled_event_attributes")
-    ]
+    scheduled = _scheduled_activities(history.events)
     markers = [e.marker_recorded_event_attributes.marker_name for e in history.events if e.HasField("marker_recorded_event_attributes")]
     shown = [
         e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields["CustodyStatus"].data
@@ -191,9 +192,7 @@ async def test_a_failed_look_after_the_send_leaves_confirming_to_the_confirmatio
         assert done["status"] == "COMPLETED", done
         assert proxy.injected("error") == 6
         assert proxy.seen("eth_sendRawTransaction") == 1  # sent once: the step was not retried
-    history = await client.get_workflow_handle(done["workflow_id"]).fetch_history()
-    events = history.events
-    scheduled = [e.activity_task_scheduled_event_attributes for e in events if e.HasField("activity_task_scheduled_event_attributes")]
-    assert [a.activity_type.name for a in scheduled] == ["sign_and_broadcast_transfer", "await_confirmation"]
+    events = (await client.get_workflow_handle(done["workflow_id"]).fetch_history()).events
+    assert _scheduled_activities(events) == ["sign_and_broadcast_transfer", "await_confirmation"]
     attempts = [e.activity_task_started_event_attributes.attempt for e in events if e.HasField("activity_task_started_event_attributes")]
     assert attempts[0] == 1, attempts
