@@ -24,6 +24,17 @@ async def advisory_lock(session: AsyncSession, *parts: str) -> None:
     await session.exec(sa.select(sa.func.pg_advisory_xact_lock(sa.func.hashtextextended(":".join(parts), 0))))  # type: ignore[call-overload]
 
 
+async def advisory_locks(session: AsyncSession, locks: list[tuple[tuple[str, ...], bool]]) -> None:
+    """Take several advisory locks for the rest of this transaction, in the given order, in one
+    round trip: each is `(key parts, shared)`. PostgreSQL evaluates a select list left to right,
+    so callers that list their keys in one agreed order (widest first) cannot deadlock."""
+    calls = [
+        (sa.func.pg_advisory_xact_lock_shared if shared else sa.func.pg_advisory_xact_lock)(sa.func.hashtextextended(":".join(parts), 0))
+        for parts, shared in locks
+    ]
+    await session.exec(sa.select(*calls))  # type: ignore[call-overload]
+
+
 class KeyedLocks:
     def __init__(self) -> None:
         # Weak values: a key's lock lives only while some coroutine holds or awaits it.

@@ -3,10 +3,12 @@ in an activity, against the database, before its funds are held (DECIDE), and ju
 before its first signature (RECHECK). Both are recorded (policy_decisions; the withdrawal's own
 rule, version and outcome columns) and audited, in the transaction that decides.
 
-Rolling windows hold exactly: every DECIDE runs under one lock (an in-process lock, then a
-PostgreSQL advisory lock across workers) and writes the withdrawal's spend before the lock is
-released, so concurrent withdrawals each see all the others and a limit is never exceeded. A
-withdrawal that ends having paid nothing gives its spend back (finish_withdrawal).
+Rolling windows hold exactly: a DECIDE holds still every withdrawal its windows add up (an
+in-process lock, then PostgreSQL advisory locks across workers: `decision_locks`, exclusive at
+the widest window of the policy, shared above) and writes the withdrawal's spend before the locks
+are released, so concurrent withdrawals each see all the others that count in the same window
+and a limit is never exceeded, while decisions no window connects run at once. A withdrawal that
+ends having paid nothing gives its spend back (finish_withdrawal).
 
 Custody's own housekeeping (gap fills, trustlines, sweeps of its pool keys) is EXEMPT: it moves
 no one's money out. Settings add two rules after the stored ones: `CUSTODY_APPROVAL_THRESHOLDS`
@@ -25,14 +27,14 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from temporalio import activity
 
 from activities.access import ApprovalQuorum
-from activities.locks import KeyedLocks, advisory_lock
+from activities.locks import KeyedLocks, advisory_locks
 from chains.registry import ChainRegistry
 from core import metrics
 from core.errors import CustodyError, LimitExceeded, PolicyBlocked, WalletNotFound, WithdrawalNotFound
 from core.identity import Role
 from core.money import to_base_units, to_decimal_string
 from core.policy import AmountRange, Counted, Match, Per, PolicyDocument, Quorum, Rule
-from core.policy_engine import Candidate, Judge, Judgement, Outcome, Step, Totals, Window
+from core.policy_engine import WINDOW_WIDTH, Candidate, Judge, Judgement, Outcome, Step, Totals, Window
 from core.settings import Settings
 from db import audit
 from db import policy as store
@@ -89,22 +91,47 @@ class PolicyJudge:
         self._chains = chains
         self._settings = settings or PolicySettings()
         self._locks = KeyedLocks()
+        # The widest window the policy last asked for: where the next decision starts locking.
+        self._scope = Per.WALLET
 
     # --- DECIDE --------------------------------------------------------------------------------
     async def decide(self, withdrawal_id: str) -> PolicyVerdict:
         """Judge once; a retry returns the recorded decision."""
-        async with self._locks.hold("policy", "decide"), self._sessions() as session, session.begin():
-            recorded = await _decision(session, withdrawal_id, DECIDE)
+        async with self._sessions() as session:
+            async with session.begin():
+                subject, recorded = await _subject_and_decision(session, withdrawal_id)
             if recorded is not None:
                 return verdict_of(recorded)
-            await advisory_lock(session, "policy", "decide")
-            withdrawal, wallet = await _load(session, withdrawal_id)
+            scope = self._scope
+            while True:
+                try:
+                    decision, judgement = await self._decide_holding(session, subject, scope)
+                    break
+                except _WiderWindows as wider:
+                    # The policy changed to windows wider than the locks held: rolled back, lock wider.
+                    scope = self._scope = wider.scope
+        activity.logger.info(
+            "policy decided", extra={"outcome": judgement.outcome, "rule_id": judgement.rule_id, "policy_version": judgement.version}
+        )
+        return verdict_of(decision)
+
+    async def _decide_holding(self, session: AsyncSession, subject: Subject, scope: Per) -> tuple[PolicyDecision, Judgement]:
+        locks = decision_locks(subject, scope)
+        exclusive = next(parts for parts, shared in locks if not shared)
+        # The in-process lock first, before a pooled connection is borrowed (activities/locks.py).
+        async with self._locks.hold(*exclusive), session.begin():
+            await advisory_locks(session, locks)
+            withdrawal, wallet = await _load(session, subject.withdrawal_id)
             version, document = await store.current(session)
+            judge = self.judge(document, version)
+            needed = WINDOW_WIDTH.index(judge.widest_window() or Per.WALLET)
+            if needed > WINDOW_WIDTH.index(scope):
+                raise _WiderWindows(WINDOW_WIDTH[needed])
             candidate = await self.candidate(session, withdrawal, wallet)
             if _housekeeping(withdrawal):
                 judgement = _exempt(version, withdrawal)
             else:
-                judgement = await self.judge(document, version).judge(candidate, lambda window: self._totals(session, withdrawal, window))
+                judgement = await judge.judge(candidate, lambda window: self._totals(session, withdrawal, window))
             decision = await self._record(session, withdrawal, DECIDE, judgement)
             withdrawal.policy_version, withdrawal.policy_rule_id, withdrawal.policy_outcome = version, judgement.rule_id, judgement.outcome
             withdrawal.updated_at = utcnow()
@@ -125,8 +152,7 @@ class PolicyJudge:
                         at=sa.func.clock_timestamp(),  # type: ignore[arg-type]
                     )
                 )
-        activity.logger.info("policy decided", extra={"outcome": judgement.outcome, "rule_id": judgement.rule_id, "policy_version": version})
-        return verdict_of(decision)
+        return decision, judgement
 
     # --- RECHECK -------------------------------------------------------------------------------
     async def recheck_in(self, session: AsyncSession, withdrawal_id: str) -> Recheck | None:
@@ -318,6 +344,63 @@ def _exempt(version: int, withdrawal: Withdrawal) -> Judgement:
     what = "a sweep of a custody key" if withdrawal.sweep else f"custody housekeeping ({withdrawal.kind})"
     why = f"{what}: moves no one's money out"
     return Judgement(Outcome.EXEMPT, "exempt", "custody housekeeping", version, why, trace=[Step("exempt", "custody housekeeping", True, why)])
+
+
+@dataclass(frozen=True)
+class Subject:
+    """What places a withdrawal in the rolling windows (none of it changes after it is accepted)."""
+
+    withdrawal_id: str
+    chain: str
+    asset: str
+    owner: str
+    wallet_id: str
+
+
+class _WiderWindows(Exception):
+    def __init__(self, scope: Per) -> None:
+        super().__init__(scope)
+        self.scope = scope
+
+
+def decision_locks(subject: Subject, scope: Per) -> list[tuple[tuple[str, ...], bool]]:
+    """The advisory locks a decision holds while it reads its windows and writes its spend:
+    exclusive at `scope` (the widest window it adds up), shared above it, widest first.
+
+    Windows add up withdrawals of one chain and asset, per wallet, owner or everyone, so those
+    are nested scopes: a decision adding up everyone's excludes every other of the chain and
+    asset, one per owner excludes that owner's, one per wallet (or with no window) that
+    wallet's, and decisions of different wallets otherwise run at once. Every decision holds
+    the chain and asset at least shared, so one judged by a newer policy with wider windows
+    still waits for one judged by the older policy."""
+    levels = [
+        ("policy-chain-asset", subject.chain, subject.asset),
+        ("policy-owner", subject.chain, subject.asset, subject.owner),
+        ("policy-wallet", subject.chain, subject.asset, subject.owner, subject.wallet_id),
+    ]
+    depth = len(WINDOW_WIDTH) - 1 - WINDOW_WIDTH.index(scope)
+    # Shared: the one lock every decision took exclusive before these, so a worker still running
+    # that code during a rolling deploy waits for these decisions and they for its.
+    before_scopes = (("policy", "decide"), True)
+    return [before_scopes, *((parts, level < depth) for level, parts in enumerate(levels[: depth + 1]))]
+
+
+async def _subject_and_decision(session: AsyncSession, withdrawal_id: str) -> tuple[Subject, PolicyDecision | None]:
+    """The withdrawal's place in the windows, and its DECIDE if recorded already, in one read."""
+    w = Withdrawal.__table__.c  # type: ignore[attr-defined]
+    decided = sa.and_(col(PolicyDecision.withdrawal_id) == w.id, col(PolicyDecision.stage) == DECIDE)
+    query = (
+        sa.select(w.chain, w.asset, w.owner, w.wallet_id, PolicyDecision)
+        .select_from(Withdrawal)
+        .outerjoin(PolicyDecision, decided)
+        .where(w.id == withdrawal_id)
+    )
+    # sqlmodel's exec is typed for its own select of at most four columns; this is SQLAlchemy's.
+    row = (await session.exec(query)).first()  # type: ignore[call-overload]
+    if row is None:
+        raise WithdrawalNotFound("no such withdrawal", withdrawal_id=withdrawal_id)
+    chain, asset, owner, wallet_id, recorded = row
+    return Subject(withdrawal_id, chain, asset, owner, wallet_id), recorded
 
 
 async def _decision(session: AsyncSession, withdrawal_id: str, stage: str) -> PolicyDecision | None:

@@ -75,6 +75,8 @@ class Totals:
 
 
 TotalsOf = Callable[[Window], Awaitable[Totals]]
+# Narrowest first: a wallet's withdrawals are among its owner's, an owner's among its chain+asset's.
+WINDOW_WIDTH = (Per.WALLET, Per.OWNER, Per.CHAIN_ASSET)
 
 
 @dataclass
@@ -129,6 +131,18 @@ class Judge:
         self.version = version
         # Rules from settings (CUSTODY_APPROVAL_THRESHOLDS) go after the stored ones.
         self.rules = [*document.rules, *(extra_rules or [])]
+
+    def widest_window(self) -> Per | None:
+        """The widest scope any rolling window of these rules adds up (None: no rule has one):
+        what a decision must hold still while it reads and then writes a spend."""
+        scopes = set()
+        for rule in self.rules:
+            if not rule.enabled:
+                continue
+            if rule.match.amount is not None and rule.match.amount.window_seconds is not None:
+                scopes.add(rule.match.amount.per)
+            scopes.update(limit.per for limit in rule.limits)
+        return max(scopes, key=WINDOW_WIDTH.index, default=None)
 
     async def judge(self, c: Candidate, totals: TotalsOf) -> Judgement:
         trace: list[Step] = []

@@ -100,8 +100,9 @@ async def window_totals(
 
     The clock is PostgreSQL's `clock_timestamp()`, read after the decision lock is held (never
     `now()`, the transaction's start: a decision that started earlier but committed later would
-    otherwise look like the future). Decisions are serialized, so every spend already written
-    is in the past; only `id` orders them for a re-check."""
+    otherwise look like the future). Decisions a window connects are serialized (the locks of
+    activities/policy.py `decision_locks`), so every spend this window counts is written and in
+    the past; only `id` orders them for a re-check."""
     s = PolicySpend.__table__.c  # type: ignore[attr-defined]
     end = sa.literal(as_of[1], sa.DateTime(timezone=True)) if as_of else sa.func.clock_timestamp()
     start = end - sa.literal(timedelta(seconds=window.seconds), sa.Interval())

@@ -17,7 +17,7 @@ from sqlmodel import select
 from web3 import AsyncHTTPProvider, AsyncWeb3
 
 from activities.policy import PolicyJudge
-from chains.registry import ChainRegistry
+from chains.registry import ChainRegistry, build_chain
 from core.identity import Role
 from core.policy import PolicyDocument
 from db import audit
@@ -150,6 +150,123 @@ async def test_decisions_on_ten_workers_at_once_admit_exactly_the_limit(sessions
     outcomes = [v.outcome for v in verdicts]
     assert outcomes.count("ALLOW") == 3 and outcomes.count("LIMIT_EXCEEDED") == 57, outcomes
     assert await asyncio.gather(*(judges[0].decide(i) for i in ids)) == verdicts  # a retry returns the recorded decision
+
+
+class StallingJudge(PolicyJudge):
+    """A worker's judge that stops inside one withdrawal's decision (its locks held, its spend
+    not yet written) until the test lets it go."""
+
+    def __init__(self, sessions, chains, stall: str) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(sessions, chains)
+        self.stall, self.inside, self.let_go = stall, asyncio.Event(), asyncio.Event()
+
+    async def candidate(self, session, withdrawal, wallet):  # type: ignore[no-untyped-def]
+        if withdrawal.id == self.stall:
+            self.inside.set()
+            await self.let_go.wait()
+        return await super().candidate(session, withdrawal, wallet)
+
+
+async def publish_rule(sessions, rule: dict) -> None:  # type: ignore[no-untyped-def]
+    """A policy of `rule` alone (the fixture puts the old one back)."""
+    async with sessions() as session, session.begin():
+        _, document = await store.current(session)
+        await store.publish(session, PolicyDocument.model_validate(document.model_dump() | {"rules": [rule]}), author="test", summary=rule["name"])
+
+
+async def stored_withdrawals(sessions, chain: str, owners: list[str]) -> list[str]:  # type: ignore[no-untyped-def]
+    """One wallet and one 1-unit withdrawal per entry of `owners`, written straight to the database."""
+    wallets = [
+        Wallet(id=str(uuid.uuid4()), owner=owner, chain=chain, label=f"w{i}", status="ACTIVE", address=random_address(), signer_backend="local")
+        for i, owner in enumerate(owners)
+    ]
+    ids = [str(uuid.uuid4()) for _ in owners]
+    async with sessions() as session, session.begin():
+        session.add_all(wallets)
+        await session.flush()
+        session.add_all(
+            Withdrawal(
+                id=withdrawal_id,
+                owner=wallet.owner,
+                wallet_id=wallet.id,
+                chain=chain,
+                asset="ETH",
+                destination=random_address(),
+                amount=10**18,
+                idempotency_key=withdrawal_id,
+                request_hash=withdrawal_id,
+            )
+            for withdrawal_id, wallet in zip(ids, wallets, strict=True)
+        )
+    return ids
+
+
+def own_chain(settings) -> tuple[str, ChainRegistry]:  # type: ignore[no-untyped-def]
+    """A chain of the test's own (anvil's settings under another name): a window over everyone
+    counts no other test's withdrawals."""
+    chain = f"race{uuid.uuid4().hex[:8]}"
+    return chain, ChainRegistry({chain: build_chain(chain, settings.chains["anvil"])})
+
+
+def a_day(chain: str, per: str | None, count: int = 1) -> dict:
+    """At most `count` withdrawals a day on `chain` per wallet, owner or for everyone (None: no limit)."""
+    rule = {"id": "a-day", "name": f"{count} a day per {per}", "match": {"chains": [chain]}, "action": "ALLOW"}
+    return rule | ({"limits": [{"per": per, "window_seconds": 86400, "max_count": count}]} if per else {})
+
+
+async def stall_inside(judge: StallingJudge) -> asyncio.Task:
+    deciding = asyncio.create_task(judge.decide(judge.stall))
+    await asyncio.wait_for(judge.inside.wait(), 30)
+    return deciding
+
+
+async def assert_still_waiting(*decisions: asyncio.Task) -> None:
+    """Not decided while the stalled decision's spend is unwritten: a decision that did not wait
+    would be made within this time; only the stalled one's commit may let it go."""
+    done, _ = await asyncio.wait(decisions, timeout=2)
+    assert not done, [t.result() for t in done]
+
+
+@pytest.mark.parametrize("per", ["OWNER", "CHAIN_ASSET"])
+async def test_a_decision_waits_for_those_its_windows_add_up_and_for_no_others(sessions, settings, per):
+    """One a day per owner (or for everyone): while the first withdrawal's decision is under way
+    on one worker, the same owner's other wallet waits on another worker and is refused by the
+    first's spend; another owner's, which no window connects, is decided meanwhile (with a
+    window over everyone it waits and is refused too)."""
+    chain, chains = own_chain(settings)
+    await publish_rule(sessions, a_day(chain, per))
+    first, same_owner, other_owner = await stored_withdrawals(sessions, chain, ["alice", "alice", "bob"])
+    stalled = StallingJudge(sessions, chains, stall=first)
+    deciding = await stall_inside(stalled)
+    waiting = asyncio.create_task(PolicyJudge(sessions, chains).decide(same_owner))
+    other = asyncio.create_task(PolicyJudge(sessions, chains).decide(other_owner))
+    if per == "OWNER":
+        assert (await asyncio.wait_for(other, 30)).outcome == "ALLOW"  # while the first is still under way
+    await assert_still_waiting(*([waiting] if per == "OWNER" else [waiting, other]))
+    stalled.let_go.set()
+    assert (await deciding).outcome == "ALLOW"
+    assert (await waiting).outcome == "LIMIT_EXCEEDED"
+    assert (await other).outcome == ("ALLOW" if per == "OWNER" else "LIMIT_EXCEEDED")
+
+
+async def test_a_decision_under_a_newer_wider_window_waits_for_one_under_the_older_policy(sessions, settings):
+    """A decision under way was judged by a policy without windows (it locked only its wallet);
+    then the policy limits everyone. The next decision, on a worker whose last decision needed
+    no window either, starts with narrow locks, sees the wider window, locks again, and waits
+    for the first to commit: it counts the first's spend."""
+    chain, chains = own_chain(settings)
+    await publish_rule(sessions, a_day(chain, None))
+    judge = PolicyJudge(sessions, chains)
+    earlier, first, later = await stored_withdrawals(sessions, chain, ["carol", "alice", "bob"])
+    assert (await judge.decide(earlier)).outcome == "ALLOW"
+    stalled = StallingJudge(sessions, chains, stall=first)
+    deciding = await stall_inside(stalled)
+    await publish_rule(sessions, a_day(chain, "CHAIN_ASSET", count=2))
+    waiting = asyncio.create_task(judge.decide(later))
+    await assert_still_waiting(waiting)
+    stalled.let_go.set()
+    assert (await deciding).outcome == "ALLOW"
+    assert (await waiting).outcome == "LIMIT_EXCEEDED"  # carol's and alice's: two of two
 
 
 async def test_two_of_three_approvers_of_a_group_release_a_withdrawal_above_a_threshold(api, sessions, client):

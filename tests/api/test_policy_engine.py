@@ -145,6 +145,22 @@ async def test_velocity_limits_refuse_with_what_remains():
     assert too_big.details["remaining_amount"] == "1.5 ETH"
 
 
+def test_the_widest_window_is_what_a_decision_must_hold_still():
+    """The scope decision_locks (activities/policy.py) locks: the widest rolling window of any
+    enabled rule, an amount range's or a limit's; None without windows."""
+    windowless = {"name": "windowless", "action": "ALLOW", "match": {"assets": ["ETH"], "amount": {"up_to": "1"}}, "max_per_transaction": "1"}
+    per_wallet = {"name": "per_wallet", "action": "ALLOW", "match": {"assets": ["ETH"], "amount": {"up_to": "1", "window_seconds": 60}}}
+    per_owner = {"name": "per_owner", "action": "ALLOW", "limits": [{"per": "OWNER", "window_seconds": 60, "max_count": 1}]}
+    everyone = {"name": "everyone", "action": "ALLOW", "limits": [{"per": "CHAIN_ASSET", "window_seconds": 60, "max_count": 1}]}
+    assert Judge(document(windowless), 1).widest_window() is None
+    assert Judge(document(per_wallet, windowless), 1).widest_window() == Per.WALLET
+    assert Judge(document(per_owner, per_wallet), 1).widest_window() == Per.OWNER
+    assert Judge(document(per_wallet, everyone, per_owner), 1).widest_window() == Per.CHAIN_ASSET
+    assert Judge(document(per_owner, everyone | {"enabled": False}), 1).widest_window() == Per.OWNER
+    extra = Rule.model_validate({**per_owner, "id": "settings"})
+    assert Judge(document(windowless), 1, [extra]).widest_window() == Per.OWNER
+
+
 async def test_require_approval_names_its_quorum_and_a_group_its_members():
     doc = document(
         {
