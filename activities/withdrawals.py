@@ -209,6 +209,11 @@ async def _settle_attempt_states(session: AsyncSession, withdrawal_id: str, land
 SEND_STEP_MARGIN_SECONDS = 5.0
 
 
+# What await_confirmation keeps of its start-to-close timeout while it waits for a transfer in a
+# block to become final: it answers before the server would time it out (and retry it).
+CONFIRMATION_MARGIN_SECONDS = 30.0
+
+
 def finality_wait_after_send(settings: ChainSettingsBase, seconds_left_in_step: float) -> float:
     """How long the send step looks for a final outcome after the send: the chain's
     `finality_wait_in_send_step_seconds`, never past its bump delay (the confirmation loop's
@@ -1155,7 +1160,8 @@ class WithdrawalActivities:
 
     @activity.defn(name="await_confirmation")
     async def await_confirmation(self, withdrawal_id: str) -> ConfirmationResult:
-        """Poll until the transfer is final, or return PENDING after the chain's bump delay.
+        """Poll until the transfer is final, or return PENDING after the chain's bump delay
+        (a transfer already in a block: near the round's timeout, nothing being left to bump).
         An unmined attempt the node no longer knows (evicted, or its block reorged away) is sent
         again as the same bytes: it is the same transfer and can land only once."""
         async with self._sessions() as session:
@@ -1163,13 +1169,22 @@ class WithdrawalActivities:
         chain = self._chains.get(withdrawal.chain)
         chain_settings = chain.settings
         intent = self._intent(withdrawal, wallet)
-        deadline = time.monotonic() + chain_settings.fee_bump_after_seconds
+        started = time.monotonic()
+        bump_deadline = started + chain_settings.fee_bump_after_seconds
+        timeout = activity.info().start_to_close_timeout
+        round_deadline = started + timeout.total_seconds() - CONFIRMATION_MARGIN_SECONDS if timeout else bump_deadline
         while True:
             async with self._sessions() as session:
                 attempts = [as_signed(a) for a in await self._attempts(session, withdrawal_id)]
             status = await chain.transfer_status(intent, attempts)
             activity.heartbeat(status.state.value)
-            if status.state != OnChainState.PENDING or time.monotonic() >= deadline:
+            if status.state != OnChainState.PENDING:
+                return _confirmation(status, attempts)
+            # In a block and only awaiting finality, nothing is bumped or sent again: this round
+            # waits on (issue 14: one activity, not one per bump delay, e.g. Solana's 2 s against
+            # 13 s to `finalized`). Out of its block again (a reorg), the bump delay counts.
+            in_block = status.block_number is not None
+            if time.monotonic() >= (max(bump_deadline, round_deadline) if in_block else bump_deadline):
                 return _confirmation(status, attempts)
             if status.block_number is None and attempts and chain.mempool_visible:
                 await self._resend_if_dropped(chain, withdrawal, attempts[-1])

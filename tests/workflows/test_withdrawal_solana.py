@@ -23,9 +23,12 @@ from spl.token.instructions import (
     mint_to_checked,
 )
 from spl.token.models import MintToCheckedParams
+from temporalio.client import Client
 
+from chains.base import OnChainState
 from core.settings import Settings, SolanaChainSettings, TokenSettings
 from devnet.solana import SolanaDevnet
+from models.payloads import ConfirmationResult
 from tests.conftest import ALICE, SOL, replay_and_record, send_signed, wait_for_status
 
 TOKEN_DECIMALS = 6
@@ -100,7 +103,24 @@ async def wait_for(predicate, timeout: float = 30):  # type: ignore[no-untyped-d
 # ----------------------------------------------------------------------------- flows
 
 
-async def test_sol_withdrawal_completes(api: httpx.AsyncClient, rpc: AsyncClient) -> None:
+async def confirmation_rounds(client: Client, workflow_id: str) -> list[ConfirmationResult]:
+    """What each await_confirmation round of the workflow answered, decoded as the worker does."""
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    rounds = {
+        e.event_id
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+        and e.activity_task_scheduled_event_attributes.activity_type.name == "await_confirmation"
+    }
+    answers = []
+    for e in history.events:
+        if e.HasField("activity_task_completed_event_attributes") and e.activity_task_completed_event_attributes.scheduled_event_id in rounds:
+            [answer] = await client.data_converter.decode(e.activity_task_completed_event_attributes.result.payloads, [ConfirmationResult])
+            answers.append(answer)
+    return answers
+
+
+async def test_sol_withdrawal_completes(api: httpx.AsyncClient, rpc: AsyncClient, client: Client) -> None:
     wallet = await create_wallet(api)
     before = (await api.get(f"/v1/wallets/{wallet['id']}/balances", headers=ALICE)).json()
     assert before["funded"] is False  # no lamports, no account
@@ -116,6 +136,10 @@ async def test_sol_withdrawal_completes(api: httpx.AsyncClient, rpc: AsyncClient
     assert done["tx_hash"] == done["attempts"][0]["tx_hash"]
     assert done["fee_paid_base_units"] == "5000"  # one signature, no priority fee configured
     assert done["memo"] == {"type": "text", "value": "payout 7"}
+    # In a slot soon after the send, the transfer waited for `finalized` (32 slots) within one
+    # confirmation round: no round ended on a landed, unfinal transfer after the bump delay (1 s here).
+    rounds = await confirmation_rounds(client, done["workflow_id"])
+    assert rounds and not [r for r in rounds if r.state == OnChainState.PENDING and r.block_number is not None], rounds
 
     assert await lamports(rpc, destination) == SOL // 2
     assert await lamports(rpc, wallet["address"]) == 2 * SOL - SOL // 2 - 5_000
