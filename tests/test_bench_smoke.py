@@ -4,10 +4,14 @@ figure with a sane value. No timing is asserted (timings belong to the benchmark
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -120,3 +124,39 @@ def test_billable_actions_follow_temporal_clouds_counting(history: str, actions:
     path = Path(__file__).parent / "histories" / f"{history}.json"
     events = WorkflowHistory.from_json("withdrawal-x", path.read_text()).events
     assert billable_actions(events) == actions
+
+
+def _processes_under(directory: Path) -> dict[psutil.Process, str]:
+    """Running processes whose command line names `directory`, with that command line."""
+    commands = {p: " ".join(p.info["cmdline"] or []) for p in psutil.process_iter(["cmdline"])}
+    return {p: command for p, command in commands.items() if str(directory) in command}
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_a_terminated_bench_stops_its_stack_and_removes_its_directory(tmp_path: Path, signum: int) -> None:
+    """`timeout` or `kill` (SIGTERM) or a closed terminal (SIGHUP) while the stack starts: every
+    server it started is stopped and its temporary directory removed, as with Ctrl-C. Before,
+    PostgreSQL, Temporal and the devnets ran on."""
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    bench = subprocess.Popen(
+        [sys.executable, "-m", "bench", "--targets", "evm", "--levels", "1", "--out", str(tmp_path / "out")],
+        cwd=ROOT,
+        env={**os.environ, "TMPDIR": str(temporary)},  # the stack's directory (tempfile.mkdtemp) is in here
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not any("postgres" in command for command in _processes_under(temporary).values()):  # the first server is up
+            assert bench.poll() is None and time.monotonic() < deadline, "the bench never started PostgreSQL"
+            time.sleep(0.2)
+        bench.send_signal(signum)
+        assert bench.wait(timeout=120) == 128 + signum
+    finally:
+        bench.kill()
+        left_running = _processes_under(temporary)
+        for process in left_running:  # so that a failure here leaves no servers behind
+            process.kill()
+    assert list(left_running.values()) == []
+    assert list(temporary.glob("custody-bench-*")) == []
