@@ -88,7 +88,8 @@ class ChainSettingsBase(BaseModel):
     # 30 s timeout; 0: not at all): a transfer final by then (a chain or devnet whose blocks are
     # final within it) is concluded without a confirmation activity and the workflow task
     # around it. Otherwise await_confirmation waits as before; the wait only moves the first
-    # polls into the send step.
+    # polls into the send step. Left unset, 0 where finality lags by design (see
+    # `_finality_look_only_where_it_can_see_finality`).
     finality_wait_in_send_step_seconds: float = Field(default=2.0, ge=0, le=30)
     # Test networks only: the fund route may draw from the network's faucet.
     faucet_enabled: bool = False
@@ -107,6 +108,20 @@ class ChainSettingsBase(BaseModel):
         if value and (urlsplit(value).scheme not in ("http", "https") or "{hash}" not in value):
             raise ValueError("explorer_tx_url is an http(s) URL with {hash} where the transaction hash goes")
         return value
+
+    def _finality_lags(self) -> bool:
+        """Whether this chain's configured finality trails the block by more than a send step's
+        look could wait (a family's finalized checkpoint or commitment)."""
+        return False
+
+    @model_validator(mode="after")
+    def _finality_look_only_where_it_can_see_finality(self) -> ChainSettingsBase:
+        # A finalized checkpoint trails the head by minutes on real chains (by two blocks on
+        # ./dev up's anvil, Solana's finalized by 32 slots): a look in the send step would never
+        # see the transfer final, only hold the step and poll the node. An explicit value stands.
+        if "finality_wait_in_send_step_seconds" not in self.model_fields_set and self._finality_lags():
+            self.finality_wait_in_send_step_seconds = 0.0
+        return self
 
     def explorer_tx_link(self, tx_hash: str | None) -> str | None:
         """The explorer's page of a transaction, or None without a template (or a hash)."""
@@ -162,6 +177,9 @@ class EvmChainSettings(ChainSettingsBase):
     def _endpoints(self) -> EvmChainSettings:
         self.rpc_url = _endpoint_list(self.rpc_url, self.rpc_urls, "rpc_url", "rpc_urls")[0]
         return self
+
+    def _finality_lags(self) -> bool:
+        return self.finality != "depth"  # "auto" is the finalized block on any node that has one
 
     def endpoint_urls(self) -> list[str]:
         return list(self.rpc_urls) or [self.rpc_url]
@@ -242,6 +260,9 @@ class SolanaChainSettings(ChainSettingsBase):
     def _endpoints(self) -> SolanaChainSettings:
         self.rpc_url = _endpoint_list(self.rpc_url, self.rpc_urls, "rpc_url", "rpc_urls")[0]
         return self
+
+    def _finality_lags(self) -> bool:
+        return self.commitment == "finalized"
 
     def endpoint_urls(self) -> list[str]:
         return list(self.rpc_urls) or [self.rpc_url]

@@ -12,7 +12,7 @@ from chains.evm import EvmChain
 from core.errors import InvalidAmount, InvalidRecipient
 from core.logs import JsonFormatter
 from core.money import to_base_units, to_decimal_string
-from core.settings import EvmChainSettings, Settings
+from core.settings import EvmChainSettings, Settings, SolanaChainSettings, StellarChainSettings
 
 
 @pytest.mark.parametrize(
@@ -111,3 +111,21 @@ def test_the_send_steps_finality_wait_stays_inside_the_bump_delay_and_the_steps_
 
     settings = EvmChainSettings(chain_id=1, rpc_url="http://node", finality_wait_in_send_step_seconds=wait, fee_bump_after_seconds=bump_after)
     assert finality_wait_after_send(settings, left_in_step) == expected
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        (lambda **kw: EvmChainSettings(chain_id=1, rpc_url="http://node", finality="depth", **kw), 2.0),
+        (lambda **kw: EvmChainSettings(chain_id=1, rpc_url="http://node", finality="finalized", **kw), 0.0),
+        (lambda **kw: EvmChainSettings(chain_id=1, rpc_url="http://node", **kw), 0.0),  # auto: the finalized block
+        (lambda **kw: SolanaChainSettings(rpc_url="http://node", commitment="confirmed", **kw), 2.0),
+        (lambda **kw: SolanaChainSettings(rpc_url="http://node", **kw), 0.0),  # finalized: 32 slots on
+        (lambda **kw: StellarChainSettings(horizon_url="http://node", network_passphrase="x", **kw), 2.0),  # a closed ledger is final
+    ],
+)
+def test_the_send_step_looks_for_finality_only_where_finality_can_come_within_its_look(settings, expected):
+    """Unset, the look is off where finality trails the block by design (a finalized checkpoint
+    or commitment: it would only hold the step and poll the node); a value given stands."""
+    assert settings().finality_wait_in_send_step_seconds == expected
+    assert settings(finality_wait_in_send_step_seconds=1.5).finality_wait_in_send_step_seconds == 1.5
