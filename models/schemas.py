@@ -150,7 +150,7 @@ class WithdrawalPublic(BaseModel):
     to: str
     recipient_owner: str | None = None
     retry_of: str | None = None
-    amount: str
+    amount: str | None = Field(description="in the asset's unit; null once the chain or asset is no longer configured (amount_base_units stands)")
     amount_base_units: str
     memo: MemoIn | None = None
     status: str

@@ -27,6 +27,8 @@ from core.errors import (
     IdempotencyConflict,
     NotAvailable,
     RecipientNotFound,
+    UnknownAsset,
+    UnknownChain,
     ValidationFailed,
     WalletFrozen,
     WalletInactive,
@@ -72,8 +74,17 @@ def _request_hashes(body: WithdrawalCreate) -> set[str]:
     return {_request_hash(body), hashlib.sha256(json.dumps(body.model_dump(), sort_keys=True).encode()).hexdigest()}
 
 
+def _decimal_amount(state: StateDep, w: Withdrawal) -> str | None:
+    """The amount in the asset's unit; None once its chain or asset is no longer configured (its
+    decimals with it): the withdrawal is still read, in base units, never refused."""
+    try:
+        decimals = state.chains.get(w.chain).asset(w.asset).decimals
+    except (UnknownChain, UnknownAsset):
+        return None
+    return to_decimal_string(w.amount, decimals)
+
+
 async def _public(session: SessionDep, state: StateDep, w: Withdrawal, *, detail: bool) -> WithdrawalPublic:
-    decimals = state.chains.get(w.chain).asset(w.asset).decimals
     public = WithdrawalPublic(
         id=w.id,
         kind=w.kind,
@@ -84,7 +95,7 @@ async def _public(session: SessionDep, state: StateDep, w: Withdrawal, *, detail
         to=w.destination,
         recipient_owner=w.recipient_owner,
         retry_of=w.retry_of,
-        amount=to_decimal_string(w.amount, decimals),
+        amount=_decimal_amount(state, w),
         amount_base_units=str(w.amount),
         memo=MemoIn(type=w.memo_type, value=w.memo_value) if w.memo_type and w.memo_value else None,
         status=w.status,

@@ -197,7 +197,8 @@ async def _eth_balance(api, wallet_id: str, headers: dict) -> int:  # type: igno
 async def test_a_withdrawal_of_a_chain_no_longer_configured_is_left_out_of_lists(api, worker, sessions):
     """Found by the console's browser test: one row of a chain this deployment no longer
     configures (a test chain of another test, a retired network) made alice's whole list an
-    UNKNOWN_CHAIN error. Lists show what they can convert to units; the rest is left out."""
+    UNKNOWN_CHAIN error. Lists show what they can convert to units; the rest is left out, and
+    read by its id, shows its amount in base units only."""
     import sqlalchemy as sa
 
     wallet = await create_wallet(api)
@@ -211,6 +212,12 @@ async def test_a_withdrawal_of_a_chain_no_longer_configured_is_left_out_of_lists
     listed = await api.get("/v1/withdrawals", params={"wallet_id": wallet["id"]}, headers=ALICE)
     assert listed.status_code == 200, listed.text
     assert [w["id"] for w in listed.json()["items"]] == [kept["id"]]
+    # Read by its id it is all there, in base units: it exists, the request is valid (was 422 UNKNOWN_CHAIN).
+    alone = await api.get(f"/v1/withdrawals/{retired['id']}", headers=ALICE)
+    assert alone.status_code == 200, alone.text
+    body = alone.json()
+    assert body["chain"] == "retired-net" and body["status"] == "COMPLETED" and body["tx_hash"]
+    assert body["amount"] is None and body["amount_base_units"] == str(10**17)
 
 
 async def test_integer_query_parameters_past_the_columns_are_422_not_500(api):
