@@ -33,7 +33,6 @@ import json
 import os
 import platform
 import shutil
-import signal
 import sys
 import time
 import uuid
@@ -49,6 +48,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from bench.targets import KNOWN, Target, ceiling, target
+from devnet.termination import stop_like_ctrl_c_on_termination
 
 console = Console(stderr=True)
 
@@ -602,26 +602,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _stop_like_ctrl_c_on_termination() -> None:
-    """SIGTERM and SIGHUP (`timeout`, `kill`, a closed terminal) end the run as Ctrl-C does,
-    through the `finally` that stops the stack and removes its directory: Python's default for
-    them ends the process at once and left PostgreSQL, Temporal and the devnets running. Once
-    stopping, further signals are ignored so that the stop runs to its end."""
-
-    def stop(signum: int, _frame: object) -> None:
-        for each in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
-            signal.signal(each, signal.SIG_IGN)
-        raise SystemExit(128 + signum)
-
-    for each in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(each, stop)
-
-
 def run(argv: list[str] | None = None) -> dict[str, Any]:
     from bench import stack as bench_stack
 
     args = parse_args(argv)
-    _stop_like_ctrl_c_on_termination()
+    stop_like_ctrl_c_on_termination()
     started_at = datetime.now(UTC).isoformat()
     host = machine()
     chains = tuple(dict.fromkeys(KNOWN[name][0] for name in args.targets))

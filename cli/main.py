@@ -376,6 +376,7 @@ def chaos(
     from chaos.config import ChaosConfig
     from chaos.report import render
     from chaos.run import run_chaos
+    from devnet.termination import stop_like_ctrl_c_on_termination
 
     submit = submit_seconds if submit_seconds is not None else max(20.0, withdrawals / 5)
     config = ChaosConfig(
@@ -388,6 +389,7 @@ def chaos(
         work_dir=Path(work_dir) if work_dir else None,
         keep=keep or work_dir is not None,
     )
+    stop_like_ctrl_c_on_termination()  # `timeout custody chaos ...` stops its stack too
     report = asyncio.run(run_chaos(config))
     typer.echo(json.dumps(report, indent=2, default=str) if as_json else render(report))
     raise typer.Exit(0 if report["ok"] else 1)

@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
-import psutil
 import pytest
+
+from tests.support.processes import short_temporary_directory, terminate_once_running
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -128,30 +126,13 @@ def test_billable_actions_follow_temporal_clouds_counting(history: str, actions:
     assert billable_actions(events) == actions
 
 
-def _processes_of(temporary: Path) -> dict[psutil.Process, str]:
-    """Running processes the bench started, with their command lines: every one inherits its
-    TMPDIR (`temporary`), and the servers also name their directory in it."""
-    found = {}
-    for process in psutil.process_iter(["cmdline"]):
-        command = " ".join(process.info["cmdline"] or [])
-        try:
-            inherited = process.environ().get("TMPDIR") == str(temporary)
-        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
-            inherited = False
-        if inherited or str(temporary) in command:
-            found[process] = command
-    return found
-
-
 @pytest.mark.parametrize(("signum", "after"), [(signal.SIGHUP, "postgres"), (signal.SIGTERM, "uvicorn")])
 def test_a_terminated_bench_stops_its_stack_and_removes_its_directory(request: pytest.FixtureRequest, signum: int, after: str) -> None:
     """A closed terminal (SIGHUP) as the stack starts, `timeout` or `kill` (SIGTERM) once the
     worker and the API run: every process it started is stopped and its temporary directory
     removed, as with Ctrl-C. Before, PostgreSQL, Temporal, the devnets, the worker and the API
     ran on (the worker retrying a dead Temporal forever)."""
-    # Short: PostgreSQL's socket path inside it must stay under the kernel's 107 bytes.
-    temporary = Path(tempfile.mkdtemp(prefix="bench-tmp-", dir="/tmp"))
-    request.addfinalizer(lambda: shutil.rmtree(temporary, ignore_errors=True))
+    temporary = short_temporary_directory(request.addfinalizer)
     bench = subprocess.Popen(
         [sys.executable, "-m", "bench", "--targets", "evm", "--levels", "1", "--out", str(temporary / "out")],
         cwd=ROOT,
@@ -159,17 +140,5 @@ def test_a_terminated_bench_stops_its_stack_and_removes_its_directory(request: p
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    try:
-        deadline = time.monotonic() + 180
-        while not any(after in command for process, command in _processes_of(temporary).items() if process.pid != bench.pid):
-            assert bench.poll() is None and time.monotonic() < deadline, f"the bench never started {after}"
-            time.sleep(0.2)
-        bench.send_signal(signum)
-        assert bench.wait(timeout=120) == 128 + signum
-    finally:
-        bench.kill()
-        left_running = _processes_of(temporary)
-        for process in left_running:  # so that a failure here leaves no servers behind
-            process.kill()
-    assert list(left_running.values()) == []
+    assert terminate_once_running(bench, temporary, after, signum) == []
     assert list(temporary.glob("custody-bench-*")) == []

@@ -8,12 +8,15 @@ really happened."""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 
 import pytest
 
 from devnet import local
+from tests.support.processes import short_temporary_directory, terminate_once_running
 
 WITHDRAWALS = 200
 SEED = 1
@@ -58,3 +61,19 @@ def test_chaos_run_of_200_withdrawals_on_three_chains_holds_every_promise() -> N
     for action in ("error", "reset", "hang", "delay", "drop_response"):
         assert sum(faults["wire_injected"][c].get(action, 0) for c in faults["wire_injected"]) >= 1, action
     assert all(r.get("status") == "OK" for r in report["reconciliation"].values())
+
+
+def test_a_terminated_chaos_run_stops_its_stack_and_removes_its_directory(request: pytest.FixtureRequest) -> None:
+    """`timeout custody chaos ...` (SIGTERM) once its worker and API run: every process of its
+    stack is stopped and its directory removed, as with Ctrl-C (Python's default for SIGTERM left
+    them all running)."""
+    temporary = short_temporary_directory(request.addfinalizer)
+    chaos = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "chaos", "-n", "4", "--seed", "1"],
+        cwd=local.ROOT,
+        env={**os.environ, "TMPDIR": str(temporary)},  # the run's directory (tempfile.mkdtemp) is in here
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    assert terminate_once_running(chaos, temporary, "uvicorn", signal.SIGTERM) == []
+    assert list(temporary.glob("custody-chaos-*")) == []
