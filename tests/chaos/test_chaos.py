@@ -26,9 +26,26 @@ SETTLE_SECONDS = 240
 
 
 @pytest.mark.timeout(600)
-def test_chaos_run_of_200_withdrawals_on_three_chains_holds_every_promise() -> None:
+def test_chaos_run_of_200_withdrawals_on_three_chains_holds_every_promise(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # The run's logs (worker, API, Temporal, proxies, devnets) kept under pytest's temporary
+    # directory, so a failure in CI can be read afterwards; the report's work_dir names it.
+    work_dir = tmp_path / "chaos"
     run = subprocess.run(
-        [sys.executable, "-m", "cli.main", "chaos", "-n", str(WITHDRAWALS), "--seed", str(SEED), "--settle", str(SETTLE_SECONDS), "--json"],
+        [
+            sys.executable,
+            "-m",
+            "cli.main",
+            "chaos",
+            "-n",
+            str(WITHDRAWALS),
+            "--seed",
+            str(SEED),
+            "--settle",
+            str(SETTLE_SECONDS),
+            "--json",
+            "--work-dir",
+            str(work_dir),
+        ],
         cwd=local.ROOT,
         capture_output=True,
         text=True,
@@ -56,7 +73,7 @@ def test_chaos_run_of_200_withdrawals_on_three_chains_holds_every_promise() -> N
         assert faults[kind] >= 1, kind
     for chain in ("anvil", "solana", "stellar"):
         injected = faults["wire_injected"][chain]
-        assert injected.get("drop_response", 0) >= 1, (chain, injected)  # accepted, answer lost
+        assert injected.get("drop_response", 0) >= 1, (chain, injected, f"logs in {work_dir}/logs")  # accepted, answer lost
         assert len([a for a, n in injected.items() if n]) >= 3, (chain, injected)
     for action in ("error", "reset", "hang", "delay", "drop_response"):
         assert sum(faults["wire_injected"][c].get(action, 0) for c in faults["wire_injected"]) >= 1, action
